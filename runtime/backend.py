@@ -1,0 +1,49 @@
+"""Where a tool call actually runs. The scheduler only sees :class:`ExecutionBackend`.
+
+:class:`InProcessBackend` runs async tools on the event loop and sync tools in worker
+threads, so they never block it. A distributed backend (Ray) implements the same method.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Protocol
+
+import anyio
+import anyio.to_thread
+from anyio.lowlevel import RunVar
+
+from .tools import Tool, ToolContext
+
+__all__ = ["ExecutionBackend", "InProcessBackend"]
+
+
+class ExecutionBackend(Protocol):
+    async def call(self, tool: Tool, args: dict[str, Any], context: ToolContext) -> Any:
+        """Run ``tool`` with validated ``args`` and return its output."""
+
+
+class InProcessBackend:
+    """Async tools on the event loop, sync tools in a bounded pool of worker threads.
+
+    A cancelled sync tool is not abandoned: the run waits for its thread to return, so no
+    thread outlives the run. Long-running sync tools should call
+    ``anyio.from_thread.check_cancelled()`` now and then to stop promptly.
+    """
+
+    def __init__(self, worker_threads: int = 16) -> None:
+        self.worker_threads = worker_threads
+        # One limiter per event loop: a backend may serve runs on several loops in turn.
+        self._limiter: RunVar[anyio.CapacityLimiter] = RunVar(f"dagentic-threads-{id(self)}")
+
+    async def call(self, tool: Tool, args: dict[str, Any], context: ToolContext) -> Any:
+        if tool.context_param is not None:
+            args[tool.context_param] = context
+        if tool.is_async:
+            return await tool.fn(**args)
+        try:
+            limiter = self._limiter.get()
+        except LookupError:
+            limiter = anyio.CapacityLimiter(self.worker_threads)
+            self._limiter.set(limiter)
+        return await anyio.to_thread.run_sync(partial(tool.fn, **args), limiter=limiter)

@@ -1,0 +1,201 @@
+"""Errors and the failure-mode taxonomy.
+
+Every error dagentic raises derives from :class:`DagenticError` and also from the nearest
+built-in exception, so ``except ValueError`` keeps working::
+
+    DagenticError
+    ├── PlanError (ValueError)                  plan_invalid  - a plan failed validation
+    ├── ExpressionError (ValueError)            plan_invalid  - a ${{ }} expression is malformed
+    │   └── EvaluationError                     tool_error    - it failed at run time
+    ├── ToolDefinitionError (TypeError)         -             - a @tool function is ill-defined
+    ├── PluginError (RuntimeError)              -             - a plugin could not be loaded
+    ├── ToolNotFoundError (LookupError)         invalid_tool
+    ├── InvalidArgsError (ValueError)           invalid_args
+    ├── ToolError (RuntimeError)                tool_error    - raised by tools; `retryable`
+    ├── StepTimeoutError (TimeoutError)         timeout
+    ├── ResourceLimitError (RuntimeError)       resource_limit
+    ├── PolicyBlockedError (PermissionError)    policy_blocked
+    ├── CheckFailedError (AssertionError)       check_failed
+    └── BudgetExceededError (RuntimeError)      budget_exceeded
+
+Errors never log themselves; the executor records them on the step they belong to.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+__all__ = [
+    "BudgetExceededError",
+    "CheckFailedError",
+    "DagenticError",
+    "EvaluationError",
+    "ExpressionError",
+    "FailureMode",
+    "InvalidArgsError",
+    "PlanError",
+    "PluginError",
+    "PolicyBlockedError",
+    "Problem",
+    "ResourceLimitError",
+    "StepTimeoutError",
+    "ToolDefinitionError",
+    "ToolError",
+    "ToolNotFoundError",
+    "failure_mode_of",
+]
+
+
+class FailureMode(StrEnum):
+    """The fixed taxonomy of what can go wrong in a run (see ARCHITECTURE.md)."""
+
+    PLAN_INVALID = "plan_invalid"
+    INVALID_TOOL = "invalid_tool"
+    INVALID_ARGS = "invalid_args"
+    MISSING_CAPABILITY = "missing_capability"
+    TOOL_ERROR = "tool_error"
+    TIMEOUT = "timeout"
+    RESOURCE_LIMIT = "resource_limit"
+    POLICY_BLOCKED = "policy_blocked"
+    UPSTREAM_FAILED = "upstream_failed"
+    CHECK_FAILED = "check_failed"
+    GOAL_NOT_MET = "goal_not_met"
+    FALSE_SUCCESS = "false_success"
+    BUDGET_EXCEEDED = "budget_exceeded"
+    CANCELLED = "cancelled"
+
+
+class DagenticError(Exception):
+    """Root of every dagentic error. ``message`` is the whole, user-facing text."""
+
+    failure_mode: FailureMode | None = None
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fields = fields
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"type": type(self).__name__, "message": self.message}
+        if self.failure_mode is not None:
+            data["failure_mode"] = self.failure_mode.value
+        data.update(self.fields)
+        return data
+
+
+class Problem:
+    """One validation problem, located in a file when the plan came from one."""
+
+    __slots__ = ("column", "file", "line", "message")
+
+    def __init__(
+        self, message: str, *, file: str | None = None, line: int | None = None,
+        column: int | None = None,
+    ) -> None:
+        self.message = message
+        self.file = file
+        self.line = line
+        self.column = column
+
+    def __str__(self) -> str:
+        if self.line is None:
+            return f"{self.file}: {self.message}" if self.file else self.message
+        return f"{self.file or '<plan>'}:{self.line}:{self.column or 1}: {self.message}"
+
+    def __repr__(self) -> str:
+        return f"Problem({str(self)!r})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"message": self.message, "file": self.file, "line": self.line,
+                "column": self.column}
+
+
+class PlanError(DagenticError, ValueError):
+    """A plan failed validation. ``problems`` lists every problem found, in file order."""
+
+    failure_mode = FailureMode.PLAN_INVALID
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        data["problems"] = [p.to_dict() for p in self.problems]
+        return data
+
+
+class ExpressionError(DagenticError, ValueError):
+    """A ``${{ }}`` expression is malformed or uses something the language does not have."""
+
+    failure_mode = FailureMode.PLAN_INVALID
+
+
+class EvaluationError(ExpressionError):
+    """An expression failed while the run was evaluating it (missing key, bad operand...)."""
+
+    failure_mode = FailureMode.TOOL_ERROR
+
+
+class ToolDefinitionError(DagenticError, TypeError):
+    """A ``@tool`` function cannot become a tool. ``problems`` lists every reason."""
+
+    def __init__(self, name: str, problems: list[str]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"tool {name!r} is not a valid tool:\n{lines}", tool=name)
+
+
+class PluginError(DagenticError, RuntimeError):
+    """A plugin failed to load or registered something invalid."""
+
+
+class ToolNotFoundError(DagenticError, LookupError):
+    failure_mode = FailureMode.INVALID_TOOL
+
+
+class InvalidArgsError(DagenticError, ValueError):
+    failure_mode = FailureMode.INVALID_ARGS
+
+
+class ToolError(DagenticError, RuntimeError):
+    """Raise from a tool to report a failure. ``retryable=True`` lets a step retry it."""
+
+    failure_mode = FailureMode.TOOL_ERROR
+
+    def __init__(self, message: str, *, retryable: bool = False, **fields: Any) -> None:
+        super().__init__(message, **fields)
+        self.retryable = retryable
+
+
+class StepTimeoutError(DagenticError, TimeoutError):
+    failure_mode = FailureMode.TIMEOUT
+
+
+class ResourceLimitError(DagenticError, RuntimeError):
+    failure_mode = FailureMode.RESOURCE_LIMIT
+
+
+class PolicyBlockedError(DagenticError, PermissionError):
+    failure_mode = FailureMode.POLICY_BLOCKED
+
+
+class CheckFailedError(DagenticError, AssertionError):
+    failure_mode = FailureMode.CHECK_FAILED
+
+
+class BudgetExceededError(DagenticError, RuntimeError):
+    failure_mode = FailureMode.BUDGET_EXCEEDED
+
+
+def failure_mode_of(exc: BaseException) -> FailureMode:
+    """The failure mode an exception stands for: its own, or ``tool_error`` for foreign ones."""
+    mode = getattr(exc, "failure_mode", None)
+    if isinstance(mode, FailureMode):
+        return mode
+    if isinstance(exc, TimeoutError):
+        return FailureMode.TIMEOUT
+    if isinstance(exc, MemoryError):
+        return FailureMode.RESOURCE_LIMIT
+    return FailureMode.TOOL_ERROR

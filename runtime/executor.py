@@ -1,0 +1,662 @@
+"""The executor: runs a compiled plan as a DAG on anyio (asyncio or trio).
+
+Scheduling is a ready queue, not levels: the moment a step's last dependency finishes,
+the step is queued and started as soon as a slot of the run's concurrency is free. Tools
+run through an :class:`~runtime.backend.ExecutionBackend`; every state change goes to an
+optional :class:`~runtime.journal.Journal`.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import uuid
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+import anyio
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from .backend import ExecutionBackend, InProcessBackend
+from .errors import (
+    CheckFailedError,
+    EvaluationError,
+    FailureMode,
+    InvalidArgsError,
+    PlanError,
+    PolicyBlockedError,
+    Problem,
+    StepTimeoutError,
+    ToolError,
+    failure_mode_of,
+)
+from .graph import CompiledPlan, CompiledStep, compile_plan, load_plan
+from .journal import Journal, StepEvent
+from .plan import InputSpec, Plan, Retry
+from .plugins import load_tools
+from .result import (
+    ErrorInfo,
+    Provenance,
+    RunResult,
+    RunStatus,
+    StepResult,
+    StepStatus,
+    Usage,
+)
+from .settings import Settings
+from .tools import Tool, ToolContext, ToolRegistry
+
+__all__ = ["Approver", "Executor", "Judge", "Verdict", "resolve_inputs", "run_plan"]
+
+NEVER_RETRIED = frozenset({
+    FailureMode.INVALID_ARGS, FailureMode.INVALID_TOOL, FailureMode.POLICY_BLOCKED,
+    FailureMode.PLAN_INVALID, FailureMode.BUDGET_EXCEEDED, FailureMode.CANCELLED,
+})
+_PENDING, _SUCCEEDED, _FAILED, _SKIPPED, _CANCELLED = (
+    StepStatus.PENDING, StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED,
+    StepStatus.CANCELLED)
+
+
+class Approver(Protocol):
+    async def __call__(self, step_id: str, tool: Tool, args: dict[str, Any]) -> bool:
+        """Return True to let the call run; False refuses it (``policy_blocked``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    passed: bool
+    reason: str = ""
+
+
+class Judge(Protocol):
+    async def __call__(self, criteria: str, evidence: dict[str, Any]) -> Verdict:
+        """Decide whether ``evidence`` (outputs of the steps a check reads) meets
+        ``criteria``."""
+
+
+class _State:
+    """Mutable bookkeeping of one step during one run."""
+
+    __slots__ = ("attempts", "error", "finished", "output", "pending", "spec", "started",
+                 "status")
+
+    def __init__(self, spec: CompiledStep) -> None:
+        self.spec = spec
+        self.status = _PENDING
+        self.output: Any = None
+        self.error: ErrorInfo | None = None
+        self.attempts = 0
+        self.started: float | None = None
+        self.finished: float | None = None
+        self.pending = len(spec.deps)
+
+
+class Executor:
+    """Runs plans. One executor can run many plans, one after another or at once.
+
+    Args:
+        tools: the tools steps may call.
+        settings: concurrency, timeouts and limits (default: :class:`Settings` from files
+            and environment).
+        backend: where tool calls run (default: in process).
+        journal: receives every state change (see :mod:`runtime.journal`).
+        approver: asked before a step with ``approval: required`` runs.
+        judge: decides ``check.criteria``; without one, plans using criteria are invalid.
+        fail_fast: cancel the rest of the run at its first failure.
+    """
+
+    def __init__(self, tools: ToolRegistry, *, settings: Settings | None = None,
+                 backend: ExecutionBackend | None = None, journal: Journal | None = None,
+                 approver: Approver | None = None, judge: Judge | None = None,
+                 fail_fast: bool | None = None) -> None:
+        self.tools = tools
+        self.settings = settings or Settings()
+        self.backend = backend or InProcessBackend(self.settings.worker_threads)
+        self.journal = journal
+        self.approver = approver
+        self.judge = judge
+        self.fail_fast = self.settings.fail_fast if fail_fast is None else fail_fast
+        self._runs: dict[str, _Run] = {}
+
+    def compile(self, plan: Plan | CompiledPlan | Mapping[str, Any] | str | Path
+                ) -> CompiledPlan:
+        """Validate ``plan`` against this executor's tools. Raises :class:`PlanError`."""
+        if isinstance(plan, CompiledPlan):
+            return plan
+        if isinstance(plan, Path):
+            return load_plan(plan, self.tools, judge=self.judge is not None)
+        return compile_plan(plan, self.tools, judge=self.judge is not None)
+
+    async def run(self, plan: Plan | CompiledPlan | Mapping[str, Any] | str | Path,
+                  inputs: Mapping[str, Any] | None = None, *, run_id: str | None = None,
+                  timeout: float | None = None) -> RunResult:
+        """Run ``plan`` to the end and return its :class:`RunResult`.
+
+        A run whose caller is cancelled cancels every running step and re-raises the
+        cancellation; :meth:`cancel` ends a run early and still returns its result.
+        """
+        compiled = self.compile(plan)
+        values = resolve_inputs(compiled.plan, inputs or {})
+        run = _Run(self, compiled, values, run_id or uuid.uuid4().hex, timeout)
+        self._runs[run.run_id] = run
+        try:
+            return await run.execute()
+        finally:
+            del self._runs[run.run_id]
+
+    def cancel(self, run_id: str | None = None) -> None:
+        """Cancel one run (or every active run): running steps are cancelled and the run
+        returns with status ``cancelled``."""
+        for rid, run in list(self._runs.items()):
+            if run_id is None or rid == run_id:
+                run.stop(_CANCELLED, ErrorInfo(failure_mode=FailureMode.CANCELLED,
+                                               message="the run was cancelled"))
+
+
+class _Run:
+    def __init__(self, executor: Executor, plan: CompiledPlan, inputs: dict[str, Any],
+                 run_id: str, timeout: float | None) -> None:
+        self.executor = executor
+        self.plan = plan
+        self.run_id = run_id
+        self.timeout = timeout
+        self.journal = executor.journal
+        self.settings = executor.settings
+        self.states = {sid: _State(spec) for sid, spec in plan.steps.items()}
+        self.views: dict[str, dict[str, Any]] = {
+            sid: {"output": None, "status": "pending", "error": None, "attempts": 0,
+                  "duration": None} for sid in plan.steps}
+        self.scope: dict[str, Any] = {"inputs": inputs, "steps": self.views}
+        self.ready: deque[_State] = deque(s for s in self.states.values() if not s.pending)
+        self.running = 0
+        self.limit = self.settings.concurrency
+        self.tg: anyio.abc.TaskGroup | None = None
+        self.stop_status: StepStatus | None = None
+        self.stop_error: ErrorInfo | None = None
+        self.replan_requested: list[str] = []
+        self.limiters: dict[str, anyio.CapacityLimiter] = {}
+        self.t0 = 0.0
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def execute(self) -> RunResult:
+        self.t0 = time.perf_counter()
+        started_at = datetime.now(UTC)
+        self._event("run_started")
+        for name, count in self._tool_limits().items():
+            self.limiters[name] = anyio.CapacityLimiter(count)
+        deadline = anyio.current_time() + self.timeout if self.timeout else float("inf")
+        try:
+            with anyio.CancelScope(deadline=deadline) as scope:
+                async with anyio.create_task_group() as tg:
+                    self.tg = tg
+                    self._dispatch()
+        except BaseException:
+            self._close_unfinished(ErrorInfo(failure_mode=FailureMode.CANCELLED,
+                                             message="the run was cancelled by its caller"))
+            self._event("run_finished", status=RunStatus.CANCELLED)
+            raise
+        if scope.cancelled_caught:
+            self.stop_error = ErrorInfo(failure_mode=FailureMode.TIMEOUT,
+                                        message=f"the run's deadline of {self.timeout}s passed")
+            self.stop_status = _FAILED
+            for state in self.states.values():
+                if state.status is _CANCELLED and state.started is not None:
+                    state.error = self.stop_error
+        self._close_unfinished(self.stop_error or ErrorInfo(
+            failure_mode=FailureMode.CANCELLED, message="the run ended before this step"))
+        return self._result(started_at)
+
+    def stop(self, status: StepStatus, error: ErrorInfo) -> None:
+        """End the run early: running steps are cancelled, nothing new starts."""
+        if self.stop_status is None:
+            self.stop_status, self.stop_error = status, error
+        if self.tg is not None:
+            self.tg.cancel_scope.cancel()
+
+    def _close_unfinished(self, error: ErrorInfo) -> None:
+        now = time.perf_counter()
+        for state in self.states.values():
+            if state.status is _PENDING:
+                state.status, state.error = _CANCELLED, error
+            if state.status is _CANCELLED and state.error is None:
+                state.error = error
+            if state.started is not None and state.finished is None:
+                state.finished = now
+
+    def _tool_limits(self) -> dict[str, int]:
+        limits = {t.name: t.max_concurrency for t in self.executor.tools
+                  if t.max_concurrency is not None}
+        limits.update(self.settings.tool_concurrency)
+        return limits
+
+    # -- scheduling --------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        assert self.tg is not None
+        while self.ready and self.running < self.limit and self.stop_status is None:
+            state = self.ready.popleft()
+            self.running += 1
+            self._event("scheduled", state)
+            self.tg.start_soon(self._run_step, state)
+
+    async def _run_step(self, state: _State) -> None:
+        try:
+            await self._execute(state)
+        except anyio.get_cancelled_exc_class():
+            if state.status is _PENDING:
+                state.status = _CANCELLED
+            raise
+        finally:
+            self.running -= 1
+            if state.finished is None:
+                state.finished = time.perf_counter()
+            self._finish(state)
+
+    def _finish(self, state: _State) -> None:
+        self._publish(state)
+        if state.status is _FAILED and self.executor.fail_fast:
+            self.stop(_FAILED, ErrorInfo(
+                failure_mode=FailureMode.CANCELLED,
+                message=f"cancelled: step '{state.spec.id}' failed and fail_fast is on"))
+        if self.stop_status is not None:
+            return
+        done = [state]
+        while done:
+            finished = done.pop()
+            for sid in finished.spec.dependents:
+                dependent = self.states[sid]
+                dependent.pending -= 1
+                if dependent.pending:
+                    continue
+                reason = self._blocked(dependent)
+                if reason is None:
+                    self.ready.append(dependent)
+                    continue
+                dependent.status = _SKIPPED
+                dependent.error = reason or None
+                self._publish(dependent)
+                done.append(dependent)
+        self._dispatch()
+
+    def _blocked(self, state: _State) -> ErrorInfo | bool | None:
+        """Why ``state`` cannot run: an upstream failure, ``False`` for a plain skip
+        (a dependency was skipped by its `when`), or None when it can run."""
+        plain_skip = False
+        for dep in state.spec.deps:
+            other = self.states[dep]
+            if other.status in (_FAILED, _CANCELLED) or (
+                    other.error is not None and other.error.failure_mode
+                    is FailureMode.UPSTREAM_FAILED):
+                return ErrorInfo(failure_mode=FailureMode.UPSTREAM_FAILED,
+                                 message=f"skipped because step '{dep}' {other.status.value}"
+                                 if other.status is not _SKIPPED else
+                                 f"skipped because step '{dep}' was skipped after a failure")
+            if other.status is _SKIPPED and not state.spec.step.run_if_skipped:
+                plain_skip = True
+        return False if plain_skip else None
+
+    def _publish(self, state: _State) -> None:
+        view = self.views[state.spec.id]
+        view["output"] = state.output
+        view["status"] = state.status.value
+        view["error"] = state.error.message if state.error else None
+        view["attempts"] = state.attempts
+        if state.started is not None and state.finished is not None:
+            view["duration"] = state.finished - state.started
+        self._event("skipped" if state.status is _SKIPPED else "finished", state)
+
+    def _event(self, kind: Any, state: _State | None = None, **extra: Any) -> None:
+        if self.journal is None:
+            return
+        if state is None:
+            self.journal.record(StepEvent(kind, self.run_id, **extra))
+        else:
+            self.journal.record(StepEvent(
+                kind, self.run_id, state.spec.id, attempt=state.attempts,
+                status=state.status.value, output=state.output, error=state.error))
+
+    # -- one step ----------------------------------------------------------------------
+
+    async def _execute(self, state: _State) -> None:
+        spec = state.spec
+        state.started = time.perf_counter()
+        self._event("started", state)
+        try:
+            if spec.when is not None and not self._evaluate(spec, "when", spec.when,
+                                                            self.scope):
+                state.status = _SKIPPED
+                return
+            if spec.step.check is not None:
+                await self._check(state)
+                return
+            assert spec.tool is not None
+            self._check_provenance(spec, spec.tool)
+            if spec.foreach is None:
+                state.output = await self._call(state, self.scope)
+            else:
+                state.output = await self._fan_out(state)
+            state.status = _SUCCEEDED
+        except Exception as exc:  # noqa: BLE001 - a step wrapper records any tool failure
+            state.status = _FAILED
+            state.error = ErrorInfo.from_exception(exc)
+        finally:
+            state.finished = time.perf_counter()
+
+    def _evaluate(self, spec: CompiledStep, where: str, expression: Any,
+                  scope: Mapping[str, Any]) -> Any:
+        if isinstance(expression, bool | list):
+            return expression
+        try:
+            return expression.evaluate(scope)
+        except EvaluationError as exc:
+            raise EvaluationError(f"step '{spec.id}': {where}: {exc.message}") from None
+
+    def _check_provenance(self, spec: CompiledStep, tool: Tool) -> None:
+        if tool.side_effects != "write" or not spec.untrusted_inputs or \
+                spec.step.allow_untrusted:
+            return
+        sources = ", ".join(sorted(spec.untrusted_inputs))
+        raise PolicyBlockedError(
+            f"step '{spec.id}': tool '{tool.name}' writes, and its arguments carry untrusted "
+            f"data from {sources}; set 'allow_untrusted: true' on the step if that is "
+            "intended", step=spec.id, untrusted=sorted(spec.untrusted_inputs))
+
+    async def _fan_out(self, state: _State) -> list[Any]:
+        spec = state.spec
+        items = self._evaluate(spec, "foreach", spec.foreach, self.scope)
+        if not isinstance(items, list | tuple):
+            raise EvaluationError(f"step '{spec.id}': foreach must give a list, got "
+                                  f"{type(items).__name__}")
+        results: list[Any] = [None] * len(items)
+        failure: list[tuple[int, Exception]] = []
+        work = iter(enumerate(items))
+        width = spec.step.max_parallel or self.settings.foreach_concurrency
+
+        async def worker(group: anyio.abc.TaskGroup) -> None:
+            for index, item in work:
+                try:
+                    results[index] = await self._call(state, {**self.scope, "item": item})
+                except Exception as exc:  # noqa: BLE001 - re-raised below for the step
+                    failure.append((index, exc))
+                    group.cancel_scope.cancel()
+                    return
+
+        async with anyio.create_task_group() as group:
+            for _ in range(min(width, len(items))):
+                group.start_soon(worker, group)
+        if failure:
+            index, exc = failure[0]
+            info = ErrorInfo.from_exception(exc)
+            raise _ItemError(f"item {index}: {info.message}", info.failure_mode) from exc
+        return results
+
+    async def _call(self, state: _State, scope: Mapping[str, Any]) -> Any:
+        spec, tool = state.spec, state.spec.tool
+        assert tool is not None
+        args = self._arguments(spec, tool, scope)
+        if spec.step.approval == "required":
+            await self._approve(spec, tool, args)
+        retry = spec.step.retry
+        attempts = retry.attempts if retry else 1
+        timeout = spec.step.timeout or tool.timeout or self.settings.default_timeout
+        limiter = self.limiters.get(tool.name)
+        for attempt in range(1, attempts + 1):
+            state.attempts += 1
+            self._event("attempt", state)
+            context = ToolContext(self.run_id, spec.id, attempt, self.settings)
+            try:
+                with anyio.move_on_after(timeout) as deadline:
+                    if limiter is None:
+                        output = await self.executor.backend.call(tool, dict(args), context)
+                    else:
+                        async with limiter:
+                            output = await self.executor.backend.call(tool, dict(args),
+                                                                      context)
+                if deadline.cancelled_caught:
+                    raise StepTimeoutError(
+                        f"step '{spec.id}': tool '{tool.name}' did not finish within "
+                        f"{timeout:g}s", timeout=timeout)
+                return output.model_dump(mode="json") if isinstance(output, BaseModel) \
+                    else output
+            except Exception as exc:
+                if attempt == attempts or not _retryable(exc, retry, tool):
+                    raise
+                await anyio.sleep(_backoff(retry, attempt))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _arguments(self, spec: CompiledStep, tool: Tool, scope: Mapping[str, Any]
+                   ) -> dict[str, Any]:
+        try:
+            raw = spec.args(scope)
+        except EvaluationError as exc:
+            raise EvaluationError(f"step '{spec.id}': args: {exc.message}") from None
+        try:
+            return dict(tool.args_model.model_validate(raw))
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'args'}: {e['msg']}"
+                + (f" (got {e['input']!r})" if e["type"] != "missing" else "")
+                for e in exc.errors(include_url=False))
+            raise InvalidArgsError(f"step '{spec.id}': tool '{tool.name}' rejected its "
+                                   f"arguments: {problems}", tool=tool.name) from None
+
+    async def _approve(self, spec: CompiledStep, tool: Tool, args: dict[str, Any]) -> None:
+        approver = self.executor.approver
+        if approver is None:
+            raise PolicyBlockedError(f"step '{spec.id}' requires approval and no approver "
+                                     "is configured (CLI: --yes approves every step)")
+        if not await approver(spec.id, tool, args):
+            raise PolicyBlockedError(f"step '{spec.id}': approval was denied")
+
+    async def _check(self, state: _State) -> None:
+        spec = state.spec
+        check = spec.step.check
+        assert check is not None
+        rounds = (spec.step.retry.attempts if spec.step.retry else 3) \
+            if check.on_fail == "retry" else 1
+        for round_ in range(1, rounds + 1):
+            state.attempts = round_
+            reasons = await self._check_once(spec)
+            if not reasons:
+                state.output = {"passed": True}
+                state.status = _SUCCEEDED
+                return
+            if round_ < rounds:
+                await self._rerun(spec.deps)
+        message = f"step '{spec.id}': check failed: " + "; ".join(reasons)
+        if check.on_fail == "continue":
+            state.output = {"passed": False, "reasons": reasons}
+            state.status = _SUCCEEDED
+            return
+        if check.on_fail == "replan":
+            self.replan_requested.append(spec.id)
+        error = CheckFailedError(message, step=spec.id, on_fail=check.on_fail)
+        if check.on_fail == "abort":
+            self.stop(_FAILED, ErrorInfo.from_exception(error))
+        raise error
+
+    async def _check_once(self, spec: CompiledStep) -> list[str]:
+        check = spec.step.check
+        assert check is not None
+        reasons = []
+        if spec.check_assert is not None:
+            try:
+                if not self._evaluate(spec, "check.assert", spec.check_assert, self.scope):
+                    reasons.append(f"assert {spec.check_assert.source} is false")
+            except EvaluationError as exc:
+                reasons.append(exc.message)
+        if check.criteria is not None and self.executor.judge is not None:
+            evidence = {dep: self.views[dep]["output"] for dep in spec.deps}
+            verdict = await self.executor.judge(check.criteria, evidence)
+            if not verdict.passed:
+                reasons.append(f"criteria not met: {verdict.reason or check.criteria}")
+        return reasons
+
+    async def _rerun(self, step_ids: tuple[str, ...]) -> None:
+        """Run the steps a failed check reads once more (on_fail: retry)."""
+        async with anyio.create_task_group() as group:
+            for sid in step_ids:
+                state = self.states[sid]
+                if state.spec.tool is None:
+                    continue
+                state.status, state.output, state.error = _PENDING, None, None
+                group.start_soon(self._execute_and_publish, state)
+
+    async def _execute_and_publish(self, state: _State) -> None:
+        await self._execute(state)
+        self._publish(state)
+
+    # -- result ------------------------------------------------------------------------
+
+    def _result(self, started_at: datetime) -> RunResult:
+        wall = time.perf_counter() - self.t0
+        steps: dict[str, StepResult] = {}
+        calls = ran = 0
+        for sid, state in self.states.items():
+            calls += state.attempts if state.spec.tool else 0
+            ran += state.started is not None and state.status is not _SKIPPED
+            steps[sid] = self._step_result(sid, state, started_at)
+        failed = next((s for s in self.states.values() if s.status is _FAILED), None)
+        if self.stop_status is _CANCELLED:
+            status, error = RunStatus.CANCELLED, self.stop_error
+        elif self.stop_error is not None and self.stop_error.failure_mode is \
+                FailureMode.TIMEOUT:
+            status, error = RunStatus.FAILED, self.stop_error
+        elif failed is not None:
+            assert failed.error is not None
+            status = RunStatus.FAILED
+            error = failed.error.model_copy(update={
+                "message": f"step '{failed.spec.id}' failed: {failed.error.message}"})
+        else:
+            status, error = RunStatus.SUCCEEDED, None
+        outputs, output_error = self._outputs(strict=status is RunStatus.SUCCEEDED)
+        if output_error is not None:
+            status, error = RunStatus.FAILED, output_error
+        self._event("run_finished", status=status.value, error=error)
+        return RunResult(
+            run_id=self.run_id, plan=self.plan.name, goal=self.plan.plan.goal, status=status,
+            steps=steps, outputs=outputs, error=error,
+            usage=Usage(steps=ran, tool_calls=calls, wall_time=wall),
+            started_at=started_at, finished_at=started_at + timedelta(seconds=wall),
+            replan_requested=self.replan_requested,
+        )
+
+    def _step_result(self, sid: str, state: _State, started_at: datetime) -> StepResult:
+        spec = state.spec
+        tool = spec.tool
+        untrusted = spec.untrusted_output
+        provenance = Provenance.model_construct(
+            trusted=not untrusted, source=f"tool:{tool.name}" if tool else None,
+            untrusted_from=sorted(untrusted))
+        begun = None if state.started is None else \
+            started_at + timedelta(seconds=state.started - self.t0)
+        ended = None if state.finished is None else \
+            started_at + timedelta(seconds=state.finished - self.t0)
+        duration = None if state.started is None or state.finished is None else \
+            state.finished - state.started
+        return StepResult.model_construct(
+            id=sid, tool=spec.step.tool, status=state.status, output=state.output,
+            error=state.error, attempts=state.attempts, started_at=begun, finished_at=ended,
+            duration=duration, provenance=provenance)
+
+    def _outputs(self, *, strict: bool) -> tuple[dict[str, Any], ErrorInfo | None]:
+        outputs: dict[str, Any] = {}
+        for key, resolve in self.plan.outputs.items():
+            try:
+                outputs[key] = resolve(self.scope)
+            except EvaluationError as exc:
+                outputs[key] = None
+                if strict:
+                    return outputs, ErrorInfo(failure_mode=FailureMode.INVALID_ARGS,
+                                              message=f"output '{key}': {exc.message}",
+                                              type="EvaluationError")
+        return outputs, None
+
+
+class _ItemError(ToolError):
+    """One foreach item failed; keeps that item's failure mode."""
+
+    def __init__(self, message: str, mode: FailureMode) -> None:
+        super().__init__(message)
+        self.failure_mode = mode
+
+
+def _retryable(exc: Exception, retry: Retry | None, tool: Tool) -> bool:
+    mode = failure_mode_of(exc)
+    if retry is None or mode in NEVER_RETRIED or mode not in retry.on:
+        return False
+    if isinstance(exc, ToolError):
+        return exc.retryable
+    # A tool that is not idempotent may have done its work before failing.
+    return tool.idempotent
+
+
+def _backoff(retry: Retry | None, attempt: int) -> float:
+    """Exponential backoff with "equal jitter": half fixed, half random."""
+    if retry is None:
+        return 0.0
+    delay = min(retry.max_backoff, retry.backoff * 2 ** (attempt - 1))
+    return delay / 2 + random.uniform(0, delay / 2)
+
+
+_INPUT_TYPES: dict[str, TypeAdapter[Any]] = {
+    "string": TypeAdapter(str), "integer": TypeAdapter(int), "number": TypeAdapter(float),
+    "boolean": TypeAdapter(bool), "array": TypeAdapter(list), "object": TypeAdapter(dict),
+}
+
+
+def resolve_inputs(plan: Plan, given: Mapping[str, Any]) -> dict[str, Any]:
+    """Plan inputs from ``given`` (strings from a command line are converted to the
+    declared type) and defaults. Raises :class:`PlanError` listing every bad input."""
+    problems: list[Problem] = []
+    values: dict[str, Any] = {}
+    for name in given:
+        if name not in plan.inputs:
+            declared = ", ".join(sorted(plan.inputs)) or "none"
+            problems.append(Problem(f"unknown input '{name}' (plan '{plan.name}' declares: "
+                                    f"{declared})"))
+    for name, spec in plan.inputs.items():
+        if name not in given:
+            if spec.required:
+                problems.append(Problem(f"input '{name}' is required (give it with "
+                                        f"-i {name}=VALUE)"))
+            values[name] = spec.default
+            continue
+        try:
+            values[name] = _coerce(spec, given[name])
+        except (ValidationError, ValueError) as exc:
+            problems.append(Problem(f"input '{name}' must be {spec.type}, got "
+                                    f"{given[name]!r}: {_first_message(exc)}"))
+    if problems:
+        raise PlanError(problems)
+    return values
+
+
+def _coerce(spec: InputSpec, value: Any) -> Any:
+    if spec.type in ("array", "object") and isinstance(value, str):
+        value = json.loads(value)
+    return _INPUT_TYPES[spec.type].validate_python(value)
+
+
+def _first_message(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return exc.errors(include_url=False)[0]["msg"]
+    return str(exc)
+
+
+async def run_plan(plan: Plan | CompiledPlan | Mapping[str, Any] | str | Path,
+                   inputs: Mapping[str, Any] | None = None, *,
+                   tools: ToolRegistry | None = None, **options: Any) -> RunResult:
+    """Validate and run ``plan`` in one call. ``tools`` defaults to every installed plugin's
+    tools; ``options`` go to :class:`Executor`."""
+    if tools is None:
+        tools = load_tools()
+    if isinstance(plan, str) and plan.endswith((".yaml", ".yml")) and "\n" not in plan:
+        plan = Path(plan)
+    return await Executor(tools, **options).run(plan, inputs)

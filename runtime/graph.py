@@ -1,0 +1,526 @@
+"""Plan validation and compilation: from a plan (file or model) to a checked DAG.
+
+:func:`compile_plan` reports every problem it finds at once (schema, ids, references,
+expressions, cycles, tools, arguments) as a :class:`~runtime.errors.PlanError` whose lines
+read ``file:line:col: message``; nothing runs unless it returns.
+"""
+
+from __future__ import annotations
+
+import graphlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from .errors import ExpressionError, PlanError, Problem
+from .expressions import (
+    STEP_FIELDS,
+    Expression,
+    Template,
+    compile_template,
+    contains_expression,
+)
+from .plan import Check, InputSpec, Plan, Retry, Step
+from .source import PlanSource, read_plan_source
+from .tools import Tool, ToolRegistry, suggest
+
+__all__ = ["CompiledPlan", "CompiledStep", "compile_plan", "load_plan", "to_dot",
+           "to_mermaid"]
+
+Resolver = Callable[[Mapping[str, Any]], Any]
+
+
+@dataclass(slots=True)
+class CompiledStep:
+    """A step with its expressions compiled and its place in the graph known."""
+
+    step: Step
+    tool: Tool | None
+    args: Resolver
+    args_are_constant: bool
+    when: Expression | bool | None
+    foreach: Expression | list[Any] | None
+    check_assert: Expression | None
+    deps: tuple[str, ...]
+    data_deps: tuple[str, ...]
+    dependents: list[str] = field(default_factory=list)
+    untrusted_inputs: frozenset[str] = frozenset()
+    untrusted_output: frozenset[str] = frozenset()
+
+    @property
+    def id(self) -> str:
+        return self.step.id
+
+
+@dataclass(slots=True)
+class CompiledPlan:
+    """A validated plan, ready for the executor."""
+
+    plan: Plan
+    steps: dict[str, CompiledStep]
+    order: list[str]
+    outputs: dict[str, Resolver]
+    file: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.plan.name
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def load_plan(path: str | Path, tools: ToolRegistry, *, judge: bool = False) -> CompiledPlan:
+    """Read, validate and compile a YAML plan file. Raises :class:`PlanError`."""
+    source, problems = read_plan_source(path)
+    return _check(source, problems, tools, judge=judge)
+
+
+def compile_plan(plan: Plan | Mapping[str, Any] | str, tools: ToolRegistry, *,
+                 judge: bool = False, name: str | None = None) -> CompiledPlan:
+    """Validate and compile a :class:`Plan`, a dict in plan-file shape, or YAML text."""
+    if isinstance(plan, str):
+        source, problems = read_plan_source(text=plan, name=name)
+        return _check(source, problems, tools, judge=judge)
+    data = plan.model_dump(by_alias=True, exclude_unset=True) if isinstance(plan, Plan) \
+        else plan
+    return _check(PlanSource(data, name), [], tools, judge=judge,
+                  model=plan if isinstance(plan, Plan) else None)
+
+
+def _check(source: PlanSource, problems: list[Problem], tools: ToolRegistry, *,
+           judge: bool, model: Plan | None = None) -> CompiledPlan:
+    if source.data is None and problems:
+        raise PlanError(problems)
+    checker = _Checker(source, tools, judge=judge)
+    checker.problems.extend(problems)
+    compiled = checker.run(model)
+    if checker.problems or compiled is None:
+        raise PlanError(_ordered(checker.problems))
+    return compiled
+
+
+def _ordered(problems: list[Problem]) -> list[Problem]:
+    unique = {str(p): p for p in problems}.values()
+    return sorted(unique, key=lambda p: (p.line or 0, p.column or 0))
+
+
+# --------------------------------------------------------------------------- the checker
+
+
+class _Checker:
+    def __init__(self, source: PlanSource, tools: ToolRegistry, *, judge: bool) -> None:
+        self.source = source
+        self.tools = tools
+        self.judge = judge
+        self.problems: list[Problem] = []
+
+    def report(self, path: tuple[Any, ...], message: str, *, at_key: bool = False) -> None:
+        self.problems.append(self.source.problem(path, message, at_key=at_key))
+
+    def run(self, model: Plan | None) -> CompiledPlan | None:
+        data = self.source.data
+        if not isinstance(data, dict):
+            self.report((), "a plan must be a mapping with 'name' and 'steps'")
+            return None
+        plan = model or self._validate_model(data)
+        if plan is not None:
+            steps = list(enumerate(plan.steps))
+            input_names = set(plan.inputs)
+            outputs = plan.outputs
+        else:
+            steps = self._salvage_steps(data.get("steps"))
+            raw_inputs = data.get("inputs")
+            input_names = set(raw_inputs) if isinstance(raw_inputs, dict) else set()
+            raw_outputs = data.get("outputs")
+            outputs = raw_outputs if isinstance(raw_outputs, dict) else {}
+        compiled = self._compile_steps(steps, input_names)
+        compiled_outputs = self._compile_outputs(outputs, compiled, input_names)
+        order = self._order(compiled, steps)
+        if plan is None or order is None or self.problems:
+            return None
+        self._mark_provenance(compiled, order)
+        return CompiledPlan(plan, compiled, order, compiled_outputs, self.source.file)
+
+    # -- schema ------------------------------------------------------------------------
+
+    def _validate_model(self, data: dict[str, Any]) -> Plan | None:
+        try:
+            return Plan.model_validate(data)
+        except ValidationError as exc:
+            for error in exc.errors(include_url=False):
+                self._report_schema_error(error)
+        return None
+
+    def _report_schema_error(self, error: Mapping[str, Any]) -> None:
+        loc = tuple(error["loc"])
+        kind = error["type"]
+        where = _where(loc)
+        if kind == "extra_forbidden":
+            owner = _model_at(loc[:-1])
+            hint = suggest(str(loc[-1]), _field_names(owner)) if owner else ""
+            allowed = ", ".join(_field_names(owner)) if owner else ""
+            self.report(loc, f"unknown field '{loc[-1]}'{hint}"
+                        + (f"; allowed here: {allowed}" if allowed and not hint else ""),
+                        at_key=True)
+        elif kind == "missing":
+            self.report(loc[:-1], f"missing required field '{loc[-1]}'"
+                        + (f" in {_where(loc[:-1])}" if loc[:-1] else ""))
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+            if kind == "string_pattern_mismatch" and loc[-1:] == ("id",):
+                message = ("a step id must start with a letter or '_' and hold only letters, "
+                           "digits and '_' (expressions read it as steps.<id>)")
+            value = error.get("input")
+            shown = f" (got {value!r})" if kind not in ("model_type", "dict_type") \
+                and _is_scalar(value) else ""
+            self.report(loc, f"{where}: {message}{shown}" if where else f"{message}{shown}")
+
+    def _salvage_steps(self, raw: Any) -> list[tuple[int, Step]]:
+        """Steps that validate on their own, so later checks still run when others fail."""
+        if not isinstance(raw, list):
+            return []
+        good = []
+        for index, item in enumerate(raw):
+            try:
+                good.append((index, Step.model_validate(item)))
+            except ValidationError:
+                continue
+        return good
+
+    # -- steps -------------------------------------------------------------------------
+
+    def _compile_steps(self, steps: list[tuple[int, Step]],
+                       input_names: set[str]) -> dict[str, CompiledStep]:
+        seen: dict[str, int] = {}
+        for index, step in steps:
+            if step.id in seen:
+                first = self.source.problem(("steps", seen[step.id]), "")
+                at = f" (first defined at line {first.line})" if first.line else ""
+                self.report(("steps", index, "id"), f"duplicate step id '{step.id}'{at}")
+            else:
+                seen[step.id] = index
+        ids = set(seen)
+        compiled: dict[str, CompiledStep] = {}
+        for index, step in steps:
+            if seen.get(step.id) != index:
+                continue
+            built = self._compile_step(index, step, ids, input_names)
+            if built is not None:
+                compiled[step.id] = built
+        return compiled
+
+    def _compile_step(self, index: int, step: Step, ids: set[str],
+                      input_names: set[str]) -> CompiledStep | None:
+        at = ("steps", index)
+        name = f"step '{step.id}'"
+        for j, need in enumerate(step.needs):
+            if need == step.id:
+                self.report((*at, "needs", j), f"{name} needs itself")
+            elif need not in ids:
+                self.report((*at, "needs", j),
+                            f"{name} needs unknown step '{need}'{suggest(need, ids)}")
+
+        found: list[tuple[tuple[Any, ...], Template]] = []
+
+        def compile_value(value: Any, path: tuple[Any, ...]) -> Any:
+            errors: list[tuple[tuple[Any, ...], ExpressionError]] = []
+            built = _compile_tree(value, path, found, errors)
+            for where, exc in errors:
+                self.report(where, f"{name}: {_where(where[2:])}: {exc.message}")
+            return built
+
+        args = compile_value(step.args, (*at, "args"))
+        item_templates = len(found) if step.foreach is not None else 0  # `item` is for args
+        when = compile_value(step.when, (*at, "when"))
+        foreach = compile_value(step.foreach, (*at, "foreach"))
+        check_assert = None
+        if step.check is not None:
+            if step.check.assert_ is not None:
+                check_assert = compile_value(step.check.assert_, (*at, "check", "assert"))
+            if step.check.criteria is not None and not self.judge:
+                self.report((*at, "check", "criteria"),
+                            f"{name}: check.criteria needs a judge model, and this run has "
+                            "none; run it through an agent with a model, or use only 'assert'")
+
+        data_deps: dict[str, None] = {}
+        for index_, (path, template) in enumerate(found):
+            for expression in template.expressions:
+                for ref in expression.references:
+                    self._check_reference(ref, path, name, step.id, ids, input_names,
+                                          index_ < item_templates, data_deps)
+
+        tool = self._resolve_tool(step, at, name)
+        if tool is not None:
+            self._check_args(step, tool, at, name)
+        resolver, constant = _resolver(args)
+        deps = tuple(dict.fromkeys([*step.needs, *data_deps]))
+        return CompiledStep(
+            step=step, tool=tool, args=resolver, args_are_constant=constant,
+            when=_as_expression(when, step.when, (*at, "when"), self),
+            foreach=_as_expression(foreach, step.foreach, (*at, "foreach"), self),
+            check_assert=_as_expression(check_assert, None, (*at, "check", "assert"), self),
+            deps=tuple(d for d in deps if d in ids and d != step.id),
+            data_deps=tuple(d for d in data_deps if d in ids and d != step.id),
+        )
+
+    def _check_reference(self, ref: Any, path: tuple[Any, ...], name: str, step_id: str,
+                         ids: set[str], input_names: set[str], item_ok: bool,
+                         data_deps: dict[str, None]) -> None:
+        if ref.root == "item":
+            if not item_ok:
+                self.report(path, f"{name}: 'item' is only defined in the args of a step "
+                                  "with foreach")
+        elif ref.root == "inputs":
+            if ref.key not in input_names:
+                known = suggest(ref.key, input_names) or (
+                    f" (declared inputs: {', '.join(sorted(input_names))})" if input_names
+                    else " (the plan declares no inputs)")
+                self.report(path, f"{name} references unknown input '{ref.key}'{known}")
+        elif ref.field is not None and ref.field not in STEP_FIELDS:
+            self.report(path, f"{name}: 'steps.{ref.key}.{ref.field}' is not a step field"
+                              f"{suggest(ref.field, STEP_FIELDS)}; use one of "
+                              f"{', '.join(STEP_FIELDS)}")
+        elif ref.key == step_id:
+            self.report(path, f"{name} references its own result")
+        elif ref.key not in ids:
+            self.report(path, f"{name} references unknown step '{ref.key}'"
+                              f"{suggest(ref.key, ids)}")
+        else:
+            data_deps[ref.key] = None
+
+    def _resolve_tool(self, step: Step, at: tuple[Any, ...], name: str) -> Tool | None:
+        if step.tool is None:
+            return None
+        if step.tool in self.tools:
+            return self.tools.get(step.tool)
+        self.report((*at, "tool"),
+                    f"{name}: unknown tool '{step.tool}'{suggest(step.tool, self.tools.names())}"
+                    "; `dagentic tools` lists the installed ones")
+        return None
+
+    def _check_args(self, step: Step, tool: Tool, at: tuple[Any, ...], name: str) -> None:
+        fields = tool.args_model.model_fields
+        for arg, value in step.args.items():
+            path = (*at, "args", arg)
+            if arg not in fields:
+                self.report(path, f"{name}: tool '{tool.name}' has no argument '{arg}'"
+                                  f"{suggest(arg, fields)}; it takes "
+                                  f"{', '.join(fields) or 'no arguments'}", at_key=True)
+                continue
+            if _has_expression(value):
+                continue
+            adapter = tool.field_adapter(arg)
+            if adapter is None:
+                continue
+            try:
+                adapter.validate_python(value)
+            except ValidationError as exc:
+                detail = exc.errors(include_url=False)[0]["msg"]
+                self.report(path, f"{name}: argument '{arg}' of tool '{tool.name}': "
+                                  f"{detail} (got {value!r})")
+        for arg, info in fields.items():
+            if info.is_required() and arg not in step.args:
+                self.report((*at, "args") if step.args else at,
+                            f"{name}: tool '{tool.name}' needs argument '{arg}'")
+
+    # -- outputs and order -------------------------------------------------------------
+
+    def _compile_outputs(self, outputs: Mapping[str, Any], steps: dict[str, CompiledStep],
+                         input_names: set[str]) -> dict[str, Resolver]:
+        compiled: dict[str, Resolver] = {}
+        for key, value in outputs.items():
+            found: list[tuple[tuple[Any, ...], Template]] = []
+            errors: list[tuple[tuple[Any, ...], ExpressionError]] = []
+            built = _compile_tree(value, ("outputs", key), found, errors)
+            for where, exc in errors:
+                self.report(where, f"output '{key}': {exc.message}")
+            for path, template in found:
+                for expression in template.expressions:
+                    for ref in expression.references:
+                        self._check_reference(ref, path, f"output '{key}'", "", set(steps),
+                                              input_names, False, {})
+            compiled[key] = _resolver(built)[0]
+        return compiled
+
+    def _order(self, compiled: dict[str, CompiledStep],
+               steps: list[tuple[int, Step]]) -> list[str] | None:
+        graph = {sid: set(c.deps) for sid, c in compiled.items()}
+        index_of = {step.id: index for index, step in steps}
+        for _ in range(20):  # report up to 20 distinct cycles
+            sorter = graphlib.TopologicalSorter(graph)
+            try:
+                return list(sorter.static_order())
+            except graphlib.CycleError as exc:
+                cycle: list[str] = list(reversed(exc.args[1]))
+                start = min(cycle[:-1], key=lambda s: index_of.get(s, 0))
+                at = cycle.index(start)
+                cycle = cycle[at:-1] + cycle[:at] + [start]
+                self.report(("steps", index_of.get(start, 0)),
+                            f"dependency cycle: {' -> '.join(cycle)}")
+                graph[cycle[1]].discard(cycle[0])
+        return None
+
+    def _mark_provenance(self, compiled: dict[str, CompiledStep], order: list[str]) -> None:
+        for sid in order:
+            step = compiled[sid]
+            tainted = frozenset().union(*(compiled[d].untrusted_output for d in step.data_deps))
+            step.untrusted_inputs = tainted
+            own = frozenset() if step.tool is None or step.tool.trusted \
+                else frozenset([step.tool.name])
+            step.untrusted_output = tainted | own
+            for dep in step.deps:
+                compiled[dep].dependents.append(sid)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _compile_tree(value: Any, path: tuple[Any, ...],
+                  found: list[tuple[tuple[Any, ...], Template]],
+                  errors: list[tuple[tuple[Any, ...], ExpressionError]]) -> Any:
+    """``value`` with every string holding ``${{`` replaced by its compiled template."""
+    if isinstance(value, str):
+        if not contains_expression(value):
+            return value
+        try:
+            template = compile_template(value)
+        except ExpressionError as exc:
+            errors.append((path, exc))
+            return value
+        found.append((path, template))
+        return template
+    if isinstance(value, dict):
+        return {k: _compile_tree(v, (*path, k), found, errors) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_compile_tree(v, (*path, i), found, errors) for i, v in enumerate(value)]
+    return value
+
+
+def _resolver(tree: Any) -> tuple[Resolver, bool]:
+    """A function of the scope that builds ``tree`` with every template rendered."""
+    if not _has_template(tree):
+        return (lambda scope: tree), True
+
+    def build(value: Any, scope: Mapping[str, Any]) -> Any:
+        if isinstance(value, Template):
+            return value.render(scope)
+        if isinstance(value, dict):
+            return {k: build(v, scope) for k, v in value.items()}
+        if isinstance(value, list):
+            return [build(v, scope) for v in value]
+        return value
+
+    return (lambda scope: build(tree, scope)), False
+
+
+def _has_template(value: Any) -> bool:
+    if isinstance(value, Template):
+        return True
+    if isinstance(value, dict):
+        return any(_has_template(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_template(v) for v in value)
+    return False
+
+
+def _has_expression(value: Any) -> bool:
+    if isinstance(value, str):
+        return contains_expression(value)
+    if isinstance(value, dict):
+        return any(_has_expression(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_expression(v) for v in value)
+    return False
+
+
+def _as_expression(compiled: Any, raw: Any, path: tuple[Any, ...],
+                   checker: _Checker) -> Any:
+    """`when`, `foreach` and `assert` hold a single expression (or a literal)."""
+    if isinstance(compiled, Template):
+        if compiled.whole is None:
+            checker.report(path, f"'{_where(path[2:])}' must be exactly one ${{{{ }}}} "
+                                 "expression, not text around one")
+            return None
+        return compiled.whole
+    if isinstance(raw, str) and not contains_expression(raw):
+        # A bare string is read as an expression, as GitHub Actions does for `if:`.
+        try:
+            return compile_template("${{ " + raw + " }}").whole
+        except ExpressionError as exc:
+            checker.report(path, f"{_where(path[2:])}: {exc.message}")
+            return None
+    return compiled
+
+
+_MODELS: dict[str, type[BaseModel]] = {
+    "steps": Step, "inputs": InputSpec, "retry": Retry, "check": Check,
+}
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    if not loc:
+        return Plan
+    named = [part for part in loc if isinstance(part, str)]
+    if loc[0] == "inputs" and len(loc) == 2:
+        return InputSpec
+    return _MODELS.get(named[-1]) if named else None
+
+
+def _field_names(model: type[BaseModel] | None) -> list[str]:
+    if model is None:
+        return []
+    return [info.alias or name for name, info in model.model_fields.items()]
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _is_scalar(value: Any) -> bool:
+    return isinstance(value, str | int | float | bool) or value is None
+
+
+# --------------------------------------------------------------------------- drawing
+
+
+def to_mermaid(compiled: CompiledPlan) -> str:
+    """The DAG as a Mermaid flowchart."""
+    lines = ["flowchart TD"]
+    for sid, step in compiled.steps.items():
+        label = _label(step).replace('"', "'")
+        shape = f'{{{{"{label}"}}}}' if step.step.check else f'["{label}"]'
+        lines.append(f"    {sid}{shape}")
+    for sid, step in compiled.steps.items():
+        for dep in step.deps:
+            arrow = "-.->" if step.step.when is not None else "-->"
+            lines.append(f"    {dep} {arrow} {sid}")
+    return "\n".join(lines) + "\n"
+
+
+def to_dot(compiled: CompiledPlan) -> str:
+    """The DAG in Graphviz DOT."""
+    lines = [f'digraph "{compiled.name}" {{', "    rankdir=TB;",
+             '    node [shape=box, fontname="Helvetica"];']
+    for sid, step in compiled.steps.items():
+        shape = ", shape=diamond" if step.step.check else ""
+        label = _label(step).replace('"', '\\"').replace("\n", "\\n")
+        lines.append(f'    "{sid}" [label="{label}"{shape}];')
+    for sid, step in compiled.steps.items():
+        for dep in step.deps:
+            style = " [style=dashed]" if step.step.when is not None else ""
+            lines.append(f'    "{dep}" -> "{sid}"{style};')
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _label(step: CompiledStep) -> str:
+    what = step.step.tool or "check"
+    extra = " (foreach)" if step.step.foreach is not None else ""
+    return f"{step.id}\n{what}{extra}"

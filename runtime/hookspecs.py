@@ -1,0 +1,34 @@
+"""The hooks a dagentic plugin can implement.
+
+A plugin is a module (or object) with functions marked ``@hookimpl`` whose names are the
+hooks below, listed in its package's ``pyproject.toml``::
+
+    [project.entry-points."dagentic.plugins"]
+    weather = "dagentic_weather"
+
+Hooks return declarations, never do I/O, and are called with keyword arguments, so a hook
+may grow arguments without breaking plugins that do not take them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pluggy
+
+from .tools import Tool
+
+__all__ = ["PROJECT", "hookimpl", "hookspec", "register_tools"]
+
+PROJECT = "dagentic"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def register_tools() -> Iterable[Tool]:  # type: ignore[empty-body]
+    """Return the tools this plugin provides (objects made with ``@tool``).
+
+    Every plugin's tools are collected; two plugins registering the same tool name is an
+    error that names both plugins.
+    """

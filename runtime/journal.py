@@ -1,0 +1,90 @@
+"""The run journal: every state change of a run and its steps, through one interface.
+
+The executor reports ``run_started``, then per step ``scheduled``, ``started``, ``attempt``
+and ``finished`` (or ``skipped``), then ``run_finished``. A durable store implements
+:class:`Journal` to persist them; :class:`LogJournal` turns them into structlog events.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import structlog
+
+__all__ = ["EventKind", "Journal", "LogJournal", "MemoryJournal", "StepEvent",
+           "get_logger"]
+
+EventKind = Literal["run_started", "scheduled", "started", "attempt", "finished", "skipped",
+                    "run_finished"]
+
+
+@dataclass(slots=True)
+class StepEvent:
+    kind: EventKind
+    run_id: str
+    step_id: str | None = None
+    attempt: int = 0
+    status: str | None = None
+    output: Any = None
+    error: Any = None  # ErrorInfo
+    at: float = field(default_factory=time.time)
+
+
+class Journal(Protocol):
+    def record(self, event: StepEvent) -> None:
+        """Called on the event loop; must not block."""
+
+
+class MemoryJournal:
+    """Keeps every event in a list (tests, resumable runs)."""
+
+    def __init__(self) -> None:
+        self.events: list[StepEvent] = []
+
+    def record(self, event: StepEvent) -> None:
+        self.events.append(event)
+
+    def kinds(self, step_id: str | None = None) -> list[str]:
+        return [e.kind for e in self.events if step_id is None or e.step_id == step_id]
+
+
+def get_logger(name: str = "dagentic") -> Any:
+    """structlog's logger when the application configured structlog, else one that goes
+    through the standard ``logging`` module, silent unless the application turns it on."""
+    if structlog.is_configured():
+        return structlog.get_logger(name)
+    return structlog.wrap_logger(
+        logging.getLogger(name),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        processors=[
+            structlog.stdlib.filter_by_level,
+            structlog.processors.KeyValueRenderer(key_order=["event", "run_id", "step_id"]),
+        ],
+    )
+
+
+class LogJournal:
+    """Journal events as structlog events carrying ``run_id`` and ``step_id``."""
+
+    def __init__(self, logger: Any = None) -> None:
+        self.logger = logger or get_logger()
+
+    def record(self, event: StepEvent) -> None:
+        fields: dict[str, Any] = {"run_id": event.run_id}
+        if event.step_id is not None:
+            fields["step_id"] = event.step_id
+        if event.attempt:
+            fields["attempt"] = event.attempt
+        if event.status is not None:
+            fields["status"] = event.status
+        if event.error is not None:
+            fields["failure_mode"] = str(event.error.failure_mode)
+            fields["error"] = event.error.message
+            self.logger.warning(event.kind, **fields)
+        elif event.kind in ("run_started", "run_finished"):
+            self.logger.info(event.kind, **fields)
+        else:
+            self.logger.debug(event.kind, **fields)

@@ -1,0 +1,215 @@
+"""The plan model: the one shape shared by YAML plan files, Python code and model planners.
+
+``Plan.model_json_schema()`` is what ``plans/plan.schema.json`` holds and what a model
+planner is asked to produce. Structural rules live here; rules that need the whole plan or
+the tool registry (references, cycles, tool arguments) live in :mod:`runtime.graph`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    field_validator,
+    model_validator,
+)
+
+from .errors import FailureMode
+
+__all__ = ["Check", "InputSpec", "Plan", "Retry", "Step", "parse_duration"]
+
+STEP_ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+_STRICT = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+def parse_duration(value: float | int | str) -> float:
+    """Seconds from a number or a string such as ``"500ms"``, ``"30s"``, ``"2m"``, ``"1h"``."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30, '30s', '500ms' or '2m'")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if match is None:
+            raise ValueError(
+                f"{value!r} is not a duration; use seconds (30) or a string such as "
+                "'500ms', '30s', '2m', '1h'"
+            )
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds <= 0:
+        raise ValueError("a duration must be greater than zero")
+    return seconds
+
+
+Duration = Annotated[
+    float,
+    Field(description="Seconds, or a string such as '500ms', '30s', '2m', '1h'."),
+]
+
+
+class InputSpec(BaseModel):
+    """A plan input, given on the command line (``-i key=value``) or by the caller."""
+
+    model_config = _STRICT
+
+    type: Literal["string", "integer", "number", "boolean", "array", "object"] = "string"
+    description: str | None = None
+    default: JsonValue = None
+    required: bool = False
+
+
+class Retry(BaseModel):
+    """Retry policy of a step: exponential backoff with full jitter."""
+
+    model_config = _STRICT
+
+    attempts: int = Field(3, ge=1, le=100, description="Total attempts, the first included.")
+    backoff: Duration = Field(0.5, description="Delay before the second attempt (seconds).")
+    max_backoff: Duration = Field(30.0, description="Upper bound of any one delay (seconds).")
+    on: list[FailureMode] = Field(
+        default_factory=lambda: [FailureMode.TOOL_ERROR, FailureMode.TIMEOUT],
+        description="Failure modes worth another attempt. invalid_args, invalid_tool and "
+        "policy_blocked are never retried.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        # `retry: 3` means three attempts with the default backoff.
+        if isinstance(data, int) and not isinstance(data, bool):
+            return {"attempts": data}
+        return data
+
+    @field_validator("backoff", "max_backoff", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float:
+        return parse_duration(value)
+
+
+class Check(BaseModel):
+    """A reflection checkpoint: an exact assertion and/or criteria judged by a model."""
+
+    model_config = _STRICT
+
+    assert_: str | None = Field(
+        None, alias="assert", description="An expression that must be true, e.g. "
+        "'${{ len(steps.news.output.results) > 0 }}'."
+    )
+    criteria: str | None = Field(
+        None, description="What a judge model must confirm about the results, in prose."
+    )
+    on_fail: Literal["abort", "retry", "replan", "continue"] = Field(
+        "abort",
+        description="abort: fail the run; retry: re-run the steps this check reads and check "
+        "again; replan: fail the step and ask the planner for a new plan; continue: record "
+        "the failure (output.passed = false) and go on.",
+    )
+
+    @model_validator(mode="after")
+    def _something_to_check(self) -> Check:
+        if self.assert_ is None and self.criteria is None:
+            raise ValueError("a check needs 'assert', 'criteria' or both")
+        return self
+
+
+class Step(BaseModel):
+    """One node of the plan: a tool call, or a reflection checkpoint (``check``)."""
+
+    model_config = _STRICT
+
+    id: str = Field(
+        pattern=STEP_ID_PATTERN,
+        description="Unique name; expressions read its result as steps.<id>.output.",
+    )
+    description: str | None = None
+    tool: str | None = Field(None, description="Tool name, namespace.verb, e.g. sql.query.")
+    args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Tool arguments; values may hold ${{ expressions }}.",
+    )
+    needs: list[str] = Field(
+        default_factory=list,
+        description="Steps that must finish first, besides those its expressions reference.",
+    )
+    when: str | bool | None = Field(
+        None, description="Run only if this expression is true; otherwise the step is skipped."
+    )
+    foreach: str | list[JsonValue] | None = Field(
+        None, description="Run the tool once per item of this list; `item` is the element."
+    )
+    max_parallel: int | None = Field(
+        None, ge=1, description="How many foreach items run at once (default from settings)."
+    )
+    timeout: Duration | None = Field(None, description="Deadline of each attempt.")
+    retry: Retry | None = None
+    check: Check | None = None
+    approval: Literal["required", "none"] = Field(
+        "none", description="required: a human must approve the resolved call before it runs."
+    )
+    run_if_skipped: bool = Field(
+        False, description="Run even if a step it needs was skipped by its `when`."
+    )
+    allow_untrusted: bool = Field(
+        False,
+        description="Let untrusted data (e.g. web results) flow into this step's write tool.",
+    )
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return None if value is None else parse_duration(value)
+
+    @field_validator("needs", mode="before")
+    @classmethod
+    def _single_need(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _tool_or_check(self) -> Step:
+        if self.tool is None and self.check is None:
+            raise ValueError(f"step {self.id!r} needs a 'tool' to call or a 'check' to make")
+        if self.tool is not None and self.check is not None:
+            raise ValueError(
+                f"step {self.id!r} has both 'tool' and 'check'; make the check its own step"
+            )
+        if self.check is not None and (self.args or self.foreach is not None):
+            raise ValueError(f"check step {self.id!r} takes no 'args' or 'foreach'")
+        if self.max_parallel is not None and self.foreach is None:
+            raise ValueError(f"step {self.id!r} sets 'max_parallel' but has no 'foreach'")
+        return self
+
+
+class Plan(BaseModel):
+    """A typed DAG of steps. The same model for plan files and model-written plans."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+        json_schema_extra={"$id": "https://dagentic.dev/plan.schema.json"},
+    )
+
+    version: Literal[1] = 1
+    name: str = Field(min_length=1)
+    goal: str | None = None
+    description: str | None = None
+    inputs: dict[str, InputSpec] = Field(default_factory=dict)
+    steps: list[Step] = Field(min_length=1)
+    outputs: dict[str, Any] = Field(
+        default_factory=dict, description="Named results; values may hold ${{ expressions }}."
+    )
+
+    def to_yaml(self) -> str:
+        """The plan as a YAML plan file (round-trips through :func:`runtime.load_plan`)."""
+        import yaml
+
+        data = self.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+        data = {"version": self.version, **data}
+        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

@@ -1,0 +1,73 @@
+"""Finding plugins: built-ins and third-party packages alike come through the entry-point
+group ``dagentic.plugins``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from importlib.metadata import entry_points
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .errors import PluginError
+from .tools import Tool, ToolRegistry
+
+__all__ = ["ENTRY_POINT_GROUP", "load_tools", "make_plugin_manager"]
+
+ENTRY_POINT_GROUP = "dagentic.plugins"
+
+
+def make_plugin_manager(plugins: Iterable[Any] = (), *,
+                        use_entry_points: bool = True) -> pluggy.PluginManager:
+    """A fresh plugin manager with ``plugins`` and, unless told not to, every installed
+    plugin from the ``dagentic.plugins`` entry-point group."""
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    for plugin in plugins:
+        pm.register(plugin)
+    if use_entry_points:
+        for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
+                continue
+            dist = ep.dist.name if ep.dist else "an unknown distribution"
+            try:
+                module = ep.load()
+            except Exception as exc:
+                raise PluginError(
+                    f"plugin {ep.name!r} ({ep.value}) from {dist} failed to load: "
+                    f"{type(exc).__name__}: {exc}. Fix the plugin or uninstall {dist}.",
+                    plugin=ep.name,
+                ) from exc
+            pm.register(module, name=ep.name)
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"plugin {exc.plugin!r} implements an unknown hook: {exc}",
+                          plugin=str(exc.plugin)) from exc
+    return pm
+
+
+def load_tools(plugins: Iterable[Any] = (), *, tools: Iterable[Tool] = (),
+               use_entry_points: bool = True,
+               plugin_manager: pluggy.PluginManager | None = None) -> ToolRegistry:
+    """Collect every tool the plugins register, plus ``tools`` given directly."""
+    pm = plugin_manager or make_plugin_manager(plugins, use_entry_points=use_entry_points)
+    registry = ToolRegistry()
+    for impl in pm.hook.register_tools.get_hookimpls():
+        plugin_name = pm.get_name(impl.plugin) or repr(impl.plugin)
+        try:
+            declared = impl.function()
+        except Exception as exc:
+            raise PluginError(f"plugin {plugin_name!r}: register_tools() raised "
+                              f"{type(exc).__name__}: {exc}", plugin=plugin_name) from exc
+        for item in declared or ():
+            if not isinstance(item, Tool):
+                raise PluginError(
+                    f"plugin {plugin_name!r}: register_tools() returned {item!r}, which is "
+                    "not a Tool; decorate the function with @tool and return it",
+                    plugin=plugin_name)
+            registry.add(item.with_plugin(plugin_name))
+    for item in tools:
+        registry.add(item)
+    return registry

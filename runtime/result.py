@@ -1,0 +1,100 @@
+"""What a run returns: :class:`RunResult` with one :class:`StepResult` per step."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from .errors import DagenticError, FailureMode, failure_mode_of
+
+__all__ = ["ErrorInfo", "Provenance", "RunResult", "RunStatus", "StepResult", "StepStatus",
+           "Usage"]
+
+
+class RunStatus(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class StepStatus(StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+
+class ErrorInfo(BaseModel):
+    """An error, as data: its failure mode, message and exception type."""
+
+    failure_mode: FailureMode
+    message: str
+    type: str = "DagenticError"
+    details: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def from_exception(cls, exc: BaseException, *, prefix: str = "") -> ErrorInfo:
+        message = exc.message if isinstance(exc, DagenticError) else str(exc) or repr(exc)
+        details = exc.fields if isinstance(exc, DagenticError) else {}
+        return cls(failure_mode=failure_mode_of(exc), message=prefix + message,
+                   type=type(exc).__name__, details=details)
+
+
+class Provenance(BaseModel):
+    """Where a step's output came from, and whether it may be trusted as instructions."""
+
+    trusted: bool = True
+    source: str | None = Field(None, description="The tool that produced it, 'tool:<name>'.")
+    untrusted_from: list[str] = Field(
+        default_factory=list, description="Untrusted tools whose data flowed into it.")
+
+
+class StepResult(BaseModel):
+    id: str
+    tool: str | None = None
+    status: StepStatus = StepStatus.PENDING
+    output: Any = None
+    error: ErrorInfo | None = None
+    attempts: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration: float | None = Field(None, description="Seconds from start to finish.")
+    provenance: Provenance = Field(default_factory=Provenance)
+
+
+class Usage(BaseModel):
+    steps: int = Field(0, description="Steps that ran (not skipped or never started).")
+    tool_calls: int = Field(0, description="Tool invocations, every attempt and item included.")
+    model_calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float = 0.0
+    wall_time: float = Field(0.0, description="Seconds from start to finish of the run.")
+
+
+class RunResult(BaseModel):
+    run_id: str
+    plan: str
+    goal: str | None = None
+    status: RunStatus
+    steps: dict[str, StepResult]
+    outputs: dict[str, Any] = Field(default_factory=dict)
+    error: ErrorInfo | None = None
+    usage: Usage = Field(default_factory=Usage)
+    started_at: datetime
+    finished_at: datetime
+    replan_requested: list[str] = Field(
+        default_factory=list,
+        description="Check steps that failed with on_fail: replan; an agent replans on these.")
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status is RunStatus.SUCCEEDED
+
+    def failures(self) -> list[StepResult]:
+        """Steps that failed, in plan order."""
+        return [s for s in self.steps.values() if s.status is StepStatus.FAILED]

@@ -1,0 +1,251 @@
+"""Tools: the ``@tool`` decorator, the frozen :class:`Tool` it returns, and the registry.
+
+A tool's argument model is built from its signature and Google-style docstring, with
+``extra="forbid"``; that model's JSON schema is what planners see and what plan
+validation checks literal arguments against.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import re
+import typing
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, overload
+
+import docstring_parser
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
+
+from .errors import PluginError, ToolDefinitionError, ToolNotFoundError
+
+__all__ = ["SideEffects", "Tool", "ToolContext", "ToolRegistry", "suggest", "tool"]
+
+SideEffects = Literal["none", "read", "write"]
+TOOL_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+
+
+@dataclass(frozen=True, slots=True)
+class ToolContext:
+    """What a tool may ask for by annotating a parameter with this type."""
+
+    run_id: str
+    step_id: str
+    attempt: int
+    settings: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    """A callable the executor can run. Build one with :func:`tool`."""
+
+    name: str
+    description: str
+    fn: Callable[..., Any] = field(repr=False)
+    args_model: type[BaseModel] = field(repr=False)
+    is_async: bool = False
+    context_param: str | None = None
+    timeout: float | None = None
+    max_concurrency: int | None = None
+    side_effects: SideEffects = "read"
+    idempotent: bool = True
+    trusted: bool = True
+    plugin: str | None = None
+    _adapters: dict[str, TypeAdapter[Any]] = field(default_factory=dict, repr=False,
+                                                  compare=False)
+
+    def args_schema(self) -> dict[str, Any]:
+        """The JSON schema of the arguments, as planners see it."""
+        return self.args_model.model_json_schema()
+
+    def field_adapter(self, name: str) -> TypeAdapter[Any] | None:
+        """A validator for one argument, used to check literal values before a run."""
+        info = self.args_model.model_fields.get(name)
+        if info is None:
+            return None
+        adapter = self._adapters.get(name)
+        if adapter is None:
+            annotation = typing.Annotated[info.annotation, *info.metadata] \
+                if info.metadata else info.annotation
+            adapter = self._adapters[name] = TypeAdapter(annotation)
+        return adapter
+
+    def spec(self) -> dict[str, Any]:
+        """A compact description for planners and ``dagentic tools --json``."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "args": self.args_schema(),
+            "side_effects": self.side_effects,
+            "idempotent": self.idempotent,
+            "trusted": self.trusted,
+            "plugin": self.plugin,
+        }
+
+    def with_plugin(self, plugin: str) -> Tool:
+        return replace(self, plugin=plugin)
+
+
+@overload
+def tool(fn: Callable[..., Any], /) -> Tool: ...
+@overload
+def tool(
+    *, name: str | None = None, description: str | None = None, timeout: float | None = None,
+    max_concurrency: int | None = None, side_effects: SideEffects = "read",
+    idempotent: bool = True, trusted: bool = True,
+) -> Callable[[Callable[..., Any]], Tool]: ...
+
+
+def tool(
+    fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
+    description: str | None = None, timeout: float | None = None,
+    max_concurrency: int | None = None, side_effects: SideEffects = "read",
+    idempotent: bool = True, trusted: bool = True,
+) -> Tool | Callable[[Callable[..., Any]], Tool]:
+    """Turn a function into a :class:`Tool`. Works bare (``@tool``) or with options.
+
+    The name defaults to ``<module>.<function>`` (``plugins/notify.py: def log`` gives
+    ``notify.log``). ``side_effects``, ``idempotent`` and ``trusted`` describe the tool to
+    the executor and its policies: an untrusted tool's output (web pages, say) may not
+    flow into a ``write`` tool unless the step says ``allow_untrusted: true``.
+    """
+
+    def build(function: Callable[..., Any]) -> Tool:
+        return _build_tool(function, name=name, description=description, timeout=timeout,
+                           max_concurrency=max_concurrency, side_effects=side_effects,
+                           idempotent=idempotent, trusted=trusted)
+
+    return build(fn) if fn is not None else build
+
+
+def _build_tool(function: Callable[..., Any], *, name: str | None, description: str | None,
+                timeout: float | None, max_concurrency: int | None, side_effects: SideEffects,
+                idempotent: bool, trusted: bool) -> Tool:
+    problems: list[str] = []
+    fn_name = getattr(function, "__name__", repr(function))
+    module = (getattr(function, "__module__", None) or "").rsplit(".", 1)[-1]
+    tool_name = name or f"{module}.{fn_name}"
+    if not TOOL_NAME.match(tool_name):
+        problems.append(f"name {tool_name!r} is not 'namespace.verb' in lower case; pass "
+                        "@tool(name='myns.my_verb')")
+    if not callable(function):
+        raise ToolDefinitionError(tool_name, [f"{function!r} is not callable"])
+    if side_effects not in ("none", "read", "write"):
+        problems.append(f"side_effects must be 'none', 'read' or 'write', not {side_effects!r}")
+    if timeout is not None and timeout <= 0:
+        problems.append(f"timeout must be a positive number of seconds, not {timeout!r}")
+    if max_concurrency is not None and max_concurrency < 1:
+        problems.append(f"max_concurrency must be at least 1, not {max_concurrency!r}")
+
+    doc = docstring_parser.parse(inspect.getdoc(function) or "",
+                                 style=docstring_parser.DocstringStyle.GOOGLE)
+    text = description or "\n\n".join(
+        p for p in (doc.short_description, doc.long_description) if p)
+    if not text:
+        problems.append("it has no description; write a docstring (planners choose tools by "
+                        "it) or pass description=")
+    param_docs = {p.arg_name: p.description or "" for p in doc.params}
+
+    try:
+        hints = typing.get_type_hints(function, include_extras=True)
+    except Exception as exc:  # noqa: BLE001 - any failure to resolve is a definition problem
+        hints = {}
+        problems.append(f"its type hints cannot be resolved: {exc}")
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError) as exc:
+        raise ToolDefinitionError(tool_name, [f"its signature cannot be read: {exc}"]) from exc
+
+    fields: dict[str, Any] = {}
+    context_param = None
+    for param in signature.parameters.values():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            problems.append(f"parameter '{param.name}': *args and **kwargs cannot be "
+                            "described to a planner; list the arguments")
+            continue
+        if param.kind is param.POSITIONAL_ONLY:
+            problems.append(f"parameter '{param.name}' is positional-only; tools are called "
+                            "with keyword arguments")
+            continue
+        annotation = hints.get(param.name, param.annotation)
+        if annotation is ToolContext:
+            context_param = param.name
+            continue
+        if annotation is inspect.Parameter.empty:
+            problems.append(f"parameter '{param.name}' has no type annotation")
+            continue
+        default = ... if param.default is inspect.Parameter.empty else param.default
+        fields[param.name] = (annotation, Field(default, description=param_docs.get(param.name)))
+    for documented in param_docs:
+        if documented not in signature.parameters:
+            problems.append(f"the docstring documents '{documented}' but there is no such "
+                            "parameter")
+
+    model: type[BaseModel] | None = None
+    if not problems:
+        try:
+            model = create_model(
+                _model_name(tool_name),
+                __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=False),
+                **fields,
+            )
+            model.model_json_schema()
+        except Exception as exc:  # noqa: BLE001 - pydantic raises several kinds here
+            problems.append(f"its arguments cannot form a schema: {exc}")
+    if problems or model is None:
+        raise ToolDefinitionError(tool_name, problems)
+    return Tool(
+        name=tool_name, description=text, fn=function, args_model=model,
+        is_async=inspect.iscoroutinefunction(function), context_param=context_param,
+        timeout=timeout, max_concurrency=max_concurrency, side_effects=side_effects,
+        idempotent=idempotent, trusted=trusted,
+    )
+
+
+def _model_name(tool_name: str) -> str:
+    return "".join(part.title().replace("_", "") for part in tool_name.split(".")) + "Args"
+
+
+def suggest(word: str, candidates: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest candidate, or an empty string."""
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+class ToolRegistry:
+    """The tools a run can use, by name."""
+
+    def __init__(self, tools: Iterable[Tool] = ()) -> None:
+        self._tools: dict[str, Tool] = {}
+        for t in tools:
+            self.add(t)
+
+    def add(self, new: Tool) -> None:
+        old = self._tools.get(new.name)
+        if old is not None and old is not new:
+            raise PluginError(
+                f"tool {new.name!r} is registered twice: by plugin "
+                f"{old.plugin or '<direct>'!r} and by plugin {new.plugin or '<direct>'!r}; "
+                "uninstall one of them or rename the tool"
+            )
+        self._tools[new.name] = new
+
+    def get(self, name: str) -> Tool:
+        try:
+            return self._tools[name]
+        except KeyError:
+            raise ToolNotFoundError(f"unknown tool {name!r}{suggest(name, self._tools)}",
+                                    tool=name) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tools
+
+    def __iter__(self) -> Iterator[Tool]:
+        return iter(sorted(self._tools.values(), key=lambda t: t.name))
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+    def names(self) -> list[str]:
+        return sorted(self._tools)

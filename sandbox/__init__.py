@@ -1,0 +1,2 @@
+"""Isolation backends for running untrusted code (Docker, bubblewrap) and the sandbox
+image recipe."""
