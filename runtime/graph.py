@@ -163,7 +163,7 @@ class _Checker:
             owner = _model_at(loc[:-1])
             hint = suggest(str(loc[-1]), _field_names(owner)) if owner else ""
             allowed = ", ".join(_field_names(owner)) if owner else ""
-            self.report(loc, f"unknown field '{loc[-1]}'{hint}"
+            self.report(loc, f"{self._owner(loc[:-1])}unknown field '{loc[-1]}'{hint}"
                         + (f"; allowed here: {allowed}" if allowed and not hint else ""),
                         at_key=True)
         elif kind == "missing":
@@ -179,12 +179,26 @@ class _Checker:
                 and _is_scalar(value) else ""
             self.report(loc, f"{where}: {message}{shown}" if where else f"{message}{shown}")
 
+    def _owner(self, loc: tuple[Any, ...]) -> str:
+        """``step 'x': `` for a location inside a step, ``inputs.n: `` and so on elsewhere."""
+        if len(loc) >= 2 and loc[0] == "steps" and isinstance(loc[1], int):
+            steps = self.source.data.get("steps") if isinstance(self.source.data, dict) else None
+            item = steps[loc[1]] if isinstance(steps, list) and loc[1] < len(steps) else None
+            sid = item.get("id") if isinstance(item, dict) else None
+            name = f"step '{sid}'" if isinstance(sid, str) else _where(loc[:2])
+            rest = _where(loc[2:])
+            return f"{name}{': ' + rest if rest else ''}: "
+        return f"{_where(loc)}: " if loc else ""
+
     def _salvage_steps(self, raw: Any) -> list[tuple[int, Step]]:
         """Steps that validate on their own, so later checks still run when others fail."""
         if not isinstance(raw, list):
             return []
+        known = set(_field_names(Step))
         good = []
         for index, item in enumerate(raw):
+            if isinstance(item, dict):  # unknown fields were reported; check the rest
+                item = {k: v for k, v in item.items() if k in known}
             try:
                 good.append((index, Step.model_validate(item)))
             except ValidationError:
@@ -206,15 +220,13 @@ class _Checker:
         ids = set(seen)
         compiled: dict[str, CompiledStep] = {}
         for index, step in steps:
-            if seen.get(step.id) != index:
-                continue
             built = self._compile_step(index, step, ids, input_names)
-            if built is not None:
+            if seen.get(step.id) == index:
                 compiled[step.id] = built
         return compiled
 
     def _compile_step(self, index: int, step: Step, ids: set[str],
-                      input_names: set[str]) -> CompiledStep | None:
+                      input_names: set[str]) -> CompiledStep:
         at = ("steps", index)
         name = f"step '{step.id}'"
         for j, need in enumerate(step.needs):
@@ -494,7 +506,7 @@ def to_mermaid(compiled: CompiledPlan) -> str:
     """The DAG as a Mermaid flowchart."""
     lines = ["flowchart TD"]
     for sid, step in compiled.steps.items():
-        label = _label(step).replace('"', "'")
+        label = _label(step).replace('"', "'").replace("\n", "<br/>")
         shape = f'{{{{"{label}"}}}}' if step.step.check else f'["{label}"]'
         lines.append(f"    {sid}{shape}")
     for sid, step in compiled.steps.items():

@@ -21,7 +21,7 @@ from pydantic import (
 
 from .errors import FailureMode
 
-__all__ = ["Check", "InputSpec", "Plan", "Retry", "Step", "parse_duration"]
+__all__ = ["Check", "InputSpec", "Plan", "Retry", "Step", "parse_duration", "plan_json_schema"]
 
 STEP_ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -213,3 +213,12 @@ class Plan(BaseModel):
         data = self.model_dump(mode="json", by_alias=True, exclude_defaults=True)
         data = {"version": self.version, **data}
         return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+def plan_json_schema() -> str:
+    """The text of ``plans/plan.schema.json``: the JSON schema of :class:`Plan`."""
+    import json
+
+    schema = Plan.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return json.dumps(schema, indent=2, sort_keys=False) + "\n"

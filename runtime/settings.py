@@ -43,7 +43,7 @@ class Settings(BaseSettings):
         300.0, gt=0, description="Seconds per attempt when neither step nor tool sets one.")
     fail_fast: bool = Field(False, description="Cancel the rest of a run at its first failure.")
     runs_dir: Path = Field(Path(".dagentic/runs"), description="Where run records are kept.")
-    log_level: Literal["debug", "info", "warning", "error"] = "warning"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @classmethod
     def settings_customise_sources(

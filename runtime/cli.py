@@ -1,0 +1,268 @@
+"""The ``dagentic`` command line. Exit codes: 0 succeeded, 1 the run failed, 2 the plan or
+the command line was invalid."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+import structlog
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.prompt import Confirm
+from rich.table import Table
+
+from .errors import DagenticError, PlanError
+from .executor import Executor, resolve_inputs
+from .graph import to_dot, to_mermaid
+from .journal import Journal, LogJournal, StepEvent
+from .plan import plan_json_schema
+from .plugins import load_tools
+from .progress import LiveProgress, render_result
+from .result import RunStatus
+from .settings import Settings
+from .tools import Tool, ToolRegistry
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="dagentic",
+    help="Run agent plans: typed DAGs of tool calls, in parallel where the graph allows.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+INVALID = 2
+FAILED = 1
+
+
+def _stdout() -> Console:
+    return Console(soft_wrap=True)
+
+
+def _stderr() -> Console:
+    return Console(stderr=True, soft_wrap=True)
+
+
+def _fail(message: str, code: int = INVALID) -> typer.Exit:
+    _stderr().print(f"[red]error:[/red] {escape(message)}", highlight=False)
+    return typer.Exit(code)
+
+
+@app.callback()
+def _configure(
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True,
+                                         help="More log output (-v info, -vv debug).")] = 0,
+) -> None:
+    """Configure logging at the command-line edge, never on import."""
+    try:
+        settings = Settings()
+    except Exception as exc:
+        raise _fail(f"invalid settings: {exc}") from exc
+    level = {0: settings.log_level, 1: "info"}.get(verbose, "debug")
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="%H:%M:%S"),
+            structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def _tools() -> ToolRegistry:
+    try:
+        return load_tools()
+    except DagenticError as exc:
+        raise _fail(exc.message) from exc
+
+
+def _report_plan_error(error: PlanError) -> typer.Exit:
+    console = _stderr()
+    for problem in error.problems:
+        console.print(escape(str(problem)), highlight=False)
+    count = len(error.problems)
+    console.print(f"[red]{count} problem{'s' if count != 1 else ''}; nothing was run[/red]")
+    return typer.Exit(INVALID)
+
+
+def _parse_inputs(pairs: list[str]) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise _fail(f"-i expects key=value, got {pair!r}")
+        values[key.strip()] = value
+    return values
+
+
+class _Fanout:
+    def __init__(self, *journals: Journal) -> None:
+        self.journals = journals
+
+    def record(self, event: StepEvent) -> None:
+        for journal in self.journals:
+            journal.record(event)
+
+
+async def _ask_approval(step_id: str, tool: Tool, args: dict[str, Any]) -> bool:
+    shown = json.dumps(args, default=str, ensure_ascii=False)[:500]
+    question = (f"Step [bold]{step_id}[/bold] wants to call {tool.name} with "
+                f"{escape(shown)}. Run it?")
+    return await anyio.to_thread.run_sync(lambda: Confirm.ask(question, console=_stderr()))
+
+
+@app.command()
+def run(
+    plan: Annotated[Path, typer.Argument(help="The YAML plan file.")],
+    inputs: Annotated[list[str] | None, typer.Option("--input", "-i", metavar="KEY=VALUE",
+                                              help="A plan input; repeat for more.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the RunResult as JSON.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y",
+                                      help="Approve every step that asks for approval.")] = False,
+    fail_fast: Annotated[bool, typer.Option("--fail-fast",
+                                            help="Cancel the rest at the first failure.")] = False,
+    timeout: Annotated[float | None, typer.Option(help="Deadline of the whole run (s).")] = None,
+) -> None:
+    """Validate and run a plan. Exit 0 if it succeeded, 1 if it failed, 2 if it is invalid."""
+    tools = _tools()
+    interactive = sys.stderr.isatty() and not as_json
+    approver = _approve_all if yes else (_ask_approval if interactive else None)
+    executor = Executor(tools, approver=approver, fail_fast=fail_fast or None)
+    try:
+        compiled = executor.compile(plan)
+        values = _parse_inputs(inputs or [])
+        resolve_inputs(compiled.plan, values)
+    except PlanError as exc:
+        raise _report_plan_error(exc) from exc
+
+    async def main() -> Any:
+        async with anyio.create_task_group() as group:
+            group.start_soon(_cancel_on_signal, executor)
+            outcome = await executor.run(compiled, values, timeout=timeout)
+            group.cancel_scope.cancel()
+        return outcome
+
+    progress = LiveProgress(compiled, _stderr()) if interactive else None
+    executor.journal = _Fanout(LogJournal(), *([progress] if progress else []))
+    if progress is not None:
+        with progress:
+            result = anyio.run(main)
+    else:
+        result = anyio.run(main)
+    if as_json:
+        print(result.model_dump_json(indent=2))
+    else:
+        render_result(result, _stdout())
+    raise typer.Exit(0 if result.status is RunStatus.SUCCEEDED else FAILED)
+
+
+async def _approve_all(*_: Any) -> bool:
+    return True
+
+
+async def _cancel_on_signal(executor: Executor) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            executor.cancel()
+            return
+
+
+@app.command()
+def validate(
+    plans: Annotated[list[Path], typer.Argument(help="Plan files to check.")],
+) -> None:
+    """Check plan files without running them; problems print as file:line:col: message."""
+    tools = _tools()
+    executor = Executor(tools)
+    bad = 0
+    for path in plans:
+        try:
+            compiled = executor.compile(path)
+        except PlanError as exc:
+            bad += 1
+            for problem in exc.problems:
+                _stderr().print(escape(str(problem)), highlight=False)
+            continue
+        _stdout().print(f"{path}: ok ({len(compiled.steps)} steps)", highlight=False)
+    if bad:
+        raise typer.Exit(INVALID)
+
+
+@app.command("tools")
+def list_tools(
+    as_json: Annotated[bool, typer.Option("--json", help="Print tool specs as JSON.")] = False,
+) -> None:
+    """List the installed tools, their arguments and the plugin each came from."""
+    tools = _tools()
+    if as_json:
+        print(json.dumps([t.spec() for t in tools], indent=2))
+        return
+    table = Table(title=f"{len(tools)} tools", title_justify="left")
+    for column in ("tool", "plugin", "effects", "arguments", "description"):
+        table.add_column(column, overflow="fold")
+    for t in tools:
+        schema = t.args_schema()
+        required = set(schema.get("required", []))
+        args = ", ".join(
+            f"{name}{'' if name in required else '?'}: {_type_of(spec)}"
+            for name, spec in schema.get("properties", {}).items())
+        table.add_row(t.name, t.plugin or "", t.side_effects, args,
+                      t.description.splitlines()[0])
+    _stdout().print(table)
+
+
+def _type_of(schema: dict[str, Any]) -> str:
+    if "type" in schema:
+        return str(schema["type"])
+    if "anyOf" in schema:
+        return "|".join(_type_of(s) for s in schema["anyOf"])
+    if "enum" in schema:
+        return "|".join(map(str, schema["enum"]))
+    return "any"
+
+
+class GraphFormat(StrEnum):
+    mermaid = "mermaid"
+    dot = "dot"
+
+
+@app.command()
+def graph(
+    plan: Annotated[Path, typer.Argument(help="The YAML plan file.")],
+    format: Annotated[GraphFormat, typer.Option("--format", "-f")] = GraphFormat.mermaid,
+) -> None:
+    """Draw a plan's DAG as Mermaid or Graphviz DOT."""
+    executor = Executor(_tools())
+    try:
+        compiled = executor.compile(plan)
+    except PlanError as exc:
+        raise _report_plan_error(exc) from exc
+    print(to_mermaid(compiled) if format is GraphFormat.mermaid else to_dot(compiled), end="")
+
+
+@app.command()
+def schema(
+    output: Annotated[Path | None, typer.Option("--output", "-o",
+                                                help="Write to this file.")] = None,
+) -> None:
+    """Print (or write) the JSON schema of plan files, for editors and model planners."""
+    text = plan_json_schema()
+    if output is None:
+        print(text, end="")
+    else:
+        output.write_text(text, encoding="utf-8")
+
+
+def main() -> None:
+    app()
