@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
+import anyio.lowlevel
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from .backend import ExecutionBackend, InProcessBackend
@@ -41,7 +42,6 @@ from .plan import InputSpec, Plan, Retry
 from .plugins import load_tools
 from .result import (
     ErrorInfo,
-    Provenance,
     RunResult,
     RunStatus,
     StepResult,
@@ -82,8 +82,8 @@ class Judge(Protocol):
 class _State:
     """Mutable bookkeeping of one step during one run."""
 
-    __slots__ = ("attempts", "error", "finished", "output", "pending", "spec", "started",
-                 "status")
+    __slots__ = ("attempts", "error", "finished", "output", "pending", "result", "spec",
+                 "started", "status")
 
     def __init__(self, spec: CompiledStep) -> None:
         self.spec = spec
@@ -94,6 +94,7 @@ class _State:
         self.started: float | None = None
         self.finished: float | None = None
         self.pending = len(spec.deps)
+        self.result: StepResult | None = None  # built when the step finishes
 
 
 class Executor:
@@ -173,7 +174,8 @@ class _Run:
                   "duration": None} for sid in plan.steps}
         self.scope: dict[str, Any] = {"inputs": inputs, "steps": self.views}
         self.ready: deque[_State] = deque(s for s in self.states.values() if not s.pending)
-        self.running = 0
+        self.workers = 0
+        self.starting = 0
         self.limit = self.settings.concurrency
         self.tg: anyio.abc.TaskGroup | None = None
         self.stop_status: StepStatus | None = None
@@ -181,12 +183,13 @@ class _Run:
         self.replan_requested: list[str] = []
         self.limiters: dict[str, anyio.CapacityLimiter] = {}
         self.t0 = 0.0
+        self.started_at = datetime.now(UTC)
 
     # -- lifecycle ---------------------------------------------------------------------
 
     async def execute(self) -> RunResult:
         self.t0 = time.perf_counter()
-        started_at = datetime.now(UTC)
+        self.started_at = started_at = datetime.now(UTC)
         self._event("run_started")
         for name, count in self._tool_limits().items():
             self.limiters[name] = anyio.CapacityLimiter(count)
@@ -207,7 +210,7 @@ class _Run:
             self.stop_status = _FAILED
             for state in self.states.values():
                 if state.status is _CANCELLED and state.started is not None:
-                    state.error = self.stop_error
+                    state.error, state.result = self.stop_error, None
         self._close_unfinished(self.stop_error or ErrorInfo(
             failure_mode=FailureMode.CANCELLED, message="the run ended before this step"))
         return self._result(started_at)
@@ -222,6 +225,8 @@ class _Run:
     def _close_unfinished(self, error: ErrorInfo) -> None:
         now = time.perf_counter()
         for state in self.states.values():
+            if state.status in (_PENDING, _CANCELLED) or state.finished is None:
+                state.result = None
             if state.status is _PENDING:
                 state.status, state.error = _CANCELLED, error
             if state.status is _CANCELLED and state.error is None:
@@ -237,13 +242,29 @@ class _Run:
 
     # -- scheduling --------------------------------------------------------------------
 
-    def _dispatch(self) -> None:
+    def _dispatch(self, reserved: int = 0) -> None:
+        """Start workers for ready steps no worker will pick up. A worker calling this
+        from a finished step reserves one ready step for itself."""
         assert self.tg is not None
-        while self.ready and self.running < self.limit and self.stop_status is None:
-            state = self.ready.popleft()
-            self.running += 1
-            self._event("scheduled", state)
-            self.tg.start_soon(self._run_step, state)
+        while (self.workers < self.limit and self.stop_status is None
+               and len(self.ready) > self.starting + reserved):
+            self.workers += 1
+            self.starting += 1
+            self.tg.start_soon(self._worker, name="dagentic-worker")
+
+    async def _worker(self) -> None:
+        """Run ready steps until none is left. Workers, not tasks per step, keep the cost
+        of a step low and memory bounded by the concurrency limit."""
+        self.starting -= 1
+        try:
+            while self.ready and self.stop_status is None:
+                state = self.ready.popleft()
+                self._event("scheduled", state)
+                await self._run_step(state)
+                if self.ready:
+                    await anyio.lowlevel.checkpoint()  # let others run between steps
+        finally:
+            self.workers -= 1
 
     async def _run_step(self, state: _State) -> None:
         try:
@@ -253,7 +274,6 @@ class _Run:
                 state.status = _CANCELLED
             raise
         finally:
-            self.running -= 1
             if state.finished is None:
                 state.finished = time.perf_counter()
             self._finish(state)
@@ -282,7 +302,7 @@ class _Run:
                 dependent.error = reason or None
                 self._publish(dependent)
                 done.append(dependent)
-        self._dispatch()
+        self._dispatch(reserved=1)
 
     def _blocked(self, state: _State) -> ErrorInfo | bool | None:
         """Why ``state`` cannot run: an upstream failure, ``False`` for a plain skip
@@ -309,6 +329,8 @@ class _Run:
         view["attempts"] = state.attempts
         if state.started is not None and state.finished is not None:
             view["duration"] = state.finished - state.started
+        # Built now, while other steps are still waiting, not all at the end of the run.
+        state.result = self._step_result(state)
         self._event("skipped" if state.status is _SKIPPED else "finished", state)
 
     def _event(self, kind: Any, state: _State | None = None, **extra: Any) -> None:
@@ -409,7 +431,8 @@ class _Run:
         for attempt in range(1, attempts + 1):
             state.attempts += 1
             self._event("attempt", state)
-            context = ToolContext(self.run_id, spec.id, attempt, self.settings)
+            context = ToolContext(self.run_id, spec.id, attempt, self.settings) \
+                if tool.context_param else None
             try:
                 with anyio.move_on_after(timeout) as deadline:
                     if limiter is None:
@@ -521,7 +544,7 @@ class _Run:
         for sid, state in self.states.items():
             calls += state.attempts if state.spec.tool else 0
             ran += state.started is not None and state.status is not _SKIPPED
-            steps[sid] = self._step_result(sid, state, started_at)
+            steps[sid] = state.result or self._step_result(state)
         failed = next((s for s in self.states.values() if s.status is _FAILED), None)
         if self.stop_status is _CANCELLED:
             status, error = RunStatus.CANCELLED, self.stop_error
@@ -547,23 +570,19 @@ class _Run:
             replan_requested=self.replan_requested,
         )
 
-    def _step_result(self, sid: str, state: _State, started_at: datetime) -> StepResult:
-        spec = state.spec
-        tool = spec.tool
-        untrusted = spec.untrusted_output
-        provenance = Provenance.model_construct(
-            trusted=not untrusted, source=f"tool:{tool.name}" if tool else None,
-            untrusted_from=sorted(untrusted))
-        begun = None if state.started is None else \
-            started_at + timedelta(seconds=state.started - self.t0)
-        ended = None if state.finished is None else \
-            started_at + timedelta(seconds=state.finished - self.t0)
-        duration = None if state.started is None or state.finished is None else \
-            state.finished - state.started
-        return StepResult.model_construct(
-            id=sid, tool=spec.step.tool, status=state.status, output=state.output,
+    def _step_result(self, state: _State) -> StepResult:
+        started_at = self.started_at
+        begun = ended = duration = None
+        if state.started is not None:
+            begun = started_at + timedelta(seconds=state.started - self.t0)
+        if state.finished is not None:
+            ended = started_at + timedelta(seconds=state.finished - self.t0)
+            if state.started is not None:
+                duration = state.finished - state.started
+        return StepResult(
+            id=state.spec.id, tool=state.spec.step.tool, status=state.status, output=state.output,
             error=state.error, attempts=state.attempts, started_at=begun, finished_at=ended,
-            duration=duration, provenance=provenance)
+            duration=duration, provenance=state.spec.provenance)
 
     def _outputs(self, *, strict: bool) -> tuple[dict[str, Any], ErrorInfo | None]:
         outputs: dict[str, Any] = {}

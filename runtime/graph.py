@@ -24,6 +24,7 @@ from .expressions import (
     contains_expression,
 )
 from .plan import Check, InputSpec, Plan, Retry, Step
+from .result import Provenance
 from .source import PlanSource, read_plan_source
 from .tools import Tool, ToolRegistry, suggest
 
@@ -48,7 +49,7 @@ class CompiledStep:
     data_deps: tuple[str, ...]
     dependents: list[str] = field(default_factory=list)
     untrusted_inputs: frozenset[str] = frozenset()
-    untrusted_output: frozenset[str] = frozenset()
+    provenance: Provenance = field(default_factory=Provenance)
 
     @property
     def id(self) -> str:
@@ -379,11 +380,15 @@ class _Checker:
     def _mark_provenance(self, compiled: dict[str, CompiledStep], order: list[str]) -> None:
         for sid in order:
             step = compiled[sid]
-            tainted = frozenset().union(*(compiled[d].untrusted_output for d in step.data_deps))
+            tainted = frozenset().union(
+                *(compiled[d].provenance.untrusted_from for d in step.data_deps))
             step.untrusted_inputs = tainted
             own = frozenset() if step.tool is None or step.tool.trusted \
                 else frozenset([step.tool.name])
-            step.untrusted_output = tainted | own
+            untrusted = tuple(sorted(tainted | own))
+            step.provenance = Provenance(
+                trusted=not untrusted, untrusted_from=untrusted,
+                source=f"tool:{step.tool.name}" if step.tool else None)
             for dep in step.deps:
                 compiled[dep].dependents.append(sid)
 

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import DagenticError, FailureMode, failure_mode_of
 
@@ -31,6 +31,8 @@ class StepStatus(StrEnum):
 class ErrorInfo(BaseModel):
     """An error, as data: its failure mode, message and exception type."""
 
+    model_config = ConfigDict(frozen=True)
+
     failure_mode: FailureMode
     message: str
     type: str = "DagenticError"
@@ -47,10 +49,12 @@ class ErrorInfo(BaseModel):
 class Provenance(BaseModel):
     """Where a step's output came from, and whether it may be trusted as instructions."""
 
+    model_config = ConfigDict(frozen=True)
+
     trusted: bool = True
     source: str | None = Field(None, description="The tool that produced it, 'tool:<name>'.")
-    untrusted_from: list[str] = Field(
-        default_factory=list, description="Untrusted tools whose data flowed into it.")
+    untrusted_from: tuple[str, ...] = Field(
+        default=(), description="Untrusted tools whose data flowed into it.")
 
 
 class StepResult(BaseModel):
@@ -90,6 +94,11 @@ class RunResult(BaseModel):
     replan_requested: list[str] = Field(
         default_factory=list,
         description="Check steps that failed with on_fail: replan; an agent replans on these.")
+
+    def __repr__(self) -> str:
+        # Short on purpose: asyncio (3.11) may repr the result of the main task on exit.
+        return (f"RunResult(run_id={self.run_id!r}, plan={self.plan!r}, "
+                f"status={self.status.value!r}, steps={len(self.steps)})")
 
     @property
     def succeeded(self) -> bool:
