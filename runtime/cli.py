@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import signal
+import subprocess
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -75,7 +77,8 @@ def _configure(
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        # Resolved per logger, so a replaced sys.stderr (tests, embedding) is honoured.
+        logger_factory=lambda *_: structlog.PrintLogger(sys.stderr),
         cache_logger_on_first_use=False,
     )
 
@@ -91,9 +94,12 @@ def _report_plan_error(error: PlanError) -> typer.Exit:
     console = _stderr()
     for problem in error.problems:
         console.print(escape(str(problem)), highlight=False)
-    count = len(error.problems)
-    console.print(f"[red]{count} problem{'s' if count != 1 else ''}; nothing was run[/red]")
+    console.print(f"[red]{_count(len(error.problems), 'problem')}; nothing was run[/red]")
     return typer.Exit(INVALID)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _parse_inputs(pairs: list[str]) -> dict[str, str]:
@@ -194,7 +200,8 @@ def validate(
             for problem in exc.problems:
                 _stderr().print(escape(str(problem)), highlight=False)
             continue
-        _stdout().print(f"{path}: ok ({len(compiled.steps)} steps)", highlight=False)
+        _stdout().print(f"{path}: ok ({_count(len(compiled.steps), 'step')})",
+                        highlight=False)
     if bad:
         raise typer.Exit(INVALID)
 
@@ -208,7 +215,7 @@ def list_tools(
     if as_json:
         print(json.dumps([t.spec() for t in tools], indent=2))
         return
-    table = Table(title=f"{len(tools)} tools", title_justify="left")
+    table = Table(title=_count(len(tools), "tool"), title_justify="left")
     for column in ("tool", "plugin", "effects", "arguments", "description"):
         table.add_column(column, overflow="fold")
     for t in tools:
@@ -235,20 +242,37 @@ def _type_of(schema: dict[str, Any]) -> str:
 class GraphFormat(StrEnum):
     mermaid = "mermaid"
     dot = "dot"
+    png = "png"
 
 
 @app.command()
 def graph(
     plan: Annotated[Path, typer.Argument(help="The YAML plan file.")],
     format: Annotated[GraphFormat, typer.Option("--format", "-f")] = GraphFormat.mermaid,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Write here (required for png).")] = None,
 ) -> None:
-    """Draw a plan's DAG as Mermaid or Graphviz DOT."""
+    """Draw a plan's DAG as Mermaid, Graphviz DOT, or a PNG image (needs Graphviz)."""
     executor = Executor(_tools())
     try:
         compiled = executor.compile(plan)
     except PlanError as exc:
         raise _report_plan_error(exc) from exc
-    print(to_mermaid(compiled) if format is GraphFormat.mermaid else to_dot(compiled), end="")
+    if format is GraphFormat.png:
+        if output is None:
+            raise _fail("--format png needs --output FILE.png")
+        dot = shutil.which("dot")
+        if dot is None:
+            raise _fail("--format png needs Graphviz's `dot` program (Debian: apt-get install "
+                        "graphviz); --format dot prints the graph as text instead")
+        subprocess.run([dot, "-Tpng", "-o", str(output)], input=to_dot(compiled),
+                       text=True, check=True)
+        return
+    text = to_mermaid(compiled) if format is GraphFormat.mermaid else to_dot(compiled)
+    if output is None:
+        print(text, end="")
+    else:
+        output.write_text(text, encoding="utf-8")
 
 
 @app.command()

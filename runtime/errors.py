@@ -6,7 +6,7 @@ built-in exception, so ``except ValueError`` keeps working::
     DagenticError
     ├── PlanError (ValueError)                  plan_invalid  - a plan failed validation
     ├── ExpressionError (ValueError)            plan_invalid  - a ${{ }} expression is malformed
-    │   └── EvaluationError                     tool_error    - it failed at run time
+    │   └── EvaluationError                     invalid_args  - it failed at run time
     ├── ToolDefinitionError (TypeError)         -             - a @tool function is ill-defined
     ├── PluginError (RuntimeError)              -             - a plugin could not be loaded
     ├── ToolNotFoundError (LookupError)         invalid_tool
@@ -133,9 +133,10 @@ class ExpressionError(DagenticError, ValueError):
 
 
 class EvaluationError(ExpressionError):
-    """An expression failed while the run was evaluating it (missing key, bad operand...)."""
+    """An expression failed while the run was evaluating it (missing key, bad operand...):
+    the step's arguments could not be resolved."""
 
-    failure_mode = FailureMode.TOOL_ERROR
+    failure_mode = FailureMode.INVALID_ARGS
 
 
 class ToolDefinitionError(DagenticError, TypeError):

@@ -554,8 +554,10 @@ class _Run:
         elif failed is not None:
             assert failed.error is not None
             status = RunStatus.FAILED
-            error = failed.error.model_copy(update={
-                "message": f"step '{failed.spec.id}' failed: {failed.error.message}"})
+            message = failed.error.message
+            if not message.startswith(f"step '{failed.spec.id}'"):
+                message = f"step '{failed.spec.id}' failed: {message}"
+            error = failed.error.model_copy(update={"message": message})
         else:
             status, error = RunStatus.SUCCEEDED, None
         outputs, output_error = self._outputs(strict=status is RunStatus.SUCCEEDED)
@@ -649,6 +651,10 @@ def resolve_inputs(plan: Plan, given: Mapping[str, Any]) -> dict[str, Any]:
             continue
         try:
             values[name] = _coerce(spec, given[name])
+        except json.JSONDecodeError:
+            example = '["a", "b"]' if spec.type == "array" else '{"key": "value"}'
+            problems.append(Problem(f"input '{name}' must be {spec.type}, given as JSON, "
+                                    f"e.g. -i {name}='{example}'; got {given[name]!r}"))
         except (ValidationError, ValueError) as exc:
             problems.append(Problem(f"input '{name}' must be {spec.type}, got "
                                     f"{given[name]!r}: {_first_message(exc)}"))

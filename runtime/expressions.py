@@ -424,8 +424,8 @@ class _Compiler:
 
     def _Call(self, node: ast.Call) -> _Fn:
         if not isinstance(node.func, ast.Name):
-            raise self.fail("only the built-in functions can be called, e.g. len(x), "
-                            "not methods")
+            raise self.fail("only the built-in functions can be called, by name, e.g. "
+                            "len(x); methods and other callables cannot")
         name = node.func.id
         if node.keywords or any(isinstance(a, ast.Starred) for a in node.args):
             raise self.fail(f"{name}() takes plain positional arguments only")

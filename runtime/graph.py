@@ -159,7 +159,6 @@ class _Checker:
     def _report_schema_error(self, error: Mapping[str, Any]) -> None:
         loc = tuple(error["loc"])
         kind = error["type"]
-        where = _where(loc)
         if kind == "extra_forbidden":
             owner = _model_at(loc[:-1])
             hint = suggest(str(loc[-1]), _field_names(owner)) if owner else ""
@@ -175,10 +174,16 @@ class _Checker:
             if kind == "string_pattern_mismatch" and loc[-1:] == ("id",):
                 message = ("a step id must start with a letter or '_' and hold only letters, "
                            "digits and '_' (expressions read it as steps.<id>)")
+            elif kind in ("model_type", "dict_type") and len(loc) == 2 and loc[0] == "steps":
+                message = "a step must be a mapping with an 'id' and a 'tool' or 'check'"
             value = error.get("input")
-            shown = f" (got {value!r})" if kind not in ("model_type", "dict_type") \
+            shown = f" (got {value!r})" if kind not in ("model_type", "dict_type",
+                                                        "value_error") \
                 and _is_scalar(value) else ""
-            self.report(loc, f"{where}: {message}{shown}" if where else f"{message}{shown}")
+            owner = self._owner(loc)
+            if message.startswith(owner.removesuffix(": ").split(": ")[0] + " ") and owner:
+                owner = ""  # the message names the step already
+            self.report(loc, f"{owner}{message}{shown}")
 
     def _owner(self, loc: tuple[Any, ...]) -> str:
         """``step 'x': `` for a location inside a step, ``inputs.n: `` and so on elsewhere."""
@@ -273,12 +278,30 @@ class _Checker:
         deps = tuple(dict.fromkeys([*step.needs, *data_deps]))
         return CompiledStep(
             step=step, tool=tool, args=resolver, args_are_constant=constant,
-            when=_as_expression(when, step.when, (*at, "when"), self),
-            foreach=_as_expression(foreach, step.foreach, (*at, "foreach"), self),
-            check_assert=_as_expression(check_assert, None, (*at, "check", "assert"), self),
+            when=self._single(when, step.when, (*at, "when"), name),
+            foreach=self._single(foreach, step.foreach, (*at, "foreach"), name),
+            check_assert=self._single(check_assert, None, (*at, "check", "assert"), name),
             deps=tuple(d for d in deps if d in ids and d != step.id),
             data_deps=tuple(d for d in data_deps if d in ids and d != step.id),
         )
+
+    def _single(self, compiled: Any, raw: Any, path: tuple[Any, ...], name: str) -> Any:
+        """`when`, `foreach` and `assert` hold a single expression (or a literal)."""
+        where = _where(path[2:])
+        if isinstance(compiled, Template):
+            if compiled.whole is None:
+                self.report(path, f"{name}: '{where}' must be exactly one ${{{{ }}}} "
+                                  "expression, not text around one")
+                return None
+            return compiled.whole
+        if isinstance(raw, str) and not contains_expression(raw):
+            # A bare string is read as an expression, as GitHub Actions does for `if:`.
+            try:
+                return compile_template("${{ " + raw + " }}").whole
+            except ExpressionError as exc:
+                self.report(path, f"{name}: {where}: {exc.message}")
+                return None
+        return compiled
 
     def _check_reference(self, ref: Any, path: tuple[Any, ...], name: str, step_id: str,
                          ids: set[str], input_names: set[str], item_ok: bool,
@@ -373,8 +396,8 @@ class _Checker:
                 at = cycle.index(start)
                 cycle = cycle[at:-1] + cycle[:at] + [start]
                 self.report(("steps", index_of.get(start, 0)),
-                            f"dependency cycle: {' -> '.join(cycle)}")
-                graph[cycle[1]].discard(cycle[0])
+                            f"dependency cycle: {' -> '.join(cycle)} (each step needs the next)")
+                graph[cycle[0]].discard(cycle[1])
         return None
 
     def _mark_provenance(self, compiled: dict[str, CompiledStep], order: list[str]) -> None:
@@ -452,25 +475,6 @@ def _has_expression(value: Any) -> bool:
     if isinstance(value, list):
         return any(_has_expression(v) for v in value)
     return False
-
-
-def _as_expression(compiled: Any, raw: Any, path: tuple[Any, ...],
-                   checker: _Checker) -> Any:
-    """`when`, `foreach` and `assert` hold a single expression (or a literal)."""
-    if isinstance(compiled, Template):
-        if compiled.whole is None:
-            checker.report(path, f"'{_where(path[2:])}' must be exactly one ${{{{ }}}} "
-                                 "expression, not text around one")
-            return None
-        return compiled.whole
-    if isinstance(raw, str) and not contains_expression(raw):
-        # A bare string is read as an expression, as GitHub Actions does for `if:`.
-        try:
-            return compile_template("${{ " + raw + " }}").whole
-        except ExpressionError as exc:
-            checker.report(path, f"{_where(path[2:])}: {exc.message}")
-            return None
-    return compiled
 
 
 _MODELS: dict[str, type[BaseModel]] = {

@@ -210,7 +210,7 @@ class Plan(BaseModel):
         """The plan as a YAML plan file (round-trips through :func:`runtime.load_plan`)."""
         import yaml
 
-        data = self.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+        data = self.model_dump(mode="json", by_alias=True, exclude_unset=True)
         data = {"version": self.version, **data}
         return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 

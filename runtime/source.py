@@ -67,6 +67,8 @@ def read_plan_source(path: str | Path | None = None, *, text: str | None = None,
         source.data = _build(node, (), loader, source, problems)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
+        if exc.context_mark is not None and "end of stream" in (exc.problem or ""):
+            mark = exc.context_mark  # an unclosed quote or bracket: point at its opening
         message = f"YAML syntax error: {exc.problem or exc.context}"
         if exc.context and exc.problem:
             message += f" ({exc.context})"

@@ -8,8 +8,16 @@ from typing import Any
 import anyio
 import anyio.from_thread
 import pytest
+import structlog
 
 from runtime import Settings, ToolError, ToolRegistry, load_tools, tool
+
+
+@pytest.fixture(autouse=True)
+def _fresh_structlog():
+    """The CLI configures structlog at its edge; never let that leak into other tests."""
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture(params=["asyncio", "trio"])

@@ -1,0 +1,56 @@
+"""Meta-tests: the repository's own plans and examples keep working.
+
+(The freshness of ``plans/plan.schema.json`` is checked in tests/runtime/test_plan.py.)
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runtime import PlanError, ToolRegistry, load_plan, load_tools
+
+ROOT = Path(__file__).resolve().parents[1]
+PLANS = sorted((ROOT / "plans").glob("*.yaml"))
+EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
+
+
+def _ids(paths: list[Path]) -> list[str]:
+    return [p.name for p in paths]
+
+
+@pytest.fixture(scope="module")
+def installed_tools() -> ToolRegistry:
+    """The tools a user gets: every installed plugin, nothing from the tests."""
+    return load_tools()
+
+
+def test_repository_has_plans_and_examples() -> None:
+    # Without this, the parametrized tests below could silently collect nothing.
+    assert PLANS, "no plans/*.yaml found"
+    assert EXAMPLES, "no examples/*.py found"
+
+
+@pytest.mark.parametrize("path", PLANS, ids=_ids(PLANS))
+def test_plan_validates_with_the_installed_tools(path: Path,
+                                                 installed_tools: ToolRegistry) -> None:
+    try:
+        compiled = load_plan(path, installed_tools)
+    except PlanError as exc:
+        pytest.fail(f"{path.relative_to(ROOT)} does not validate:\n{exc}")
+    assert compiled.steps
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", EXAMPLES, ids=_ids(EXAMPLES))
+def test_example_runs(path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DAGENTIC_")}
+    done = subprocess.run([sys.executable, str(path)], capture_output=True, text=True,
+                          cwd=ROOT, env=env, timeout=60, check=False)
+    assert done.returncode == 0, (
+        f"{path.relative_to(ROOT)} exited {done.returncode}\n"
+        f"--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}")

@@ -1,0 +1,134 @@
+"""The public API: ``runtime.__all__`` is pinned, and every public module declares its own."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import runtime
+
+PUBLIC_API = [
+    "Approver",
+    "BudgetExceededError",
+    "Check",
+    "CheckFailedError",
+    "CompiledPlan",
+    "DagenticError",
+    "ENTRY_POINT_GROUP",
+    "ErrorInfo",
+    "EvaluationError",
+    "ExecutionBackend",
+    "Executor",
+    "ExpressionError",
+    "FUNCTIONS",
+    "FailureMode",
+    "InProcessBackend",
+    "InputSpec",
+    "InvalidArgsError",
+    "Journal",
+    "Judge",
+    "LogJournal",
+    "MemoryJournal",
+    "Plan",
+    "PlanError",
+    "PluginError",
+    "PolicyBlockedError",
+    "Problem",
+    "Provenance",
+    "ResourceLimitError",
+    "Retry",
+    "RunResult",
+    "RunStatus",
+    "Settings",
+    "Step",
+    "StepEvent",
+    "StepResult",
+    "StepStatus",
+    "StepTimeoutError",
+    "Tool",
+    "ToolContext",
+    "ToolDefinitionError",
+    "ToolError",
+    "ToolNotFoundError",
+    "ToolRegistry",
+    "Usage",
+    "Verdict",
+    "compile_expression",
+    "compile_plan",
+    "compile_template",
+    "hookimpl",
+    "hookspec",
+    "load_plan",
+    "load_tools",
+    "make_plugin_manager",
+    "resolve_inputs",
+    "run_plan",
+    "to_dot",
+    "to_mermaid",
+    "tool",
+]
+
+
+def _public_modules() -> list[str]:
+    names = []
+    for info in pkgutil.walk_packages(runtime.__path__, prefix="runtime."):
+        if not any(part.startswith("_") for part in info.name.split(".")):
+            names.append(info.name)
+    return sorted(names)
+
+
+PUBLIC_MODULES = _public_modules()
+
+
+def test_public_api_is_exactly_the_pinned_list() -> None:
+    # Adding or removing a public name is a decision: update PUBLIC_API with it.
+    assert sorted(runtime.__all__) == PUBLIC_API
+    assert len(set(runtime.__all__)) == len(runtime.__all__), "duplicates in __all__"
+
+
+@pytest.mark.parametrize("name", PUBLIC_API)
+def test_public_name_is_importable_from_runtime(name: str) -> None:
+    namespace: dict[str, object] = {}
+    exec(f"from runtime import {name}", namespace)  # the import a user writes
+    assert namespace[name] is getattr(runtime, name)
+
+
+def test_star_import_gives_exactly_the_public_api() -> None:
+    namespace: dict[str, object] = {}
+    exec("from runtime import *", namespace)
+    assert sorted(k for k in namespace if k != "__builtins__") == PUBLIC_API
+
+
+def test_runtime_has_public_modules() -> None:
+    assert "runtime.plan" in PUBLIC_MODULES
+    assert "runtime.graph" in PUBLIC_MODULES
+
+
+@pytest.mark.parametrize("module_name", PUBLIC_MODULES)
+def test_public_module_declares_all_and_defines_every_name_in_it(module_name: str) -> None:
+    module = importlib.import_module(module_name)
+    exported = getattr(module, "__all__", None)
+    assert exported is not None, f"{module_name} has no __all__"
+    assert len(set(exported)) == len(exported), f"duplicates in {module_name}.__all__"
+    missing = [name for name in exported if not hasattr(module, name)]
+    assert not missing, f"{module_name}.__all__ names what it does not define: {missing}"
+
+
+def test_importing_runtime_has_no_side_effects() -> None:
+    # The engine never imports plugins or sandbox backends, and configures nothing on import.
+    code = textwrap.dedent("""\
+        import sys
+        import structlog
+        import runtime
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("plugins", "sandbox"))
+        print(loaded, structlog.is_configured())
+        """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "[] False\n"
