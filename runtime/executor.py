@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import anyio
 import anyio.lowlevel
+from anyio.lowlevel import RunVar
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from .backend import ExecutionBackend, InProcessBackend
@@ -36,6 +37,7 @@ from .errors import (
     ToolError,
     failure_mode_of,
 )
+from .expressions import type_name
 from .graph import CompiledPlan, CompiledStep, compile_plan, load_plan
 from .journal import Journal, StepEvent
 from .plan import InputSpec, Plan, Retry
@@ -123,6 +125,28 @@ class Executor:
         self.judge = judge
         self.fail_fast = self.settings.fail_fast if fail_fast is None else fail_fast
         self._runs: dict[str, _Run] = {}
+        limits = {t.name: t.max_concurrency for t in tools if t.max_concurrency is not None}
+        limits.update(self.settings.tool_concurrency)
+        self._tool_limits = limits
+        # Per-tool limiters hold across every run of this executor, one set per event loop.
+        self._limiters: RunVar[dict[str, anyio.CapacityLimiter]] = RunVar(
+            f"dagentic-tool-limiters-{id(self)}")
+
+    def limiter(self, tool_name: str) -> anyio.CapacityLimiter | None:
+        """The limiter of a tool with a concurrency limit (``tool_concurrency`` setting or
+        ``@tool(max_concurrency=...)``), shared by all runs on the current event loop."""
+        count = self._tool_limits.get(tool_name)
+        if count is None:
+            return None
+        try:
+            limiters = self._limiters.get()
+        except LookupError:
+            limiters = {}
+            self._limiters.set(limiters)
+        limiter = limiters.get(tool_name)
+        if limiter is None:
+            limiter = limiters[tool_name] = anyio.CapacityLimiter(count)
+        return limiter
 
     def compile(self, plan: Plan | CompiledPlan | Mapping[str, Any] | str | Path
                 ) -> CompiledPlan:
@@ -181,7 +205,6 @@ class _Run:
         self.stop_status: StepStatus | None = None
         self.stop_error: ErrorInfo | None = None
         self.replan_requested: list[str] = []
-        self.limiters: dict[str, anyio.CapacityLimiter] = {}
         self.t0 = 0.0
         self.started_at = datetime.now(UTC)
 
@@ -191,9 +214,8 @@ class _Run:
         self.t0 = time.perf_counter()
         self.started_at = started_at = datetime.now(UTC)
         self._event("run_started")
-        for name, count in self._tool_limits().items():
-            self.limiters[name] = anyio.CapacityLimiter(count)
-        deadline = anyio.current_time() + self.timeout if self.timeout else float("inf")
+        deadline = float("inf") if self.timeout is None else \
+            anyio.current_time() + self.timeout
         try:
             with anyio.CancelScope(deadline=deadline) as scope:
                 async with anyio.create_task_group() as tg:
@@ -233,12 +255,6 @@ class _Run:
                 state.error = error
             if state.started is not None and state.finished is None:
                 state.finished = now
-
-    def _tool_limits(self) -> dict[str, int]:
-        limits = {t.name: t.max_concurrency for t in self.executor.tools
-                  if t.max_concurrency is not None}
-        limits.update(self.settings.tool_concurrency)
-        return limits
 
     # -- scheduling --------------------------------------------------------------------
 
@@ -284,8 +300,8 @@ class _Run:
             self.stop(_FAILED, ErrorInfo(
                 failure_mode=FailureMode.CANCELLED,
                 message=f"cancelled: step '{state.spec.id}' failed and fail_fast is on"))
-        if self.stop_status is not None:
-            return
+        if self.stop_status is not None or state.status is _CANCELLED:
+            return  # what waits on it stays pending and is closed with the run's reason
         done = [state]
         while done:
             finished = done.pop()
@@ -364,6 +380,10 @@ class _Run:
             else:
                 state.output = await self._fan_out(state)
             state.status = _SUCCEEDED
+        except _ItemFailure as failure:
+            state.status = _FAILED
+            state.error = ErrorInfo.from_exception(failure.error,
+                                                   prefix=f"item {failure.index}: ")
         except Exception as exc:  # noqa: BLE001 - a step wrapper records any tool failure
             state.status = _FAILED
             state.error = ErrorInfo.from_exception(exc)
@@ -394,7 +414,7 @@ class _Run:
         items = self._evaluate(spec, "foreach", spec.foreach, self.scope)
         if not isinstance(items, list | tuple):
             raise EvaluationError(f"step '{spec.id}': foreach must give a list, got "
-                                  f"{type(items).__name__}")
+                                  f"{type_name(items)}")
         results: list[Any] = [None] * len(items)
         failure: list[tuple[int, Exception]] = []
         work = iter(enumerate(items))
@@ -413,9 +433,7 @@ class _Run:
             for _ in range(min(width, len(items))):
                 group.start_soon(worker, group)
         if failure:
-            index, exc = failure[0]
-            info = ErrorInfo.from_exception(exc)
-            raise _ItemError(f"item {index}: {info.message}", info.failure_mode) from exc
+            raise _ItemFailure(*failure[0])
         return results
 
     async def _call(self, state: _State, scope: Mapping[str, Any]) -> Any:
@@ -427,20 +445,21 @@ class _Run:
         retry = spec.step.retry
         attempts = retry.attempts if retry else 1
         timeout = spec.step.timeout or tool.timeout or self.settings.default_timeout
-        limiter = self.limiters.get(tool.name)
+        limiter = self.executor.limiter(tool.name)
         for attempt in range(1, attempts + 1):
             state.attempts += 1
             self._event("attempt", state)
             context = ToolContext(self.run_id, spec.id, attempt, self.settings) \
                 if tool.context_param else None
             try:
-                with anyio.move_on_after(timeout) as deadline:
-                    if limiter is None:
+                if limiter is not None:  # waiting for a slot is not part of the timeout
+                    await limiter.acquire()
+                try:
+                    with anyio.move_on_after(timeout) as deadline:
                         output = await self.executor.backend.call(tool, dict(args), context)
-                    else:
-                        async with limiter:
-                            output = await self.executor.backend.call(tool, dict(args),
-                                                                      context)
+                finally:
+                    if limiter is not None:
+                        limiter.release()
                 if deadline.cancelled_caught:
                     raise StepTimeoutError(
                         f"step '{spec.id}': tool '{tool.name}' did not finish within "
@@ -501,7 +520,9 @@ class _Run:
             self.replan_requested.append(spec.id)
         error = CheckFailedError(message, step=spec.id, on_fail=check.on_fail)
         if check.on_fail == "abort":
-            self.stop(_FAILED, ErrorInfo.from_exception(error))
+            self.stop(_FAILED, ErrorInfo(
+                failure_mode=FailureMode.CANCELLED,
+                message=f"cancelled: check '{spec.id}' failed with on_fail: abort"))
         raise error
 
     async def _check_once(self, spec: CompiledStep) -> list[str]:
@@ -600,12 +621,13 @@ class _Run:
         return outputs, None
 
 
-class _ItemError(ToolError):
-    """One foreach item failed; keeps that item's failure mode."""
+class _ItemFailure(Exception):
+    """One foreach item failed; the step reports that item's own error."""
 
-    def __init__(self, message: str, mode: FailureMode) -> None:
-        super().__init__(message)
-        self.failure_mode = mode
+    def __init__(self, index: int, error: Exception) -> None:
+        super().__init__(index, error)
+        self.index = index
+        self.error = error
 
 
 def _retryable(exc: Exception, retry: Retry | None, tool: Tool) -> bool:

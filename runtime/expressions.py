@@ -42,6 +42,7 @@ __all__ = [
     "compile_template",
     "contains_expression",
     "render_text",
+    "type_name",
 ]
 
 MAX_SOURCE = 4096  # characters in one expression
@@ -65,7 +66,8 @@ class Reference:
     field: str | None = None
 
 
-def _type_name(value: Any) -> str:
+def type_name(value: Any) -> str:
+    """The expression language's name for a value's type (string, object, list...)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -87,16 +89,16 @@ def _type_name(value: Any) -> str:
 def _len(value: Any) -> int:
     if isinstance(value, str | Mapping | Sequence):
         return len(value)
-    raise EvaluationError(f"len() needs a string, list or object, got {_type_name(value)}")
+    raise EvaluationError(f"len() needs a string, list or object, got {type_name(value)}")
 
 
 def _str_fn(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     def call(value: Any, *args: Any) -> Any:
         if not isinstance(value, str):
-            raise EvaluationError(f"{name}() needs a string, got {_type_name(value)}")
+            raise EvaluationError(f"{name}() needs a string, got {type_name(value)}")
         for arg in args:
             if not isinstance(arg, str):
-                raise EvaluationError(f"{name}() needs string arguments, got {_type_name(arg)}")
+                raise EvaluationError(f"{name}() needs string arguments, got {type_name(arg)}")
         return fn(value, *args)
 
     return call
@@ -108,24 +110,24 @@ def _contains(container: Any, item: Any) -> bool:
     if isinstance(container, Mapping | Sequence):
         return item in container
     raise EvaluationError(f"contains() needs a string, list or object, got "
-                          f"{_type_name(container)}")
+                          f"{type_name(container)}")
 
 
 def _join(items: Any, separator: Any = ",") -> str:
     if not isinstance(items, Sequence) or isinstance(items, str):
-        raise EvaluationError(f"join() needs a list, got {_type_name(items)}")
+        raise EvaluationError(f"join() needs a list, got {type_name(items)}")
     return str(separator).join(render_text(i) for i in items)
 
 
 def _keys(value: Any) -> list[Any]:
     if not isinstance(value, Mapping):
-        raise EvaluationError(f"keys() needs an object, got {_type_name(value)}")
+        raise EvaluationError(f"keys() needs an object, got {type_name(value)}")
     return list(value.keys())
 
 
 def _values(value: Any) -> list[Any]:
     if not isinstance(value, Mapping):
-        raise EvaluationError(f"values() needs an object, got {_type_name(value)}")
+        raise EvaluationError(f"values() needs an object, got {type_name(value)}")
     return list(value.values())
 
 
@@ -145,7 +147,7 @@ def _to_json(value: Any) -> str:
 
 def _from_json(value: Any) -> Any:
     if not isinstance(value, str):
-        raise EvaluationError(f"fromjson() needs a string, got {_type_name(value)}")
+        raise EvaluationError(f"fromjson() needs a string, got {type_name(value)}")
     try:
         return json.loads(value)
     except json.JSONDecodeError as exc:
@@ -308,7 +310,7 @@ class _Compiler:
         def read(scope: Scope) -> Any:
             value = get_base(scope)
             if not isinstance(value, str | Sequence) or isinstance(value, Mapping):
-                raise EvaluationError(f"cannot slice {_type_name(value)} "
+                raise EvaluationError(f"cannot slice {type_name(value)} "
                                       f"'{ast.unparse(node.value)}'")
             lo, hi, step = (b(scope) if b else None for b in bounds)
             for bound in (lo, hi, step):
@@ -411,7 +413,7 @@ class _Compiler:
                         return False
                 except TypeError as exc:
                     raise EvaluationError(
-                        f"cannot compare {_type_name(a)} with {_type_name(b)} in '{text}'"
+                        f"cannot compare {type_name(a)} with {type_name(b)} in '{text}'"
                     ) from exc
                 a = b
             return True
@@ -488,13 +490,13 @@ def _lookup(base: Any, key: Any, text: str) -> Any:
         except IndexError:
             raise EvaluationError(f"'{text}' has {len(base)} items; index {key} is out "
                                   "of range") from None
-    raise EvaluationError(f"cannot read {key!r} of '{text}': it is {_type_name(base)}")
+    raise EvaluationError(f"cannot read {key!r} of '{text}': it is {type_name(base)}")
 
 
 def _arith(fn: Callable[..., Any], symbol: str, *operands: Any) -> Any:
     for operand in operands:
         if not isinstance(operand, int | float | str | list):
-            raise EvaluationError(f"'{symbol}' cannot take {_type_name(operand)}")
+            raise EvaluationError(f"'{symbol}' cannot take {type_name(operand)}")
     if symbol == "*" and any(isinstance(o, str | list) for o in operands):
         count = next((o for o in operands if isinstance(o, int)), 1)
         sized = next(o for o in operands if isinstance(o, str | list))
@@ -503,7 +505,7 @@ def _arith(fn: Callable[..., Any], symbol: str, *operands: Any) -> Any:
     try:
         return fn(*operands)
     except (TypeError, ZeroDivisionError, OverflowError) as exc:
-        kinds = " and ".join(_type_name(o) for o in operands)
+        kinds = " and ".join(type_name(o) for o in operands)
         raise EvaluationError(f"'{symbol}' failed on {kinds}: {exc}") from exc
 
 

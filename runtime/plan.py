@@ -67,7 +67,8 @@ class InputSpec(BaseModel):
 
 
 class Retry(BaseModel):
-    """Retry policy of a step: exponential backoff with full jitter."""
+    """Retry policy of a step: exponential backoff with equal jitter (half fixed,
+    half random)."""
 
     model_config = _STRICT
 

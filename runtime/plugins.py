@@ -11,7 +11,7 @@ import pluggy
 
 from . import hookspecs
 from .errors import PluginError
-from .tools import Tool, ToolRegistry
+from .tools import Tool, ToolRegistry, suggest
 
 __all__ = ["ENTRY_POINT_GROUP", "load_tools", "make_plugin_manager"]
 
@@ -39,13 +39,25 @@ def make_plugin_manager(plugins: Iterable[Any] = (), *,
                     f"{type(exc).__name__}: {exc}. Fix the plugin or uninstall {dist}.",
                     plugin=ep.name,
                 ) from exc
-            pm.register(module, name=ep.name)
+            if not pm.is_registered(module):  # also given explicitly: load it once
+                pm.register(module, name=ep.name)
+    _check_hook_names(pm)
+    return pm
+
+
+def _check_hook_names(pm: pluggy.PluginManager) -> None:
+    """pluggy's check_pending(), with a message that names the plugin, the hook and the fix."""
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise PluginError(f"plugin {exc.plugin!r} implements an unknown hook: {exc}",
-                          plugin=str(exc.plugin)) from exc
-    return pm
+        known = [name for name in dir(hookspecs) if name.startswith("register_")]
+        plugin = pm.get_name(exc.plugin) or repr(exc.plugin)
+        hook = next((name for name, caller in vars(pm.hook).items()
+                     if not caller.has_spec() and any(
+                         impl.plugin is exc.plugin for impl in caller.get_hookimpls())), "?")
+        raise PluginError(
+            f"plugin {plugin!r} implements unknown hook {hook!r}{suggest(hook, known)}; "
+            f"dagentic's hooks are: {', '.join(known)}", plugin=plugin, hook=hook) from exc
 
 
 def load_tools(plugins: Iterable[Any] = (), *, tools: Iterable[Tool] = (),

@@ -7,6 +7,7 @@ A :class:`PlanSource` keeps the raw data next to a map from each node's path (su
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,22 @@ from .errors import Problem
 __all__ = ["PlanSource", "read_plan_source"]
 
 Path_ = tuple[str | int, ...]
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BOOL = "tag:yaml.org,2002:bool"
+
+
+class _Loader(_Base):  # type: ignore[misc, valid-type]
+    """YAML 1.2 booleans: only true/false. YAML 1.1 also reads on/off/yes/no as booleans,
+    which would turn `retry: {on: [...]}` into a `True` key."""
+
+    yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != _BOOL]
+        for first, resolvers in _Base.yaml_implicit_resolvers.items()
+    }
+
+
+_Loader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
 
 
 @dataclass

@@ -138,8 +138,13 @@ def _build_tool(function: Callable[..., Any], *, name: str | None, description: 
     if max_concurrency is not None and max_concurrency < 1:
         problems.append(f"max_concurrency must be at least 1, not {max_concurrency!r}")
 
-    doc = docstring_parser.parse(inspect.getdoc(function) or "",
-                                 style=docstring_parser.DocstringStyle.GOOGLE)
+    try:
+        doc = docstring_parser.parse(inspect.getdoc(function) or "",
+                                     style=docstring_parser.DocstringStyle.GOOGLE)
+    except docstring_parser.ParseError as exc:
+        problems.append(f"its docstring cannot be parsed as Google style ({exc}); indent "
+                        "each argument under 'Args:' as 'name: description'")
+        doc = docstring_parser.Docstring()
     text = description or "\n\n".join(
         p for p in (doc.short_description, doc.long_description) if p)
     if not text:
