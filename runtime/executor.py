@@ -59,6 +59,7 @@ NEVER_RETRIED = frozenset({
     FailureMode.INVALID_ARGS, FailureMode.INVALID_TOOL, FailureMode.POLICY_BLOCKED,
     FailureMode.PLAN_INVALID, FailureMode.BUDGET_EXCEEDED, FailureMode.CANCELLED,
 })
+YIELD_EVERY = 0.001  # seconds a worker may run steps back to back without yielding
 _PENDING, _SUCCEEDED, _FAILED, _SKIPPED, _CANCELLED = (
     StepStatus.PENDING, StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED,
     StepStatus.CANCELLED)
@@ -85,7 +86,7 @@ class _State:
     """Mutable bookkeeping of one step during one run."""
 
     __slots__ = ("attempts", "error", "finished", "output", "pending", "result", "spec",
-                 "started", "status")
+                 "started", "status", "unclean")
 
     def __init__(self, spec: CompiledStep) -> None:
         self.spec = spec
@@ -96,6 +97,7 @@ class _State:
         self.started: float | None = None
         self.finished: float | None = None
         self.pending = len(spec.deps)
+        self.unclean = False  # a dependency ended without succeeding
         self.result: StepResult | None = None  # built when the step finishes
 
 
@@ -272,13 +274,16 @@ class _Run:
         """Run ready steps until none is left. Workers, not tasks per step, keep the cost
         of a step low and memory bounded by the concurrency limit."""
         self.starting -= 1
+        busy_since = time.perf_counter()
         try:
             while self.ready and self.stop_status is None:
                 state = self.ready.popleft()
                 self._event("scheduled", state)
                 await self._run_step(state)
-                if self.ready:
-                    await anyio.lowlevel.checkpoint()  # let others run between steps
+                if self.ready and time.perf_counter() - busy_since > YIELD_EVERY:
+                    # Steps that never wait (no-op tools) must not starve the event loop.
+                    await anyio.lowlevel.checkpoint()
+                    busy_since = time.perf_counter()
         finally:
             self.workers -= 1
 
@@ -305,12 +310,15 @@ class _Run:
         done = [state]
         while done:
             finished = done.pop()
+            clean = finished.status is _SUCCEEDED
             for sid in finished.spec.dependents:
                 dependent = self.states[sid]
                 dependent.pending -= 1
+                if not clean:
+                    dependent.unclean = True
                 if dependent.pending:
                     continue
-                reason = self._blocked(dependent)
+                reason = self._blocked(dependent) if dependent.unclean else None
                 if reason is None:
                     self.ready.append(dependent)
                     continue
@@ -479,7 +487,8 @@ class _Run:
         except EvaluationError as exc:
             raise EvaluationError(f"step '{spec.id}': args: {exc.message}") from None
         try:
-            return dict(tool.args_model.model_validate(raw))
+            # The validated model's fields, by name (extra="forbid": nothing else is there).
+            return tool.args_model.model_validate(raw).__dict__
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(map(str, e['loc'])) or 'args'}: {e['msg']}"
