@@ -26,7 +26,6 @@ import ast
 import json
 import math
 import operator
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,7 +45,8 @@ __all__ = [
 ]
 
 MAX_SOURCE = 4096  # characters in one expression
-MAX_SIZE = 1_000_000  # items/characters a `*` may produce
+MAX_SIZE = 1_000_000  # characters and items an expression may build by `*`, join, replace
+MAX_INT_BITS = 256  # integers an expression may build
 ROOTS = ("inputs", "steps", "item")
 STEP_FIELDS = ("output", "status", "error", "attempts", "duration")
 _CONSTANT_NAMES = {"true": True, "false": False, "null": None}
@@ -116,7 +116,21 @@ def _contains(container: Any, item: Any) -> bool:
 def _join(items: Any, separator: Any = ",") -> str:
     if not isinstance(items, Sequence) or isinstance(items, str):
         raise EvaluationError(f"join() needs a list, got {type_name(items)}")
-    return str(separator).join(render_text(i) for i in items)
+    if not isinstance(separator, str):
+        raise EvaluationError(f"join() needs a string separator, got {type_name(separator)}")
+    if len(separator) * max(len(items) - 1, 0) > MAX_SIZE:
+        raise EvaluationError(f"join() would build more than {MAX_SIZE:,} characters")
+    return separator.join(render_text(i) for i in items)
+
+
+def _replace(value: Any, old: Any, new: Any) -> str:
+    for arg in (value, old, new):
+        if not isinstance(arg, str):
+            raise EvaluationError(f"replace() needs strings, got {type_name(arg)}")
+    grows = (value.count(old) if old else len(value) + 1) * (len(new) - len(old))
+    if grows > MAX_SIZE:
+        raise EvaluationError(f"replace() would add more than {MAX_SIZE:,} characters")
+    return value.replace(old, new)
 
 
 def _keys(value: Any) -> list[Any]:
@@ -142,7 +156,10 @@ def _numbers(name: str, fn: Callable[[list[Any]], Any]) -> Callable[..., Any]:
 
 
 def _to_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
+    try:
+        return json.dumps(value, sort_keys=True, default=str, allow_nan=False)
+    except ValueError as exc:
+        raise EvaluationError(f"tojson(): {exc}") from None
 
 
 def _from_json(value: Any) -> Any:
@@ -167,7 +184,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "upper": _str_fn("upper", str.upper),
     "strip": _str_fn("strip", str.strip),
     "split": _str_fn("split", str.split),
-    "replace": _str_fn("replace", str.replace),
+    "replace": _replace,
     "join": _join,
     "keys": _keys,
     "values": _values,
@@ -240,7 +257,17 @@ class _Compiler:
             raise self.fail("'**' unpacking is not allowed")
         pairs = [(self.compile(k), self.compile(v)) for k, v in zip(node.keys, node.values,
                                                                    strict=True)]
-        return lambda scope: {k(scope): v(scope) for k, v in pairs}
+
+        def build(scope: Scope) -> dict[str, Any]:
+            result = {}
+            for key, value in pairs:
+                name = key(scope)
+                if not isinstance(name, str):
+                    raise EvaluationError(f"object keys must be strings, not {type_name(name)}")
+                result[name] = value(scope)
+            return result
+
+        return build
 
     # names and access
     def _Name(self, node: ast.Name) -> _Fn:
@@ -316,6 +343,8 @@ class _Compiler:
             for bound in (lo, hi, step):
                 if bound is not None and (not isinstance(bound, int) or isinstance(bound, bool)):
                     raise EvaluationError("slice bounds must be integers")
+            if step == 0:
+                raise EvaluationError("a slice step cannot be zero")
             return value[lo:hi:step]
 
         return read
@@ -472,41 +501,82 @@ def _describe(node: ast.AST) -> str:
     return kinds.get(type(node).__name__, f"'{ast.unparse(node)}'")
 
 
+def _show(value: Any, limit: int = 60) -> str:
+    """A short, safe repr for messages (huge ints cannot even be printed)."""
+    try:
+        text = repr(value)
+    except ValueError:
+        return f"<a {type_name(value)}>"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _lookup(base: Any, key: Any, text: str) -> Any:
     if isinstance(base, Mapping):
         try:
             return base[key]
         except KeyError:
             keys = ", ".join(sorted(map(str, base))[:20]) or "none"
-            raise EvaluationError(f"'{text}' has no key {key!r} (keys: {keys})") from None
+            raise EvaluationError(f"'{text}' has no key {_show(key)} (keys: {keys})") from None
         except TypeError:
-            raise EvaluationError(f"{key!r} cannot be a key of '{text}'") from None
+            raise EvaluationError(f"{_show(key)} cannot be a key of '{text}'") from None
     if isinstance(base, Sequence):
         if not isinstance(key, int) or isinstance(key, bool):
-            raise EvaluationError(f"'{text}' is a list; index it with an integer, "
-                                  f"not {key!r}")
+            raise EvaluationError(f"'{text}' is a {type_name(base)}; index it with an "
+                                  f"integer, not {_show(key)}")
         try:
             return base[key]
         except IndexError:
-            raise EvaluationError(f"'{text}' has {len(base)} items; index {key} is out "
-                                  "of range") from None
-    raise EvaluationError(f"cannot read {key!r} of '{text}': it is {type_name(base)}")
+            raise EvaluationError(f"'{text}' has {len(base)} items; index {_show(key)} is "
+                                  "out of range") from None
+    raise EvaluationError(f"cannot read {_show(key)} of '{text}': it is {type_name(base)}")
+
+
+def _deep_size(value: Any, budget: int) -> int:
+    """Characters and items in ``value``, counting shared parts each time they appear, up
+    to ``budget`` (it stops counting there, so huge values cost no more than the budget)."""
+    total = 0
+    stack = [value]
+    while stack and total <= budget:
+        item = stack.pop()
+        if isinstance(item, str):
+            total += len(item)
+        elif isinstance(item, Mapping):
+            total += len(item)
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            total += len(item)
+            stack.extend(item)
+        else:
+            total += 1
+    return total
 
 
 def _arith(fn: Callable[..., Any], symbol: str, *operands: Any) -> Any:
     for operand in operands:
         if not isinstance(operand, int | float | str | list):
             raise EvaluationError(f"'{symbol}' cannot take {type_name(operand)}")
+    if symbol == "%" and isinstance(operands[0], str):
+        raise EvaluationError("'%' is for numbers; build text with ${{ }} interpolation or "
+                              "join()")
+    if symbol == "+" and all(isinstance(o, str | list) for o in operands) and \
+            sum(len(o) for o in operands) > MAX_SIZE:
+        raise EvaluationError(f"'+' would build more than {MAX_SIZE:,} items")
     if symbol == "*" and any(isinstance(o, str | list) for o in operands):
         count = next((o for o in operands if isinstance(o, int)), 1)
         sized = next(o for o in operands if isinstance(o, str | list))
-        if isinstance(count, int) and len(sized) * max(count, 0) > MAX_SIZE:
+        if _deep_size(sized, MAX_SIZE) * max(count, 0) > MAX_SIZE:
             raise EvaluationError(f"'*' would build more than {MAX_SIZE:,} items")
+    if symbol == "*" and all(isinstance(o, int) for o in operands) and \
+            sum(abs(o).bit_length() for o in operands) > MAX_INT_BITS:
+        raise EvaluationError(f"'*' would build a number of more than {MAX_INT_BITS} bits")
     try:
-        return fn(*operands)
-    except (TypeError, ZeroDivisionError, OverflowError) as exc:
+        result = fn(*operands)
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError) as exc:
         kinds = " and ".join(type_name(o) for o in operands)
         raise EvaluationError(f"'{symbol}' failed on {kinds}: {exc}") from exc
+    if isinstance(result, int) and result.bit_length() > MAX_INT_BITS:
+        raise EvaluationError(f"'{symbol}' built a number of more than {MAX_INT_BITS} bits")
+    return result
 
 
 # --------------------------------------------------------------------------- public API
@@ -527,6 +597,10 @@ class Expression:
             raise EvaluationError(f"{exc.message} (in '${{{{ {self.source} }}}}')") from None
         except RecursionError:
             raise EvaluationError(f"'${{{{ {self.source} }}}}' nests too deeply") from None
+        except (ArithmeticError, LookupError, TypeError, ValueError, MemoryError) as exc:
+            # A safety net: the language's own checks should have caught this first.
+            raise EvaluationError(f"'${{{{ {self.source} }}}}' failed: "
+                                  f"{type(exc).__name__}: {exc}") from None
 
 
 def compile_expression(source: str) -> Expression:
@@ -555,9 +629,6 @@ def contains_expression(value: str) -> bool:
     return _OPEN in value
 
 
-_WHOLE = re.compile(r"^\s*\$\{\{(.*)\}\}\s*$", re.S)
-
-
 @dataclass(frozen=True, slots=True)
 class Template:
     """A string with ``${{ }}`` parts. ``whole`` is set when it is exactly one expression."""
@@ -572,8 +643,18 @@ class Template:
     def render(self, scope: Scope) -> Any:
         if self.whole is not None:
             return self.whole.evaluate(scope)
-        return "".join(p if isinstance(p, str) else render_text(p.evaluate(scope))
-                       for p in self.parts)
+        pieces = []
+        for part in self.parts:
+            if isinstance(part, str):
+                pieces.append(part)
+                continue
+            value = part.evaluate(scope)
+            try:
+                pieces.append(render_text(value))
+            except ValueError as exc:  # e.g. an integer too long to print
+                raise EvaluationError(f"'${{{{ {part.source} }}}}' cannot be written as "
+                                      f"text: {exc}") from None
+        return "".join(pieces)
 
 
 def compile_template(text: str) -> Template:
@@ -593,9 +674,10 @@ def compile_template(text: str) -> Template:
         parts.append(compile_expression(text[start + len(_OPEN):end]))
         position = end + len(_CLOSE)
     parts = [p for p in parts if p != ""]
-    whole = None
-    if len(parts) == 1 and isinstance(parts[0], Expression) and _WHOLE.match(text):
-        whole = parts[0]
+    # Whitespace around a single expression (such as the newline a YAML `|` block ends
+    # with) does not make it text.
+    core = [p for p in parts if not (isinstance(p, str) and not p.strip())]
+    whole = core[0] if len(core) == 1 and isinstance(core[0], Expression) else None
     return Template(tuple(parts), whole)
 
 

@@ -172,8 +172,8 @@ class _Checker:
         else:
             message = error["msg"].removeprefix("Value error, ")
             if kind == "string_pattern_mismatch" and loc[-1:] == ("id",):
-                message = ("a step id must start with a letter or '_' and hold only letters, "
-                           "digits and '_' (expressions read it as steps.<id>)")
+                message = ("a step id must start with a letter and hold only letters, digits "
+                           "and '_' (expressions read it as steps.<id>)")
             elif kind in ("model_type", "dict_type") and len(loc) == 2 and loc[0] == "steps":
                 message = "a step must be a mapping with an 'id' and a 'tool' or 'check'"
             value = error.get("input")

@@ -7,9 +7,11 @@ the tool registry (references, cycles, tool arguments) live in :mod:`runtime.gra
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Annotated, Any, Literal
 
+import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -23,7 +25,7 @@ from .errors import FailureMode
 
 __all__ = ["Check", "InputSpec", "Plan", "Retry", "Step", "parse_duration", "plan_json_schema"]
 
-STEP_ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+STEP_ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
@@ -209,17 +211,25 @@ class Plan(BaseModel):
 
     def to_yaml(self) -> str:
         """The plan as a YAML plan file (round-trips through :func:`runtime.load_plan`)."""
-        import yaml
-
         data = self.model_dump(mode="json", by_alias=True, exclude_unset=True)
         data = {"version": self.version, **data}
-        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+        return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
+
+
+class _Dumper(yaml.SafeDumper):
+    """Double-quotes strings holding characters a YAML reader takes for line breaks."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = '"' if any(c in value for c in "\x85\u2028\u2029") else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _represent_str)
 
 
 def plan_json_schema() -> str:
     """The text of ``plans/plan.schema.json``: the JSON schema of :class:`Plan`."""
-    import json
-
     schema = Plan.model_json_schema(by_alias=True)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     return json.dumps(schema, indent=2, sort_keys=False) + "\n"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -27,7 +27,7 @@ class _Loader(_Base):  # type: ignore[misc, valid-type]
     """YAML 1.2 booleans: only true/false. YAML 1.1 also reads on/off/yes/no as booleans,
     which would turn `retry: {on: [...]}` into a `True` key."""
 
-    yaml_implicit_resolvers = {
+    yaml_implicit_resolvers: ClassVar[dict[Any, Any]] = {
         first: [(tag, regexp) for tag, regexp in resolvers if tag != _BOOL]
         for first, resolvers in _Base.yaml_implicit_resolvers.items()
     }

@@ -212,7 +212,7 @@ def test_missing_steps_is_rejected(tmp_path: Path, tools: ToolRegistry) -> None:
         "1:1: missing required field 'steps'"]
 
 
-@pytest.mark.parametrize("bad_id", ["1abc", "my-step", "steps.x"])
+@pytest.mark.parametrize("bad_id", ["1abc", "my-step", "steps.x", "_private"])
 def test_step_id_must_be_usable_in_expressions(tmp_path: Path, tools: ToolRegistry,
                                                bad_id: str) -> None:
     assert problems_of(tmp_path, f"""\
@@ -221,7 +221,7 @@ def test_step_id_must_be_usable_in_expressions(tmp_path: Path, tools: ToolRegist
           - id: {bad_id}
             tool: test.echo
         """, tools) == [
-        f"3:9: step '{bad_id}': id: a step id must start with a letter or '_' and hold only "
+        f"3:9: step '{bad_id}': id: a step id must start with a letter and hold only "
         "letters, digits and '_' (expressions read it as steps.<id>) "
         f"(got '{bad_id}')",
     ]
