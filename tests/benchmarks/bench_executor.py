@@ -8,6 +8,7 @@ Workloads (tracing off, no journal, default settings; --backend trio for trio):
   layered-10x20   10 layers of 20 no-op steps, each needing all 20 of the layer before
   sleep-fanout-50 50 independent steps sleeping 0.1 s          (critical path 0.1 s)
   mixed           branches 0.05+0.05, 0.2 and 0.1+0.1+0.1 s      (critical path 0.3 s)
+  anyio-floor-50  50 bare anyio tasks sleeping 0.1 s: the floor any anyio scheduler pays
   memory-2000     tracemalloc peak of running a 2,000-step fan-out, per step
 
 Targets on the 2-core reference machine: overhead <= 40 us per no-op step, makespan within
@@ -133,6 +134,21 @@ def makespan(plan: Plan, critical_path: float, repeat: int) -> dict[str, Any]:
             "ratio": timing["run_median_s"] / critical_path}
 
 
+def anyio_floor(n: int, seconds: float, repeat: int) -> dict[str, Any]:
+    """The same fan-out as bare anyio tasks: what any anyio scheduler pays at least
+    (task spawns, and the event loop's 1 ms timer granularity)."""
+    async def once() -> float:
+        begin = time.perf_counter()
+        async with anyio.create_task_group() as group:
+            for _ in range(n):
+                group.start_soon(anyio.sleep, seconds)
+        return time.perf_counter() - begin
+
+    times = [anyio.run(once, backend=BACKEND) for _ in range(repeat)]
+    return {"tasks": n, "makespan_median_s": statistics.median(times),
+            "ratio": statistics.median(times) / seconds}
+
+
 def memory(n: int) -> dict[str, Any]:
     plan = fanout(n)
     executor = _executor()
@@ -171,6 +187,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "fanout-500": time_run(fanout(50 if quick else 500), repeat),
         "layered-10x20": time_run(layered(3 if quick else 10, 5 if quick else 20), repeat),
         "sleep-fanout-50": makespan(sleep_fanout(50, 0.1), 0.1, repeat),
+        "anyio-floor-50": anyio_floor(50, 0.1, repeat),
         "mixed": makespan(mixed(), 0.3, repeat),
         "memory-2000": memory(200 if quick else 2000),
     }
@@ -198,6 +215,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         r = results[name]
         print(f"  {name:16} makespan {r['makespan_median_s'] * 1e3:8.2f} ms  critical path "
               f"{r['critical_path_s'] * 1e3:.0f} ms  ratio {r['ratio']:.4f}")
+    r = results["anyio-floor-50"]
+    print(f"  {'anyio-floor-50':16} makespan {r['makespan_median_s'] * 1e3:8.2f} ms  (50 bare "
+          f"anyio tasks sleeping 100 ms)  ratio {r['ratio']:.4f}")
     r = results["memory-2000"]
     print(f"  {'memory-2000':16} peak {r['peak_bytes_per_step']:.0f} B/step running "
           f"({r['peak_bytes_per_step_with_compile']:.0f} B/step with validation)")
