@@ -390,8 +390,12 @@ class _Run:
             state.status = _SUCCEEDED
         except _ItemFailure as failure:
             state.status = _FAILED
-            state.error = ErrorInfo.from_exception(failure.error,
-                                                   prefix=f"item {failure.index}: ")
+            info = ErrorInfo.from_exception(failure.error)
+            named = f"step '{spec.id}': "
+            message = info.message.removeprefix(named)
+            prefix = named if len(message) < len(info.message) else ""
+            state.error = info.model_copy(
+                update={"message": f"{prefix}item {failure.index}: {message}"})
         except Exception as exc:  # noqa: BLE001 - a step wrapper records any tool failure
             state.status = _FAILED
             state.error = ErrorInfo.from_exception(exc)

@@ -39,10 +39,10 @@ class ErrorInfo(BaseModel):
     details: dict[str, Any] = Field(default_factory=dict)
 
     @classmethod
-    def from_exception(cls, exc: BaseException, *, prefix: str = "") -> ErrorInfo:
+    def from_exception(cls, exc: BaseException) -> ErrorInfo:
         message = exc.message if isinstance(exc, DagenticError) else str(exc) or repr(exc)
         details = exc.fields if isinstance(exc, DagenticError) else {}
-        return cls(failure_mode=failure_mode_of(exc), message=prefix + message,
+        return cls(failure_mode=failure_mode_of(exc), message=message,
                    type=type(exc).__name__, details=details)
 
 

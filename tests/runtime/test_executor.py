@@ -758,7 +758,7 @@ steps:
     error = result.steps["each"].error
     assert error is not None
     assert error.failure_mode is FailureMode.TIMEOUT
-    assert error.message == "item 1: step 'each': tool 'test.sleep' did not finish within 0.2s"
+    assert error.message == "step 'each': item 1: tool 'test.sleep' did not finish within 0.2s"
 
 
 # --------------------------------------------------------------------------- failure propagation
