@@ -169,7 +169,7 @@ def run(
     if as_json:
         print(result.model_dump_json(indent=2))
     else:
-        render_result(result, _stdout())
+        render_result(result, _stdout(), steps=progress is None)
     raise typer.Exit(0 if result.status is RunStatus.SUCCEEDED else FAILED)
 
 

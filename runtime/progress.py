@@ -73,18 +73,21 @@ class LiveProgress:
         return table
 
 
-def render_result(result: RunResult, console: Console) -> None:
-    """A plain summary of a finished run: steps, failures, outputs and usage."""
-    table = Table(title=f"run {result.run_id} of plan {result.plan}", title_justify="left")
-    for column in ("step", "tool", "status", "tries", "time", "failure"):
-        table.add_column(column, overflow="fold")
-    for step in result.steps.values():
-        failure = f"{step.error.failure_mode}: {step.error.message}" if step.error else ""
-        duration = f"{step.duration:.2f}s" if step.duration is not None else ""
-        table.add_row(step.id, step.tool or "check",
-                      Text(step.status.value, style=_STYLE.get(step.status.value, "")),
-                      str(step.attempts or ""), duration, failure)
-    console.print(table)
+def render_result(result: RunResult, console: Console, *, steps: bool = True) -> None:
+    """A plain summary of a finished run: steps (unless a live view showed them already),
+    outputs, usage and the run's error."""
+    if steps:
+        table = Table(title=f"run {result.run_id} of plan {result.plan}",
+                      title_justify="left")
+        for column in ("step", "tool", "status", "tries", "time", "failure"):
+            table.add_column(column, overflow="fold")
+        for step in result.steps.values():
+            failure = f"{step.error.failure_mode}: {step.error.message}" if step.error else ""
+            duration = f"{step.duration:.2f}s" if step.duration is not None else ""
+            table.add_row(step.id, step.tool or "check",
+                          Text(step.status.value, style=_STYLE.get(step.status.value, "")),
+                          str(step.attempts or ""), duration, failure)
+        console.print(table)
     if result.outputs:
         console.print("[bold]outputs[/bold]")
         for key, value in result.outputs.items():
@@ -94,6 +97,7 @@ def render_result(result: RunResult, console: Console) -> None:
     status_style = _STYLE.get(result.status.value, "")
     console.print(f"[{status_style}]{result.status.value}[/{status_style}] in "
                   f"{usage.wall_time:.2f}s: {usage.steps} steps ran, {usage.tool_calls} tool "
-                  "calls")
+                  f"calls (run {result.run_id})", highlight=False)
     if result.error is not None:
-        console.print(f"[red]{result.error.failure_mode}: {result.error.message}[/red]")
+        console.print(Text(f"{result.error.failure_mode}: {result.error.message}",
+                           style="red"))
