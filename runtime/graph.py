@@ -41,7 +41,6 @@ class CompiledStep:
     step: Step
     tool: Tool | None
     args: Resolver
-    args_are_constant: bool
     when: Expression | bool | None
     foreach: Expression | list[Any] | None
     check_assert: Expression | None
@@ -274,10 +273,10 @@ class _Checker:
         tool = self._resolve_tool(step, at, name)
         if tool is not None:
             self._check_args(step, tool, at, name)
-        resolver, constant = _resolver(args)
+        resolver = _resolver(args)
         deps = tuple(dict.fromkeys([*step.needs, *data_deps]))
         return CompiledStep(
-            step=step, tool=tool, args=resolver, args_are_constant=constant,
+            step=step, tool=tool, args=resolver,
             when=self._single(when, step.when, (*at, "when"), name),
             foreach=self._single(foreach, step.foreach, (*at, "foreach"), name),
             check_assert=self._single(check_assert, None, (*at, "check", "assert"), name),
@@ -379,7 +378,7 @@ class _Checker:
                     for ref in expression.references:
                         self._check_reference(ref, path, f"output '{key}'", "", set(steps),
                                               input_names, False, {})
-            compiled[key] = _resolver(built)[0]
+            compiled[key] = _resolver(built)
         return compiled
 
     def _order(self, compiled: dict[str, CompiledStep],
@@ -440,10 +439,10 @@ def _compile_tree(value: Any, path: tuple[Any, ...],
     return value
 
 
-def _resolver(tree: Any) -> tuple[Resolver, bool]:
+def _resolver(tree: Any) -> Resolver:
     """A function of the scope that builds ``tree`` with every template rendered."""
     if not _has_template(tree):
-        return (lambda scope: tree), True
+        return lambda scope: tree
 
     def build(value: Any, scope: Mapping[str, Any]) -> Any:
         if isinstance(value, Template):
@@ -454,7 +453,7 @@ def _resolver(tree: Any) -> tuple[Resolver, bool]:
             return [build(v, scope) for v in value]
         return value
 
-    return (lambda scope: build(tree, scope)), False
+    return lambda scope: build(tree, scope)
 
 
 def _has_template(value: Any) -> bool:
