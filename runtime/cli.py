@@ -26,9 +26,10 @@ from .executor import Executor, resolve_inputs
 from .graph import to_dot, to_mermaid
 from .journal import Journal, LogJournal, StepEvent
 from .plan import plan_json_schema
-from .plugins import load_tools
+from .plugins import close_sandboxes, load_tools, open_sandbox
 from .progress import LiveProgress, render_result
 from .result import RunStatus
+from .sandbox import SandboxResult, SandboxUnavailableError
 from .settings import Settings
 from .tools import Tool, ToolRegistry
 
@@ -273,6 +274,67 @@ def graph(
         print(text, end="")
     else:
         output.write_text(text, encoding="utf-8")
+
+
+sandbox_app = typer.Typer(help="Run code in the sandbox.", no_args_is_help=True)
+app.add_typer(sandbox_app, name="sandbox")
+
+
+class BackendChoice(StrEnum):
+    auto = "auto"
+    docker = "docker"
+    process = "process"
+
+
+@sandbox_app.command("run")
+def sandbox_run(
+    file: Annotated[Path, typer.Argument(help="A Python file to run.")],
+    backend: Annotated[BackendChoice | None, typer.Option(
+        help="docker, process (bubblewrap) or auto (default: the sandbox.backend "
+             "setting).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the SandboxResult.")] = False,
+    wall_time: Annotated[float | None, typer.Option(help="Seconds of wall time.")] = None,
+    file_contents: Annotated[bool, typer.Option(
+        "--file-contents", help="Include produced files' contents in --json.")] = False,
+) -> None:
+    """Run FILE.py in the sandbox and print what it printed and why it ended. Exit 0 if
+    the code succeeded, 1 if not, 2 if the sandbox cannot run here."""
+    try:
+        code = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _fail(f"cannot read {file}: {exc}") from exc
+    settings = Settings()
+    limits = settings.sandbox.limits
+    if wall_time is not None:
+        limits = limits.model_copy(update={"wall_time": wall_time})
+
+    async def main() -> SandboxResult:
+        try:
+            sandbox = await open_sandbox(settings, backend.value if backend else None)
+            return await sandbox.run(code, limits=limits, file_contents=file_contents)
+        finally:
+            await close_sandboxes()
+
+    try:
+        result = anyio.run(main)
+    except SandboxUnavailableError as exc:
+        raise _fail(exc.message) from exc
+    if as_json:
+        print(result.model_dump_json(indent=2))
+    else:
+        sys.stdout.write(result.stdout)
+        sys.stderr.write(result.stderr)
+        notes = [f"exit_reason={result.exit_reason}", f"exit_code={result.exit_code}",
+                 f"backend={result.backend} ({result.isolation})",
+                 f"{result.duration * 1000:.0f} ms"]
+        if result.stdout_truncated or result.stderr_truncated:
+            notes.append("output truncated")
+        if result.result is not None:
+            notes.append(f"result={json.dumps(result.result)[:200]}")
+        if result.detail:
+            notes.append(result.detail)
+        _stderr().print("[dim]sandbox:[/dim] " + escape("; ".join(notes)), highlight=False)
+    raise typer.Exit(0 if result.ok else FAILED)
 
 
 @app.command()

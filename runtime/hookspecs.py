@@ -13,12 +13,16 @@ may grow arguments without breaking plugins that do not take them.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import pluggy
 
 from .tools import Tool
 
-__all__ = ["PROJECT", "hookimpl", "hookspec", "register_tools"]
+if TYPE_CHECKING:
+    from .sandbox import SandboxBackend
+
+__all__ = ["PROJECT", "hookimpl", "hookspec", "register_sandbox_backends", "register_tools"]
 
 PROJECT = "dagentic"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -32,3 +36,9 @@ def register_tools() -> Iterable[Tool]:  # type: ignore[empty-body]
     Every plugin's tools are collected; two plugins registering the same tool name is an
     error that names both plugins.
     """
+
+
+@hookspec
+def register_sandbox_backends() -> Iterable[SandboxBackend]:  # type: ignore[empty-body]
+    """Return the sandbox backends this plugin provides (:class:`~runtime.sandbox.
+    SandboxBackend` declarations). ``auto`` picks the strongest available one."""

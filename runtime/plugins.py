@@ -11,9 +11,14 @@ import pluggy
 
 from . import hookspecs
 from .errors import PluginError
+from .journal import get_logger
+from .sandbox import Sandbox, SandboxBackend, select_sandbox_backend
 from .tools import Tool, ToolRegistry, suggest
 
-__all__ = ["ENTRY_POINT_GROUP", "load_tools", "make_plugin_manager"]
+__all__ = ["ENTRY_POINT_GROUP", "close_sandboxes", "load_sandbox_backends", "load_tools",
+           "make_plugin_manager", "open_sandbox"]
+
+_SANDBOXES: dict[tuple[str, str], Sandbox] = {}  # process-wide: warm pools outlive runs
 
 ENTRY_POINT_GROUP = "dagentic.plugins"
 
@@ -83,3 +88,45 @@ def load_tools(plugins: Iterable[Any] = (), *, tools: Iterable[Tool] = (),
     for item in tools:
         registry.add(item)
     return registry
+
+
+def load_sandbox_backends(plugin_manager: pluggy.PluginManager | None = None
+                          ) -> dict[str, SandboxBackend]:
+    """Every sandbox backend the installed plugins declare, by name."""
+    pm = plugin_manager or make_plugin_manager()
+    backends: dict[str, SandboxBackend] = {}
+    for declared in pm.hook.register_sandbox_backends():
+        for backend in declared or ():
+            if not isinstance(backend, SandboxBackend):
+                raise PluginError(f"register_sandbox_backends() returned {backend!r}, which "
+                                  "is not a SandboxBackend")
+            if backend.name in backends:
+                raise PluginError(f"sandbox backend {backend.name!r} is registered twice")
+            backends[backend.name] = backend
+    return backends
+
+
+async def open_sandbox(settings: Any, backend: str | None = None, *,
+                       plugin_manager: pluggy.PluginManager | None = None) -> Sandbox:
+    """The sandbox for ``backend`` (default: ``settings.sandbox.backend``), shared by every
+    caller in this process so warm pools are reused. ``auto`` picks the strongest backend
+    available and says which in each result; a named backend that is unavailable raises
+    :class:`~runtime.sandbox.SandboxUnavailableError` rather than falling back."""
+    wanted = backend or settings.sandbox.backend
+    key = (wanted, settings.sandbox.model_dump_json())
+    sandbox = _SANDBOXES.get(key)
+    if sandbox is None:
+        backends = load_sandbox_backends(plugin_manager)
+        chosen = await select_sandbox_backend(backends, wanted, settings)
+        if wanted == "auto":
+            get_logger().info("sandbox_selected", backend=chosen.name,
+                              isolation=chosen.isolation)
+        sandbox = _SANDBOXES.setdefault(key, chosen.create(settings))
+    return sandbox
+
+
+async def close_sandboxes() -> None:
+    """Release every sandbox opened by :func:`open_sandbox` (warm containers, say)."""
+    while _SANDBOXES:
+        _, sandbox = _SANDBOXES.popitem()
+        await sandbox.aclose()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -19,7 +19,22 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-__all__ = ["Settings"]
+from .sandbox import Limits
+
+__all__ = ["SandboxSettings", "Settings"]
+
+
+class SandboxSettings(BaseModel):
+    """Where and how ``code.python`` (and ``dagentic sandbox run``) run code."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["auto", "docker", "process"] = Field(
+        "auto", description="docker, process (bubblewrap) or auto: the strongest available.")
+    image: str = Field("dagentic-sandbox:latest", description="Docker image to run code in.")
+    pool_size: int = Field(2, ge=0, description="Warm containers kept ready.")
+    cpus: float = Field(1.0, gt=0, description="CPU quota of a container.")
+    limits: Limits = Field(default_factory=Limits)
 
 
 class Settings(BaseSettings):
@@ -44,6 +59,7 @@ class Settings(BaseSettings):
     fail_fast: bool = Field(False, description="Cancel the rest of a run at its first failure.")
     runs_dir: Path = Field(Path(".dagentic/runs"), description="Where run records are kept.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -16,7 +16,10 @@ from runtime import PlanError, ToolRegistry, load_plan, load_tools
 
 ROOT = Path(__file__).resolve().parents[1]
 PLANS = sorted((ROOT / "plans").glob("*.yaml"))
-EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
+EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.py")
+                  if not p.name.startswith("sandbox_"))
+SNIPPETS = sorted((ROOT / "examples").glob("sandbox_*.py"))  # for `dagentic sandbox run`
+DAGENTIC = Path(sys.executable).parent / "dagentic"
 
 
 def _ids(paths: list[Path]) -> list[str]:
@@ -33,6 +36,7 @@ def test_repository_has_plans_and_examples() -> None:
     # Without this, the parametrized tests below could silently collect nothing.
     assert PLANS, "no plans/*.yaml found"
     assert EXAMPLES, "no examples/*.py found"
+    assert SNIPPETS, "no examples/sandbox_*.py found"
 
 
 @pytest.mark.parametrize("path", PLANS, ids=_ids(PLANS))
@@ -54,3 +58,17 @@ def test_example_runs(path: Path) -> None:
     assert done.returncode == 0, (
         f"{path.relative_to(ROOT)} exited {done.returncode}\n"
         f"--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["docker", "process"])
+@pytest.mark.parametrize("path", SNIPPETS, ids=_ids(SNIPPETS))
+def test_sandbox_snippet_runs_in_each_backend(path: Path, backend: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DAGENTIC_")}
+    done = subprocess.run([str(DAGENTIC), "sandbox", "run", "--backend", backend, str(path)],
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=120,
+                          check=False)
+    assert done.returncode == 0, (
+        f"{path.relative_to(ROOT)} exited {done.returncode} on {backend}\n"
+        f"--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}")
+    assert f"backend={backend}" in done.stderr

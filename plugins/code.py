@@ -1,0 +1,76 @@
+"""``code.python``: run Python in the sandbox and return its ``result``, output and files."""
+
+from __future__ import annotations
+
+import errno
+from typing import Any
+
+from pydantic import JsonValue
+
+from runtime import (
+    ResourceLimitError,
+    StepTimeoutError,
+    ToolContext,
+    ToolError,
+    hookimpl,
+    tool,
+)
+from runtime.plugins import open_sandbox
+from runtime.sandbox import SandboxResult
+from runtime.settings import Settings
+
+__all__ = ["python", "register_tools"]
+
+_TAIL = 2000  # characters of stderr quoted in an error
+
+
+@tool(name="code.python", side_effects="none")
+async def python(code: str, context: ToolContext, vars: dict[str, JsonValue] | None = None,
+                 files: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run Python 3 code in an isolated sandbox (no network, limited time, memory and
+    processes; numpy and pandas are available) and return the JSON value of its `result`
+    variable, its stdout and stderr, and the files it wrote.
+
+    Args:
+        code: Python source. Assign a JSON value to a variable named `result` to return it.
+        vars: JSON values bound as variables before the code runs.
+        files: Input files placed in the working directory, by name, as text.
+    """
+    settings = context.settings if context.settings is not None else Settings()
+    sandbox = await open_sandbox(settings)
+    try:
+        outcome = await sandbox.run(code, vars=vars, files=files)
+    except ValueError as exc:  # what cannot cross the boundary as JSON
+        raise ToolError(f"code.python: {exc}") from exc
+    _raise_for(outcome)
+    return {
+        "result": outcome.result,
+        "stdout": outcome.stdout,
+        "stderr": outcome.stderr,
+        "files": [f.model_dump(exclude_none=True) for f in outcome.files],
+        "backend": outcome.backend,
+    }
+
+
+def _raise_for(outcome: SandboxResult) -> None:
+    """Turn a failed run into the error with the right failure mode."""
+    if outcome.ok and outcome.result_error is None:
+        return
+    where = f"(sandbox: {outcome.backend})"
+    tail = outcome.stderr[-_TAIL:].strip()
+    message = f"code.python {outcome.exit_reason}: {outcome.detail or outcome.result_error}"
+    if tail:
+        message += f"\n{tail}"
+    fields = {"exit_reason": outcome.exit_reason, "backend": outcome.backend}
+    if outcome.exit_reason == "timeout":
+        raise StepTimeoutError(f"{message} {where}", **fields)
+    exception = outcome.exception or {}
+    if outcome.exit_reason in ("oom", "pids", "output_limit") or \
+            exception.get("errno") in (errno.ENOSPC, errno.EMFILE):
+        raise ResourceLimitError(f"{message} {where}", **fields)
+    raise ToolError(f"{message} {where}", **fields)
+
+
+@hookimpl
+def register_tools() -> list[Any]:
+    return [python]

@@ -1,0 +1,285 @@
+"""The Docker backend: one fresh container per run, from a warm pool.
+
+Every container runs with network ``none``, a read-only root filesystem, size-capped
+tmpfs for ``/work`` and ``/tmp``, uid 65534, all capabilities dropped, no-new-privileges,
+a pids limit, memory with swap equal to memory, a CPU quota, and an environment built
+from an allowlist. Its main process is the harness, which waits on stdin for its job: a
+warm container has Python (and numpy/pandas) loaded already, so a run costs one attach.
+A container serves one run and is then removed — also when the caller is cancelled or
+times out. Containers are labelled; those left by a crashed process are reaped when the
+next sandbox starts.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import queue
+import socket
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from runtime.sandbox import Limits, SandboxResult
+
+from .common import SANDBOX_ENV, SANDBOX_PYTHON, harness_source, make_job, parse_report
+
+__all__ = ["DEFAULT_IMAGE", "DockerSandbox", "docker_available"]
+
+DEFAULT_IMAGE = "dagentic-sandbox:latest"
+ISOLATION = "container"
+LABEL = "dagentic.sandbox"
+OWNER_LABEL = "dagentic.owner"
+GRACE = 5.0  # seconds the host waits past the wall-clock limit before killing
+PRELOAD = "numpy,pandas"
+_TMP_SIZE = 16 * 2**20
+_OWNER = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _client() -> Any:
+    import docker  # imported late: the process backend must not need it
+
+    return docker.from_env(timeout=30)
+
+
+async def docker_available(settings: Any = None) -> str | None:
+    """None when a Docker engine and the sandbox image are there, else why not."""
+    image = getattr(getattr(settings, "sandbox", None), "image", DEFAULT_IMAGE)
+
+    def probe() -> str | None:
+        try:
+            import docker
+            import docker.errors
+        except ImportError:
+            return "the docker Python package is not installed"
+        try:
+            client = docker.from_env(timeout=5)
+            client.ping()
+        except Exception as exc:  # noqa: BLE001 - any failure means "no engine"
+            return f"no Docker engine answers ({type(exc).__name__}); start dockerd"
+        try:
+            client.images.get(image)
+        except docker.errors.ImageNotFound:
+            return f"the sandbox image {image} is missing; build it with sandbox/image/build.sh"
+        finally:
+            client.close()
+        return None
+
+    return await anyio.to_thread.run_sync(probe)
+
+
+class DockerSandbox:
+    """Runs code in Docker containers, keeping ``pool_size`` warm ones ready."""
+
+    name = "docker"
+
+    def __init__(self, *, image: str = DEFAULT_IMAGE, limits: Limits | None = None,
+                 pool_size: int = 2, cpus: float = 1.0) -> None:
+        self.image = image
+        self.limits = limits or Limits()
+        self.pool_size = pool_size
+        self.cpus = cpus
+        self._warm: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._filling = 0
+        self._closed = False
+        self._client_local = threading.local()
+        self._reaped = False
+        atexit.register(self._close_now)
+
+    # -- public -----------------------------------------------------------------------
+
+    async def run(self, code: str, *, language: str = "python",
+                  vars: Mapping[str, Any] | None = None,
+                  files: Mapping[str, str | bytes] | None = None,
+                  limits: Limits | None = None, file_contents: bool = False) -> SandboxResult:
+        limits = limits or self.limits
+        job = make_job(code, language, vars, files, limits, file_contents=file_contents,
+                       sweep=True)
+        start = time.monotonic()
+        container = self._take_warm() if limits == self.limits else None
+        if container is None:
+            container = await anyio.to_thread.run_sync(self._start, limits, False)
+        self._fill_soon()
+        timed_out = False
+        try:
+            with anyio.move_on_after(limits.wall_time + GRACE) as deadline:
+                raw, diagnostics = await anyio.to_thread.run_sync(
+                    self._exchange, container, job, int(limits.output_bytes) * 4 + 2**20,
+                    abandon_on_cancel=True)
+            timed_out = deadline.cancelled_caught
+        finally:
+            # Killing the container also ends an abandoned exchange thread.
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._remove, container)
+        duration = time.monotonic() - start
+        if timed_out:
+            return SandboxResult(
+                exit_code=None, exit_reason="timeout", duration=duration, backend=self.name,
+                isolation=ISOLATION,
+                detail=f"the sandbox did not finish within {limits.wall_time + GRACE:g}s")
+        return parse_report(raw, backend=self.name, isolation=ISOLATION, duration=duration,
+                            diagnostics=diagnostics)
+
+    async def aclose(self) -> None:
+        await anyio.to_thread.run_sync(self._close_now)
+
+    def warm(self) -> None:
+        """Start filling the pool now rather than at the first run."""
+        self._fill_soon()
+
+    # -- containers -------------------------------------------------------------------
+
+    @property
+    def _api(self) -> Any:
+        client = getattr(self._client_local, "client", None)
+        if client is None:
+            client = self._client_local.client = _client()
+        return client.api
+
+    def _start(self, limits: Limits, preload: bool) -> str:
+        """Create and start a container whose harness waits for a job on stdin."""
+        if not self._reaped:
+            self._reaped = True
+            reap_leftovers(self._api)
+        api = self._api
+        from docker.types import Ulimit
+
+        host_config = api.create_host_config(
+            network_mode="none",
+            read_only=True,
+            tmpfs={"/work": f"size={int(limits.disk)},mode=1777",
+                   "/tmp": f"size={_TMP_SIZE},mode=1777"},
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            pids_limit=limits.pids + 4,  # the harness and its pipes' readers
+            mem_limit=int(limits.memory),
+            memswap_limit=int(limits.memory),
+            nano_cpus=int(self.cpus * 1e9),
+            ulimits=[Ulimit(name="nofile", soft=limits.open_files + 64,
+                            hard=limits.open_files + 64)],
+            ipc_mode="private",
+        )
+        command = [SANDBOX_PYTHON, "-I", "-S", "-c", harness_source()]
+        if preload:
+            command += ["--preload", PRELOAD]
+        created = api.create_container(
+            self.image, command=command, user="65534:65534", working_dir="/work",
+            environment=dict(SANDBOX_ENV), hostname="sandbox", stdin_open=True, detach=False,
+            network_disabled=True, labels={LABEL: "1", OWNER_LABEL: _OWNER},
+            host_config=host_config,
+        )
+        container = created["Id"]
+        try:
+            api.start(container)
+        except Exception:
+            self._remove(container)
+            raise
+        return container
+
+    def _exchange(self, container: str, job: bytes, cap: int) -> tuple[bytes, str]:
+        """Send the job to the harness and read its report (blocking)."""
+        from docker.utils.socket import frames_iter
+
+        sock = self._api.attach_socket(
+            container, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+        raw = getattr(sock, "_sock", sock)
+        try:
+            raw.sendall(job)
+            raw.shutdown(socket.SHUT_WR)
+            out, err = bytearray(), bytearray()
+            for stream, data in frames_iter(sock, tty=False):
+                target = out if stream == 1 else err
+                if len(target) < cap:
+                    target += data[:cap - len(target)]
+        finally:
+            sock.close()
+        return bytes(out), err.decode(errors="replace")
+
+    def _remove(self, container: str) -> None:
+        with contextlib.suppress(Exception):  # gone already, or the engine went away
+            self._api.remove_container(container, force=True, v=True)
+
+    # -- the warm pool ----------------------------------------------------------------
+
+    def _take_warm(self) -> str | None:
+        while True:
+            try:
+                container = self._warm.get_nowait()
+            except queue.Empty:
+                return None
+            if self._is_waiting(container):
+                return container
+            self._remove(container)
+
+    def _is_waiting(self, container: str) -> bool:
+        try:
+            return bool(self._api.inspect_container(container)["State"]["Running"])
+        except Exception:  # noqa: BLE001 - a vanished container is simply not usable
+            return False
+
+    def _fill_soon(self) -> None:
+        with self._lock:
+            missing = self.pool_size - self._warm.qsize() - self._filling
+            if self._closed or missing <= 0:
+                return
+            self._filling += missing
+        for _ in range(missing):
+            threading.Thread(target=self._fill_one, name="dagentic-sandbox-pool",
+                             daemon=True).start()
+
+    def _fill_one(self) -> None:
+        container = None
+        try:
+            container = self._start(self.limits, True)
+        except Exception:  # noqa: BLE001 - a failed refill leaves runs to start cold
+            return
+        finally:
+            with self._lock:
+                self._filling -= 1
+                closed = self._closed
+        if closed:
+            self._remove(container)
+        else:
+            self._warm.put(container)
+
+    def _close_now(self) -> None:
+        with self._lock:
+            self._closed = True
+        while True:
+            try:
+                self._remove(self._warm.get_nowait())
+            except queue.Empty:
+                break
+
+
+def reap_leftovers(api: Any) -> int:
+    """Remove sandbox containers whose owning process on this host has died."""
+    host = socket.gethostname()
+    removed = 0
+    for info in api.containers(all=True, filters={"label": LABEL}):
+        owner = (info.get("Labels") or {}).get(OWNER_LABEL, "")
+        owner_host, _, pid = owner.rpartition(":")
+        if owner_host != host or not pid.isdigit() or _alive(int(pid)):
+            continue
+        try:
+            api.remove_container(info["Id"], force=True, v=True)
+            removed += 1
+        except Exception:  # noqa: BLE001 - raced with another reaper
+            continue
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
