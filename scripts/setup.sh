@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Install everything dagentic and its tests need into ./.venv. Idempotent: a second run
-# only checks that the install matches pyproject.toml.
+# Install everything dagentic and its tests need: the sandbox infrastructure (Debian
+# packages, a docker daemon, the dagentic-sandbox image) and ./.venv. Idempotent: a second
+# run only checks that all of it is there and that the install matches pyproject.toml.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +10,74 @@ PYTHON=${PYTHON:-python3}
 import sys
 sys.exit(sys.version_info < (3, 11))
 PY
+
+# --- Sandbox infrastructure (issue 3): docker + bubblewrap + debootstrap, numpy/pandas for
+# the host's /usr/bin/python3 (the bubblewrap backend runs it), a docker daemon, and the
+# sandbox image (sandbox/image/build.sh). Each part is checked first and only done when
+# missing. Installing needs root (CI runs as root); DAGENTIC_SKIP_SANDBOX_SETUP=1 skips
+# all of it (then only the in-process backend works).
+sandbox_setup() {
+  local sbin_path="$PATH:/usr/local/sbin:/usr/sbin:/sbin" missing=() tool
+  local root=0; [ "$(id -u)" = 0 ] && root=1
+  for tool in docker:docker.io dockerd:docker.io bwrap:bubblewrap debootstrap:debootstrap; do
+    PATH=$sbin_path command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool#*:}")
+  done
+  if [ ! -x /usr/bin/python3 ]; then
+    missing+=(python3 python3-numpy python3-pandas)
+  elif ! /usr/bin/python3 -c 'import numpy, pandas' 2>/dev/null; then
+    missing+=(python3-numpy python3-pandas)
+  fi
+  if [ ${#missing[@]} -gt 0 ]; then
+    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | awk '!seen[$0]++')
+    if [ "$root" != 1 ] || ! command -v apt-get >/dev/null; then
+      echo "setup: the sandbox backends need these Debian packages: ${missing[*]}" >&2
+      echo "setup: install them with: sudo apt-get install -y --no-install-recommends ${missing[*]}" >&2
+      echo "setup: (or run scripts/setup.sh as root; DAGENTIC_SKIP_SANDBOX_SETUP=1 skips the sandbox setup)" >&2
+      exit 2
+    fi
+    echo "setup: apt-get install ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1 # no needrestart prompts/scans
+    apt-get update -qq </dev/null
+    apt-get install -y -qq --no-install-recommends -o Dpkg::Use-Pty=0 \
+      -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${missing[@]}" </dev/null
+    for tool in docker dockerd bwrap debootstrap; do
+      PATH=$sbin_path command -v "$tool" >/dev/null || { echo "setup: $tool still missing after apt-get install" >&2; exit 1; }
+    done
+    /usr/bin/python3 -c 'import numpy, pandas' || { echo "setup: /usr/bin/python3 cannot import numpy, pandas" >&2; exit 1; }
+  fi
+
+  if ! docker info >/dev/null 2>&1; then
+    if [ "$root" != 1 ]; then
+      echo "setup: the docker daemon is not reachable ('docker info' fails)." >&2
+      echo "setup: start it (sudo dockerd --bridge=none --iptables=false &) or join the docker group" >&2
+      exit 2
+    fi
+    local log=.dagentic/dockerd.log pid
+    mkdir -p .dagentic
+    pid=$(cat /var/run/docker.pid 2>/dev/null || true)
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+      echo "setup: dockerd (pid $pid) is running but not answering yet; waiting"
+    else
+      echo "setup: starting dockerd --bridge=none --iptables=false (log: $log)"
+      PATH=$sbin_path setsid -f dockerd --bridge=none --iptables=false </dev/null >>"$log" 2>&1
+    fi
+    local deadline=$((SECONDS + 30))
+    until docker info >/dev/null 2>&1; do
+      if [ $SECONDS -ge $deadline ]; then
+        echo "setup: the docker daemon did not come up within 30 s" >&2
+        if [ -s "$log" ]; then echo "setup: last lines of $log:" >&2; tail -n 20 "$log" >&2; fi
+        exit 1
+      fi
+      sleep 0.5
+    done
+    echo "setup: dockerd is up"
+  fi
+
+  PATH=$sbin_path sandbox/image/build.sh
+}
+if [ "${DAGENTIC_SKIP_SANDBOX_SETUP:-0}" != 1 ]; then
+  sandbox_setup
+fi
 
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
