@@ -90,6 +90,8 @@ class DockerSandbox:
         self._closed = False
         self._client_local = threading.local()
         self._reaped = False
+        self._doomed: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._remover: threading.Thread | None = None
         atexit.register(self._close_now)
 
     # -- public -----------------------------------------------------------------------
@@ -114,9 +116,8 @@ class DockerSandbox:
                     abandon_on_cancel=True)
             timed_out = deadline.cancelled_caught
         finally:
-            # Killing the container also ends an abandoned exchange thread.
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self._remove, container)
+            # Removed off the caller's path; killing it also ends an abandoned exchange.
+            self._discard(container)
         duration = time.monotonic() - start
         if timed_out:
             return SandboxResult(
@@ -197,9 +198,24 @@ class DockerSandbox:
                 target = out if stream == 1 else err
                 if len(target) < cap:
                     target += data[:cap - len(target)]
+                if stream == 1 and b"\n" in data:
+                    break  # the report is one line; no need to wait for the container to stop
         finally:
             sock.close()
         return bytes(out), err.decode(errors="replace")
+
+    def _discard(self, container: str) -> None:
+        """Queue a container for removal by a background thread (started on first use)."""
+        self._doomed.put(container)
+        with self._lock:
+            if self._remover is None or not self._remover.is_alive():
+                self._remover = threading.Thread(target=self._remove_queued, daemon=True,
+                                                 name="dagentic-sandbox-remover")
+                self._remover.start()
+
+    def _remove_queued(self) -> None:
+        while (container := self._doomed.get()) is not None:
+            self._remove(container)
 
     def _remove(self, container: str) -> None:
         with contextlib.suppress(Exception):  # gone already, or the engine went away
@@ -251,11 +267,18 @@ class DockerSandbox:
     def _close_now(self) -> None:
         with self._lock:
             self._closed = True
-        while True:
-            try:
-                self._remove(self._warm.get_nowait())
-            except queue.Empty:
-                break
+            remover = self._remover
+        for pending in (self._warm, self._doomed):
+            while True:
+                try:
+                    container = pending.get_nowait()
+                except queue.Empty:
+                    break
+                if container is not None:
+                    self._remove(container)
+        if remover is not None and remover.is_alive():
+            self._doomed.put(None)
+            remover.join(timeout=30)
 
 
 def reap_leftovers(api: Any) -> int:

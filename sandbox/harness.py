@@ -347,7 +347,8 @@ def main(argv):
         report = run(job)
     except Exception as exc:
         report = {"harness_error": f"{type(exc).__name__}: {exc}"}
-    sys.stdout.write(json.dumps(report))
+    # One line: the host may stop reading at the newline, before the sandbox winds down.
+    sys.stdout.write(json.dumps(report) + "\n")
     sys.stdout.flush()
 
 
