@@ -89,7 +89,10 @@ class ProcessSandbox:
         start = time.monotonic()
         process = await anyio.open_process(
             self.command(limits), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, start_new_session=True)
+            stderr=subprocess.PIPE, start_new_session=True,
+            # bwrap's own init (pid 1 inside) keeps the environment it was started with,
+            # readable at /proc/1/environ: give it nothing of ours.
+            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
         report = bytearray()
         diagnostics = bytearray()
         cap = 4 * int(limits.output_bytes) + 2**20  # the report holds both streams, files

@@ -62,12 +62,23 @@ def make_job(code: str, language: str, vars: Mapping[str, Any] | None,
         raise ValueError(f"vars must be JSON values: {exc}") from exc
 
 
+def _valid_text(value: Any) -> Any:
+    """``value`` with lone surrogates (which JSON can carry but UTF-8 cannot) replaced."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_valid_text(k): _valid_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_valid_text(v) for v in value]
+    return value
+
+
 def parse_report(raw: bytes, *, backend: str, isolation: str, duration: float,
                  diagnostics: str = "") -> SandboxResult:
     """The harness's report as a :class:`SandboxResult`. A harness that died without a
     report (the code killed it, say) gives ``exit_reason="killed"``."""
     try:
-        report = json.loads(raw)
+        report = _valid_text(json.loads(raw))
         if not isinstance(report, dict) or "exit_reason" not in report:
             raise ValueError(report.get("harness_error") if isinstance(report, dict)
                              else "no report")
@@ -83,7 +94,7 @@ def parse_report(raw: bytes, *, backend: str, isolation: str, duration: float,
     result_error = report.get("result_error")
     if report.get("result_json") is not None:
         try:
-            result = json.loads(report["result_json"])
+            result = _valid_text(json.loads(report["result_json"]))
         except ValueError:
             result_error = "result was not valid JSON"
     return SandboxResult(

@@ -202,6 +202,7 @@ class DockerSandbox:
                     break  # the report is one line; no need to wait for the container to stop
         finally:
             sock.close()
+            raw.close()
         return bytes(out), err.decode(errors="replace")
 
     def _discard(self, container: str) -> None:

@@ -29,6 +29,7 @@ for _path in (f"/usr/local/lib/{_VERSION}/dist-packages", "/usr/lib/python3/dist
         sys.path.append(_path)
 
 MAX_FILES = 100
+DRAIN = 0.5  # seconds to read what is left in the pipes after the code's main process ends
 CGROUP_COUNTERS = {  # (file, key) pairs, cgroup v2 then v1
     "oom": [("/sys/fs/cgroup/memory.events", "oom_kill"),
             ("/sys/fs/cgroup/memory/memory.oom_control", "oom_kill")],
@@ -198,10 +199,7 @@ def _collect_files(inputs, limit, want_content):
 
 def _exited_by(pid, deadline):
     """Wait until the child exits or the deadline passes; True if it exited."""
-    try:
-        pidfd = os.pidfd_open(pid)
-    except (AttributeError, OSError):
-        pidfd = None
+    pidfd = _pidfd(pid)
     try:
         while True:
             left = deadline - time.monotonic()
@@ -217,6 +215,35 @@ def _exited_by(pid, deadline):
     finally:
         if pidfd is not None:
             os.close(pidfd)
+
+
+def _pidfd(pid):
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def _end_leftovers(pid, job):
+    """Kill the code's process group and, alone in our own pid namespace, every process
+    the code left behind (double-forked daemons included)."""
+    _kill(pid)
+    if job.get("sweep"):
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def _protect_self():
+    """Make the harness non-dumpable: code running as the same uid can then neither
+    open /proc/<harness>/fd/* (to forge the report) nor ptrace it."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE, 0
+    except Exception:
+        pass  # no ctypes: the host still bounds what a forged report can claim
 
 
 def _cpu_used():
@@ -253,19 +280,31 @@ def run(job):
     for fd in (out_w, err_w, status_w):
         os.close(fd)
 
+    _protect_self()
     buffers = {out_r: bytearray(), err_r: bytearray()}
     streams = dict(buffers)  # the ones still open
     truncated = {out_r: False, err_r: False}
     reason = detail = None
     deadline = start + limits["wall_time"]
+    pidfd = _pidfd(pid)
+    ended = None  # when the code's main process exited
     while streams:
-        left = deadline - time.monotonic()
+        now = time.monotonic()
+        left = deadline - now if ended is None else min(deadline, ended + DRAIN) - now
         if left <= 0:
-            reason = "timeout"
-            detail = "the wall-clock limit of {:g}s passed".format(limits["wall_time"])
+            if ended is None:
+                reason = "timeout"
+                detail = "the wall-clock limit of {:g}s passed".format(limits["wall_time"])
             break
-        ready, _, _ = select.select(list(streams), [], [], left)
+        watch = list(streams) + ([pidfd] if pidfd is not None and ended is None else [])
+        ready, _, _ = select.select(watch, [], [], left)
         for fd in ready:
+            if fd == pidfd:
+                # The run is over when the code's main process is: end what it left
+                # behind (forked copies may hold the pipes open), then read what is left.
+                ended = time.monotonic()
+                _end_leftovers(pid, job)
+                continue
             chunk = os.read(fd, 65536)
             if not chunk:
                 del streams[fd]
@@ -278,6 +317,8 @@ def run(job):
                 reason, detail = "output_limit", "the code wrote more than %d bytes" % cap
         if reason:
             break
+    if pidfd is not None:
+        os.close(pidfd)
     outputs = {fd: bytes(buffer) for fd, buffer in buffers.items()}
     if reason:
         _kill(pid)
@@ -337,7 +378,7 @@ def run(job):
 
 def main(argv):
     if "--preload" in argv:
-        for module in argv[argv.index("--preload") + 1].split(","):
+        for module in ["ctypes", *argv[argv.index("--preload") + 1].split(",")]:
             try:
                 __import__(module)
             except Exception:  # an optional speed-up only
