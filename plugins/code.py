@@ -58,7 +58,11 @@ def _raise_for(outcome: SandboxResult) -> None:
         return
     where = f"(sandbox: {outcome.backend})"
     tail = outcome.stderr[-_TAIL:].strip()
-    message = f"code.python {outcome.exit_reason}: {outcome.detail or outcome.result_error}"
+    if outcome.ok:  # the code ran, but its result could not come back
+        message = f"code.python: the code ran but its result cannot be returned: " \
+                  f"{outcome.result_error}"
+    else:
+        message = f"code.python {outcome.exit_reason}: {outcome.detail}"
     if tail:
         message += f"\n{tail}"
     fields = {"exit_reason": outcome.exit_reason, "backend": outcome.backend}

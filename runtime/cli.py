@@ -304,6 +304,8 @@ def sandbox_run(
     except (OSError, UnicodeDecodeError) as exc:
         raise _fail(f"cannot read {file}: {exc}") from exc
     settings = Settings()
+    # One run and out: warm containers would only be started to be thrown away.
+    settings.sandbox.pool_size = 0
     limits = settings.sandbox.limits
     if wall_time is not None:
         limits = limits.model_copy(update={"wall_time": wall_time})

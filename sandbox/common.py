@@ -40,6 +40,11 @@ def make_job(code: str, language: str, vars: Mapping[str, Any] | None,
     """The JSON job for the harness. Raises ValueError for what cannot cross as JSON."""
     if language != "python":
         raise ValueError(f"language {language!r} is not supported; the sandbox runs python")
+    for name in files or {}:
+        parts = name.replace("\\", "/").split("/")
+        if not name or name.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            raise ValueError(f"input file name {name!r} must be a relative path without "
+                             "'..', like 'data/rows.csv'")
     encoded = {
         name: base64.b64encode(data.encode() if isinstance(data, str) else data).decode()
         for name, data in (files or {}).items()

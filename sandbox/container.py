@@ -86,7 +86,7 @@ class DockerSandbox:
         self.cpus = cpus
         self._warm: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._filling = 0
+        self._filler: threading.Thread | None = None
         self._closed = False
         self._client_local = threading.local()
         self._reaped = False
@@ -104,7 +104,9 @@ class DockerSandbox:
         job = make_job(code, language, vars, files, limits, file_contents=file_contents,
                        sweep=True)
         start = time.monotonic()
-        container = self._take_warm() if limits == self.limits else None
+        container = None
+        if limits == self.limits:
+            container = await anyio.to_thread.run_sync(self._take_warm)
         if container is None:
             container = await anyio.to_thread.run_sync(self._start, limits, False)
         self._fill_soon()
@@ -241,34 +243,42 @@ class DockerSandbox:
             return False
 
     def _fill_soon(self) -> None:
+        """Start the filler thread if the pool is short. One container is prepared at a
+        time, so refills do not crowd out the runs they are meant to speed up."""
         with self._lock:
-            missing = self.pool_size - self._warm.qsize() - self._filling
-            if self._closed or missing <= 0:
+            if self._closed or self._filler is not None or \
+                    self._warm.qsize() >= self.pool_size:
                 return
-            self._filling += missing
-        for _ in range(missing):
-            threading.Thread(target=self._fill_one, name="dagentic-sandbox-pool",
-                             daemon=True).start()
+            self._filler = threading.Thread(target=self._fill, daemon=True,
+                                            name="dagentic-sandbox-pool")
+            self._filler.start()
 
-    def _fill_one(self) -> None:
-        container = None
+    def _fill(self) -> None:
         try:
-            container = self._start(self.limits, True)
-        except Exception:  # noqa: BLE001 - a failed refill leaves runs to start cold
-            return
+            while True:
+                with self._lock:
+                    if self._closed or self._warm.qsize() >= self.pool_size:
+                        return
+                try:
+                    container = self._start(self.limits, True)
+                except Exception:  # noqa: BLE001 - runs start cold instead
+                    return
+                with self._lock:
+                    if not self._closed:
+                        self._warm.put(container)
+                        continue
+                self._remove(container)
+                return
         finally:
             with self._lock:
-                self._filling -= 1
-                closed = self._closed
-        if closed:
-            self._remove(container)
-        else:
-            self._warm.put(container)
+                self._filler = None
 
     def _close_now(self) -> None:
         with self._lock:
             self._closed = True
-            remover = self._remover
+            remover, filler = self._remover, self._filler
+        if filler is not None:
+            filler.join(timeout=60)  # a container being prepared is removed by the filler
         for pending in (self._warm, self._doomed):
             while True:
                 try:

@@ -343,7 +343,9 @@ def run(job):
         kind, number = exception.get("type"), exception.get("errno")
         message = exception.get("message", "")
         if grew["oom"] or kind == "MemoryError":
-            reason, detail = "oom", "the code ran out of memory ({})".format(limits["memory"])
+            reason = "oom"
+            detail = "the code ran out of memory (limit {} MiB)".format(
+                limits["memory"] // 2**20)
         elif grew["pids"] or (kind == "BlockingIOError" and number == errno.EAGAIN) or (
                 kind == "RuntimeError" and "can't start new thread" in message):
             reason, detail = "pids", "the code hit the limit of %d processes and threads" % (
