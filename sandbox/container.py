@@ -37,6 +37,7 @@ LABEL = "dagentic.sandbox"
 OWNER_LABEL = "dagentic.owner"
 GRACE = 5.0  # seconds the host waits past the wall-clock limit before killing
 PRELOAD = "numpy,pandas"
+IDLE = 1.0  # seconds without a run after which refills preload numpy/pandas
 _TMP_SIZE = 16 * 2**20
 _OWNER = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -87,6 +88,7 @@ class DockerSandbox:
         self._warm: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._filler: threading.Thread | None = None
+        self._last_run = 0.0
         self._closed = False
         self._client_local = threading.local()
         self._reaped = False
@@ -103,7 +105,7 @@ class DockerSandbox:
         limits = limits or self.limits
         job = make_job(code, language, vars, files, limits, file_contents=file_contents,
                        sweep=True)
-        start = time.monotonic()
+        start = self._last_run = time.monotonic()
         container = None
         if limits == self.limits:
             container = await anyio.to_thread.run_sync(self._take_warm)
@@ -259,8 +261,11 @@ class DockerSandbox:
                 with self._lock:
                     if self._closed or self._warm.qsize() >= self.pool_size:
                         return
+                # Preloading numpy/pandas costs ~0.5 s of CPU: worth it between bursts
+                # of runs, not while runs keep coming and would wait for the CPU.
+                preload = time.monotonic() - self._last_run > IDLE
                 try:
-                    container = self._start(self.limits, True)
+                    container = self._start(self.limits, preload)
                 except Exception:  # noqa: BLE001 - runs start cold instead
                     return
                 with self._lock:
