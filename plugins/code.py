@@ -9,15 +9,15 @@ from pydantic import JsonValue
 
 from runtime import (
     ResourceLimitError,
+    SandboxResult,
+    Settings,
     StepTimeoutError,
     ToolContext,
     ToolError,
     hookimpl,
+    open_sandbox,
     tool,
 )
-from runtime.plugins import open_sandbox
-from runtime.sandbox import SandboxResult
-from runtime.settings import Settings
 
 __all__ = ["python", "register_tools"]
 

@@ -28,9 +28,24 @@ from .graph import CompiledPlan, compile_plan, load_plan, to_dot, to_mermaid
 from .hookspecs import hookimpl, hookspec
 from .journal import Journal, LogJournal, MemoryJournal, StepEvent
 from .plan import Check, InputSpec, Plan, Retry, Step
-from .plugins import ENTRY_POINT_GROUP, load_tools, make_plugin_manager
+from .plugins import (
+    ENTRY_POINT_GROUP,
+    close_sandboxes,
+    load_sandbox_backends,
+    load_tools,
+    make_plugin_manager,
+    open_sandbox,
+)
 from .result import ErrorInfo, Provenance, RunResult, RunStatus, StepResult, StepStatus, Usage
-from .settings import Settings
+from .sandbox import (
+    Limits,
+    ProducedFile,
+    Sandbox,
+    SandboxBackend,
+    SandboxResult,
+    SandboxUnavailableError,
+)
+from .settings import SandboxSettings, Settings
 from .tools import Tool, ToolContext, ToolRegistry, tool
 
 __all__ = [
@@ -53,6 +68,7 @@ __all__ = [
     "InvalidArgsError",
     "Journal",
     "Judge",
+    "Limits",
     "LogJournal",
     "MemoryJournal",
     "Plan",
@@ -60,11 +76,17 @@ __all__ = [
     "PluginError",
     "PolicyBlockedError",
     "Problem",
+    "ProducedFile",
     "Provenance",
     "ResourceLimitError",
     "Retry",
     "RunResult",
     "RunStatus",
+    "Sandbox",
+    "SandboxBackend",
+    "SandboxResult",
+    "SandboxSettings",
+    "SandboxUnavailableError",
     "Settings",
     "Step",
     "StepEvent",
@@ -79,14 +101,17 @@ __all__ = [
     "ToolRegistry",
     "Usage",
     "Verdict",
+    "close_sandboxes",
     "compile_expression",
     "compile_plan",
     "compile_template",
     "hookimpl",
     "hookspec",
     "load_plan",
+    "load_sandbox_backends",
     "load_tools",
     "make_plugin_manager",
+    "open_sandbox",
     "resolve_inputs",
     "run_plan",
     "to_dot",

@@ -20,7 +20,7 @@ from typing import Any
 
 import anyio
 
-from runtime.sandbox import Limits, SandboxResult
+from runtime import Limits, SandboxResult
 
 from .common import SANDBOX_ENV, SANDBOX_PYTHON, harness_source, make_job, parse_report
 

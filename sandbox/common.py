@@ -9,7 +9,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from runtime.sandbox import Limits, ProducedFile, SandboxResult
+from runtime import Limits, ProducedFile, SandboxResult
 
 __all__ = ["harness_source", "make_job", "parse_report"]
 

@@ -25,7 +25,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from runtime.sandbox import Limits, SandboxResult
+from runtime import Limits, SandboxResult
 
 from .common import SANDBOX_ENV, SANDBOX_PYTHON, harness_source, make_job, parse_report
 

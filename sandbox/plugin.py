@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from runtime import hookimpl
-from runtime.sandbox import SandboxBackend
+from runtime import SandboxBackend, hookimpl
 
 from .bubblewrap import ProcessSandbox, process_available
 from .container import DockerSandbox, docker_available
