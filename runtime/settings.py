@@ -21,7 +21,32 @@ from pydantic_settings import (
 
 from .sandbox import Limits
 
-__all__ = ["SandboxSettings", "Settings"]
+__all__ = ["SandboxSettings", "Settings", "SqlSettings", "SqlSource"]
+
+
+class SqlSource(BaseModel):
+    """A data source of the sql tools: a DuckDB file, a CSV/Parquet/JSON file (one view
+    named after the source), or a folder of such files (one view per file)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: Path
+    allow_write: bool = Field(False, description="Let INSERT/UPDATE/DELETE reach it.")
+
+
+class SqlSettings(BaseModel):
+    """Where ``sql.query`` reads from, and its limits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sources: dict[str, SqlSource] = Field(
+        default_factory=dict,
+        description="Named sources; none configured means the bundled sample database.")
+    max_rows: int = Field(1000, ge=1, description="Rows a query returns at most.")
+    max_bytes: int = Field(1_000_000, ge=1024, description="JSON bytes of rows at most.")
+    timeout: float = Field(10.0, gt=0, description="Seconds before a query is interrupted.")
+    memory_limit: str = Field("512MB", description="DuckDB's memory_limit.")
+    threads: int = Field(2, ge=1, description="DuckDB's threads.")
 
 
 class SandboxSettings(BaseModel):
@@ -60,6 +85,7 @@ class Settings(BaseSettings):
     runs_dir: Path = Field(Path(".dagentic/runs"), description="Where run records are kept.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
+    sql: SqlSettings = Field(default_factory=SqlSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -1,0 +1,86 @@
+"""``sql.query`` and ``sql.schema``: read-only SQL over DuckDB, guarded in two layers.
+
+Layer 1 (:mod:`.guard`, sqlglot) lets one read-only statement over known tables through;
+layer 2 (:mod:`.engine`, DuckDB) is a locked-down connection that cannot touch host files
+even if layer 1 is bypassed. With no ``sql.sources`` configured, the tools read the bundled
+sample database (``plugins/sql/sample_data``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+from pydantic import JsonValue
+
+from runtime import Settings, ToolContext, hookimpl, tool
+from runtime.settings import SqlSettings, SqlSource
+
+from .engine import SqlEngine
+from .guard import check_sql
+
+__all__ = ["query", "register_tools", "schema"]
+
+SAMPLE_DATA = Path(__file__).parent / "sample_data"
+_ENGINES: dict[str, SqlEngine] = {}  # per settings, for the process
+
+
+async def engine_for(settings: Any) -> SqlEngine:
+    """The process-wide engine for these settings (created on first use)."""
+    config: SqlSettings = settings.sql
+    key = config.model_dump_json()
+    engine = _ENGINES.get(key)
+    if engine is None:
+        sources = config.sources or {"sample": SqlSource(path=SAMPLE_DATA)}
+        engine = await anyio.to_thread.run_sync(
+            lambda: SqlEngine(sources, memory_limit=config.memory_limit,
+                              threads=config.threads))
+        engine = _ENGINES.setdefault(key, engine)
+    return engine
+
+
+@tool(name="sql.query", side_effects="read")
+async def query(sql: str, context: ToolContext, dialect: str = "duckdb",
+                params: list[JsonValue] | None = None, limit: int | None = None
+                ) -> dict[str, Any]:
+    """Run one read-only SQL query (SELECT, WITH, UNION, VALUES, DESCRIBE, SHOW) over the
+    configured tables and return its columns and rows (as objects by column name).
+
+    Args:
+        sql: The query. Use ? placeholders for values and pass them in params.
+        dialect: The SQL dialect it is written in (duckdb, postgres, mysql, sqlite,
+            snowflake, bigquery, ...); it is translated to DuckDB.
+        params: Values for the ? placeholders, in order.
+        limit: Most rows to return (capped by the sql.max_rows setting).
+    """
+    settings = context.settings if context.settings is not None else Settings()
+    config: SqlSettings = settings.sql
+    engine = await engine_for(settings)
+    guarded = check_sql(sql, dialect=dialect, tables=engine.tables, writable=engine.writable)
+    max_rows = min(limit, config.max_rows) if limit else config.max_rows
+    result = await engine.run(guarded.sql, params, max_rows=max_rows,
+                              max_bytes=config.max_bytes, timeout=config.timeout)
+    if guarded.writes:
+        result["side_effects"] = {"statement": guarded.kind, "tables": list(guarded.writes)}
+    return result
+
+
+@tool(name="sql.schema", side_effects="read")
+async def schema(context: ToolContext, sample_rows: int = 3) -> dict[str, Any]:
+    """Describe the tables sql.query can read: columns with types, row counts and a few
+    sample rows.
+
+    Args:
+        sample_rows: How many example rows to show per table.
+    """
+    settings = context.settings if context.settings is not None else Settings()
+    engine = await engine_for(settings)
+    tables = await anyio.to_thread.run_sync(engine.schema, sample_rows)
+    return {"tables": tables}
+
+
+@hookimpl
+def register_tools() -> list[Any]:
+    return [query, schema]

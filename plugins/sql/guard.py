@@ -1,0 +1,187 @@
+"""Guard layer 1: only one read-only statement, over known tables, gets to the engine.
+
+The SQL is transpiled to DuckDB from its dialect, parsed with sqlglot, and checked:
+exactly one statement; a read-only kind (SELECT, WITH ... SELECT, set operations, VALUES,
+DESCRIBE, SHOW) unless every written table belongs to a source that allows writes; no
+functions that touch files, the network, the environment, settings or sequences; table
+functions only from a short allowlist; every table a known one. What cannot be parsed or
+classified is refused (fail closed). Layer 2 (:mod:`plugins.sql.engine`) holds even if
+this layer is bypassed.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ParseError, SqlglotError
+
+from runtime import InvalidArgsError, PolicyBlockedError
+
+__all__ = ["GuardedQuery", "check_sql"]
+
+READ_ONLY = (exp.Select, exp.SetOperation, exp.Values, exp.Describe, exp.Show)
+WRITES = (exp.Insert, exp.Update, exp.Delete)
+TABLE_FUNCTIONS = {"range", "generate_series", "unnest"}
+DENIED_PREFIXES = ("read_", "parquet_", "pragma_", "duckdb_", "iceberg_", "delta_", "sqlite_",
+                   "postgres_", "mysql_")
+DENIED_FUNCTIONS = {
+    "glob", "query", "query_table", "getenv", "current_setting", "which_secret",
+    "sniff_csv", "nextval", "currval", "setval", "lastval", "load_aws_credentials",
+    "read_text", "read_blob", "set_config", "enable_profiling",
+}
+STATEMENT_NAMES = {
+    "Copy": "COPY", "Pragma": "PRAGMA", "Set": "SET", "Command": "this command",
+    "Attach": "ATTACH", "Detach": "DETACH", "Install": "INSTALL", "Use": "USE",
+    "Create": "CREATE", "Drop": "DROP", "Alter": "ALTER", "Insert": "INSERT",
+    "Update": "UPDATE", "Delete": "DELETE", "Merge": "MERGE", "Transaction": "BEGIN",
+    "Commit": "COMMIT", "Rollback": "ROLLBACK", "Export": "EXPORT", "Summarize": "SUMMARIZE",
+    "Column": "this statement",
+}
+
+
+@dataclass(frozen=True)
+class GuardedQuery:
+    """SQL that passed layer 1, in DuckDB's dialect."""
+
+    sql: str
+    kind: str
+    writes: tuple[str, ...] = ()
+    tables: tuple[str, ...] = field(default=())
+
+
+def check_sql(sql: str, *, dialect: str = "duckdb", tables: Iterable[str] = (),
+              writable: Iterable[str] = ()) -> GuardedQuery:
+    """Check ``sql`` against layer 1. ``tables`` are the known tables (lower case, may be
+    qualified as ``source.table``); ``writable`` those a write statement may target.
+    Raises :class:`PolicyBlockedError` (refused) or :class:`InvalidArgsError` (unreadable).
+    """
+    known = {t.lower() for t in tables}
+    short = {t.rsplit(".", 1)[-1] for t in known}
+    text = _transpile(sql, dialect)
+    try:
+        statements = [s for s in sqlglot.parse(text, read="duckdb") if s is not None]
+    except ParseError as exc:
+        raise InvalidArgsError(f"sql.query: the SQL does not parse: {_first_error(exc)}",
+                               sql=sql) from exc
+    except SqlglotError as exc:
+        raise PolicyBlockedError(f"sql.query: refused: the SQL cannot be classified ({exc})",
+                                 sql=sql) from exc
+    if len(statements) != 1:
+        raise PolicyBlockedError(
+            f"sql.query: refused: exactly one statement is allowed, found {len(statements)}; "
+            "send one query per step", sql=sql)
+    root = statements[0]
+    writes: tuple[str, ...] = ()
+    if isinstance(root, WRITES):
+        writes = _check_write(root, {t.lower() for t in writable})
+    elif not isinstance(root, READ_ONLY):
+        name = STATEMENT_NAMES.get(type(root).__name__, type(root).__name__.upper())
+        raise PolicyBlockedError(
+            f"sql.query: refused: {name} is not allowed; only read-only queries (SELECT, "
+            "WITH ... SELECT, UNION, VALUES, DESCRIBE, SHOW) run here", sql=sql,
+            construct=name)
+    ctes = {c.alias_or_name.lower() for c in root.find_all(exp.CTE)}
+    used: list[str] = []
+    for node in root.walk():
+        if isinstance(node, exp.Query | exp.DDL | exp.DML | exp.Command) and node is not root \
+                and not isinstance(node, (*READ_ONLY, exp.Subquery)):
+            raise PolicyBlockedError(
+                f"sql.query: refused: a nested {type(node).__name__.upper()} is not allowed",
+                sql=sql, construct=type(node).__name__.upper())
+        if isinstance(node, exp.Func):
+            _check_function(node, sql)
+        if isinstance(node, exp.Table):
+            name = _check_table(node, ctes, known, short, sql)
+            if name:
+                used.append(name)
+    kind = type(root).__name__.upper()
+    return GuardedQuery(root.sql(dialect="duckdb"), kind, writes, tuple(dict.fromkeys(used)))
+
+
+def _transpile(sql: str, dialect: str) -> str:
+    if dialect.lower() in ("duckdb", ""):
+        return sql
+    try:
+        return ";\n".join(sqlglot.transpile(sql, read=dialect.lower(), write="duckdb"))
+    except ValueError as exc:  # unknown dialect
+        raise InvalidArgsError(f"sql.query: unknown dialect {dialect!r}: {exc}",
+                               dialect=dialect) from exc
+    except ParseError as exc:
+        raise InvalidArgsError(f"sql.query: the SQL does not parse as {dialect}: "
+                               f"{_first_error(exc)}", dialect=dialect) from exc
+    except SqlglotError as exc:
+        raise InvalidArgsError(f"sql.query: cannot translate the SQL from {dialect} to "
+                               f"DuckDB: {exc}", dialect=dialect) from exc
+
+
+def _first_error(exc: ParseError) -> str:
+    errors = getattr(exc, "errors", None) or []
+    if errors:
+        first = errors[0]
+        return (f"{first.get('description', 'syntax error')} at line {first.get('line')}, "
+                f"column {first.get('col')}")
+    return str(exc).splitlines()[0]
+
+
+def _function_name(node: exp.Func) -> str:
+    if isinstance(node, exp.Anonymous):
+        return str(node.this).lower()
+    return node.sql_name().lower()
+
+
+def _check_function(node: exp.Func, sql: str) -> None:
+    name = _function_name(node)
+    if name in DENIED_FUNCTIONS or name.startswith(DENIED_PREFIXES):
+        raise PolicyBlockedError(
+            f"sql.query: refused: the function {name}() is not allowed: it reaches files, "
+            "the network, the environment, settings or sequences", sql=sql, construct=name)
+
+
+def _check_table(node: exp.Table, ctes: set[str], known: set[str], short: set[str],
+                 sql: str) -> str | None:
+    target = node.this
+    if isinstance(target, exp.Func):  # a table function: FROM range(10)
+        name = _function_name(target)
+        if name not in TABLE_FUNCTIONS:
+            raise PolicyBlockedError(
+                f"sql.query: refused: the table function {name}() is not allowed; only "
+                f"{', '.join(sorted(TABLE_FUNCTIONS))} are", sql=sql, construct=name)
+        return None
+    name = node.name.lower()
+    qualified = ".".join(p.lower() for p in (node.catalog, node.db, node.name) if p)
+    if not node.db and name in ctes:
+        return None
+    if node.db.lower() == "information_schema":
+        return qualified
+    if qualified in known or (not node.db and name in short):
+        return qualified
+    if any(ch in node.name for ch in "/\\") or "." in node.name:
+        raise PolicyBlockedError(
+            f"sql.query: refused: {node.name!r} looks like a file path; only the configured "
+            "tables can be read", sql=sql, construct="file table")
+    close = difflib.get_close_matches(name, sorted(short | known), n=3, cutoff=0.5)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    raise InvalidArgsError(
+        f"sql.query: unknown table {qualified!r}{hint}; the tables are: "
+        f"{', '.join(sorted(short)) or 'none'} (sql.schema describes them)",
+        sql=sql, table=qualified)
+
+
+def _check_write(root: exp.Expression, writable: set[str]) -> tuple[str, ...]:
+    """The table an INSERT/UPDATE/DELETE writes, if its source allows writes."""
+    target = root.this if isinstance(root.this, exp.Table) else root.find(exp.Table)
+    statement = type(root).__name__.upper()
+    if target is None:
+        raise PolicyBlockedError(f"sql.query: refused: cannot tell which table this "
+                                 f"{statement} writes", construct=statement)
+    qualified = ".".join(p.lower() for p in (target.catalog, target.db, target.name) if p)
+    if qualified not in writable:
+        raise PolicyBlockedError(
+            f"sql.query: refused: {statement} into {qualified!r}: its source does not allow "
+            "writes (set allow_write: true on the source to permit them)",
+            construct=statement, table=qualified)
+    return (qualified,)
