@@ -92,6 +92,8 @@ class SqlEngine:
                 self.tables.setdefault(table.lower(), name)
                 if source.allow_write:
                     self.writable.add(f"{name}.{table}".lower())
+                    if self.tables[table.lower()] == name:
+                        self.writable.add(table.lower())
             return [str(path), str(path) + ".wal"]
         if path.suffix.lower() in FILE_KINDS:
             self._view(con, name, path, name)
