@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-exec .venv/bin/dagentic run plans/hello.yaml "$@"
+exec .venv/bin/dagentic run plans/revenue.yaml "$@"
