@@ -8,10 +8,11 @@ sample database (``plugins/sql/sample_data``).
 
 from __future__ import annotations
 
+import json
+import threading
 from pathlib import Path
 from typing import Any
 
-import anyio
 import anyio.to_thread
 from pydantic import JsonValue
 
@@ -24,21 +25,29 @@ from .guard import check_sql
 __all__ = ["query", "register_tools", "schema"]
 
 SAMPLE_DATA = Path(__file__).parent / "sample_data"
-_ENGINES: dict[str, SqlEngine] = {}  # per settings, for the process
+_ENGINES: dict[str, SqlEngine] = {}  # one per set of sources, for the process
+_CREATING = threading.Lock()
 
 
 async def engine_for(settings: Any) -> SqlEngine:
-    """The process-wide engine for these settings (created on first use)."""
+    """The process-wide engine for these sources (created on first use, once: a DuckDB
+    file can be attached by one engine only)."""
     config: SqlSettings = settings.sql
-    key = config.model_dump_json()
+    sources = config.sources or {"sample": SqlSource(path=SAMPLE_DATA)}
+    key = json.dumps([{n: s.model_dump(mode="json") for n, s in sources.items()},
+                      config.memory_limit, config.threads], sort_keys=True)
     engine = _ENGINES.get(key)
-    if engine is None:
-        sources = config.sources or {"sample": SqlSource(path=SAMPLE_DATA)}
-        engine = await anyio.to_thread.run_sync(
-            lambda: SqlEngine(sources, memory_limit=config.memory_limit,
-                              threads=config.threads))
-        engine = _ENGINES.setdefault(key, engine)
-    return engine
+    if engine is not None:
+        return engine
+
+    def create() -> SqlEngine:
+        with _CREATING:
+            if key not in _ENGINES:
+                _ENGINES[key] = SqlEngine(sources, memory_limit=config.memory_limit,
+                                          threads=config.threads)
+            return _ENGINES[key]
+
+    return await anyio.to_thread.run_sync(create)
 
 
 @tool(name="sql.query", side_effects="read")
@@ -58,7 +67,8 @@ async def query(sql: str, context: ToolContext, dialect: str = "duckdb",
     settings = context.settings if context.settings is not None else Settings()
     config: SqlSettings = settings.sql
     engine = await engine_for(settings)
-    guarded = check_sql(sql, dialect=dialect, tables=engine.tables, writable=engine.writable)
+    guarded = check_sql(sql, dialect=dialect, tables=engine.tables, writable=engine.writable,
+                        table_functions=engine.table_functions)
     max_rows = min(limit, config.max_rows) if limit else config.max_rows
     result = await engine.run(guarded.sql, params, max_rows=max_rows,
                               max_bytes=config.max_bytes, timeout=config.timeout)

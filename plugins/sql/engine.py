@@ -48,8 +48,12 @@ class SqlEngine:
         self.sources = sources
         self.writable: set[str] = set()
         self.tables: dict[str, str] = {}  # lower-case name -> source name
-        self._lock = threading.Lock()
+        self.relations: dict[str, str] = {}  # short name -> SQL that names it exactly
+        self._search_path: str | None = None
         self.connection = self._connect(memory_limit, threads)
+        self.table_functions = {name for (name,) in self.connection.execute(
+            "SELECT DISTINCT function_name FROM duckdb_functions() "
+            "WHERE function_type IN ('table', 'table_macro')").fetchall()}
 
     # -- setup ------------------------------------------------------------------------
 
@@ -61,10 +65,17 @@ class SqlEngine:
             "threads": threads,
         })
         allowed: list[str] = []
+        attached: list[str] = []
         for name, source in self.sources.items():
             allowed += self._register(con, name, source)
+            if Path(source.path).suffix.lower() in DB_SUFFIXES:
+                attached.append(f"{_ident(name)}.main")
         if allowed:
             con.execute("SET allowed_paths = ?", [allowed])
+        # A DuckDB source's tables are readable by their short names too. search_path is
+        # per connection, so every cursor sets it (it may, with the configuration locked).
+        self._search_path = (f"SET search_path = {_literal(','.join(['main', *attached]))}"
+                             if attached else None)
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
         return con
@@ -90,6 +101,7 @@ class SqlEngine:
                     [name]).fetchall():
                 self.tables[f"{name}.{table}".lower()] = name
                 self.tables.setdefault(table.lower(), name)
+                self.relations.setdefault(table.lower(), f"{_ident(name)}.{_ident(table)}")
                 if source.allow_write:
                     self.writable.add(f"{name}.{table}".lower())
                     if self.tables[table.lower()] == name:
@@ -106,13 +118,14 @@ class SqlEngine:
         con.execute(f"CREATE VIEW {_ident(view)} AS SELECT * FROM {reader}"
                     f"({_literal(str(file))})")
         self.tables[view.lower()] = source
+        self.relations[view.lower()] = _ident(view)
 
     # -- queries ----------------------------------------------------------------------
 
     async def run(self, sql: str, params: list[Any] | None, *, max_rows: int, max_bytes: int,
                   timeout: float) -> dict[str, Any]:
         """Run one (already guarded) statement; rows as JSON-safe dicts."""
-        cursor = self.connection.cursor()
+        cursor = self._cursor()
         done = threading.Event()
 
         def interrupt_later() -> None:
@@ -136,6 +149,7 @@ class SqlEngine:
 
     def _fetch(self, cursor: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None,
                max_rows: int, max_bytes: int) -> dict[str, Any]:
+        self._check_statement(sql)
         try:
             cursor.execute(sql, params or None)
         except duckdb.InterruptException:
@@ -167,13 +181,36 @@ class SqlEngine:
         return {"columns": columns, "rows": rows, "row_count": len(rows),
                 "truncated": truncated}
 
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        cursor = self.connection.cursor()
+        if self._search_path:
+            cursor.execute(self._search_path)
+        return cursor
+
+    def _check_statement(self, sql: str) -> None:
+        """DuckDB's own parser must see one SELECT (or, with writes allowed, one INSERT,
+        UPDATE or DELETE): COPY, ATTACH, DETACH, EXPORT... never reach execution."""
+        try:
+            statements = duckdb.extract_statements(sql)
+        except duckdb.Error as exc:
+            raise InvalidArgsError(f"sql.query: {str(exc).strip()}") from exc
+        allowed = {duckdb.StatementType.SELECT}
+        if self.writable:
+            allowed |= {duckdb.StatementType.INSERT, duckdb.StatementType.UPDATE,
+                        duckdb.StatementType.DELETE}
+        kinds = [s.type for s in statements]
+        if len(kinds) != 1 or kinds[0] not in allowed:
+            shown = ", ".join(k.name for k in kinds) or "nothing"
+            raise PolicyBlockedError(f"sql.query: refused by the engine: {shown} is not a "
+                                     "single read-only query")
+
     def schema(self, sample_rows: int = 3) -> list[dict[str, Any]]:
         """Tables with columns, types, row counts and a few rows, for a planner."""
-        cursor = self.connection.cursor()
+        cursor = self._cursor()
         try:
             described = []
-            for table in sorted(t for t in self.tables if "." not in t):
-                ident = _ident(table)
+            for table in sorted(self.relations):
+                ident = self.relations[table]
                 columns = [{"name": r[0], "type": r[1]} for r in
                            cursor.execute(f"DESCRIBE {ident}").fetchall()]
                 count = cursor.execute(f"SELECT count(*) FROM {ident}").fetchone()
@@ -198,7 +235,8 @@ def _explain(exc: duckdb.Error, engine: SqlEngine) -> Exception:
                                 "their columns)")
     if isinstance(exc, duckdb.ParserException):
         return InvalidArgsError(f"sql.query: {message}")
-    if isinstance(exc, duckdb.PermissionException):
+    if isinstance(exc, duckdb.PermissionException) or (
+            isinstance(exc, duckdb.InvalidInputException) and "configuration" in message):
         return PolicyBlockedError(f"sql.query: refused by the engine: {message}")
     if isinstance(exc, duckdb.OutOfMemoryException):
         return ResourceLimitError(f"sql.query: {message}")

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 import sqlglot
 from sqlglot import exp
-from sqlglot.errors import ParseError, SqlglotError
+from sqlglot.errors import ParseError, SqlglotError, TokenError
+from sqlglot.optimizer.scope import traverse_scope
 
 from runtime import InvalidArgsError, PolicyBlockedError
 
@@ -31,8 +32,13 @@ DENIED_PREFIXES = ("read_", "parquet_", "pragma_", "duckdb_", "iceberg_", "delta
 DENIED_FUNCTIONS = {
     "glob", "query", "query_table", "getenv", "current_setting", "which_secret",
     "sniff_csv", "nextval", "currval", "setval", "lastval", "load_aws_credentials",
-    "read_text", "read_blob", "set_config", "enable_profiling",
+    "read_text", "read_blob", "set_config", "enable_profiling", "checkpoint",
+    "force_checkpoint", "json_execute_serialized_sql", "json_serialize_sql",
+    "json_deserialize_sql", "json_serialize_plan",
 }
+DENIED_KEYWORDS = {"EXPORT", "IMPORT", "COPY", "ATTACH", "DETACH", "INSTALL", "LOAD", "SET",
+                   "RESET", "PRAGMA", "CALL", "CHECKPOINT", "VACUUM", "CREATE", "DROP",
+                   "ALTER", "INSERT", "UPDATE", "DELETE", "USE", "BEGIN", "COMMIT"}
 STATEMENT_NAMES = {
     "Copy": "COPY", "Pragma": "PRAGMA", "Set": "SET", "Command": "this command",
     "Attach": "ATTACH", "Detach": "DETACH", "Install": "INSTALL", "Use": "USE",
@@ -54,18 +60,30 @@ class GuardedQuery:
 
 
 def check_sql(sql: str, *, dialect: str = "duckdb", tables: Iterable[str] = (),
-              writable: Iterable[str] = ()) -> GuardedQuery:
+              writable: Iterable[str] = (), table_functions: Iterable[str] = ()
+              ) -> GuardedQuery:
     """Check ``sql`` against layer 1. ``tables`` are the known tables (lower case, may be
-    qualified as ``source.table``); ``writable`` those a write statement may target.
-    Raises :class:`PolicyBlockedError` (refused) or :class:`InvalidArgsError` (unreadable).
+    qualified as ``source.table``); ``writable`` those a write statement may target;
+    ``table_functions`` the engine's table functions (only a few of which are allowed,
+    wherever they appear). Raises :class:`PolicyBlockedError` (refused) or
+    :class:`InvalidArgsError` (unreadable).
     """
     known = {t.lower() for t in tables}
     short = {t.rsplit(".", 1)[-1] for t in known}
+    table_fns = {f.lower() for f in table_functions}
     text = _transpile(sql, dialect)
     try:
-        statements = [s for s in sqlglot.parse(text, read="duckdb") if s is not None]
-    except ParseError as exc:
-        raise InvalidArgsError(f"sql.query: the SQL does not parse: {_first_error(exc)}",
+        statements = [s for s in sqlglot.parse(text, read="duckdb")
+                      if s is not None and not isinstance(s, exp.Semicolon)]
+    except (ParseError, TokenError) as exc:
+        keyword = _first_keyword(text)
+        if keyword in DENIED_KEYWORDS:
+            raise PolicyBlockedError(
+                f"sql.query: refused: {keyword} is not allowed; only read-only queries "
+                "(SELECT, WITH ... SELECT, UNION, VALUES, DESCRIBE, SHOW) run here",
+                sql=sql, construct=keyword) from exc
+        detail = _first_error(exc) if isinstance(exc, ParseError) else str(exc)
+        raise InvalidArgsError(f"sql.query: the SQL does not parse: {detail}",
                                sql=sql) from exc
     except SqlglotError as exc:
         raise PolicyBlockedError(f"sql.query: refused: the SQL cannot be classified ({exc})",
@@ -80,24 +98,25 @@ def check_sql(sql: str, *, dialect: str = "duckdb", tables: Iterable[str] = (),
         writes = _check_write(root, {t.lower() for t in writable})
     elif not isinstance(root, READ_ONLY):
         name = STATEMENT_NAMES.get(type(root).__name__, type(root).__name__.upper())
+        if isinstance(root, exp.Command | exp.Column):
+            name = _first_keyword(text) or name
         raise PolicyBlockedError(
             f"sql.query: refused: {name} is not allowed; only read-only queries (SELECT, "
             "WITH ... SELECT, UNION, VALUES, DESCRIBE, SHOW) run here", sql=sql,
             construct=name)
-    ctes = {c.alias_or_name.lower() for c in root.find_all(exp.CTE)}
     used: list[str] = []
+    for table, ctes in _table_references(root):
+        name = _check_table(table, ctes, known, short, sql)
+        if name:
+            used.append(name)
     for node in root.walk():
         if isinstance(node, exp.Query | exp.DDL | exp.DML | exp.Command) and node is not root \
                 and not isinstance(node, (*READ_ONLY, exp.Subquery)):
             raise PolicyBlockedError(
                 f"sql.query: refused: a nested {type(node).__name__.upper()} is not allowed",
                 sql=sql, construct=type(node).__name__.upper())
-        if isinstance(node, exp.Func):
-            _check_function(node, sql)
-        if isinstance(node, exp.Table):
-            name = _check_table(node, ctes, known, short, sql)
-            if name:
-                used.append(name)
+        if isinstance(node, exp.Func) and not isinstance(node.parent, exp.Table):
+            _check_function(node, table_fns, sql)  # FROM f(...) was checked as a table
     kind = type(root).__name__.upper()
     return GuardedQuery(root.sql(dialect="duckdb"), kind, writes, tuple(dict.fromkeys(used)))
 
@@ -118,6 +137,44 @@ def _transpile(sql: str, dialect: str) -> str:
                                f"DuckDB: {exc}", dialect=dialect) from exc
 
 
+def _table_references(root: exp.Expression) -> list[tuple[exp.Table, set[str]]]:
+    """Every table reference with the CTE names visible where it stands."""
+    try:
+        scopes = traverse_scope(root)
+    except (SqlglotError, RecursionError):
+        scopes = []
+    found: list[tuple[exp.Table, set[str]]] = []
+    seen: set[int] = set()
+    for scope in scopes:
+        visible = {name.lower() for name in scope.cte_sources}
+        for table in scope.tables:
+            seen.add(id(table))
+            found.append((table, visible))
+    # Tables outside any query scope (DESCRIBE t, SHOW ...) see no CTE at all.
+    found += [(t, set()) for t in root.find_all(exp.Table) if id(t) not in seen]
+    return found
+
+
+def _first_keyword(text: str) -> str:
+    words = _words(text)
+    return words[0].upper() if words else ""
+
+
+def _words(text: str) -> list[str]:
+    """The words of ``text`` with SQL comments removed (no parser needed)."""
+    out, i = [], 0
+    while i < len(text):
+        if text.startswith("--", i):
+            i = text.find("\n", i) if "\n" in text[i:] else len(text)
+        elif text.startswith("/*", i):
+            end = text.find("*/", i + 2)
+            i = len(text) if end < 0 else end + 2
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out).split()
+
+
 def _first_error(exc: ParseError) -> str:
     errors = getattr(exc, "errors", None) or []
     if errors:
@@ -129,16 +186,24 @@ def _first_error(exc: ParseError) -> str:
 
 def _function_name(node: exp.Func) -> str:
     if isinstance(node, exp.Anonymous):
-        return str(node.this).lower()
+        return node.name.lower()  # the identifier without its quotes
     return node.sql_name().lower()
 
 
-def _check_function(node: exp.Func, sql: str) -> None:
+def _check_function(node: exp.Func, table_functions: set[str], sql: str) -> None:
     name = _function_name(node)
     if name in DENIED_FUNCTIONS or name.startswith(DENIED_PREFIXES):
         raise PolicyBlockedError(
             f"sql.query: refused: the function {name}() is not allowed: it reaches files, "
             "the network, the environment, settings or sequences", sql=sql, construct=name)
+    if name in table_functions and name not in TABLE_FUNCTIONS:
+        raise _table_function_refused(name, sql)
+
+
+def _table_function_refused(name: str, sql: str) -> PolicyBlockedError:
+    return PolicyBlockedError(
+        f"sql.query: refused: the table function {name}() is not allowed; only "
+        f"{', '.join(sorted(TABLE_FUNCTIONS))} are", sql=sql, construct=name)
 
 
 def _check_table(node: exp.Table, ctes: set[str], known: set[str], short: set[str],
@@ -147,9 +212,7 @@ def _check_table(node: exp.Table, ctes: set[str], known: set[str], short: set[st
     if isinstance(target, exp.Func):  # a table function: FROM range(10)
         name = _function_name(target)
         if name not in TABLE_FUNCTIONS:
-            raise PolicyBlockedError(
-                f"sql.query: refused: the table function {name}() is not allowed; only "
-                f"{', '.join(sorted(TABLE_FUNCTIONS))} are", sql=sql, construct=name)
+            raise _table_function_refused(name, sql)
         return None
     name = node.name.lower()
     qualified = ".".join(p.lower() for p in (node.catalog, node.db, node.name) if p)
