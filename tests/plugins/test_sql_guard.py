@@ -274,7 +274,7 @@ ATTACKS: list[tuple[str, type[DagenticError], str]] = [
     ("SELECT * FROM READ_CSV_AUTO('{canary}')", POLICY, table_function("read_csv_auto")),
     # Regression: the quotes stay in the name: 'the table function "read_text"() ...'
     ("SELECT * FROM \"Read_Text\"('{canary}')", POLICY, table_function("read_text")),
-    # Regression (a bypass found by this suite): a quoted name skips the deny-list; these run and return settings
+    # Regression (a bypass this suite found): a quoted name skipped the deny-list
     ("SELECT \"current_setting\"('allowed_paths')", POLICY, function("current_setting")),
     ("SELECT \"GETENV\"('HOME')", POLICY, function("getenv")),
     # the environment, settings and secrets
@@ -290,7 +290,7 @@ ATTACKS: list[tuple[str, type[DagenticError], str]] = [
      table_function("which_secret")),
     ("SELECT * FROM pg_catalog.pg_settings", ARGS, unknown("pg_catalog.pg_settings")),
     ("SELECT * FROM duckdb_databases", ARGS, unknown("duckdb_databases")),
-    # Regression (a bypass found by this suite): a CTE defined in another scope makes any name pass as "a CTE"
+    # Regression (a bypass this suite found): a CTE of another scope let any name pass
     ("SELECT * FROM (WITH pg_settings AS (SELECT 1) SELECT 1) AS x, pg_settings", ARGS,
      unknown("pg_settings")),
     ("SELECT * FROM (WITH duckdb_databases AS (SELECT 1) SELECT 1) AS x, duckdb_databases",
@@ -341,7 +341,8 @@ async def test_layer1_refuses_with_the_exact_reason(
 ], ids=["json_execute_serialized_sql", "read_text", "quoted read_text", "quoted settings",
         "checkpoint"])
 async def test_table_functions_behind_lateral_are_refused(data: Path, sql: str) -> None:
-    """Regression (a bypass found by this suite): a table function after LATERAL is not an exp.Table, so the allowlist of
+    """Regression (a bypass this suite found): a table function after LATERAL is not an
+    exp.Table, so the allowlist of
     table functions never sees it; only the deny-list does. json_execute_serialized_sql
     runs any nested SELECT (duckdb_settings(), read_text of the source files...) and
     checkpoint() writes to the attached databases."""
