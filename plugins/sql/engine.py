@@ -15,6 +15,7 @@ import datetime as dt
 import decimal
 import json
 import math
+import re
 import threading
 import time
 import uuid
@@ -155,7 +156,7 @@ class SqlEngine:
         except duckdb.InterruptException:
             raise
         except duckdb.Error as exc:
-            raise _explain(exc, self) from exc
+            raise _explain(exc, self, sql) from exc
         if cursor.description is None:
             return {"columns": [], "rows": [], "row_count": 0, "truncated": False}
         columns = [{"name": d[0], "type": str(d[1])} for d in cursor.description]
@@ -180,6 +181,15 @@ class SqlEngine:
             truncated = True
         return {"columns": columns, "rows": rows, "row_count": len(rows),
                 "truncated": truncated}
+
+    def columns(self, table: str) -> str:
+        """``name TYPE, ...`` of one table, for error messages."""
+        cursor = self._cursor()
+        try:
+            rows = cursor.execute(f"DESCRIBE {self.relations[table]}").fetchall()
+        finally:
+            cursor.close()
+        return ", ".join(f"{row[0]} {row[1]}" for row in rows)
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         cursor = self.connection.cursor()
@@ -226,13 +236,17 @@ class SqlEngine:
             cursor.close()
 
 
-def _explain(exc: duckdb.Error, engine: SqlEngine) -> Exception:
-    """DuckDB's error, with the schema a replan needs when a name was wrong."""
+def _explain(exc: duckdb.Error, engine: SqlEngine, sql: str) -> Exception:
+    """DuckDB's error, with the schema a replan needs when a name was wrong: the columns
+    of the tables the query names, and every table's name."""
     message = str(exc).strip()
     if isinstance(exc, duckdb.CatalogException | duckdb.BinderException):
-        tables = ", ".join(sorted(t for t in engine.tables if "." not in t))
-        return InvalidArgsError(f"sql.query: {message}\nTables: {tables} (sql.schema lists "
-                                "their columns)")
+        tables = ", ".join(sorted(engine.relations))
+        named = [t for t in sorted(engine.relations)
+                 if re.search(rf"\b{re.escape(t)}\b", sql, re.IGNORECASE)]
+        columns = "".join(f"\nColumns of {t}: {engine.columns(t)}" for t in named)
+        return InvalidArgsError(f"sql.query: {message}{columns}\nTables: {tables} "
+                                "(sql.schema describes them)")
     if isinstance(exc, duckdb.ParserException):
         return InvalidArgsError(f"sql.query: {message}")
     if isinstance(exc, duckdb.PermissionException) or (
