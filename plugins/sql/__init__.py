@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import anyio.to_thread
-from pydantic import JsonValue
+from pydantic import Field, JsonValue
 
 from runtime import Settings, ToolContext, hookimpl, tool
 from runtime.settings import SqlSettings, SqlSource
@@ -52,7 +52,8 @@ async def engine_for(settings: Any) -> SqlEngine:
 
 @tool(name="sql.query", side_effects="read")
 async def query(sql: str, context: ToolContext, dialect: str = "duckdb",
-                params: list[JsonValue] | None = None, limit: int | None = None
+                params: list[JsonValue] | None = None,
+                limit: Annotated[int, Field(ge=1)] | None = None
                 ) -> dict[str, Any]:
     """Run one read-only SQL query (SELECT, WITH, UNION, VALUES, DESCRIBE, SHOW) over the
     configured tables and return its columns and rows (as objects by column name).

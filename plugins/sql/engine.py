@@ -54,7 +54,9 @@ class SqlEngine:
         self.connection = self._connect(memory_limit, threads)
         self.table_functions = {name for (name,) in self.connection.execute(
             "SELECT DISTINCT function_name FROM duckdb_functions() "
-            "WHERE function_type IN ('table', 'table_macro')").fetchall()}
+            "WHERE function_type IN ('table', 'table_macro') EXCEPT SELECT function_name "
+            "FROM duckdb_functions() WHERE function_type NOT IN ('table', 'table_macro')"
+            ).fetchall()}
 
     # -- setup ------------------------------------------------------------------------
 
@@ -116,6 +118,9 @@ class SqlEngine:
 
     def _view(self, con: duckdb.DuckDBPyConnection, view: str, file: Path, source: str) -> None:
         reader = FILE_KINDS[file.suffix.lower()]
+        if view.lower() in self.tables:
+            raise ToolError(f"sql: source {source!r}: table {view!r} is already defined by "
+                            f"source {self.tables[view.lower()]!r}")
         con.execute(f"CREATE VIEW {_ident(view)} AS SELECT * FROM {reader}"
                     f"({_literal(str(file))})")
         self.tables[view.lower()] = source
@@ -162,7 +167,7 @@ class SqlEngine:
         columns = [{"name": d[0], "type": str(d[1])} for d in cursor.description]
         names = [c["name"] for c in columns]
         rows: list[dict[str, Any]] = []
-        size = 0
+        size = 2  # the brackets of the rows array
         truncated = False
         while len(rows) < max_rows:
             batch = cursor.fetchmany(min(1024, max_rows - len(rows)))
@@ -170,7 +175,7 @@ class SqlEngine:
                 break
             for values in batch:
                 row = {n: to_json_value(v) for n, v in zip(names, values, strict=True)}
-                size += len(json.dumps(row, ensure_ascii=False))
+                size += len(json.dumps(row, ensure_ascii=False).encode()) + (2 if rows else 0)
                 if size > max_bytes:
                     truncated = True
                     break
@@ -247,6 +252,10 @@ def _explain(exc: duckdb.Error, engine: SqlEngine, sql: str) -> Exception:
         columns = "".join(f"\nColumns of {t}: {engine.columns(t)}" for t in named)
         return InvalidArgsError(f"sql.query: {message}{columns}\nTables: {tables} "
                                 "(sql.schema describes them)")
+    if isinstance(exc, duckdb.InvalidInputException) and "read-only mode" in message:
+        return PolicyBlockedError(f"sql.query: refused by the engine: {message}")
+    if isinstance(exc, duckdb.InvalidInputException) and "parameter" in message.lower():
+        return InvalidArgsError(f"sql.query: {message}")
     if isinstance(exc, duckdb.ParserException):
         return InvalidArgsError(f"sql.query: {message}")
     if isinstance(exc, duckdb.PermissionException) or (
