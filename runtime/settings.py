@@ -42,6 +42,10 @@ class SqlSettings(BaseModel):
     sources: dict[str, SqlSource] = Field(
         default_factory=dict,
         description="Named sources; none configured means the bundled sample database.")
+    allowed_roots: list[Path] = Field(
+        default_factory=list,
+        description="Folders a plan may name as a source (the `source` argument, e.g. "
+                    "from a plan input); none means plans cannot name sources.")
     max_rows: int = Field(1000, ge=1, description="Rows a query returns at most.")
     max_bytes: int = Field(1_000_000, ge=1024, description="JSON bytes of rows at most.")
     timeout: float = Field(10.0, gt=0, description="Seconds before a query is interrupted.")

@@ -9,6 +9,7 @@ sample database (``plugins/sql/sample_data``).
 from __future__ import annotations
 
 import json
+import re
 import threading
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,7 +17,7 @@ from typing import Annotated, Any
 import anyio.to_thread
 from pydantic import Field, JsonValue
 
-from runtime import Settings, ToolContext, hookimpl, tool
+from runtime import PolicyBlockedError, Settings, ToolContext, ToolError, hookimpl, tool
 from runtime.settings import SqlSettings, SqlSource
 
 from .engine import SqlEngine
@@ -29,11 +30,16 @@ _ENGINES: dict[str, SqlEngine] = {}  # one per set of sources, for the process
 _CREATING = threading.Lock()
 
 
-async def engine_for(settings: Any) -> SqlEngine:
+async def engine_for(settings: Any, source: str | None = None) -> SqlEngine:
     """The process-wide engine for these sources (created on first use, once: a DuckDB
-    file can be attached by one engine only)."""
+    file can be attached by one engine only). ``source`` is a path a plan named; it must
+    lie inside one of the ``sql.allowed_roots``."""
     config: SqlSettings = settings.sql
-    sources = config.sources or {"sample": SqlSource(path=SAMPLE_DATA)}
+    if source is not None:
+        path = _allowed(source, config.allowed_roots)
+        sources = {_source_name(path): SqlSource(path=path)}
+    else:
+        sources = config.sources or {"sample": SqlSource(path=SAMPLE_DATA)}
     key = json.dumps([{n: s.model_dump(mode="json") for n, s in sources.items()},
                       config.memory_limit, config.threads], sort_keys=True)
     engine = _ENGINES.get(key)
@@ -50,11 +56,32 @@ async def engine_for(settings: Any) -> SqlEngine:
     return await anyio.to_thread.run_sync(create)
 
 
+def _allowed(source: str, roots: list[Path]) -> Path:
+    """The resolved path of a plan-named source, if it lies inside an allowed root."""
+    try:
+        path = Path(source).expanduser().resolve(strict=True)
+    except (OSError, RuntimeError) as exc:
+        raise ToolError(f"sql: source {source!r} does not exist") from exc
+    for root in roots:
+        if path.is_relative_to(Path(root).expanduser().resolve()):
+            return path
+    shown = ", ".join(str(r) for r in roots) or "none are set"
+    raise PolicyBlockedError(
+        f"sql: refused: source {source!r} is outside the folders plans may read "
+        f"(sql.allowed_roots: {shown}); add its folder to that setting to allow it",
+        source=source)
+
+
+def _source_name(path: Path) -> str:
+    name = re.sub(r"\W", "_", path.stem if path.is_file() else path.name) or "data"
+    return name if not name[0].isdigit() else f"t_{name}"
+
+
 @tool(name="sql.query", side_effects="read")
 async def query(sql: str, context: ToolContext, dialect: str = "duckdb",
                 params: list[JsonValue] | None = None,
-                limit: Annotated[int, Field(ge=1)] | None = None
-                ) -> dict[str, Any]:
+                limit: Annotated[int, Field(ge=1)] | None = None,
+                source: str | None = None) -> dict[str, Any]:
     """Run one read-only SQL query (SELECT, WITH, UNION, VALUES, DESCRIBE, SHOW) over the
     configured tables and return its columns and rows (as objects by column name).
 
@@ -64,10 +91,12 @@ async def query(sql: str, context: ToolContext, dialect: str = "duckdb",
             snowflake, bigquery, ...); it is translated to DuckDB.
         params: Values for the ? placeholders, in order.
         limit: Most rows to return (capped by the sql.max_rows setting).
+        source: A data file or folder to query instead of the configured sources (must
+            lie inside the sql.allowed_roots setting; read-only).
     """
     settings = context.settings if context.settings is not None else Settings()
     config: SqlSettings = settings.sql
-    engine = await engine_for(settings)
+    engine = await engine_for(settings, source)
     guarded = check_sql(sql, dialect=dialect, tables=engine.tables, writable=engine.writable,
                         table_functions=engine.table_functions)
     max_rows = min(limit, config.max_rows) if limit else config.max_rows
@@ -79,15 +108,18 @@ async def query(sql: str, context: ToolContext, dialect: str = "duckdb",
 
 
 @tool(name="sql.schema", side_effects="read")
-async def schema(context: ToolContext, sample_rows: int = 3) -> dict[str, Any]:
+async def schema(context: ToolContext, sample_rows: int = 3, source: str | None = None
+                 ) -> dict[str, Any]:
     """Describe the tables sql.query can read: columns with types, row counts and a few
     sample rows.
 
     Args:
         sample_rows: How many example rows to show per table.
+        source: A data file or folder to describe instead of the configured sources (must
+            lie inside the sql.allowed_roots setting).
     """
     settings = context.settings if context.settings is not None else Settings()
-    engine = await engine_for(settings)
+    engine = await engine_for(settings, source)
     tables = await anyio.to_thread.run_sync(engine.schema, sample_rows)
     return {"tables": tables}
 
