@@ -208,7 +208,7 @@ class _Run:
         self.stop_error: ErrorInfo | None = None
         self.replan_requested: list[str] = []
         self.t0 = 0.0
-        self.started_at = datetime.now(UTC)
+        self.started_at = datetime.now(UTC)  # reset when the run starts
 
     # -- lifecycle ---------------------------------------------------------------------
 

@@ -456,24 +456,21 @@ def _resolver(tree: Any) -> Resolver:
     return lambda scope: build(tree, scope)
 
 
-def _has_template(value: Any) -> bool:
-    if isinstance(value, Template):
-        return True
+def _any_leaf(value: Any, test: Callable[[Any], bool]) -> bool:
+    """Whether any leaf of a nested dict/list value passes ``test``."""
     if isinstance(value, dict):
-        return any(_has_template(v) for v in value.values())
+        return any(_any_leaf(v, test) for v in value.values())
     if isinstance(value, list):
-        return any(_has_template(v) for v in value)
-    return False
+        return any(_any_leaf(v, test) for v in value)
+    return test(value)
+
+
+def _has_template(value: Any) -> bool:
+    return _any_leaf(value, lambda leaf: isinstance(leaf, Template))
 
 
 def _has_expression(value: Any) -> bool:
-    if isinstance(value, str):
-        return contains_expression(value)
-    if isinstance(value, dict):
-        return any(_has_expression(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_has_expression(v) for v in value)
-    return False
+    return _any_leaf(value, lambda leaf: isinstance(leaf, str) and contains_expression(leaf))
 
 
 _MODELS: dict[str, type[BaseModel]] = {
