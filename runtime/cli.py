@@ -21,19 +21,19 @@ from rich.markup import escape
 from rich.prompt import Confirm
 from rich.table import Table
 
-from .errors import DagenticError, PlanError
+from .errors import DagenticError, PlanError, PluginError
 from .executor import Executor, resolve_inputs
 from .graph import to_dot, to_mermaid
 from .journal import Journal, LogJournal, StepEvent
 from .plan import plan_json_schema
-from .plugins import close_sandboxes, load_tools, open_sandbox
+from .plugins import close_sandboxes, load_commands, load_tools, open_sandbox
 from .progress import LiveProgress, render_result
 from .result import RunStatus
 from .sandbox import SandboxResult, SandboxUnavailableError
 from .settings import Settings
 from .tools import Tool, ToolRegistry
 
-__all__ = ["app", "main"]
+__all__ = ["add_plugin_commands", "app", "main"]
 
 app = typer.Typer(
     name="dagentic",
@@ -352,5 +352,24 @@ def schema(
         output.write_text(text, encoding="utf-8")
 
 
+def add_plugin_commands() -> None:
+    """Add the command groups that plugins register (e.g. ``dagentic index``), once."""
+    taken = {c.name or (c.callback.__name__ if c.callback else "") for c in
+             app.registered_commands} | {g.name or g.typer_instance.info.name for g in
+                                         app.registered_groups}
+    for name, group in load_commands().items():
+        if name in taken:
+            if any(g.typer_instance is group for g in app.registered_groups):
+                continue
+            raise PluginError(f"a plugin registers command {name!r}, which dagentic has "
+                              "already; rename the plugin's command group", command=name)
+        app.add_typer(group, name=name)
+
+
 def main() -> None:
+    try:
+        add_plugin_commands()
+    except DagenticError as exc:
+        _stderr().print(f"[red]error:[/red] {escape(exc.message)}", highlight=False)
+        sys.exit(INVALID)
     app()

@@ -20,9 +20,12 @@ import pluggy
 from .tools import Tool
 
 if TYPE_CHECKING:
+    import typer
+
     from .sandbox import SandboxBackend
 
-__all__ = ["PROJECT", "hookimpl", "hookspec", "register_sandbox_backends", "register_tools"]
+__all__ = ["PROJECT", "hookimpl", "hookspec", "register_commands", "register_sandbox_backends",
+           "register_tools"]
 
 PROJECT = "dagentic"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -42,3 +45,10 @@ def register_tools() -> Iterable[Tool]:  # type: ignore[empty-body]
 def register_sandbox_backends() -> Iterable[SandboxBackend]:  # type: ignore[empty-body]
     """Return the sandbox backends this plugin provides (:class:`~runtime.sandbox.
     SandboxBackend` declarations). ``auto`` picks the strongest available one."""
+
+
+@hookspec
+def register_commands() -> Iterable[typer.Typer]:  # type: ignore[empty-body]
+    """Return command groups to add to the ``dagentic`` command line: ``typer.Typer``
+    objects made with a ``name`` (``typer.Typer(name="index")`` becomes
+    ``dagentic index ...``). A name that is taken already is an error naming the plugin."""

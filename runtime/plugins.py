@@ -15,8 +15,8 @@ from .journal import get_logger
 from .sandbox import Sandbox, SandboxBackend, select_sandbox_backend
 from .tools import Tool, ToolRegistry, suggest
 
-__all__ = ["ENTRY_POINT_GROUP", "close_sandboxes", "load_sandbox_backends", "load_tools",
-           "make_plugin_manager", "open_sandbox"]
+__all__ = ["ENTRY_POINT_GROUP", "close_sandboxes", "load_commands", "load_sandbox_backends",
+           "load_tools", "make_plugin_manager", "open_sandbox"]
 
 _SANDBOXES: dict[tuple[str, str], Sandbox] = {}  # process-wide: warm pools outlive runs
 
@@ -88,6 +88,28 @@ def load_tools(plugins: Iterable[Any] = (), *, tools: Iterable[Tool] = (),
     for item in tools:
         registry.add(item)
     return registry
+
+
+def load_commands(plugin_manager: pluggy.PluginManager | None = None) -> dict[str, Any]:
+    """Every command group the installed plugins declare (``typer.Typer``), by name."""
+    import typer
+
+    pm = plugin_manager or make_plugin_manager()
+    groups: dict[str, Any] = {}
+    for impl in pm.hook.register_commands.get_hookimpls():
+        plugin_name = pm.get_name(impl.plugin) or repr(impl.plugin)
+        for group in impl.function() or ():
+            name = group.info.name if isinstance(group, typer.Typer) else None
+            if not name:
+                raise PluginError(
+                    f"plugin {plugin_name!r}: register_commands() returned {group!r}; return "
+                    "typer.Typer objects made with a name, e.g. typer.Typer(name='index')",
+                    plugin=plugin_name)
+            if name in groups:
+                raise PluginError(f"plugin {plugin_name!r}: command {name!r} is registered "
+                                  "twice", plugin=plugin_name)
+            groups[name] = group
+    return groups
 
 
 def load_sandbox_backends(plugin_manager: pluggy.PluginManager | None = None

@@ -246,3 +246,75 @@ def test_third_party_plugin_installed_with_pip_is_found_and_runs(hello_plugin: P
     assert result["status"] == "succeeded"
     assert result["outputs"] == {"greeting": "Hello, Ada!"}
     assert result["steps"]["greet"]["output"] == {"greeting": "Hello, Ada!"}
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def commands(*groups: Any) -> Callable[[], list[Any]]:
+    def register_commands() -> list[Any]:
+        return list(groups)
+
+    return register_commands
+
+
+def test_load_commands_collects_named_command_groups() -> None:
+    import typer
+
+    from runtime.plugins import load_commands
+
+    group = typer.Typer(name="weather")
+    pm = make_plugin_manager([make_plugin("acme_cli", register_commands=commands(group))],
+                             use_entry_points=False)
+    assert load_commands(pm) == {"weather": group}
+
+
+def test_builtin_web_plugin_adds_the_index_command_group() -> None:
+    from runtime.plugins import load_commands
+
+    assert "index" in load_commands()
+
+
+def test_command_group_without_a_name_is_an_error_naming_the_plugin() -> None:
+    import typer
+
+    from runtime.plugins import load_commands
+
+    pm = make_plugin_manager([make_plugin("acme_cli", register_commands=commands(
+        typer.Typer()))], use_entry_points=False)
+    with pytest.raises(PluginError) as caught:
+        load_commands(pm)
+    assert caught.value.message.startswith("plugin 'acme_cli': register_commands() returned ")
+    assert caught.value.message.endswith(
+        "; return typer.Typer objects made with a name, e.g. typer.Typer(name='index')")
+
+
+def test_one_command_name_from_two_plugins_is_an_error() -> None:
+    import typer
+
+    from runtime.plugins import load_commands
+
+    pm = make_plugin_manager([
+        make_plugin("acme_a", register_commands=commands(typer.Typer(name="weather"))),
+        make_plugin("acme_b", register_commands=commands(typer.Typer(name="weather"))),
+    ], use_entry_points=False)
+    with pytest.raises(PluginError) as caught:
+        load_commands(pm)
+    assert caught.value.message in (
+        "plugin 'acme_a': command 'weather' is registered twice",
+        "plugin 'acme_b': command 'weather' is registered twice")
+
+
+def test_plugin_command_named_like_a_builtin_one_stops_the_cli_with_a_clear_error(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import typer
+
+    from runtime import cli
+
+    monkeypatch.setattr(cli, "load_commands", lambda: {"run": typer.Typer(name="run")})
+    monkeypatch.setattr(sys, "argv", ["dagentic", "--help"])
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert exited.value.code == 2
+    assert "a plugin registers command 'run', which dagentic has already; rename the " \
+           "plugin's command group" in " ".join(capsys.readouterr().err.split())
