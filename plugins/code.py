@@ -35,6 +35,10 @@ async def python(code: str, context: ToolContext, vars: dict[str, JsonValue] | N
         code: Python source. Assign a JSON value to a variable named `result` to return it.
         vars: JSON values bound as variables before the code runs.
         files: Input files placed in the working directory, by name, as text.
+
+    Returns:
+        dict: {result, stdout, stderr, files, backend}; result is the value of the code's
+        `result` variable.
     """
     settings = context.settings if context.settings is not None else Settings()
     sandbox = await open_sandbox(settings)

@@ -20,6 +20,9 @@ def log(message: str, context: ToolContext, level: Literal["info", "warning", "e
         message: The text to log.
         level: Severity: info, warning or error.
         data: Extra structured fields to log with the message.
+
+    Returns:
+        dict: {message, level, data, logged_at}.
     """
     logger = get_logger("dagentic.notify")
     getattr(logger, level)(message, run_id=context.run_id, step_id=context.step_id,

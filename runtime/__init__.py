@@ -3,6 +3,7 @@
 Everything public is importable from here; the submodules are implementation.
 """
 
+from .agent import Agent, AgentResult, Budgets
 from .backend import ExecutionBackend, InProcessBackend
 from .errors import (
     BudgetExceededError,
@@ -12,6 +13,8 @@ from .errors import (
     ExpressionError,
     FailureMode,
     InvalidArgsError,
+    MissingCapabilityError,
+    ModelError,
     PlanError,
     PluginError,
     PolicyBlockedError,
@@ -27,7 +30,9 @@ from .expressions import FUNCTIONS, compile_expression, compile_template
 from .graph import CompiledPlan, compile_plan, load_plan, to_dot, to_mermaid
 from .hookspecs import hookimpl, hookspec
 from .journal import Journal, LogJournal, MemoryJournal, StepEvent
+from .models import Message, Model, ModelReply, ScriptedModel, make_model
 from .plan import Check, InputSpec, Plan, Retry, Step
+from .planner import LLMPlanner, PlanningResult
 from .plugins import (
     ENTRY_POINT_GROUP,
     close_sandboxes,
@@ -36,7 +41,17 @@ from .plugins import (
     make_plugin_manager,
     open_sandbox,
 )
-from .result import ErrorInfo, Provenance, RunResult, RunStatus, StepResult, StepStatus, Usage
+from .reflection import ModelJudge, Verification, verify_answer
+from .result import (
+    ErrorInfo,
+    ModelCall,
+    Provenance,
+    RunResult,
+    RunStatus,
+    StepResult,
+    StepStatus,
+    Usage,
+)
 from .sandbox import (
     Limits,
     ProducedFile,
@@ -51,8 +66,11 @@ from .tools import Tool, ToolContext, ToolRegistry, tool
 __all__ = [
     "ENTRY_POINT_GROUP",
     "FUNCTIONS",
+    "Agent",
+    "AgentResult",
     "Approver",
     "BudgetExceededError",
+    "Budgets",
     "Check",
     "CheckFailedError",
     "CompiledPlan",
@@ -68,11 +86,20 @@ __all__ = [
     "InvalidArgsError",
     "Journal",
     "Judge",
+    "LLMPlanner",
     "Limits",
     "LogJournal",
     "MemoryJournal",
+    "Message",
+    "MissingCapabilityError",
+    "Model",
+    "ModelCall",
+    "ModelError",
+    "ModelJudge",
+    "ModelReply",
     "Plan",
     "PlanError",
+    "PlanningResult",
     "PluginError",
     "PolicyBlockedError",
     "Problem",
@@ -87,6 +114,7 @@ __all__ = [
     "SandboxResult",
     "SandboxSettings",
     "SandboxUnavailableError",
+    "ScriptedModel",
     "Settings",
     "Step",
     "StepEvent",
@@ -101,6 +129,7 @@ __all__ = [
     "ToolRegistry",
     "Usage",
     "Verdict",
+    "Verification",
     "close_sandboxes",
     "compile_expression",
     "compile_plan",
@@ -110,6 +139,7 @@ __all__ = [
     "load_plan",
     "load_sandbox_backends",
     "load_tools",
+    "make_model",
     "make_plugin_manager",
     "open_sandbox",
     "resolve_inputs",
@@ -117,4 +147,5 @@ __all__ = [
     "to_dot",
     "to_mermaid",
     "tool",
+    "verify_answer",
 ]

@@ -23,7 +23,7 @@ from rich.table import Table
 
 from .errors import DagenticError, PlanError, PluginError
 from .executor import Executor, resolve_inputs
-from .graph import to_dot, to_mermaid
+from .graph import compile_plan, to_dot, to_mermaid
 from .journal import Journal, LogJournal, StepEvent
 from .plan import plan_json_schema
 from .plugins import close_sandboxes, load_commands, load_tools, open_sandbox
@@ -183,6 +183,70 @@ async def _cancel_on_signal(executor: Executor) -> None:
         async for _ in signals:
             executor.cancel()
             return
+
+
+@app.command()
+def ask(
+    goal: Annotated[str, typer.Argument(help="What you want done, in plain words.")],
+    model: Annotated[str | None, typer.Option(
+        help="local, local:PATH.gguf or openai:NAME (default: the model settings).")] = None,
+    show_plan: Annotated[bool, typer.Option("--show-plan",
+                                            help="Print every plan version.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y",
+                                      help="Approve every step that asks for approval.")] = False,
+) -> None:
+    """Plan the goal with a model, run the plan, check it, replan if needed, and answer.
+    Exit 0 if the goal was achieved, 1 if not, 2 if the command line is invalid."""
+    from .agent import Agent
+    from .models import make_model
+
+    tools = _tools()
+    settings = Settings()
+    try:
+        chosen = make_model(settings, model)
+    except DagenticError as exc:
+        raise _fail(exc.message) from exc
+    interactive = sys.stderr.isatty() and not as_json
+    approver = _approve_all if yes else (_ask_approval if interactive else None)
+    agent = Agent(chosen, tools, settings=settings, journal=LogJournal(), approver=approver)
+    result = anyio.run(agent.run, goal)
+    if as_json:
+        print(result.model_dump_json(indent=2))
+    else:
+        _render_answer(result, tools, show_plan=show_plan)
+    raise typer.Exit(0 if result.status is RunStatus.SUCCEEDED else FAILED)
+
+
+def _render_answer(result: Any, tools: ToolRegistry, *, show_plan: bool) -> None:
+    console = _stdout()
+    if show_plan:
+        for plan in result.plans:
+            console.rule(f"plan {plan['version']} ({_count(plan['attempts'], 'attempt')})")
+            body = {k: v for k, v in plan.items() if k not in ("version", "attempts")}
+            compiled = compile_plan({"version": 1, **body}, tools, judge=True)
+            for sid, spec in compiled.steps.items():
+                what = spec.step.tool or "check"
+                arrow = f"  <- {', '.join(spec.deps)}" if spec.deps else ""
+                detail = spec.step.args if spec.step.tool else \
+                    spec.step.check.model_dump(by_alias=True, exclude_none=True)
+                console.print(f"  [bold]{escape(sid)}[/bold] {escape(what)}{escape(arrow)}",
+                              highlight=False)
+                console.print("      " + escape(json.dumps(detail, ensure_ascii=False)[:300]),
+                              highlight=False, style="dim")
+    if result.steps:
+        render_result(result, console, steps=True)
+    if result.answer:
+        console.rule("answer")
+        console.print(escape(result.answer), highlight=False)
+    elif result.error is not None:
+        console.print(f"[red]{result.error.failure_mode.value}[/red]: "
+                      f"{escape(result.error.message)}", highlight=False)
+    usage = result.usage
+    console.print(f"[dim]{_count(len(result.plans), 'plan')}, {_count(usage.steps, 'step')}, "
+                  f"{_count(usage.model_calls, 'model call')}, "
+                  f"{usage.input_tokens + usage.output_tokens} tokens, ${usage.cost:.4f}, "
+                  f"{usage.wall_time:.1f} s[/dim]", highlight=False)
 
 
 @app.command()

@@ -12,6 +12,8 @@ built-in exception, so ``except ValueError`` keeps working::
     ├── ToolNotFoundError (LookupError)         invalid_tool
     ├── InvalidArgsError (ValueError)           invalid_args
     ├── ToolError (RuntimeError)                tool_error    - raised by tools; `retryable`
+    │   └── ModelError                          tool_error    - a model call failed
+    ├── MissingCapabilityError (LookupError)    missing_capability - no tool can do it
     ├── StepTimeoutError (TimeoutError)         timeout
     ├── ResourceLimitError (RuntimeError)       resource_limit
     ├── PolicyBlockedError (PermissionError)    policy_blocked
@@ -34,6 +36,8 @@ __all__ = [
     "ExpressionError",
     "FailureMode",
     "InvalidArgsError",
+    "MissingCapabilityError",
+    "ModelError",
     "PlanError",
     "PluginError",
     "PolicyBlockedError",
@@ -168,6 +172,16 @@ class ToolError(DagenticError, RuntimeError):
     def __init__(self, message: str, *, retryable: bool = False, **fields: Any) -> None:
         super().__init__(message, **fields)
         self.retryable = retryable
+
+
+class ModelError(ToolError):
+    """A model call failed (the provider answered an error, or nothing usable)."""
+
+
+class MissingCapabilityError(DagenticError, LookupError):
+    """The planner says the goal needs a tool nobody provides."""
+
+    failure_mode = FailureMode.MISSING_CAPABILITY
 
 
 class StepTimeoutError(DagenticError, TimeoutError):

@@ -161,15 +161,19 @@ class Executor:
 
     async def run(self, plan: Plan | CompiledPlan | Mapping[str, Any] | str | Path,
                   inputs: Mapping[str, Any] | None = None, *, run_id: str | None = None,
-                  timeout: float | None = None) -> RunResult:
+                  timeout: float | None = None,
+                  reuse: Mapping[str, StepResult] | None = None) -> RunResult:
         """Run ``plan`` to the end and return its :class:`RunResult`.
 
         A run whose caller is cancelled cancels every running step and re-raises the
         cancellation; :meth:`cancel` ends a run early and still returns its result.
+        ``reuse`` maps step ids to results of an earlier run that stand for this run's
+        steps (a replan keeps what succeeded): those steps are not run again.
         """
         compiled = self.compile(plan)
         values = resolve_inputs(compiled.plan, inputs or {})
         run = _Run(self, compiled, values, run_id or uuid.uuid4().hex, timeout)
+        run.reuse = dict(reuse or {})
         self._runs[run.run_id] = run
         try:
             return await run.execute()
@@ -207,6 +211,7 @@ class _Run:
         self.stop_status: StepStatus | None = None
         self.stop_error: ErrorInfo | None = None
         self.replan_requested: list[str] = []
+        self.reuse: dict[str, StepResult] = {}
         self.t0 = 0.0
         self.started_at = datetime.now(UTC)  # reset when the run starts
 
@@ -372,6 +377,11 @@ class _Run:
     async def _execute(self, state: _State) -> None:
         spec = state.spec
         state.started = time.perf_counter()
+        reused = self.reuse.get(spec.id)
+        if reused is not None:
+            state.output, state.status = reused.output, _SUCCEEDED
+            self._event("reused", state)
+            return
         self._event("started", state)
         try:
             if spec.when is not None and not self._evaluate(spec, "when", spec.when,

@@ -17,8 +17,8 @@ import structlog
 __all__ = ["EventKind", "Journal", "LogJournal", "MemoryJournal", "StepEvent",
            "get_logger"]
 
-EventKind = Literal["run_started", "scheduled", "started", "attempt", "finished", "skipped",
-                    "run_finished"]
+EventKind = Literal["run_started", "scheduled", "started", "reused", "attempt", "finished",
+                    "skipped", "run_finished"]
 
 
 @dataclass(slots=True)

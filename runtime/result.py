@@ -10,8 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import DagenticError, FailureMode, failure_mode_of
 
-__all__ = ["ErrorInfo", "Provenance", "RunResult", "RunStatus", "StepResult", "StepStatus",
-           "Usage"]
+__all__ = ["ErrorInfo", "ModelCall", "Provenance", "RunResult", "RunStatus", "StepResult",
+           "StepStatus", "Usage"]
 
 
 class RunStatus(StrEnum):
@@ -78,6 +78,19 @@ class Usage(BaseModel):
     output_tokens: int = 0
     cost: float = 0.0
     wall_time: float = Field(0.0, description="Seconds from start to finish of the run.")
+
+
+class ModelCall(BaseModel):
+    """One model call of a run: what it was for, its usage, and how it ended."""
+
+    purpose: str = Field(description="plan, repair, judge, critique, answer or verify.")
+    model: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float = 0.0
+    started_at: datetime
+    duration: float = 0.0
+    error: ErrorInfo | None = None
 
 
 class RunResult(BaseModel):

@@ -21,8 +21,9 @@ from pydantic_settings import (
 
 from .sandbox import Limits
 
-__all__ = ["FetchSettings", "LocalSearchSettings", "SandboxSettings", "SearchApiSettings",
-           "Settings", "SqlSettings", "SqlSource", "WebSettings"]
+__all__ = ["AgentSettings", "FetchSettings", "LocalSearchSettings", "ModelPrice", "ModelSettings",
+           "SandboxSettings", "SearchApiSettings", "Settings", "SqlSettings", "SqlSource",
+           "WebSettings"]
 
 
 class SqlSource(BaseModel):
@@ -134,6 +135,58 @@ class WebSettings(BaseModel):
                                                        "0 turns the cache off.")
 
 
+class ModelPrice(BaseModel):
+    """What a model costs, in US dollars per million tokens."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: float = Field(0.0, ge=0)
+    output: float = Field(0.0, ge=0)
+
+
+class ModelSettings(BaseModel):
+    """The model that plans, judges and answers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: Literal["local", "openai"] = Field(
+        "local", description="local (llama-cpp-python, in process) or openai (any "
+                             "OpenAI-compatible endpoint).")
+    name: str | None = Field(
+        None, description="openai: the model name; local: a .gguf file (default: the "
+                          "bundled Gemma 3 270M).")
+    base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. "
+                                                   "http://127.0.0.1:8000/v1.")
+    api_key: SecretStr | None = Field(None, description="Else OPENAI_API_KEY.")
+    structured_output: Literal["json_schema", "json_object", "none"] = Field(
+        "json_schema", description="How the endpoint takes a JSON schema (json_object for "
+                                   "llama-cpp-python's server; none: in the prompt).")
+    stream: bool = Field(False, description="Stream replies from the endpoint.")
+    temperature: float = Field(0.0, ge=0)
+    max_tokens: int = Field(1024, ge=1, description="Tokens one reply may have.")
+    timeout: float = Field(120.0, gt=0, description="Seconds per model call.")
+    max_retries: int = Field(3, ge=0, description="Retries of 429/5xx/connection errors.")
+    context_size: int = Field(8192, ge=512, description="local: the context window.")
+    threads: int | None = Field(None, ge=1, description="local: CPU threads (default: all).")
+    prices: dict[str, ModelPrice] = Field(
+        default_factory=dict, description="Price per model name, for usage cost.")
+
+
+class AgentSettings(BaseModel):
+    """Budgets and behaviour of the agent loop (``dagentic ask``, ``Agent``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_replans: int = Field(2, ge=0, description="Plans after the first, at most.")
+    max_repairs: int = Field(2, ge=0, description="Repair attempts of an invalid plan.")
+    max_steps: int = Field(50, ge=1, description="Steps run over all plan versions.")
+    max_tokens: int = Field(60_000, ge=1, description="Model tokens, input and output.")
+    max_cost: float | None = Field(None, ge=0, description="US dollars of model calls.")
+    max_wall_time: float = Field(600.0, gt=0, description="Seconds for the whole run.")
+    critique: bool = Field(False, description="Have the model critique each plan before "
+                                              "it runs.")
+
+
 class Settings(BaseSettings):
     """Every knob of dagentic, with its default."""
 
@@ -159,6 +212,8 @@ class Settings(BaseSettings):
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     sql: SqlSettings = Field(default_factory=SqlSettings)
     web: WebSettings = Field(default_factory=WebSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    agent: AgentSettings = Field(default_factory=AgentSettings)
 
     @classmethod
     def settings_customise_sources(

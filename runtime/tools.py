@@ -52,6 +52,7 @@ class Tool:
     idempotent: bool = True
     trusted: bool = True
     plugin: str | None = None
+    returns: str | None = None
     _adapters: dict[str, TypeAdapter[Any]] = field(default_factory=dict, repr=False,
                                                   compare=False)
 
@@ -81,6 +82,7 @@ class Tool:
             "idempotent": self.idempotent,
             "trusted": self.trusted,
             "plugin": self.plugin,
+            "returns": self.returns,
         }
 
     def with_plugin(self, plugin: str) -> Tool:
@@ -205,6 +207,8 @@ def _build_tool(function: Callable[..., Any], *, name: str | None, description: 
         is_async=inspect.iscoroutinefunction(function), context_param=context_param,
         timeout=timeout, max_concurrency=max_concurrency, side_effects=side_effects,
         idempotent=idempotent, trusted=trusted,
+        returns=" ".join(doc.returns.description.split()) if doc.returns and
+        doc.returns.description else None,
     )
 
 

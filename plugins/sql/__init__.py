@@ -93,6 +93,10 @@ async def query(sql: str, context: ToolContext, dialect: str = "duckdb",
         limit: Most rows to return (capped by the sql.max_rows setting).
         source: A data file or folder to query instead of the configured sources (must
             lie inside the sql.allowed_roots setting; read-only).
+
+    Returns:
+        dict: {columns: [{name, type}], rows: [{column: value}], row_count, truncated}; read a
+        value as output.rows[0].column.
     """
     settings = context.settings if context.settings is not None else Settings()
     config: SqlSettings = settings.sql
@@ -117,6 +121,9 @@ async def schema(context: ToolContext, sample_rows: int = 3, source: str | None 
         sample_rows: How many example rows to show per table.
         source: A data file or folder to describe instead of the configured sources (must
             lie inside the sql.allowed_roots setting).
+
+    Returns:
+        dict: {tables: [{name, columns: [{name, type}], row_count, sample_rows}]}.
     """
     settings = context.settings if context.settings is not None else Settings()
     engine = await engine_for(settings, source)

@@ -52,6 +52,9 @@ async def search(query: Annotated[str, Field(min_length=1, max_length=500)],
         limit: How many results to return.
         site: Only results from this domain (and its subdomains), e.g. news.example.com.
         recency: Only results published in the last day, week, month or year.
+
+    Returns:
+        dict: {query, backend, results: [{title, url, snippet, score, published}]}.
     """
     settings = _web(context)
     backend = make_backend(settings)
@@ -89,6 +92,9 @@ async def fetch(url: str, context: ToolContext,
         url: The page to fetch.
         max_bytes: Read at most this many bytes of the body (capped by the
             web.fetch.max_bytes setting); a longer page is cut and marked truncated.
+
+    Returns:
+        dict: {url, final_url, status, title, text, truncated}.
     """
     settings = _web(context)
     limit = min(max_bytes or settings.fetch.max_bytes, settings.fetch.max_bytes)

