@@ -105,7 +105,7 @@ def evidence_problems(answer: str, cited: list[str], claims_complete: bool, goal
                       result: RunResult) -> list[str]:
     """Claims of the answer that the step results do not support."""
     problems = []
-    for step_id in cited:
+    for step_id in dict.fromkeys(cited):
         step = result.steps.get(step_id)
         if step is None:
             problems.append(f"the answer cites step '{step_id}', which the plan does not have")

@@ -68,9 +68,15 @@ class LlamaCppModel:
         with _LOADING:
             llama = _LOADED.get(key)
             if llama is None:
-                llama = _LOADED[key] = Llama(
-                    model_path=str(path), n_ctx=self.context_size, n_threads=self.threads,
-                    seed=self.seed, verbose=False)
+                llama = Llama(model_path=str(path), n_ctx=self.context_size,
+                              n_threads=self.threads, seed=self.seed, verbose=False)
+                if "tokenizer.chat_template" not in llama.metadata and \
+                        "gemma" in llama.metadata.get("general.architecture", ""):
+                    # The bundled GGUF carries no chat template, and llama-cpp-python
+                    # would fall back to Llama 2's [INST] format: use Gemma's own turns.
+                    llama.chat_format = "gemma"
+                    llama.chat_handler = None
+                _LOADED[key] = llama
         return llama
 
     async def chat(self, messages: list[Message], *, schema: dict[str, Any] | None = None,
@@ -78,9 +84,12 @@ class LlamaCppModel:
                    ) -> ModelReply:
         def run() -> dict[str, Any]:
             llama = self.load()
+            wire = [m.to_dict() for m in messages]
+            if llama.chat_format == "gemma":  # Gemma has no system turn: it opens the first
+                wire = _system_into_first_user_turn(wire)  # user turn, as its template does
             with self._lock:
                 return llama.create_chat_completion(
-                    messages=[m.to_dict() for m in messages],
+                    messages=wire,
                     response_format={"type": "json_object", "schema": schema}
                     if schema is not None else None,
                     max_tokens=max_tokens or self.max_tokens,
@@ -104,3 +113,13 @@ class LlamaCppModel:
     def count_tokens(self, text: str) -> int:
         """Tokens by the model's own tokenizer."""
         return len(self.load().tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+
+def _system_into_first_user_turn(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+    rest = [dict(m) for m in messages if m["role"] != "system"]
+    if system and rest and rest[0]["role"] == "user":
+        rest[0]["content"] = f"{system}\n\n{rest[0]['content']}"
+    elif system:
+        rest.insert(0, {"role": "user", "content": system})
+    return rest

