@@ -239,7 +239,14 @@ def _render_answer(result: Any, tools: ToolRegistry, *, show_plan: bool) -> None
     if result.answer:
         console.rule("answer")
         console.print(escape(result.answer), highlight=False)
-    elif result.error is not None:
+        for sid in result.cited_steps:
+            step = result.steps.get(sid)
+            if step is not None:
+                shown = json.dumps(step.output, ensure_ascii=False, default=str)
+                console.print(f"  {escape(f'[{sid}]')} {escape(step.tool or 'check')} "
+                              f"({step.status.value}): {escape(shown[:160])}",
+                              highlight=False, style="dim")
+    if result.error is not None:
         console.print(f"[red]{result.error.failure_mode.value}[/red]: "
                       f"{escape(result.error.message)}", highlight=False)
     usage = result.usage
