@@ -22,6 +22,7 @@ from .graph import CompiledPlan
 from .journal import Journal
 from .models.base import Message, Model, parse_json
 from .models.metered import Metered
+from .plan import Plan, Step
 from .planner import LLMPlanner
 from .reflection import Verification, critique_plan, quote_data, verify_answer
 from .result import ErrorInfo, ModelCall, RunResult, RunStatus, StepResult, StepStatus, Usage
@@ -32,6 +33,7 @@ __all__ = ["Agent", "AgentResult", "Budgets"]
 
 Budgets = AgentSettings
 
+CONTEXT_CHARS = 3000  # of each planning-context tool's output in the planner's prompt
 ANSWER_SYSTEM = """\
 You write the final answer to the user's goal from the results of the steps that ran. \
 Rules:
@@ -127,10 +129,14 @@ class _Loop:
 
     async def run(self) -> None:
         memory = await self._recall()
+        context = await self._context()
         report: str | None = None
         for version in range(1, self.agent.budgets.max_replans + 2):
-            planned = await self.planner.plan(self.goal, memory=memory, failure_report=report)
+            planned = await self.planner.plan(self.goal, memory=memory, failure_report=report,
+                                              context=context)
             compiled = planned.compiled
+            if self.compiled and _same_steps(self.compiled[-1], compiled):
+                break  # the model repeats the plan that just failed: running it again is waste
             self.plans.append({"version": version, "attempts": planned.attempts,
                                **compiled.plan.model_dump(mode="json", by_alias=True,
                                                           exclude_defaults=True)})
@@ -145,6 +151,20 @@ class _Loop:
                 break
             report = _failure_report(result)
         await self._answer()
+
+    async def _context(self) -> dict[str, str]:
+        """Outputs of the ``planning_context`` tools (a database schema, say), run once
+        before the first plan."""
+        tools = [t for t in self.agent.tools if t.planning_context]
+        if not tools:
+            return {}
+        plan = Plan(name="planning-context", steps=[
+            Step(id=f"context_{i}", tool=t.name) for i, t in enumerate(tools)])
+        result = await self.executor.run(plan, {})
+        return {t.name: quote_data(result.steps[f"context_{i}"].output, untrusted=not t.trusted,
+                                   limit=CONTEXT_CHARS)
+                for i, t in enumerate(tools)
+                if result.steps[f"context_{i}"].status is StepStatus.SUCCEEDED}
 
     async def _recall(self) -> list[str]:
         if self.agent.memory is None:
@@ -169,7 +189,11 @@ class _Loop:
         return result
 
     async def _answer(self) -> None:
+        if not self.runs:
+            return
         result = self.runs[-1]
+        if not any(s.status is StepStatus.SUCCEEDED and s.tool for s in result.steps.values()):
+            return  # nothing to answer from: the run's own failure is the outcome
         shown = []
         for step in result.steps.values():
             if step.tool is None:
@@ -199,7 +223,7 @@ class _Loop:
         except ValueError:
             data = {"answer": reply.text.strip(), "cited_steps": [], "complete": False}
         self.answer = str(data.get("answer") or "").strip()
-        self.cited = [str(s) for s in data.get("cited_steps") or []]
+        self.cited = list(dict.fromkeys(str(s) for s in data.get("cited_steps") or []))
         self.verification = await verify_answer(
             self.metered.using("verify"), self.goal, self.answer, self.cited,
             data.get("complete") is True, result)
@@ -277,3 +301,8 @@ def _reusable(before: CompiledPlan, previous: RunResult, compiled: CompiledPlan
                                                             was.when):
             reuse[sid] = done
     return reuse
+
+
+def _same_steps(before: CompiledPlan, after: CompiledPlan) -> bool:
+    dump = [s.model_dump(exclude={"description"}) for s in before.plan.steps]
+    return dump == [s.model_dump(exclude={"description"}) for s in after.plan.steps]

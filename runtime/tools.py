@@ -53,6 +53,7 @@ class Tool:
     trusted: bool = True
     plugin: str | None = None
     returns: str | None = None
+    planning_context: bool = False
     _adapters: dict[str, TypeAdapter[Any]] = field(default_factory=dict, repr=False,
                                                   compare=False)
 
@@ -95,7 +96,7 @@ def tool(fn: Callable[..., Any], /) -> Tool: ...
 def tool(
     *, name: str | None = None, description: str | None = None, timeout: float | None = None,
     max_concurrency: int | None = None, side_effects: SideEffects = "read",
-    idempotent: bool = True, trusted: bool = True,
+    idempotent: bool = True, trusted: bool = True, planning_context: bool = False,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
@@ -103,7 +104,7 @@ def tool(
     fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
     description: str | None = None, timeout: float | None = None,
     max_concurrency: int | None = None, side_effects: SideEffects = "read",
-    idempotent: bool = True, trusted: bool = True,
+    idempotent: bool = True, trusted: bool = True, planning_context: bool = False,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Turn a function into a :class:`Tool`. Works bare (``@tool``) or with options.
 
@@ -111,12 +112,23 @@ def tool(
     ``notify.log``). ``side_effects``, ``idempotent`` and ``trusted`` describe the tool to
     the executor and its policies: an untrusted tool's output (web pages, say) may not
     flow into a ``write`` tool unless the step says ``allow_untrusted: true``.
+    ``planning_context=True`` marks a tool whose output helps planners (a database
+    schema, say): an agent calls it with no arguments before planning and shows the
+    output to the planner as data.
     """
 
     def build(function: Callable[..., Any]) -> Tool:
-        return _build_tool(function, name=name, description=description, timeout=timeout,
-                           max_concurrency=max_concurrency, side_effects=side_effects,
-                           idempotent=idempotent, trusted=trusted)
+        built = _build_tool(function, name=name, description=description, timeout=timeout,
+                            max_concurrency=max_concurrency, side_effects=side_effects,
+                            idempotent=idempotent, trusted=trusted)
+        if planning_context:
+            if side_effects == "write" or built.args_model.model_json_schema().get(
+                    "required"):
+                raise ToolDefinitionError(built.name, [
+                    "planning_context=True needs a tool without side effects that runs "
+                    "with no arguments (every argument has a default)"])
+            built = replace(built, planning_context=True)
+        return built
 
     return build(fn) if fn is not None else build
 

@@ -111,7 +111,7 @@ async def query(sql: str, context: ToolContext, dialect: str = "duckdb",
     return result
 
 
-@tool(name="sql.schema", side_effects="read")
+@tool(name="sql.schema", side_effects="read", planning_context=True)
 async def schema(context: ToolContext, sample_rows: int = 3, source: str | None = None
                  ) -> dict[str, Any]:
     """Describe the tables sql.query can read: columns with types, row counts and a few

@@ -379,3 +379,25 @@ def test_adding_the_same_tool_object_twice_is_harmless() -> None:
     registry = ToolRegistry([forecast])
     registry.add(forecast)
     assert len(registry) == 1
+
+
+def test_planning_context_tools_must_run_without_arguments_or_side_effects() -> None:
+    with pytest.raises(ToolDefinitionError) as caught:
+        @tool(name="db.describe", planning_context=True)
+        def describe(table: str) -> dict:
+            """Describe a table.
+
+            Args:
+                table: Which one.
+            """
+            return {}
+    assert caught.value.problems == [
+        "planning_context=True needs a tool without side effects that runs with no "
+        "arguments (every argument has a default)"]
+
+    @tool(name="db.tables", planning_context=True)
+    def tables() -> list:
+        """The tables."""
+        return []
+
+    assert tables.planning_context is True
