@@ -29,7 +29,7 @@ from .result import ErrorInfo, ModelCall, RunResult, RunStatus, StepResult, Step
 from .settings import AgentSettings, Settings
 from .tools import ToolRegistry
 
-__all__ = ["Agent", "AgentResult", "Budgets"]
+__all__ = ["Agent", "AgentResult", "Budgets", "planning_context"]
 
 Budgets = AgentSettings
 
@@ -153,18 +153,7 @@ class _Loop:
         await self._answer()
 
     async def _context(self) -> dict[str, str]:
-        """Outputs of the ``planning_context`` tools (a database schema, say), run once
-        before the first plan."""
-        tools = [t for t in self.agent.tools if t.planning_context]
-        if not tools:
-            return {}
-        plan = Plan(name="planning-context", steps=[
-            Step(id=f"context_{i}", tool=t.name) for i, t in enumerate(tools)])
-        result = await self.executor.run(plan, {})
-        return {t.name: quote_data(result.steps[f"context_{i}"].output, untrusted=not t.trusted,
-                                   limit=CONTEXT_CHARS)
-                for i, t in enumerate(tools)
-                if result.steps[f"context_{i}"].status is StepStatus.SUCCEEDED}
+        return await planning_context(self.executor)
 
     async def _recall(self) -> list[str]:
         if self.agent.memory is None:
@@ -262,6 +251,21 @@ class _Loop:
             **base, answer=self.answer, cited_steps=self.cited, plans=self.plans,
             model_calls=calls, run_ids=[r.run_id for r in self.runs],
             verification=self.verification.to_dict() if self.verification else None)
+
+
+async def planning_context(executor: Executor) -> dict[str, str]:
+    """The outputs of the executor's ``planning_context`` tools (a database schema, say),
+    each run once with no arguments, quoted for a planner's prompt, by tool name."""
+    tools = [t for t in executor.tools if t.planning_context]
+    if not tools:
+        return {}
+    plan = Plan(name="planning-context", steps=[
+        Step(id=f"context_{i}", tool=t.name) for i, t in enumerate(tools)])
+    result = await executor.run(plan, {})
+    return {t.name: quote_data(result.steps[f"context_{i}"].output, untrusted=not t.trusted,
+                               limit=CONTEXT_CHARS)
+            for i, t in enumerate(tools)
+            if result.steps[f"context_{i}"].status is StepStatus.SUCCEEDED}
 
 
 def _judge(model: Model) -> Any:

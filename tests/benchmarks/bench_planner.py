@@ -68,6 +68,7 @@ from runtime import (
     close_sandboxes,
     load_tools,
 )
+from runtime.agent import planning_context
 from runtime.graph import CompiledPlan
 from runtime.models import Model, make_model
 from runtime.models.metered import Metered
@@ -161,8 +162,10 @@ async def execute(compiled: CompiledPlan, tools: ToolRegistry, settings: Setting
 
 
 async def plan_goal(model: Model, tools: ToolRegistry, goal: dict[str, Any], repairs: int,
-                    run_settings: Settings | None, timeout: float) -> dict[str, Any]:
-    """Plan one goal through a fresh meter; what happened and what it cost."""
+                    run_settings: Settings | None, timeout: float,
+                    context: dict[str, str] | None = None) -> dict[str, Any]:
+    """Plan one goal through a fresh meter, with the planning context an Agent would give
+    (the planning_context tools' outputs); what happened and what it cost."""
     metered = Metered(model)
     planner = LLMPlanner(metered.using("plan"), tools, max_repairs=repairs)
     record: dict[str, Any] = {
@@ -174,7 +177,7 @@ async def plan_goal(model: Model, tools: ToolRegistry, goal: dict[str, Any], rep
     compiled = None
     t0 = time.perf_counter()
     try:
-        result = await planner.plan(goal["text"])
+        result = await planner.plan(goal["text"], context=context)
     except MissingCapabilityError as exc:
         record["outcome"] = "missing_capability"
         record["missing"] = str(exc.fields.get("missing", exc.message))[:300]
@@ -369,11 +372,13 @@ async def measure(args: argparse.Namespace, goals: list[dict[str, Any]], repairs
         print(f"planner benchmark: {len(goals)} goals, {repairs} repairs, model "
               f"{model.name} ({args.model}), {len(tools)} tools, Python "
               f"{sys.version.split()[0]}, {os.cpu_count()} CPUs", flush=True)
+        context = await planning_context(Executor(tools, settings=run_settings or settings))
+        print(f"planning context from: {', '.join(context) or 'none'}", flush=True)
         print(header(args.execute), flush=True)
         try:
             for goal in goals:
                 record = await plan_goal(model, tools, goal, repairs, run_settings,
-                                         args.execute_timeout)
+                                         args.execute_timeout, context)
                 records.append(record)
                 print(row(record, args.execute), flush=True)
         finally:
