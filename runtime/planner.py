@@ -26,9 +26,10 @@ from .tools import ToolRegistry
 
 __all__ = ["LLMPlanner", "PlanningResult", "describe_tools", "plan_output_schema"]
 
-MAX_STRING = 600   # characters of one string argument the planner may write
 MAX_ITEMS = 12     # items of one array argument
 STEP_ID = r"^[a-z][a-z0-9_]{0,31}$"
+SCALAR = {"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"},
+                   {"type": "null"}]}
 STEP_KEYS = ("id", "tool", "args", "needs", "foreach", "when", "check")
 
 SYSTEM = """\
@@ -79,8 +80,8 @@ def plan_output_schema(tools: ToolRegistry, *, max_steps: int = 12) -> dict[str,
         "properties": {
             "id": {"type": "string", "pattern": STEP_ID},
             "check": {"type": "object", "properties": {
-                "assert": {"type": "string", "maxLength": 300},
-                "criteria": {"type": "string", "maxLength": 300},
+                "assert": {"type": "string"},
+                "criteria": {"type": "string"},
                 "on_fail": {"enum": ["abort", "retry", "replan", "continue"]},
             }, "additionalProperties": False},
         },
@@ -91,11 +92,11 @@ def plan_output_schema(tools: ToolRegistry, *, max_steps: int = 12) -> dict[str,
             "steps": {"type": "array", "minItems": 1, "maxItems": max_steps,
                       "items": {"anyOf": variants}},
             "outputs": {"type": "object", "maxProperties": 8,
-                        "additionalProperties": {"type": "string", "maxLength": 200}},
+                        "additionalProperties": {"type": "string"}},
         },
         "required": ["steps"], "additionalProperties": False}
     missing = {"type": "object", "properties": {
-        "missing_capability": {"type": "string", "maxLength": 300}},
+        "missing_capability": {"type": "string"}},
         "required": ["missing_capability"], "additionalProperties": False}
     return {"anyOf": [plan, missing]}
 
@@ -109,8 +110,8 @@ def _tool_step(name: str, args: dict[str, Any]) -> dict[str, Any]:
             "args": _bounded(_inline(args, args.get("$defs", {}))),
             "needs": {"type": "array", "maxItems": 8, "items": {"type": "string",
                                                                 "pattern": STEP_ID}},
-            "foreach": {"type": "string", "maxLength": 200},
-            "when": {"type": "string", "maxLength": 200},
+            "foreach": {"type": "string"},
+            "when": {"type": "string"},
         },
         "required": ["id", "tool", "args"], "additionalProperties": False}
 
@@ -127,8 +128,8 @@ def _inline(schema: Any, defs: dict[str, Any], depth: int = 0) -> Any:
         return _inline(defs.get(ref.rsplit("/", 1)[1], {}), defs, depth + 1)
     inlined: dict[str, Any] = {}
     for key, value in schema.items():
-        if key in ("$defs", "title", "description", "examples"):
-            continue
+        if key in ("$defs", "title", "description", "examples", "maxLength"):
+            continue  # annotations; and string bounds, which the validation still checks
         if key in ("properties", "patternProperties") and isinstance(value, dict):
             inlined[key] = {name: _inline(sub, defs, depth) for name, sub in value.items()}
         else:
@@ -137,16 +138,18 @@ def _inline(schema: Any, defs: dict[str, Any], depth: int = 0) -> Any:
 
 
 def _bounded(schema: Any) -> Any:
-    """Strings and arrays with an upper bound: a small model cannot run away in them."""
+    """Arrays with an upper bound, so a small model cannot run away in them. (Strings are
+    bounded by the reply's token limit: a maxLength becomes one grammar rule per character
+    in llama.cpp, and long ones make grammars it refuses.)"""
     if isinstance(schema, list):
         return [_bounded(s) for s in schema]
     if not isinstance(schema, dict):
         return schema
     bounded = {k: _bounded(v) for k, v in schema.items()}
-    if bounded.get("type") == "string":
-        bounded.setdefault("maxLength", MAX_STRING)
     if bounded.get("type") == "array":
         bounded.setdefault("maxItems", MAX_ITEMS)
+        if not bounded.get("items"):  # "any value": written out, grammars need a shape
+            bounded["items"] = SCALAR
     return bounded
 
 

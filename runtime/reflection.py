@@ -29,11 +29,11 @@ You are a strict reviewer. Decide whether the evidence meets the criteria. Rules
 - Missing, empty or failed evidence does not meet any criteria.
 - Answer {"passed": true|false, "reason": "one sentence"}."""
 VERDICT_SCHEMA = {"type": "object", "properties": {
-    "passed": {"type": "boolean"}, "reason": {"type": "string", "maxLength": 300}},
+    "passed": {"type": "boolean"}, "reason": {"type": "string"}},
     "required": ["passed", "reason"], "additionalProperties": False}
 CRITIQUE_SCHEMA = {"type": "object", "properties": {
     "ok": {"type": "boolean"},
-    "issues": {"type": "array", "maxItems": 5, "items": {"type": "string", "maxLength": 200}}},
+    "issues": {"type": "array", "maxItems": 5, "items": {"type": "string"}}},
     "required": ["ok", "issues"], "additionalProperties": False}
 NUMBER = re.compile(r"(?<![\w.])-?\d[\d,]*(?:\.\d+)?%?")
 EVIDENCE_CHARS = 6000

@@ -8,6 +8,7 @@ setup command installs it).
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ __all__ = ["DEFAULT_MODEL", "LlamaCppModel", "default_model_path"]
 DEFAULT_MODEL = "gemma-3-270m-q4_k_m"
 _LOADED: dict[tuple[str, int, int], Any] = {}  # one llama per file and context, per process
 _LOADING = threading.Lock()
+MAX_BOUND = 64  # largest maxLength/maxItems/minItems a grammar may spell out
+_GRAMMARS: dict[str, Any] = {}  # compiled grammars by schema: building one takes a while
 INSTALL = "pip install 'dagentic[local]' (scripts/setup.sh does)"
 
 
@@ -43,7 +46,8 @@ class LlamaCppModel:
 
     def __init__(self, path: str | Path | None = None, *, context_size: int = 8192,
                  threads: int | None = None, max_tokens: int = 1024,
-                 temperature: float = 0.0, seed: int = 0) -> None:
+                 temperature: float = 0.0, seed: int = 0, repeat_penalty: float = 1.1
+                 ) -> None:
         self.path = Path(path).expanduser() if path else None
         self.name = self.path.stem if self.path else DEFAULT_MODEL
         self.context_size = context_size
@@ -51,6 +55,7 @@ class LlamaCppModel:
         self.max_tokens = max_tokens
         self.temperature = temperature
         self.seed = seed
+        self.repeat_penalty = repeat_penalty  # small models loop without one
         self._lock = threading.Lock()
 
     def load(self) -> Any:
@@ -60,7 +65,9 @@ class LlamaCppModel:
         except ImportError as exc:
             raise ModelError(f"model: the local provider needs llama-cpp-python: {INSTALL}"
                              ) from exc
-        path = self.path or default_model_path()
+        if self.path is None:  # assembling checks every chunk: do it once
+            self.path = default_model_path()
+        path = self.path
         if not path.is_file():
             raise ModelError(f"model: no GGUF file at {path}; set model.name to the path of "
                              "a .gguf file")
@@ -87,14 +94,13 @@ class LlamaCppModel:
             wire = [m.to_dict() for m in messages]
             if llama.chat_format == "gemma":  # Gemma has no system turn: it opens the first
                 wire = _system_into_first_user_turn(wire)  # user turn, as its template does
+            grammar = self._grammar(llama, schema) if schema is not None else None
             with self._lock:
                 return llama.create_chat_completion(
-                    messages=wire,
-                    response_format={"type": "json_object", "schema": schema}
-                    if schema is not None else None,
+                    messages=wire, grammar=grammar,
                     max_tokens=max_tokens or self.max_tokens,
                     temperature=self.temperature if temperature is None else temperature,
-                    seed=self.seed)
+                    seed=self.seed, repeat_penalty=self.repeat_penalty)
 
         try:
             response = await anyio.to_thread.run_sync(run)
@@ -110,6 +116,37 @@ class LlamaCppModel:
             output_tokens=usage.get("completion_tokens", 0),
             finish_reason=choice.get("finish_reason"), structured=schema is not None)
 
+    def _grammar(self, llama: Any, schema: dict[str, Any]) -> Any:
+        """The schema as a llama.cpp grammar, checked. llama-cpp-python's own
+        response_format falls back to any JSON when a schema does not convert, and
+        llama.cpp drops a grammar it cannot parse: an unconstrained reply must never pass
+        for a constrained one, so both failures are errors here."""
+        import llama_cpp
+        from llama_cpp.llama_grammar import LlamaGrammar
+
+        text = json.dumps(schema, sort_keys=True)
+        grammar = _GRAMMARS.get(text)
+        if grammar is None:
+            bound = _largest_bound(schema)
+            if bound > MAX_BOUND:  # llama.cpp writes out one rule per repetition, and may
+                raise ModelError(  # abort the process on a grammar that is too big
+                    f"model {self.name}: the JSON schema has a length or item bound of "
+                    f"{bound}; grammars allow at most {MAX_BOUND} (drop maxLength/maxItems)")
+            try:
+                grammar = LlamaGrammar.from_json_schema(text, verbose=False)
+            except Exception as exc:
+                raise ModelError(f"model {self.name}: the JSON schema cannot be turned into "
+                                 f"a grammar ({type(exc).__name__}: {exc})") from exc
+            sampler = llama_cpp.llama_sampler_init_grammar(
+                llama._model.vocab, grammar._grammar.encode(), grammar._root.encode())
+            if not sampler:
+                raise ModelError(f"model {self.name}: llama.cpp refuses the grammar of the "
+                                 "JSON schema (too many repetitions: drop long maxLength or "
+                                 "maxItems bounds)")
+            llama_cpp.llama_sampler_free(sampler)
+            _GRAMMARS[text] = grammar
+        return grammar
+
     def count_tokens(self, text: str) -> int:
         """Tokens by the model's own tokenizer."""
         return len(self.load().tokenize(text.encode("utf-8"), add_bos=False, special=False))
@@ -123,3 +160,14 @@ def _system_into_first_user_turn(messages: list[dict[str, str]]) -> list[dict[st
     elif system:
         rest.insert(0, {"role": "user", "content": system})
     return rest
+
+
+def _largest_bound(schema: Any) -> int:
+    """The largest maxLength/minLength/maxItems/minItems anywhere in a JSON schema."""
+    if isinstance(schema, list):
+        return max((_largest_bound(s) for s in schema), default=0)
+    if not isinstance(schema, dict):
+        return 0
+    own = [v for k, v in schema.items() if k in ("maxLength", "minLength", "maxItems",
+                                                  "minItems") and isinstance(v, int)]
+    return max([*own, *(_largest_bound(v) for v in schema.values())], default=0)

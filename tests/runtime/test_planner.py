@@ -18,8 +18,6 @@ from runtime import FailureMode, PlanError, ToolRegistry, compile_plan, tool
 from runtime.models import ScriptedModel
 from runtime.planner import (
     MAX_ITEMS,
-    MAX_STRING,
-    STEP_ID,
     SYSTEM,
     LLMPlanner,
     MissingCapabilityError,
@@ -308,14 +306,13 @@ def test_the_output_schema_offers_a_plan_or_a_missing_capability(tools: ToolRegi
     json.dumps(schema)  # plain JSON, ready for a provider
     plan, missing = schema["anyOf"]
     assert missing == {"type": "object", "properties": {
-        "missing_capability": {"type": "string", "maxLength": 300}},
+        "missing_capability": {"type": "string"}},
         "required": ["missing_capability"], "additionalProperties": False}
     assert plan["required"] == ["steps"]
     assert plan["additionalProperties"] is False
     assert plan["properties"]["steps"]["minItems"] == 1
     assert plan["properties"]["steps"]["maxItems"] == 12
-    assert plan["properties"]["outputs"]["additionalProperties"] == {"type": "string",
-                                                                     "maxLength": 200}
+    assert plan["properties"]["outputs"]["additionalProperties"] == {"type": "string"}
     assert plan_output_schema(tools, max_steps=3)["anyOf"][0]["properties"]["steps"][
         "maxItems"] == 3
 
@@ -348,10 +345,11 @@ def test_argument_schemas_are_inlined_and_bounded(tools: ToolRegistry) -> None:
     text = json.dumps(schema)
     assert "$ref" not in text
     assert "$defs" not in text
+    # String bounds would become one grammar rule per character in llama.cpp (which then
+    # refuses the grammar): strings are bounded by the reply's token limit instead.
+    assert "maxLength" not in text
     for node in walk(schema):
         assert "title" not in node or not isinstance(node["title"], str)
-        if node.get("type") == "string":  # step ids are bounded by their pattern
-            assert "maxLength" in node or node.get("pattern") == STEP_ID, node
         if node.get("type") == "array":
             assert "maxItems" in node, node
 
@@ -360,15 +358,14 @@ def test_argument_schemas_are_inlined_and_bounded(tools: ToolRegistry) -> None:
                 if v["properties"]["tool"] == {"const": "probe.report"})["properties"]["args"]
     assert args["required"] == ["region", "tags", "window"]
     assert args["additionalProperties"] is False
-    assert args["properties"]["region"] == {"enum": ["north", "south"], "type": "string",
-                                            "maxLength": MAX_STRING}
+    assert args["properties"]["region"] == {"enum": ["north", "south"], "type": "string"}
     assert args["properties"]["tags"] == {"type": "array", "maxItems": MAX_ITEMS,
-                                          "items": {"type": "string", "maxLength": MAX_STRING}}
+                                          "items": {"type": "string"}}
     window = args["properties"]["window"]  # the $ref to a $defs entry, inlined
     assert window["type"] == "object"
     assert window["required"] == ["start"]
-    assert window["properties"]["start"] == {"type": "string", "maxLength": MAX_STRING}
-    assert {"type": "string", "maxLength": MAX_STRING} in window["properties"]["end"]["anyOf"]
+    assert window["properties"]["start"] == {"type": "string"}
+    assert {"type": "string"} in window["properties"]["end"]["anyOf"]
 
 
 def test_arguments_named_like_schema_keywords_stay_in_the_schema() -> None:
@@ -379,7 +376,7 @@ def test_arguments_named_like_schema_keywords_stay_in_the_schema() -> None:
     args = variant["properties"]["args"]
     assert args["required"] == ["title"]
     assert set(args["properties"]) == {"title", "description"}
-    assert args["properties"]["title"] == {"type": "string", "maxLength": MAX_STRING}
+    assert args["properties"]["title"] == {"type": "string"}
 
 
 # --------------------------------------------------------------------------- prompt
