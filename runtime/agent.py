@@ -29,7 +29,7 @@ from .result import ErrorInfo, ModelCall, RunResult, RunStatus, StepResult, Step
 from .settings import AgentSettings, Settings
 from .tools import ToolRegistry
 
-__all__ = ["Agent", "AgentResult", "Budgets", "planning_context"]
+__all__ = ["Agent", "AgentResult", "Budgets", "answer_schema", "planning_context"]
 
 Budgets = AgentSettings
 
@@ -56,6 +56,10 @@ class AgentResult(RunResult):
     model_calls: list[ModelCall] = Field(default_factory=list)
     run_ids: list[str] = Field(default_factory=list, description="One run per plan version.")
     verification: dict[str, Any] | None = None
+    recalled: list[str] = Field(default_factory=list,
+                                description="What long-term memory gave the planner.")
+    remembered: dict[str, Any] | None = Field(
+        None, description="What was written to long-term memory after the run.")
 
 
 class Agent:
@@ -64,8 +68,9 @@ class Agent:
     Args:
         model: plans, judges check criteria, verifies and answers.
         tools: what plans may call (default: every installed tool).
-        memory: anything with ``async recall(goal) -> list[str]``; recalled items go into
-            the planner's prompt as data.
+        memory: a :class:`~runtime.memory.LongTermMemory` (or anything with ``async
+            recall(goal)`` and ``async remember(text, provenance=...)``): recalled items go
+            into the planner's prompt as quoted data, and a verified answer is remembered.
         budgets: replans, repairs, steps, tokens, cost, wall time (default: settings).
         settings: everything else (default: :class:`Settings`).
     """
@@ -126,6 +131,8 @@ class _Loop:
         self.cited: list[str] = []
         self.verification: Verification | None = None
         self.error: ErrorInfo | None = None
+        self.recalled: list[str] = []
+        self.remembered: Any = None
 
     async def run(self) -> None:
         memory = await self._recall()
@@ -151,14 +158,38 @@ class _Loop:
                 break
             report = _failure_report(result)
         await self._answer()
+        await self.remember_outcome()
 
     async def _context(self) -> dict[str, str]:
         return await planning_context(self.executor)
 
     async def _recall(self) -> list[str]:
+        """What the memory recalls for the goal, each with where it came from."""
         if self.agent.memory is None:
             return []
-        return [str(item) for item in await self.agent.memory.recall(self.goal)]
+        items = []
+        for found in await self.agent.memory.recall(self.goal):
+            item = getattr(found, "item", found)
+            text = getattr(item, "text", str(item))
+            source = getattr(item, "provenance", None)
+            items.append(f"{text} (from {source})" if source else text)
+        self.recalled = items
+        return items
+
+    async def remember_outcome(self) -> None:
+        """Store what the run found out (goal and verified answer) for later runs; its
+        provenance is untrusted when an untrusted tool's data is behind the answer."""
+        memory, result = self.agent.memory, self.runs[-1] if self.runs else None
+        if memory is None or not hasattr(memory, "remember") or result is None or \
+                not result.succeeded or not self.answer or self.error is not None or \
+                (self.verification is not None and not self.verification.passed):
+            return
+        untrusted = sorted({t for sid in self.cited if (step := result.steps.get(sid))
+                            and step.provenance is not None
+                            for t in step.provenance.untrusted_from})
+        provenance = f"untrusted:{','.join(untrusted)}" if untrusted else "agent"
+        self.remembered = await memory.remember(
+            f"{self.goal} Answer: {self.answer}"[:2000], provenance=provenance)
 
     async def _execute(self, compiled: CompiledPlan) -> RunResult:
         reuse = _reusable(self.compiled[-1], self.runs[-1], compiled) if self.runs else {}
@@ -193,13 +224,7 @@ class _Loop:
             untrusted = step.provenance is not None and not step.provenance.trusted
             shown.append(f"[{step.id}] {step.tool} ({step.status.value}): "
                          f"{quote_data(data, untrusted=untrusted)}")
-        ids = list(result.steps)
-        schema = {"type": "object", "properties": {
-            "answer": {"type": "string"},  # bounded by max_tokens: long maxLength grammars
-                                             # are too big for llama.cpp
-            "cited_steps": {"type": "array", "maxItems": 12, "items": {"enum": ids}},
-            "complete": {"type": "boolean"}},
-            "required": ["answer", "cited_steps", "complete"], "additionalProperties": False}
+        schema = answer_schema(list(result.steps))
         outputs = quote_data(result.outputs, untrusted=any(  # they may carry any step's data
             s.provenance is not None and not s.provenance.trusted
             for s in result.steps.values()), limit=2000)
@@ -250,7 +275,10 @@ class _Loop:
         return AgentResult(
             **base, answer=self.answer, cited_steps=self.cited, plans=self.plans,
             model_calls=calls, run_ids=[r.run_id for r in self.runs],
-            verification=self.verification.to_dict() if self.verification else None)
+            verification=self.verification.to_dict() if self.verification else None,
+            recalled=self.recalled,
+            remembered=self.remembered.to_dict() if hasattr(self.remembered, "to_dict")
+            else None)
 
 
 async def planning_context(executor: Executor) -> dict[str, str]:
@@ -266,6 +294,16 @@ async def planning_context(executor: Executor) -> dict[str, str]:
                                limit=CONTEXT_CHARS)
             for i, t in enumerate(tools)
             if result.steps[f"context_{i}"].status is StepStatus.SUCCEEDED}
+
+
+def answer_schema(step_ids: list[str]) -> dict[str, Any]:
+    """What an answering model must reply: the answer, the steps it cites, and whether it
+    says the goal was fully achieved."""
+    return {"type": "object", "properties": {
+        "answer": {"type": "string"},
+        "cited_steps": {"type": "array", "maxItems": 12, "items": {"enum": step_ids}},
+        "complete": {"type": "boolean"}},
+        "required": ["answer", "cited_steps", "complete"], "additionalProperties": False}
 
 
 def _judge(model: Model) -> Any:

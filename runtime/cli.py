@@ -195,6 +195,8 @@ def ask(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y",
                                       help="Approve every step that asks for approval.")] = False,
+    no_memory: Annotated[bool, typer.Option("--no-memory",
+                                            help="Neither recall nor remember.")] = False,
 ) -> None:
     """Plan the goal with a model, run the plan, check it, replan if needed, and answer.
     Exit 0 if the goal was achieved, 1 if not, 2 if the command line is invalid."""
@@ -209,7 +211,13 @@ def ask(
         raise _fail(exc.message) from exc
     interactive = sys.stderr.isatty() and not as_json
     approver = _approve_all if yes else (_ask_approval if interactive else None)
-    agent = Agent(chosen, tools, settings=settings, journal=LogJournal(), approver=approver)
+    memory = None
+    if settings.memory.enabled and not no_memory:
+        from .memory import open_memory
+
+        memory = open_memory(settings, chosen)
+    agent = Agent(chosen, tools, settings=settings, journal=LogJournal(), approver=approver,
+                  memory=memory)
     result = anyio.run(agent.run, goal)
     if as_json:
         print(result.model_dump_json(indent=2))
@@ -234,6 +242,8 @@ def _render_answer(result: Any, tools: ToolRegistry, *, show_plan: bool) -> None
                               highlight=False)
                 console.print("      " + escape(json.dumps(detail, ensure_ascii=False)[:300]),
                               highlight=False, style="dim")
+    for item in result.recalled:
+        console.print(f"[dim]recalled: {escape(item[:200])}[/dim]", highlight=False)
     if result.steps:
         render_result(result, console, steps=True)
     if result.answer:
@@ -249,6 +259,9 @@ def _render_answer(result: Any, tools: ToolRegistry, *, show_plan: bool) -> None
     if result.error is not None:
         console.print(f"[red]{result.error.failure_mode.value}[/red]: "
                       f"{escape(result.error.message)}", highlight=False)
+    if result.remembered:
+        console.print(f"[dim]memory: {result.remembered['action']} "
+                      f"({escape(result.remembered['reason'])})[/dim]", highlight=False)
     usage = result.usage
     console.print(f"[dim]{_count(len(result.plans), 'plan')}, {_count(usage.steps, 'step')}, "
                   f"{_count(usage.model_calls, 'model call')}, "
@@ -408,6 +421,55 @@ def sandbox_run(
             notes.append(result.detail)
         _stderr().print("[dim]sandbox:[/dim] " + escape("; ".join(notes)), highlight=False)
     raise typer.Exit(0 if result.ok else FAILED)
+
+
+memory_app = typer.Typer(help="Look at and prune long-term memory.", no_args_is_help=True)
+app.add_typer(memory_app, name="memory")
+
+
+@memory_app.command("list")
+def memory_list(
+    limit: Annotated[int, typer.Option(min=1, help="Items to show, newest first.")] = 50,
+    provenance: Annotated[list[str] | None, typer.Option(
+        help="Only items whose provenance starts so (user, agent, untrusted:...).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the items as JSON.")] = False,
+) -> None:
+    """List remembered items with where each came from."""
+    from .memory import open_memory
+
+    memory = open_memory(Settings())
+    try:
+        items = anyio.run(lambda: memory.store.list(limit=limit, provenance=provenance))
+    except DagenticError as exc:
+        raise _fail(exc.message) from exc
+    if as_json:
+        print(json.dumps([i.to_dict() for i in items], indent=2, ensure_ascii=False))
+        return
+    table = Table("id", "provenance", "updated", "importance", "text")
+    for item in items:
+        table.add_row(item.id, item.provenance, item.to_dict()["updated_at"] or "",
+                      f"{item.importance:.2f}", escape(item.text[:120]))
+    _stdout().print(table)
+    _stdout().print(f"{_count(len(items), 'item')} in {memory.store.path}", highlight=False)
+
+
+@memory_app.command("forget")
+def memory_forget(
+    ids: Annotated[list[str] | None, typer.Argument(help="Ids of the items to forget.")] = None,
+    provenance: Annotated[list[str] | None, typer.Option(
+        help="Forget every item whose provenance starts so.")] = None,
+    expired: Annotated[bool, typer.Option(help="Forget items past their TTL.")] = False,
+) -> None:
+    """Delete items by id or by filter."""
+    from .memory import open_memory
+
+    memory = open_memory(Settings())
+    try:
+        gone = anyio.run(lambda: memory.store.delete(ids, provenance=provenance,
+                                                     expired=expired))
+    except DagenticError as exc:
+        raise _fail(exc.message) from exc
+    print(f"forgot {_count(gone, 'item')}")
 
 
 @app.command()

@@ -471,7 +471,8 @@ class _Run:
         for attempt in range(1, attempts + 1):
             state.attempts += 1
             self._event("attempt", state)
-            context = ToolContext(self.run_id, spec.id, attempt, self.settings) \
+            context = ToolContext(self.run_id, spec.id, attempt, self.settings,
+                                  tuple(sorted(spec.untrusted_inputs))) \
                 if tool.context_param else None
             try:
                 if limiter is not None:  # waiting for a slot is not part of the timeout

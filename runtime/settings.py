@@ -21,9 +21,9 @@ from pydantic_settings import (
 
 from .sandbox import Limits
 
-__all__ = ["AgentSettings", "FetchSettings", "LocalSearchSettings", "ModelPrice", "ModelSettings",
-           "SandboxSettings", "SearchApiSettings", "Settings", "SqlSettings", "SqlSource",
-           "WebSettings"]
+__all__ = ["AgentSettings", "FetchSettings", "LocalSearchSettings", "MemorySettings",
+           "ModelPrice", "ModelSettings", "SandboxSettings", "SearchApiSettings", "Settings",
+           "SqlSettings", "SqlSource", "WebSettings"]
 
 
 class SqlSource(BaseModel):
@@ -187,6 +187,26 @@ class AgentSettings(BaseModel):
                                               "it runs.")
 
 
+class MemorySettings(BaseModel):
+    """Long-term memory (a DuckDB file) and how the agent uses it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="dagentic ask recalls and remembers.")
+    path: Path = Field(Path(".dagentic/memory.duckdb"), description="The memory file.")
+    agent: str = Field("default", description="The agent scope of what is remembered.")
+    recall_limit: int = Field(5, ge=1, description="Items recalled into a planner's prompt.")
+    half_life_days: float = Field(30.0, gt=0, description="Recency halves every N days.")
+    policy: Literal["model", "threshold"] = Field(
+        "threshold", description="Who decides insert/merge/replace/ignore: the model, or "
+                                 "similarity thresholds.")
+    duplicate_similarity: float = Field(0.95, gt=0, le=1, description="At least: ignore.")
+    related_similarity: float = Field(0.80, gt=0, le=1, description="At least: merge.")
+    context_tokens: int | None = Field(
+        None, ge=256, description="Token budget of a planner's prompt (default: the model's "
+                                  "context size minus its reply).")
+
+
 class Settings(BaseSettings):
     """Every knob of dagentic, with its default."""
 
@@ -214,6 +234,7 @@ class Settings(BaseSettings):
     web: WebSettings = Field(default_factory=WebSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     agent: AgentSettings = Field(default_factory=AgentSettings)
+    memory: MemorySettings = Field(default_factory=MemorySettings)
 
     @classmethod
     def settings_customise_sources(

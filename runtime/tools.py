@@ -34,6 +34,7 @@ class ToolContext:
     step_id: str
     attempt: int
     settings: Any = None
+    untrusted_inputs: tuple[str, ...] = ()  # untrusted tools whose data is in the arguments
 
 
 @dataclass(frozen=True, slots=True)

