@@ -193,8 +193,9 @@ class LLMPlanner:
 
     def __init__(self, model: Model, tools: ToolRegistry, *, max_repairs: int = 2,
                  judge: bool = False, max_steps: int = 12,
-                 repair_model: Model | None = None) -> None:
+                 repair_model: Model | None = None, max_tokens: int = 768) -> None:
         self.model = model
+        self.max_tokens = max_tokens  # a plan longer than this is a model running away
         self.repair_model = repair_model or model
         self.tools = tools
         self.max_repairs = max_repairs
@@ -229,7 +230,7 @@ class LLMPlanner:
         rejected: list[list[str]] = []
         for attempt in range(1, self.max_repairs + 2):
             model = self.model if attempt == 1 else self.repair_model
-            reply = await model.chat(messages, schema=self.schema)
+            reply = await model.chat(messages, schema=self.schema, max_tokens=self.max_tokens)
             problems, result = self._read(goal, reply.text)
             if result is not None:
                 return PlanningResult(plan=result[0], compiled=result[1], attempts=attempt,
