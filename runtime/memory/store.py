@@ -175,29 +175,37 @@ class MemoryStore:
         where, params = self._filters(scope, provenance, exclude_untrusted, now)
         dims = self.embedder.dimensions
         w_lex, w_vec, w_rec = self.weights
+        # Narrow and not materialised: only what scoring needs passes through the plan;
+        # the full rows are read for the top `limit` items only.
         sql = f"""
-            WITH live AS (SELECT * FROM items WHERE {where}),
+            WITH live AS NOT MATERIALIZED (
+                SELECT id, length, updated_at, importance, embedding FROM items
+                WHERE {where}),
             stats AS (SELECT count(*) AS n, coalesce(avg(length), 1) AS avgdl FROM live),
-            hits AS (SELECT t.item_id, t.term, t.tf FROM terms t
+            hits AS (SELECT t.item_id, t.term, t.tf, l.length FROM terms t
                      JOIN live l ON l.id = t.item_id  -- statistics of what is searched
                      WHERE t.term IN (SELECT unnest(?::VARCHAR[]))),
             df AS (SELECT term, count(*) AS df FROM hits GROUP BY term),
             bm AS (
                 SELECT h.item_id, sum(ln(1 + (s.n - df.df + 0.5) / (df.df + 0.5))
-                       * h.tf * {K1 + 1} / (h.tf + {K1} * (1 - {B} + {B} * l.length
+                       * h.tf * {K1 + 1} / (h.tf + {K1} * (1 - {B} + {B} * h.length
                        / s.avgdl))) AS lexical
-                FROM hits h JOIN df USING (term) JOIN live l ON l.id = h.item_id, stats s
-                GROUP BY h.item_id),
+                FROM hits h JOIN df USING (term), stats s GROUP BY h.item_id),
+            top AS (SELECT max(lexical) AS most FROM bm),
             scored AS (
-                SELECT l.*, coalesce(bm.lexical, 0) AS lexical,
+                SELECT l.id, coalesce(bm.lexical, 0) AS lexical,
                        array_cosine_similarity(l.embedding, ?::FLOAT[{dims}]) AS vector,
                        exp(-ln(2) * greatest(epoch(?::TIMESTAMPTZ) - epoch(l.updated_at), 0)
-                           / ({self.half_life_days} * 86400)) AS recency
-                FROM live l LEFT JOIN bm ON bm.item_id = l.id)
-            SELECT *, {w_lex} * lexical / greatest(max(lexical) OVER (), 1e-9)
-                      + {w_vec} * greatest(vector, 0) + {w_rec} * recency
-                      + 0.01 * importance AS score
-            FROM scored ORDER BY score DESC, id LIMIT ?"""
+                           / ({self.half_life_days} * 86400)) AS recency, l.importance
+                FROM live l LEFT JOIN bm ON bm.item_id = l.id),
+            best AS (
+                SELECT id, lexical, vector, recency,
+                       {w_lex} * lexical / greatest(coalesce(top.most, 0), 1e-9)
+                       + {w_vec} * greatest(vector, 0) + {w_rec} * recency
+                       + 0.01 * importance AS score
+                FROM scored, top ORDER BY score DESC, id LIMIT ?)
+            SELECT i.*, best.lexical, best.vector, best.recency, best.score
+            FROM best JOIN items i USING (id) ORDER BY best.score DESC, i.id"""
         rows = db.execute(sql, [*params, terms, vector, now, limit]).fetchall()
         names = [d[0] for d in db.description]
         found = []
@@ -285,11 +293,14 @@ class MemoryStore:
             terms.extend((item.id, term, tf) for term, tf in Counter(words).items())
             items.append(item)
         db.execute("BEGIN")
-        try:
-            db.executemany("INSERT INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                           rows)
+        try:  # one statement per table, columns as lists: executemany is row by row
+            columns = list(zip(*rows, strict=True))
+            db.execute(
+                f"INSERT INTO items SELECT {', '.join(f'unnest(${n + 1})' for n in range(13))}",
+                [list(c) for c in columns])
             if terms:
-                db.executemany("INSERT INTO terms VALUES (?, ?, ?)", terms)
+                db.execute("INSERT INTO terms SELECT unnest($1), unnest($2), unnest($3)",
+                           [list(c) for c in zip(*terms, strict=True)])
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
