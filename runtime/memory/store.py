@@ -194,7 +194,8 @@ class MemoryStore:
             top AS (SELECT max(lexical) AS most FROM bm),
             scored AS (
                 SELECT l.id, coalesce(bm.lexical, 0) AS lexical,
-                       array_cosine_similarity(l.embedding, ?::FLOAT[{dims}]) AS vector,
+                       -- embeddings are unit vectors: the inner product is the cosine
+                       array_inner_product(l.embedding, ?::FLOAT[{dims}]) AS vector,
                        exp(-ln(2) * greatest(epoch(?::TIMESTAMPTZ) - epoch(l.updated_at), 0)
                            / ({self.half_life_days} * 86400)) AS recency, l.importance
                 FROM live l LEFT JOIN bm ON bm.item_id = l.id),
