@@ -21,6 +21,7 @@ from typing import Any
 
 import anyio.to_thread
 import duckdb
+import numpy as np
 
 from ..errors import DagenticError, InvalidArgsError
 from .embeddings import Embedder
@@ -87,6 +88,64 @@ class Recalled:
     lexical: float
     vector: float
     recency: float
+
+
+class _Vectors:
+    """Every item's embedding as one float32 matrix, kept in step with this process's
+    writes (a DuckDB file has one writing process): ranking 100,000 items by similarity
+    is one matrix product here, and SQL then scores only the candidates."""
+
+    def __init__(self, db: duckdb.DuckDBPyConnection, dims: int) -> None:
+        self.db_id = id(db)
+        self.dims = dims
+        self.ids: list[str] = [r[0] for r in db.execute(
+            "SELECT id FROM items ORDER BY rowid").fetchall()]
+        flat = db.execute("SELECT unnest(embedding) AS x FROM (SELECT embedding FROM items "
+                          "ORDER BY rowid)").fetchnumpy()["x"]
+        self.matrix = np.asarray(flat, dtype=np.float32).reshape(len(self.ids), dims)
+        self.size = len(self.ids)
+        self.row = {item_id: n for n, item_id in enumerate(self.ids)}
+        self.alive = np.ones(self.size, dtype=bool)
+
+    def add(self, ids: list[str], vectors: list[list[float]]) -> None:
+        if self.size + len(ids) > len(self.matrix):  # grow by doubling: appends stay cheap
+            grown = np.zeros((max(2 * len(self.matrix), self.size + len(ids), 64), self.dims),
+                             dtype=np.float32)
+            grown[:self.size] = self.matrix[:self.size]
+            alive = np.zeros(len(grown), dtype=bool)
+            alive[:self.size] = self.alive[:self.size]
+            self.matrix, self.alive = grown, alive
+        for item_id, vector in zip(ids, vectors, strict=True):
+            self.matrix[self.size] = vector
+            self.alive[self.size] = True
+            self.row[item_id] = self.size
+            self.ids.append(item_id)
+            self.size += 1
+
+    def replace(self, item_id: str, vector: list[float]) -> None:
+        if item_id in self.row:
+            self.matrix[self.row[item_id]] = vector
+
+    def remove(self, ids: list[str]) -> None:
+        for item_id in ids:
+            row = self.row.pop(item_id, None)
+            if row is not None:
+                self.alive[row] = False
+
+    def best(self, query: list[float], count: int) -> tuple[list[str], float]:
+        """The ids of the ``count`` most similar items, and the similarity of the last."""
+        scores = self.matrix[:self.size] @ np.asarray(query, dtype=np.float32)
+        scores[~self.alive[:self.size]] = -np.inf
+        count = min(count, int(self.alive[:self.size].sum()))
+        if count == 0:
+            return [], -1.0
+        top = np.argpartition(-scores, count - 1)[:count]
+        return [self.ids[n] for n in top], float(scores[top].min())
+
+
+_VECTORS: dict[str, _Vectors] = {}  # by memory file, for the connection in _OPEN
+CANDIDATES = 400  # items ranked by similarity before SQL scores them (and lexical hits)
+EXACT_FROM = 5000  # below this many items the full query is as fast
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -173,6 +232,29 @@ class MemoryStore:
                 limit: int, scope: Scope | None, provenance: list[str] | None,
                 exclude_untrusted: bool, now: dt.datetime) -> list[Recalled]:
         where, params = self._filters(scope, provenance, exclude_untrusted, now)
+        vectors = self._vectors(db)
+        if vectors.size >= EXACT_FROM:
+            # Score only the most similar items and the ones sharing a word with the query;
+            # keep the answer only if no other item could beat it (else score them all).
+            candidates, floor = vectors.best(vector, max(CANDIDATES, 20 * limit))
+            found = self._score(db, where, params, terms, vector, limit, now, candidates)
+            _, w_vec, w_rec = self.weights
+            outside = w_vec * max(floor, 0.0) + w_rec + 0.01  # the best any other could do
+            if len(found) == limit and found[-1].score >= outside:
+                return found
+        return self._score(db, where, params, terms, vector, limit, now, None)
+
+    def _vectors(self, db: duckdb.DuckDBPyConnection) -> _Vectors:
+        vectors = _VECTORS.get(str(self.path))
+        if vectors is None or vectors.db_id != id(db):
+            vectors = _VECTORS[str(self.path)] = _Vectors(db, self.embedder.dimensions)
+        return vectors
+
+    def _score(self, db: duckdb.DuckDBPyConnection, where: str, params: list[Any],
+               terms: list[str], vector: list[float], limit: int, now: dt.datetime,
+               candidates: list[str] | None) -> list[Recalled]:
+        """The best ``limit`` items by the hybrid score, among ``candidates`` and the items
+        sharing a word with the query (all live items when ``candidates`` is None)."""
         dims = self.embedder.dimensions
         w_lex, w_vec, w_rec = self.weights
         # Narrow and not materialised: only what scoring needs passes through the plan;
@@ -198,7 +280,9 @@ class MemoryStore:
                        array_inner_product(l.embedding, ?::FLOAT[{dims}]) AS vector,
                        exp(-ln(2) * greatest(epoch(?::TIMESTAMPTZ) - epoch(l.updated_at), 0)
                            / ({self.half_life_days} * 86400)) AS recency, l.importance
-                FROM live l LEFT JOIN bm ON bm.item_id = l.id),
+                FROM live l LEFT JOIN bm ON bm.item_id = l.id
+                WHERE {"true" if candidates is None else
+                       "bm.item_id IS NOT NULL OR l.id IN (SELECT unnest(?::VARCHAR[]))"}),
             best AS (
                 SELECT id, lexical, vector, recency,
                        {w_lex} * lexical / greatest(coalesce(top.most, 0), 1e-9)
@@ -207,7 +291,8 @@ class MemoryStore:
                 FROM scored, top ORDER BY score DESC, id LIMIT ?)
             SELECT i.*, best.lexical, best.vector, best.recency, best.score
             FROM best JOIN items i USING (id) ORDER BY best.score DESC, i.id"""
-        rows = db.execute(sql, [*params, terms, vector, now, limit]).fetchall()
+        chosen = [] if candidates is None else [candidates]
+        rows = db.execute(sql, [*params, terms, vector, now, *chosen, limit]).fetchall()
         names = [d[0] for d in db.description]
         found = []
         for row in rows:
@@ -306,7 +391,14 @@ class MemoryStore:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        self._cached(db, lambda v: v.add([i.id for i in items], [p[1] for p in pairs]))
         return items
+
+    def _cached(self, db: duckdb.DuckDBPyConnection, change: Any) -> None:
+        """Apply a committed write to the similarity matrix, if one is loaded."""
+        vectors = _VECTORS.get(str(self.path))
+        if vectors is not None and vectors.db_id == id(db):
+            change(vectors)
 
     async def update(self, item: MemoryItem, text: str, *, provenance: str | None = None,
                      importance: float | None = None) -> MemoryItem | None:
@@ -337,6 +429,7 @@ class MemoryStore:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+            self._cached(db, lambda v: v.replace(item.id, vector))
             return MemoryItem(id=item.id, text=text, provenance=provenance or item.provenance,
                               scope=item.scope,
                               importance=max(importance or 0.0, item.importance),
@@ -372,6 +465,7 @@ class MemoryStore:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+            self._cached(db, lambda v: v.remove([g[0] for g in gone]))
             return len(gone)
         return await self._run(work)
 

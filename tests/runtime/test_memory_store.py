@@ -690,3 +690,62 @@ async def test_with_the_real_minilm_embedder_a_paraphrase_outranks_an_unrelated_
     [vector] = embedder.embed(["hello"])
     assert len(vector) == MiniLMEmbedder.dimensions == 384
     assert math.isclose(sum(x * x for x in vector), 1.0, rel_tol=1e-4)
+
+
+# --------------------------------------------------------------- ranking candidates first
+
+
+WORDS = [
+    "west", "north", "south", "east", "central", "gadgets", "widgets", "tools", "garden",
+    "office", "electronics", "revenue", "refunds", "orders", "stores", "customers", "quarter",
+    "lead", "growth", "news", "supplier", "price", "holiday", "enterprise", "pending",
+]
+
+
+def facts(count: int) -> list[str]:
+    return [" ".join(WORDS[(n * k + k * k) % len(WORDS)] for k in range(1, 6)) + f" #{n}"
+            for n in range(count)]
+
+
+@pytest.mark.anyio
+async def test_ranking_candidates_by_similarity_gives_the_full_querys_answer(
+        store: MemoryStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    import runtime.memory.store as module
+
+    await store.insert_many(facts(300), provenance="user")
+    await store.insert_many(facts(40), provenance="untrusted:web.search",
+                            scope=Scope(agent="b"))
+    queries = ["west revenue lead", "garden tools", "refunds electronics holiday",
+               "pending orders", "supplier price news", "nothing matches zzz"]
+    cases = [{}, {"scope": Scope(agent="b")}, {"exclude_untrusted": True},
+             {"provenance": ["user"]}]
+
+    async def answers() -> list[list[tuple[str, float]]]:
+        # scores rounded: recency moves by microseconds between the two calls
+        return [[(r.item.id, round(r.score, 4)) for r in await store.recall(
+            q, limit=limit, **case)] for q in queries for case in cases for limit in (1, 5)]
+
+    monkeypatch.setattr(module, "EXACT_FROM", 10**9)   # always the full query
+    full = await answers()
+    monkeypatch.setattr(module, "EXACT_FROM", 0)       # always candidates first ...
+    monkeypatch.setattr(module, "CANDIDATES", 3)       # ... few, so fallbacks happen too
+    assert await answers() == full
+    monkeypatch.setattr(module, "CANDIDATES", 400)
+    assert await answers() == full
+
+
+@pytest.mark.anyio
+async def test_the_similarity_matrix_follows_inserts_updates_and_deletes(
+        store: MemoryStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    import runtime.memory.store as module
+
+    monkeypatch.setattr(module, "EXACT_FROM", 0)
+    await store.insert_many(facts(50), provenance="user")
+    assert texts(await store.recall("garden", limit=1))  # the matrix is loaded now
+    new = await store.insert("aurora borealis over the warehouse", provenance="user")
+    assert texts(await store.recall("aurora borealis", limit=1)) == [new.text]
+    changed = await store.update(new, "zebra crossing outside the shop")
+    assert changed is not None
+    assert texts(await store.recall("zebra crossing", limit=1)) == [changed.text]
+    assert await store.delete([new.id]) == 1
+    assert changed.text not in texts(await store.recall("zebra crossing", limit=5))
