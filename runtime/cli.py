@@ -44,6 +44,8 @@ app = typer.Typer(
 )
 INVALID = 2
 FAILED = 1
+YesOption = Annotated[bool, typer.Option("--yes", "-y",
+                                         help="Approve every step that asks for approval.")]
 
 
 def _stdout() -> Console:
@@ -135,8 +137,7 @@ def run(
     inputs: Annotated[list[str] | None, typer.Option("--input", "-i", metavar="KEY=VALUE",
                                               help="A plan input; repeat for more.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the RunResult as JSON.")] = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y",
-                                      help="Approve every step that asks for approval.")] = False,
+    yes: YesOption = False,
     fail_fast: Annotated[bool, typer.Option("--fail-fast",
                                             help="Cancel the rest at the first failure.")] = False,
     timeout: Annotated[float | None, typer.Option(help="Deadline of the whole run (s).")] = None,
@@ -144,8 +145,8 @@ def run(
     """Validate and run a plan. Exit 0 if it succeeded, 1 if it failed, 2 if it is invalid."""
     tools = _tools()
     interactive = sys.stderr.isatty() and not as_json
-    approver = _approve_all if yes else (_ask_approval if interactive else None)
-    executor = Executor(tools, approver=approver, fail_fast=fail_fast or None)
+    executor = Executor(tools, approver=_approver(yes, interactive),
+                        fail_fast=fail_fast or None)
     try:
         compiled = executor.compile(plan)
         values = _parse_inputs(inputs or [])
@@ -178,6 +179,11 @@ async def _approve_all(*_: Any) -> bool:
     return True
 
 
+def _approver(yes: bool, interactive: bool) -> Any:
+    """--yes approves everything; a terminal asks; otherwise approval steps are refused."""
+    return _approve_all if yes else (_ask_approval if interactive else None)
+
+
 async def _cancel_on_signal(executor: Executor) -> None:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for _ in signals:
@@ -193,8 +199,7 @@ def ask(
     show_plan: Annotated[bool, typer.Option("--show-plan",
                                             help="Print every plan version.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y",
-                                      help="Approve every step that asks for approval.")] = False,
+    yes: YesOption = False,
     no_memory: Annotated[bool, typer.Option("--no-memory",
                                             help="Neither recall nor remember.")] = False,
 ) -> None:
@@ -209,8 +214,7 @@ def ask(
         chosen = make_model(settings, model)
     except DagenticError as exc:
         raise _fail(exc.message) from exc
-    interactive = sys.stderr.isatty() and not as_json
-    approver = _approve_all if yes else (_ask_approval if interactive else None)
+    approver = _approver(yes, sys.stderr.isatty() and not as_json)
     memory = None
     if settings.memory.enabled and not no_memory:
         from .memory import open_memory

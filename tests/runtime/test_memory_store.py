@@ -10,11 +10,9 @@ fact.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import inspect
 import json
 import math
-import re
 import subprocess
 import sys
 import textwrap
@@ -37,32 +35,10 @@ from runtime.memory import (
 )
 from runtime.memory.store import tokenize
 from runtime.models import ScriptedModel
+from tests.embedders import HashEmbedder
 
 ROOT = Path(__file__).resolve().parents[2]
 HOUR = dt.timedelta(hours=1)
-
-
-class HashEmbedder:
-    """TEST ONLY: words hashed (blake2b) into signed buckets, L2-normalised."""
-
-    name = "test-hash"
-
-    def __init__(self, dimensions: int = 64) -> None:
-        self.dimensions = dimensions
-
-    def embed(self, texts: list[str]) -> list[list[float]]:
-        vectors = []
-        for text in texts:
-            vector = [0.0] * self.dimensions
-            for word in re.findall(r"\w+", text.lower()):
-                digest = hashlib.blake2b(word.encode(), digest_size=8).digest()
-                bucket = int.from_bytes(digest[:4], "little") % self.dimensions
-                vector[bucket] += 1.0 if digest[4] & 1 else -1.0
-            norm = math.sqrt(sum(x * x for x in vector))
-            if norm == 0:
-                vector[0], norm = 1.0, 1.0
-            vectors.append([x / norm for x in vector])
-        return vectors
 
 
 EMBEDDER = HashEmbedder()
