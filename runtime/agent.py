@@ -24,7 +24,7 @@ from .models.base import Message, Model, parse_json
 from .models.metered import Metered
 from .plan import Plan, Step
 from .planner import LLMPlanner
-from .reflection import Verification, critique_plan, quote_data, verify_answer
+from .reflection import ModelJudge, Verification, critique_plan, quote_data, verify_answer
 from .result import ErrorInfo, ModelCall, RunResult, RunStatus, StepResult, StepStatus, Usage
 from .settings import AgentSettings, Settings
 from .tools import ToolRegistry
@@ -117,7 +117,7 @@ class _Loop:
                                max_tokens=budgets.max_tokens, max_cost=budgets.max_cost)
         self.executor = Executor(agent.tools, settings=agent.settings, journal=agent.journal,
                                  approver=agent.approver,
-                                 judge=_judge(self.metered.using("judge")))
+                                 judge=ModelJudge(self.metered.using("judge")))
         self.planner = LLMPlanner(self.metered.using("plan"), agent.tools,
                                   max_repairs=budgets.max_repairs, judge=True,
                                   repair_model=self.metered.using("repair"))
@@ -304,12 +304,6 @@ def answer_schema(step_ids: list[str]) -> dict[str, Any]:
         "cited_steps": {"type": "array", "maxItems": 12, "items": {"enum": step_ids}},
         "complete": {"type": "boolean"}},
         "required": ["answer", "cited_steps", "complete"], "additionalProperties": False}
-
-
-def _judge(model: Model) -> Any:
-    from .reflection import ModelJudge
-
-    return ModelJudge(model)
 
 
 def _failure_report(result: RunResult) -> str:
