@@ -121,6 +121,9 @@ class _Loop:
         self.planner = LLMPlanner(self.metered.using("plan"), agent.tools,
                                   max_repairs=budgets.max_repairs, judge=True,
                                   repair_model=self.metered.using("repair"))
+        window = getattr(agent.model, "context_size", None)  # known for local models
+        self.planner.budget = agent.settings.memory.context_tokens or (
+            window - self.planner.max_tokens if window else None)
         self.started_at = datetime.now(UTC)
         self.t0 = time.perf_counter()
         self.plans: list[dict[str, Any]] = []

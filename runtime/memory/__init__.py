@@ -12,14 +12,15 @@ import anyio
 from anyio.lowlevel import RunVar
 
 from ..errors import DagenticError
-from .context import ContextBuilder, ContextItem
+from .context import ContextBuilder, ContextItem, model_summarizer
 from .embeddings import Embedder, MiniLMEmbedder
 from .policy import Decision, ModelPolicy, ThresholdPolicy, WritePolicy
 from .store import MemoryItem, MemoryStore, Recalled, Scope, tokenize
 
 __all__ = ["ContextBuilder", "ContextItem", "Decision", "Embedder", "LongTermMemory",
            "MemoryItem", "MemoryStore", "MiniLMEmbedder", "ModelPolicy", "Recalled", "Scope",
-           "ThresholdPolicy", "WritePolicy", "Written", "open_memory", "tokenize"]
+           "ThresholdPolicy", "WritePolicy", "Written", "model_summarizer", "open_memory",
+           "tokenize"]
 
 RETRIES = 5  # decisions retried when a concurrent writer changed the target first
 _WRITE_LOCKS: RunVar[dict[str, anyio.Lock]] = RunVar("dagentic-memory-write-locks")

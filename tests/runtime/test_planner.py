@@ -437,3 +437,35 @@ async def test_plan_sends_memory_and_failure_report_to_the_model(tools: ToolRegi
     assert '- "a fact"' in sent[1].content
     assert "step x failed" in sent[1].content
 
+
+
+# --------------------------------------------------------------------------- budget
+
+
+@pytest.mark.anyio
+async def test_a_planning_prompt_over_its_budget_drops_context_first_and_keeps_the_goal(
+        tools: ToolRegistry) -> None:
+    planner = LLMPlanner(ScriptedModel([]), tools, budget=2300)
+    context = {"db.describe": json.dumps({"tables": ["orders"] * 800})}
+    memory = ["the West led 2026Q3", "gadgets grow fastest"]
+    report = "- step 'a' (sql.query) failed [invalid_args]: no column city"
+
+    system, user = await planner.fitted_prompt(GOAL, memory=memory, failure_report=report,
+                                               context=context)
+
+    count = planner.model.count_tokens
+    assert count(system.content) + count(user.content) <= 2300
+    assert system.content == SYSTEM
+    assert user.content.startswith(f"Tools:\n{describe_tools(tools)}")
+    assert user.content.endswith(f"Goal: {GOAL}\nAnswer with the plan as JSON.")
+    assert "[1 earlier item evicted to fit the context]" in user.content  # the context
+    assert "What you remember" in user.content and report in user.content
+    assert '"orders"' not in user.content
+
+
+@pytest.mark.anyio
+async def test_without_a_budget_the_planning_prompt_is_whole(tools: ToolRegistry) -> None:
+    planner = LLMPlanner(ScriptedModel([]), tools)
+    context = {"db.describe": json.dumps({"tables": ["orders"] * 800})}
+    assert await planner.fitted_prompt(GOAL, context=context) == planner.prompt(
+        GOAL, context=context)
