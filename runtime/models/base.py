@@ -53,7 +53,8 @@ class Price:
 class Model(Protocol):
     """An async chat model. ``schema`` asks for JSON output matching a JSON schema:
     providers that can constrain decoding (``supports_schema``) do so, the others are
-    asked in the prompt and their output is parsed and repaired."""
+    asked in the prompt and their output is parsed and repaired. ``max_tokens`` may lower
+    the model's own reply limit, never raise it."""
 
     name: str
     supports_schema: bool

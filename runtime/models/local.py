@@ -20,7 +20,9 @@ from .base import Message, ModelError, ModelReply
 __all__ = ["DEFAULT_MODEL", "LlamaCppModel", "default_model_path"]
 
 DEFAULT_MODEL = "gemma-3-270m-q4_k_m"
-_LOADED: dict[tuple[str, int, int], Any] = {}  # one llama per file and context, per process
+# One llama per file and context, per process, with the lock that serialises its use: a
+# llama.cpp context is not thread-safe, and a cancelled call's thread runs on to its end.
+_LOADED: dict[tuple[str, int, int], tuple[Any, threading.Lock]] = {}
 _LOADING = threading.Lock()
 MAX_BOUND = 64  # largest maxLength/maxItems/minItems a grammar may spell out
 _GRAMMARS: dict[str, Any] = {}  # compiled grammars by schema: building one takes a while
@@ -73,8 +75,8 @@ class LlamaCppModel:
                              "a .gguf file")
         key = (str(path), self.context_size, self.threads or 0)
         with _LOADING:
-            llama = _LOADED.get(key)
-            if llama is None:
+            loaded = _LOADED.get(key)
+            if loaded is None:
                 llama = Llama(model_path=str(path), n_ctx=self.context_size,
                               n_threads=self.threads, seed=self.seed, verbose=False)
                 if "tokenizer.chat_template" not in llama.metadata and \
@@ -83,8 +85,9 @@ class LlamaCppModel:
                     # would fall back to Llama 2's [INST] format: use Gemma's own turns.
                     llama.chat_format = "gemma"
                     llama.chat_handler = None
-                _LOADED[key] = llama
-        return llama
+                loaded = _LOADED[key] = (llama, threading.Lock())
+        self._lock = loaded[1]
+        return loaded[0]
 
     async def chat(self, messages: list[Message], *, schema: dict[str, Any] | None = None,
                    max_tokens: int | None = None, temperature: float | None = None
@@ -94,11 +97,11 @@ class LlamaCppModel:
             wire = [m.to_dict() for m in messages]
             if llama.chat_format == "gemma":  # Gemma has no system turn: it opens the first
                 wire = _system_into_first_user_turn(wire)  # user turn, as its template does
-            grammar = self._grammar(llama, schema) if schema is not None else None
             with self._lock:
+                grammar = self._grammar(llama, schema) if schema is not None else None
                 return llama.create_chat_completion(
                     messages=wire, grammar=grammar,
-                    max_tokens=max_tokens or self.max_tokens,
+                    max_tokens=min(max_tokens or self.max_tokens, self.max_tokens),
                     temperature=self.temperature if temperature is None else temperature,
                     seed=self.seed, repeat_penalty=self.repeat_penalty)
 

@@ -53,7 +53,7 @@ class OpenAIModel:
         wire = [m.to_dict() for m in messages]
         kwargs: dict[str, Any] = {
             "model": self.name, "messages": wire,
-            "max_tokens": max_tokens or self.max_tokens,
+            "max_tokens": min(max_tokens or self.max_tokens, self.max_tokens),
             "temperature": self.temperature if temperature is None else temperature}
         if schema is not None and self.structured_output == "json_schema":
             kwargs["response_format"] = {"type": "json_schema", "json_schema": {

@@ -71,7 +71,7 @@ def _free_loaded_models():
     yield
     from runtime.models import local as local_module
 
-    for llama in local_module._LOADED.values():
+    for llama, _ in local_module._LOADED.values():
         llama.close()
     local_module._LOADED.clear()
 
