@@ -260,7 +260,7 @@ def _render_answer(result: Any, tools: ToolRegistry, *, show_plan: bool) -> None
                 console.print(f"  {escape(f'[{sid}]')} {escape(step.tool or 'check')} "
                               f"({step.status.value}): {escape(shown[:160])}",
                               highlight=False, style="dim")
-    if result.error is not None:
+    if result.error is not None and (result.answer or not result.steps):  # else shown above
         console.print(f"[red]{result.error.failure_mode.value}[/red]: "
                       f"{escape(result.error.message)}", highlight=False)
     if result.remembered:
