@@ -17,7 +17,7 @@ import anyio
 from pydantic import Field
 
 from .errors import BudgetExceededError, DagenticError, FailureMode
-from .executor import Approver, Executor
+from .executor import SETTINGS, Approver, Executor
 from .graph import CompiledPlan
 from .journal import Journal
 from .models.base import Message, Model, parse_json
@@ -28,6 +28,7 @@ from .reflection import ModelJudge, Verification, critique_plan, quote_data, ver
 from .result import ErrorInfo, ModelCall, RunResult, RunStatus, StepResult, StepStatus, Usage
 from .settings import AgentSettings, Settings
 from .tools import ToolRegistry
+from .tracing import RUN_ID, Tracing, fail_span, maybe_span, tracing_from_settings
 
 __all__ = ["Agent", "AgentResult", "Budgets", "answer_schema", "planning_context"]
 
@@ -55,6 +56,8 @@ class AgentResult(RunResult):
         default_factory=list, description="Every plan version, in order (plan-file shape).")
     model_calls: list[ModelCall] = Field(default_factory=list)
     run_ids: list[str] = Field(default_factory=list, description="One run per plan version.")
+    agent_run_id: str = Field("", description="The id of the whole agent run: its trace is "
+                                              "`dagentic trace AGENT_RUN_ID`.")
     verification: dict[str, Any] | None = None
     recalled: list[str] = Field(default_factory=list,
                                 description="What long-term memory gave the planner.")
@@ -73,12 +76,15 @@ class Agent:
             into the planner's prompt as quoted data, and a verified answer is remembered.
         budgets: replans, repairs, steps, tokens, cost, wall time (default: settings).
         settings: everything else (default: :class:`Settings`).
+        tracing: where spans and metrics go (default: the ``tracing`` settings; ``None``
+            turns them off).
     """
 
     def __init__(self, model: Model, tools: ToolRegistry | None = None, *,
                  memory: Any = None, budgets: AgentSettings | None = None,
                  settings: Settings | None = None, journal: Journal | None = None,
-                 approver: Approver | None = None) -> None:
+                 approver: Approver | None = None, tracing: Tracing | Any | None = SETTINGS
+                 ) -> None:
         from .plugins import load_tools
 
         self.model = model
@@ -88,21 +94,32 @@ class Agent:
         self.budgets = budgets or self.settings.agent
         self.journal = journal
         self.approver = approver
+        self.tracing: Tracing | None = tracing_from_settings(self.settings) \
+            if tracing is SETTINGS else tracing
 
     async def run(self, goal: str, inputs: dict[str, Any] | None = None) -> AgentResult:
         """Achieve ``goal`` as far as the budgets allow; never raises for a failed goal —
         the result's ``status`` and ``error`` (with its failure mode) say what happened."""
         loop = _Loop(self, goal, inputs or {})
-        try:
-            with anyio.fail_after(self.budgets.max_wall_time):
-                await loop.run()
-        except TimeoutError:
-            loop.fail(BudgetExceededError(
-                f"time budget spent: the run took longer than {self.budgets.max_wall_time:g} s "
-                "(agent.max_wall_time)"))
-        except DagenticError as exc:
-            loop.fail(exc)
-        return loop.result()
+        attributes = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "dagentic",
+                      "gen_ai.request.model": self.model.name, RUN_ID: loop.run_id}
+        if self.tracing is not None and self.tracing.record_content:
+            attributes["dagentic.goal"] = self.tracing.content(goal)
+        with maybe_span(self.tracing, "invoke_agent dagentic", attributes,
+                        root_run_id=loop.run_id) as span:
+            try:
+                with anyio.fail_after(self.budgets.max_wall_time):
+                    await loop.run()
+            except TimeoutError:
+                loop.fail(BudgetExceededError(
+                    f"time budget spent: the run took longer than "
+                    f"{self.budgets.max_wall_time:g} s (agent.max_wall_time)"))
+            except DagenticError as exc:
+                loop.fail(exc)
+            result = loop.result()
+            if span is not None:
+                _describe(span, result)
+        return result
 
 
 class _Loop:
@@ -113,11 +130,15 @@ class _Loop:
         self.goal = goal
         self.inputs = inputs
         budgets = agent.budgets
+        self.run_id = uuid.uuid4().hex
+        self.tracing = agent.tracing
         self.metered = Metered(agent.model, prices=agent.settings.model.prices,
-                               max_tokens=budgets.max_tokens, max_cost=budgets.max_cost)
+                               max_tokens=budgets.max_tokens, max_cost=budgets.max_cost,
+                               tracing=agent.tracing)
         self.executor = Executor(agent.tools, settings=agent.settings, journal=agent.journal,
                                  approver=agent.approver,
-                                 judge=ModelJudge(self.metered.using("judge")))
+                                 judge=ModelJudge(self.metered.using("judge")),
+                                 tracing=agent.tracing)
         self.planner = LLMPlanner(self.metered.using("plan"), agent.tools,
                                   max_repairs=budgets.max_repairs, judge=True,
                                   repair_model=self.metered.using("repair"))
@@ -142,8 +163,14 @@ class _Loop:
         context = await self._context()
         report: str | None = None
         for version in range(1, self.agent.budgets.max_replans + 2):
-            planned = await self.planner.plan(self.goal, memory=memory, failure_report=report,
-                                              context=context)
+            with maybe_span(self.tracing, "plan", {"dagentic.plan.version": version}) as span:
+                if span is not None and report is not None:
+                    span.add_event("replan", {"dagentic.plan.version": version})
+                planned = await self.planner.plan(self.goal, memory=memory,
+                                                  failure_report=report, context=context)
+                if span is not None:
+                    span.set_attributes({"dagentic.plan.attempts": planned.attempts,
+                                         "dagentic.plan.steps": len(planned.compiled.steps)})
             compiled = planned.compiled
             if self.compiled and _same_steps(self.compiled[-1], compiled):
                 break  # the model repeats the plan that just failed: running it again is waste
@@ -156,7 +183,7 @@ class _Loop:
                 if issues and version <= self.agent.budgets.max_replans:
                     report = "A review of the plan found: " + "; ".join(issues)
                     continue
-            result = await self._execute(compiled)
+            result = await self._execute(compiled, version)
             if result.succeeded:
                 break
             report = _failure_report(result)
@@ -194,7 +221,7 @@ class _Loop:
         self.remembered = await memory.remember(
             f"{self.goal} Answer: {self.answer}"[:2000], provenance=provenance)
 
-    async def _execute(self, compiled: CompiledPlan) -> RunResult:
+    async def _execute(self, compiled: CompiledPlan, version: int) -> RunResult:
         reuse = _reusable(self.compiled[-1], self.runs[-1], compiled) if self.runs else {}
         planned_steps = sum(1 for sid, s in compiled.steps.items()
                             if s.tool is not None and sid not in reuse)
@@ -204,8 +231,10 @@ class _Loop:
                 f"{planned_steps} (agent.max_steps is {self.agent.budgets.max_steps})")
         self.metered.check_budget()
         remaining = self.agent.budgets.max_wall_time - (time.perf_counter() - self.t0)
-        result = await self.executor.run(compiled, self.inputs, timeout=max(remaining, 0.001),
-                                         reuse=reuse)
+        result = await self.executor.run(
+            compiled, self.inputs, timeout=max(remaining, 0.001), reuse=reuse,
+            trace_attributes={"dagentic.plan.version": version,
+                              "dagentic.steps.reused": len(reuse)})
         self.steps_used += result.usage.steps - len(reuse)
         self.runs.append(result)
         self.compiled.append(compiled)
@@ -277,7 +306,7 @@ class _Loop:
                     finished_at=self.started_at + timedelta(seconds=wall))
         return AgentResult(
             **base, answer=self.answer, cited_steps=self.cited, plans=self.plans,
-            model_calls=calls, run_ids=[r.run_id for r in self.runs],
+            model_calls=calls, run_ids=[r.run_id for r in self.runs], agent_run_id=self.run_id,
             verification=self.verification.to_dict() if self.verification else None,
             recalled=self.recalled,
             remembered=self.remembered.to_dict() if hasattr(self.remembered, "to_dict")
@@ -297,6 +326,20 @@ async def planning_context(executor: Executor) -> dict[str, str]:
                                limit=CONTEXT_CHARS)
             for i, t in enumerate(tools)
             if result.steps[f"context_{i}"].status is StepStatus.SUCCEEDED}
+
+
+def _describe(span: Any, result: AgentResult) -> None:
+    """The outcome of an agent run on its span: status, failure mode, replans, usage."""
+    usage = result.usage
+    span.set_attributes({
+        "dagentic.status": result.status.value,
+        "dagentic.replans": max(len(result.plans) - 1, 0),
+        "gen_ai.usage.input_tokens": usage.input_tokens,
+        "gen_ai.usage.output_tokens": usage.output_tokens,
+        "dagentic.cost": usage.cost, "dagentic.steps": usage.steps,
+        "dagentic.model_calls": usage.model_calls})
+    if result.error is not None:
+        fail_span(span, None, mode=result.error.failure_mode, message=result.error.message)
 
 
 def answer_schema(step_ids: list[str]) -> dict[str, Any]:

@@ -22,6 +22,8 @@ from typing import Any, Protocol
 import anyio
 import anyio.lowlevel
 from anyio.lowlevel import RunVar
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from .backend import ExecutionBackend, InProcessBackend
@@ -52,6 +54,7 @@ from .result import (
 )
 from .settings import Settings
 from .tools import Tool, ToolContext, ToolRegistry
+from .tracing import FAILURE_MODE, RUN_ID, Tracing, fail_span, tracing_from_settings
 
 __all__ = ["Approver", "Executor", "Judge", "Verdict", "resolve_inputs", "run_plan"]
 
@@ -60,6 +63,7 @@ NEVER_RETRIED = frozenset({
     FailureMode.PLAN_INVALID, FailureMode.BUDGET_EXCEEDED, FailureMode.CANCELLED,
 })
 YIELD_EVERY = 0.001  # seconds a worker may run steps back to back without yielding
+SETTINGS: Any = object()  # "take it from the settings"
 _PENDING, _SUCCEEDED, _FAILED, _SKIPPED, _CANCELLED = (
     StepStatus.PENDING, StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED,
     StepStatus.CANCELLED)
@@ -85,8 +89,8 @@ class Judge(Protocol):
 class _State:
     """Mutable bookkeeping of one step during one run."""
 
-    __slots__ = ("attempts", "error", "finished", "output", "pending", "result", "spec",
-                 "started", "status", "unclean")
+    __slots__ = ("attempts", "error", "finished", "output", "pending", "result", "span",
+                 "spec", "started", "status", "unclean", "waited_for")
 
     def __init__(self, spec: CompiledStep) -> None:
         self.spec = spec
@@ -99,6 +103,8 @@ class _State:
         self.pending = len(spec.deps)
         self.unclean = False  # a dependency ended without succeeding
         self.result: StepResult | None = None  # built when the step finishes
+        self.span: Any = None  # its span while it runs, when tracing
+        self.waited_for: str | None = None  # the dependency that finished last
 
 
 class Executor:
@@ -113,14 +119,19 @@ class Executor:
         approver: asked before a step with ``approval: required`` runs.
         judge: decides ``check.criteria``; without one, plans using criteria are invalid.
         fail_fast: cancel the rest of the run at its first failure.
+        tracing: where spans and metrics go (default: the ``tracing`` settings; ``None``
+            turns them off).
     """
 
     def __init__(self, tools: ToolRegistry, *, settings: Settings | None = None,
                  backend: ExecutionBackend | None = None, journal: Journal | None = None,
                  approver: Approver | None = None, judge: Judge | None = None,
-                 fail_fast: bool | None = None) -> None:
+                 fail_fast: bool | None = None, tracing: Tracing | Any | None = SETTINGS
+                 ) -> None:
         self.tools = tools
         self.settings = settings or Settings()
+        self.tracing: Tracing | None = tracing_from_settings(self.settings) \
+            if tracing is SETTINGS else tracing
         self.backend = backend or InProcessBackend(self.settings.worker_threads)
         self.journal = journal
         self.approver = approver
@@ -162,18 +173,21 @@ class Executor:
     async def run(self, plan: Plan | CompiledPlan | Mapping[str, Any] | str | Path,
                   inputs: Mapping[str, Any] | None = None, *, run_id: str | None = None,
                   timeout: float | None = None,
-                  reuse: Mapping[str, StepResult] | None = None) -> RunResult:
+                  reuse: Mapping[str, StepResult] | None = None,
+                  trace_attributes: Mapping[str, Any] | None = None) -> RunResult:
         """Run ``plan`` to the end and return its :class:`RunResult`.
 
         A run whose caller is cancelled cancels every running step and re-raises the
         cancellation; :meth:`cancel` ends a run early and still returns its result.
         ``reuse`` maps step ids to results of an earlier run that stand for this run's
         steps (a replan keeps what succeeded): those steps are not run again.
+        ``trace_attributes`` are added to the run's span.
         """
         compiled = self.compile(plan)
         values = resolve_inputs(compiled.plan, inputs or {})
         run = _Run(self, compiled, values, run_id or uuid.uuid4().hex, timeout)
         run.reuse = dict(reuse or {})
+        run.trace_attributes = dict(trace_attributes or {})
         self._runs[run.run_id] = run
         try:
             return await run.execute()
@@ -214,14 +228,20 @@ class _Run:
         self.reuse: dict[str, StepResult] = {}
         self.t0 = 0.0
         self.started_at = datetime.now(UTC)  # reset when the run starts
+        self.deadline = float("inf")
+        self.tracing = executor.tracing
+        self.trace_attributes: dict[str, Any] = {}
+        self.span: Any = None
+        self.span_context: Any = None  # the context whose current span is the run's
 
     # -- lifecycle ---------------------------------------------------------------------
 
     async def execute(self) -> RunResult:
         self.t0 = time.perf_counter()
         self.started_at = started_at = datetime.now(UTC)
+        root = self._start_span() if self.tracing is not None else None
         self._event("run_started")
-        deadline = float("inf") if self.timeout is None else \
+        self.deadline = deadline = float("inf") if self.timeout is None else \
             anyio.current_time() + self.timeout
         try:
             with anyio.CancelScope(deadline=deadline) as scope:
@@ -229,9 +249,11 @@ class _Run:
                     self.tg = tg
                     self._dispatch()
         except BaseException:
-            self._close_unfinished(ErrorInfo(failure_mode=FailureMode.CANCELLED,
-                                             message="the run was cancelled by its caller"))
+            error = ErrorInfo(failure_mode=FailureMode.CANCELLED,
+                              message="the run was cancelled by its caller")
+            self._close_unfinished(error)
             self._event("run_finished", status=RunStatus.CANCELLED)
+            self._end_span(RunStatus.CANCELLED, error, root)
             raise
         if scope.cancelled_caught:
             self.stop_error = ErrorInfo(failure_mode=FailureMode.TIMEOUT,
@@ -242,7 +264,31 @@ class _Run:
                     state.error, state.result = self.stop_error, None
         self._close_unfinished(self.stop_error or ErrorInfo(
             failure_mode=FailureMode.CANCELLED, message="the run ended before this step"))
-        return self._result(started_at)
+        result = self._result(started_at)
+        self._end_span(result.status, result.error, root)
+        return result
+
+    def _start_span(self) -> Any:
+        """Start the run's span; returns the token that files the trace under this run
+        when it is the outermost dagentic run."""
+        assert self.tracing is not None
+        self.span = span = self.tracing.tracer.start_span(
+            f"run {self.plan.name}", attributes={
+                RUN_ID: self.run_id, "dagentic.plan": self.plan.name,
+                "dagentic.plan.steps": len(self.states), **self.trace_attributes})
+        self.span_context = trace.set_span_in_context(span)
+        return self.tracing.enter_root(self.run_id, span)
+
+    def _end_span(self, status: RunStatus, error: ErrorInfo | None, root: Any) -> None:
+        tracing, span = self.tracing, self.span
+        if tracing is None or span is None:
+            return
+        span.set_attribute("dagentic.status", status.value)
+        if error is not None:
+            fail_span(span, None, mode=error.failure_mode, message=error.message)
+        span.end()
+        tracing.ended(span)
+        tracing.exit_root(root)
 
     def stop(self, status: StepStatus, error: ErrorInfo) -> None:
         """End the run early: running steps are cancelled, nothing new starts."""
@@ -323,6 +369,7 @@ class _Run:
                     dependent.unclean = True
                 if dependent.pending:
                     continue
+                dependent.waited_for = finished.spec.id  # its last dependency to finish
                 reason = self._blocked(dependent) if dependent.unclean else None
                 if reason is None:
                     self.ready.append(dependent)
@@ -360,6 +407,8 @@ class _Run:
             view["duration"] = state.finished - state.started
         # Built now, while other steps are still waiting, not all at the end of the run.
         state.result = self._step_result(state)
+        if self.tracing is not None:
+            self._end_step_span(state)
         self._event("skipped" if state.status is _SKIPPED else "finished", state)
 
     def _event(self, kind: Any, state: _State | None = None, **extra: Any) -> None:
@@ -378,11 +427,18 @@ class _Run:
         spec = state.spec
         state.started = time.perf_counter()
         reused = self.reuse.get(spec.id)
+        tracing = self.tracing
+        if tracing is not None:
+            state.span = self._step_span(state, reused=reused is not None)
         if reused is not None:
             state.output, state.status = reused.output, _SUCCEEDED
             self._event("reused", state)
             return
         self._event("started", state)
+        # The step's span is current while it runs: model calls in a tool or a check's
+        # judge nest under it.
+        token = otel_context.attach(trace.set_span_in_context(state.span)) \
+            if tracing is not None else None
         try:
             if spec.when is not None and not self._evaluate(spec, "when", spec.when,
                                                             self.scope):
@@ -409,8 +465,51 @@ class _Run:
         except Exception as exc:  # noqa: BLE001 - a step wrapper records any tool failure
             state.status = _FAILED
             state.error = ErrorInfo.from_exception(exc)
+            if state.span is not None:
+                state.span.record_exception(exc, attributes={
+                    FAILURE_MODE: state.error.failure_mode.value})
         finally:
             state.finished = time.perf_counter()
+            if token is not None:
+                otel_context.detach(token)
+
+    def _step_span(self, state: _State, *, reused: bool = False) -> Any:
+        spec = state.spec
+        assert self.tracing is not None
+        tool = spec.step.tool
+        attributes: dict[str, Any] = {"dagentic.step.id": spec.id}
+        if tool is not None:
+            attributes["gen_ai.operation.name"] = "execute_tool"
+            attributes["gen_ai.tool.name"] = tool
+        if state.waited_for is not None:  # what held it back: the critical path's links
+            attributes["dagentic.step.waited_for"] = state.waited_for
+        if reused:
+            attributes["dagentic.step.reused"] = True
+        return self.tracing.tracer.start_span(
+            f"execute_tool {tool}" if tool is not None else f"check {spec.id}",
+            context=self.span_context, attributes=attributes)
+
+    def _end_step_span(self, state: _State) -> None:
+        """End the step's span (a step skipped before it started gets an instant one)."""
+        tracing = self.tracing
+        assert tracing is not None
+        span = state.span or self._step_span(state)
+        state.span = None
+        status = state.status.value
+        span.set_attribute("dagentic.status", status)
+        if state.attempts:
+            span.set_attribute("dagentic.attempts", state.attempts)
+        error = state.error
+        if error is None and state.status is _CANCELLED:
+            error = self.stop_error or ErrorInfo(
+                failure_mode=FailureMode.TIMEOUT if anyio.current_time() >= self.deadline
+                else FailureMode.CANCELLED, message="the run ended before this step finished")
+        if error is not None:
+            fail_span(span, None, mode=error.failure_mode, message=error.message)
+        elif tracing.record_content and state.status is _SUCCEEDED:
+            span.set_attribute("gen_ai.tool.call.result", tracing.content(state.output))
+        span.end()
+        tracing.ended(span)
 
     def _evaluate(self, spec: CompiledStep, where: str, expression: Any,
                   scope: Mapping[str, Any]) -> Any:
@@ -444,12 +543,28 @@ class _Run:
 
         async def worker(group: anyio.abc.TaskGroup) -> None:
             for index, item in work:
+                span = self._item_span(state, index)
+                token = otel_context.attach(trace.set_span_in_context(span)) \
+                    if span is not None else None
                 try:
                     results[index] = await self._call(state, {**self.scope, "item": item})
                 except Exception as exc:  # noqa: BLE001 - re-raised below for the step
+                    if span is not None:
+                        fail_span(span, exc)
                     failure.append((index, exc))
                     group.cancel_scope.cancel()
                     return
+                except BaseException:
+                    if span is not None:
+                        fail_span(span, None, mode=FailureMode.CANCELLED,
+                                  message="cancelled: another item of the step failed or "
+                                          "the run ended")
+                    raise
+                finally:
+                    if token is not None:
+                        otel_context.detach(token)
+                    if span is not None:
+                        span.end()
 
         async with anyio.create_task_group() as group:
             for _ in range(min(width, len(items))):
@@ -468,6 +583,10 @@ class _Run:
         attempts = retry.attempts if retry else 1
         timeout = spec.step.timeout or tool.timeout or self.settings.default_timeout
         limiter = self.executor.limiter(tool.name)
+        tracing = self.tracing
+        if tracing is not None and tracing.record_content:
+            trace.get_current_span().set_attribute("gen_ai.tool.call.arguments",
+                                                   tracing.content(args))
         for attempt in range(1, attempts + 1):
             state.attempts += 1
             self._event("attempt", state)
@@ -492,8 +611,21 @@ class _Run:
             except Exception as exc:
                 if attempt == attempts or not _retryable(exc, retry, tool):
                     raise
+                if tracing is not None:  # the attempt that will be retried, as an event
+                    trace.get_current_span().record_exception(exc, attributes={
+                        FAILURE_MODE: failure_mode_of(exc).value, "dagentic.attempt": attempt,
+                        "dagentic.retried": True})
                 await anyio.sleep(_backoff(retry, attempt))
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _item_span(self, state: _State, index: int) -> Any:
+        """A span for one item of a foreach step, under the step's span."""
+        if self.tracing is None:
+            return None
+        tool = state.spec.step.tool
+        return self.tracing.tracer.start_span(f"execute_tool {tool}", attributes={
+            "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": tool,
+            "dagentic.step.id": state.spec.id, "dagentic.item": index})
 
     def _arguments(self, spec: CompiledStep, tool: Tool, scope: Mapping[str, Any]
                    ) -> dict[str, Any]:

@@ -22,8 +22,9 @@ from pydantic_settings import (
 from .sandbox import Limits
 
 __all__ = ["AgentSettings", "FetchSettings", "LocalSearchSettings", "MemorySettings",
-           "ModelPrice", "ModelSettings", "SandboxSettings", "SearchApiSettings", "Settings",
-           "SqlSettings", "SqlSource", "WebSettings"]
+           "ModelPrice", "ModelSettings", "OtlpSettings", "SandboxSettings",
+           "SearchApiSettings", "Settings", "SqlSettings", "SqlSource", "TracingSettings",
+           "WebSettings"]
 
 
 class SqlSource(BaseModel):
@@ -207,6 +208,42 @@ class MemorySettings(BaseModel):
                                   "context size minus its reply).")
 
 
+class OtlpSettings(BaseModel):
+    """Where the ``otlp`` tracing exporter sends spans and metrics."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint: str | None = Field(
+        None, description="The collector: a base URL for http/protobuf (/v1/traces and "
+                          "/v1/metrics are added), host:port or a URL for grpc; unset: "
+                          "OTEL_EXPORTER_OTLP_ENDPOINT, else the exporter's localhost default.")
+    protocol: Literal["http/protobuf", "grpc"] = "http/protobuf"
+    headers: dict[str, SecretStr] = Field(
+        default_factory=dict, description="Sent with every export (e.g. an API key).")
+    timeout: float = Field(10.0, gt=0, description="Seconds per export.")
+
+
+class TracingSettings(BaseModel):
+    """OpenTelemetry traces and metrics of runs (see runtime/tracing.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    exporter: Literal["jsonl", "console", "otlp", "none"] = Field(
+        "jsonl", description="jsonl: a file per run under runs_dir (what `dagentic trace` "
+                             "and `dagentic report` read); console: stderr; otlp: a "
+                             "collector; none: no spans and no metrics.")
+    otlp: OtlpSettings = Field(default_factory=OtlpSettings)
+    metrics: bool = Field(True, description="Record metrics too.")
+    metrics_interval: float = Field(60.0, gt=0, description="Seconds between metric exports "
+                                                            "(and one at exit).")
+    export_delay: float = Field(1.0, gt=0, description="Seconds spans wait to be exported "
+                                                       "in batches.")
+    record_content: bool = Field(
+        False, description="Record prompts, replies, tool arguments and outputs in spans "
+                           "(they may hold personal or secret data).")
+    service_name: str = Field("dagentic", description="The service.name resource attribute.")
+
+
 class Settings(BaseSettings):
     """Every knob of dagentic, with its default."""
 
@@ -227,7 +264,8 @@ class Settings(BaseSettings):
     default_timeout: float | None = Field(
         300.0, gt=0, description="Seconds per attempt when neither step nor tool sets one.")
     fail_fast: bool = Field(False, description="Cancel the rest of a run at its first failure.")
-    runs_dir: Path = Field(Path(".dagentic/runs"), description="Where run records are kept.")
+    runs_dir: Path = Field(Path(".dagentic/runs"),
+                           description="Where run files (spans, metrics) are kept.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     sql: SqlSettings = Field(default_factory=SqlSettings)
@@ -235,6 +273,7 @@ class Settings(BaseSettings):
     model: ModelSettings = Field(default_factory=ModelSettings)
     agent: AgentSettings = Field(default_factory=AgentSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
 
     @classmethod
     def settings_customise_sources(

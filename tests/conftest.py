@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 from typing import Any
 
@@ -11,6 +13,9 @@ import pytest
 import structlog
 
 from runtime import Settings, ToolError, ToolRegistry, load_tools, tool
+
+# Every run is traced to a JSONL file by default: keep this session's out of the checkout.
+os.environ.setdefault("DAGENTIC_RUNS_DIR", tempfile.mkdtemp(prefix="dagentic-test-runs-"))
 
 
 @pytest.fixture(autouse=True)

@@ -52,6 +52,7 @@ class LlamaCppModel:
                  ) -> None:
         self.path = Path(path).expanduser() if path else None
         self.name = self.path.stem if self.path else DEFAULT_MODEL
+        self.provider = "llama_cpp"
         self.context_size = context_size
         self.threads = threads
         self.max_tokens = max_tokens

@@ -1,5 +1,6 @@
-"""Model calls as part of a run: each one recorded (purpose, tokens, cost, time) and
-checked against the run's token and cost budgets before it is made."""
+"""Model calls as part of a run: each one recorded (purpose, tokens, cost, time), traced
+as a ``chat`` span, and checked against the run's token and cost budgets before it is
+made."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 from ..errors import BudgetExceededError
 from ..result import ErrorInfo, ModelCall
+from ..tracing import Tracing, fail_span
 from .base import Message, Model, ModelReply, Price
 
 __all__ = ["Metered"]
@@ -21,8 +23,10 @@ class Metered:
 
     def __init__(self, model: Model, *, prices: dict[str, Any] | None = None,
                  max_tokens: int | None = None, max_cost: float | None = None,
-                 on_call: Callable[[ModelCall], None] | None = None) -> None:
+                 on_call: Callable[[ModelCall], None] | None = None,
+                 tracing: Tracing | None = None) -> None:
         self.model = model
+        self.tracing = tracing
         self.prices = {k: Price(v.input, v.output) if not isinstance(v, Price) else v
                        for k, v in (prices or {}).items()}
         self.max_tokens = max_tokens
@@ -54,6 +58,24 @@ class Metered:
 
     async def chat(self, purpose: str, messages: list[Message], **kwargs: Any) -> ModelReply:
         self.check_budget()
+        if self.tracing is None:
+            return await self._chat(purpose, messages, None, **kwargs)
+        tracing = self.tracing
+        attributes = {"gen_ai.operation.name": "chat", "gen_ai.request.model": self.model.name,
+                      "dagentic.purpose": purpose}
+        provider = getattr(self.model, "provider", None)
+        if provider:
+            attributes["gen_ai.provider.name"] = provider
+        if kwargs.get("max_tokens"):
+            attributes["gen_ai.request.max_tokens"] = kwargs["max_tokens"]
+        if tracing.record_content:
+            attributes["gen_ai.input.messages"] = tracing.content(
+                [m.to_dict() for m in messages])
+        with tracing.span(f"chat {self.model.name}", attributes) as span:
+            return await self._chat(purpose, messages, span, **kwargs)
+
+    async def _chat(self, purpose: str, messages: list[Message], span: Any, **kwargs: Any
+                    ) -> ModelReply:
         started_at = datetime.now(UTC)
         t0 = time.perf_counter()
         try:
@@ -62,13 +84,27 @@ class Metered:
             self._record(ModelCall(purpose=purpose, model=self.model.name,
                                    started_at=started_at, duration=time.perf_counter() - t0,
                                    error=ErrorInfo.from_exception(exc)))
+            if span is not None:
+                fail_span(span, exc)
             raise
         price = self.prices.get(reply.model) or self.prices.get(self.model.name) or Price()
-        self._record(ModelCall(
+        call = ModelCall(
             purpose=purpose, model=reply.model, input_tokens=reply.input_tokens,
             output_tokens=reply.output_tokens,
             cost=price.cost(reply.input_tokens, reply.output_tokens),
-            started_at=started_at, duration=time.perf_counter() - t0))
+            started_at=started_at, duration=time.perf_counter() - t0)
+        self._record(call)
+        if span is not None:
+            span.set_attributes({
+                "gen_ai.response.model": reply.model,
+                "gen_ai.usage.input_tokens": reply.input_tokens,
+                "gen_ai.usage.output_tokens": reply.output_tokens,
+                "dagentic.cost": call.cost})
+            if reply.finish_reason:
+                span.set_attribute("gen_ai.response.finish_reasons", (reply.finish_reason,))
+            if self.tracing is not None and self.tracing.record_content:
+                span.set_attribute("gen_ai.output.messages", self.tracing.content(
+                    [{"role": "assistant", "content": reply.text}]))
         return reply
 
     def _record(self, call: ModelCall) -> None:

@@ -32,6 +32,7 @@ class OpenAIModel:
         import openai
 
         self.name = name
+        self.provider = "openai"
         self.structured_output = structured_output
         self.supports_schema = structured_output != "none"
         self.stream = stream

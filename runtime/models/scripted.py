@@ -31,6 +31,7 @@ class ScriptedModel:
     def __init__(self, replies: Iterable[Script], *, name: str = "scripted") -> None:
         self.replies = list(replies)
         self.name = name
+        self.provider = "scripted"
         self.calls: list[dict[str, Any]] = []
 
     async def chat(self, messages: list[Message], *, schema: dict[str, Any] | None = None,

@@ -1,0 +1,173 @@
+"""The run files under ``runs_dir``: one JSONL file of spans per run (the default tracing
+exporter), a JSONL file of metrics snapshots, and reading them back for ``dagentic trace``
+and ``dagentic report``.
+
+A line of a run file is one finished span::
+
+    {"name": "execute_tool sql.query", "trace_id": "…32 hex…", "span_id": "…16 hex…",
+     "parent_id": "…" | null, "start": ns, "end": ns, "status": "UNSET" | "OK" | "ERROR",
+     "message": "…" | null, "attributes": {…}, "events": [{"name", "time", "attributes"}],
+     "scope": "dagentic"}
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+__all__ = ["JsonlMetricExporter", "JsonlSpanExporter", "find_run", "read_spans", "run_files",
+           "span_line", "span_record"]
+
+ROOT = "dagentic.root"  # attribute of the outermost dagentic span of a run
+
+
+def _plain(value: Any) -> Any:
+    """JSON for what the encoder does not know: attribute mappings, tuples are lists."""
+    return dict(value) if isinstance(value, Mapping) else str(value)
+
+
+_encode = json.JSONEncoder(default=_plain, ensure_ascii=False, separators=(",", ":")).encode
+
+
+def span_record(span: ReadableSpan) -> dict[str, Any]:
+    """One finished span as a JSON-ready dict (the line format above)."""
+    return json.loads(span_line(span))
+
+
+def span_line(span: ReadableSpan) -> str:
+    """One finished span as a line of a run file (built by hand: it runs for every span)."""
+    ctx = span.context
+    parent = span.parent
+    status = span.status
+    scope = span.instrumentation_scope
+    events = _encode([{"name": e.name, "time": e.timestamp, "attributes": e.attributes}
+                      for e in span.events]) if span.events else "[]"
+    parent_id = f'"{parent.span_id:016x}"' if parent is not None else "null"
+    return (f'{{"name":{_encode(span.name)},"trace_id":"{ctx.trace_id:032x}",'
+            f'"span_id":"{ctx.span_id:016x}","parent_id":{parent_id},'
+            f'"start":{span.start_time},"end":{span.end_time},'
+            f'"status":"{status.status_code.name}","message":{_encode(status.description)},'
+            f'"attributes":{_encode(dict(span.attributes))},"events":{events},'
+            f'"scope":{_encode(scope.name if scope is not None else None)}}}')
+
+
+class JsonlSpanExporter(SpanExporter):
+    """Appends finished spans to ``<runs_dir>/<run_id>.jsonl``, the file of the dagentic run
+    at the root of the span's trace (``<trace_id>.jsonl`` when dagentic started no run in
+    that trace). :meth:`route` is told each root as it starts."""
+
+    def __init__(self, runs_dir: Path) -> None:
+        self.runs_dir = Path(runs_dir)
+        self._routes: dict[int, list[Any]] = {}  # trace id -> [run id, roots not exported]
+        self._lock = threading.Lock()
+
+    def route(self, trace_id: int, run_id: str) -> None:
+        with self._lock:
+            entry = self._routes.get(trace_id)
+            if entry is None:
+                self._routes[trace_id] = [run_id, 1]
+            else:
+                entry[1] += 1
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        files: dict[str, list[str]] = {}
+        with self._lock:
+            for span in spans:
+                trace_id = span.context.trace_id
+                entry = self._routes.get(trace_id)
+                name = entry[0] if entry is not None else f"{trace_id:032x}"
+                files.setdefault(name, []).append(span_line(span))
+                if entry is not None and (span.attributes or {}).get(ROOT):
+                    entry[1] -= 1
+                    if entry[1] == 0:  # every root of the trace is written: forget it
+                        del self._routes[trace_id]
+        try:
+            self.runs_dir.mkdir(parents=True, exist_ok=True)
+            for name, lines in files.items():
+                with run_file(self.runs_dir, name).open("a", encoding="utf-8") as out:
+                    out.write("\n".join(lines) + "\n")
+        except OSError as exc:
+            print(f"dagentic: cannot write spans to {self.runs_dir}: {exc}", file=sys.stderr)
+            return SpanExportResult.FAILURE
+        return SpanExportResult.SUCCESS
+
+
+class JsonlMetricExporter(MetricExporter):
+    """Appends each metrics snapshot (OTLP-shaped JSON) as one line to ``path``."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = Path(path)
+
+    def export(self, metrics_data: Any, timeout_millis: float = 10_000,
+               **kwargs: Any) -> MetricExportResult:
+        if not any(scope.metrics for resource in metrics_data.resource_metrics
+                   for scope in resource.scope_metrics):
+            return MetricExportResult.SUCCESS
+        line = json.dumps(json.loads(metrics_data.to_json()), separators=(",", ":"))
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a", encoding="utf-8") as out:
+                out.write(line + "\n")
+        except OSError:
+            return MetricExportResult.FAILURE
+        return MetricExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        pass
+
+
+def run_file(runs_dir: Path, run_id: str) -> Path:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id).lstrip(".")
+    return Path(runs_dir) / f"{safe or 'run'}.jsonl"
+
+
+def run_files(runs_dir: Path) -> list[Path]:
+    """The run files in ``runs_dir``, newest first."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        return []
+    files = [p for p in runs_dir.glob("*.jsonl") if p.name != "metrics.jsonl"]
+    return sorted(files, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def read_spans(path: Path) -> Iterator[dict[str, Any]]:
+    """The spans of a run file; a line cut short by a crash is skipped."""
+    with Path(path).open(encoding="utf-8") as lines:
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and "span_id" in record:
+                yield record
+
+
+def find_run(runs_dir: Path, run_id: str) -> Path | None:
+    """The file holding run ``run_id``: ``<run_id>.jsonl``, the one file whose name starts
+    with ``run_id``, or the newest file with a span of that run (a plan version of an
+    agent run is filed under the agent run)."""
+    exact = run_file(runs_dir, run_id)
+    if exact.is_file():
+        return exact
+    files = run_files(runs_dir)
+    prefixed = [p for p in files if p.stem.startswith(run_id)]
+    if len(prefixed) == 1:
+        return prefixed[0]
+    needle = json.dumps(run_id)
+    for path in files:
+        with path.open(encoding="utf-8") as text:
+            if any(needle in line for line in text):
+                return path
+    return None
