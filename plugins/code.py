@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 from typing import Any
 
+from opentelemetry import trace
 from pydantic import JsonValue
 
 from runtime import (
@@ -46,6 +47,9 @@ async def python(code: str, context: ToolContext, vars: dict[str, JsonValue] | N
         outcome = await sandbox.run(code, vars=vars, files=files)
     except ValueError as exc:  # what cannot cross the boundary as JSON
         raise ToolError(f"code.python: {exc}") from exc
+    trace.get_current_span().set_attributes({  # the step's span, when the run is traced
+        "dagentic.sandbox.backend": outcome.backend,
+        "dagentic.sandbox.exit_reason": outcome.exit_reason})
     _raise_for(outcome)
     return {
         "result": outcome.result,

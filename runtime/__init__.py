@@ -62,6 +62,7 @@ from .sandbox import (
 )
 from .settings import SandboxSettings, Settings
 from .tools import Tool, ToolContext, ToolRegistry, tool
+from .tracing import Tracing, tracing_from_settings
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -127,6 +128,7 @@ __all__ = [
     "ToolError",
     "ToolNotFoundError",
     "ToolRegistry",
+    "Tracing",
     "Usage",
     "Verdict",
     "Verification",
@@ -147,5 +149,6 @@ __all__ = [
     "to_dot",
     "to_mermaid",
     "tool",
+    "tracing_from_settings",
     "verify_answer",
 ]

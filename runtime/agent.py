@@ -110,6 +110,12 @@ class Agent:
             try:
                 with anyio.fail_after(self.budgets.max_wall_time):
                     await loop.run()
+            except anyio.get_cancelled_exc_class():
+                if span is not None:
+                    span.set_attribute("dagentic.status", "cancelled")
+                    fail_span(span, None, mode=FailureMode.CANCELLED,
+                              message="the agent run was cancelled by its caller")
+                raise
             except TimeoutError:
                 loop.fail(BudgetExceededError(
                     f"time budget spent: the run took longer than "

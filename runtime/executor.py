@@ -304,6 +304,8 @@ class _Run:
                 state.result = None
             if state.status is _PENDING:
                 state.status, state.error = _CANCELLED, error
+                if self.tracing is not None:  # a step that never started: an instant span
+                    self._end_step_span(state)
             if state.status is _CANCELLED and state.error is None:
                 state.error = error
             if state.started is not None and state.finished is None:
@@ -501,9 +503,12 @@ class _Run:
             span.set_attribute("dagentic.attempts", state.attempts)
         error = state.error
         if error is None and state.status is _CANCELLED:
-            error = self.stop_error or ErrorInfo(
-                failure_mode=FailureMode.TIMEOUT if anyio.current_time() >= self.deadline
-                else FailureMode.CANCELLED, message="the run ended before this step finished")
+            error = self.stop_error or (ErrorInfo(
+                failure_mode=FailureMode.TIMEOUT,
+                message=f"the run's deadline of {self.timeout}s passed")
+                if anyio.current_time() >= self.deadline else ErrorInfo(
+                failure_mode=FailureMode.CANCELLED,
+                message="the run ended before this step finished"))
         if error is not None:
             fail_span(span, None, mode=error.failure_mode, message=error.message)
         elif tracing.record_content and state.status is _SUCCEEDED:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,6 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 __all__ = ["JsonlMetricExporter", "JsonlSpanExporter", "find_run", "read_spans", "run_files",
            "span_line", "span_record"]
 
-ROOT = "dagentic.root"  # attribute of the outermost dagentic span of a run
 
 
 def _plain(value: Any) -> Any:
@@ -60,35 +58,22 @@ def span_line(span: ReadableSpan) -> str:
 
 
 class JsonlSpanExporter(SpanExporter):
-    """Appends finished spans to ``<runs_dir>/<run_id>.jsonl``, the file of the dagentic run
-    at the root of the span's trace (``<trace_id>.jsonl`` when dagentic started no run in
-    that trace). :meth:`route` is told each root as it starts."""
+    """Appends finished spans to ``<runs_dir>/<run_id>.jsonl``: the file of the dagentic run
+    at the root of the span's call tree (told by :meth:`export_routed`), else
+    ``<trace_id>.jsonl``."""
 
     def __init__(self, runs_dir: Path) -> None:
         self.runs_dir = Path(runs_dir)
-        self._routes: dict[int, list[Any]] = {}  # trace id -> [run id, roots not exported]
-        self._lock = threading.Lock()
-
-    def route(self, trace_id: int, run_id: str) -> None:
-        with self._lock:
-            entry = self._routes.get(trace_id)
-            if entry is None:
-                self._routes[trace_id] = [run_id, 1]
-            else:
-                entry[1] += 1
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return self.export_routed(spans, [None] * len(spans))
+
+    def export_routed(self, spans: Sequence[ReadableSpan], roots: Sequence[str | None]
+                      ) -> SpanExportResult:
         files: dict[str, list[str]] = {}
-        with self._lock:
-            for span in spans:
-                trace_id = span.context.trace_id
-                entry = self._routes.get(trace_id)
-                name = entry[0] if entry is not None else f"{trace_id:032x}"
-                files.setdefault(name, []).append(span_line(span))
-                if entry is not None and (span.attributes or {}).get(ROOT):
-                    entry[1] -= 1
-                    if entry[1] == 0:  # every root of the trace is written: forget it
-                        del self._routes[trace_id]
+        for span, root in zip(spans, roots, strict=True):
+            name = root if root is not None else format(span.context.trace_id, "032x")
+            files.setdefault(name, []).append(span_line(span))
         try:
             self.runs_dir.mkdir(parents=True, exist_ok=True)
             for name, lines in files.items():

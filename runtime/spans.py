@@ -33,7 +33,7 @@ from opentelemetry.trace.span import TraceState
 
 from .journal import get_logger
 
-__all__ = ["FastTracerProvider"]
+__all__ = ["FastSpan", "FastTracer", "FastTracerProvider"]
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NO_STATE = TraceState()
@@ -66,7 +66,7 @@ class FastTracerProvider(trace.TracerProvider):
         self.dropped = 0
         # Waking the thread often makes it fight the event loop for the GIL mid-run.
         self._wake_at = max(max_queue // 10, 1)
-        self._queue: deque[_Span] = deque()
+        self._queue: deque[FastSpan] = deque()
         self._wake = threading.Event()
         self._idle = threading.Condition()
         self._busy = False
@@ -93,7 +93,7 @@ class FastTracerProvider(trace.TracerProvider):
 
     # -- the queue and its thread --------------------------------------------------------
 
-    def _finished(self, span: _Span) -> None:
+    def _finished(self, span: FastSpan) -> None:
         if self._stopped:
             return
         queue = self._queue
@@ -132,11 +132,18 @@ class FastTracerProvider(trace.TracerProvider):
         queue = self._queue
         while queue:
             batch: list[ReadableSpan] = []
+            roots: list[str | None] = []
             while queue and len(batch) < self.max_batch:
-                batch.append(queue.popleft()._readable(self.resource))
+                span = queue.popleft()
+                batch.append(span._readable(self.resource))
+                roots.append(span.root)
             for exporter in self.exporters:
                 try:
-                    exporter.export(batch)
+                    routed = getattr(exporter, "export_routed", None)
+                    if routed is not None:  # wants to know each span's root run
+                        routed(batch, roots)
+                    else:
+                        exporter.export(batch)
                 except Exception as exc:  # noqa: BLE001 - a broken exporter must not kill tracing
                     _log.warning("span export failed", exporter=type(exporter).__name__,
                                  error=str(exc))
@@ -186,21 +193,25 @@ class FastTracer(trace.Tracer):
                    attributes: Mapping[str, Any] | None = None,
                    links: Sequence[trace.Link] | None = None, start_time: int | None = None,
                    record_exception: bool = True, set_status_on_exception: bool = True
-                   ) -> _Span:
-        parent = trace.get_current_span(context).get_span_context()
+                   ) -> FastSpan:
+        parent_span = trace.get_current_span(context)
+        parent = parent_span.get_span_context()
         if parent.is_valid:
-            trace_id = parent.trace_id
+            trace_id, state = parent.trace_id, parent.trace_state
         else:
-            parent, trace_id = None, random.getrandbits(128) or 1
+            parent, trace_id, state = None, random.getrandbits(128) or 1, _NO_STATE
         span_context = SpanContext(trace_id, random.getrandbits(64) or 1, False, _SAMPLED,
-                                   _NO_STATE)
+                                   state)
         attrs = dict(attributes) if attributes else {}
         for value in attrs.values():
             if type(value) not in _VALUE_TYPES:
                 attrs = _clean(attrs)
                 break
-        return _Span(self, name, span_context, parent, kind, attrs, links,
+        span = FastSpan(self, name, span_context, parent, kind, attrs, links,
                      start_time or time.time_ns(), record_exception, set_status_on_exception)
+        if type(parent_span) is FastSpan:
+            span.root = parent_span.root
+        return span
 
     @contextmanager
     def start_as_current_span(self, name: str, context: Context | None = None,
@@ -209,7 +220,7 @@ class FastTracer(trace.Tracer):
                               links: Sequence[trace.Link] | None = None,
                               start_time: int | None = None, record_exception: bool = True,
                               set_status_on_exception: bool = True, end_on_exit: bool = True
-                              ) -> Iterator[_Span]:
+                              ) -> Iterator[FastSpan]:
         span = self.start_span(name, context, kind, attributes, links, start_time,
                                record_exception, set_status_on_exception)
         with trace.use_span(span, end_on_exit=end_on_exit,
@@ -218,13 +229,13 @@ class FastTracer(trace.Tracer):
             yield current
 
 
-class _Span(trace.Span):
+class FastSpan(trace.Span):
     """A recording span: a record until it ends, then a ``ReadableSpan`` on the exporter
     thread."""
 
     __slots__ = ("_context", "_ended", "_record_exception", "_set_status_on_exception",
                  "attributes", "end_time", "events", "kind", "links", "name", "parent",
-                 "start_time", "status", "tracer")
+                 "root", "start_time", "status", "tracer")
 
     def __init__(self, tracer: FastTracer, name: str, context: SpanContext,
                  parent: SpanContext | None, kind: SpanKind, attributes: dict[str, Any],
@@ -244,6 +255,7 @@ class _Span(trace.Span):
         self._ended = False
         self._record_exception = record_exception
         self._set_status_on_exception = set_status_on_exception
+        self.root: str | None = None  # the run whose file it goes to (inherited)
 
     def get_span_context(self) -> SpanContext:
         return self._context

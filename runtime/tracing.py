@@ -42,13 +42,14 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import Span, Status, StatusCode, TracerProvider
 
 from .errors import DagenticError, FailureMode, failure_mode_of
+from .spans import FastSpan, FastTracerProvider
 
 __all__ = ["CONTENT_LIMIT", "SpanMetrics", "Tracing", "fail_span", "maybe_span",
            "tracing_from_settings"]
 
 CONTENT_LIMIT = 16_000  # characters of one recorded prompt, argument set or output
 RUN_ID = "dagentic.run_id"
-ROOT = "dagentic.root"  # the outermost dagentic span of a call tree; its run names the file
+ROOT = "dagentic.root"  # on the outermost dagentic span of a call tree: its run names the file
 FAILURE_MODE = "dagentic.failure_mode"
 SCOPE = "dagentic"
 
@@ -72,18 +73,14 @@ class Tracing:
             in-memory exporter in tests).
         meter_provider: where metrics go (default: no metrics).
         record_content: also record prompts, replies, tool arguments and outputs.
-        routes: told which run each new root span's trace belongs to (the JSONL
-            exporter files spans by run).
     """
 
     def __init__(self, tracer_provider: TracerProvider, meter_provider: MeterProvider | None
-                 = None, *, record_content: bool = False,
-                 routes: Any = None) -> None:
+                 = None, *, record_content: bool = False) -> None:
         self.tracer_provider = tracer_provider
         self.meter_provider = meter_provider
         self.tracer = tracer_provider.get_tracer(SCOPE, _version())
         self.record_content = record_content
-        self._routes = routes
         self.span_metrics = SpanMetrics(meter_provider) if meter_provider else None
         self._inline_metrics = None
         if self.span_metrics is not None:
@@ -101,8 +98,8 @@ class Tracing:
         if _root_run.get() is not None:
             return None
         span.set_attribute(ROOT, True)
-        if self._routes is not None:
-            self._routes.route(span.get_span_context().trace_id, run_id)
+        if isinstance(span, FastSpan):  # its descendants inherit it: their file
+            span.root = run_id
         return _root_run.set(run_id)
 
     def exit_root(self, token: Any) -> None:
@@ -123,7 +120,9 @@ class Tracing:
                                 set_status_on_exception=False):
                 yield span
         except BaseException as exc:
-            fail_span(span, exc)
+            if getattr(getattr(span, "status", None), "status_code", None) is not \
+                    StatusCode.ERROR:  # unless the block said why already
+                fail_span(span, exc)
             raise
         finally:
             span.end()
@@ -270,7 +269,8 @@ def tracing_from_settings(settings: Any) -> Tracing | None:
     process and configuration, with its own providers, so nothing global is touched."""
     config = settings.tracing
     runs_dir = Path(settings.runs_dir).resolve()
-    key = (config.model_dump_json(), str(runs_dir))
+    secrets = sorted((k, v.get_secret_value()) for k, v in config.otlp.headers.items())
+    key = (config.model_dump_json(), str(runs_dir), tuple(secrets))  # the dump masks secrets
     with _cache_lock:
         if key not in _cache:
             _cache[key] = _build(config, runs_dir)
@@ -284,16 +284,13 @@ def _build(config: Any, runs_dir: Path) -> Tracing | None:
     from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
     from opentelemetry.sdk.resources import Resource
 
-    from .spans import FastTracerProvider
-
     resource = Resource.create({"service.name": config.service_name,
                                 "service.version": _version()})
-    routes = None
     if config.exporter == "jsonl":
         from .runfiles import JsonlMetricExporter, JsonlSpanExporter
 
-        routes = JsonlSpanExporter(runs_dir)
-        spans, metrics = routes, JsonlMetricExporter(runs_dir / "metrics.jsonl")
+        spans, metrics = JsonlSpanExporter(runs_dir), JsonlMetricExporter(
+            runs_dir / "metrics.jsonl")
     elif config.exporter == "console":
         from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
@@ -310,8 +307,7 @@ def _build(config: Any, runs_dir: Path) -> Tracing | None:
             metrics, export_interval_millis=config.metrics_interval * 1000)
         meter_provider = SdkMeterProvider(metric_readers=[reader], resource=resource,
                                           shutdown_on_exit=False)
-    tracing = Tracing(tracer_provider, meter_provider, record_content=config.record_content,
-                      routes=routes)
+    tracing = Tracing(tracer_provider, meter_provider, record_content=config.record_content)
     atexit.register(tracing.shutdown)  # in that order: metrics come from the last spans
     return tracing
 

@@ -118,5 +118,7 @@ def tools() -> ToolRegistry:
 
 @pytest.fixture
 def settings() -> Settings:
-    """Settings that ignore any dagentic.toml or DAGENTIC_* variables around the tests."""
-    return Settings(_env_prefix="DAGENTIC_TEST_UNUSED_")  # type: ignore[call-arg]
+    """Settings that ignore any dagentic.toml or DAGENTIC_* variables around the tests
+    (but write their run files where this session's go)."""
+    return Settings(_env_prefix="DAGENTIC_TEST_UNUSED_",  # type: ignore[call-arg]
+                    runs_dir=os.environ["DAGENTIC_RUNS_DIR"])

@@ -76,6 +76,7 @@ PUBLIC_API = [
     "ToolError",
     "ToolNotFoundError",
     "ToolRegistry",
+    "Tracing",
     "Usage",
     "Verdict",
     "Verification",
@@ -96,6 +97,7 @@ PUBLIC_API = [
     "to_dot",
     "to_mermaid",
     "tool",
+    "tracing_from_settings",
     "verify_answer",
 ]
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import BudgetExceededError
 from ..result import ErrorInfo, ModelCall
-from ..tracing import Tracing, fail_span
+from ..tracing import Tracing
 from .base import Message, Model, ModelReply, Price
 
 __all__ = ["Metered"]
@@ -84,9 +84,7 @@ class Metered:
             self._record(ModelCall(purpose=purpose, model=self.model.name,
                                    started_at=started_at, duration=time.perf_counter() - t0,
                                    error=ErrorInfo.from_exception(exc)))
-            if span is not None:
-                fail_span(span, exc)
-            raise
+            raise  # the span records it
         price = self.prices.get(reply.model) or self.prices.get(self.model.name) or Price()
         call = ModelCall(
             purpose=purpose, model=reply.model, input_tokens=reply.input_tokens,

@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             data, sources = "sample", {}
         # Defaults, but blind to any dagentic.toml or DAGENTIC_* variables around it.
         settings = Settings(_env_prefix="DAGENTIC_BENCH_UNUSED_",  # type: ignore[call-arg]
-                            sql={"sources": sources})
+                            sql={"sources": sources}, tracing={"exporter": "none"})
         results = anyio.run(measure, settings, repeat, backend="asyncio")
     results["query"]["data"] = data
     guard_p50 = results["guard"]["p50_ms"]

@@ -6,7 +6,8 @@ Modes, each on the same plans of no-op steps (chain-2000, fanout-2000, layered-2
   off            tracing off (Executor(tracing=None))
   noop           spans to an exporter that drops them, no metrics
   noop+metrics   the same, plus metrics derived from the spans (in-memory reader)
-  jsonl          the default settings: a JSONL file per run plus metrics to metrics.jsonl
+  jsonl          spans to a JSONL file per run, no metrics
+  jsonl+metrics  the default settings: a JSONL file per run plus metrics to metrics.jsonl
 
 Two times per run: "loop" is the run as its caller sees it (spans are exported by a
 background thread, partly while the run goes on); "total" also waits until every span of
@@ -50,12 +51,16 @@ class DropSpans(SpanExporter):
 
 def modes(runs_dir: Path) -> dict[str, Tracing | None]:
     settings = Settings(_env_prefix="DAGENTIC_BENCH_UNUSED_", runs_dir=runs_dir)  # type: ignore[call-arg]
+    spans_only = settings.model_copy(update={
+        "tracing": settings.tracing.model_copy(update={"metrics": False}),
+        "runs_dir": runs_dir / "spans-only"})
     return {
         "off": None,
         "noop": Tracing(FastTracerProvider([DropSpans()])),
         "noop+metrics": Tracing(FastTracerProvider([DropSpans()]),
                                 MeterProvider(metric_readers=[InMemoryMetricReader()])),
-        "jsonl": tracing_from_settings(settings),
+        "jsonl": tracing_from_settings(spans_only),
+        "jsonl+metrics": tracing_from_settings(settings),
     }
 
 
@@ -123,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 + (f" (+{r['added_total_us']:.1f}; loop +{r['added_loop_us']:.1f})"
                    if name != "off" else "") for name, r in row.items()))
     worst = {name: max(results[p.name][name]["added_total_us"] for p in plans)
-             for name in ("noop", "noop+metrics", "jsonl")}
+             for name in ("noop", "noop+metrics", "jsonl", "jsonl+metrics")}
     results["targets"] = {name: {"worst_added_us": value, "target": TARGET_ADDED_US,
                                  "met": value <= TARGET_ADDED_US}
                           for name, value in worst.items()}

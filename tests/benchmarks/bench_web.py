@@ -336,7 +336,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         # Defaults, but blind to any dagentic.toml or DAGENTIC_* variables around it.
         settings = Settings(_env_prefix="DAGENTIC_BENCH_UNUSED_",  # type: ignore[call-arg]
                             web={"backend": "local", "local": {"index_dir": index_dir},
-                                 "cache_dir": Path(tmp) / "cache", "cache_ttl": 0})
+                                 "cache_dir": Path(tmp) / "cache", "cache_ttl": 0},
+                            tracing={"exporter": "none"})
         tool_times, tool_counts = anyio.run(timed_tool, settings, queries[:args.tool_queries],
                                             backend="asyncio")
         tool = {**summary(tool_times), "results_mean": statistics.fmean(tool_counts)}

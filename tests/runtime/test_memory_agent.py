@@ -10,6 +10,7 @@ tiny deterministic test embedder (hashed bag of words, 64 dimensions).
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,7 +51,7 @@ def memory_path(tmp_path: Path) -> Iterator[Path]:
 @pytest.fixture
 def memory_settings(memory_path: Path) -> Settings:
     return Settings(_env_prefix="DAGENTIC_TEST_UNUSED_",  # type: ignore[call-arg]
-                    memory={"path": memory_path})
+                    memory={"path": memory_path}, runs_dir=os.environ["DAGENTIC_RUNS_DIR"])
 
 
 @pytest.fixture

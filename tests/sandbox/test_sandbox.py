@@ -78,7 +78,7 @@ def api() -> Any:
 def settings_with(**sandbox: Any) -> Settings:
     """Settings blind to dagentic.toml and DAGENTIC_* variables, with these sandbox ones."""
     return Settings(_env_prefix="DAGENTIC_TEST_UNUSED_",  # type: ignore[call-arg]
-                    sandbox=SandboxSettings(**sandbox))
+                    sandbox=SandboxSettings(**sandbox), runs_dir=os.environ["DAGENTIC_RUNS_DIR"])
 
 
 # -- results --------------------------------------------------------------------------------
