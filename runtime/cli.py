@@ -168,11 +168,24 @@ def run(
             result = anyio.run(main)
     else:
         result = anyio.run(main)
+    _flush_trace(executor.tracing)
     if as_json:
         print(result.model_dump_json(indent=2))
     else:
         render_result(result, _stdout(), steps=progress is None)
+    _trace_hint(executor.settings, result.run_id)
     raise typer.Exit(0 if result.status is RunStatus.SUCCEEDED else FAILED)
+
+
+def _flush_trace(tracing: Any) -> None:
+    """Write the run's spans out now, so its file is complete when the command ends."""
+    if tracing is not None:
+        tracing.flush()
+
+
+def _trace_hint(settings: Settings, run_id: str) -> None:
+    if settings.tracing.exporter == "jsonl" and run_id:
+        _stderr().print(f"[dim]trace: dagentic trace {escape(run_id)}[/dim]", highlight=False)
 
 
 async def _approve_all(*_: Any) -> bool:
@@ -223,10 +236,12 @@ def ask(
     agent = Agent(chosen, tools, settings=settings, journal=LogJournal(), approver=approver,
                   memory=memory)
     result = anyio.run(agent.run, goal)
+    _flush_trace(agent.tracing)
     if as_json:
         print(result.model_dump_json(indent=2))
     else:
         _render_answer(result, tools, show_plan=show_plan)
+    _trace_hint(settings, result.agent_run_id)
     raise typer.Exit(0 if result.status is RunStatus.SUCCEEDED else FAILED)
 
 
@@ -362,6 +377,69 @@ def graph(
         print(text, end="")
     else:
         output.write_text(text, encoding="utf-8")
+
+
+@app.command()
+def trace(
+    run_id: Annotated[str, typer.Argument(help="A run id (or its start), as `dagentic run` "
+                                               "and `dagentic ask` print it.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the analysis as JSON.")] = False,
+) -> None:
+    """Show a traced run: a timeline of its steps, the critical path, failures and usage."""
+    from . import traceview
+    from .runfiles import find_run, read_spans
+
+    settings = Settings()
+    path = find_run(settings.runs_dir, run_id)
+    if path is None:
+        exporter = settings.tracing.exporter
+        now = "" if exporter == "jsonl" else f"; it is '{exporter}' now"
+        raise _fail(f"no trace of run '{run_id}' in {settings.runs_dir}: runs are traced "
+                    f"there when tracing.exporter is 'jsonl' (the default){now}")
+    spans = list(read_spans(path))
+    if not spans:
+        raise _fail(f"{path} holds no spans")
+    analysis = traceview.analyse(spans, run_id)
+    if as_json:
+        print(json.dumps({"file": str(path), **analysis}, indent=2, ensure_ascii=False))
+        return
+    traceview.render_trace(analysis, _stdout())
+
+
+@app.command()
+def report(
+    since: Annotated[str | None, typer.Option(
+        help="Only runs started since: a duration (30m, 1h, 2d) or an ISO date "
+             "(2026-01-31, 2026-01-31T09:00).")] = None,
+    png: Annotated[Path | None, typer.Option("--png", metavar="FILE",
+                                             help="Also draw the report as a PNG chart.")]
+    = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Totals over the traced runs: runs by status, failure modes, step latency per tool."""
+    from . import traceview
+
+    try:
+        after = traceview.parse_since(since) if since is not None else None
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    if png is not None:
+        try:
+            import matplotlib  # noqa: F401 - only to say early that it is missing
+        except ImportError:
+            raise _fail("--png needs matplotlib: pip install 'dagentic[charts]'") from None
+    data = traceview.report(Settings().runs_dir, after)
+    if png is not None:
+        try:
+            traceview.write_png(data, png)
+        except OSError as exc:
+            raise _fail(f"cannot write {png}: {exc}") from exc
+    if as_json:
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+    else:
+        traceview.render_report(data, _stdout())
+    if png is not None:
+        _stderr().print(f"[dim]chart: {escape(str(png))}[/dim]", highlight=False)
 
 
 sandbox_app = typer.Typer(help="Run code in the sandbox.", no_args_is_help=True)

@@ -215,12 +215,15 @@ class OtlpSettings(BaseModel):
 
     endpoint: str | None = Field(
         None, description="The collector: a base URL for http/protobuf (/v1/traces and "
-                          "/v1/metrics are added), host:port or a URL for grpc; unset: "
+                          "/v1/metrics are added); for grpc http://host:port (plaintext) or "
+                          "https://host:port / host:port (TLS); unset: "
                           "OTEL_EXPORTER_OTLP_ENDPOINT, else the exporter's localhost default.")
     protocol: Literal["http/protobuf", "grpc"] = "http/protobuf"
     headers: dict[str, SecretStr] = Field(
         default_factory=dict, description="Sent with every export (e.g. an API key).")
-    timeout: float = Field(10.0, gt=0, description="Seconds per export.")
+    timeout: float = Field(5.0, gt=0, description="Seconds per export (a collector that "
+                                                  "does not answer delays the CLI's exit by "
+                                                  "about twice this).")
 
 
 class TracingSettings(BaseModel):

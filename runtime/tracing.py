@@ -81,6 +81,7 @@ class Tracing:
         self.meter_provider = meter_provider
         self.tracer = tracer_provider.get_tracer(SCOPE, _version())
         self.record_content = record_content
+        self._shut = False
         self.span_metrics = SpanMetrics(meter_provider) if meter_provider else None
         self._inline_metrics = None
         if self.span_metrics is not None:
@@ -150,7 +151,11 @@ class Tracing:
 
     def shutdown(self) -> None:
         """Export what is left and stop: spans first, then the metrics derived from them.
-        Only for providers this Tracing was built with (see :func:`tracing_from_settings`)."""
+        Only for providers this Tracing was built with (see :func:`tracing_from_settings`).
+        A second call does nothing."""
+        if self._shut:
+            return
+        self._shut = True
         for provider in (self.tracer_provider, self.meter_provider):
             shutdown = getattr(provider, "shutdown", None)
             if shutdown is not None:
@@ -313,7 +318,8 @@ def _build(config: Any, runs_dir: Path) -> Tracing | None:
 
 
 def _otlp_exporters(otlp: Any) -> tuple[Any, Any]:
-    headers = {k: v.get_secret_value() for k, v in otlp.headers.items()} or None
+    # gRPC metadata keys must be lowercase (HTTP header names are case-insensitive anyway).
+    headers = {k.lower(): v.get_secret_value() for k, v in otlp.headers.items()} or None
     try:
         if otlp.protocol == "grpc":
             from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (

@@ -1,0 +1,405 @@
+"""``dagentic trace`` and ``dagentic report`` on the run files of real, traced runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import textwrap
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from typer.testing import CliRunner, Result
+
+from runtime import Executor, Settings, ToolRegistry
+from runtime.agent import Agent
+from runtime.cli import app
+from runtime.models import ScriptedModel
+from runtime.result import RunResult
+from runtime.tracing import tracing_from_settings
+
+# Rich must not colour or wrap what the tests read.
+_ENV = {"FORCE_COLOR": None, "TTY_COMPATIBLE": None, "TTY_INTERACTIVE": None,
+        "COLUMNS": "400"}
+PNG = b"\x89PNG\r\n\x1a\n"
+DAY = 86_400 * 10**9
+
+
+@pytest.fixture(autouse=True)
+def runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run files go to a fresh folder; nothing else from around the tests reaches the CLI."""
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.startswith("DAGENTIC_"):
+            monkeypatch.delenv(name)
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("DAGENTIC_RUNS_DIR", str(runs))
+    monkeypatch.setenv("DAGENTIC_TRACING__METRICS", "false")
+    return runs
+
+
+def invoke(*args: str | Path) -> Result:
+    result = CliRunner().invoke(app, [str(a) for a in args], env=_ENV)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+def run_plan(tools: ToolRegistry, plan: dict[str, Any]) -> RunResult:
+    """Run ``plan``, traced as the settings say, and write its file."""
+    settings = Settings()
+    tracing = tracing_from_settings(settings)
+    assert tracing is not None
+    executor = Executor(tools, settings=settings, tracing=tracing)
+    result = anyio.run(executor.run, plan)
+    tracing.flush()
+    return result
+
+
+def trace_json(run_id: str) -> dict[str, Any]:
+    result = invoke("trace", run_id, "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def sleep(sid: str, seconds: float, **extra: Any) -> dict[str, Any]:
+    return {"id": sid, "tool": "test.sleep", "args": {"seconds": seconds}, **extra}
+
+
+def echo(sid: str, value: Any) -> dict[str, Any]:
+    return {"id": sid, "tool": "test.echo", "args": {"value": value}}
+
+
+def bar_columns(stdout: str, label: str) -> set[int]:
+    """The columns of the timeline bar on the row of ``label``."""
+    line = next(line for line in stdout.splitlines() if line.startswith(label + " "))
+    return {i for i, char in enumerate(line) if char == "█"}
+
+
+# A failing run: a number that is not one (invalid_args), a step past its timeout, and
+# what is skipped after the first.
+BROKEN = {"name": "broken", "steps": [
+    echo("word", "soon"),
+    sleep("bad", "${{ steps.word.output }}"),
+    sleep("slow", 5, timeout=0.05),
+    echo("after", "${{ steps.bad.output }}"),
+    echo("last", "${{ steps.after.output }}"),
+]}
+BAD_ARGS = ("step 'bad': tool 'test.sleep' rejected its arguments: seconds: Input should be a "
+            "valid number, unable to parse string as a number (got 'soon')")
+TIMED_OUT = "step 'slow': tool 'test.sleep' did not finish within 0.05s"
+
+# --------------------------------------------------------------------------- dagentic trace
+
+
+def test_parallel_steps_overlap_on_the_timeline(tools: ToolRegistry) -> None:
+    result = run_plan(tools, {"name": "parallel", "steps": [
+        sleep("left", 0.1), sleep("right", 0.1),
+        echo("join", "${{ [steps.left.output, steps.right.output] }}")]})
+    assert result.succeeded
+
+    shown = invoke("trace", result.run_id)
+
+    assert shown.exit_code == 0, shown.output
+    lines = shown.stdout.splitlines()
+    assert re.fullmatch(rf"run parallel {result.run_id} succeeded in 0\.1\ds", lines[0])
+    left, right, join = (bar_columns(shown.stdout, s) for s in ("left", "right", "join"))
+    assert len(left & right) >= 40  # the bars lie on top of each other
+    assert min(join) >= max(left & right)  # join starts once both ended
+    rows = {row["label"]: row for row in trace_json(result.run_id)["timeline"]}
+    assert list(rows) == ["left", "right", "join"]
+    assert rows["left"]["start"] < rows["right"]["end"]
+    assert rows["right"]["start"] < rows["left"]["end"]
+    assert rows["join"]["waited_for"] in ("left", "right")
+    assert {r["status"] for r in rows.values()} == {"succeeded"}
+
+
+def test_the_critical_path_follows_the_dependency_each_step_waited_for(
+        tools: ToolRegistry) -> None:
+    # a (0.1) -> c (0.1) -> d; b (0.05) -> d; e (0.01) after a: d waits for c, c for a.
+    result = run_plan(tools, {"name": "dag", "steps": [
+        sleep("a", 0.1), sleep("b", 0.05),
+        sleep("c", 0.1, needs=["a"]), sleep("e", 0.01, needs=["a"]),
+        echo("d", "${{ [steps.b.output, steps.c.output] }}")]})
+    assert result.succeeded
+
+    paths = trace_json(result.run_id)["critical_paths"]
+
+    assert len(paths) == 1
+    path = paths[0]
+    assert [s["step_id"] for s in path["steps"]] == ["a", "c", "d"]
+    assert path["total"] == pytest.approx(sum(s["duration"] for s in path["steps"]))
+    assert 0.2 <= path["total"] <= path["wall_time"]
+    assert path["run_id"] == result.run_id
+    text = invoke("trace", result.run_id).stdout
+    assert re.search(r"^critical path: a 0\.1\ds → c 0\.1\ds → d 0\.00s = 0\.2\ds "
+                     r"\(the run took 0\.2\ds\)$", text, re.MULTILINE), text
+
+
+def test_failures_are_listed_with_step_mode_and_message(tools: ToolRegistry) -> None:
+    result = run_plan(tools, BROKEN)
+    assert result.steps["bad"].error.message == BAD_ARGS
+    assert result.steps["slow"].error.message == TIMED_OUT
+
+    shown = invoke("trace", result.run_id)
+
+    assert shown.exit_code == 0, shown.output
+    lines = shown.stdout.splitlines()
+    assert re.fullmatch(rf"run broken {result.run_id} failed in 0\.\d\ds", lines[0])
+    assert lines[1] == f"invalid_args: {BAD_ARGS}"
+    failures = lines[lines.index("failures") + 1:]
+    assert sorted(failures[:2]) == [f"  bad (test.sleep) invalid_args: {BAD_ARGS}",
+                                    f"  slow (test.sleep) timeout: {TIMED_OUT}"]
+    assert failures[2] == ("  2 skipped because a step before them failed (upstream_failed): "
+                           "after, last")
+    row = next(line for line in lines if line.startswith("slow "))
+    assert row.split()[2] == "failed" and row.rstrip().endswith(" timeout")
+
+    analysis = trace_json(result.run_id)
+    assert sorted((f["step_id"], f["failure_mode"], f["message"])
+                  for f in analysis["failures"]) == [("bad", "invalid_args", BAD_ARGS),
+                                                     ("slow", "timeout", TIMED_OUT)]
+    assert [(s["step_id"], s["message"]) for s in analysis["upstream_failed"]] == [
+        ("after", "skipped because step 'bad' failed"),
+        ("last", "skipped because step 'after' was skipped after a failure")]
+    assert analysis["root"]["failure_mode"] == "invalid_args"
+    assert analysis["usage"]["steps"] == 3  # what ran; the two skipped steps did not
+
+
+def test_a_run_failing_because_its_step_did_is_listed_once(tools: ToolRegistry) -> None:
+    result = run_plan(tools, {"name": "boom", "steps": [
+        {"id": "x", "tool": "test.fail", "args": {"message": "boom"}}]})
+    assert result.error.message == "step 'x' failed: boom"  # the step's own says "boom"
+
+    lines = invoke("trace", result.run_id).stdout.splitlines()
+
+    assert lines[1] == "tool_error: step 'x' failed: boom"
+    failures = lines.index("failures")
+    assert lines[failures + 1] == "  x (test.fail) tool_error: boom"
+    assert lines[failures + 2].startswith("usage: 1 step, 0 model calls, ")
+
+
+def test_an_agent_trace_shows_plans_model_calls_runs_and_usage(
+        tools: ToolRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DAGENTIC_MODEL__PRICES", '{"scripted": {"input": 1, "output": 2}}')
+
+    def plan(value: str) -> dict[str, Any]:
+        return {"steps": [echo("a", value),
+                          {"id": "ok", "check": {"assert": "${{ steps.a.output == 'good' }}",
+                                                 "on_fail": "replan"}}]}
+
+    settings = Settings()
+    tracing = tracing_from_settings(settings)
+    model = ScriptedModel([plan("bad"), plan("good"),
+                           {"answer": "Good [a].", "cited_steps": ["a"], "complete": True},
+                           {"passed": True, "reason": "it is"}])
+    agent = Agent(model, ToolRegistry([t for t in tools if not t.planning_context]),
+                  settings=settings, tracing=tracing)
+    result = anyio.run(agent.run, "Is it good?")
+    assert tracing is not None
+    tracing.flush()
+    assert result.succeeded
+
+    # The id of a plan run inside the agent run finds the agent run's file.
+    analysis = trace_json(result.run_ids[0])
+
+    assert analysis["root"]["kind"] == "agent"
+    assert analysis["root"]["run_id"] == result.agent_run_id
+    assert [(r["kind"], r["label"], r["depth"]) for r in analysis["timeline"]] == [
+        ("plan", "plan v1", 0), ("chat", "chat plan", 1),
+        ("run", "run is-it-good v1", 0), ("step", "a", 0), ("step", "ok", 0),
+        ("plan", "plan v2", 0), ("chat", "chat plan", 1),
+        ("run", "run is-it-good v2", 0), ("step", "a", 0), ("step", "ok", 0),
+        ("chat", "chat answer", 0), ("chat", "chat verify", 0)]
+    assert [p["run_id"] for p in analysis["critical_paths"]] == result.run_ids
+    assert [(f["step_id"], f["failure_mode"]) for f in analysis["failures"]] == [
+        ("ok", "check_failed")]
+    usage = result.usage
+    assert analysis["usage"] == {
+        "steps": usage.steps, "model_calls": 4, "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens, "cost": pytest.approx(usage.cost),
+        "wall_time": pytest.approx(usage.wall_time, abs=0.05)}
+    assert usage.cost == pytest.approx((usage.input_tokens + 2 * usage.output_tokens) / 1e6)
+
+    text = invoke("trace", result.agent_run_id).stdout
+    assert text.startswith(f"agent {result.agent_run_id} succeeded in ")
+    assert re.search(rf"^usage: {usage.steps} steps, 4 model calls, {usage.input_tokens} input "
+                     rf"\+ {usage.output_tokens} output tokens, \${usage.cost:.4f}, "
+                     r"[\d.]+s wall time$", text, re.MULTILINE), text
+    assert "critical path of run is-it-good v2: a " in text
+
+
+def test_a_run_file_cut_short_shows_what_it_holds(tools: ToolRegistry, runs: Path) -> None:
+    result = run_plan(tools, BROKEN)
+    path = runs / f"{result.run_id}.jsonl"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    path.write_text("\n".join(line for line in lines if '"dagentic.root":true' not in line)
+                    + '\n{"name": "execute_tool', encoding="utf-8")  # and a line cut off
+
+    shown = invoke("trace", result.run_id)
+
+    assert shown.exit_code == 0, shown.output
+    assert re.match(r"incomplete trace in 0\.\d\ds\nthe root span is missing: the run did "
+                    r"not end \(or its spans were not all written\)\n", shown.stdout)
+    assert len(shown.stdout.split("\nfailures\n")[1].splitlines()) == 4
+    data = json.loads(invoke("report", "--json").stdout)
+    assert (data["by_status"], data["by_kind"]) == ({"incomplete": 1}, {"incomplete": 1})
+
+
+def test_an_unknown_run_id_is_an_error_naming_the_runs_dir(runs: Path) -> None:
+    result = invoke("trace", "nope")
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr == (f"error: no trace of run 'nope' in {runs}: runs are traced there "
+                             "when tracing.exporter is 'jsonl' (the default)\n")
+
+
+def test_the_run_command_writes_the_whole_trace_and_names_it(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(textwrap.dedent("""\
+        name: hello
+        steps:
+          - id: one
+            tool: notify.log
+            args: {message: hi}
+        """), encoding="utf-8")
+
+    done = invoke("run", plan, "--json")
+
+    assert done.exit_code == 0, done.output
+    run_id = json.loads(done.stdout)["run_id"]
+    assert done.stderr.splitlines()[-1] == f"trace: dagentic trace {run_id}"
+    # Flushed before the command returned: the root span is there.
+    analysis = trace_json(run_id)
+    assert analysis["root"]["run_id"] == run_id
+    assert analysis["root"]["status"] == "succeeded"
+    assert [r["label"] for r in analysis["timeline"]] == ["one"]
+
+
+def test_the_ask_command_names_the_agent_runs_trace(tools: ToolRegistry,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import runtime.cli
+    import runtime.models
+
+    model = ScriptedModel([{"steps": [echo("a", 42)]},
+                           {"answer": "42 [a]", "cited_steps": ["a"], "complete": True},
+                           {"passed": True, "reason": "yes"}])
+    monkeypatch.setattr(runtime.models, "make_model", lambda *_: model)
+    monkeypatch.setattr(runtime.cli, "_tools",
+                        lambda: ToolRegistry([t for t in tools if not t.planning_context]))
+
+    done = invoke("ask", "What is it?", "--no-memory", "--json")
+
+    assert done.exit_code == 0, done.output
+    agent_run_id = json.loads(done.stdout)["agent_run_id"]
+    assert done.stderr.splitlines()[-1] == f"trace: dagentic trace {agent_run_id}"
+    root = trace_json(agent_run_id)["root"]
+    assert (root["kind"], root["run_id"], root["status"]) == ("agent", agent_run_id,
+                                                              "succeeded")
+
+
+# --------------------------------------------------------------------------- dagentic report
+
+
+def age(path: Path, days: float) -> None:
+    """Move a run file's spans (and the file's time) ``days`` into the past."""
+    shift = int(days * DAY)
+    lines = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        span = json.loads(line)
+        span["start"] -= shift
+        span["end"] -= shift
+        lines.append(json.dumps(span))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    then = time.time() - days * 86_400
+    os.utime(path, (then, then))
+
+
+@pytest.fixture
+def three_runs(runs: Path, tools: ToolRegistry) -> list[RunResult]:
+    """Two that succeed (one of them two days old) and the broken one."""
+    done = [run_plan(tools, {"name": "ok", "steps": [sleep("nap", 0.01), echo("say", 1)]})
+            for _ in range(2)]
+    done.append(run_plan(tools, BROKEN))
+    age(runs / f"{done[0].run_id}.jsonl", 2)
+    return done
+
+
+def test_report_aggregates_every_run(three_runs: list[RunResult], runs: Path) -> None:
+    result = invoke("report", "--json")
+
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["runs_dir"] == str(runs)
+    assert data["since"] is None
+    assert (data["runs"], data["by_status"], data["by_kind"]) == (
+        3, {"succeeded": 2, "failed": 1}, {"plan": 3})
+    broken = three_runs[2].run_id
+    assert data["failure_modes"] == [
+        {"mode": "upstream_failed", "count": 2,
+         "example": {"run_id": broken, "step": "after",
+                     "message": "skipped because step 'bad' failed"}},
+        {"mode": "invalid_args", "count": 1,
+         "example": {"run_id": broken, "step": "bad", "message": BAD_ARGS}},
+        {"mode": "timeout", "count": 1,
+         "example": {"run_id": broken, "step": "slow", "message": TIMED_OUT}}]
+    tools = {t["tool"]: t for t in data["tools"]}
+    assert {name: (t["count"], t["failures"]) for name, t in tools.items()} == {
+        "test.sleep": (4, 2), "test.echo": (3, 0)}
+    sleeps = tools["test.sleep"]
+    assert sleeps["p50"] <= sleeps["p95"] <= sleeps["max"]
+    assert 0.05 <= sleeps["max"] < 0.5  # the step that timed out
+
+    text = invoke("report").stdout
+    assert text.startswith(f"3 runs (3 plan) in {runs}\n")
+    assert re.search(r"│ timeout +│ 1 +│ slow +│ step 'slow': tool 'test\.sleep' did not "
+                     rf"finish within 0\.05s +│ {broken} +│", text), text
+    assert re.search(r"│ test\.sleep +│ 4 +│ [\d.]+s +│ [\d.]+s +│ [\d.]+s +│ 2 +│", text), text
+
+
+def test_report_since_leaves_out_older_runs(three_runs: list[RunResult]) -> None:
+    for since in ("1d", "36h", "90m", (datetime.now() - timedelta(days=1)).isoformat()):
+        data = json.loads(invoke("report", "--since", since, "--json").stdout)
+        assert (data["runs"], data["by_status"]) == (2, {"succeeded": 1, "failed": 1}), since
+        assert data["since"] is not None
+    assert json.loads(invoke("report", "--since", "3d", "--json").stdout)["runs"] == 3
+    tomorrow = (datetime.now() + timedelta(days=1)).date().isoformat()
+    later = invoke("report", "--since", tomorrow)
+    assert later.exit_code == 0
+    assert later.stdout.startswith("0 runs in ")
+
+
+@pytest.mark.parametrize("since", ["yesterday", "5x", "1 hour", "-2d"])
+def test_a_bad_since_is_an_error_naming_the_accepted_forms(since: str) -> None:
+    result = invoke("report", "--since", since)
+    assert result.exit_code == 2
+    assert result.stderr == ("error: --since takes a duration like 30m, 1h or 2d, or an ISO "
+                             "date like 2026-01-31 or 2026-01-31T09:00; got "
+                             f"{since!r}\n")
+
+
+def test_report_png_writes_a_chart(three_runs: list[RunResult], tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    chart = tmp_path / "report.png"
+
+    result = invoke("report", "--png", chart, "--json")
+
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["runs"] == 3
+    assert result.stderr == f"chart: {chart}\n"
+    assert chart.read_bytes()[:8] == PNG
+    assert chart.stat().st_size > 5_000
+
+
+def test_report_png_without_matplotlib_says_how_to_get_it(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib fails
+    result = invoke("report", "--png", tmp_path / "report.png")
+    assert result.exit_code == 2
+    assert result.stderr == "error: --png needs matplotlib: pip install 'dagentic[charts]'\n"
+    assert not (tmp_path / "report.png").exists()
