@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from typing import Any
 
@@ -13,9 +11,7 @@ import pytest
 import structlog
 
 from runtime import Settings, ToolError, ToolRegistry, load_tools, tool
-
-# Every run is traced to a JSONL file by default: keep this session's out of the checkout.
-os.environ.setdefault("DAGENTIC_RUNS_DIR", tempfile.mkdtemp(prefix="dagentic-test-runs-"))
+from tests.blind import blind_settings
 
 
 @pytest.fixture(autouse=True)
@@ -118,7 +114,5 @@ def tools() -> ToolRegistry:
 
 @pytest.fixture
 def settings() -> Settings:
-    """Settings that ignore any dagentic.toml or DAGENTIC_* variables around the tests
-    (but write their run files where this session's go)."""
-    return Settings(_env_prefix="DAGENTIC_TEST_UNUSED_",  # type: ignore[call-arg]
-                    runs_dir=os.environ["DAGENTIC_RUNS_DIR"])
+    """Settings that ignore any dagentic.toml or DAGENTIC_* variables around the tests."""
+    return blind_settings()

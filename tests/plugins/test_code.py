@@ -16,6 +16,7 @@ import pytest
 from runtime import Executor, FailureMode, Plan, RunResult, Settings, Step, StepStatus, load_tools
 from runtime.plugins import close_sandboxes
 from runtime.settings import SandboxSettings
+from tests.blind import blind_settings
 
 pytestmark = pytest.mark.anyio
 
@@ -38,8 +39,7 @@ async def _close_sandboxes() -> AsyncIterator[None]:
 
 def settings_with(**sandbox: Any) -> Settings:
     """Settings blind to dagentic.toml and DAGENTIC_* variables, with these sandbox ones."""
-    return Settings(_env_prefix="DAGENTIC_TEST_UNUSED_",  # type: ignore[call-arg]
-                    sandbox=SandboxSettings(**sandbox))
+    return blind_settings(sandbox=SandboxSettings(**sandbox))
 
 
 async def run_code(settings: Settings, code: str, **args: Any) -> RunResult:

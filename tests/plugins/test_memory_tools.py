@@ -24,6 +24,7 @@ import plugins.memory
 from runtime import Executor, FailureMode, RunStatus, Settings, StepStatus, ToolRegistry
 from runtime.memory import LongTermMemory, MemoryStore, MiniLMEmbedder, open_memory
 from runtime.memory import store as memory_store
+from tests.blind import blind_settings
 from tests.embedders import HashEmbedder
 
 DAGENTIC = Path(sys.executable).parent / "dagentic"
@@ -61,8 +62,7 @@ def memory_path(tmp_path: Path) -> Iterator[Path]:
 
 @pytest.fixture
 def memory_settings(memory_path: Path) -> Settings:
-    return Settings(_env_prefix="DAGENTIC_TEST_UNUSED_",  # type: ignore[call-arg]
-                    memory={"path": memory_path})
+    return blind_settings(memory={"path": memory_path})
 
 
 @pytest.fixture

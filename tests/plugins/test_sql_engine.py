@@ -35,6 +35,7 @@ from runtime import (
     ToolError,
     load_tools,
 )
+from tests.blind import blind_settings
 
 pytestmark = pytest.mark.anyio
 
@@ -50,7 +51,7 @@ def anyio_backend() -> str:
 
 def sql_settings(**sql: Any) -> Settings:
     """Settings blind to dagentic.toml and DAGENTIC_* variables, with these sql ones."""
-    return Settings(_env_prefix="DAGENTIC_TEST_UNUSED_", sql=sql)  # type: ignore[call-arg]
+    return blind_settings(sql=sql)
 
 
 async def run_query(settings: Settings, sql: str, **args: Any) -> dict[str, Any]:

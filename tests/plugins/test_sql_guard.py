@@ -44,6 +44,7 @@ from runtime import (
 )
 from runtime.errors import failure_mode_of
 from runtime.settings import SqlSource
+from tests.blind import blind_settings
 
 pytestmark = pytest.mark.anyio
 
@@ -117,8 +118,7 @@ def settings_for(root: Path, *, writable: bool = False, **sql: Any) -> Settings:
                                "books": {"path": str(root / "books.duckdb")}}
     if writable:
         sources["scratch"] = {"path": str(root / "scratch.duckdb"), "allow_write": True}
-    return Settings(_env_prefix="DAGENTIC_TEST_UNUSED_",  # type: ignore[call-arg]
-                    sql={"sources": sources, **sql})
+    return blind_settings(sql={"sources": sources, **sql})
 
 
 def snapshot(root: Path) -> dict[str, str]:

@@ -10,7 +10,6 @@ tiny deterministic test embedder (hashed bag of words, 64 dimensions).
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from runtime.agent import Agent, AgentResult, Budgets
 from runtime.memory import LongTermMemory, open_memory
 from runtime.memory import store as memory_store
 from runtime.models import ScriptedModel
+from tests.blind import blind_settings
 from tests.embedders import HashEmbedder
 
 pytestmark = pytest.mark.anyio
@@ -50,8 +50,7 @@ def memory_path(tmp_path: Path) -> Iterator[Path]:
 
 @pytest.fixture
 def memory_settings(memory_path: Path) -> Settings:
-    return Settings(_env_prefix="DAGENTIC_TEST_UNUSED_",  # type: ignore[call-arg]
-                    memory={"path": memory_path}, runs_dir=os.environ["DAGENTIC_RUNS_DIR"])
+    return blind_settings(memory={"path": memory_path})
 
 
 @pytest.fixture

@@ -51,6 +51,7 @@ from runtime.agent import Agent, Budgets
 from runtime.runfiles import find_run, read_spans, run_files
 from runtime.spans import FastTracerProvider
 from runtime.tracing import Tracing, tracing_from_settings
+from tests.blind import blind_settings
 
 pytestmark = pytest.mark.anyio
 
@@ -1097,8 +1098,7 @@ def test_the_applications_global_provider_is_untouched(tmp_path: Path) -> None:
 
 async def test_exporter_none_means_no_tracing_and_no_files(registry: ToolRegistry,
                                                            tmp_path: Path) -> None:
-    settings = Settings(_env_prefix="DAGENTIC_TEST_UNUSED_",  # type: ignore[call-arg]
-                        runs_dir=tmp_path / "runs", tracing={"exporter": "none"})
+    settings = blind_settings(runs_dir=tmp_path / "runs", tracing={"exporter": "none"})
     assert tracing_from_settings(settings) is None
     runner = Executor(registry, settings=settings)
     assert runner.tracing is None
@@ -1112,8 +1112,7 @@ async def test_exporter_none_means_no_tracing_and_no_files(registry: ToolRegistr
 
 
 def jsonl_settings(tmp_path: Path) -> Settings:
-    return Settings(_env_prefix="DAGENTIC_TEST_UNUSED_",  # type: ignore[call-arg]
-                    runs_dir=tmp_path / "runs", tracing={"export_delay": 0.05})
+    return blind_settings(runs_dir=tmp_path / "runs", tracing={"export_delay": 0.05})
 
 
 async def test_an_agent_run_is_one_file_named_after_the_agent_run(

@@ -24,6 +24,7 @@ import pytest
 
 from runtime import Executor, FailureMode, RunResult, RunStatus, Settings, StepStatus, ToolRegistry
 from runtime.tracing import Tracing, tracing_from_settings
+from tests.blind import blind_settings
 from tests.otlp_receiver import GrpcReceiver, HttpReceiver, Receiver, SpanRecord
 
 DAGENTIC = Path(sys.executable).parent / "dagentic"
@@ -86,8 +87,7 @@ def otlp_settings(tmp_path: Path, *, export_delay: float = 1.0, **otlp: Any) -> 
     from handing out a Tracing of another test."""
     tracing = {"exporter": "otlp", "export_delay": export_delay,
                "otlp": {"timeout": 5, **otlp}}
-    return Settings(_env_prefix="DAGENTIC_TEST_UNUSED_",  # type: ignore[call-arg]
-                    runs_dir=tmp_path / "runs", tracing=tracing)
+    return blind_settings(runs_dir=tmp_path / "runs", tracing=tracing)
 
 
 @contextmanager

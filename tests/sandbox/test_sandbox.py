@@ -46,6 +46,7 @@ from sandbox.container import (
     DockerSandbox,
     reap_leftovers,
 )
+from tests.blind import blind_settings
 
 pytestmark = pytest.mark.anyio
 
@@ -77,8 +78,7 @@ def api() -> Any:
 
 def settings_with(**sandbox: Any) -> Settings:
     """Settings blind to dagentic.toml and DAGENTIC_* variables, with these sandbox ones."""
-    return Settings(_env_prefix="DAGENTIC_TEST_UNUSED_",  # type: ignore[call-arg]
-                    sandbox=SandboxSettings(**sandbox), runs_dir=os.environ["DAGENTIC_RUNS_DIR"])
+    return blind_settings(sandbox=SandboxSettings(**sandbox))
 
 
 # -- results --------------------------------------------------------------------------------

@@ -1,0 +1,19 @@
+"""Settings for tests: blind to any dagentic.toml or DAGENTIC_* variables around them, with
+run files (traces) in this test session's temporary runs dir, never in the checkout."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any
+
+from runtime import Settings
+
+# Every run is traced to a JSONL file by default: keep this session's out of the checkout.
+RUNS_DIR = os.environ.setdefault("DAGENTIC_RUNS_DIR",
+                                 tempfile.mkdtemp(prefix="dagentic-test-runs-"))
+
+
+def blind_settings(**values: Any) -> Settings:
+    values.setdefault("runs_dir", RUNS_DIR)
+    return Settings(_env_prefix="DAGENTIC_TEST_UNUSED_", **values)  # type: ignore[call-arg]
