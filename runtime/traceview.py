@@ -184,7 +184,7 @@ def _row(span: dict[str, Any], kind: str, depth: int, run: dict[str, Any] | None
     elif kind in ("run", "agent"):
         version = attrs.get("dagentic.plan.version")
         label = span["name"] + (f" v{version}" if version is not None else "")
-        detail = attrs.get(RUN_ID) or ""
+        detail = (attrs.get(RUN_ID) or "")[:12]  # enough for `dagentic trace` to find it
     items = sum(1 for c in tree.children.get(span["span_id"], ()) if _kind(c) == "item")
     return {"kind": kind, "label": label, "detail": detail, "depth": depth,
             "status": _status(span), "failure_mode": attrs.get(MODE),
@@ -298,9 +298,18 @@ def _s(seconds: float) -> str:
 
 
 def render_trace(analysis: dict[str, Any], console: Console, *,
-                 width: int = BAR_WIDTH) -> None:
-    """The trace as a header, a timeline, critical paths, failures and usage."""
+                 width: int | None = None) -> None:
+    """The trace as a header, a timeline, critical paths, failures and usage. The time
+    axis takes ``width`` characters (default: what the console leaves, at most
+    BAR_WIDTH)."""
     root = analysis["root"]
+    if width is None:
+        rows = analysis["timeline"]
+        others = sum(max((len(text) for text in texts), default=0) + 3 for texts in (
+            ["span"] + ["  " * r["depth"] + r["label"] for r in rows],
+            ["tool / model"] + [r["detail"] for r in rows], ["cancelled"], ["100.00s"],
+            ["note"] + [_note(r) for r in rows]))
+        width = max(16, min(BAR_WIDTH, console.width - others))
     status = root["status"]
     title = Text(root["kind"], style=_STYLE.get(root["kind"], "bold"))
     if root["kind"] == "run":
