@@ -13,6 +13,7 @@ through the API, so exporters only ever see valid ones.
 from __future__ import annotations
 
 import atexit
+import os
 import random
 import threading
 import time
@@ -20,6 +21,7 @@ import weakref
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 from opentelemetry import trace
@@ -76,6 +78,8 @@ class FastTracerProvider(trace.TracerProvider):
         self._scopes: dict[tuple[str, str | None], InstrumentationScope] = {}
         if shutdown_on_exit:
             atexit.register(_shutdown_at_exit, weakref.ref(self))
+        if hasattr(os, "register_at_fork"):  # a forked child starts its own thread
+            os.register_at_fork(after_in_child=partial(_after_fork, weakref.ref(self)))
 
     def add_exporter(self, exporter: SpanExporter) -> None:
         """Also hand finished spans to ``exporter`` (on the exporter thread)."""
@@ -105,6 +109,15 @@ class FastTracerProvider(trace.TracerProvider):
             self._start()
         elif len(queue) == self._wake_at:
             self._wake.set()
+
+    def _after_fork(self) -> None:
+        """In a forked child: the parent's thread is gone and its spans are the parent's."""
+        self._queue.clear()
+        self._wake = threading.Event()
+        self._idle = threading.Condition()
+        self._lock = threading.Lock()
+        self._busy = False
+        self._thread = None
 
     def _start(self) -> None:
         with self._lock:
@@ -175,6 +188,12 @@ class FastTracerProvider(trace.TracerProvider):
             self._thread.join(5)
         for exporter in self.exporters:
             exporter.shutdown()
+
+
+def _after_fork(ref: weakref.ref[FastTracerProvider]) -> None:
+    provider = ref()
+    if provider is not None:
+        provider._after_fork()
 
 
 def _shutdown_at_exit(ref: weakref.ref[FastTracerProvider]) -> None:

@@ -58,7 +58,8 @@ def modes(runs_dir: Path) -> dict[str, Tracing | None]:
         "off": None,
         "noop": Tracing(FastTracerProvider([DropSpans()])),
         "noop+metrics": Tracing(FastTracerProvider([DropSpans()]),
-                                MeterProvider(metric_readers=[InMemoryMetricReader()])),
+                                MeterProvider(metric_readers=[InMemoryMetricReader()],
+                                              shutdown_on_exit=False)),
         "jsonl": tracing_from_settings(spans_only),
         "jsonl+metrics": tracing_from_settings(settings),
     }
@@ -127,6 +128,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f"{name} {r['total_us_per_step']:6.1f} µs/step"
                 + (f" (+{r['added_total_us']:.1f}; loop +{r['added_loop_us']:.1f})"
                    if name != "off" else "") for name, r in row.items()))
+        for tracing in tracings.values():  # before their runs dir goes
+            if tracing is not None:
+                tracing.shutdown()
     worst = {name: max(results[p.name][name]["added_total_us"] for p in plans)
              for name in ("noop", "noop+metrics", "jsonl", "jsonl+metrics")}
     results["targets"] = {name: {"worst_added_us": value, "target": TARGET_ADDED_US,

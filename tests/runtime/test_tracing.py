@@ -17,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -1334,3 +1335,27 @@ def test_force_flush_and_shutdown_export_what_is_left() -> None:
     tracer.start_span("after shutdown").end()  # ignored, never raises
     provider.shutdown()  # twice is fine
     assert len(exporter.get_finished_spans()) == 4
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_exports_its_own_spans() -> None:
+    exporter = InMemorySpanExporter()
+    provider = FastTracerProvider([exporter], schedule_delay=0.05, shutdown_on_exit=False)
+    tracer = provider.get_tracer("test")
+    tracer.start_span("before the fork").end()
+    assert provider.force_flush()
+    pending = tracer.start_span("the parent's, pending")
+    pending.end()  # queued in the parent when it forks: not the child's to export
+    with warnings.catch_warnings():  # 3.12+ warns about forking a process with threads
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: its own thread starts, the parent's queue is not its own
+        tracer.start_span("the child's").end()
+        flushed = provider.force_flush(5000)
+        names = [s.name for s in exporter.get_finished_spans()]
+        os._exit(0 if flushed and names == ["before the fork", "the child's"] else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert provider.force_flush()
+    assert [s.name for s in exporter.get_finished_spans()] == [
+        "before the fork", "the parent's, pending"]
