@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 from typing import Any
 
-from opentelemetry import trace
 from pydantic import JsonValue
 
 from runtime import (
@@ -15,6 +14,7 @@ from runtime import (
     StepTimeoutError,
     ToolContext,
     ToolError,
+    current_step_span,
     hookimpl,
     open_sandbox,
     tool,
@@ -47,9 +47,10 @@ async def python(code: str, context: ToolContext, vars: dict[str, JsonValue] | N
         outcome = await sandbox.run(code, vars=vars, files=files)
     except ValueError as exc:  # what cannot cross the boundary as JSON
         raise ToolError(f"code.python: {exc}") from exc
-    trace.get_current_span().set_attributes({  # the step's span, when the run is traced
-        "dagentic.sandbox.backend": outcome.backend,
-        "dagentic.sandbox.exit_reason": outcome.exit_reason})
+    span = current_step_span()  # the step's span, when the run is traced
+    if span is not None:
+        span.set_attributes({"dagentic.sandbox.backend": outcome.backend,
+                             "dagentic.sandbox.exit_reason": outcome.exit_reason})
     _raise_for(outcome)
     return {
         "result": outcome.result,

@@ -62,7 +62,7 @@ from .sandbox import (
 )
 from .settings import SandboxSettings, Settings
 from .tools import Tool, ToolContext, ToolRegistry, tool
-from .tracing import Tracing, tracing_from_settings
+from .tracing import Tracing, current_step_span, tracing_from_settings
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -136,6 +136,7 @@ __all__ = [
     "compile_expression",
     "compile_plan",
     "compile_template",
+    "current_step_span",
     "hookimpl",
     "hookspec",
     "load_plan",

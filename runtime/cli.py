@@ -168,23 +168,26 @@ def run(
             result = anyio.run(main)
     else:
         result = anyio.run(main)
-    _flush_trace(executor.tracing)
     if as_json:
         print(result.model_dump_json(indent=2))
     else:
         render_result(result, _stdout(), steps=progress is None)
-    _trace_hint(executor.settings, result.run_id)
+    _flush_trace(executor.tracing, executor.settings, result.run_id)
     raise typer.Exit(0 if result.status is RunStatus.SUCCEEDED else FAILED)
 
 
-def _flush_trace(tracing: Any) -> None:
-    """Write the run's spans out now, so its file is complete when the command ends."""
-    if tracing is not None:
-        tracing.flush()
-
-
-def _trace_hint(settings: Settings, run_id: str) -> None:
-    if settings.tracing.exporter == "jsonl" and run_id:
+def _flush_trace(tracing: Any, settings: Settings, run_id: str) -> None:
+    """Export the run's spans now (its file is complete when the command ends; a collector
+    gets at most two export timeouts) and say how to see them."""
+    if tracing is None:
+        return
+    config = settings.tracing
+    wait = config.otlp.timeout * 2 if config.exporter == "otlp" else 30.0
+    if not tracing.flush(int(wait * 1000)):
+        _stderr().print(f"[yellow]warning:[/yellow] the trace was not all exported within "
+                        f"{wait:g} s (tracing.exporter is '{config.exporter}')",
+                        highlight=False)
+    elif config.exporter == "jsonl" and run_id:
         _stderr().print(f"[dim]trace: dagentic trace {escape(run_id)}[/dim]", highlight=False)
 
 
@@ -236,12 +239,11 @@ def ask(
     agent = Agent(chosen, tools, settings=settings, journal=LogJournal(), approver=approver,
                   memory=memory)
     result = anyio.run(agent.run, goal)
-    _flush_trace(agent.tracing)
     if as_json:
         print(result.model_dump_json(indent=2))
     else:
         _render_answer(result, tools, show_plan=show_plan)
-    _trace_hint(settings, result.agent_run_id)
+    _flush_trace(agent.tracing, settings, result.agent_run_id)
     raise typer.Exit(0 if result.status is RunStatus.SUCCEEDED else FAILED)
 
 
@@ -390,7 +392,10 @@ def trace(
     from .runfiles import find_run, read_spans
 
     settings = Settings()
-    path = find_run(settings.runs_dir, run_id)
+    try:
+        path = find_run(settings.runs_dir, run_id)
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
     if path is None:
         exporter = settings.tracing.exporter
         now = "" if exporter == "jsonl" else f"; it is '{exporter}' now"

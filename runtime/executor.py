@@ -238,8 +238,22 @@ class _Run:
 
     async def execute(self) -> RunResult:
         self.t0 = time.perf_counter()
-        self.started_at = started_at = datetime.now(UTC)
+        self.started_at = datetime.now(UTC)
         root = self._start_span() if self.tracing is not None else None
+        try:
+            result = await self._run_all()
+        except Exception as exc:  # the runtime itself broke (a journal raised, say)
+            self._end_span(RunStatus.FAILED, ErrorInfo.from_exception(exc), root)
+            raise
+        except BaseException:
+            self._end_span(RunStatus.CANCELLED, ErrorInfo(
+                failure_mode=FailureMode.CANCELLED,
+                message="the run was cancelled by its caller"), root)
+            raise
+        self._end_span(result.status, result.error, root)
+        return result
+
+    async def _run_all(self) -> RunResult:
         self._event("run_started")
         self.deadline = deadline = float("inf") if self.timeout is None else \
             anyio.current_time() + self.timeout
@@ -249,11 +263,9 @@ class _Run:
                     self.tg = tg
                     self._dispatch()
         except BaseException:
-            error = ErrorInfo(failure_mode=FailureMode.CANCELLED,
-                              message="the run was cancelled by its caller")
-            self._close_unfinished(error)
+            self._close_unfinished(ErrorInfo(failure_mode=FailureMode.CANCELLED,
+                                             message="the run was cancelled by its caller"))
             self._event("run_finished", status=RunStatus.CANCELLED)
-            self._end_span(RunStatus.CANCELLED, error, root)
             raise
         if scope.cancelled_caught:
             self.stop_error = ErrorInfo(failure_mode=FailureMode.TIMEOUT,
@@ -264,9 +276,7 @@ class _Run:
                     state.error, state.result = self.stop_error, None
         self._close_unfinished(self.stop_error or ErrorInfo(
             failure_mode=FailureMode.CANCELLED, message="the run ended before this step"))
-        result = self._result(started_at)
-        self._end_span(result.status, result.error, root)
-        return result
+        return self._result(self.started_at)
 
     def _start_span(self) -> Any:
         """Start the run's span; returns the token that files the trace under this run
@@ -283,6 +293,7 @@ class _Run:
         tracing, span = self.tracing, self.span
         if tracing is None or span is None:
             return
+        self.span = None
         span.set_attribute("dagentic.status", status.value)
         if error is not None:
             fail_span(span, None, mode=error.failure_mode, message=error.message)

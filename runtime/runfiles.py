@@ -12,6 +12,7 @@ A line of a run file is one finished span::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -21,6 +22,8 @@ from typing import Any
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from .tracing import RUN_ID
 
 __all__ = ["JsonlMetricExporter", "JsonlSpanExporter", "find_run", "read_spans", "run_files",
            "span_line", "span_record"]
@@ -74,15 +77,19 @@ class JsonlSpanExporter(SpanExporter):
         for span, root in zip(spans, roots, strict=True):
             name = root if root is not None else format(span.context.trace_id, "032x")
             files.setdefault(name, []).append(span_line(span))
-        try:
-            self.runs_dir.mkdir(parents=True, exist_ok=True)
-            for name, lines in files.items():
-                with run_file(self.runs_dir, name).open("a", encoding="utf-8") as out:
+        result = SpanExportResult.SUCCESS
+        for name, lines in files.items():  # one file failing must not cost the others
+            path = run_file(self.runs_dir, name)
+            try:
+                self.runs_dir.mkdir(parents=True, exist_ok=True)
+                # Lone surrogates (a file name from os.fsdecode, say) become "?": escaped,
+                # they would come back as surrogates that no terminal can print.
+                with path.open("a", encoding="utf-8", errors="replace") as out:
                     out.write("\n".join(lines) + "\n")
-        except OSError as exc:
-            print(f"dagentic: cannot write spans to {self.runs_dir}: {exc}", file=sys.stderr)
-            return SpanExportResult.FAILURE
-        return SpanExportResult.SUCCESS
+            except (OSError, ValueError) as exc:
+                print(f"dagentic: cannot write spans to {path}: {exc}", file=sys.stderr)
+                result = SpanExportResult.FAILURE
+        return result
 
 
 class JsonlMetricExporter(MetricExporter):
@@ -114,8 +121,14 @@ class JsonlMetricExporter(MetricExporter):
 
 
 def run_file(runs_dir: Path, run_id: str) -> Path:
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id).lstrip(".")
-    return Path(runs_dir) / f"{safe or 'run'}.jsonl"
+    """The file of run ``run_id``: its id, or — when the id is not a plain, short file
+    name (or is ``metrics``) — a cleaned, cut id with a hash of the real one."""
+    safe = "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_"
+                   for c in run_id).lstrip(".")
+    if safe != run_id or len(safe) > 120 or safe == "metrics":
+        digest = hashlib.sha256(run_id.encode("utf-8", "backslashreplace")).hexdigest()
+        safe = f"{safe[:80]}-{digest[:12]}".lstrip("-")
+    return Path(runs_dir) / f"{safe}.jsonl"
 
 
 def run_files(runs_dir: Path) -> list[Path]:
@@ -129,30 +142,42 @@ def run_files(runs_dir: Path) -> list[Path]:
 
 def read_spans(path: Path) -> Iterator[dict[str, Any]]:
     """The spans of a run file; a line cut short by a crash is skipped."""
-    with Path(path).open(encoding="utf-8") as lines:
+    with Path(path).open(encoding="utf-8", errors="replace") as lines:
         for line in lines:
             try:
                 record = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(record, dict) and "span_id" in record:
+            if _is_span(record):
                 yield record
+
+
+def _is_span(record: Any) -> bool:
+    return isinstance(record, dict) and isinstance(record.get("span_id"), str) and \
+        isinstance(record.get("name"), str) and isinstance(record.get("start"), int) and \
+        isinstance(record.get("end"), int) and isinstance(record.get("attributes", {}), dict)
 
 
 def find_run(runs_dir: Path, run_id: str) -> Path | None:
     """The file holding run ``run_id``: ``<run_id>.jsonl``, the one file whose name starts
-    with ``run_id``, or the newest file with a span of that run (a plan version of an
-    agent run is filed under the agent run)."""
+    with ``run_id``, or the newest file with a run span of that id (a plan version of an
+    agent run is filed under the agent run). Raises ValueError when ``run_id`` starts
+    several file names."""
     exact = run_file(runs_dir, run_id)
     if exact.is_file():
         return exact
     files = run_files(runs_dir)
-    prefixed = [p for p in files if p.stem.startswith(run_id)]
+    prefixed = [p for p in files if p.stem.startswith(run_id)] if run_id else []
     if len(prefixed) == 1:
         return prefixed[0]
-    needle = json.dumps(run_id)
+    if prefixed:
+        shown = ", ".join(p.stem for p in prefixed[:5]) + (", ..." if len(prefixed) > 5
+                                                          else "")
+        raise ValueError(f"run id '{run_id}' is ambiguous: {len(prefixed)} runs start with "
+                         f"it ({shown}); give more of it")
+    needle = f'"{RUN_ID}":{_encode(run_id)}'
     for path in files:
-        with path.open(encoding="utf-8") as text:
+        with path.open(encoding="utf-8", errors="replace") as text:
             if any(needle in line for line in text):
                 return path
     return None

@@ -222,8 +222,8 @@ class OtlpSettings(BaseModel):
     headers: dict[str, SecretStr] = Field(
         default_factory=dict, description="Sent with every export (e.g. an API key).")
     timeout: float = Field(5.0, gt=0, description="Seconds per export (a collector that "
-                                                  "does not answer delays the CLI's exit by "
-                                                  "about twice this).")
+                                                  "does not answer delays a CLI command by a "
+                                                  "few times this).")
 
 
 class TracingSettings(BaseModel):

@@ -59,13 +59,14 @@ class FastTracerProvider(trace.TracerProvider):
 
     def __init__(self, exporters: Sequence[SpanExporter], resource: Resource | None = None,
                  *, schedule_delay: float = 1.0, max_batch: int = 512,
-                 max_queue: int = 100_000, shutdown_on_exit: bool = True) -> None:
+                 max_queue: int = 20_000, shutdown_on_exit: bool = True) -> None:
         self.exporters = list(exporters)
         self.resource = resource or Resource.get_empty()
         self.schedule_delay = schedule_delay
         self.max_batch = max_batch
         self.max_queue = max_queue
         self.dropped = 0
+        self._in_flight = 0  # spans of the batch being exported
         # Waking the thread often makes it fight the event loop for the GIL mid-run.
         self._wake_at = max(max_queue // 10, 1)
         self._queue: deque[FastSpan] = deque()
@@ -99,6 +100,7 @@ class FastTracerProvider(trace.TracerProvider):
 
     def _finished(self, span: FastSpan) -> None:
         if self._stopped:
+            self.dropped += 1
             return
         queue = self._queue
         if len(queue) >= self.max_queue:
@@ -130,6 +132,7 @@ class FastTracerProvider(trace.TracerProvider):
         while True:
             self._wake.wait(self.schedule_delay)
             self._wake.clear()
+            stopping = self._stopped  # read first: what ends before the stop is exported
             with self._idle:
                 self._busy = True
             try:
@@ -138,7 +141,7 @@ class FastTracerProvider(trace.TracerProvider):
                 with self._idle:
                     self._busy = False
                     self._idle.notify_all()
-            if self._stopped:
+            if stopping:
                 return
 
     def _export_all(self) -> None:
@@ -150,6 +153,7 @@ class FastTracerProvider(trace.TracerProvider):
                 span = queue.popleft()
                 batch.append(span._readable(self.resource))
                 roots.append(span.root)
+            self._in_flight = len(batch)
             for exporter in self.exporters:
                 try:
                     routed = getattr(exporter, "export_routed", None)
@@ -160,6 +164,7 @@ class FastTracerProvider(trace.TracerProvider):
                 except Exception as exc:  # noqa: BLE001 - a broken exporter must not kill tracing
                     _log.warning("span export failed", exporter=type(exporter).__name__,
                                  error=str(exc))
+            self._in_flight = 0
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Export every finished span now; True when done within the timeout."""
@@ -177,17 +182,25 @@ class FastTracerProvider(trace.TracerProvider):
             exporter.force_flush(max(int((deadline - time.monotonic()) * 1000), 1))
         return True
 
-    def shutdown(self) -> None:
-        """Export what is left, stop the thread and shut the exporters down."""
+    def shutdown(self, timeout_millis: int = 10_000) -> None:
+        """Export what is left (within the timeout: a collector that does not answer must
+        not hold the process), stop the thread and shut the exporters down. Spans that
+        could not be exported, or were dropped, are counted in a warning."""
         if self._stopped:
             return
-        self.force_flush()
+        deadline = time.monotonic() + timeout_millis / 1000
+        self.force_flush(timeout_millis)
         self._stopped = True
         self._wake.set()
         if self._thread is not None:
-            self._thread.join(5)
+            self._thread.join(max(deadline - time.monotonic(), 0.1))
+        stuck = self._thread is not None and self._thread.is_alive()
+        lost = len(self._queue) + self.dropped + (self._in_flight if stuck else 0)
         for exporter in self.exporters:
             exporter.shutdown()
+        if lost:
+            _log.warning("spans not exported", count=lost,
+                         reason="the exporter was too slow or its queue was full")
 
 
 def _after_fork(ref: weakref.ref[FastTracerProvider]) -> None:
@@ -216,10 +229,14 @@ class FastTracer(trace.Tracer):
         parent_span = trace.get_current_span(context)
         parent = parent_span.get_span_context()
         if parent.is_valid:
-            trace_id, state = parent.trace_id, parent.trace_state
+            # dagentic records its spans always (every run gets its trace), but passes the
+            # parent's sampling decision on, so the application's sampling still holds
+            # for its own spans under ours and for what it propagates.
+            trace_id, state, flags = parent.trace_id, parent.trace_state, parent.trace_flags
         else:
-            parent, trace_id, state = None, random.getrandbits(128) or 1, _NO_STATE
-        span_context = SpanContext(trace_id, random.getrandbits(64) or 1, False, _SAMPLED,
+            parent, trace_id, state, flags = None, random.getrandbits(128) or 1, \
+                _NO_STATE, _SAMPLED
+        span_context = SpanContext(trace_id, random.getrandbits(64) or 1, False, flags,
                                    state)
         attrs = dict(attributes) if attributes else {}
         for value in attrs.values():
@@ -315,10 +332,11 @@ class FastSpan(trace.Span):
 
     def set_status(self, status: Status | StatusCode, description: str | None = None
                    ) -> None:
-        if self._ended or self.status.status_code is StatusCode.OK:
-            return  # OK is final, as the specification asks
         if isinstance(status, StatusCode):
             status = Status(status, description)
+        if self._ended or self.status.status_code is StatusCode.OK or \
+                status.status_code is StatusCode.UNSET:
+            return  # OK is final and UNSET changes nothing, as the specification asks
         self.status = status
 
     def record_exception(self, exception: BaseException,

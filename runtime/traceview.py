@@ -84,6 +84,8 @@ class _Tree:
         found, todo = set(), [span]
         while todo:
             current = todo.pop()
+            if current["span_id"] in found:  # a span id written twice must not loop
+                continue
             found.add(current["span_id"])
             todo.extend(self.children.get(current["span_id"], ()))
         return [s for s in self.spans if s["span_id"] in found]
@@ -91,7 +93,11 @@ class _Tree:
     def run_of(self, span: dict[str, Any]) -> dict[str, Any] | None:
         """The nearest run (or agent) span above ``span``."""
         current = self.by_id.get(span.get("parent_id") or "")
+        seen = {span["span_id"]}
         while current is not None and _kind(current) not in ("run", "agent"):
+            if current["span_id"] in seen:  # parents written in a circle
+                return None
+            seen.add(current["span_id"])
             current = self.by_id.get(current.get("parent_id") or "")
         return current
 
@@ -124,7 +130,12 @@ def analyse(spans: list[dict[str, Any]], run_id: str | None = None) -> dict[str,
     t0 = min(s["start"] for s in spans)
     rows: list[dict[str, Any]] = []
 
+    seen: set[str] = set()
+
     def walk(span: dict[str, Any], depth: int, run: dict[str, Any] | None) -> None:
+        if span["span_id"] in seen:  # a span id written twice must not loop
+            return
+        seen.add(span["span_id"])
         kind = _kind(span)
         if kind == "item":  # counted on its step; model calls under it still show
             for child in tree.children.get(span["span_id"], ()):

@@ -44,8 +44,8 @@ from opentelemetry.trace import Span, Status, StatusCode, TracerProvider
 from .errors import DagenticError, FailureMode, failure_mode_of
 from .spans import FastSpan, FastTracerProvider
 
-__all__ = ["CONTENT_LIMIT", "SpanMetrics", "Tracing", "fail_span", "maybe_span",
-           "tracing_from_settings"]
+__all__ = ["CONTENT_LIMIT", "SpanMetrics", "Tracing", "current_step_span", "fail_span",
+           "maybe_span", "tracing_from_settings"]
 
 CONTENT_LIMIT = 16_000  # characters of one recorded prompt, argument set or output
 RUN_ID = "dagentic.run_id"
@@ -66,7 +66,7 @@ def _version() -> str:
 
 
 class Tracing:
-    """dagentic's tracer, meter and instruments.
+    """dagentic's tracer, and the metrics derived from its spans.
 
     Args:
         tracer_provider: where spans go (e.g. the application's own, or one with an
@@ -82,14 +82,21 @@ class Tracing:
         self.tracer = tracer_provider.get_tracer(SCOPE, _version())
         self.record_content = record_content
         self._shut = False
-        self.span_metrics = SpanMetrics(meter_provider) if meter_provider else None
+        self._stuck = False  # a flush timed out: the exporter does not keep up
+        self.span_metrics: SpanMetrics | None = None
         self._inline_metrics = None
-        if self.span_metrics is not None:
-            add = getattr(tracer_provider, "add_exporter", None)
-            if add is not None:  # ours: metrics are derived on its exporter thread
-                add(self.span_metrics)
+        if meter_provider is not None:
+            exporters = getattr(tracer_provider, "exporters", None)
+            if isinstance(tracer_provider, FastTracerProvider) and exporters is not None:
+                # ours: metrics are derived on its exporter thread, once per meter provider
+                self.span_metrics = next(
+                    (e for e in exporters if isinstance(e, SpanMetrics)
+                     and e.meter_provider is meter_provider), None)
+                if self.span_metrics is None:
+                    self.span_metrics = SpanMetrics(meter_provider)
+                    tracer_provider.add_exporter(self.span_metrics)
             else:
-                self._inline_metrics = self.span_metrics
+                self.span_metrics = self._inline_metrics = SpanMetrics(meter_provider)
 
     # -- roots ---------------------------------------------------------------------------
 
@@ -142,24 +149,30 @@ class Tracing:
         if self._inline_metrics is not None and isinstance(span, ReadableSpan):
             self._inline_metrics.export((span,))
 
-    def flush(self, timeout_millis: int = 30_000) -> None:
-        """Export what is buffered now: spans first, then the metrics derived from them."""
+    def flush(self, timeout_millis: int = 30_000) -> bool:
+        """Export what is buffered now: spans first, then the metrics derived from them.
+        False if that did not finish within the timeout (a collector not answering)."""
+        done = True
         for provider in (self.tracer_provider, self.meter_provider):
             flush = getattr(provider, "force_flush", None)
             if flush is not None:
-                flush(timeout_millis)
+                done = flush(timeout_millis) is not False and done
+        self._stuck = self._stuck or not done
+        return done
 
-    def shutdown(self) -> None:
-        """Export what is left and stop: spans first, then the metrics derived from them.
-        Only for providers this Tracing was built with (see :func:`tracing_from_settings`).
-        A second call does nothing."""
+    def shutdown(self, timeout_millis: int = 10_000) -> None:
+        """Export what is left and stop: spans first, then the metrics derived from them
+        (within the timeout; 1 s once a flush timed out). Only for providers this Tracing
+        was built with (see :func:`tracing_from_settings`). A second call does nothing."""
         if self._shut:
             return
         self._shut = True
+        timeout_millis = 1000 if self._stuck else timeout_millis
         for provider in (self.tracer_provider, self.meter_provider):
-            shutdown = getattr(provider, "shutdown", None)
-            if shutdown is not None:
-                shutdown()
+            if isinstance(provider, FastTracerProvider):
+                provider.shutdown(timeout_millis)
+            elif provider is not None and hasattr(provider, "shutdown"):
+                provider.shutdown()
 
 
 @contextmanager
@@ -171,6 +184,17 @@ def maybe_span(tracing: Tracing | None, name: str, attributes: Mapping[str, Any]
         return
     with tracing.span(name, attributes, root_run_id=root_run_id) as span:
         yield span
+
+
+def current_step_span() -> Span | None:
+    """The current span if dagentic started it (the step's span while a tool runs), else
+    None — so a tool never writes onto an application's own span."""
+    span = trace.get_current_span()
+    if isinstance(span, FastSpan):
+        scope = span.tracer.scope
+    else:
+        scope = getattr(span, "instrumentation_scope", None)
+    return span if scope is not None and scope.name == SCOPE else None
 
 
 def fail_span(span: Span, exc: BaseException | None, *, mode: Any = None,
@@ -202,6 +226,7 @@ class SpanMetrics(SpanExporter):
     model call tokens, duration and cost."""
 
     def __init__(self, meter_provider: MeterProvider) -> None:
+        self.meter_provider = meter_provider
         meter = meter_provider.get_meter(SCOPE, _version())
         self.step_duration = meter.create_histogram(
             "dagentic.step.duration", unit="s",
@@ -277,7 +302,8 @@ def tracing_from_settings(settings: Any) -> Tracing | None:
     secrets = sorted((k, v.get_secret_value()) for k, v in config.otlp.headers.items())
     key = (config.model_dump_json(), str(runs_dir), tuple(secrets))  # the dump masks secrets
     with _cache_lock:
-        if key not in _cache:
+        cached = _cache.get(key)
+        if key not in _cache or (cached is not None and cached._shut):
             _cache[key] = _build(config, runs_dir)
         return _cache[key]
 
@@ -309,11 +335,14 @@ def _build(config: Any, runs_dir: Path) -> Tracing | None:
     meter_provider = None
     if config.metrics:
         reader = PeriodicExportingMetricReader(
-            metrics, export_interval_millis=config.metrics_interval * 1000)
+            metrics, export_interval_millis=config.metrics_interval * 1000,
+            export_timeout_millis=config.otlp.timeout * 1000)
         meter_provider = SdkMeterProvider(metric_readers=[reader], resource=resource,
                                           shutdown_on_exit=False)
     tracing = Tracing(tracer_provider, meter_provider, record_content=config.record_content)
-    atexit.register(tracing.shutdown)  # in that order: metrics come from the last spans
+    # In that order: metrics come from the last spans. A collector that does not answer
+    # holds the exit for about two export timeouts at most.
+    atexit.register(tracing.shutdown, int(config.otlp.timeout * 2000))
     return tracing
 
 

@@ -84,6 +84,7 @@ PUBLIC_API = [
     "compile_expression",
     "compile_plan",
     "compile_template",
+    "current_step_span",
     "hookimpl",
     "hookspec",
     "load_plan",

@@ -9,6 +9,7 @@ import sys
 import textwrap
 import time
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +17,13 @@ import anyio
 import pytest
 from typer.testing import CliRunner, Result
 
-from runtime import Executor, Settings, ToolRegistry
+from runtime import Executor, Settings, ToolError, ToolRegistry, tool
 from runtime.agent import Agent
 from runtime.cli import app
 from runtime.models import ScriptedModel
 from runtime.result import RunResult
+from runtime.runfiles import find_run, read_spans
+from runtime.traceview import analyse
 from runtime.tracing import tracing_from_settings
 
 # Rich must not colour or wrap what the tests read.
@@ -50,13 +53,14 @@ def invoke(*args: str | Path) -> Result:
     return result
 
 
-def run_plan(tools: ToolRegistry, plan: dict[str, Any]) -> RunResult:
+def run_plan(tools: ToolRegistry, plan: dict[str, Any], run_id: str | None = None
+             ) -> RunResult:
     """Run ``plan``, traced as the settings say, and write its file."""
     settings = Settings()
     tracing = tracing_from_settings(settings)
     assert tracing is not None
     executor = Executor(tools, settings=settings, tracing=tracing)
-    result = anyio.run(executor.run, plan)
+    result = anyio.run(partial(executor.run, plan, run_id=run_id))
     tracing.flush()
     return result
 
@@ -257,6 +261,157 @@ def test_an_unknown_run_id_is_an_error_naming_the_runs_dir(runs: Path) -> None:
     assert result.stdout == ""
     assert result.stderr == (f"error: no trace of run 'nope' in {runs}: runs are traced there "
                              "when tracing.exporter is 'jsonl' (the default)\n")
+
+
+def test_an_id_that_starts_two_run_files_is_ambiguous(tools: ToolRegistry, runs: Path) -> None:
+    for run_id in ("abc111", "abc222"):
+        run_plan(tools, {"name": "p", "steps": [echo("a", 1)]}, run_id=run_id)
+    then = time.time() - 60
+    os.utime(runs / "abc111.jsonl", (then, then))  # the older one
+    message = ("run id 'abc' is ambiguous: 2 runs start with it (abc222, abc111); "
+               "give more of it")
+    with pytest.raises(ValueError) as raised:
+        find_run(runs, "abc")
+    assert str(raised.value) == message
+
+    result = invoke("trace", "abc")
+
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr == f"error: {message}\n"
+    for run_id in ("abc111", "abc222"):  # more of it finds each
+        assert trace_json(run_id[:4])["root"]["run_id"] == run_id
+
+
+def test_a_run_id_is_found_by_its_run_span_not_by_another_attribute(
+        tools: ToolRegistry, runs: Path) -> None:
+    settings = Settings()
+    tracing = tracing_from_settings(settings)
+    assert tracing is not None
+    executor = Executor(tools, settings=settings, tracing=tracing)
+
+    async def main() -> None:  # a plan run filed under the run around it
+        with tracing.span("outer", {"dagentic.run_id": "outer-run"}, root_run_id="outer-run"):
+            await executor.run({"name": "p", "steps": [echo("a", 1)]}, run_id="inner-run",
+                               trace_attributes={"app.ticket": "feedface"})
+
+    anyio.run(main)
+    tracing.flush()
+    path = runs / "outer-run.jsonl"
+    assert [r["name"] for r in read_spans(path)] == ["execute_tool test.echo", "run p",
+                                                     "outer"]
+
+    assert find_run(runs, "inner-run") == path
+    assert find_run(runs, "feedface") is None  # only the value of app.ticket
+    result = invoke("trace", "feedface")
+    assert result.exit_code == 2
+    assert result.stderr == (f"error: no trace of run 'feedface' in {runs}: runs are traced "
+                             "there when tracing.exporter is 'jsonl' (the default)\n")
+
+
+def test_lines_cut_mid_character_and_records_that_are_no_spans_are_skipped(
+        tools: ToolRegistry, runs: Path) -> None:
+    result = run_plan(tools, {"name": "p", "steps": [echo("a", 1), echo("b", 2)]})
+    path = runs / f"{result.run_id}.jsonl"
+    before = trace_json(result.run_id)
+    lines = path.read_bytes().splitlines()
+    span = json.loads(lines[0])
+    cut = json.dumps({**span, "message": "coûte 3 €"}, ensure_ascii=False).encode()
+    cut = cut[:cut.index("€".encode()) + 1]  # in the middle of the euro sign's three bytes
+    assert cut.startswith(b"{") and not cut.decode("utf-8", "ignore").endswith("€")
+    without = [{k: v for k, v in span.items() if k != key} for key in ("name", "start", "end")]
+    wrong = [{**span, "name": 3}, {**span, "start": str(span["start"])},
+             {**span, "end": None}, {**span, "span_id": 7}, {**span, "attributes": ["a"]}]
+    others = [[], "execute_tool", 1, None, {"span_id": "0" * 16}]
+    junk = [json.dumps(r).encode() for r in [*without, *wrong, *others]]
+    path.write_bytes(b"\n".join([cut, *lines[:1], *junk, *lines[1:], cut]))  # the last cut
+
+    assert list(read_spans(path)) == [json.loads(line) for line in lines]
+    assert trace_json(result.run_id) == before
+    shown = invoke("trace", result.run_id)
+    assert shown.exit_code == 0, shown.output
+    assert shown.stdout.startswith(f"run p {result.run_id} succeeded in ")
+
+
+def test_a_span_written_twice_is_shown_once(tools: ToolRegistry, runs: Path) -> None:
+    result = run_plan(tools, {"name": "p", "steps": [echo("a", 1), echo("b", 2)]})
+    path = runs / f"{result.run_id}.jsonl"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    path.write_text("\n".join([*lines, *lines]) + "\n", encoding="utf-8")  # an export again
+
+    shown = invoke("trace", result.run_id)
+
+    assert shown.exit_code == 0, shown.output
+    assert shown.stdout.startswith(f"run p {result.run_id} succeeded in ")
+    analysis = trace_json(result.run_id)
+    assert [row["label"] for row in analysis["timeline"]] == ["a", "b"]
+    assert analysis["root"]["run_id"] == result.run_id
+
+
+# A file name with bytes that are not UTF-8, as os.fsdecode gives it: lone surrogates.
+UNREADABLE = os.fsdecode(b"data-\xe9t\xe9.csv")
+
+
+@tool(name="probe.unreadable", side_effects="none")
+async def unreadable() -> None:
+    """Fail on a file whose name is not UTF-8."""
+    raise ToolError(f"cannot read {UNREADABLE}")
+
+
+def test_a_message_that_is_not_utf8_is_shown_and_reported(tools: ToolRegistry) -> None:
+    # Lone surrogates are written as "?", so `dagentic trace` and `dagentic report` (text
+    # and --json) print on a strict UTF-8 stdout (CliRunner's; a terminal's).
+    result = run_plan(ToolRegistry([*tools, unreadable]), {"name": "p", "steps": [
+        {"id": "x", "tool": "probe.unreadable", "args": {}}]})
+    assert result.error is not None
+
+    shown = invoke("trace", result.run_id)
+
+    assert shown.exit_code == 0, shown.output
+    assert shown.stdout.splitlines()[1].startswith(
+        "tool_error: step 'x' failed: cannot read data-")
+    failure = trace_json(result.run_id)["failures"][0]
+    assert (failure["step_id"], failure["message"][:17]) == ("x", "cannot read data-")
+    assert invoke("report").exit_code == 0
+    data = json.loads(invoke("report", "--json").stdout)
+    assert data["failure_modes"][0]["example"]["message"].startswith("cannot read data-")
+
+
+def span_record(span_id: str, parent_id: str | None, name: str, start: int, end: int,
+                message: str | None = None, **attributes: Any) -> dict[str, Any]:
+    return {"name": name, "trace_id": "7" * 32, "span_id": span_id, "parent_id": parent_id,
+            "start": start, "end": end, "status": "ERROR" if message else "UNSET",
+            "message": message, "attributes": {k.replace("__", "."): v
+                                               for k, v in attributes.items()},
+            "events": [], "scope": "dagentic"}
+
+
+@pytest.mark.timeout(2)
+def test_a_span_id_written_twice_under_its_own_child_does_not_loop(runs: Path) -> None:
+    # A span id written twice can make a cycle of parents (s -> t -> s): walking the tree,
+    # looking for a step's run and for what is below a run must all stop.
+    run = span_record("a1" * 8, None, "run p", 0, 100, "step 'b' failed: boom",
+                      dagentic__run_id="cycle", dagentic__plan="p", dagentic__root=True,
+                      dagentic__status="failed", dagentic__failure_mode="tool_error")
+    step = {"dagentic__step__id": "a", "gen_ai__tool__name": "test.echo",
+            "dagentic__status": "succeeded"}
+    first = span_record("b2" * 8, "a1" * 8, "execute_tool test.echo", 10, 20, **step)
+    child = span_record("c3" * 8, "b2" * 8, "execute_tool test.fail", 12, 18, "boom",
+                        dagentic__step__id="b", gen_ai__tool__name="test.fail",
+                        dagentic__status="failed", dagentic__failure_mode="tool_error")
+    again = span_record("b2" * 8, "c3" * 8, "execute_tool test.echo", 13, 17, **step)
+    spans = [run, first, child, again]
+    runs.mkdir()
+    (runs / "cycle.jsonl").write_text("".join(json.dumps(s) + "\n" for s in spans),
+                                      encoding="utf-8")
+
+    analysis = analyse(spans)
+
+    assert [row["label"] for row in analysis["timeline"]] == ["a", "b"]
+    assert analysis["root"]["status"] == "failed"
+    shown = invoke("trace", "cycle")
+    assert shown.exit_code == 0, shown.output
+    assert shown.stdout.startswith("run p cycle failed in 0.00s\n")
 
 
 def test_the_run_command_writes_the_whole_trace_and_names_it(tmp_path: Path) -> None:

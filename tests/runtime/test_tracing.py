@@ -12,10 +12,12 @@ and trio.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -30,9 +32,10 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import StatusCode
+from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
+from opentelemetry.trace.span import TraceState
 
 from runtime import (
     Executor,
@@ -46,10 +49,11 @@ from runtime import (
     ToolError,
     ToolNotFoundError,
     ToolRegistry,
+    current_step_span,
     tool,
 )
 from runtime.agent import Agent, Budgets
-from runtime.runfiles import find_run, read_spans, run_files
+from runtime.runfiles import JsonlSpanExporter, find_run, read_spans, run_files
 from runtime.spans import FastTracerProvider
 from runtime.tracing import Tracing, tracing_from_settings
 from tests.blind import blind_settings
@@ -220,7 +224,43 @@ async def lost(name: str = "x.y") -> None:
     raise ToolNotFoundError(f"no tool named '{name}'")
 
 
-PROBES = [inner_async, inner_sync, hog, lost]
+# A file name with bytes that are not UTF-8, as os.fsdecode gives it: lone surrogates.
+UNREADABLE = os.fsdecode(b"data-\xe9t\xe9.csv")
+
+
+@tool(name="probe.unreadable", side_effects="none")
+async def unreadable() -> None:
+    """Fail on a file whose name is not UTF-8."""
+    raise ToolError(f"cannot read {UNREADABLE}")
+
+
+@tool(name="probe.note", side_effects="none")
+async def note(text: str) -> bool:
+    """Write a note onto the step's span (when the run is traced), on the event loop.
+
+    Args:
+        text: The note.
+    """
+    span = current_step_span()
+    if span is not None:
+        span.set_attribute("probe.note", text)
+    return span is not None
+
+
+@tool(name="probe.note_sync", side_effects="none")
+def note_sync(text: str) -> bool:
+    """Write a note onto the step's span (when the run is traced), in a worker thread.
+
+    Args:
+        text: The note.
+    """
+    span = current_step_span()
+    if span is not None:
+        span.set_attribute("probe.note", text)
+    return span is not None
+
+
+PROBES = [inner_async, inner_sync, hog, lost, unreadable, note, note_sync]
 
 
 @pytest.fixture
@@ -598,6 +638,50 @@ async def test_a_retry_that_succeeds_leaves_the_span_ok_with_the_failed_attempt(
     assert event["exception.message"] == "flaky failure 1"
 
 
+
+class BrokenJournal(MemoryJournal):
+    """Raises on events of one kind while ``broken``."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self.broken = True
+
+    def record(self, event: Any) -> None:
+        if self.broken and event.kind == self.kind:
+            raise RuntimeError(f"the journal is down ({event.kind})")
+        super().record(event)
+
+
+async def test_a_journal_raising_on_run_started_still_ends_the_run_span_as_error(
+        registry: ToolRegistry, settings: Settings, traced: Traced) -> None:
+    journal = BrokenJournal("run_started")
+    runner = executor(registry, settings, traced, journal=journal)
+    plan = {"name": "p", "steps": [echo("a", 1)]}
+    with pytest.raises(RuntimeError, match=r"^the journal is down \(run_started\)$"):
+        await runner.run(plan, run_id="broken")
+
+    journal.broken = False
+    result = await runner.run(plan, run_id="next")  # on the same task
+    assert result.status is RunStatus.SUCCEEDED
+
+    spans = traced.spans()
+    assert len(spans) == 3  # the broken run never started a step
+    broken = one(spans, "run p", dagentic__run_id="broken")
+    assert broken.status.status_code is StatusCode.ERROR
+    assert broken.status.description == "the journal is down (run_started)"
+    assert broken.attributes["dagentic.status"] == "failed"
+    assert broken.attributes["dagentic.root"] is True
+    assert broken.end_time is not None
+    # The failed run let go of the root: the next one is a root of its own.
+    nxt = one(spans, "run p", dagentic__run_id="next")
+    assert nxt.parent is None
+    assert nxt.attributes.get("dagentic.root") is True
+    assert nxt.context.trace_id != broken.context.trace_id
+    assert nxt.status.status_code is StatusCode.UNSET
+    assert is_child(step_span(spans, "a"), nxt)
+
+
 # --------------------------------------------------------------------------- agent failures
 
 
@@ -797,8 +881,7 @@ async def test_a_failing_model_call_is_an_error_chat_span(
 
 async def test_a_failed_model_call_records_its_exception_once(
         registry: ToolRegistry, settings: Settings, traced: Traced) -> None:
-    # BUG: Metered._chat records the exception on the chat span (fail_span(span, exc)) and
-    # re-raises; Tracing.span, which opened that span, records it a second time.
+    # Metered re-raises into Tracing.span, which opened the span: recorded there, once.
     from runtime.models import ModelError
 
     await make_agent([ModelError("model: endpoint down")], registry, settings,
@@ -811,9 +894,8 @@ async def test_a_failed_model_call_records_its_exception_once(
 
 async def test_a_cancelled_agent_run_says_cancelled_on_its_span(
         registry: ToolRegistry, settings: Settings, traced: Traced) -> None:
-    # BUG: Agent.run only describes its span (_describe: dagentic.status, usage) when the
-    # loop returns; a caller's cancellation leaves invoke_agent without dagentic.status, so
-    # SpanMetrics counts the agent run as failed while its plan run counts as cancelled.
+    # A caller's cancellation still gives invoke_agent its dagentic.status, so metrics count
+    # the agent run as cancelled, like its plan run.
     plan = {"steps": [{"id": "nap", "tool": "test.sleep", "args": {"seconds": 10}}]}
     agent = make_agent([plan], registry, settings, traced.tracing)
     with anyio.move_on_after(0.3) as scope:
@@ -947,9 +1029,8 @@ async def test_spans_of_another_tracer_in_a_tool_nest_under_the_step_span(
 
 async def test_dagentic_spans_keep_the_trace_state_of_their_parent(
         registry: ToolRegistry, settings: Settings, traced: Traced) -> None:
-    # BUG: FastTracer.start_span gives every span an empty TraceState (_NO_STATE) instead
-    # of its parent's, as OpenTelemetry asks; a vendor's tracestate from an incoming request
-    # is lost on dagentic's spans and on every span nested under them (in tools too).
+    # As OpenTelemetry asks: a vendor's tracestate from an incoming request stays on
+    # dagentic's spans and on every span nested under them (in tools too).
     from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
     from opentelemetry.trace.span import TraceState
 
@@ -968,6 +1049,78 @@ async def test_dagentic_spans_keep_the_trace_state_of_their_parent(
     assert run.context.trace_state == state
     assert step_span(spans, "in_loop").context.trace_state == state
     assert inner.context.trace_state == state
+
+
+async def test_under_an_unsampled_parent_dagentic_spans_are_recorded_but_not_sampled(
+        registry: ToolRegistry, settings: Settings, traced: Traced) -> None:
+    state = TraceState([("vendor", "v1")])
+    parent = SpanContext(0xABC, 0xDEF, False, TraceFlags(0), state)
+    SDK_EXPORTER.clear()
+    with trace.use_span(NonRecordingSpan(parent)):
+        result = await executor(registry, settings, traced).run({"name": "p", "steps": [
+            {"id": "in_loop", "tool": "probe.inner_async", "args": {"label": "async"}},
+            {"id": "in_thread", "tool": "probe.inner_sync", "args": {"label": "sync"}}]})
+    assert result.status is RunStatus.SUCCEEDED, result.error
+
+    # Every run has its trace: dagentic's spans are recorded and exported all the same...
+    spans = traced.spans()
+    assert len(spans) == 3
+    run = one(spans, "run p")
+    assert run.context.trace_id == 0xABC and run.parent.span_id == 0xDEF
+    for span in spans:
+        assert span.context.trace_id == 0xABC
+        # ...but carry the parent's decision on, and its trace state.
+        assert span.context.trace_flags == TraceFlags(0), span.name
+        assert not span.context.trace_flags.sampled
+        assert span.context.trace_state == state
+    # So the application's SDK spans under them (ParentBased sampler) are not sampled.
+    assert SDK_EXPORTER.get_finished_spans() == ()
+    for sid in ("in_loop", "in_thread"):
+        assert is_child(step_span(spans, sid), run)
+        assert result.steps[sid].output["trace_id"] == 0xABC  # the tool's span was in it
+
+
+def test_current_step_span_is_none_outside_dagentic_spans(traced: Traced) -> None:
+    assert current_step_span() is None
+    with SDK_TRACER.start_as_current_span("app request"):
+        assert current_step_span() is None
+    # Another tracer of dagentic's own provider is not dagentic either.
+    with traced.provider.get_tracer("app").start_as_current_span("app span"):
+        assert current_step_span() is None
+    with traced.tracing.span("mine") as span:
+        assert current_step_span() is span
+        with SDK_TRACER.start_as_current_span("nested app span"):
+            assert current_step_span() is None
+    assert current_step_span() is None
+
+
+async def test_a_tool_writes_onto_its_step_span_through_current_step_span(
+        registry: ToolRegistry, settings: Settings, traced: Traced) -> None:
+    result, spans = await run_one(registry, settings, traced, [
+        {"id": "in_loop", "tool": "probe.note", "args": {"text": "async note"}},
+        {"id": "in_thread", "tool": "probe.note_sync", "args": {"text": "sync note"}}])
+    assert result.status is RunStatus.SUCCEEDED, result.error
+    assert (result.steps["in_loop"].output, result.steps["in_thread"].output) == (True, True)
+    assert step_span(spans, "in_loop").attributes["probe.note"] == "async note"
+    assert step_span(spans, "in_thread").attributes["probe.note"] == "sync note"
+    assert "probe.note" not in one(spans, "run p").attributes
+
+
+async def test_with_tracing_off_current_step_span_is_none_even_in_an_application_span(
+        registry: ToolRegistry, settings: Settings) -> None:
+    SDK_EXPORTER.clear()
+    runner = Executor(registry, settings=settings, tracing=None)
+    with SDK_TRACER.start_as_current_span("app request"):
+        assert current_step_span() is None
+        result = await runner.run({"name": "p", "steps": [
+            {"id": "in_loop", "tool": "probe.note", "args": {"text": "async note"}},
+            {"id": "in_thread", "tool": "probe.note_sync", "args": {"text": "sync note"}}]})
+    assert result.status is RunStatus.SUCCEEDED, result.error
+    assert (result.steps["in_loop"].output, result.steps["in_thread"].output) == (False,
+                                                                                  False)
+    (request,) = SDK_EXPORTER.get_finished_spans()
+    assert request.name == "app request"
+    assert "probe.note" not in (request.attributes or {})
 
 
 async def test_a_foreign_sdk_provider_gets_the_spans_and_metrics_inline(
@@ -1188,6 +1341,90 @@ async def test_runs_inside_one_application_span_each_get_their_own_file(
         assert {r["trace_id"] for r in records} == {trace_id}
 
 
+async def test_a_message_that_is_not_utf8_is_written_replaced_and_the_batch_still_goes_out(
+        registry: ToolRegistry, tmp_path: Path) -> None:
+    runs_dir = tmp_path / "runs"
+    # Held until the flush: both runs' spans go out in one batch, the broken run's first.
+    provider = FastTracerProvider([JsonlSpanExporter(runs_dir)], schedule_delay=60,
+                                  shutdown_on_exit=False)
+    runner = Executor(registry, settings=blind_settings(runs_dir=runs_dir),
+                      tracing=Tracing(provider))
+    try:
+        failed = await runner.run({"name": "bad", "steps": [
+            {"id": "x", "tool": "probe.unreadable", "args": {}}]}, run_id="bad-name")
+        await runner.run({"name": "good", "steps": [echo("a", 1)]}, run_id="good-run")
+        assert provider.force_flush() is True
+    finally:
+        provider.shutdown()
+    assert failed.steps["x"].error is not None
+    assert failed.steps["x"].error.message == "cannot read data-\udce9t\udce9.csv"
+
+    bad = runs_dir / "bad-name.jsonl"
+    raw = bad.read_bytes().decode("utf-8")  # valid UTF-8: the surrogates became "?"
+    assert "cannot read data-?t?.csv" in raw
+    records = list(read_spans(bad))
+    assert [r["name"] for r in records] == ["execute_tool probe.unreadable", "run bad"]
+    step, run = records
+    assert step["message"] == "cannot read data-?t?.csv"  # printable anywhere
+    assert step["events"][0]["attributes"]["exception.message"] == "cannot read data-?t?.csv"
+    assert run["message"] == "step 'x' failed: cannot read data-?t?.csv"
+    # The other run of the same batch is written too.
+    good = list(read_spans(runs_dir / "good-run.jsonl"))
+    assert [r["name"] for r in good] == ["execute_tool test.echo", "run good"]
+    assert sorted(p.name for p in run_files(runs_dir)) == ["bad-name.jsonl", "good-run.jsonl"]
+
+
+async def test_run_ids_that_are_no_plain_file_names_get_files_of_their_own(
+        registry: ToolRegistry, tmp_path: Path) -> None:
+    settings = jsonl_settings(tmp_path)
+    runner = Executor(registry, settings=settings)
+    run_ids = ["r" * 150, "r" * 121, "metrics", "a/b", "a b", "a_b", "../up", ".."]
+    for run_id in run_ids:
+        await runner.run({"name": "p", "steps": [echo("a", 1)]}, run_id=run_id)
+    assert runner.tracing is not None
+    runner.tracing.flush()
+
+    runs_dir = tmp_path / "runs"
+    paths = [find_run(runs_dir, run_id) for run_id in run_ids]
+    assert len(set(paths)) == len(run_ids), paths
+    assert sorted(run_files(runs_dir)) == sorted(paths)
+    assert paths[5] == runs_dir / "a_b.jsonl"  # a plain id is its own file name
+    for run_id, path in zip(run_ids, paths, strict=True):
+        assert path is not None and path.parent == runs_dir, run_id
+        assert len(path.name) <= 120 + len(".jsonl")
+        (run,) = [r for r in read_spans(path) if r["name"] == "run p"]
+        assert run["attributes"]["dagentic.run_id"] == run_id
+    assert paths[0].name.startswith("r" * 80 + "-")
+    assert paths[2] != runs_dir / "metrics.jsonl" and paths[2].name.startswith("metrics-")
+    # The metrics file holds metrics only.
+    lines = (runs_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    assert lines and all("resource_metrics" in json.loads(line) for line in lines)
+    assert list(read_spans(runs_dir / "metrics.jsonl")) == []
+
+
+async def test_after_shutdown_the_same_settings_give_a_new_working_tracing(
+        registry: ToolRegistry, tmp_path: Path) -> None:
+    settings = jsonl_settings(tmp_path)
+    plan = {"name": "p", "steps": [echo("a", 1)]}
+    first = tracing_from_settings(settings)
+    assert first is not None and tracing_from_settings(settings) is first
+    await Executor(registry, settings=settings).run(plan, run_id="before")
+    first.shutdown()
+
+    second = tracing_from_settings(settings)
+    assert second is not None and second is not first
+    assert tracing_from_settings(settings) is second
+    runner = Executor(registry, settings=settings)
+    assert runner.tracing is second
+    await runner.run(plan, run_id="after")
+    assert second.flush() is True
+
+    runs_dir = tmp_path / "runs"
+    for run_id in ("before", "after"):
+        assert [r["name"] for r in read_spans(runs_dir / f"{run_id}.jsonl")] == [
+            "execute_tool test.echo", "run p"], run_id
+
+
 # --------------------------------------------------------------------------- metrics
 
 
@@ -1235,6 +1472,32 @@ async def test_metrics_are_derived_from_the_spans(registry: ToolRegistry, settin
     assert tokens["output"].sum >= sum(c.output_tokens for c in calls)
     (duration,) = points(reader, "gen_ai.client.operation.duration")
     assert duration.count == len(calls) + 1
+
+
+async def test_two_tracings_on_one_provider_and_meter_provider_count_a_run_once(
+        registry: ToolRegistry, settings: Settings, traced: Traced) -> None:
+    other = Tracing(traced.provider, traced.meter_provider)
+    assert other.span_metrics is traced.tracing.span_metrics
+    assert [type(e).__name__ for e in traced.provider.exporters] == [
+        "InMemorySpanExporter", "SpanMetrics"]
+    # Another meter provider gets metrics of its own.
+    reader = InMemoryMetricReader()
+    meters = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+    try:
+        third = Tracing(traced.provider, meters)
+        assert third.span_metrics is not traced.tracing.span_metrics
+        assert len(traced.provider.exporters) == 3
+
+        await Executor(registry, settings=settings, tracing=other).run(
+            {"name": "p", "steps": [echo("a", 1)]})
+        traced.tracing.flush()
+        for metrics in (traced.reader, reader):
+            assert by_attributes(metrics, "dagentic.runs") == {
+                (("dagentic.run.kind", "plan"), ("dagentic.status", "succeeded")): 1}
+            assert by_attributes(metrics, "dagentic.step.duration", "count") == {
+                (("dagentic.status", "succeeded"), ("gen_ai.tool.name", "test.echo")): 1}
+    finally:
+        meters.shutdown()
 
 
 # --------------------------------------------------------------------------- the API
@@ -1335,6 +1598,98 @@ def test_force_flush_and_shutdown_export_what_is_left() -> None:
     tracer.start_span("after shutdown").end()  # ignored, never raises
     provider.shutdown()  # twice is fine
     assert len(exporter.get_finished_spans()) == 4
+
+
+def test_unset_never_replaces_error_and_ok_is_final() -> None:
+    exporter = InMemorySpanExporter()
+    provider = FastTracerProvider([exporter], shutdown_on_exit=False)
+    tracer = provider.get_tracer("t")
+    failed = tracer.start_span("failed")
+    failed.set_status(StatusCode.ERROR, "it broke")
+    failed.set_status(StatusCode.UNSET)
+    failed.set_status(Status(StatusCode.UNSET, "ignored"))
+    failed.end()
+    fixed = tracer.start_span("fixed")
+    fixed.set_status(Status(StatusCode.ERROR, "it broke"))
+    fixed.set_status(StatusCode.OK)
+    fixed.set_status(StatusCode.ERROR, "ignored: OK is final")
+    fixed.set_status(StatusCode.UNSET)
+    fixed.end()
+    untouched = tracer.start_span("untouched")
+    untouched.set_status(StatusCode.UNSET)
+    untouched.end()
+    assert provider.force_flush() is True
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    assert (spans["failed"].status.status_code, spans["failed"].status.description) == (
+        StatusCode.ERROR, "it broke")
+    assert spans["fixed"].status.status_code is StatusCode.OK
+    assert spans["fixed"].status.description is None
+    assert spans["untouched"].status.status_code is StatusCode.UNSET
+    provider.shutdown()
+
+
+class BlockedExporter(SpanExporter):
+    """An exporter whose export hangs (a collector that does not answer) until released."""
+
+    def __init__(self) -> None:
+        self.exporting = threading.Event()
+        self.release = threading.Event()
+        self.names: list[str] = []
+
+    def export(self, spans: Any) -> SpanExportResult:
+        self.exporting.set()
+        self.release.wait(30)
+        self.names.extend(s.name for s in spans)
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass
+
+
+def test_shutdown_with_a_blocked_exporter_returns_within_its_timeout() -> None:
+    exporter = BlockedExporter()
+    provider = FastTracerProvider([exporter], schedule_delay=60, shutdown_on_exit=False)
+    tracer = provider.get_tracer("t")
+    try:
+        for i in range(3):
+            tracer.start_span(f"span {i}").end()
+        start = time.monotonic()
+        provider.shutdown(timeout_millis=300)
+        assert time.monotonic() - start < 1.5
+        assert exporter.exporting.is_set() and exporter.names == []
+        assert provider.dropped == 0
+        tracer.start_span("after shutdown").end()
+        tracer.start_span("after shutdown too").end()
+        assert provider.dropped == 2
+        provider.shutdown(timeout_millis=300)  # twice is fine, and quick
+    finally:
+        exporter.release.set()
+    assert provider._thread is not None
+    provider._thread.join(5)
+    assert not provider._thread.is_alive()
+    assert "after shutdown" not in exporter.names
+    assert "after shutdown too" not in exporter.names
+
+
+def test_shutdown_with_a_blocked_exporter_counts_the_spans_not_exported(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # The batch the exporter thread took and is stuck exporting counts too: with a
+    # collector that does not answer, even a few spans (one batch) give a warning.
+    exporter = BlockedExporter()
+    provider = FastTracerProvider([exporter], schedule_delay=60, max_batch=2,
+                                  shutdown_on_exit=False)
+    tracer = provider.get_tracer("t")
+    try:
+        for i in range(3):  # one batch of two the exporter is stuck on, one span queued
+            tracer.start_span(f"span {i}").end()
+        with caplog.at_level(logging.WARNING, logger="dagentic.tracing"):
+            provider.shutdown(timeout_millis=300)
+        assert exporter.names == []
+    finally:
+        exporter.release.set()
+    assert [r.getMessage() for r in caplog.records if r.name == "dagentic.tracing"] == [
+        "event='spans not exported' run_id=None step_id=None count=3 "
+        "reason='the exporter was too slow or its queue was full'"]
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
