@@ -23,6 +23,7 @@ from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from .spans import FastSpan
 from .tracing import RUN_ID
 
 __all__ = ["JsonlMetricExporter", "JsonlSpanExporter", "find_run", "read_spans", "run_files",
@@ -43,7 +44,7 @@ def span_record(span: ReadableSpan) -> dict[str, Any]:
     return json.loads(span_line(span))
 
 
-def span_line(span: ReadableSpan) -> str:
+def span_line(span: ReadableSpan | FastSpan) -> str:
     """One finished span as a line of a run file (built by hand: it runs for every span)."""
     ctx = span.context
     parent = span.parent
@@ -56,7 +57,7 @@ def span_line(span: ReadableSpan) -> str:
             f'"span_id":"{ctx.span_id:016x}","parent_id":{parent_id},'
             f'"start":{span.start_time},"end":{span.end_time},'
             f'"status":"{status.status_code.name}","message":{_encode(status.description)},'
-            f'"attributes":{_encode(dict(span.attributes))},"events":{events},'
+            f'"attributes":{_encode(span.attributes)},"events":{events},'
             f'"scope":{_encode(scope.name if scope is not None else None)}}}')
 
 
@@ -71,8 +72,10 @@ class JsonlSpanExporter(SpanExporter):
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         return self.export_routed(spans, [None] * len(spans))
 
-    def export_routed(self, spans: Sequence[ReadableSpan], roots: Sequence[str | None]
-                      ) -> SpanExportResult:
+    def export_routed(self, spans: Sequence[ReadableSpan | FastSpan],
+                      roots: Sequence[str | None]) -> SpanExportResult:
+        """Write ``spans`` (SDK spans, or dagentic's own ended ones) to the files of their
+        ``roots``."""
         files: dict[str, list[str]] = {}
         for span, root in zip(spans, roots, strict=True):
             name = root if root is not None else format(span.context.trace_id, "032x")

@@ -4,9 +4,10 @@ The OpenTelemetry SDK's ``Span`` costs 15-20 µs to start and end on the referen
 (sampler, attribute cleaning, processor fan-out), so the SDK alone would add ~40 µs to a
 no-op step. :class:`FastTracerProvider` implements the OpenTelemetry *API* (spans join the
 current context, other tracers nest under them, ``trace.use_span`` works) with a span that
-is little more than a record: ending it puts it on a queue, and a background thread turns
-finished spans into SDK ``ReadableSpan`` objects in batches and hands them to any SDK
-``SpanExporter`` (OTLP, console, JSONL). Attribute values are checked when they are set
+is little more than a record: ending it puts it on a queue, and a background thread hands
+finished spans in batches to the exporters — as SDK ``ReadableSpan`` objects to any SDK
+``SpanExporter`` (OTLP, console), as they are to dagentic's own (JSONL files, metrics),
+which have an ``export_routed`` method. Attribute values are checked when they are set
 through the API, so exporters only ever see valid ones.
 """
 
@@ -147,20 +148,20 @@ class FastTracerProvider(trace.TracerProvider):
     def _export_all(self) -> None:
         queue = self._queue
         while queue:
-            batch: list[ReadableSpan] = []
-            roots: list[str | None] = []
+            batch: list[FastSpan] = []
             while queue and len(batch) < self.max_batch:
-                span = queue.popleft()
-                batch.append(span._readable(self.resource))
-                roots.append(span.root)
+                batch.append(queue.popleft())
             self._in_flight = len(batch)
+            readable: list[ReadableSpan] | None = None
             for exporter in self.exporters:
                 try:
                     routed = getattr(exporter, "export_routed", None)
-                    if routed is not None:  # wants to know each span's root run
-                        routed(batch, roots)
-                    else:
-                        exporter.export(batch)
+                    if routed is not None:  # dagentic's own: reads finished spans as they are
+                        routed(batch, [span.root for span in batch])
+                        continue
+                    if readable is None:
+                        readable = [span._readable(self.resource) for span in batch]
+                    exporter.export(readable)
                 except Exception as exc:  # noqa: BLE001 - a broken exporter must not kill tracing
                     _log.warning("span export failed", exporter=type(exporter).__name__,
                                  error=str(exc))
@@ -295,6 +296,15 @@ class FastSpan(trace.Span):
 
     def get_span_context(self) -> SpanContext:
         return self._context
+
+    # Read like an SDK ReadableSpan by dagentic's own exporters, once ended.
+    @property
+    def context(self) -> SpanContext:
+        return self._context
+
+    @property
+    def instrumentation_scope(self) -> InstrumentationScope:
+        return self.tracer.scope
 
     def is_recording(self) -> bool:
         return not self._ended

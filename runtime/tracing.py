@@ -248,6 +248,10 @@ class SpanMetrics(SpanExporter):
         self.cost = meter.create_counter(
             "dagentic.model.cost", unit="USD", description="Cost of model calls, by model.")
 
+    def export_routed(self, spans: Any, roots: Any) -> SpanExportResult:
+        """From a FastTracerProvider: dagentic's own ended spans, read as they are."""
+        return self.export(spans)
+
     def export(self, spans: Any) -> SpanExportResult:
         for span in spans:
             attrs = span.attributes or {}
