@@ -145,8 +145,11 @@ def run(
     """Validate and run a plan. Exit 0 if it succeeded, 1 if it failed, 2 if it is invalid."""
     tools = _tools()
     interactive = sys.stderr.isatty() and not as_json
-    executor = Executor(tools, approver=_approver(yes, interactive),
-                        fail_fast=fail_fast or None)
+    try:
+        executor = Executor(tools, approver=_approver(yes, interactive),
+                            fail_fast=fail_fast or None)
+    except DagenticError as exc:  # e.g. the tracing exporter is not installed
+        raise _fail(exc.message) from exc
     try:
         compiled = executor.compile(plan)
         values = _parse_inputs(inputs or [])
@@ -236,8 +239,11 @@ def ask(
         from .memory import open_memory
 
         memory = open_memory(settings, chosen)
-    agent = Agent(chosen, tools, settings=settings, journal=LogJournal(), approver=approver,
-                  memory=memory)
+    try:
+        agent = Agent(chosen, tools, settings=settings, journal=LogJournal(),
+                      approver=approver, memory=memory)
+    except DagenticError as exc:
+        raise _fail(exc.message) from exc
     result = anyio.run(agent.run, goal)
     if as_json:
         print(result.model_dump_json(indent=2))

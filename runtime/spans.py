@@ -120,6 +120,7 @@ class FastTracerProvider(trace.TracerProvider):
         self._idle = threading.Condition()
         self._lock = threading.Lock()
         self._busy = False
+        self._in_flight = 0
         self._thread = None
 
     def _start(self) -> None:

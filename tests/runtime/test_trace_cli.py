@@ -558,3 +558,25 @@ def test_report_png_without_matplotlib_says_how_to_get_it(
     assert result.exit_code == 2
     assert result.stderr == "error: --png needs matplotlib: pip install 'dagentic[charts]'\n"
     assert not (tmp_path / "report.png").exists()
+
+
+def test_an_otlp_exporter_that_is_not_installed_is_a_clear_error(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def without_otlp(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name.startswith("opentelemetry.exporter.otlp"):
+            raise ImportError(f"No module named {name!r}", name=name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", without_otlp)
+    monkeypatch.setenv("DAGENTIC_TRACING__EXPORTER", "otlp")
+    monkeypatch.setenv("DAGENTIC_TRACING__OTLP__ENDPOINT", "http://127.0.0.1:9")  # not used
+    result = invoke("run", "plans/hello.yaml")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "error: tracing.exporter is 'otlp' (http/protobuf) but its exporter is not "
+        "installed (opentelemetry.exporter.otlp.proto.http.metric_exporter); install it "
+        "with: pip install 'dagentic[otlp]'\n")
