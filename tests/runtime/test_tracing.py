@@ -241,10 +241,7 @@ async def note(text: str) -> bool:
     Args:
         text: The note.
     """
-    span = current_step_span()
-    if span is not None:
-        span.set_attribute("probe.note", text)
-    return span is not None
+    return write_note(text)
 
 
 @tool(name="probe.note_sync", side_effects="none")
@@ -254,6 +251,10 @@ def note_sync(text: str) -> bool:
     Args:
         text: The note.
     """
+    return write_note(text)
+
+
+def write_note(text: str) -> bool:
     span = current_step_span()
     if span is not None:
         span.set_attribute("probe.note", text)
@@ -421,23 +422,28 @@ async def test_tool_error_is_on_the_step_span_with_the_exception(
     assert result.error.message == "step 'x' failed: the disk is on fire"
 
 
-async def test_a_plain_exception_of_a_tool_is_tool_error(
-        registry: ToolRegistry, settings: Settings, traced: Traced) -> None:
-    _, spans = await run_one(registry, settings, traced, [
-        {"id": "x", "tool": "test.crash", "args": {"message": "bug"}}])
-    span = step_span(spans, "x")
-    assert_failed(span, "tool_error", "bug")
-    assert [e["exception.type"] for e in exceptions(span)] == ["RuntimeError"]
+ONE_STEP_FAILURES = [  # step, failure mode, message, exception type
+    ({"id": "x", "tool": "test.crash", "args": {"message": "bug"}},
+     "tool_error", "bug", "RuntimeError"),  # a plain exception of a tool
+    ({"id": "slow", "tool": "test.sleep", "args": {"seconds": 5}, "timeout": 0.05},
+     "timeout", "step 'slow': tool 'test.sleep' did not finish within 0.05s",
+     "StepTimeoutError"),
+    ({"id": "big", "tool": "probe.hog", "args": {"megabytes": 64}},
+     "resource_limit", "memory limit of 64 MB exceeded", "ResourceLimitError"),
+    ({"id": "where", "tool": "probe.lost", "args": {"name": "mail.send"}},
+     "invalid_tool", "no tool named 'mail.send'", "ToolNotFoundError"),
+]
 
 
-async def test_step_timeout_is_on_the_step_span(registry: ToolRegistry, settings: Settings,
-                                                traced: Traced) -> None:
-    _, spans = await run_one(registry, settings, traced, [
-        {"id": "slow", "tool": "test.sleep", "args": {"seconds": 5}, "timeout": 0.05}])
-    span = step_span(spans, "slow")
-    assert_failed(span, "timeout",
-                  "step 'slow': tool 'test.sleep' did not finish within 0.05s")
-    assert [e["exception.type"] for e in exceptions(span)] == ["StepTimeoutError"]
+@pytest.mark.parametrize(("step", "mode", "message", "exception"), ONE_STEP_FAILURES,
+                         ids=[f[1] for f in ONE_STEP_FAILURES])
+async def test_a_failure_mode_is_on_the_step_span(
+        registry: ToolRegistry, settings: Settings, traced: Traced, step: dict[str, Any],
+        mode: str, message: str, exception: str) -> None:
+    _, spans = await run_one(registry, settings, traced, [step])
+    span = step_span(spans, step["id"])
+    assert_failed(span, mode, message)
+    assert [e["exception.type"] for e in exceptions(span)] == [exception]
     assert (span.end_time - span.start_time) / 1e9 < 2
 
 
@@ -458,15 +464,6 @@ async def test_the_run_deadline_is_timeout_on_the_run_and_its_running_steps(
     done = step_span(spans, "done")
     assert done.status.status_code is StatusCode.UNSET
     assert (run.end_time - run.start_time) / 1e9 < 3
-
-
-async def test_resource_limit_is_on_the_step_span(registry: ToolRegistry, settings: Settings,
-                                                  traced: Traced) -> None:
-    _, spans = await run_one(registry, settings, traced, [
-        {"id": "big", "tool": "probe.hog", "args": {"megabytes": 64}}])
-    span = step_span(spans, "big")
-    assert_failed(span, "resource_limit", "memory limit of 64 MB exceeded")
-    assert [e["exception.type"] for e in exceptions(span)] == ["ResourceLimitError"]
 
 
 async def test_policy_blocked_without_an_approver(registry: ToolRegistry, settings: Settings,
@@ -531,13 +528,6 @@ async def test_check_failed_is_on_the_check_span(registry: ToolRegistry, setting
     assert_failed(span, "check_failed",
                   "step 'ok': check failed: assert steps.a.output == 2 is false")
     assert [e["exception.type"] for e in exceptions(span)] == ["CheckFailedError"]
-
-
-async def test_invalid_tool_is_on_the_step_span(registry: ToolRegistry, settings: Settings,
-                                                traced: Traced) -> None:
-    _, spans = await run_one(registry, settings, traced, [
-        {"id": "where", "tool": "probe.lost", "args": {"name": "mail.send"}}])
-    assert_failed(step_span(spans, "where"), "invalid_tool", "no tool named 'mail.send'")
 
 
 CANCEL_ME = {"name": "cancel-me", "steps": [
