@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from runtime import PlanError, ToolRegistry, load_plan, load_tools
+from tests.blind import RUNS_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 PLANS = sorted((ROOT / "plans").glob("*.yaml"))
@@ -53,6 +54,7 @@ def test_plan_validates_with_the_installed_tools(path: Path,
 @pytest.mark.parametrize("path", EXAMPLES, ids=_ids(EXAMPLES))
 def test_example_runs(path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DAGENTIC_")}
+    env["DAGENTIC_RUNS_DIR"] = RUNS_DIR  # defaults otherwise, but no traces in the checkout
     done = subprocess.run([sys.executable, str(path)], capture_output=True, text=True,
                           cwd=ROOT, env=env, timeout=60, check=False)
     assert done.returncode == 0, (
