@@ -27,7 +27,7 @@ from .spans import FastSpan
 from .tracing import RUN_ID
 
 __all__ = ["JsonlMetricExporter", "JsonlSpanExporter", "find_run", "read_spans", "run_files",
-           "span_line", "span_record"]
+           "span_line"]
 
 
 
@@ -37,11 +37,6 @@ def _plain(value: Any) -> Any:
 
 
 _encode = json.JSONEncoder(default=_plain, ensure_ascii=False, separators=(",", ":")).encode
-
-
-def span_record(span: ReadableSpan) -> dict[str, Any]:
-    """One finished span as a JSON-ready dict (the line format above)."""
-    return json.loads(span_line(span))
 
 
 def span_line(span: ReadableSpan | FastSpan) -> str:

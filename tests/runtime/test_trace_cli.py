@@ -436,6 +436,23 @@ def test_the_run_command_writes_the_whole_trace_and_names_it(tmp_path: Path) -> 
     assert [r["label"] for r in analysis["timeline"]] == ["one"]
 
 
+def test_a_trace_the_exporter_could_not_finish_is_a_warning_not_a_hint(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A collector slower than the wait cannot be made on purpose: the flush says it.
+    from runtime.tracing import Tracing
+
+    monkeypatch.setattr(Tracing, "flush", lambda self, timeout_millis=0: False)
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("name: hello\nsteps:\n  - {id: one, tool: notify.log, args: {message: hi}}\n",
+                    encoding="utf-8")
+
+    done = invoke("run", plan, "--json")
+
+    assert done.exit_code == 0, done.output
+    assert done.stderr.splitlines()[-1] == (
+        "warning: the trace was not all exported within 30 s (tracing.exporter is 'jsonl')")
+
+
 def test_the_ask_command_names_the_agent_runs_trace(tools: ToolRegistry,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     import runtime.cli
@@ -549,6 +566,28 @@ def test_report_png_writes_a_chart(three_runs: list[RunResult], tmp_path: Path) 
     assert result.stderr == f"chart: {chart}\n"
     assert chart.read_bytes()[:8] == PNG
     assert chart.stat().st_size > 5_000
+
+
+def test_report_png_that_cannot_be_written_is_an_error(three_runs: list[RunResult],
+                                                        tmp_path: Path) -> None:
+    chart = tmp_path / "no such folder" / "report.png"
+
+    result = invoke("report", "--png", chart)
+
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: cannot write {chart}: [Errno 2] No such file or "
+                                    "directory")
+    assert result.stdout == ""
+
+
+def test_a_run_file_without_spans_is_an_error(runs: Path) -> None:
+    runs.mkdir()
+    (runs / "empty.jsonl").write_text("not json\n{\"no\": \"span\"}\n", encoding="utf-8")
+
+    result = invoke("trace", "empty")
+
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {runs / 'empty.jsonl'} holds no spans\n"
 
 
 def test_report_png_without_matplotlib_says_how_to_get_it(
