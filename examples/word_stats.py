@@ -9,8 +9,7 @@ import re
 from collections import Counter
 
 import anyio
-
-from runtime import Check, InputSpec, Plan, Step, ToolRegistry, load_tools, run_plan, tool
+from dagentic import Check, InputSpec, Plan, Step, ToolRegistry, load_tools, run_plan, tool
 
 DOCUMENTS = [
     "The northern region grew fastest this quarter, led by strong widget sales.",
@@ -50,12 +49,22 @@ PLAN = Plan(
     goal="Find the most common words across the documents",
     inputs={"docs": InputSpec(type="array"), "n": InputSpec(type="integer", default=3)},
     steps=[
-        Step(id="count", tool="text.word_count", foreach="${{ inputs.docs }}",
-             args={"text": "${{ item }}"}),
-        Step(id="top", tool="text.top_words",
-             args={"counts": "${{ steps.count.output }}", "n": "${{ inputs.n }}"}),
-        Step(id="announce", tool="notify.log",
-             args={"message": "most common: ${{ steps.top.output[0][0] }}"}),
+        Step(
+            id="count",
+            tool="text.word_count",
+            foreach="${{ inputs.docs }}",
+            args={"text": "${{ item }}"},
+        ),
+        Step(
+            id="top",
+            tool="text.top_words",
+            args={"counts": "${{ steps.count.output }}", "n": "${{ inputs.n }}"},
+        ),
+        Step(
+            id="announce",
+            tool="notify.log",
+            args={"message": "most common: ${{ steps.top.output[0][0] }}"},
+        ),
         Step(id="verify", check=Check(assert_="${{ len(steps.top.output) == inputs.n }}")),
     ],
     outputs={"top": "${{ steps.top.output }}"},

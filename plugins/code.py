@@ -5,9 +5,7 @@ from __future__ import annotations
 import errno
 from typing import Any
 
-from pydantic import JsonValue
-
-from runtime import (
+from dagentic import (
     ResourceLimitError,
     SandboxResult,
     Settings,
@@ -19,6 +17,7 @@ from runtime import (
     open_sandbox,
     tool,
 )
+from pydantic import JsonValue
 
 __all__ = ["python", "register_tools"]
 
@@ -26,8 +25,12 @@ _TAIL = 2000  # characters of stderr quoted in an error
 
 
 @tool(name="code.python", side_effects="none")
-async def python(code: str, context: ToolContext, vars: dict[str, JsonValue] | None = None,
-                 files: dict[str, str] | None = None) -> dict[str, Any]:
+async def python(
+    code: str,
+    context: ToolContext,
+    vars: dict[str, JsonValue] | None = None,
+    files: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """Run Python 3 code in an isolated sandbox (no network, limited time, memory and
     processes; numpy and pandas are available) and return the JSON value of its `result`
     variable, its stdout and stderr, and the files it wrote.
@@ -49,8 +52,12 @@ async def python(code: str, context: ToolContext, vars: dict[str, JsonValue] | N
         raise ToolError(f"code.python: {exc}") from exc
     span = current_step_span()  # the step's span, when the run is traced
     if span is not None:
-        span.set_attributes({"dagentic.sandbox.backend": outcome.backend,
-                             "dagentic.sandbox.exit_reason": outcome.exit_reason})
+        span.set_attributes(
+            {
+                "dagentic.sandbox.backend": outcome.backend,
+                "dagentic.sandbox.exit_reason": outcome.exit_reason,
+            }
+        )
     _raise_for(outcome)
     return {
         "result": outcome.result,
@@ -68,8 +75,9 @@ def _raise_for(outcome: SandboxResult) -> None:
     where = f"(sandbox: {outcome.backend})"
     tail = outcome.stderr[-_TAIL:].strip()
     if outcome.ok:  # the code ran, but its result could not come back
-        message = f"code.python: the code ran but its result cannot be returned: " \
-                  f"{outcome.result_error}"
+        message = (
+            f"code.python: the code ran but its result cannot be returned: {outcome.result_error}"
+        )
     else:
         message = f"code.python {outcome.exit_reason}: {outcome.detail}"
     if tail:
@@ -78,8 +86,10 @@ def _raise_for(outcome: SandboxResult) -> None:
     if outcome.exit_reason == "timeout":
         raise StepTimeoutError(f"{message} {where}", **fields)
     exception = outcome.exception or {}
-    if outcome.exit_reason in ("oom", "pids", "output_limit") or \
-            exception.get("errno") in (errno.ENOSPC, errno.EMFILE):
+    if outcome.exit_reason in ("oom", "pids", "output_limit") or exception.get("errno") in (
+        errno.ENOSPC,
+        errno.EMFILE,
+    ):
         raise ResourceLimitError(f"{message} {where}", **fields)
     raise ToolError(f"{message} {where}", **fields)
 

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+from dagentic import Settings, ToolContext, hookimpl, tool
+from dagentic.memory import LongTermMemory, open_memory
 from pydantic import Field
-
-from runtime import Settings, ToolContext, hookimpl, tool
-from runtime.memory import LongTermMemory, open_memory
 
 __all__ = ["recall", "register_tools", "remember"]
 
@@ -27,9 +26,12 @@ def _memory(context: ToolContext) -> LongTermMemory:
 
 
 @tool(name="memory.recall", side_effects="read", trusted=False)
-async def recall(query: Annotated[str, Field(min_length=1)], context: ToolContext,
-                 limit: Annotated[int, Field(ge=1, le=50)] = 5,
-                 trusted_only: bool = False) -> dict[str, Any]:
+async def recall(
+    query: Annotated[str, Field(min_length=1)],
+    context: ToolContext,
+    limit: Annotated[int, Field(ge=1, le=50)] = 5,
+    trusted_only: bool = False,
+) -> dict[str, Any]:
     """Recall remembered facts relevant to a query (best first).
 
     Args:
@@ -42,16 +44,27 @@ async def recall(query: Annotated[str, Field(min_length=1)], context: ToolContex
         dict: {items: [{id, text, provenance, score, updated_at}]}.
     """
     found = await _memory(context).recall(query, limit=limit, exclude_untrusted=trusted_only)
-    return {"items": [{"id": r.item.id, "text": r.item.text, "provenance": r.item.provenance,
-                       "score": r.score, "updated_at": r.item.to_dict()["updated_at"]}
-                      for r in found]}
+    return {
+        "items": [
+            {
+                "id": r.item.id,
+                "text": r.item.text,
+                "provenance": r.item.provenance,
+                "score": r.score,
+                "updated_at": r.item.to_dict()["updated_at"],
+            }
+            for r in found
+        ]
+    }
 
 
 @tool(name="memory.remember", side_effects="write")
-async def remember(text: Annotated[str, Field(min_length=1, max_length=4000)],
-                   context: ToolContext,
-                   importance: Annotated[float, Field(ge=0, le=1)] = 0.5,
-                   ttl_days: Annotated[float, Field(gt=0)] | None = None) -> dict[str, Any]:
+async def remember(
+    text: Annotated[str, Field(min_length=1, max_length=4000)],
+    context: ToolContext,
+    importance: Annotated[float, Field(ge=0, le=1)] = 0.5,
+    ttl_days: Annotated[float, Field(gt=0)] | None = None,
+) -> dict[str, Any]:
     """Remember a fact for later runs. A fact already known is not stored twice; one that
     adds to or updates a remembered fact is merged into it.
 
@@ -63,11 +76,17 @@ async def remember(text: Annotated[str, Field(min_length=1, max_length=4000)],
     Returns:
         dict: {action: insert | merge | replace | ignore, reason, item: {id, text, ...}}.
     """
-    provenance = f"untrusted:{','.join(context.untrusted_inputs)}" \
-        if context.untrusted_inputs else f"agent:{context.step_id}"
+    provenance = (
+        f"untrusted:{','.join(context.untrusted_inputs)}"
+        if context.untrusted_inputs
+        else f"agent:{context.step_id}"
+    )
     written = await _memory(context).remember(
-        text, provenance=provenance, importance=importance,
-        ttl=ttl_days * 86400 if ttl_days else None)
+        text,
+        provenance=provenance,
+        importance=importance,
+        ttl=ttl_days * 86400 if ttl_days else None,
+    )
     return written.to_dict()
 
 

@@ -5,15 +5,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from runtime import ToolContext, hookimpl, tool
-from runtime.journal import get_logger
+from dagentic import ToolContext, hookimpl, tool
+from dagentic.journal import get_logger
 
 __all__ = ["log", "register_tools"]
 
 
 @tool(name="notify.log", side_effects="write")
-def log(message: str, context: ToolContext, level: Literal["info", "warning", "error"] = "info",
-        data: dict[str, Any] | None = None) -> dict[str, Any]:
+def log(
+    message: str,
+    context: ToolContext,
+    level: Literal["info", "warning", "error"] = "info",
+    data: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Write a message to the run log, for people watching the run.
 
     Args:
@@ -25,10 +29,13 @@ def log(message: str, context: ToolContext, level: Literal["info", "warning", "e
         dict: {message, level, data, logged_at}.
     """
     logger = get_logger("dagentic.notify")
-    getattr(logger, level)(message, run_id=context.run_id, step_id=context.step_id,
-                           **(data or {}))
-    return {"message": message, "level": level, "data": data or {},
-            "logged_at": datetime.now(UTC).isoformat()}
+    getattr(logger, level)(message, run_id=context.run_id, step_id=context.step_id, **(data or {}))
+    return {
+        "message": message,
+        "level": level,
+        "data": data or {},
+        "logged_at": datetime.now(UTC).isoformat(),
+    }
 
 
 @hookimpl

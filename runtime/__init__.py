@@ -29,11 +29,19 @@ from .executor import Approver, Executor, Judge, Verdict, resolve_inputs, run_pl
 from .expressions import FUNCTIONS, compile_expression, compile_template
 from .graph import CompiledPlan, compile_plan, load_plan, to_dot, to_mermaid
 from .hookspecs import hookimpl, hookspec
+from .isolation import (
+    Limits,
+    ProducedFile,
+    Sandbox,
+    SandboxBackend,
+    SandboxResult,
+    SandboxUnavailableError,
+)
 from .journal import Journal, LogJournal, MemoryJournal, StepEvent
 from .models import Message, Model, ModelReply, ScriptedModel, make_model
 from .plan import Check, InputSpec, Plan, Retry, Step
 from .planner import LLMPlanner, PlanningResult
-from .plugins import (
+from .plugin_manager import (
     ENTRY_POINT_GROUP,
     close_sandboxes,
     load_sandbox_backends,
@@ -51,14 +59,6 @@ from .result import (
     StepResult,
     StepStatus,
     Usage,
-)
-from .sandbox import (
-    Limits,
-    ProducedFile,
-    Sandbox,
-    SandboxBackend,
-    SandboxResult,
-    SandboxUnavailableError,
 )
 from .settings import SandboxSettings, Settings
 from .tools import Tool, ToolContext, ToolRegistry, tool

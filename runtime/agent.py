@@ -53,16 +53,20 @@ class AgentResult(RunResult):
     answer: str | None = None
     cited_steps: list[str] = Field(default_factory=list)
     plans: list[dict[str, Any]] = Field(
-        default_factory=list, description="Every plan version, in order (plan-file shape).")
+        default_factory=list, description="Every plan version, in order (plan-file shape)."
+    )
     model_calls: list[ModelCall] = Field(default_factory=list)
     run_ids: list[str] = Field(default_factory=list, description="One run per plan version.")
-    agent_run_id: str = Field("", description="The id of the whole agent run: its trace is "
-                                              "`dagentic trace AGENT_RUN_ID`.")
+    agent_run_id: str = Field(
+        "", description="The id of the whole agent run: its trace is `dagentic trace AGENT_RUN_ID`."
+    )
     verification: dict[str, Any] | None = None
-    recalled: list[str] = Field(default_factory=list,
-                                description="What long-term memory gave the planner.")
+    recalled: list[str] = Field(
+        default_factory=list, description="What long-term memory gave the planner."
+    )
     remembered: dict[str, Any] | None = Field(
-        None, description="What was written to long-term memory after the run.")
+        None, description="What was written to long-term memory after the run."
+    )
 
 
 class Agent:
@@ -71,7 +75,7 @@ class Agent:
     Args:
         model: plans, judges check criteria, verifies and answers.
         tools: what plans may call (default: every installed tool).
-        memory: a :class:`~runtime.memory.LongTermMemory` (or anything with ``async
+        memory: a :class:`~dagentic.memory.LongTermMemory` (or anything with ``async
             recall(goal)`` and ``async remember(text, provenance=...)``): recalled items go
             into the planner's prompt as quoted data, and a verified answer is remembered.
         budgets: replans, repairs, steps, tokens, cost, wall time (default: settings).
@@ -80,12 +84,19 @@ class Agent:
             turns them off).
     """
 
-    def __init__(self, model: Model, tools: ToolRegistry | None = None, *,
-                 memory: Any = None, budgets: AgentSettings | None = None,
-                 settings: Settings | None = None, journal: Journal | None = None,
-                 approver: Approver | None = None, tracing: Tracing | Any | None = SETTINGS
-                 ) -> None:
-        from .plugins import load_tools
+    def __init__(
+        self,
+        model: Model,
+        tools: ToolRegistry | None = None,
+        *,
+        memory: Any = None,
+        budgets: AgentSettings | None = None,
+        settings: Settings | None = None,
+        journal: Journal | None = None,
+        approver: Approver | None = None,
+        tracing: Tracing | Any | None = SETTINGS,
+    ) -> None:
+        from .plugin_manager import load_tools
 
         self.model = model
         self.tools = tools if tools is not None else load_tools()
@@ -94,32 +105,45 @@ class Agent:
         self.budgets = budgets or self.settings.agent
         self.journal = journal
         self.approver = approver
-        self.tracing: Tracing | None = tracing_from_settings(self.settings) \
-            if tracing is SETTINGS else tracing
+        self.tracing: Tracing | None = (
+            tracing_from_settings(self.settings) if tracing is SETTINGS else tracing
+        )
 
     async def run(self, goal: str, inputs: dict[str, Any] | None = None) -> AgentResult:
         """Achieve ``goal`` as far as the budgets allow; never raises for a failed goal —
         the result's ``status`` and ``error`` (with its failure mode) say what happened."""
         loop = _Loop(self, goal, inputs or {})
-        attributes = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "dagentic",
-                      "gen_ai.request.model": self.model.name, RUN_ID: loop.run_id}
+        attributes = {
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.agent.name": "dagentic",
+            "gen_ai.request.model": self.model.name,
+            RUN_ID: loop.run_id,
+        }
         if self.tracing is not None and self.tracing.record_content:
             attributes["dagentic.goal"] = self.tracing.content(goal)
-        with maybe_span(self.tracing, "invoke_agent dagentic", attributes,
-                        root_run_id=loop.run_id) as span:
+        with maybe_span(
+            self.tracing, "invoke_agent dagentic", attributes, root_run_id=loop.run_id
+        ) as span:
             try:
                 with anyio.fail_after(self.budgets.max_wall_time):
                     await loop.run()
             except anyio.get_cancelled_exc_class():
                 if span is not None:
                     span.set_attribute("dagentic.status", "cancelled")
-                    fail_span(span, None, mode=FailureMode.CANCELLED,
-                              message="the agent run was cancelled by its caller")
+                    fail_span(
+                        span,
+                        None,
+                        mode=FailureMode.CANCELLED,
+                        message="the agent run was cancelled by its caller",
+                    )
                 raise
             except TimeoutError:
-                loop.fail(BudgetExceededError(
-                    f"time budget spent: the run took longer than "
-                    f"{self.budgets.max_wall_time:g} s (agent.max_wall_time)"))
+                loop.fail(
+                    BudgetExceededError(
+                        f"time budget spent: the run took longer than "
+                        f"{self.budgets.max_wall_time:g} s (agent.max_wall_time)"
+                    )
+                )
             except DagenticError as exc:
                 loop.fail(exc)
             result = loop.result()
@@ -138,19 +162,32 @@ class _Loop:
         budgets = agent.budgets
         self.run_id = uuid.uuid4().hex
         self.tracing = agent.tracing
-        self.metered = Metered(agent.model, prices=agent.settings.model.prices,
-                               max_tokens=budgets.max_tokens, max_cost=budgets.max_cost,
-                               tracing=agent.tracing)
-        self.executor = Executor(agent.tools, settings=agent.settings, journal=agent.journal,
-                                 approver=agent.approver,
-                                 judge=ModelJudge(self.metered.using("judge")),
-                                 tracing=agent.tracing)
-        self.planner = LLMPlanner(self.metered.using("plan"), agent.tools,
-                                  max_repairs=budgets.max_repairs, judge=True,
-                                  repair_model=self.metered.using("repair"))
+        self.metered = Metered(
+            agent.model,
+            prices=agent.settings.model.prices,
+            max_tokens=budgets.max_tokens,
+            max_cost=budgets.max_cost,
+            tracing=agent.tracing,
+        )
+        self.executor = Executor(
+            agent.tools,
+            settings=agent.settings,
+            journal=agent.journal,
+            approver=agent.approver,
+            judge=ModelJudge(self.metered.using("judge")),
+            tracing=agent.tracing,
+        )
+        self.planner = LLMPlanner(
+            self.metered.using("plan"),
+            agent.tools,
+            max_repairs=budgets.max_repairs,
+            judge=True,
+            repair_model=self.metered.using("repair"),
+        )
         window = getattr(agent.model, "context_size", None)  # known for local models
         self.planner.budget = agent.settings.memory.context_tokens or (
-            window - self.planner.max_tokens if window else None)
+            window - self.planner.max_tokens if window else None
+        )
         self.started_at = datetime.now(UTC)
         self.t0 = time.perf_counter()
         self.plans: list[dict[str, Any]] = []
@@ -172,20 +209,30 @@ class _Loop:
             with maybe_span(self.tracing, "plan", {"dagentic.plan.version": version}) as span:
                 if span is not None and report is not None:
                     span.add_event("replan", {"dagentic.plan.version": version})
-                planned = await self.planner.plan(self.goal, memory=memory,
-                                                  failure_report=report, context=context)
+                planned = await self.planner.plan(
+                    self.goal, memory=memory, failure_report=report, context=context
+                )
                 if span is not None:
-                    span.set_attributes({"dagentic.plan.attempts": planned.attempts,
-                                         "dagentic.plan.steps": len(planned.compiled.steps)})
+                    span.set_attributes(
+                        {
+                            "dagentic.plan.attempts": planned.attempts,
+                            "dagentic.plan.steps": len(planned.compiled.steps),
+                        }
+                    )
             compiled = planned.compiled
             if self.compiled and _same_steps(self.compiled[-1], compiled):
                 break  # the model repeats the plan that just failed: running it again is waste
-            self.plans.append({"version": version, "attempts": planned.attempts,
-                               **compiled.plan.model_dump(mode="json", by_alias=True,
-                                                          exclude_defaults=True)})
+            self.plans.append(
+                {
+                    "version": version,
+                    "attempts": planned.attempts,
+                    **compiled.plan.model_dump(mode="json", by_alias=True, exclude_defaults=True),
+                }
+            )
             if self.agent.budgets.critique:
-                issues = await critique_plan(self.metered.using("critique"), self.goal,
-                                             compiled.plan)
+                issues = await critique_plan(
+                    self.metered.using("critique"), self.goal, compiled.plan
+                )
                 if issues and version <= self.agent.budgets.max_replans:
                     report = "A review of the plan found: " + "; ".join(issues)
                     continue
@@ -216,31 +263,51 @@ class _Loop:
         """Store what the run found out (goal and verified answer) for later runs; its
         provenance is untrusted when an untrusted tool's data is behind the answer."""
         memory, result = self.agent.memory, self.runs[-1] if self.runs else None
-        if memory is None or not hasattr(memory, "remember") or result is None or \
-                not result.succeeded or not self.answer or self.error is not None or \
-                (self.verification is not None and not self.verification.passed):
+        if (
+            memory is None
+            or not hasattr(memory, "remember")
+            or result is None
+            or not result.succeeded
+            or not self.answer
+            or self.error is not None
+            or (self.verification is not None and not self.verification.passed)
+        ):
             return
-        untrusted = sorted({t for sid in self.cited if (step := result.steps.get(sid))
-                            and step.provenance is not None
-                            for t in step.provenance.untrusted_from})
+        untrusted = sorted(
+            {
+                t
+                for sid in self.cited
+                if (step := result.steps.get(sid)) and step.provenance is not None
+                for t in step.provenance.untrusted_from
+            }
+        )
         provenance = f"untrusted:{','.join(untrusted)}" if untrusted else "agent"
         self.remembered = await memory.remember(
-            f"{self.goal} Answer: {self.answer}"[:2000], provenance=provenance)
+            f"{self.goal} Answer: {self.answer}"[:2000], provenance=provenance
+        )
 
     async def _execute(self, compiled: CompiledPlan, version: int) -> RunResult:
         reuse = _reusable(self.compiled[-1], self.runs[-1], compiled) if self.runs else {}
-        planned_steps = sum(1 for sid, s in compiled.steps.items()
-                            if s.tool is not None and sid not in reuse)
+        planned_steps = sum(
+            1 for sid, s in compiled.steps.items() if s.tool is not None and sid not in reuse
+        )
         if self.steps_used + planned_steps > self.agent.budgets.max_steps:
             raise BudgetExceededError(
                 f"step budget spent: {self.steps_used} steps ran and the next plan has "
-                f"{planned_steps} (agent.max_steps is {self.agent.budgets.max_steps})")
+                f"{planned_steps} (agent.max_steps is {self.agent.budgets.max_steps})"
+            )
         self.metered.check_budget()
         remaining = self.agent.budgets.max_wall_time - (time.perf_counter() - self.t0)
         result = await self.executor.run(
-            compiled, self.inputs, timeout=max(remaining, 0.001), reuse=reuse,
-            trace_attributes={"dagentic.plan.version": version,
-                              "dagentic.steps.reused": len(reuse)})
+            compiled,
+            self.inputs,
+            timeout=max(remaining, 0.001),
+            reuse=reuse,
+            trace_attributes={
+                "dagentic.plan.version": version,
+                "dagentic.steps.reused": len(reuse),
+            },
+        )
         self.steps_used += result.usage.steps - len(reuse)
         self.runs.append(result)
         self.compiled.append(compiled)
@@ -256,20 +323,39 @@ class _Loop:
         for step in result.steps.values():
             if step.tool is None:
                 continue
-            data = step.output if step.status is StepStatus.SUCCEEDED else \
-                {"status": step.status.value, "error": step.error.message if step.error
-                 else None}
+            data = (
+                step.output
+                if step.status is StepStatus.SUCCEEDED
+                else {
+                    "status": step.status.value,
+                    "error": step.error.message if step.error else None,
+                }
+            )
             untrusted = step.provenance is not None and not step.provenance.trusted
-            shown.append(f"[{step.id}] {step.tool} ({step.status.value}): "
-                         f"{quote_data(data, untrusted=untrusted)}")
+            shown.append(
+                f"[{step.id}] {step.tool} ({step.status.value}): "
+                f"{quote_data(data, untrusted=untrusted)}"
+            )
         schema = answer_schema(list(result.steps))
-        outputs = quote_data(result.outputs, untrusted=any(  # they may carry any step's data
-            s.provenance is not None and not s.provenance.trusted
-            for s in result.steps.values()), limit=2000)
-        reply = await self.metered.using("answer").chat([
-            Message("system", ANSWER_SYSTEM),
-            Message("user", f"Goal: {self.goal}\n\nStep results:\n" + "\n".join(shown)
-                    + f"\n\nPlan outputs: {outputs}")], schema=schema)
+        outputs = quote_data(
+            result.outputs,
+            untrusted=any(  # they may carry any step's data
+                s.provenance is not None and not s.provenance.trusted for s in result.steps.values()
+            ),
+            limit=2000,
+        )
+        reply = await self.metered.using("answer").chat(
+            [
+                Message("system", ANSWER_SYSTEM),
+                Message(
+                    "user",
+                    f"Goal: {self.goal}\n\nStep results:\n"
+                    + "\n".join(shown)
+                    + f"\n\nPlan outputs: {outputs}",
+                ),
+            ],
+            schema=schema,
+        )
         try:
             data = parse_json(reply.text)
         except ValueError:
@@ -277,8 +363,13 @@ class _Loop:
         self.answer = str(data.get("answer") or "").strip()
         self.cited = list(dict.fromkeys(str(s) for s in data.get("cited_steps") or []))
         self.verification = await verify_answer(
-            self.metered.using("verify"), self.goal, self.answer, self.cited,
-            data.get("complete") is True, result)
+            self.metered.using("verify"),
+            self.goal,
+            self.answer,
+            self.cited,
+            data.get("complete") is True,
+            result,
+        )
 
     def fail(self, exc: DagenticError) -> None:
         self.error = ErrorInfo.from_exception(exc)
@@ -288,35 +379,60 @@ class _Loop:
         now = datetime.now(UTC)
         wall = time.perf_counter() - self.t0
         error = self.error
-        status = RunStatus.FAILED if error is not None else (
-            last.status if last is not None else RunStatus.FAILED)
+        status = (
+            RunStatus.FAILED
+            if error is not None
+            else (last.status if last is not None else RunStatus.FAILED)
+        )
         if error is None and last is not None and not last.succeeded:
             error = last.error
         if error is None and self.verification is not None and not self.verification.passed:
             status = RunStatus.FAILED
-            error = ErrorInfo(failure_mode=self.verification.failure_mode
-                              or FailureMode.GOAL_NOT_MET,
-                              message="verification: " + "; ".join(self.verification.reasons))
+            error = ErrorInfo(
+                failure_mode=self.verification.failure_mode or FailureMode.GOAL_NOT_MET,
+                message="verification: " + "; ".join(self.verification.reasons),
+            )
         calls = self.metered.calls
         usage = Usage(
             steps=sum(r.usage.steps for r in self.runs),
             tool_calls=sum(r.usage.tool_calls for r in self.runs),
-            model_calls=len(calls), input_tokens=sum(c.input_tokens for c in calls),
+            model_calls=len(calls),
+            input_tokens=sum(c.input_tokens for c in calls),
             output_tokens=sum(c.output_tokens for c in calls),
-            cost=round(sum(c.cost for c in calls), 6), wall_time=wall)
-        base: dict[str, Any] = last.model_dump() if last is not None else {
-            "run_id": uuid.uuid4().hex, "plan": "", "steps": {},
-            "started_at": self.started_at, "finished_at": now}
-        base.update(goal=self.goal, status=status, error=error, usage=usage,
-                    started_at=self.started_at,
-                    finished_at=self.started_at + timedelta(seconds=wall))
+            cost=round(sum(c.cost for c in calls), 6),
+            wall_time=wall,
+        )
+        base: dict[str, Any] = (
+            last.model_dump()
+            if last is not None
+            else {
+                "run_id": uuid.uuid4().hex,
+                "plan": "",
+                "steps": {},
+                "started_at": self.started_at,
+                "finished_at": now,
+            }
+        )
+        base.update(
+            goal=self.goal,
+            status=status,
+            error=error,
+            usage=usage,
+            started_at=self.started_at,
+            finished_at=self.started_at + timedelta(seconds=wall),
+        )
         return AgentResult(
-            **base, answer=self.answer, cited_steps=self.cited, plans=self.plans,
-            model_calls=calls, run_ids=[r.run_id for r in self.runs], agent_run_id=self.run_id,
+            **base,
+            answer=self.answer,
+            cited_steps=self.cited,
+            plans=self.plans,
+            model_calls=calls,
+            run_ids=[r.run_id for r in self.runs],
+            agent_run_id=self.run_id,
             verification=self.verification.to_dict() if self.verification else None,
             recalled=self.recalled,
-            remembered=self.remembered.to_dict() if hasattr(self.remembered, "to_dict")
-            else None)
+            remembered=self.remembered.to_dict() if hasattr(self.remembered, "to_dict") else None,
+        )
 
 
 async def planning_context(executor: Executor) -> dict[str, str]:
@@ -325,25 +441,34 @@ async def planning_context(executor: Executor) -> dict[str, str]:
     tools = [t for t in executor.tools if t.planning_context]
     if not tools:
         return {}
-    plan = Plan(name="planning-context", steps=[
-        Step(id=f"context_{i}", tool=t.name) for i, t in enumerate(tools)])
+    plan = Plan(
+        name="planning-context",
+        steps=[Step(id=f"context_{i}", tool=t.name) for i, t in enumerate(tools)],
+    )
     result = await executor.run(plan, {})
-    return {t.name: quote_data(result.steps[f"context_{i}"].output, untrusted=not t.trusted,
-                               limit=CONTEXT_CHARS)
-            for i, t in enumerate(tools)
-            if result.steps[f"context_{i}"].status is StepStatus.SUCCEEDED}
+    return {
+        t.name: quote_data(
+            result.steps[f"context_{i}"].output, untrusted=not t.trusted, limit=CONTEXT_CHARS
+        )
+        for i, t in enumerate(tools)
+        if result.steps[f"context_{i}"].status is StepStatus.SUCCEEDED
+    }
 
 
 def _describe(span: Any, result: AgentResult) -> None:
     """The outcome of an agent run on its span: status, failure mode, replans, usage."""
     usage = result.usage
-    span.set_attributes({
-        "dagentic.status": result.status.value,
-        "dagentic.replans": max(len(result.plans) - 1, 0),
-        "gen_ai.usage.input_tokens": usage.input_tokens,
-        "gen_ai.usage.output_tokens": usage.output_tokens,
-        "dagentic.cost": usage.cost, "dagentic.steps": usage.steps,
-        "dagentic.model_calls": usage.model_calls})
+    span.set_attributes(
+        {
+            "dagentic.status": result.status.value,
+            "dagentic.replans": max(len(result.plans) - 1, 0),
+            "gen_ai.usage.input_tokens": usage.input_tokens,
+            "gen_ai.usage.output_tokens": usage.output_tokens,
+            "dagentic.cost": usage.cost,
+            "dagentic.steps": usage.steps,
+            "dagentic.model_calls": usage.model_calls,
+        }
+    )
     if result.error is not None:
         fail_span(span, None, mode=result.error.failure_mode, message=result.error.message)
 
@@ -351,11 +476,16 @@ def _describe(span: Any, result: AgentResult) -> None:
 def answer_schema(step_ids: list[str]) -> dict[str, Any]:
     """What an answering model must reply: the answer, the steps it cites, and whether it
     says the goal was fully achieved."""
-    return {"type": "object", "properties": {
-        "answer": {"type": "string"},
-        "cited_steps": {"type": "array", "maxItems": 12, "items": {"enum": step_ids}},
-        "complete": {"type": "boolean"}},
-        "required": ["answer", "cited_steps", "complete"], "additionalProperties": False}
+    return {
+        "type": "object",
+        "properties": {
+            "answer": {"type": "string"},
+            "cited_steps": {"type": "array", "maxItems": 12, "items": {"enum": step_ids}},
+            "complete": {"type": "boolean"},
+        },
+        "required": ["answer", "cited_steps", "complete"],
+        "additionalProperties": False,
+    }
 
 
 def _failure_report(result: RunResult) -> str:
@@ -364,29 +494,43 @@ def _failure_report(result: RunResult) -> str:
     for step in result.steps.values():
         if step.status is StepStatus.SUCCEEDED:
             untrusted = step.provenance is not None and not step.provenance.trusted
-            lines.append(f"- step '{step.id}' ({step.tool or 'check'}) succeeded: "
-                         f"{quote_data(step.output, untrusted=untrusted, limit=300)}")
+            lines.append(
+                f"- step '{step.id}' ({step.tool or 'check'}) succeeded: "
+                f"{quote_data(step.output, untrusted=untrusted, limit=300)}"
+            )
         elif step.error is not None:
-            lines.append(f"- step '{step.id}' ({step.tool or 'check'}) {step.status.value} "
-                         f"[{step.error.failure_mode.value}]: {step.error.message[:500]}")
+            lines.append(
+                f"- step '{step.id}' ({step.tool or 'check'}) {step.status.value} "
+                f"[{step.error.failure_mode.value}]: {step.error.message[:500]}"
+            )
     if result.replan_requested:
         lines.append(f"- checks asking for a new plan: {', '.join(result.replan_requested)}")
     return "\n".join(lines)
 
 
-def _reusable(before: CompiledPlan, previous: RunResult, compiled: CompiledPlan
-              ) -> dict[str, StepResult]:
+def _reusable(
+    before: CompiledPlan, previous: RunResult, compiled: CompiledPlan
+) -> dict[str, StepResult]:
     """Steps of the new plan that a succeeded step of the previous run stands for: same
     id, tool, args, foreach and when, and every step it reads reused too."""
     reuse: dict[str, StepResult] = {}
     for sid in compiled.order:
         spec, old, done = compiled.steps[sid], before.steps.get(sid), previous.steps.get(sid)
-        if old is None or done is None or done.status is not StepStatus.SUCCEEDED or \
-                spec.tool is None or not all(dep in reuse for dep in spec.deps):
+        if (
+            old is None
+            or done is None
+            or done.status is not StepStatus.SUCCEEDED
+            or spec.tool is None
+            or not all(dep in reuse for dep in spec.deps)
+        ):
             continue
         new, was = spec.step, old.step
-        if (new.tool, new.args, new.foreach, new.when) == (was.tool, was.args, was.foreach,
-                                                            was.when):
+        if (new.tool, new.args, new.foreach, new.when) == (
+            was.tool,
+            was.args,
+            was.foreach,
+            was.when,
+        ):
             reuse[sid] = done
     return reuse
 

@@ -19,8 +19,7 @@ __all__ = ["ExecutionBackend", "InProcessBackend"]
 
 
 class ExecutionBackend(Protocol):
-    async def call(self, tool: Tool, args: dict[str, Any], context: ToolContext | None
-                   ) -> Any:
+    async def call(self, tool: Tool, args: dict[str, Any], context: ToolContext | None) -> Any:
         """Run ``tool`` with validated ``args`` and return its output. ``context`` is given
         when the tool asks for one (``tool.context_param``)."""
 
@@ -38,8 +37,7 @@ class InProcessBackend:
         # One limiter per event loop: a backend may serve runs on several loops in turn.
         self._limiter: RunVar[anyio.CapacityLimiter] = RunVar(f"dagentic-threads-{id(self)}")
 
-    async def call(self, tool: Tool, args: dict[str, Any], context: ToolContext | None
-                   ) -> Any:
+    async def call(self, tool: Tool, args: dict[str, Any], context: ToolContext | None) -> Any:
         if tool.context_param is not None:
             args[tool.context_param] = context
         if tool.is_async:

@@ -24,12 +24,12 @@ from rich.table import Table
 from .errors import DagenticError, PlanError, PluginError
 from .executor import Executor, resolve_inputs
 from .graph import compile_plan, to_dot, to_mermaid
+from .isolation import SandboxResult, SandboxUnavailableError
 from .journal import Journal, LogJournal, StepEvent
 from .plan import plan_json_schema
-from .plugins import close_sandboxes, load_commands, load_tools, open_sandbox
+from .plugin_manager import close_sandboxes, load_commands, load_tools, open_sandbox
 from .progress import LiveProgress, render_result
 from .result import RunStatus
-from .sandbox import SandboxResult, SandboxUnavailableError
 from .settings import Settings
 from .tools import Tool, ToolRegistry
 
@@ -44,8 +44,9 @@ app = typer.Typer(
 )
 INVALID = 2
 FAILED = 1
-YesOption = Annotated[bool, typer.Option("--yes", "-y",
-                                         help="Approve every step that asks for approval.")]
+YesOption = Annotated[
+    bool, typer.Option("--yes", "-y", help="Approve every step that asks for approval.")
+]
 
 
 def _stdout() -> Console:
@@ -63,8 +64,10 @@ def _fail(message: str, code: int = INVALID) -> typer.Exit:
 
 @app.callback()
 def _configure(
-    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True,
-                                         help="More log output (-v info, -vv debug).")] = 0,
+    verbose: Annotated[
+        int,
+        typer.Option("--verbose", "-v", count=True, help="More log output (-v info, -vv debug)."),
+    ] = 0,
 ) -> None:
     """Configure logging at the command-line edge, never on import."""
     try:
@@ -79,7 +82,8 @@ def _configure(
             structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]),
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
         # Resolved per logger, so a replaced sys.stderr (tests, embedding) is honoured.
         logger_factory=lambda *_: structlog.PrintLogger(sys.stderr),
         cache_logger_on_first_use=False,
@@ -126,28 +130,33 @@ class _Fanout:
 
 async def _ask_approval(step_id: str, tool: Tool, args: dict[str, Any]) -> bool:
     shown = json.dumps(args, default=str, ensure_ascii=False)[:500]
-    question = (f"Step [bold]{step_id}[/bold] wants to call {tool.name} with "
-                f"{escape(shown)}. Run it?")
+    question = (
+        f"Step [bold]{step_id}[/bold] wants to call {tool.name} with {escape(shown)}. Run it?"
+    )
     return await anyio.to_thread.run_sync(lambda: Confirm.ask(question, console=_stderr()))
 
 
 @app.command()
 def run(
     plan: Annotated[Path, typer.Argument(help="The YAML plan file.")],
-    inputs: Annotated[list[str] | None, typer.Option("--input", "-i", metavar="KEY=VALUE",
-                                              help="A plan input; repeat for more.")] = None,
+    inputs: Annotated[
+        list[str] | None,
+        typer.Option("--input", "-i", metavar="KEY=VALUE", help="A plan input; repeat for more."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the RunResult as JSON.")] = False,
     yes: YesOption = False,
-    fail_fast: Annotated[bool, typer.Option("--fail-fast",
-                                            help="Cancel the rest at the first failure.")] = False,
+    fail_fast: Annotated[
+        bool, typer.Option("--fail-fast", help="Cancel the rest at the first failure.")
+    ] = False,
     timeout: Annotated[float | None, typer.Option(help="Deadline of the whole run (s).")] = None,
 ) -> None:
     """Validate and run a plan. Exit 0 if it succeeded, 1 if it failed, 2 if it is invalid."""
     tools = _tools()
     interactive = sys.stderr.isatty() and not as_json
     try:
-        executor = Executor(tools, approver=_approver(yes, interactive),
-                            fail_fast=fail_fast or None)
+        executor = Executor(
+            tools, approver=_approver(yes, interactive), fail_fast=fail_fast or None
+        )
     except DagenticError as exc:  # e.g. the tracing exporter is not installed
         raise _fail(exc.message) from exc
     try:
@@ -187,9 +196,11 @@ def _flush_trace(tracing: Any, settings: Settings, run_id: str) -> None:
     config = settings.tracing
     wait = config.otlp.timeout * 2 if config.exporter == "otlp" else 30.0
     if not tracing.flush(int(wait * 1000)):
-        _stderr().print(f"[yellow]warning:[/yellow] the trace was not all exported within "
-                        f"{wait:g} s (tracing.exporter is '{config.exporter}')",
-                        highlight=False)
+        _stderr().print(
+            f"[yellow]warning:[/yellow] the trace was not all exported within "
+            f"{wait:g} s (tracing.exporter is '{config.exporter}')",
+            highlight=False,
+        )
     elif config.exporter == "jsonl" and run_id:
         _stderr().print(f"[dim]trace: dagentic trace {escape(run_id)}[/dim]", highlight=False)
 
@@ -213,14 +224,18 @@ async def _cancel_on_signal(executor: Executor) -> None:
 @app.command()
 def ask(
     goal: Annotated[str, typer.Argument(help="What you want done, in plain words.")],
-    model: Annotated[str | None, typer.Option(
-        help="local, local:PATH.gguf or openai:NAME (default: the model settings).")] = None,
-    show_plan: Annotated[bool, typer.Option("--show-plan",
-                                            help="Print every plan version.")] = False,
+    model: Annotated[
+        str | None,
+        typer.Option(help="local, local:PATH.gguf or openai:NAME (default: the model settings)."),
+    ] = None,
+    show_plan: Annotated[
+        bool, typer.Option("--show-plan", help="Print every plan version.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     yes: YesOption = False,
-    no_memory: Annotated[bool, typer.Option("--no-memory",
-                                            help="Neither recall nor remember.")] = False,
+    no_memory: Annotated[
+        bool, typer.Option("--no-memory", help="Neither recall nor remember.")
+    ] = False,
 ) -> None:
     """Plan the goal with a model, run the plan, check it, replan if needed, and answer.
     Exit 0 if the goal was achieved, 1 if not, 2 if the command line is invalid."""
@@ -240,8 +255,9 @@ def ask(
 
         memory = open_memory(settings, chosen)
     try:
-        agent = Agent(chosen, tools, settings=settings, journal=LogJournal(),
-                      approver=approver, memory=memory)
+        agent = Agent(
+            chosen, tools, settings=settings, journal=LogJournal(), approver=approver, memory=memory
+        )
     except DagenticError as exc:
         raise _fail(exc.message) from exc
     result = anyio.run(agent.run, goal)
@@ -263,12 +279,19 @@ def _render_answer(result: Any, tools: ToolRegistry, *, show_plan: bool) -> None
             for sid, spec in compiled.steps.items():
                 what = spec.step.tool or "check"
                 arrow = f"  <- {', '.join(spec.deps)}" if spec.deps else ""
-                detail = spec.step.args if spec.step.tool else \
-                    spec.step.check.model_dump(by_alias=True, exclude_none=True)
-                console.print(f"  [bold]{escape(sid)}[/bold] {escape(what)}{escape(arrow)}",
-                              highlight=False)
-                console.print("      " + escape(json.dumps(detail, ensure_ascii=False)[:300]),
-                              highlight=False, style="dim")
+                detail = (
+                    spec.step.args
+                    if spec.step.tool
+                    else spec.step.check.model_dump(by_alias=True, exclude_none=True)
+                )
+                console.print(
+                    f"  [bold]{escape(sid)}[/bold] {escape(what)}{escape(arrow)}", highlight=False
+                )
+                console.print(
+                    "      " + escape(json.dumps(detail, ensure_ascii=False)[:300]),
+                    highlight=False,
+                    style="dim",
+                )
     for item in result.recalled:
         console.print(f"[dim]recalled: {escape(item[:200])}[/dim]", highlight=False)
     if result.steps:
@@ -280,20 +303,31 @@ def _render_answer(result: Any, tools: ToolRegistry, *, show_plan: bool) -> None
             step = result.steps.get(sid)
             if step is not None:
                 shown = json.dumps(step.output, ensure_ascii=False, default=str)
-                console.print(f"  {escape(f'[{sid}]')} {escape(step.tool or 'check')} "
-                              f"({step.status.value}): {escape(shown[:160])}",
-                              highlight=False, style="dim")
+                console.print(
+                    f"  {escape(f'[{sid}]')} {escape(step.tool or 'check')} "
+                    f"({step.status.value}): {escape(shown[:160])}",
+                    highlight=False,
+                    style="dim",
+                )
     if result.error is not None and (result.answer or not result.steps):  # else shown above
-        console.print(f"[red]{result.error.failure_mode.value}[/red]: "
-                      f"{escape(result.error.message)}", highlight=False)
+        console.print(
+            f"[red]{result.error.failure_mode.value}[/red]: {escape(result.error.message)}",
+            highlight=False,
+        )
     if result.remembered:
-        console.print(f"[dim]memory: {result.remembered['action']} "
-                      f"({escape(result.remembered['reason'])})[/dim]", highlight=False)
+        console.print(
+            f"[dim]memory: {result.remembered['action']} "
+            f"({escape(result.remembered['reason'])})[/dim]",
+            highlight=False,
+        )
     usage = result.usage
-    console.print(f"[dim]{_count(len(result.plans), 'plan')}, {_count(usage.steps, 'step')}, "
-                  f"{_count(usage.model_calls, 'model call')}, "
-                  f"{usage.input_tokens + usage.output_tokens} tokens, ${usage.cost:.4f}, "
-                  f"{usage.wall_time:.1f} s[/dim]", highlight=False)
+    console.print(
+        f"[dim]{_count(len(result.plans), 'plan')}, {_count(usage.steps, 'step')}, "
+        f"{_count(usage.model_calls, 'model call')}, "
+        f"{usage.input_tokens + usage.output_tokens} tokens, ${usage.cost:.4f}, "
+        f"{usage.wall_time:.1f} s[/dim]",
+        highlight=False,
+    )
 
 
 @app.command()
@@ -312,8 +346,7 @@ def validate(
             for problem in exc.problems:
                 _stderr().print(escape(str(problem)), highlight=False)
             continue
-        _stdout().print(f"{path}: ok ({_count(len(compiled.steps), 'step')})",
-                        highlight=False)
+        _stdout().print(f"{path}: ok ({_count(len(compiled.steps), 'step')})", highlight=False)
     if bad:
         raise typer.Exit(INVALID)
 
@@ -335,9 +368,9 @@ def list_tools(
         required = set(schema.get("required", []))
         args = ", ".join(
             f"{name}{'' if name in required else '?'}: {_type_of(spec)}"
-            for name, spec in schema.get("properties", {}).items())
-        table.add_row(t.name, t.plugin or "", t.side_effects, args,
-                      t.description.splitlines()[0])
+            for name, spec in schema.get("properties", {}).items()
+        )
+        table.add_row(t.name, t.plugin or "", t.side_effects, args, t.description.splitlines()[0])
     _stdout().print(table)
 
 
@@ -361,8 +394,9 @@ class GraphFormat(StrEnum):
 def graph(
     plan: Annotated[Path, typer.Argument(help="The YAML plan file.")],
     format: Annotated[GraphFormat, typer.Option("--format", "-f")] = GraphFormat.mermaid,
-    output: Annotated[Path | None, typer.Option(
-        "--output", "-o", help="Write here (required for png).")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here (required for png).")
+    ] = None,
 ) -> None:
     """Draw a plan's DAG as Mermaid, Graphviz DOT, or a PNG image (needs Graphviz)."""
     executor = Executor(_tools())
@@ -375,10 +409,13 @@ def graph(
             raise _fail("--format png needs --output FILE.png")
         dot = shutil.which("dot")
         if dot is None:
-            raise _fail("--format png needs Graphviz's `dot` program (Debian: apt-get install "
-                        "graphviz); --format dot prints the graph as text instead")
-        subprocess.run([dot, "-Tpng", "-o", str(output)], input=to_dot(compiled),
-                       text=True, check=True)
+            raise _fail(
+                "--format png needs Graphviz's `dot` program (Debian: apt-get install "
+                "graphviz); --format dot prints the graph as text instead"
+            )
+        subprocess.run(
+            [dot, "-Tpng", "-o", str(output)], input=to_dot(compiled), text=True, check=True
+        )
         return
     text = to_mermaid(compiled) if format is GraphFormat.mermaid else to_dot(compiled)
     if output is None:
@@ -389,8 +426,12 @@ def graph(
 
 @app.command()
 def trace(
-    run_id: Annotated[str, typer.Argument(help="A run id (or its start), as `dagentic run` "
-                                               "and `dagentic ask` print it.")],
+    run_id: Annotated[
+        str,
+        typer.Argument(
+            help="A run id (or its start), as `dagentic run` and `dagentic ask` print it."
+        ),
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print the analysis as JSON.")] = False,
 ) -> None:
     """Show a traced run: a timeline of its steps, the critical path, failures and usage."""
@@ -405,8 +446,10 @@ def trace(
     if path is None:
         exporter = settings.tracing.exporter
         now = "" if exporter == "jsonl" else f"; it is '{exporter}' now"
-        raise _fail(f"no trace of run '{run_id}' in {settings.runs_dir}: runs are traced "
-                    f"there when tracing.exporter is 'jsonl' (the default){now}")
+        raise _fail(
+            f"no trace of run '{run_id}' in {settings.runs_dir}: runs are traced "
+            f"there when tracing.exporter is 'jsonl' (the default){now}"
+        )
     spans = list(read_spans(path))
     if not spans:
         raise _fail(f"{path} holds no spans")
@@ -419,12 +462,17 @@ def trace(
 
 @app.command()
 def report(
-    since: Annotated[str | None, typer.Option(
-        help="Only runs started since: a duration (30m, 1h, 2d) or an ISO date "
-             "(2026-01-31, 2026-01-31T09:00).")] = None,
-    png: Annotated[Path | None, typer.Option("--png", metavar="FILE",
-                                             help="Also draw the report as a PNG chart.")]
-    = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="Only runs started since: a duration (30m, 1h, 2d) or an ISO date "
+            "(2026-01-31, 2026-01-31T09:00)."
+        ),
+    ] = None,
+    png: Annotated[
+        Path | None,
+        typer.Option("--png", metavar="FILE", help="Also draw the report as a PNG chart."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Totals over the traced runs: runs by status, failure modes, step latency per tool."""
@@ -466,13 +514,17 @@ class BackendChoice(StrEnum):
 @sandbox_app.command("run")
 def sandbox_run(
     file: Annotated[Path, typer.Argument(help="A Python file to run.")],
-    backend: Annotated[BackendChoice | None, typer.Option(
-        help="docker, process (bubblewrap) or auto (default: the sandbox.backend "
-             "setting).")] = None,
+    backend: Annotated[
+        BackendChoice | None,
+        typer.Option(
+            help="docker, process (bubblewrap) or auto (default: the sandbox.backend setting)."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the SandboxResult.")] = False,
     wall_time: Annotated[float | None, typer.Option(help="Seconds of wall time.")] = None,
-    file_contents: Annotated[bool, typer.Option(
-        "--file-contents", help="Include produced files' contents in --json.")] = False,
+    file_contents: Annotated[
+        bool, typer.Option("--file-contents", help="Include produced files' contents in --json.")
+    ] = False,
 ) -> None:
     """Run FILE.py in the sandbox and print what it printed and why it ended. Exit 0 if
     the code succeeded, 1 if not, 2 if the sandbox cannot run here."""
@@ -503,9 +555,12 @@ def sandbox_run(
     else:
         sys.stdout.write(result.stdout)
         sys.stderr.write(result.stderr)
-        notes = [f"exit_reason={result.exit_reason}", f"exit_code={result.exit_code}",
-                 f"backend={result.backend} ({result.isolation})",
-                 f"{result.duration * 1000:.0f} ms"]
+        notes = [
+            f"exit_reason={result.exit_reason}",
+            f"exit_code={result.exit_code}",
+            f"backend={result.backend} ({result.isolation})",
+            f"{result.duration * 1000:.0f} ms",
+        ]
         if result.stdout_truncated or result.stderr_truncated:
             notes.append("output truncated")
         if result.result is not None:
@@ -523,8 +578,10 @@ app.add_typer(memory_app, name="memory")
 @memory_app.command("list")
 def memory_list(
     limit: Annotated[int, typer.Option(min=1, help="Items to show, newest first.")] = 50,
-    provenance: Annotated[list[str] | None, typer.Option(
-        help="Only items whose provenance starts so (user, agent, untrusted:...).")] = None,
+    provenance: Annotated[
+        list[str] | None,
+        typer.Option(help="Only items whose provenance starts so (user, agent, untrusted:...)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the items as JSON.")] = False,
 ) -> None:
     """List remembered items with where each came from."""
@@ -540,8 +597,13 @@ def memory_list(
         return
     table = Table("id", "provenance", "updated", "importance", "text")
     for item in items:
-        table.add_row(item.id, item.provenance, item.to_dict()["updated_at"] or "",
-                      f"{item.importance:.2f}", escape(item.text[:120]))
+        table.add_row(
+            item.id,
+            item.provenance,
+            item.to_dict()["updated_at"] or "",
+            f"{item.importance:.2f}",
+            escape(item.text[:120]),
+        )
     _stdout().print(table)
     _stdout().print(f"{_count(len(items), 'item')} in {memory.store.path}", highlight=False)
 
@@ -549,8 +611,9 @@ def memory_list(
 @memory_app.command("forget")
 def memory_forget(
     ids: Annotated[list[str] | None, typer.Argument(help="Ids of the items to forget.")] = None,
-    provenance: Annotated[list[str] | None, typer.Option(
-        help="Forget every item whose provenance starts so.")] = None,
+    provenance: Annotated[
+        list[str] | None, typer.Option(help="Forget every item whose provenance starts so.")
+    ] = None,
     expired: Annotated[bool, typer.Option(help="Forget items past their TTL.")] = False,
 ) -> None:
     """Delete items by id or by filter."""
@@ -558,8 +621,7 @@ def memory_forget(
 
     memory = open_memory(Settings())
     try:
-        gone = anyio.run(lambda: memory.store.delete(ids, provenance=provenance,
-                                                     expired=expired))
+        gone = anyio.run(lambda: memory.store.delete(ids, provenance=provenance, expired=expired))
     except DagenticError as exc:
         raise _fail(exc.message) from exc
     print(f"forgot {_count(gone, 'item')}")
@@ -567,8 +629,9 @@ def memory_forget(
 
 @app.command()
 def schema(
-    output: Annotated[Path | None, typer.Option("--output", "-o",
-                                                help="Write to this file.")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file.")
+    ] = None,
 ) -> None:
     """Print (or write) the JSON schema of plan files, for editors and model planners."""
     text = plan_json_schema()
@@ -580,15 +643,18 @@ def schema(
 
 def add_plugin_commands() -> None:
     """Add the command groups that plugins register (e.g. ``dagentic index``), once."""
-    taken = {c.name or (c.callback.__name__ if c.callback else "") for c in
-             app.registered_commands} | {g.name or g.typer_instance.info.name for g in
-                                         app.registered_groups}
+    taken = {
+        c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands
+    } | {g.name or g.typer_instance.info.name for g in app.registered_groups}
     for name, group in load_commands().items():
         if name in taken:
             if any(g.typer_instance is group for g in app.registered_groups):
                 continue
-            raise PluginError(f"a plugin registers command {name!r}, which dagentic has "
-                              "already; rename the plugin's command group", command=name)
+            raise PluginError(
+                f"a plugin registers command {name!r}, which dagentic has "
+                "already; rename the plugin's command group",
+                command=name,
+            )
         app.add_typer(group, name=name)
 
 

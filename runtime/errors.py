@@ -94,7 +94,11 @@ class Problem:
     __slots__ = ("column", "file", "line", "message")
 
     def __init__(
-        self, message: str, *, file: str | None = None, line: int | None = None,
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
         column: int | None = None,
     ) -> None:
         self.message = message
@@ -111,8 +115,12 @@ class Problem:
         return f"Problem({str(self)!r})"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"message": self.message, "file": self.file, "line": self.line,
-                "column": self.column}
+        return {
+            "message": self.message,
+            "file": self.file,
+            "line": self.line,
+            "column": self.column,
+        }
 
 
 class PlanError(DagenticError, ValueError):

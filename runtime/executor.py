@@ -2,8 +2,8 @@
 
 Scheduling is a ready queue, not levels: the moment a step's last dependency finishes,
 the step is queued and started as soon as a slot of the run's concurrency is free. Tools
-run through an :class:`~runtime.backend.ExecutionBackend`; every state change goes to an
-optional :class:`~runtime.journal.Journal`.
+run through an :class:`~dagentic.backend.ExecutionBackend`; every state change goes to an
+optional :class:`~dagentic.journal.Journal`.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from .expressions import type_name
 from .graph import CompiledPlan, CompiledStep, compile_plan, load_plan
 from .journal import Journal, StepEvent
 from .plan import InputSpec, Plan, Retry
-from .plugins import load_tools
+from .plugin_manager import load_tools
 from .result import (
     ErrorInfo,
     RunResult,
@@ -58,15 +58,25 @@ from .tracing import FAILURE_MODE, RUN_ID, Tracing, fail_span, tracing_from_sett
 
 __all__ = ["Approver", "Executor", "Judge", "Verdict", "resolve_inputs", "run_plan"]
 
-NEVER_RETRIED = frozenset({
-    FailureMode.INVALID_ARGS, FailureMode.INVALID_TOOL, FailureMode.POLICY_BLOCKED,
-    FailureMode.PLAN_INVALID, FailureMode.BUDGET_EXCEEDED, FailureMode.CANCELLED,
-})
+NEVER_RETRIED = frozenset(
+    {
+        FailureMode.INVALID_ARGS,
+        FailureMode.INVALID_TOOL,
+        FailureMode.POLICY_BLOCKED,
+        FailureMode.PLAN_INVALID,
+        FailureMode.BUDGET_EXCEEDED,
+        FailureMode.CANCELLED,
+    }
+)
 YIELD_EVERY = 0.001  # seconds a worker may run steps back to back without yielding
 SETTINGS: Any = object()  # "take it from the settings"
 _PENDING, _SUCCEEDED, _FAILED, _SKIPPED, _CANCELLED = (
-    StepStatus.PENDING, StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED,
-    StepStatus.CANCELLED)
+    StepStatus.PENDING,
+    StepStatus.SUCCEEDED,
+    StepStatus.FAILED,
+    StepStatus.SKIPPED,
+    StepStatus.CANCELLED,
+)
 
 
 class Approver(Protocol):
@@ -89,8 +99,20 @@ class Judge(Protocol):
 class _State:
     """Mutable bookkeeping of one step during one run."""
 
-    __slots__ = ("attempts", "error", "finished", "output", "pending", "result", "span",
-                 "spec", "started", "status", "unclean", "waited_for")
+    __slots__ = (
+        "attempts",
+        "error",
+        "finished",
+        "output",
+        "pending",
+        "result",
+        "span",
+        "spec",
+        "started",
+        "status",
+        "unclean",
+        "waited_for",
+    )
 
     def __init__(self, spec: CompiledStep) -> None:
         self.spec = spec
@@ -115,7 +137,7 @@ class Executor:
         settings: concurrency, timeouts and limits (default: :class:`Settings` from files
             and environment).
         backend: where tool calls run (default: in process).
-        journal: receives every state change (see :mod:`runtime.journal`).
+        journal: receives every state change (see :mod:`dagentic.journal`).
         approver: asked before a step with ``approval: required`` runs.
         judge: decides ``check.criteria``; without one, plans using criteria are invalid.
         fail_fast: cancel the rest of the run at its first failure.
@@ -123,15 +145,23 @@ class Executor:
             turns them off).
     """
 
-    def __init__(self, tools: ToolRegistry, *, settings: Settings | None = None,
-                 backend: ExecutionBackend | None = None, journal: Journal | None = None,
-                 approver: Approver | None = None, judge: Judge | None = None,
-                 fail_fast: bool | None = None, tracing: Tracing | Any | None = SETTINGS
-                 ) -> None:
+    def __init__(
+        self,
+        tools: ToolRegistry,
+        *,
+        settings: Settings | None = None,
+        backend: ExecutionBackend | None = None,
+        journal: Journal | None = None,
+        approver: Approver | None = None,
+        judge: Judge | None = None,
+        fail_fast: bool | None = None,
+        tracing: Tracing | Any | None = SETTINGS,
+    ) -> None:
         self.tools = tools
         self.settings = settings or Settings()
-        self.tracing: Tracing | None = tracing_from_settings(self.settings) \
-            if tracing is SETTINGS else tracing
+        self.tracing: Tracing | None = (
+            tracing_from_settings(self.settings) if tracing is SETTINGS else tracing
+        )
         self.backend = backend or InProcessBackend(self.settings.worker_threads)
         self.journal = journal
         self.approver = approver
@@ -143,7 +173,8 @@ class Executor:
         self._tool_limits = limits
         # Per-tool limiters hold across every run of this executor, one set per event loop.
         self._limiters: RunVar[dict[str, anyio.CapacityLimiter]] = RunVar(
-            f"dagentic-tool-limiters-{id(self)}")
+            f"dagentic-tool-limiters-{id(self)}"
+        )
 
     def limiter(self, tool_name: str) -> anyio.CapacityLimiter | None:
         """The limiter of a tool with a concurrency limit (``tool_concurrency`` setting or
@@ -161,8 +192,7 @@ class Executor:
             limiter = limiters[tool_name] = anyio.CapacityLimiter(count)
         return limiter
 
-    def compile(self, plan: Plan | CompiledPlan | Mapping[str, Any] | str | Path
-                ) -> CompiledPlan:
+    def compile(self, plan: Plan | CompiledPlan | Mapping[str, Any] | str | Path) -> CompiledPlan:
         """Validate ``plan`` against this executor's tools. Raises :class:`PlanError`."""
         if isinstance(plan, CompiledPlan):
             return plan
@@ -170,11 +200,16 @@ class Executor:
             return load_plan(plan, self.tools, judge=self.judge is not None)
         return compile_plan(plan, self.tools, judge=self.judge is not None)
 
-    async def run(self, plan: Plan | CompiledPlan | Mapping[str, Any] | str | Path,
-                  inputs: Mapping[str, Any] | None = None, *, run_id: str | None = None,
-                  timeout: float | None = None,
-                  reuse: Mapping[str, StepResult] | None = None,
-                  trace_attributes: Mapping[str, Any] | None = None) -> RunResult:
+    async def run(
+        self,
+        plan: Plan | CompiledPlan | Mapping[str, Any] | str | Path,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
+        timeout: float | None = None,
+        reuse: Mapping[str, StepResult] | None = None,
+        trace_attributes: Mapping[str, Any] | None = None,
+    ) -> RunResult:
         """Run ``plan`` to the end and return its :class:`RunResult`.
 
         A run whose caller is cancelled cancels every running step and re-raises the
@@ -199,13 +234,21 @@ class Executor:
         returns with status ``cancelled``."""
         for rid, run in list(self._runs.items()):
             if run_id is None or rid == run_id:
-                run.stop(_CANCELLED, ErrorInfo(failure_mode=FailureMode.CANCELLED,
-                                               message="the run was cancelled"))
+                run.stop(
+                    _CANCELLED,
+                    ErrorInfo(failure_mode=FailureMode.CANCELLED, message="the run was cancelled"),
+                )
 
 
 class _Run:
-    def __init__(self, executor: Executor, plan: CompiledPlan, inputs: dict[str, Any],
-                 run_id: str, timeout: float | None) -> None:
+    def __init__(
+        self,
+        executor: Executor,
+        plan: CompiledPlan,
+        inputs: dict[str, Any],
+        run_id: str,
+        timeout: float | None,
+    ) -> None:
         self.executor = executor
         self.plan = plan
         self.run_id = run_id
@@ -214,8 +257,15 @@ class _Run:
         self.settings = executor.settings
         self.states = {sid: _State(spec) for sid, spec in plan.steps.items()}
         self.views: dict[str, dict[str, Any]] = {
-            sid: {"output": None, "status": "pending", "error": None, "attempts": 0,
-                  "duration": None} for sid in plan.steps}
+            sid: {
+                "output": None,
+                "status": "pending",
+                "error": None,
+                "attempts": 0,
+                "duration": None,
+            }
+            for sid in plan.steps
+        }
         self.scope: dict[str, Any] = {"inputs": inputs, "steps": self.views}
         self.ready: deque[_State] = deque(s for s in self.states.values() if not s.pending)
         self.workers = 0
@@ -246,36 +296,52 @@ class _Run:
             self._end_span(RunStatus.FAILED, ErrorInfo.from_exception(exc), root)
             raise
         except BaseException:
-            self._end_span(RunStatus.CANCELLED, ErrorInfo(
-                failure_mode=FailureMode.CANCELLED,
-                message="the run was cancelled by its caller"), root)
+            self._end_span(
+                RunStatus.CANCELLED,
+                ErrorInfo(
+                    failure_mode=FailureMode.CANCELLED,
+                    message="the run was cancelled by its caller",
+                ),
+                root,
+            )
             raise
         self._end_span(result.status, result.error, root)
         return result
 
     async def _run_all(self) -> RunResult:
         self._event("run_started")
-        self.deadline = deadline = float("inf") if self.timeout is None else \
-            anyio.current_time() + self.timeout
+        self.deadline = deadline = (
+            float("inf") if self.timeout is None else anyio.current_time() + self.timeout
+        )
         try:
             with anyio.CancelScope(deadline=deadline) as scope:
                 async with anyio.create_task_group() as tg:
                     self.tg = tg
                     self._dispatch()
         except BaseException:
-            self._close_unfinished(ErrorInfo(failure_mode=FailureMode.CANCELLED,
-                                             message="the run was cancelled by its caller"))
+            self._close_unfinished(
+                ErrorInfo(
+                    failure_mode=FailureMode.CANCELLED,
+                    message="the run was cancelled by its caller",
+                )
+            )
             self._event("run_finished", status=RunStatus.CANCELLED)
             raise
         if scope.cancelled_caught:
-            self.stop_error = ErrorInfo(failure_mode=FailureMode.TIMEOUT,
-                                        message=f"the run's deadline of {self.timeout}s passed")
+            self.stop_error = ErrorInfo(
+                failure_mode=FailureMode.TIMEOUT,
+                message=f"the run's deadline of {self.timeout}s passed",
+            )
             self.stop_status = _FAILED
             for state in self.states.values():
                 if state.status is _CANCELLED and state.started is not None:
                     state.error, state.result = self.stop_error, None
-        self._close_unfinished(self.stop_error or ErrorInfo(
-            failure_mode=FailureMode.CANCELLED, message="the run ended before this step"))
+        self._close_unfinished(
+            self.stop_error
+            or ErrorInfo(
+                failure_mode=FailureMode.CANCELLED, message="the run ended before this step"
+            )
+        )
         return self._result(self.started_at)
 
     def _start_span(self) -> Any:
@@ -283,9 +349,14 @@ class _Run:
         when it is the outermost dagentic run."""
         assert self.tracing is not None
         self.span = span = self.tracing.tracer.start_span(
-            f"run {self.plan.name}", attributes={
-                RUN_ID: self.run_id, "dagentic.plan": self.plan.name,
-                "dagentic.plan.steps": len(self.states), **self.trace_attributes})
+            f"run {self.plan.name}",
+            attributes={
+                RUN_ID: self.run_id,
+                "dagentic.plan": self.plan.name,
+                "dagentic.plan.steps": len(self.states),
+                **self.trace_attributes,
+            },
+        )
         self.span_context = trace.set_span_in_context(span)
         return self.tracing.enter_root(self.run_id, span)
 
@@ -328,8 +399,11 @@ class _Run:
         """Start workers for ready steps no worker will pick up. A worker calling this
         from a finished step reserves one ready step for itself."""
         assert self.tg is not None
-        while (self.workers < self.limit and self.stop_status is None
-               and len(self.ready) > self.starting + reserved):
+        while (
+            self.workers < self.limit
+            and self.stop_status is None
+            and len(self.ready) > self.starting + reserved
+        ):
             self.workers += 1
             self.starting += 1
             self.tg.start_soon(self._worker, name="dagentic-worker")
@@ -366,9 +440,13 @@ class _Run:
     def _finish(self, state: _State) -> None:
         self._publish(state)
         if state.status is _FAILED and self.executor.fail_fast:
-            self.stop(_FAILED, ErrorInfo(
-                failure_mode=FailureMode.CANCELLED,
-                message=f"cancelled: step '{state.spec.id}' failed and fail_fast is on"))
+            self.stop(
+                _FAILED,
+                ErrorInfo(
+                    failure_mode=FailureMode.CANCELLED,
+                    message=f"cancelled: step '{state.spec.id}' failed and fail_fast is on",
+                ),
+            )
         if self.stop_status is not None or state.status is _CANCELLED:
             return  # what waits on it stays pending and is closed with the run's reason
         done = [state]
@@ -400,12 +478,14 @@ class _Run:
         for dep in state.spec.deps:
             other = self.states[dep]
             if other.status in (_FAILED, _CANCELLED) or (
-                    other.error is not None and other.error.failure_mode
-                    is FailureMode.UPSTREAM_FAILED):
-                return ErrorInfo(failure_mode=FailureMode.UPSTREAM_FAILED,
-                                 message=f"skipped because step '{dep}' {other.status.value}"
-                                 if other.status is not _SKIPPED else
-                                 f"skipped because step '{dep}' was skipped after a failure")
+                other.error is not None and other.error.failure_mode is FailureMode.UPSTREAM_FAILED
+            ):
+                return ErrorInfo(
+                    failure_mode=FailureMode.UPSTREAM_FAILED,
+                    message=f"skipped because step '{dep}' {other.status.value}"
+                    if other.status is not _SKIPPED
+                    else f"skipped because step '{dep}' was skipped after a failure",
+                )
             if other.status is _SKIPPED and not state.spec.step.run_if_skipped:
                 plain_skip = True
         return False if plain_skip else None
@@ -430,9 +510,17 @@ class _Run:
         if state is None:
             self.journal.record(StepEvent(kind, self.run_id, **extra))
         else:
-            self.journal.record(StepEvent(
-                kind, self.run_id, state.spec.id, attempt=state.attempts,
-                status=state.status.value, output=state.output, error=state.error))
+            self.journal.record(
+                StepEvent(
+                    kind,
+                    self.run_id,
+                    state.spec.id,
+                    attempt=state.attempts,
+                    status=state.status.value,
+                    output=state.output,
+                    error=state.error,
+                )
+            )
 
     # -- one step ----------------------------------------------------------------------
 
@@ -450,11 +538,13 @@ class _Run:
         self._event("started", state)
         # The step's span is current while it runs: model calls in a tool or a check's
         # judge nest under it.
-        token = otel_context.attach(trace.set_span_in_context(state.span)) \
-            if tracing is not None else None
+        token = (
+            otel_context.attach(trace.set_span_in_context(state.span))
+            if tracing is not None
+            else None
+        )
         try:
-            if spec.when is not None and not self._evaluate(spec, "when", spec.when,
-                                                            self.scope):
+            if spec.when is not None and not self._evaluate(spec, "when", spec.when, self.scope):
                 state.status = _SKIPPED
                 return
             if spec.step.check is not None:
@@ -474,13 +564,15 @@ class _Run:
             message = info.message.removeprefix(named)
             prefix = named if len(message) < len(info.message) else ""
             state.error = info.model_copy(
-                update={"message": f"{prefix}item {failure.index}: {message}"})
+                update={"message": f"{prefix}item {failure.index}: {message}"}
+            )
         except Exception as exc:  # noqa: BLE001 - a step wrapper records any tool failure
             state.status = _FAILED
             state.error = ErrorInfo.from_exception(exc)
             if state.span is not None:
-                state.span.record_exception(exc, attributes={
-                    FAILURE_MODE: state.error.failure_mode.value})
+                state.span.record_exception(
+                    exc, attributes={FAILURE_MODE: state.error.failure_mode.value}
+                )
         finally:
             state.finished = time.perf_counter()
             if token is not None:
@@ -500,7 +592,9 @@ class _Run:
             attributes["dagentic.step.reused"] = True
         return self.tracing.tracer.start_span(
             f"execute_tool {tool}" if tool is not None else f"check {spec.id}",
-            context=self.span_context, attributes=attributes)
+            context=self.span_context,
+            attributes=attributes,
+        )
 
     def _end_step_span(self, state: _State) -> None:
         """End the step's span (a step skipped before it started gets an instant one)."""
@@ -514,12 +608,17 @@ class _Run:
             span.set_attribute("dagentic.attempts", state.attempts)
         error = state.error
         if error is None and state.status is _CANCELLED:
-            error = self.stop_error or (ErrorInfo(
-                failure_mode=FailureMode.TIMEOUT,
-                message=f"the run's deadline of {self.timeout}s passed")
-                if anyio.current_time() >= self.deadline else ErrorInfo(
-                failure_mode=FailureMode.CANCELLED,
-                message="the run ended before this step finished"))
+            error = self.stop_error or (
+                ErrorInfo(
+                    failure_mode=FailureMode.TIMEOUT,
+                    message=f"the run's deadline of {self.timeout}s passed",
+                )
+                if anyio.current_time() >= self.deadline
+                else ErrorInfo(
+                    failure_mode=FailureMode.CANCELLED,
+                    message="the run ended before this step finished",
+                )
+            )
         if error is not None:
             fail_span(span, None, mode=error.failure_mode, message=error.message)
         elif tracing.record_content and state.status is _SUCCEEDED:
@@ -527,8 +626,9 @@ class _Run:
         span.end()
         tracing.ended(span)
 
-    def _evaluate(self, spec: CompiledStep, where: str, expression: Any,
-                  scope: Mapping[str, Any]) -> Any:
+    def _evaluate(
+        self, spec: CompiledStep, where: str, expression: Any, scope: Mapping[str, Any]
+    ) -> Any:
         if isinstance(expression, bool | list):
             return expression
         try:
@@ -537,21 +637,24 @@ class _Run:
             raise EvaluationError(f"step '{spec.id}': {where}: {exc.message}") from None
 
     def _check_provenance(self, spec: CompiledStep, tool: Tool) -> None:
-        if tool.side_effects != "write" or not spec.untrusted_inputs or \
-                spec.step.allow_untrusted:
+        if tool.side_effects != "write" or not spec.untrusted_inputs or spec.step.allow_untrusted:
             return
         sources = ", ".join(sorted(spec.untrusted_inputs))
         raise PolicyBlockedError(
             f"step '{spec.id}': tool '{tool.name}' writes, and its arguments carry untrusted "
             f"data from {sources}; set 'allow_untrusted: true' on the step if that is "
-            "intended", step=spec.id, untrusted=sorted(spec.untrusted_inputs))
+            "intended",
+            step=spec.id,
+            untrusted=sorted(spec.untrusted_inputs),
+        )
 
     async def _fan_out(self, state: _State) -> list[Any]:
         spec = state.spec
         items = self._evaluate(spec, "foreach", spec.foreach, self.scope)
         if not isinstance(items, list | tuple):
-            raise EvaluationError(f"step '{spec.id}': foreach must give a list, got "
-                                  f"{type_name(items)}")
+            raise EvaluationError(
+                f"step '{spec.id}': foreach must give a list, got {type_name(items)}"
+            )
         results: list[Any] = [None] * len(items)
         failure: list[tuple[int, Exception]] = []
         work = iter(enumerate(items))
@@ -560,8 +663,11 @@ class _Run:
         async def worker(group: anyio.abc.TaskGroup) -> None:
             for index, item in work:
                 span = self._item_span(state, index)
-                token = otel_context.attach(trace.set_span_in_context(span)) \
-                    if span is not None else None
+                token = (
+                    otel_context.attach(trace.set_span_in_context(span))
+                    if span is not None
+                    else None
+                )
                 try:
                     results[index] = await self._call(state, {**self.scope, "item": item})
                 except Exception as exc:  # noqa: BLE001 - re-raised below for the step
@@ -572,9 +678,12 @@ class _Run:
                     return
                 except BaseException:
                     if span is not None:
-                        fail_span(span, None, mode=FailureMode.CANCELLED,
-                                  message="cancelled: another item of the step failed or "
-                                          "the run ended")
+                        fail_span(
+                            span,
+                            None,
+                            mode=FailureMode.CANCELLED,
+                            message="cancelled: another item of the step failed or the run ended",
+                        )
                     raise
                 finally:
                     if token is not None:
@@ -601,14 +710,23 @@ class _Run:
         limiter = self.executor.limiter(tool.name)
         tracing = self.tracing
         if tracing is not None and tracing.record_content:
-            trace.get_current_span().set_attribute("gen_ai.tool.call.arguments",
-                                                   tracing.content(args))
+            trace.get_current_span().set_attribute(
+                "gen_ai.tool.call.arguments", tracing.content(args)
+            )
         for attempt in range(1, attempts + 1):
             state.attempts += 1
             self._event("attempt", state)
-            context = ToolContext(self.run_id, spec.id, attempt, self.settings,
-                                  tuple(sorted(spec.untrusted_inputs))) \
-                if tool.context_param else None
+            context = (
+                ToolContext(
+                    self.run_id,
+                    spec.id,
+                    attempt,
+                    self.settings,
+                    tuple(sorted(spec.untrusted_inputs)),
+                )
+                if tool.context_param
+                else None
+            )
             try:
                 if limiter is not None:  # waiting for a slot is not part of the timeout
                     await limiter.acquire()
@@ -620,17 +738,22 @@ class _Run:
                         limiter.release()
                 if deadline.cancelled_caught:
                     raise StepTimeoutError(
-                        f"step '{spec.id}': tool '{tool.name}' did not finish within "
-                        f"{timeout:g}s", timeout=timeout)
-                return output.model_dump(mode="json") if isinstance(output, BaseModel) \
-                    else output
+                        f"step '{spec.id}': tool '{tool.name}' did not finish within {timeout:g}s",
+                        timeout=timeout,
+                    )
+                return output.model_dump(mode="json") if isinstance(output, BaseModel) else output
             except Exception as exc:
                 if attempt == attempts or not _retryable(exc, retry, tool):
                     raise
                 if tracing is not None:  # the attempt that will be retried, as an event
-                    trace.get_current_span().record_exception(exc, attributes={
-                        FAILURE_MODE: failure_mode_of(exc).value, "dagentic.attempt": attempt,
-                        "dagentic.retried": True})
+                    trace.get_current_span().record_exception(
+                        exc,
+                        attributes={
+                            FAILURE_MODE: failure_mode_of(exc).value,
+                            "dagentic.attempt": attempt,
+                            "dagentic.retried": True,
+                        },
+                    )
                 await anyio.sleep(_backoff(retry, attempt))
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -639,12 +762,19 @@ class _Run:
         if self.tracing is None:
             return None
         tool = state.spec.step.tool
-        return self.tracing.tracer.start_span(f"execute_tool {tool}", attributes={
-            "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": tool,
-            "dagentic.step.id": state.spec.id, "dagentic.item": index})
+        return self.tracing.tracer.start_span(
+            f"execute_tool {tool}",
+            attributes={
+                "gen_ai.operation.name": "execute_tool",
+                "gen_ai.tool.name": tool,
+                "dagentic.step.id": state.spec.id,
+                "dagentic.item": index,
+            },
+        )
 
-    def _arguments(self, spec: CompiledStep, tool: Tool, scope: Mapping[str, Any]
-                   ) -> dict[str, Any]:
+    def _arguments(
+        self, spec: CompiledStep, tool: Tool, scope: Mapping[str, Any]
+    ) -> dict[str, Any]:
         try:
             raw = spec.args(scope)
         except EvaluationError as exc:
@@ -656,15 +786,20 @@ class _Run:
             problems = "; ".join(
                 f"{'.'.join(map(str, e['loc'])) or 'args'}: {e['msg']}"
                 + (f" (got {e['input']!r})" if e["type"] != "missing" else "")
-                for e in exc.errors(include_url=False))
-            raise InvalidArgsError(f"step '{spec.id}': tool '{tool.name}' rejected its "
-                                   f"arguments: {problems}", tool=tool.name) from None
+                for e in exc.errors(include_url=False)
+            )
+            raise InvalidArgsError(
+                f"step '{spec.id}': tool '{tool.name}' rejected its arguments: {problems}",
+                tool=tool.name,
+            ) from None
 
     async def _approve(self, spec: CompiledStep, tool: Tool, args: dict[str, Any]) -> None:
         approver = self.executor.approver
         if approver is None:
-            raise PolicyBlockedError(f"step '{spec.id}' requires approval and no approver "
-                                     "is configured (CLI: --yes approves every step)")
+            raise PolicyBlockedError(
+                f"step '{spec.id}' requires approval and no approver "
+                "is configured (CLI: --yes approves every step)"
+            )
         if not await approver(spec.id, tool, args):
             raise PolicyBlockedError(f"step '{spec.id}': approval was denied")
 
@@ -672,8 +807,9 @@ class _Run:
         spec = state.spec
         check = spec.step.check
         assert check is not None
-        rounds = (spec.step.retry.attempts if spec.step.retry else 3) \
-            if check.on_fail == "retry" else 1
+        rounds = (
+            (spec.step.retry.attempts if spec.step.retry else 3) if check.on_fail == "retry" else 1
+        )
         for round_ in range(1, rounds + 1):
             state.attempts = round_
             reasons = await self._check_once(spec)
@@ -692,9 +828,13 @@ class _Run:
             self.replan_requested.append(spec.id)
         error = CheckFailedError(message, step=spec.id, on_fail=check.on_fail)
         if check.on_fail == "abort":
-            self.stop(_FAILED, ErrorInfo(
-                failure_mode=FailureMode.CANCELLED,
-                message=f"cancelled: check '{spec.id}' failed with on_fail: abort"))
+            self.stop(
+                _FAILED,
+                ErrorInfo(
+                    failure_mode=FailureMode.CANCELLED,
+                    message=f"cancelled: check '{spec.id}' failed with on_fail: abort",
+                ),
+            )
         raise error
 
     async def _check_once(self, spec: CompiledStep) -> list[str]:
@@ -741,8 +881,7 @@ class _Run:
         failed = next((s for s in self.states.values() if s.status is _FAILED), None)
         if self.stop_status is _CANCELLED:
             status, error = RunStatus.CANCELLED, self.stop_error
-        elif self.stop_error is not None and self.stop_error.failure_mode is \
-                FailureMode.TIMEOUT:
+        elif self.stop_error is not None and self.stop_error.failure_mode is FailureMode.TIMEOUT:
             status, error = RunStatus.FAILED, self.stop_error
         elif failed is not None:
             assert failed.error is not None
@@ -758,10 +897,16 @@ class _Run:
             status, error = RunStatus.FAILED, output_error
         self._event("run_finished", status=status.value, error=error)
         return RunResult(
-            run_id=self.run_id, plan=self.plan.name, goal=self.plan.plan.goal, status=status,
-            steps=steps, outputs=outputs, error=error,
+            run_id=self.run_id,
+            plan=self.plan.name,
+            goal=self.plan.plan.goal,
+            status=status,
+            steps=steps,
+            outputs=outputs,
+            error=error,
             usage=Usage(steps=ran, tool_calls=calls, wall_time=wall),
-            started_at=started_at, finished_at=started_at + timedelta(seconds=wall),
+            started_at=started_at,
+            finished_at=started_at + timedelta(seconds=wall),
             replan_requested=self.replan_requested,
         )
 
@@ -775,9 +920,17 @@ class _Run:
             if state.started is not None:
                 duration = state.finished - state.started
         return StepResult(
-            id=state.spec.id, tool=state.spec.step.tool, status=state.status, output=state.output,
-            error=state.error, attempts=state.attempts, started_at=begun, finished_at=ended,
-            duration=duration, provenance=state.spec.provenance)
+            id=state.spec.id,
+            tool=state.spec.step.tool,
+            status=state.status,
+            output=state.output,
+            error=state.error,
+            attempts=state.attempts,
+            started_at=begun,
+            finished_at=ended,
+            duration=duration,
+            provenance=state.spec.provenance,
+        )
 
     def _outputs(self, *, strict: bool) -> tuple[dict[str, Any], ErrorInfo | None]:
         outputs: dict[str, Any] = {}
@@ -787,9 +940,11 @@ class _Run:
             except EvaluationError as exc:
                 outputs[key] = None
                 if strict:
-                    return outputs, ErrorInfo(failure_mode=FailureMode.INVALID_ARGS,
-                                              message=f"output '{key}': {exc.message}",
-                                              type="EvaluationError")
+                    return outputs, ErrorInfo(
+                        failure_mode=FailureMode.INVALID_ARGS,
+                        message=f"output '{key}': {exc.message}",
+                        type="EvaluationError",
+                    )
         return outputs, None
 
 
@@ -821,8 +976,12 @@ def _backoff(retry: Retry | None, attempt: int) -> float:
 
 
 _INPUT_TYPES: dict[str, TypeAdapter[Any]] = {
-    "string": TypeAdapter(str), "integer": TypeAdapter(int), "number": TypeAdapter(float),
-    "boolean": TypeAdapter(bool), "array": TypeAdapter(list), "object": TypeAdapter(dict),
+    "string": TypeAdapter(str),
+    "integer": TypeAdapter(int),
+    "number": TypeAdapter(float),
+    "boolean": TypeAdapter(bool),
+    "array": TypeAdapter(list),
+    "object": TypeAdapter(dict),
 }
 
 
@@ -834,24 +993,34 @@ def resolve_inputs(plan: Plan, given: Mapping[str, Any]) -> dict[str, Any]:
     for name in given:
         if name not in plan.inputs:
             declared = ", ".join(sorted(plan.inputs)) or "none"
-            problems.append(Problem(f"unknown input '{name}' (plan '{plan.name}' declares: "
-                                    f"{declared})"))
+            problems.append(
+                Problem(f"unknown input '{name}' (plan '{plan.name}' declares: {declared})")
+            )
     for name, spec in plan.inputs.items():
         if name not in given:
             if spec.required:
-                problems.append(Problem(f"input '{name}' is required (give it with "
-                                        f"-i {name}=VALUE)"))
+                problems.append(
+                    Problem(f"input '{name}' is required (give it with -i {name}=VALUE)")
+                )
             values[name] = spec.default
             continue
         try:
             values[name] = _coerce(spec, given[name])
         except json.JSONDecodeError:
             example = '["a", "b"]' if spec.type == "array" else '{"key": "value"}'
-            problems.append(Problem(f"input '{name}' must be {spec.type}, given as JSON, "
-                                    f"e.g. -i {name}='{example}'; got {given[name]!r}"))
+            problems.append(
+                Problem(
+                    f"input '{name}' must be {spec.type}, given as JSON, "
+                    f"e.g. -i {name}='{example}'; got {given[name]!r}"
+                )
+            )
         except (ValidationError, ValueError) as exc:
-            problems.append(Problem(f"input '{name}' must be {spec.type}, got "
-                                    f"{given[name]!r}: {_first_message(exc)}"))
+            problems.append(
+                Problem(
+                    f"input '{name}' must be {spec.type}, got "
+                    f"{given[name]!r}: {_first_message(exc)}"
+                )
+            )
     if problems:
         raise PlanError(problems)
     return values
@@ -869,9 +1038,13 @@ def _first_message(exc: Exception) -> str:
     return str(exc)
 
 
-async def run_plan(plan: Plan | CompiledPlan | Mapping[str, Any] | str | Path,
-                   inputs: Mapping[str, Any] | None = None, *,
-                   tools: ToolRegistry | None = None, **options: Any) -> RunResult:
+async def run_plan(
+    plan: Plan | CompiledPlan | Mapping[str, Any] | str | Path,
+    inputs: Mapping[str, Any] | None = None,
+    *,
+    tools: ToolRegistry | None = None,
+    **options: Any,
+) -> RunResult:
     """Validate and run ``plan`` in one call. ``tools`` defaults to every installed plugin's
     tools; ``options`` go to :class:`Executor`."""
     if tools is None:

@@ -109,8 +109,7 @@ def _contains(container: Any, item: Any) -> bool:
         return isinstance(item, str) and item.lower() in container.lower()
     if isinstance(container, Mapping | Sequence):
         return item in container
-    raise EvaluationError(f"contains() needs a string, list or object, got "
-                          f"{type_name(container)}")
+    raise EvaluationError(f"contains() needs a string, list or object, got {type_name(container)}")
 
 
 def _join(items: Any, separator: Any = ",") -> str:
@@ -205,19 +204,39 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
 it yields ``fallback`` when ``x`` is null or cannot be read (e.g. a skipped step)."""
 
 _BINOPS: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
-    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
-    ast.Div: operator.truediv, ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod,
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
 }
 _CMPOPS: dict[type[ast.cmpop], Callable[[Any, Any], bool]] = {
-    ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
-    ast.Gt: operator.gt, ast.GtE: operator.ge,
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
     ast.In: lambda a, b: operator.contains(b, a),
     ast.NotIn: lambda a, b: not operator.contains(b, a),
 }
 _SYMBOLS = {
-    ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.FloorDiv: "//",
-    ast.Mod: "%", ast.Pow: "**", ast.BitAnd: "&", ast.BitOr: "|", ast.BitXor: "^",
-    ast.LShift: "<<", ast.RShift: ">>", ast.MatMult: "@", ast.Is: "is", ast.IsNot: "is not",
+    ast.Add: "+",
+    ast.Sub: "-",
+    ast.Mult: "*",
+    ast.Div: "/",
+    ast.FloorDiv: "//",
+    ast.Mod: "%",
+    ast.Pow: "**",
+    ast.BitAnd: "&",
+    ast.BitOr: "|",
+    ast.BitXor: "^",
+    ast.LShift: "<<",
+    ast.RShift: ">>",
+    ast.MatMult: "@",
+    ast.Is: "is",
+    ast.IsNot: "is not",
     ast.Invert: "~",
 }
 
@@ -255,8 +274,9 @@ class _Compiler:
     def _Dict(self, node: ast.Dict) -> _Fn:
         if any(k is None for k in node.keys):
             raise self.fail("'**' unpacking is not allowed")
-        pairs = [(self.compile(k), self.compile(v)) for k, v in zip(node.keys, node.values,
-                                                                   strict=True)]
+        pairs = [
+            (self.compile(k), self.compile(v)) for k, v in zip(node.keys, node.values, strict=True)
+        ]
 
         def build(scope: Scope) -> dict[str, Any]:
             result = {}
@@ -307,8 +327,9 @@ class _Compiler:
             return self._access(node, node.value, index.value)
         return self._access(node, node.value, None, self.compile(index))
 
-    def _access(self, node: ast.AST, base: ast.AST, key: str | int | None,
-                dynamic: _Fn | None = None) -> _Fn:
+    def _access(
+        self, node: ast.AST, base: ast.AST, key: str | int | None, dynamic: _Fn | None = None
+    ) -> _Fn:
         if isinstance(key, str) and key.startswith("_"):
             raise self.fail(f"'{key}': names starting with '_' are not allowed")
         self._note_reference(node)
@@ -319,26 +340,32 @@ class _Compiler:
         text = ast.unparse(base)
 
         if dynamic is None:
+
             def read(scope: Scope) -> Any:
                 return _lookup(get_base(scope), key, text)
         else:
+
             def read(scope: Scope) -> Any:
                 index = dynamic(scope)
                 if isinstance(index, str) and index.startswith("_"):
                     raise EvaluationError(f"'{index}': keys starting with '_' are not allowed")
                 return _lookup(get_base(scope), index, text)
+
         return read
 
     def _slice(self, node: ast.Subscript, index: ast.Slice) -> _Fn:
         get_base = self.compile(node.value)
-        bounds = [self.compile(b) if b is not None else None
-                  for b in (index.lower, index.upper, index.step)]
+        bounds = [
+            self.compile(b) if b is not None else None
+            for b in (index.lower, index.upper, index.step)
+        ]
 
         def read(scope: Scope) -> Any:
             value = get_base(scope)
             if not isinstance(value, str | Sequence) or isinstance(value, Mapping):
-                raise EvaluationError(f"cannot slice {type_name(value)} "
-                                      f"'{ast.unparse(node.value)}'")
+                raise EvaluationError(
+                    f"cannot slice {type_name(value)} '{ast.unparse(node.value)}'"
+                )
             lo, hi, step = (b(scope) if b else None for b in bounds)
             for bound in (lo, hi, step):
                 if bound is not None and (not isinstance(bound, int) or isinstance(bound, bool)):
@@ -369,8 +396,10 @@ class _Compiler:
         if len(chain) == 1 or (current.id == "inputs" and len(chain) >= 1):
             key = chain[0]
             if not isinstance(key, str):
-                raise self.fail(f"'{current.id}' must be followed by a fixed name "
-                                f"(e.g. {current.id}.name) so dependencies are known")
+                raise self.fail(
+                    f"'{current.id}' must be followed by a fixed name "
+                    f"(e.g. {current.id}.name) so dependencies are known"
+                )
             if current.id == "inputs" and len(chain) == 1:
                 self.references.append(Reference("inputs", key))
             elif current.id == "steps":
@@ -378,14 +407,17 @@ class _Compiler:
         elif current.id == "steps" and len(chain) == 2:
             key, attr = chain
             if not isinstance(key, str):
-                raise self.fail("'steps' must be followed by a fixed step id "
-                                "(e.g. steps.fetch.output) so dependencies are known")
+                raise self.fail(
+                    "'steps' must be followed by a fixed step id "
+                    "(e.g. steps.fetch.output) so dependencies are known"
+                )
             self.references.append(Reference("steps", key, attr))
 
     # operators
     def _BoolOp(self, node: ast.BoolOp) -> _Fn:
         values = [self.compile(v) for v in node.values]
         if isinstance(node.op, ast.And):
+
             def both(scope: Scope) -> Any:
                 result: Any = True
                 for v in values:
@@ -393,6 +425,7 @@ class _Compiler:
                     if not result:
                         return result
                 return result
+
             return both
 
         def either(scope: Scope) -> Any:
@@ -402,6 +435,7 @@ class _Compiler:
                 if result:
                     return result
             return result
+
         return either
 
     def _UnaryOp(self, node: ast.UnaryOp) -> _Fn:
@@ -455,8 +489,10 @@ class _Compiler:
 
     def _Call(self, node: ast.Call) -> _Fn:
         if not isinstance(node.func, ast.Name):
-            raise self.fail("only the built-in functions can be called, by name, e.g. "
-                            "len(x); methods and other callables cannot")
+            raise self.fail(
+                "only the built-in functions can be called, by name, e.g. "
+                "len(x); methods and other callables cannot"
+            )
         name = node.func.id
         if node.keywords or any(isinstance(a, ast.Starred) for a in node.args):
             raise self.fail(f"{name}() takes plain positional arguments only")
@@ -493,10 +529,18 @@ class _Compiler:
 
 def _describe(node: ast.AST) -> str:
     kinds = {
-        "Lambda": "a lambda", "ListComp": "a comprehension", "DictComp": "a comprehension",
-        "SetComp": "a comprehension", "GeneratorExp": "a generator", "Await": "'await'",
-        "NamedExpr": "':='", "JoinedStr": "an f-string", "Starred": "'*' unpacking",
-        "Set": "a set literal", "Yield": "'yield'", "YieldFrom": "'yield'",
+        "Lambda": "a lambda",
+        "ListComp": "a comprehension",
+        "DictComp": "a comprehension",
+        "SetComp": "a comprehension",
+        "GeneratorExp": "a generator",
+        "Await": "'await'",
+        "NamedExpr": "':='",
+        "JoinedStr": "an f-string",
+        "Starred": "'*' unpacking",
+        "Set": "a set literal",
+        "Yield": "'yield'",
+        "YieldFrom": "'yield'",
     }
     return kinds.get(type(node).__name__, f"'{ast.unparse(node)}'")
 
@@ -521,13 +565,15 @@ def _lookup(base: Any, key: Any, text: str) -> Any:
             raise EvaluationError(f"{_show(key)} cannot be a key of '{text}'") from None
     if isinstance(base, Sequence):
         if not isinstance(key, int) or isinstance(key, bool):
-            raise EvaluationError(f"'{text}' is a {type_name(base)}; index it with an "
-                                  f"integer, not {_show(key)}")
+            raise EvaluationError(
+                f"'{text}' is a {type_name(base)}; index it with an integer, not {_show(key)}"
+            )
         try:
             return base[key]
         except IndexError:
-            raise EvaluationError(f"'{text}' has {len(base)} items; index {_show(key)} is "
-                                  "out of range") from None
+            raise EvaluationError(
+                f"'{text}' has {len(base)} items; index {_show(key)} is out of range"
+            ) from None
     raise EvaluationError(f"cannot read {_show(key)} of '{text}': it is {type_name(base)}")
 
 
@@ -556,18 +602,23 @@ def _arith(fn: Callable[..., Any], symbol: str, *operands: Any) -> Any:
         if not isinstance(operand, int | float | str | list):
             raise EvaluationError(f"'{symbol}' cannot take {type_name(operand)}")
     if symbol == "%" and isinstance(operands[0], str):
-        raise EvaluationError("'%' is for numbers; build text with ${{ }} interpolation or "
-                              "join()")
-    if symbol == "+" and all(isinstance(o, str | list) for o in operands) and \
-            sum(len(o) for o in operands) > MAX_SIZE:
+        raise EvaluationError("'%' is for numbers; build text with ${{ }} interpolation or join()")
+    if (
+        symbol == "+"
+        and all(isinstance(o, str | list) for o in operands)
+        and sum(len(o) for o in operands) > MAX_SIZE
+    ):
         raise EvaluationError(f"'+' would build more than {MAX_SIZE:,} items")
     if symbol == "*" and any(isinstance(o, str | list) for o in operands):
         count = next((o for o in operands if isinstance(o, int)), 1)
         sized = next(o for o in operands if isinstance(o, str | list))
         if _deep_size(sized, MAX_SIZE) * max(count, 0) > MAX_SIZE:
             raise EvaluationError(f"'*' would build more than {MAX_SIZE:,} items")
-    if symbol == "*" and all(isinstance(o, int) for o in operands) and \
-            sum(abs(o).bit_length() for o in operands) > MAX_INT_BITS:
+    if (
+        symbol == "*"
+        and all(isinstance(o, int) for o in operands)
+        and sum(abs(o).bit_length() for o in operands) > MAX_INT_BITS
+    ):
         raise EvaluationError(f"'*' would build a number of more than {MAX_INT_BITS} bits")
     try:
         result = fn(*operands)
@@ -599,8 +650,9 @@ class Expression:
             raise EvaluationError(f"'${{{{ {self.source} }}}}' nests too deeply") from None
         except (ArithmeticError, LookupError, TypeError, ValueError, MemoryError) as exc:
             # A safety net: the language's own checks should have caught this first.
-            raise EvaluationError(f"'${{{{ {self.source} }}}}' failed: "
-                                  f"{type(exc).__name__}: {exc}") from None
+            raise EvaluationError(
+                f"'${{{{ {self.source} }}}}' failed: {type(exc).__name__}: {exc}"
+            ) from None
 
 
 def compile_expression(source: str) -> Expression:
@@ -652,8 +704,9 @@ class Template:
             try:
                 pieces.append(render_text(value))
             except ValueError as exc:  # e.g. an integer too long to print
-                raise EvaluationError(f"'${{{{ {part.source} }}}}' cannot be written as "
-                                      f"text: {exc}") from None
+                raise EvaluationError(
+                    f"'${{{{ {part.source} }}}}' cannot be written as text: {exc}"
+                ) from None
         return "".join(pieces)
 
 
@@ -668,10 +721,9 @@ def compile_template(text: str) -> Template:
             break
         end = text.find(_CLOSE, start + len(_OPEN))
         if end < 0:
-            raise ExpressionError(f"'${{{{' at character {start + 1} is never closed with "
-                                  "'}}'")
+            raise ExpressionError(f"'${{{{' at character {start + 1} is never closed with '}}}}'")
         parts.append(text[position:start])
-        parts.append(compile_expression(text[start + len(_OPEN):end]))
+        parts.append(compile_expression(text[start + len(_OPEN) : end]))
         position = end + len(_CLOSE)
     parts = [p for p in parts if p != ""]
     # Whitespace around a single expression (such as the newline a YAML `|` block ends

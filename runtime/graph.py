@@ -1,7 +1,7 @@
 """Plan validation and compilation: from a plan (file or model) to a checked DAG.
 
 :func:`compile_plan` reports every problem it finds at once (schema, ids, references,
-expressions, cycles, tools, arguments) as a :class:`~runtime.errors.PlanError` whose lines
+expressions, cycles, tools, arguments) as a :class:`~dagentic.errors.PlanError` whose lines
 read ``file:line:col: message``; nothing runs unless it returns.
 """
 
@@ -28,8 +28,7 @@ from .result import Provenance
 from .source import PlanSource, read_plan_source
 from .tools import Tool, ToolRegistry, suggest
 
-__all__ = ["CompiledPlan", "CompiledStep", "compile_plan", "load_plan", "to_dot",
-           "to_mermaid"]
+__all__ = ["CompiledPlan", "CompiledStep", "compile_plan", "load_plan", "to_dot", "to_mermaid"]
 
 Resolver = Callable[[Mapping[str, Any]], Any]
 
@@ -79,20 +78,35 @@ def load_plan(path: str | Path, tools: ToolRegistry, *, judge: bool = False) -> 
     return _check(source, problems, tools, judge=judge)
 
 
-def compile_plan(plan: Plan | Mapping[str, Any] | str, tools: ToolRegistry, *,
-                 judge: bool = False, name: str | None = None) -> CompiledPlan:
+def compile_plan(
+    plan: Plan | Mapping[str, Any] | str,
+    tools: ToolRegistry,
+    *,
+    judge: bool = False,
+    name: str | None = None,
+) -> CompiledPlan:
     """Validate and compile a :class:`Plan`, a dict in plan-file shape, or YAML text."""
     if isinstance(plan, str):
         source, problems = read_plan_source(text=plan, name=name)
         return _check(source, problems, tools, judge=judge)
-    data = plan.model_dump(by_alias=True, exclude_unset=True) if isinstance(plan, Plan) \
-        else plan
-    return _check(PlanSource(data, name), [], tools, judge=judge,
-                  model=plan if isinstance(plan, Plan) else None)
+    data = plan.model_dump(by_alias=True, exclude_unset=True) if isinstance(plan, Plan) else plan
+    return _check(
+        PlanSource(data, name),
+        [],
+        tools,
+        judge=judge,
+        model=plan if isinstance(plan, Plan) else None,
+    )
 
 
-def _check(source: PlanSource, problems: list[Problem], tools: ToolRegistry, *,
-           judge: bool, model: Plan | None = None) -> CompiledPlan:
+def _check(
+    source: PlanSource,
+    problems: list[Problem],
+    tools: ToolRegistry,
+    *,
+    judge: bool,
+    model: Plan | None = None,
+) -> CompiledPlan:
     if source.data is None and problems:
         raise PlanError(problems)
     checker = _Checker(source, tools, judge=judge)
@@ -162,23 +176,33 @@ class _Checker:
             owner = _model_at(loc[:-1])
             hint = suggest(str(loc[-1]), _field_names(owner)) if owner else ""
             allowed = ", ".join(_field_names(owner)) if owner else ""
-            self.report(loc, f"{self._owner(loc[:-1])}unknown field '{loc[-1]}'{hint}"
-                        + (f"; allowed here: {allowed}" if allowed and not hint else ""),
-                        at_key=True)
+            self.report(
+                loc,
+                f"{self._owner(loc[:-1])}unknown field '{loc[-1]}'{hint}"
+                + (f"; allowed here: {allowed}" if allowed and not hint else ""),
+                at_key=True,
+            )
         elif kind == "missing":
-            self.report(loc[:-1], f"missing required field '{loc[-1]}'"
-                        + (f" in {_where(loc[:-1])}" if loc[:-1] else ""))
+            self.report(
+                loc[:-1],
+                f"missing required field '{loc[-1]}'"
+                + (f" in {_where(loc[:-1])}" if loc[:-1] else ""),
+            )
         else:
             message = error["msg"].removeprefix("Value error, ")
             if kind == "string_pattern_mismatch" and loc[-1:] == ("id",):
-                message = ("a step id must start with a letter and hold only letters, digits "
-                           "and '_' (expressions read it as steps.<id>)")
+                message = (
+                    "a step id must start with a letter and hold only letters, digits "
+                    "and '_' (expressions read it as steps.<id>)"
+                )
             elif kind in ("model_type", "dict_type") and len(loc) == 2 and loc[0] == "steps":
                 message = "a step must be a mapping with an 'id' and a 'tool' or 'check'"
             value = error.get("input")
-            shown = f" (got {value!r})" if kind not in ("model_type", "dict_type",
-                                                        "value_error") \
-                and _is_scalar(value) else ""
+            shown = (
+                f" (got {value!r})"
+                if kind not in ("model_type", "dict_type", "value_error") and _is_scalar(value)
+                else ""
+            )
             owner = self._owner(loc)
             if message.startswith(owner.removesuffix(": ").split(": ")[0] + " ") and owner:
                 owner = ""  # the message names the step already
@@ -212,8 +236,9 @@ class _Checker:
 
     # -- steps -------------------------------------------------------------------------
 
-    def _compile_steps(self, steps: list[tuple[int, Step]],
-                       input_names: set[str]) -> dict[str, CompiledStep]:
+    def _compile_steps(
+        self, steps: list[tuple[int, Step]], input_names: set[str]
+    ) -> dict[str, CompiledStep]:
         seen: dict[str, int] = {}
         for index, step in steps:
             if step.id in seen:
@@ -230,16 +255,18 @@ class _Checker:
                 compiled[step.id] = built
         return compiled
 
-    def _compile_step(self, index: int, step: Step, ids: set[str],
-                      input_names: set[str]) -> CompiledStep:
+    def _compile_step(
+        self, index: int, step: Step, ids: set[str], input_names: set[str]
+    ) -> CompiledStep:
         at = ("steps", index)
         name = f"step '{step.id}'"
         for j, need in enumerate(step.needs):
             if need == step.id:
                 self.report((*at, "needs", j), f"{name} needs itself")
             elif need not in ids:
-                self.report((*at, "needs", j),
-                            f"{name} needs unknown step '{need}'{suggest(need, ids)}")
+                self.report(
+                    (*at, "needs", j), f"{name} needs unknown step '{need}'{suggest(need, ids)}"
+                )
 
         found: list[tuple[tuple[Any, ...], Template]] = []
 
@@ -259,16 +286,26 @@ class _Checker:
             if step.check.assert_ is not None:
                 check_assert = compile_value(step.check.assert_, (*at, "check", "assert"))
             if step.check.criteria is not None and not self.judge:
-                self.report((*at, "check", "criteria"),
-                            f"{name}: check.criteria needs a judge model, and this run has "
-                            "none; run it through an agent with a model, or use only 'assert'")
+                self.report(
+                    (*at, "check", "criteria"),
+                    f"{name}: check.criteria needs a judge model, and this run has "
+                    "none; run it through an agent with a model, or use only 'assert'",
+                )
 
         data_deps: dict[str, None] = {}
         for index_, (path, template) in enumerate(found):
             for expression in template.expressions:
                 for ref in expression.references:
-                    self._check_reference(ref, path, name, step.id, ids, input_names,
-                                          index_ < item_templates, data_deps)
+                    self._check_reference(
+                        ref,
+                        path,
+                        name,
+                        step.id,
+                        ids,
+                        input_names,
+                        index_ < item_templates,
+                        data_deps,
+                    )
 
         tool = self._resolve_tool(step, at, name)
         if tool is not None:
@@ -276,7 +313,9 @@ class _Checker:
         resolver = _resolver(args)
         deps = tuple(dict.fromkeys([*step.needs, *data_deps]))
         return CompiledStep(
-            step=step, tool=tool, args=resolver,
+            step=step,
+            tool=tool,
+            args=resolver,
             when=self._single(when, step.when, (*at, "when"), name),
             foreach=self._single(foreach, step.foreach, (*at, "foreach"), name),
             check_assert=self._single(check_assert, None, (*at, "check", "assert"), name),
@@ -289,8 +328,11 @@ class _Checker:
         where = _where(path[2:])
         if isinstance(compiled, Template):
             if compiled.whole is None:
-                self.report(path, f"{name}: '{where}' must be exactly one ${{{{ }}}} "
-                                  "expression, not text around one")
+                self.report(
+                    path,
+                    f"{name}: '{where}' must be exactly one ${{{{ }}}} "
+                    "expression, not text around one",
+                )
                 return None
             return compiled.whole
         if isinstance(raw, str) and not contains_expression(raw):
@@ -302,28 +344,41 @@ class _Checker:
                 return None
         return compiled
 
-    def _check_reference(self, ref: Any, path: tuple[Any, ...], name: str, step_id: str,
-                         ids: set[str], input_names: set[str], item_ok: bool,
-                         data_deps: dict[str, None]) -> None:
+    def _check_reference(
+        self,
+        ref: Any,
+        path: tuple[Any, ...],
+        name: str,
+        step_id: str,
+        ids: set[str],
+        input_names: set[str],
+        item_ok: bool,
+        data_deps: dict[str, None],
+    ) -> None:
         if ref.root == "item":
             if not item_ok:
-                self.report(path, f"{name}: 'item' is only defined in the args of a step "
-                                  "with foreach")
+                self.report(
+                    path, f"{name}: 'item' is only defined in the args of a step with foreach"
+                )
         elif ref.root == "inputs":
             if ref.key not in input_names:
                 known = suggest(ref.key, input_names) or (
-                    f" (declared inputs: {', '.join(sorted(input_names))})" if input_names
-                    else " (the plan declares no inputs)")
+                    f" (declared inputs: {', '.join(sorted(input_names))})"
+                    if input_names
+                    else " (the plan declares no inputs)"
+                )
                 self.report(path, f"{name} references unknown input '{ref.key}'{known}")
         elif ref.field is not None and ref.field not in STEP_FIELDS:
-            self.report(path, f"{name}: 'steps.{ref.key}.{ref.field}' is not a step field"
-                              f"{suggest(ref.field, STEP_FIELDS)}; use one of "
-                              f"{', '.join(STEP_FIELDS)}")
+            self.report(
+                path,
+                f"{name}: 'steps.{ref.key}.{ref.field}' is not a step field"
+                f"{suggest(ref.field, STEP_FIELDS)}; use one of "
+                f"{', '.join(STEP_FIELDS)}",
+            )
         elif ref.key == step_id:
             self.report(path, f"{name} references its own result")
         elif ref.key not in ids:
-            self.report(path, f"{name} references unknown step '{ref.key}'"
-                              f"{suggest(ref.key, ids)}")
+            self.report(path, f"{name} references unknown step '{ref.key}'{suggest(ref.key, ids)}")
         else:
             data_deps[ref.key] = None
 
@@ -332,9 +387,11 @@ class _Checker:
             return None
         if step.tool in self.tools:
             return self.tools.get(step.tool)
-        self.report((*at, "tool"),
-                    f"{name}: unknown tool '{step.tool}'{suggest(step.tool, self.tools.names())}"
-                    "; `dagentic tools` lists the installed ones")
+        self.report(
+            (*at, "tool"),
+            f"{name}: unknown tool '{step.tool}'{suggest(step.tool, self.tools.names())}"
+            "; `dagentic tools` lists the installed ones",
+        )
         return None
 
     def _check_args(self, step: Step, tool: Tool, at: tuple[Any, ...], name: str) -> None:
@@ -342,9 +399,13 @@ class _Checker:
         for arg, value in step.args.items():
             path = (*at, "args", arg)
             if arg not in fields:
-                self.report(path, f"{name}: tool '{tool.name}' has no argument '{arg}'"
-                                  f"{suggest(arg, fields)}; it takes "
-                                  f"{', '.join(fields) or 'no arguments'}", at_key=True)
+                self.report(
+                    path,
+                    f"{name}: tool '{tool.name}' has no argument '{arg}'"
+                    f"{suggest(arg, fields)}; it takes "
+                    f"{', '.join(fields) or 'no arguments'}",
+                    at_key=True,
+                )
                 continue
             if _has_expression(value):
                 continue
@@ -355,17 +416,22 @@ class _Checker:
                 adapter.validate_python(value)
             except ValidationError as exc:
                 detail = exc.errors(include_url=False)[0]["msg"]
-                self.report(path, f"{name}: argument '{arg}' of tool '{tool.name}': "
-                                  f"{detail} (got {value!r})")
+                self.report(
+                    path,
+                    f"{name}: argument '{arg}' of tool '{tool.name}': {detail} (got {value!r})",
+                )
         for arg, info in fields.items():
             if info.is_required() and arg not in step.args:
-                self.report((*at, "args") if step.args else at,
-                            f"{name}: tool '{tool.name}' needs argument '{arg}'")
+                self.report(
+                    (*at, "args") if step.args else at,
+                    f"{name}: tool '{tool.name}' needs argument '{arg}'",
+                )
 
     # -- outputs and order -------------------------------------------------------------
 
-    def _compile_outputs(self, outputs: Mapping[str, Any], steps: dict[str, CompiledStep],
-                         input_names: set[str]) -> dict[str, Resolver]:
+    def _compile_outputs(
+        self, outputs: Mapping[str, Any], steps: dict[str, CompiledStep], input_names: set[str]
+    ) -> dict[str, Resolver]:
         compiled: dict[str, Resolver] = {}
         for key, value in outputs.items():
             found: list[tuple[tuple[Any, ...], Template]] = []
@@ -376,13 +442,15 @@ class _Checker:
             for path, template in found:
                 for expression in template.expressions:
                     for ref in expression.references:
-                        self._check_reference(ref, path, f"output '{key}'", "", set(steps),
-                                              input_names, False, {})
+                        self._check_reference(
+                            ref, path, f"output '{key}'", "", set(steps), input_names, False, {}
+                        )
             compiled[key] = _resolver(built)
         return compiled
 
-    def _order(self, compiled: dict[str, CompiledStep],
-               steps: list[tuple[int, Step]]) -> list[str] | None:
+    def _order(
+        self, compiled: dict[str, CompiledStep], steps: list[tuple[int, Step]]
+    ) -> list[str] | None:
         graph = {sid: set(c.deps) for sid, c in compiled.items()}
         index_of = {step.id: index for index, step in steps}
         for _ in range(20):  # report up to 20 distinct cycles
@@ -394,8 +462,10 @@ class _Checker:
                 start = min(cycle[:-1], key=lambda s: index_of.get(s, 0))
                 at = cycle.index(start)
                 cycle = cycle[at:-1] + cycle[:at] + [start]
-                self.report(("steps", index_of.get(start, 0)),
-                            f"dependency cycle: {' -> '.join(cycle)} (each step needs the next)")
+                self.report(
+                    ("steps", index_of.get(start, 0)),
+                    f"dependency cycle: {' -> '.join(cycle)} (each step needs the next)",
+                )
                 graph[cycle[0]].discard(cycle[1])
         return None
 
@@ -403,14 +473,20 @@ class _Checker:
         for sid in order:
             step = compiled[sid]
             tainted = frozenset().union(
-                *(compiled[d].provenance.untrusted_from for d in step.data_deps))
+                *(compiled[d].provenance.untrusted_from for d in step.data_deps)
+            )
             step.untrusted_inputs = tainted
-            own = frozenset() if step.tool is None or step.tool.trusted \
+            own = (
+                frozenset()
+                if step.tool is None or step.tool.trusted
                 else frozenset([step.tool.name])
+            )
             untrusted = tuple(sorted(tainted | own))
             step.provenance = Provenance(
-                trusted=not untrusted, untrusted_from=untrusted,
-                source=f"tool:{step.tool.name}" if step.tool else None)
+                trusted=not untrusted,
+                untrusted_from=untrusted,
+                source=f"tool:{step.tool.name}" if step.tool else None,
+            )
             for dep in step.deps:
                 compiled[dep].dependents.append(sid)
 
@@ -418,9 +494,12 @@ class _Checker:
 # --------------------------------------------------------------------------- helpers
 
 
-def _compile_tree(value: Any, path: tuple[Any, ...],
-                  found: list[tuple[tuple[Any, ...], Template]],
-                  errors: list[tuple[tuple[Any, ...], ExpressionError]]) -> Any:
+def _compile_tree(
+    value: Any,
+    path: tuple[Any, ...],
+    found: list[tuple[tuple[Any, ...], Template]],
+    errors: list[tuple[tuple[Any, ...], ExpressionError]],
+) -> Any:
     """``value`` with every string holding ``${{`` replaced by its compiled template."""
     if isinstance(value, str):
         if not contains_expression(value):
@@ -474,7 +553,10 @@ def _has_expression(value: Any) -> bool:
 
 
 _MODELS: dict[str, type[BaseModel]] = {
-    "steps": Step, "inputs": InputSpec, "retry": Retry, "check": Check,
+    "steps": Step,
+    "inputs": InputSpec,
+    "retry": Retry,
+    "check": Check,
 }
 
 
@@ -523,8 +605,11 @@ def to_mermaid(compiled: CompiledPlan) -> str:
 
 def to_dot(compiled: CompiledPlan) -> str:
     """The DAG in Graphviz DOT."""
-    lines = [f'digraph "{compiled.name}" {{', "    rankdir=TB;",
-             '    node [shape=box, fontname="Helvetica"];']
+    lines = [
+        f'digraph "{compiled.name}" {{',
+        "    rankdir=TB;",
+        '    node [shape=box, fontname="Helvetica"];',
+    ]
     for sid, step in compiled.steps.items():
         shape = ", shape=diamond" if step.step.check else ""
         label = _label(step).replace('"', '\\"').replace("\n", "\\n")

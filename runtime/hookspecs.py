@@ -22,10 +22,16 @@ from .tools import Tool
 if TYPE_CHECKING:
     import typer
 
-    from .sandbox import SandboxBackend
+    from .isolation import SandboxBackend
 
-__all__ = ["PROJECT", "hookimpl", "hookspec", "register_commands", "register_sandbox_backends",
-           "register_tools"]
+__all__ = [
+    "PROJECT",
+    "hookimpl",
+    "hookspec",
+    "register_commands",
+    "register_sandbox_backends",
+    "register_tools",
+]
 
 PROJECT = "dagentic"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -43,7 +49,7 @@ def register_tools() -> Iterable[Tool]:  # type: ignore[empty-body]
 
 @hookspec
 def register_sandbox_backends() -> Iterable[SandboxBackend]:  # type: ignore[empty-body]
-    """Return the sandbox backends this plugin provides (:class:`~runtime.sandbox.
+    """Return the sandbox backends this plugin provides (:class:`~dagentic.isolation.
     SandboxBackend` declarations). ``auto`` picks the strongest available one."""
 
 

@@ -14,11 +14,18 @@ from typing import Any, Literal, Protocol
 
 import structlog
 
-__all__ = ["EventKind", "Journal", "LogJournal", "MemoryJournal", "StepEvent",
-           "get_logger"]
+__all__ = ["EventKind", "Journal", "LogJournal", "MemoryJournal", "StepEvent", "get_logger"]
 
-EventKind = Literal["run_started", "scheduled", "started", "reused", "attempt", "finished",
-                    "skipped", "run_finished"]
+EventKind = Literal[
+    "run_started",
+    "scheduled",
+    "started",
+    "reused",
+    "attempt",
+    "finished",
+    "skipped",
+    "run_finished",
+]
 
 
 @dataclass(slots=True)

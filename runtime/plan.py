@@ -2,7 +2,7 @@
 
 ``Plan.model_json_schema()`` is what ``plans/plan.schema.json`` holds and what a model
 planner is asked to produce. Structural rules live here; rules that need the whole plan or
-the tool registry (references, cycles, tool arguments) live in :mod:`runtime.graph`.
+the tool registry (references, cycles, tool arguments) live in :mod:`dagentic.graph`.
 """
 
 from __future__ import annotations
@@ -103,8 +103,10 @@ class Check(BaseModel):
     model_config = _STRICT
 
     assert_: str | None = Field(
-        None, alias="assert", description="An expression that must be true, e.g. "
-        "'${{ len(steps.news.output.results) > 0 }}'."
+        None,
+        alias="assert",
+        description="An expression that must be true, e.g. "
+        "'${{ len(steps.news.output.results) > 0 }}'.",
     )
     criteria: str | None = Field(
         None, description="What a judge model must confirm about the results, in prose."
@@ -210,7 +212,7 @@ class Plan(BaseModel):
     )
 
     def to_yaml(self) -> str:
-        """The plan as a YAML plan file (round-trips through :func:`runtime.load_plan`)."""
+        """The plan as a YAML plan file (round-trips through :func:`dagentic.load_plan`)."""
         data = self.model_dump(mode="json", by_alias=True, exclude_unset=True)
         data = {"version": self.version, **data}
         return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True)

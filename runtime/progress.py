@@ -17,20 +17,29 @@ from .result import RunResult
 
 __all__ = ["LiveProgress", "render_result"]
 
-_STYLE = {"succeeded": "green", "failed": "bold red", "skipped": "dim", "cancelled": "yellow",
-          "running": "cyan", "queued": "blue", "pending": "dim"}
+_STYLE = {
+    "succeeded": "green",
+    "failed": "bold red",
+    "skipped": "dim",
+    "cancelled": "yellow",
+    "running": "cyan",
+    "queued": "blue",
+    "pending": "dim",
+}
 
 
 class LiveProgress:
-    """A :class:`~runtime.journal.Journal` that redraws a table of steps as they change."""
+    """A :class:`~dagentic.journal.Journal` that redraws a table of steps as they change."""
 
     def __init__(self, plan: CompiledPlan, console: Console) -> None:
         self.plan = plan
         self.rows: dict[str, dict[str, Any]] = {
-            sid: {"status": "pending", "attempts": 0, "started": None, "ended": None,
-                  "note": ""} for sid in plan.steps}
-        self.live = Live(console=console, refresh_per_second=8, transient=False,
-                         get_renderable=self._table)
+            sid: {"status": "pending", "attempts": 0, "started": None, "ended": None, "note": ""}
+            for sid in plan.steps
+        }
+        self.live = Live(
+            console=console, refresh_per_second=8, transient=False, get_renderable=self._table
+        )
 
     def __enter__(self) -> LiveProgress:
         self.live.__enter__()
@@ -68,8 +77,14 @@ class LiveProgress:
             elapsed = ""
             if row["started"] is not None:
                 elapsed = f"{(row['ended'] or now) - row['started']:.2f}s"
-            table.add_row(sid, spec.step.tool or "check", shown, str(row["attempts"] or ""),
-                          elapsed, Text(row["note"][:120], style="red"))
+            table.add_row(
+                sid,
+                spec.step.tool or "check",
+                shown,
+                str(row["attempts"] or ""),
+                elapsed,
+                Text(row["note"][:120], style="red"),
+            )
         return table
 
 
@@ -77,27 +92,34 @@ def render_result(result: RunResult, console: Console, *, steps: bool = True) ->
     """A plain summary of a finished run: steps (unless a live view showed them already),
     outputs, usage and the run's error."""
     if steps:
-        table = Table(title=f"run {result.run_id} of plan {result.plan}",
-                      title_justify="left")
+        table = Table(title=f"run {result.run_id} of plan {result.plan}", title_justify="left")
         for column in ("step", "tool", "status", "tries", "time", "failure"):
             table.add_column(column, overflow="fold")
         for step in result.steps.values():
             failure = f"{step.error.failure_mode}: {step.error.message}" if step.error else ""
             duration = f"{step.duration:.2f}s" if step.duration is not None else ""
-            table.add_row(step.id, step.tool or "check",
-                          Text(step.status.value, style=_STYLE.get(step.status.value, "")),
-                          str(step.attempts or ""), duration, failure)
+            table.add_row(
+                step.id,
+                step.tool or "check",
+                Text(step.status.value, style=_STYLE.get(step.status.value, "")),
+                str(step.attempts or ""),
+                duration,
+                failure,
+            )
         console.print(table)
     if result.outputs:
         console.print("[bold]outputs[/bold]")
         for key, value in result.outputs.items():
-            console.print(f"  {key}: ", Text(repr(value) if not isinstance(value, str)
-                                             else value), sep="")
+            console.print(
+                f"  {key}: ", Text(repr(value) if not isinstance(value, str) else value), sep=""
+            )
     usage = result.usage
     status_style = _STYLE.get(result.status.value, "")
-    console.print(f"[{status_style}]{result.status.value}[/{status_style}] in "
-                  f"{usage.wall_time:.2f}s: {usage.steps} steps ran, {usage.tool_calls} tool "
-                  f"calls (run {result.run_id})", highlight=False)
+    console.print(
+        f"[{status_style}]{result.status.value}[/{status_style}] in "
+        f"{usage.wall_time:.2f}s: {usage.steps} steps ran, {usage.tool_calls} tool "
+        f"calls (run {result.run_id})",
+        highlight=False,
+    )
     if result.error is not None:
-        console.print(Text(f"{result.error.failure_mode}: {result.error.message}",
-                           style="red"))
+        console.print(Text(f"{result.error.failure_mode}: {result.error.message}", style="red"))

@@ -10,8 +10,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import DagenticError, FailureMode, failure_mode_of
 
-__all__ = ["ErrorInfo", "ModelCall", "Provenance", "RunResult", "RunStatus", "StepResult",
-           "StepStatus", "Usage"]
+__all__ = [
+    "ErrorInfo",
+    "ModelCall",
+    "Provenance",
+    "RunResult",
+    "RunStatus",
+    "StepResult",
+    "StepStatus",
+    "Usage",
+]
 
 
 class RunStatus(StrEnum):
@@ -42,8 +50,12 @@ class ErrorInfo(BaseModel):
     def from_exception(cls, exc: BaseException) -> ErrorInfo:
         message = exc.message if isinstance(exc, DagenticError) else str(exc) or repr(exc)
         details = exc.fields if isinstance(exc, DagenticError) else {}
-        return cls(failure_mode=failure_mode_of(exc), message=message,
-                   type=type(exc).__name__, details=details)
+        return cls(
+            failure_mode=failure_mode_of(exc),
+            message=message,
+            type=type(exc).__name__,
+            details=details,
+        )
 
 
 class Provenance(BaseModel):
@@ -54,7 +66,8 @@ class Provenance(BaseModel):
     trusted: bool = True
     source: str | None = Field(None, description="The tool that produced it, 'tool:<name>'.")
     untrusted_from: tuple[str, ...] = Field(
-        default=(), description="Untrusted tools whose data flowed into it.")
+        default=(), description="Untrusted tools whose data flowed into it."
+    )
 
 
 class StepResult(BaseModel):
@@ -106,12 +119,15 @@ class RunResult(BaseModel):
     finished_at: datetime
     replan_requested: list[str] = Field(
         default_factory=list,
-        description="Check steps that failed with on_fail: replan; an agent replans on these.")
+        description="Check steps that failed with on_fail: replan; an agent replans on these.",
+    )
 
     def __repr__(self) -> str:
         # Short on purpose: asyncio (3.11) may repr the result of the main task on exit.
-        return (f"RunResult(run_id={self.run_id!r}, plan={self.plan!r}, "
-                f"status={self.status.value!r}, steps={len(self.steps)})")
+        return (
+            f"RunResult(run_id={self.run_id!r}, plan={self.plan!r}, "
+            f"status={self.status.value!r}, steps={len(self.steps)})"
+        )
 
     @property
     def succeeded(self) -> bool:

@@ -26,9 +26,14 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from .spans import FastSpan
 from .tracing import RUN_ID
 
-__all__ = ["JsonlMetricExporter", "JsonlSpanExporter", "find_run", "read_spans", "run_files",
-           "span_line"]
-
+__all__ = [
+    "JsonlMetricExporter",
+    "JsonlSpanExporter",
+    "find_run",
+    "read_spans",
+    "run_files",
+    "span_line",
+]
 
 
 def _plain(value: Any) -> Any:
@@ -45,15 +50,22 @@ def span_line(span: ReadableSpan | FastSpan) -> str:
     parent = span.parent
     status = span.status
     scope = span.instrumentation_scope
-    events = _encode([{"name": e.name, "time": e.timestamp, "attributes": e.attributes}
-                      for e in span.events]) if span.events else "[]"
+    events = (
+        _encode(
+            [{"name": e.name, "time": e.timestamp, "attributes": e.attributes} for e in span.events]
+        )
+        if span.events
+        else "[]"
+    )
     parent_id = f'"{parent.span_id:016x}"' if parent is not None else "null"
-    return (f'{{"name":{_encode(span.name)},"trace_id":"{ctx.trace_id:032x}",'
-            f'"span_id":"{ctx.span_id:016x}","parent_id":{parent_id},'
-            f'"start":{span.start_time},"end":{span.end_time},'
-            f'"status":"{status.status_code.name}","message":{_encode(status.description)},'
-            f'"attributes":{_encode(span.attributes)},"events":{events},'
-            f'"scope":{_encode(scope.name if scope is not None else None)}}}')
+    return (
+        f'{{"name":{_encode(span.name)},"trace_id":"{ctx.trace_id:032x}",'
+        f'"span_id":"{ctx.span_id:016x}","parent_id":{parent_id},'
+        f'"start":{span.start_time},"end":{span.end_time},'
+        f'"status":"{status.status_code.name}","message":{_encode(status.description)},'
+        f'"attributes":{_encode(span.attributes)},"events":{events},'
+        f'"scope":{_encode(scope.name if scope is not None else None)}}}'
+    )
 
 
 class JsonlSpanExporter(SpanExporter):
@@ -67,8 +79,9 @@ class JsonlSpanExporter(SpanExporter):
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         return self.export_routed(spans, [None] * len(spans))
 
-    def export_routed(self, spans: Sequence[ReadableSpan | FastSpan],
-                      roots: Sequence[str | None]) -> SpanExportResult:
+    def export_routed(
+        self, spans: Sequence[ReadableSpan | FastSpan], roots: Sequence[str | None]
+    ) -> SpanExportResult:
         """Write ``spans`` (SDK spans, or dagentic's own ended ones) to the files of their
         ``roots``."""
         files: dict[str, list[str]] = {}
@@ -97,10 +110,14 @@ class JsonlMetricExporter(MetricExporter):
         super().__init__()
         self.path = Path(path)
 
-    def export(self, metrics_data: Any, timeout_millis: float = 10_000,
-               **kwargs: Any) -> MetricExportResult:
-        if not any(scope.metrics for resource in metrics_data.resource_metrics
-                   for scope in resource.scope_metrics):
+    def export(
+        self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> MetricExportResult:
+        if not any(
+            scope.metrics
+            for resource in metrics_data.resource_metrics
+            for scope in resource.scope_metrics
+        ):
             return MetricExportResult.SUCCESS
         line = json.dumps(json.loads(metrics_data.to_json()), separators=(",", ":"))
         try:
@@ -121,8 +138,9 @@ class JsonlMetricExporter(MetricExporter):
 def run_file(runs_dir: Path, run_id: str) -> Path:
     """The file of run ``run_id``: its id, or — when the id is not a plain, short file
     name (or is ``metrics``) — a cleaned, cut id with a hash of the real one."""
-    safe = "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_"
-                   for c in run_id).lstrip(".")
+    safe = "".join(
+        c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in run_id
+    ).lstrip(".")
     if safe != run_id or len(safe) > 120 or safe == "metrics":
         digest = hashlib.sha256(run_id.encode("utf-8", "backslashreplace")).hexdigest()
         safe = f"{safe[:80]}-{digest[:12]}".lstrip("-")
@@ -151,9 +169,14 @@ def read_spans(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def _is_span(record: Any) -> bool:
-    return isinstance(record, dict) and isinstance(record.get("span_id"), str) and \
-        isinstance(record.get("name"), str) and isinstance(record.get("start"), int) and \
-        isinstance(record.get("end"), int) and isinstance(record.get("attributes", {}), dict)
+    return (
+        isinstance(record, dict)
+        and isinstance(record.get("span_id"), str)
+        and isinstance(record.get("name"), str)
+        and isinstance(record.get("start"), int)
+        and isinstance(record.get("end"), int)
+        and isinstance(record.get("attributes", {}), dict)
+    )
 
 
 def find_run(runs_dir: Path, run_id: str) -> Path | None:
@@ -169,10 +192,11 @@ def find_run(runs_dir: Path, run_id: str) -> Path | None:
     if len(prefixed) == 1:
         return prefixed[0]
     if prefixed:
-        shown = ", ".join(p.stem for p in prefixed[:5]) + (", ..." if len(prefixed) > 5
-                                                          else "")
-        raise ValueError(f"run id '{run_id}' is ambiguous: {len(prefixed)} runs start with "
-                         f"it ({shown}); give more of it")
+        shown = ", ".join(p.stem for p in prefixed[:5]) + (", ..." if len(prefixed) > 5 else "")
+        raise ValueError(
+            f"run id '{run_id}' is ambiguous: {len(prefixed)} runs start with "
+            f"it ({shown}); give more of it"
+        )
     needle = f'"{RUN_ID}":{_encode(run_id)}'
     for path in files:
         with path.open(encoding="utf-8", errors="replace") as text:

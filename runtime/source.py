@@ -33,8 +33,9 @@ class _Loader(_Base):  # type: ignore[misc, valid-type]
     }
 
 
-_Loader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-                              list("tTfF"))
+_Loader.add_implicit_resolver(
+    _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 
 
 @dataclass
@@ -58,8 +59,9 @@ class PlanSource:
         return Problem(message, file=self.file, line=line, column=column)
 
 
-def read_plan_source(path: str | Path | None = None, *, text: str | None = None,
-                     name: str | None = None) -> tuple[PlanSource, list[Problem]]:
+def read_plan_source(
+    path: str | Path | None = None, *, text: str | None = None, name: str | None = None
+) -> tuple[PlanSource, list[Problem]]:
     """Parse a YAML plan from ``path`` (or ``text``). Never raises for bad YAML: the
     problems come back next to whatever could be read."""
     file = str(path) if path is not None else name
@@ -70,8 +72,7 @@ def read_plan_source(path: str | Path | None = None, *, text: str | None = None,
             text = Path(path).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            return PlanSource(None, file), [Problem(f"cannot read plan file: {reason}",
-                                                    file=file)]
+            return PlanSource(None, file), [Problem(f"cannot read plan file: {reason}", file=file)]
     source = PlanSource(None, file)
     problems: list[Problem] = []
     loader = _Loader(text)
@@ -97,8 +98,9 @@ def read_plan_source(path: str | Path | None = None, *, text: str | None = None,
     return source, problems
 
 
-def _build(node: yaml.Node, path: Path_, loader: Any, source: PlanSource,
-           problems: list[Problem]) -> Any:
+def _build(
+    node: yaml.Node, path: Path_, loader: Any, source: PlanSource, problems: list[Problem]
+) -> Any:
     source.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
     if isinstance(node, yaml.MappingNode):
         loader.flatten_mapping(node)
@@ -106,19 +108,31 @@ def _build(node: yaml.Node, path: Path_, loader: Any, source: PlanSource,
         for key_node, value_node in node.value:
             key = loader.construct_object(key_node, deep=True)
             if not isinstance(key, str | int | float | bool):
-                problems.append(Problem("a mapping key must be a plain scalar",
-                                        file=source.file, line=key_node.start_mark.line + 1,
-                                        column=key_node.start_mark.column + 1))
+                problems.append(
+                    Problem(
+                        "a mapping key must be a plain scalar",
+                        file=source.file,
+                        line=key_node.start_mark.line + 1,
+                        column=key_node.start_mark.column + 1,
+                    )
+                )
                 continue
             child = (*path, key)
             if key in result:
-                problems.append(Problem(f"duplicate key {key!r}", file=source.file,
-                                        line=key_node.start_mark.line + 1,
-                                        column=key_node.start_mark.column + 1))
+                problems.append(
+                    Problem(
+                        f"duplicate key {key!r}",
+                        file=source.file,
+                        line=key_node.start_mark.line + 1,
+                        column=key_node.start_mark.column + 1,
+                    )
+                )
             source.keys[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             result[key] = _build(value_node, child, loader, source, problems)
         return result
     if isinstance(node, yaml.SequenceNode):
-        return [_build(item, (*path, index), loader, source, problems)
-                for index, item in enumerate(node.value)]
+        return [
+            _build(item, (*path, index), loader, source, problems)
+            for index, item in enumerate(node.value)
+        ]
     return loader.construct_object(node, deep=True)

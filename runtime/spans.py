@@ -58,9 +58,16 @@ class FastTracerProvider(trace.TracerProvider):
         shutdown_on_exit: export what is left when the interpreter exits.
     """
 
-    def __init__(self, exporters: Sequence[SpanExporter], resource: Resource | None = None,
-                 *, schedule_delay: float = 1.0, max_batch: int = 512,
-                 max_queue: int = 20_000, shutdown_on_exit: bool = True) -> None:
+    def __init__(
+        self,
+        exporters: Sequence[SpanExporter],
+        resource: Resource | None = None,
+        *,
+        schedule_delay: float = 1.0,
+        max_batch: int = 512,
+        max_queue: int = 20_000,
+        shutdown_on_exit: bool = True,
+    ) -> None:
         self.exporters = list(exporters)
         self.resource = resource or Resource.get_empty()
         self.schedule_delay = schedule_delay
@@ -87,14 +94,19 @@ class FastTracerProvider(trace.TracerProvider):
         """Also hand finished spans to ``exporter`` (on the exporter thread)."""
         self.exporters.append(exporter)
 
-    def get_tracer(self, instrumenting_module_name: str,
-                   instrumenting_library_version: str | None = None,
-                   schema_url: str | None = None, attributes: Any = None) -> FastTracer:
+    def get_tracer(
+        self,
+        instrumenting_module_name: str,
+        instrumenting_library_version: str | None = None,
+        schema_url: str | None = None,
+        attributes: Any = None,
+    ) -> FastTracer:
         key = (instrumenting_module_name, instrumenting_library_version)
         scope = self._scopes.get(key)
         if scope is None:
             scope = self._scopes[key] = InstrumentationScope(
-                instrumenting_module_name, instrumenting_library_version, schema_url)
+                instrumenting_module_name, instrumenting_library_version, schema_url
+            )
         return FastTracer(self, scope)
 
     # -- the queue and its thread --------------------------------------------------------
@@ -126,8 +138,9 @@ class FastTracerProvider(trace.TracerProvider):
     def _start(self) -> None:
         with self._lock:
             if self._thread is None:
-                self._thread = threading.Thread(target=self._work, name="dagentic-spans",
-                                                daemon=True)
+                self._thread = threading.Thread(
+                    target=self._work, name="dagentic-spans", daemon=True
+                )
                 self._thread.start()
 
     def _work(self) -> None:
@@ -164,8 +177,9 @@ class FastTracerProvider(trace.TracerProvider):
                         readable = [span._readable(self.resource) for span in batch]
                     exporter.export(readable)
                 except Exception as exc:  # noqa: BLE001 - a broken exporter must not kill tracing
-                    _log.warning("span export failed", exporter=type(exporter).__name__,
-                                 error=str(exc))
+                    _log.warning(
+                        "span export failed", exporter=type(exporter).__name__, error=str(exc)
+                    )
             self._in_flight = 0
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
@@ -201,8 +215,11 @@ class FastTracerProvider(trace.TracerProvider):
         for exporter in self.exporters:
             exporter.shutdown()
         if lost:
-            _log.warning("spans not exported", count=lost,
-                         reason="the exporter was too slow or its queue was full")
+            _log.warning(
+                "spans not exported",
+                count=lost,
+                reason="the exporter was too slow or its queue was full",
+            )
 
 
 def _after_fork(ref: weakref.ref[FastTracerProvider]) -> None:
@@ -222,12 +239,17 @@ class FastTracer(trace.Tracer):
         self.provider = provider
         self.scope = scope
 
-    def start_span(self, name: str, context: Context | None = None,
-                   kind: SpanKind = SpanKind.INTERNAL,
-                   attributes: Mapping[str, Any] | None = None,
-                   links: Sequence[trace.Link] | None = None, start_time: int | None = None,
-                   record_exception: bool = True, set_status_on_exception: bool = True
-                   ) -> FastSpan:
+    def start_span(
+        self,
+        name: str,
+        context: Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Mapping[str, Any] | None = None,
+        links: Sequence[trace.Link] | None = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+    ) -> FastSpan:
         parent_span = trace.get_current_span(context)
         parent = parent_span.get_span_context()
         if parent.is_valid:
@@ -236,34 +258,58 @@ class FastTracer(trace.Tracer):
             # for its own spans under ours and for what it propagates.
             trace_id, state, flags = parent.trace_id, parent.trace_state, parent.trace_flags
         else:
-            parent, trace_id, state, flags = None, random.getrandbits(128) or 1, \
-                _NO_STATE, _SAMPLED
-        span_context = SpanContext(trace_id, random.getrandbits(64) or 1, False, flags,
-                                   state)
+            parent, trace_id, state, flags = None, random.getrandbits(128) or 1, _NO_STATE, _SAMPLED
+        span_context = SpanContext(trace_id, random.getrandbits(64) or 1, False, flags, state)
         attrs = dict(attributes) if attributes else {}
         for value in attrs.values():
             if type(value) not in _VALUE_TYPES:
                 attrs = _clean(attrs)
                 break
-        span = FastSpan(self, name, span_context, parent, kind, attrs, links,
-                     start_time or time.time_ns(), record_exception, set_status_on_exception)
+        span = FastSpan(
+            self,
+            name,
+            span_context,
+            parent,
+            kind,
+            attrs,
+            links,
+            start_time or time.time_ns(),
+            record_exception,
+            set_status_on_exception,
+        )
         if type(parent_span) is FastSpan:
             span.root = parent_span.root
         return span
 
     @contextmanager
-    def start_as_current_span(self, name: str, context: Context | None = None,
-                              kind: SpanKind = SpanKind.INTERNAL,
-                              attributes: Mapping[str, Any] | None = None,
-                              links: Sequence[trace.Link] | None = None,
-                              start_time: int | None = None, record_exception: bool = True,
-                              set_status_on_exception: bool = True, end_on_exit: bool = True
-                              ) -> Iterator[FastSpan]:
-        span = self.start_span(name, context, kind, attributes, links, start_time,
-                               record_exception, set_status_on_exception)
-        with trace.use_span(span, end_on_exit=end_on_exit,
-                            record_exception=record_exception,
-                            set_status_on_exception=set_status_on_exception) as current:
+    def start_as_current_span(
+        self,
+        name: str,
+        context: Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Mapping[str, Any] | None = None,
+        links: Sequence[trace.Link] | None = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+        end_on_exit: bool = True,
+    ) -> Iterator[FastSpan]:
+        span = self.start_span(
+            name,
+            context,
+            kind,
+            attributes,
+            links,
+            start_time,
+            record_exception,
+            set_status_on_exception,
+        )
+        with trace.use_span(
+            span,
+            end_on_exit=end_on_exit,
+            record_exception=record_exception,
+            set_status_on_exception=set_status_on_exception,
+        ) as current:
             yield current
 
 
@@ -271,14 +317,37 @@ class FastSpan(trace.Span):
     """A recording span: a record until it ends, then a ``ReadableSpan`` on the exporter
     thread."""
 
-    __slots__ = ("_context", "_ended", "_record_exception", "_set_status_on_exception",
-                 "attributes", "end_time", "events", "kind", "links", "name", "parent",
-                 "root", "start_time", "status", "tracer")
+    __slots__ = (
+        "_context",
+        "_ended",
+        "_record_exception",
+        "_set_status_on_exception",
+        "attributes",
+        "end_time",
+        "events",
+        "kind",
+        "links",
+        "name",
+        "parent",
+        "root",
+        "start_time",
+        "status",
+        "tracer",
+    )
 
-    def __init__(self, tracer: FastTracer, name: str, context: SpanContext,
-                 parent: SpanContext | None, kind: SpanKind, attributes: dict[str, Any],
-                 links: Sequence[trace.Link] | None, start_time: int,
-                 record_exception: bool, set_status_on_exception: bool) -> None:
+    def __init__(
+        self,
+        tracer: FastTracer,
+        name: str,
+        context: SpanContext,
+        parent: SpanContext | None,
+        kind: SpanKind,
+        attributes: dict[str, Any],
+        links: Sequence[trace.Link] | None,
+        start_time: int,
+        record_exception: bool,
+        set_status_on_exception: bool,
+    ) -> None:
         self.tracer = tracer
         self.name = name
         self._context = context
@@ -323,17 +392,20 @@ class FastSpan(trace.Span):
         for key, value in attributes.items():
             self.set_attribute(key, value)
 
-    def add_event(self, name: str, attributes: Mapping[str, Any] | None = None,
-                  timestamp: int | None = None) -> None:
+    def add_event(
+        self, name: str, attributes: Mapping[str, Any] | None = None, timestamp: int | None = None
+    ) -> None:
         if self._ended:
             return
         if self.events is None:
             self.events = []
-        self.events.append(Event(name, _clean(dict(attributes)) if attributes else None,
-                                 timestamp or time.time_ns()))
+        self.events.append(
+            Event(
+                name, _clean(dict(attributes)) if attributes else None, timestamp or time.time_ns()
+            )
+        )
 
-    def add_link(self, context: SpanContext, attributes: Mapping[str, Any] | None = None
-                 ) -> None:
+    def add_link(self, context: SpanContext, attributes: Mapping[str, Any] | None = None) -> None:
         if not self._ended and context.is_valid:
             self.links += (trace.Link(context, _clean(dict(attributes or {}))),)
 
@@ -341,28 +413,40 @@ class FastSpan(trace.Span):
         if not self._ended:
             self.name = name
 
-    def set_status(self, status: Status | StatusCode, description: str | None = None
-                   ) -> None:
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
         if isinstance(status, StatusCode):
             status = Status(status, description)
-        if self._ended or self.status.status_code is StatusCode.OK or \
-                status.status_code is StatusCode.UNSET:
+        if (
+            self._ended
+            or self.status.status_code is StatusCode.OK
+            or status.status_code is StatusCode.UNSET
+        ):
             return  # OK is final and UNSET changes nothing, as the specification asks
         self.status = status
 
-    def record_exception(self, exception: BaseException,
-                         attributes: Mapping[str, Any] | None = None,
-                         timestamp: int | None = None, escaped: bool = False) -> None:
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: Mapping[str, Any] | None = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
         import traceback
 
-        stack = "".join(traceback.format_exception(type(exception), exception,
-                                                   exception.__traceback__))
-        self.add_event("exception", {
-            "exception.type": type(exception).__qualname__,
-            "exception.message": str(exception),
-            "exception.stacktrace": stack,
-            "exception.escaped": str(escaped),
-            **(attributes or {})}, timestamp)
+        stack = "".join(
+            traceback.format_exception(type(exception), exception, exception.__traceback__)
+        )
+        self.add_event(
+            "exception",
+            {
+                "exception.type": type(exception).__qualname__,
+                "exception.message": str(exception),
+                "exception.stacktrace": stack,
+                "exception.escaped": str(escaped),
+                **(attributes or {}),
+            },
+            timestamp,
+        )
 
     def end(self, end_time: int | None = None) -> None:
         if self._ended:
@@ -381,10 +465,19 @@ class FastSpan(trace.Span):
 
     def _readable(self, resource: Resource) -> ReadableSpan:
         return ReadableSpan(
-            name=self.name, context=self._context, parent=self.parent, resource=resource,
-            attributes=self.attributes, events=self.events or (), links=self.links,
-            kind=self.kind, status=self.status, start_time=self.start_time,
-            end_time=self.end_time, instrumentation_scope=self.tracer.scope)
+            name=self.name,
+            context=self._context,
+            parent=self.parent,
+            resource=resource,
+            attributes=self.attributes,
+            events=self.events or (),
+            links=self.links,
+            kind=self.kind,
+            status=self.status,
+            start_time=self.start_time,
+            end_time=self.end_time,
+            instrumentation_scope=self.tracer.scope,
+        )
 
 
 def _clean(attributes: dict[str, Any]) -> dict[str, Any]:
@@ -411,6 +504,9 @@ def _clean_value(key: str, value: Any) -> Any:
         if len(kinds) <= 1 and all(k in _VALUE_TYPES for k in kinds):
             return items
     if value is not None:
-        _log.warning("span attribute dropped: not a primitive or a sequence of one "
-                     "primitive type", key=key, type=type(value).__name__)
+        _log.warning(
+            "span attribute dropped: not a primitive or a sequence of one primitive type",
+            key=key,
+            type=type(value).__name__,
+        )
     return None

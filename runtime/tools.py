@@ -55,8 +55,7 @@ class Tool:
     plugin: str | None = None
     returns: str | None = None
     planning_context: bool = False
-    _adapters: dict[str, TypeAdapter[Any]] = field(default_factory=dict, repr=False,
-                                                  compare=False)
+    _adapters: dict[str, TypeAdapter[Any]] = field(default_factory=dict, repr=False, compare=False)
 
     def args_schema(self) -> dict[str, Any]:
         """The JSON schema of the arguments, as planners see it."""
@@ -69,8 +68,11 @@ class Tool:
             return None
         adapter = self._adapters.get(name)
         if adapter is None:
-            annotation = typing.Annotated[info.annotation, *info.metadata] \
-                if info.metadata else info.annotation
+            annotation = (
+                typing.Annotated[info.annotation, *info.metadata]
+                if info.metadata
+                else info.annotation
+            )
             adapter = self._adapters[name] = TypeAdapter(annotation)
         return adapter
 
@@ -95,17 +97,30 @@ class Tool:
 def tool(fn: Callable[..., Any], /) -> Tool: ...
 @overload
 def tool(
-    *, name: str | None = None, description: str | None = None, timeout: float | None = None,
-    max_concurrency: int | None = None, side_effects: SideEffects = "read",
-    idempotent: bool = True, trusted: bool = True, planning_context: bool = False,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    timeout: float | None = None,
+    max_concurrency: int | None = None,
+    side_effects: SideEffects = "read",
+    idempotent: bool = True,
+    trusted: bool = True,
+    planning_context: bool = False,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
 def tool(
-    fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
-    description: str | None = None, timeout: float | None = None,
-    max_concurrency: int | None = None, side_effects: SideEffects = "read",
-    idempotent: bool = True, trusted: bool = True, planning_context: bool = False,
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    timeout: float | None = None,
+    max_concurrency: int | None = None,
+    side_effects: SideEffects = "read",
+    idempotent: bool = True,
+    trusted: bool = True,
+    planning_context: bool = False,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Turn a function into a :class:`Tool`. Works bare (``@tool``) or with options.
 
@@ -119,31 +134,51 @@ def tool(
     """
 
     def build(function: Callable[..., Any]) -> Tool:
-        built = _build_tool(function, name=name, description=description, timeout=timeout,
-                            max_concurrency=max_concurrency, side_effects=side_effects,
-                            idempotent=idempotent, trusted=trusted)
+        built = _build_tool(
+            function,
+            name=name,
+            description=description,
+            timeout=timeout,
+            max_concurrency=max_concurrency,
+            side_effects=side_effects,
+            idempotent=idempotent,
+            trusted=trusted,
+        )
         if planning_context:
-            if side_effects == "write" or built.args_model.model_json_schema().get(
-                    "required"):
-                raise ToolDefinitionError(built.name, [
-                    "planning_context=True needs a tool without side effects that runs "
-                    "with no arguments (every argument has a default)"])
+            if side_effects == "write" or built.args_model.model_json_schema().get("required"):
+                raise ToolDefinitionError(
+                    built.name,
+                    [
+                        "planning_context=True needs a tool without side effects that runs "
+                        "with no arguments (every argument has a default)"
+                    ],
+                )
             built = replace(built, planning_context=True)
         return built
 
     return build(fn) if fn is not None else build
 
 
-def _build_tool(function: Callable[..., Any], *, name: str | None, description: str | None,
-                timeout: float | None, max_concurrency: int | None, side_effects: SideEffects,
-                idempotent: bool, trusted: bool) -> Tool:
+def _build_tool(
+    function: Callable[..., Any],
+    *,
+    name: str | None,
+    description: str | None,
+    timeout: float | None,
+    max_concurrency: int | None,
+    side_effects: SideEffects,
+    idempotent: bool,
+    trusted: bool,
+) -> Tool:
     problems: list[str] = []
     fn_name = getattr(function, "__name__", repr(function))
     module = (getattr(function, "__module__", None) or "").rsplit(".", 1)[-1]
     tool_name = name or f"{module}.{fn_name}"
     if not TOOL_NAME.match(tool_name):
-        problems.append(f"name {tool_name!r} is not 'namespace.verb' in lower case; pass "
-                        "@tool(name='myns.my_verb')")
+        problems.append(
+            f"name {tool_name!r} is not 'namespace.verb' in lower case; pass "
+            "@tool(name='myns.my_verb')"
+        )
     if not callable(function):
         raise ToolDefinitionError(tool_name, [f"{function!r} is not callable"])
     if side_effects not in ("none", "read", "write"):
@@ -154,17 +189,21 @@ def _build_tool(function: Callable[..., Any], *, name: str | None, description: 
         problems.append(f"max_concurrency must be at least 1, not {max_concurrency!r}")
 
     try:
-        doc = docstring_parser.parse(inspect.getdoc(function) or "",
-                                     style=docstring_parser.DocstringStyle.GOOGLE)
+        doc = docstring_parser.parse(
+            inspect.getdoc(function) or "", style=docstring_parser.DocstringStyle.GOOGLE
+        )
     except docstring_parser.ParseError as exc:
-        problems.append(f"its docstring cannot be parsed as Google style ({exc}); indent "
-                        "each argument under 'Args:' as 'name: description'")
+        problems.append(
+            f"its docstring cannot be parsed as Google style ({exc}); indent "
+            "each argument under 'Args:' as 'name: description'"
+        )
         doc = docstring_parser.Docstring()
-    text = description or "\n\n".join(
-        p for p in (doc.short_description, doc.long_description) if p)
+    text = description or "\n\n".join(p for p in (doc.short_description, doc.long_description) if p)
     if not text:
-        problems.append("it has no description; write a docstring (planners choose tools by "
-                        "it) or pass description=")
+        problems.append(
+            "it has no description; write a docstring (planners choose tools by "
+            "it) or pass description="
+        )
     param_docs = {p.arg_name: p.description or "" for p in doc.params}
 
     try:
@@ -181,12 +220,16 @@ def _build_tool(function: Callable[..., Any], *, name: str | None, description: 
     context_param = None
     for param in signature.parameters.values():
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            problems.append(f"parameter '{param.name}': *args and **kwargs cannot be "
-                            "described to a planner; list the arguments")
+            problems.append(
+                f"parameter '{param.name}': *args and **kwargs cannot be "
+                "described to a planner; list the arguments"
+            )
             continue
         if param.kind is param.POSITIONAL_ONLY:
-            problems.append(f"parameter '{param.name}' is positional-only; tools are called "
-                            "with keyword arguments")
+            problems.append(
+                f"parameter '{param.name}' is positional-only; tools are called "
+                "with keyword arguments"
+            )
             continue
         annotation = hints.get(param.name, param.annotation)
         if annotation is ToolContext:
@@ -199,8 +242,9 @@ def _build_tool(function: Callable[..., Any], *, name: str | None, description: 
         fields[param.name] = (annotation, Field(default, description=param_docs.get(param.name)))
     for documented in param_docs:
         if documented not in signature.parameters:
-            problems.append(f"the docstring documents '{documented}' but there is no such "
-                            "parameter")
+            problems.append(
+                f"the docstring documents '{documented}' but there is no such parameter"
+            )
 
     model: type[BaseModel] | None = None
     if not problems:
@@ -216,12 +260,20 @@ def _build_tool(function: Callable[..., Any], *, name: str | None, description: 
     if problems or model is None:
         raise ToolDefinitionError(tool_name, problems)
     return Tool(
-        name=tool_name, description=text, fn=function, args_model=model,
-        is_async=inspect.iscoroutinefunction(function), context_param=context_param,
-        timeout=timeout, max_concurrency=max_concurrency, side_effects=side_effects,
-        idempotent=idempotent, trusted=trusted,
-        returns=" ".join(doc.returns.description.split()) if doc.returns and
-        doc.returns.description else None,
+        name=tool_name,
+        description=text,
+        fn=function,
+        args_model=model,
+        is_async=inspect.iscoroutinefunction(function),
+        context_param=context_param,
+        timeout=timeout,
+        max_concurrency=max_concurrency,
+        side_effects=side_effects,
+        idempotent=idempotent,
+        trusted=trusted,
+        returns=" ".join(doc.returns.description.split())
+        if doc.returns and doc.returns.description
+        else None,
     )
 
 
@@ -257,8 +309,9 @@ class ToolRegistry:
         try:
             return self._tools[name]
         except KeyError:
-            raise ToolNotFoundError(f"unknown tool {name!r}{suggest(name, self._tools)}",
-                                    tool=name) from None
+            raise ToolNotFoundError(
+                f"unknown tool {name!r}{suggest(name, self._tools)}", tool=name
+            ) from None
 
     def __contains__(self, name: object) -> bool:
         return name in self._tools

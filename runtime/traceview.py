@@ -1,7 +1,7 @@
 """Reading run files back: one run's timeline, critical path, failures and usage
 (``dagentic trace``), and totals over many runs (``dagentic report``).
 
-Both work on the span records of :mod:`runtime.runfiles` (plain dicts) and return plain,
+Both work on the span records of :mod:`dagentic.runfiles` (plain dicts) and return plain,
 JSON-ready dicts; the ``render_*`` functions draw those with rich.
 """
 
@@ -24,20 +24,33 @@ from .runfiles import read_spans, run_files
 from .tracing import FAILURE_MODE as MODE
 from .tracing import ROOT, RUN_ID
 
-__all__ = ["BAR_WIDTH", "SINCE_FORMS", "analyse", "parse_since", "render_report",
-           "render_trace", "report", "write_png"]
+__all__ = [
+    "BAR_WIDTH",
+    "SINCE_FORMS",
+    "analyse",
+    "parse_since",
+    "render_report",
+    "render_trace",
+    "report",
+    "write_png",
+]
 
 BAR_WIDTH = 48  # characters of the timeline's time axis
-SINCE_FORMS = "a duration like 30m, 1h or 2d, or an ISO date like 2026-01-31 or " \
-              "2026-01-31T09:00"
+SINCE_FORMS = "a duration like 30m, 1h or 2d, or an ISO date like 2026-01-31 or 2026-01-31T09:00"
 UPSTREAM = "upstream_failed"
-_STYLE = {"succeeded": "green", "failed": "bold red", "skipped": "dim", "cancelled": "yellow",
-          "incomplete": "magenta"}
+_STYLE = {
+    "succeeded": "green",
+    "failed": "bold red",
+    "skipped": "dim",
+    "cancelled": "yellow",
+    "incomplete": "magenta",
+}
 _KIND_STYLE = {"plan": "cyan", "chat": "blue"}
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 # -- spans --------------------------------------------------------------------------------
+
 
 def _attrs(span: dict[str, Any]) -> dict[str, Any]:
     return span.get("attributes") or {}
@@ -105,18 +118,32 @@ class _Tree:
 def _header(span: dict[str, Any] | None, spans: list[dict[str, Any]]) -> dict[str, Any]:
     if span is None:  # no root span: the run never ended, or a crash cut its file short
         start, end = min(s["start"] for s in spans), max(s["end"] for s in spans)
-        return {"kind": "incomplete", "name": "", "run_id": None, "status": "incomplete",
-                "failure_mode": None, "message": "the root span is missing: the run did "
-                "not end (or its spans were not all written)", "start": start,
-                "wall_time": (end - start) / 1e9}
+        return {
+            "kind": "incomplete",
+            "name": "",
+            "run_id": None,
+            "status": "incomplete",
+            "failure_mode": None,
+            "message": "the root span is missing: the run did "
+            "not end (or its spans were not all written)",
+            "start": start,
+            "wall_time": (end - start) / 1e9,
+        }
     attrs = _attrs(span)
-    return {"kind": _kind(span), "name": span["name"], "run_id": attrs.get(RUN_ID),
-            "status": _status(span), "failure_mode": attrs.get(MODE),
-            "message": span.get("message") if span.get("status") == "ERROR" else None,
-            "start": span["start"], "wall_time": _seconds(span)}
+    return {
+        "kind": _kind(span),
+        "name": span["name"],
+        "run_id": attrs.get(RUN_ID),
+        "status": _status(span),
+        "failure_mode": attrs.get(MODE),
+        "message": span.get("message") if span.get("status") == "ERROR" else None,
+        "start": span["start"],
+        "wall_time": _seconds(span),
+    }
 
 
 # -- one run: dagentic trace ----------------------------------------------------------------
+
 
 def analyse(spans: list[dict[str, Any]], run_id: str | None = None) -> dict[str, Any]:
     """The timeline, critical paths, failures and usage of the spans of one run file.
@@ -125,8 +152,10 @@ def analyse(spans: list[dict[str, Any]], run_id: str | None = None) -> dict[str,
         raise ValueError("no spans")
     tree = _Tree(spans)
     roots = [s for s in tree.top if _attrs(s).get(ROOT)]
-    root = next((s for s in roots if run_id and _attrs(s).get(RUN_ID) == run_id),
-                roots[0] if roots else None)
+    root = next(
+        (s for s in roots if run_id and _attrs(s).get(RUN_ID) == run_id),
+        roots[0] if roots else None,
+    )
     t0 = min(s["start"] for s in spans)
     rows: list[dict[str, Any]] = []
 
@@ -154,32 +183,45 @@ def analyse(spans: list[dict[str, Any]], run_id: str | None = None) -> dict[str,
         walk(top, 0, None)
     steps = [s for s in tree.spans if _kind(s) == "step"]
     chats = [s for s in tree.spans if _kind(s) == "chat"]
-    usage = {"steps": sum(1 for s in steps if _status(s) != "skipped"
-                          and not _attrs(s).get("dagentic.step.reused")),
-             "model_calls": len(chats),
-             "input_tokens": sum(_attrs(s).get("gen_ai.usage.input_tokens") or 0
-                                 for s in chats),
-             "output_tokens": sum(_attrs(s).get("gen_ai.usage.output_tokens") or 0
-                                  for s in chats),
-             "cost": sum(_attrs(s).get("dagentic.cost") or 0.0 for s in chats)}
+    usage = {
+        "steps": sum(
+            1
+            for s in steps
+            if _status(s) != "skipped" and not _attrs(s).get("dagentic.step.reused")
+        ),
+        "model_calls": len(chats),
+        "input_tokens": sum(_attrs(s).get("gen_ai.usage.input_tokens") or 0 for s in chats),
+        "output_tokens": sum(_attrs(s).get("gen_ai.usage.output_tokens") or 0 for s in chats),
+        "cost": sum(_attrs(s).get("dagentic.cost") or 0.0 for s in chats),
+    }
     if root is not None and _kind(root) == "agent":  # the agent's own totals win
         attrs = _attrs(root)
-        for key, attr in (("steps", "dagentic.steps"), ("model_calls", "dagentic.model_calls"),
-                          ("input_tokens", "gen_ai.usage.input_tokens"),
-                          ("output_tokens", "gen_ai.usage.output_tokens"),
-                          ("cost", "dagentic.cost")):
+        for key, attr in (
+            ("steps", "dagentic.steps"),
+            ("model_calls", "dagentic.model_calls"),
+            ("input_tokens", "gen_ai.usage.input_tokens"),
+            ("output_tokens", "gen_ai.usage.output_tokens"),
+            ("cost", "dagentic.cost"),
+        ):
             if attr in attrs:
                 usage[key] = attrs[attr]
     header = _header(root, spans)
     usage["wall_time"] = header["wall_time"]
     failures, skipped = _failures(tree)
-    return {"root": header, "axis": (max(s["end"] for s in spans) - t0) / 1e9,
-            "timeline": rows, "critical_paths": _critical_paths(tree),
-            "failures": failures, "upstream_failed": skipped, "usage": usage}
+    return {
+        "root": header,
+        "axis": (max(s["end"] for s in spans) - t0) / 1e9,
+        "timeline": rows,
+        "critical_paths": _critical_paths(tree),
+        "failures": failures,
+        "upstream_failed": skipped,
+        "usage": usage,
+    }
 
 
-def _row(span: dict[str, Any], kind: str, depth: int, run: dict[str, Any] | None, t0: int,
-         tree: _Tree) -> dict[str, Any]:
+def _row(
+    span: dict[str, Any], kind: str, depth: int, run: dict[str, Any] | None, t0: int, tree: _Tree
+) -> dict[str, Any]:
     attrs = _attrs(span)
     detail = ""
     label = span["name"]
@@ -197,17 +239,25 @@ def _row(span: dict[str, Any], kind: str, depth: int, run: dict[str, Any] | None
         label = span["name"] + (f" v{version}" if version is not None else "")
         detail = (attrs.get(RUN_ID) or "")[:12]  # enough for `dagentic trace` to find it
     items = sum(1 for c in tree.children.get(span["span_id"], ()) if _kind(c) == "item")
-    return {"kind": kind, "label": label, "detail": detail, "depth": depth,
-            "status": _status(span), "failure_mode": attrs.get(MODE),
-            "start": (span["start"] - t0) / 1e9, "end": (span["end"] - t0) / 1e9,
-            "duration": _seconds(span),
-            "run_id": _attrs(run).get(RUN_ID) if run is not None else None,
-            "step_id": attrs.get("dagentic.step.id"),
-            "waited_for": attrs.get("dagentic.step.waited_for"),
-            "attempts": attrs.get("dagentic.attempts", attrs.get("dagentic.plan.attempts")),
-            "reused": bool(attrs.get("dagentic.step.reused")), "items": items or None,
-            "input_tokens": attrs.get("gen_ai.usage.input_tokens"),
-            "output_tokens": attrs.get("gen_ai.usage.output_tokens")}
+    return {
+        "kind": kind,
+        "label": label,
+        "detail": detail,
+        "depth": depth,
+        "status": _status(span),
+        "failure_mode": attrs.get(MODE),
+        "start": (span["start"] - t0) / 1e9,
+        "end": (span["end"] - t0) / 1e9,
+        "duration": _seconds(span),
+        "run_id": _attrs(run).get(RUN_ID) if run is not None else None,
+        "step_id": attrs.get("dagentic.step.id"),
+        "waited_for": attrs.get("dagentic.step.waited_for"),
+        "attempts": attrs.get("dagentic.attempts", attrs.get("dagentic.plan.attempts")),
+        "reused": bool(attrs.get("dagentic.step.reused")),
+        "items": items or None,
+        "input_tokens": attrs.get("gen_ai.usage.input_tokens"),
+        "output_tokens": attrs.get("gen_ai.usage.output_tokens"),
+    }
 
 
 def _critical_paths(tree: _Tree) -> list[dict[str, Any]]:
@@ -229,20 +279,31 @@ def _critical_paths(tree: _Tree) -> list[dict[str, Any]]:
         chain.reverse()
         run = tree.by_id.get(parent or "")
         version = _attrs(run).get("dagentic.plan.version") if run else None
-        paths.append({
-            "run_id": _attrs(run).get(RUN_ID) if run else None,
-            "run": (run["name"] + (f" v{version}" if version is not None else "")) if run
-            else None,
-            "steps": [{"step_id": _attrs(s)["dagentic.step.id"],
-                       "tool": _attrs(s).get("gen_ai.tool.name") or "check",
-                       "status": _status(s), "duration": _seconds(s)} for s in chain],
-            "total": sum(_seconds(s) for s in chain),
-            "wall_time": _seconds(run) if run else None})
+        paths.append(
+            {
+                "run_id": _attrs(run).get(RUN_ID) if run else None,
+                "run": (run["name"] + (f" v{version}" if version is not None else ""))
+                if run
+                else None,
+                "steps": [
+                    {
+                        "step_id": _attrs(s)["dagentic.step.id"],
+                        "tool": _attrs(s).get("gen_ai.tool.name") or "check",
+                        "status": _status(s),
+                        "duration": _seconds(s),
+                    }
+                    for s in chain
+                ],
+                "total": sum(_seconds(s) for s in chain),
+                "wall_time": _seconds(run) if run else None,
+            }
+        )
     return paths
 
 
-def _failures(tree: _Tree, spans: list[dict[str, Any]] | None = None
-              ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _failures(
+    tree: _Tree, spans: list[dict[str, Any]] | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Failed steps, model calls and plans; then failed runs and agents, unless something
     under them failed the same way (a run failing because its step did is listed once);
     and, apart, the steps skipped because something before them failed."""
@@ -258,21 +319,36 @@ def _failures(tree: _Tree, spans: list[dict[str, Any]] | None = None
             later.append(span)
             continue
         run = tree.run_of(span)
-        entry = {"kind": kind, "step_id": attrs.get("dagentic.step.id"),
-                 "span": span["name"], "tool": attrs.get("gen_ai.tool.name"),
-                 "failure_mode": attrs.get(MODE), "message": span.get("message"),
-                 "status": _status(span), "attempts": attrs.get("dagentic.attempts"),
-                 "run_id": _attrs(run).get(RUN_ID) if run is not None else None}
+        entry = {
+            "kind": kind,
+            "step_id": attrs.get("dagentic.step.id"),
+            "span": span["name"],
+            "tool": attrs.get("gen_ai.tool.name"),
+            "failure_mode": attrs.get(MODE),
+            "message": span.get("message"),
+            "status": _status(span),
+            "attempts": attrs.get("dagentic.attempts"),
+            "run_id": _attrs(run).get(RUN_ID) if run is not None else None,
+        }
         modes[span["span_id"]] = entry["failure_mode"]
         (skipped if entry["failure_mode"] == UPSTREAM else failures).append(entry)
     for span in later:
         attrs = _attrs(span)
         if attrs.get(MODE) in {modes.get(s["span_id"], "") for s in tree.below(span)}:
             continue
-        failures.append({"kind": _kind(span), "step_id": None, "span": span["name"],
-                         "tool": None, "failure_mode": attrs.get(MODE),
-                         "message": span.get("message"), "status": _status(span),
-                         "attempts": None, "run_id": attrs.get(RUN_ID)})
+        failures.append(
+            {
+                "kind": _kind(span),
+                "step_id": None,
+                "span": span["name"],
+                "tool": None,
+                "failure_mode": attrs.get(MODE),
+                "message": span.get("message"),
+                "status": _status(span),
+                "attempts": None,
+                "run_id": attrs.get(RUN_ID),
+            }
+        )
     return failures, skipped
 
 
@@ -308,18 +384,23 @@ def _s(seconds: float) -> str:
     return f"{seconds:.2f}s" if seconds < 100 else f"{seconds:.0f}s"
 
 
-def render_trace(analysis: dict[str, Any], console: Console, *,
-                 width: int | None = None) -> None:
+def render_trace(analysis: dict[str, Any], console: Console, *, width: int | None = None) -> None:
     """The trace as a header, a timeline, critical paths, failures and usage. The time
     axis takes ``width`` characters (default: what the console leaves, at most
     BAR_WIDTH)."""
     root = analysis["root"]
     if width is None:
         rows = analysis["timeline"]
-        others = sum(max((len(text) for text in texts), default=0) + 3 for texts in (
-            ["span"] + ["  " * r["depth"] + r["label"] for r in rows],
-            ["tool / model"] + [r["detail"] for r in rows], ["cancelled"], ["100.00s"],
-            ["note"] + [_note(r) for r in rows]))
+        others = sum(
+            max((len(text) for text in texts), default=0) + 3
+            for texts in (
+                ["span"] + ["  " * r["depth"] + r["label"] for r in rows],
+                ["tool / model"] + [r["detail"] for r in rows],
+                ["cancelled"],
+                ["100.00s"],
+                ["note"] + [_note(r) for r in rows],
+            )
+        )
         width = max(16, min(BAR_WIDTH, console.width - others))
     status = root["status"]
     title = Text(root["kind"], style=_STYLE.get(root["kind"], "bold"))
@@ -349,27 +430,38 @@ def render_trace(analysis: dict[str, Any], console: Console, *,
     table.add_column("note", overflow="fold")
     for row in analysis["timeline"]:
         a, b = _bar(row["start"], row["end"], axis, width)
-        style = _STYLE.get(row["status"], "") if row["kind"] in ("step", "run", "agent") \
+        style = (
+            _STYLE.get(row["status"], "")
+            if row["kind"] in ("step", "run", "agent")
             else ("red" if row["status"] == "failed" else _KIND_STYLE.get(row["kind"], ""))
+        )
         bar = Text(" " * a)
         bar.append(("━" if row["kind"] in ("run", "agent") else "█") * (b - a), style=style)
         bar.append(" " * (width - b))
         if row["kind"] in ("run", "agent"):
             table.add_section()
-        table.add_row(Text("  " * row["depth"] + row["label"],
-                           style="bold" if row["kind"] in ("run", "agent") else ""),
-                      Text(row["detail"], style="dim"),
-                      Text(row["status"], style=_STYLE.get(row["status"], "")),
-                      bar, _s(row["duration"]), Text(_note(row), style="red"
-                                                     if row["failure_mode"] else "dim"))
+        table.add_row(
+            Text(
+                "  " * row["depth"] + row["label"],
+                style="bold" if row["kind"] in ("run", "agent") else "",
+            ),
+            Text(row["detail"], style="dim"),
+            Text(row["status"], style=_STYLE.get(row["status"], "")),
+            bar,
+            _s(row["duration"]),
+            Text(_note(row), style="red" if row["failure_mode"] else "dim"),
+        )
     console.print(table)
 
     for path in analysis["critical_paths"]:
         where = f" of {path['run']}" if path["run"] and root["kind"] != "run" else ""
         chain = " → ".join(f"{p['step_id']} {_s(p['duration'])}" for p in path["steps"])
         took = f" (the run took {_s(path['wall_time'])})" if path["wall_time"] else ""
-        console.print(f"[bold]critical path{escape(where)}:[/bold] {escape(chain)} = "
-                      f"{_s(path['total'])}{took}", highlight=False)
+        console.print(
+            f"[bold]critical path{escape(where)}:[/bold] {escape(chain)} = "
+            f"{_s(path['total'])}{took}",
+            highlight=False,
+        )
 
     failures, skipped = analysis["failures"], analysis["upstream_failed"]
     if failures or skipped:
@@ -377,21 +469,32 @@ def render_trace(analysis: dict[str, Any], console: Console, *,
     for failure in failures:
         what = failure["step_id"] or failure["span"]
         tool = f" ({failure['tool']})" if failure["tool"] else ""
-        console.print(Text.assemble(f"  {what}{tool} ", (f"{failure['failure_mode']}",
-                                                         "red"), f": {failure['message']}"))
+        console.print(
+            Text.assemble(
+                f"  {what}{tool} ", (f"{failure['failure_mode']}", "red"), f": {failure['message']}"
+            )
+        )
     if skipped:
         ids = ", ".join(dict.fromkeys(s["step_id"] for s in skipped))
-        console.print(Text(f"  {len(skipped)} skipped because a step before them failed "
-                           f"({UPSTREAM}): {ids}", style="dim"))
+        console.print(
+            Text(
+                f"  {len(skipped)} skipped because a step before them failed ({UPSTREAM}): {ids}",
+                style="dim",
+            )
+        )
 
     usage = analysis["usage"]
-    console.print(f"[bold]usage:[/bold] {_plural(usage['steps'], 'step')}, "
-                  f"{_plural(usage['model_calls'], 'model call')}, {usage['input_tokens']} "
-                  f"input + {usage['output_tokens']} output tokens, ${usage['cost']:.4f}, "
-                  f"{_s(usage['wall_time'])} wall time", highlight=False)
+    console.print(
+        f"[bold]usage:[/bold] {_plural(usage['steps'], 'step')}, "
+        f"{_plural(usage['model_calls'], 'model call')}, {usage['input_tokens']} "
+        f"input + {usage['output_tokens']} output tokens, ${usage['cost']:.4f}, "
+        f"{_s(usage['wall_time'])} wall time",
+        highlight=False,
+    )
 
 
 # -- many runs: dagentic report -------------------------------------------------------------
+
 
 def parse_since(text: str, now: datetime | None = None) -> datetime:
     """``30m``, ``1h``, ``2d`` (``s``, ``m``, ``h``, ``d``, ``w``) before ``now``, or an ISO
@@ -437,19 +540,26 @@ def report(runs_dir: Path, since: datetime | None = None) -> dict[str, Any]:
             if since_ns is not None and start < since_ns:
                 continue
             by_status[_status(root) if root else "incomplete"] += 1
-            by_kind[("agent" if _kind(root) == "agent" else "plan") if root
-                    else "incomplete"] += 1
+            by_kind[("agent" if _kind(root) == "agent" else "plan") if root else "incomplete"] += 1
             run_id = _attrs(root).get(RUN_ID) if root else path.stem
             failures, skipped = _failures(tree, below)
             for failure in failures + skipped:
                 mode = failure["failure_mode"] or "unknown"
                 modes[mode] += 1
-                examples.setdefault(mode, {"run_id": run_id,
-                                           "step": failure["step_id"] or failure["span"],
-                                           "message": failure["message"]})
+                examples.setdefault(
+                    mode,
+                    {
+                        "run_id": run_id,
+                        "step": failure["step_id"] or failure["span"],
+                        "message": failure["message"],
+                    },
+                )
             for span in below:
-                if _kind(span) != "step" or _status(span) == "skipped" or \
-                        _attrs(span).get("dagentic.step.reused"):
+                if (
+                    _kind(span) != "step"
+                    or _status(span) == "skipped"
+                    or _attrs(span).get("dagentic.step.reused")
+                ):
                     continue
                 tool = _attrs(span).get("gen_ai.tool.name") or "check"
                 latencies[tool].append(_seconds(span))
@@ -457,25 +567,40 @@ def report(runs_dir: Path, since: datetime | None = None) -> dict[str, Any]:
     tools = []
     for tool, values in latencies.items():
         values.sort()
-        tools.append({"tool": tool, "count": len(values), "p50": _percentile(values, 0.5),
-                      "p95": _percentile(values, 0.95), "max": values[-1],
-                      "failures": failed_steps[tool]})
+        tools.append(
+            {
+                "tool": tool,
+                "count": len(values),
+                "p50": _percentile(values, 0.5),
+                "p95": _percentile(values, 0.95),
+                "max": values[-1],
+                "failures": failed_steps[tool],
+            }
+        )
     tools.sort(key=lambda t: (-t["p95"], t["tool"]))
-    return {"runs_dir": str(runs_dir), "since": since.isoformat() if since else None,
-            "runs": sum(by_status.values()), "by_status": dict(by_status.most_common()),
-            "by_kind": dict(by_kind.most_common()),
-            "failure_modes": [{"mode": mode, "count": count, "example": examples[mode]}
-                              for mode, count in sorted(modes.items(),
-                                                        key=lambda m: (-m[1], m[0]))],
-            "tools": tools}
+    return {
+        "runs_dir": str(runs_dir),
+        "since": since.isoformat() if since else None,
+        "runs": sum(by_status.values()),
+        "by_status": dict(by_status.most_common()),
+        "by_kind": dict(by_kind.most_common()),
+        "failure_modes": [
+            {"mode": mode, "count": count, "example": examples[mode]}
+            for mode, count in sorted(modes.items(), key=lambda m: (-m[1], m[0]))
+        ],
+        "tools": tools,
+    }
 
 
 def render_report(data: dict[str, Any], console: Console) -> None:
     since = f" since {data['since']}" if data["since"] else ""
     kinds = ", ".join(f"{n} {kind}" for kind, n in data["by_kind"].items())
     kinds = f" ({kinds})" if kinds else ""
-    console.print(f"[bold]{_plural(data['runs'], 'run')}[/bold]{escape(kinds)} in "
-                  f"{escape(data['runs_dir'])}{escape(since)}", highlight=False)
+    console.print(
+        f"[bold]{_plural(data['runs'], 'run')}[/bold]{escape(kinds)} in "
+        f"{escape(data['runs_dir'])}{escape(since)}",
+        highlight=False,
+    )
     if not data["runs"]:
         return
     table = Table("status", "runs", title="runs by status", title_justify="left")
@@ -483,21 +608,45 @@ def render_report(data: dict[str, Any], console: Console) -> None:
         table.add_row(Text(status, style=_STYLE.get(status, "")), str(count))
     console.print(table)
     if data["failure_modes"]:
-        table = Table("failure mode", "count", "example step", "message", "run",
-                      title="failure modes", title_justify="left")
+        table = Table(
+            "failure mode",
+            "count",
+            "example step",
+            "message",
+            "run",
+            title="failure modes",
+            title_justify="left",
+        )
         for mode in data["failure_modes"]:
             example = mode["example"]
-            table.add_row(Text(mode["mode"], style="red"), str(mode["count"]),
-                          Text(example["step"] or ""), Text(example["message"] or ""),
-                          Text(example["run_id"] or "", style="dim"))
+            table.add_row(
+                Text(mode["mode"], style="red"),
+                str(mode["count"]),
+                Text(example["step"] or ""),
+                Text(example["message"] or ""),
+                Text(example["run_id"] or "", style="dim"),
+            )
         console.print(table)
     if data["tools"]:
-        table = Table("tool", "steps", "p50", "p95", "max", "failed",
-                      title="step latency by tool", title_justify="left")
+        table = Table(
+            "tool",
+            "steps",
+            "p50",
+            "p95",
+            "max",
+            "failed",
+            title="step latency by tool",
+            title_justify="left",
+        )
         for tool in data["tools"]:
-            table.add_row(tool["tool"], str(tool["count"]), _s(tool["p50"]), _s(tool["p95"]),
-                          _s(tool["max"]), Text(str(tool["failures"]),
-                                                style="red" if tool["failures"] else ""))
+            table.add_row(
+                tool["tool"],
+                str(tool["count"]),
+                _s(tool["p50"]),
+                _s(tool["p95"]),
+                _s(tool["max"]),
+                Text(str(tool["failures"]), style="red" if tool["failures"] else ""),
+            )
         console.print(table)
 
 
@@ -513,23 +662,36 @@ def write_png(data: dict[str, Any], path: Path) -> None:
     figure = Figure(figsize=(12, 1.5 + 0.35 * rows), layout="constrained")
     FigureCanvasAgg(figure)
     left, right = figure.subplots(1, 2)
-    for axes, shown, title in ((left, modes, "failure modes"),
-                               (right, tools, "step latency by tool")):
+    for axes, shown, title in (
+        (left, modes, "failure modes"),
+        (right, tools, "step latency by tool"),
+    ):
         axes.set_title(title)
         if not shown:
             axes.set_axis_off()
             axes.text(0.5, 0.5, "none", ha="center", va="center", transform=axes.transAxes)
     if modes:
-        left.barh([m["mode"] for m in modes][::-1], [m["count"] for m in modes][::-1],
-                  color="tab:red")
+        left.barh(
+            [m["mode"] for m in modes][::-1], [m["count"] for m in modes][::-1], color="tab:red"
+        )
         left.set_xlabel("failures")
         left.xaxis.set_major_locator(MaxNLocator(integer=True))
     if tools:
         positions = range(len(tools))
-        right.barh([p - 0.2 for p in positions], [t["p95"] for t in tools][::-1],
-                   height=0.4, label="p95", color="tab:orange")
-        right.barh([p + 0.2 for p in positions], [t["p50"] for t in tools][::-1],
-                   height=0.4, label="p50", color="tab:blue")
+        right.barh(
+            [p - 0.2 for p in positions],
+            [t["p95"] for t in tools][::-1],
+            height=0.4,
+            label="p95",
+            color="tab:orange",
+        )
+        right.barh(
+            [p + 0.2 for p in positions],
+            [t["p50"] for t in tools][::-1],
+            height=0.4,
+            label="p50",
+            color="tab:blue",
+        )
         right.set_yticks(list(positions), [t["tool"] for t in tools][::-1])
         right.set_xlabel("seconds")
         right.legend(loc="lower right")

@@ -44,8 +44,15 @@ from opentelemetry.trace import Span, Status, StatusCode, TracerProvider
 from .errors import DagenticError, FailureMode, failure_mode_of
 from .spans import FastSpan, FastTracerProvider
 
-__all__ = ["CONTENT_LIMIT", "SpanMetrics", "Tracing", "current_step_span", "fail_span",
-           "maybe_span", "tracing_from_settings"]
+__all__ = [
+    "CONTENT_LIMIT",
+    "SpanMetrics",
+    "Tracing",
+    "current_step_span",
+    "fail_span",
+    "maybe_span",
+    "tracing_from_settings",
+]
 
 CONTENT_LIMIT = 16_000  # characters of one recorded prompt, argument set or output
 RUN_ID = "dagentic.run_id"
@@ -75,8 +82,13 @@ class Tracing:
         record_content: also record prompts, replies, tool arguments and outputs.
     """
 
-    def __init__(self, tracer_provider: TracerProvider, meter_provider: MeterProvider | None
-                 = None, *, record_content: bool = False) -> None:
+    def __init__(
+        self,
+        tracer_provider: TracerProvider,
+        meter_provider: MeterProvider | None = None,
+        *,
+        record_content: bool = False,
+    ) -> None:
         self.tracer_provider = tracer_provider
         self.meter_provider = meter_provider
         self.tracer = tracer_provider.get_tracer(SCOPE, _version())
@@ -90,8 +102,13 @@ class Tracing:
             if isinstance(tracer_provider, FastTracerProvider) and exporters is not None:
                 # ours: metrics are derived on its exporter thread, once per meter provider
                 self.span_metrics = next(
-                    (e for e in exporters if isinstance(e, SpanMetrics)
-                     and e.meter_provider is meter_provider), None)
+                    (
+                        e
+                        for e in exporters
+                        if isinstance(e, SpanMetrics) and e.meter_provider is meter_provider
+                    ),
+                    None,
+                )
                 if self.span_metrics is None:
                     self.span_metrics = SpanMetrics(meter_provider)
                     tracer_provider.add_exporter(self.span_metrics)
@@ -117,19 +134,26 @@ class Tracing:
     # -- spans outside the executor's hot path -------------------------------------------
 
     @contextmanager
-    def span(self, name: str, attributes: Mapping[str, Any] | None = None, *,
-             root_run_id: str | None = None) -> Iterator[Span]:
+    def span(
+        self,
+        name: str,
+        attributes: Mapping[str, Any] | None = None,
+        *,
+        root_run_id: str | None = None,
+    ) -> Iterator[Span]:
         """A span, current while the block runs; an exception sets status ERROR, records
         it with its failure mode, and propagates."""
         span = self.tracer.start_span(name, attributes=attributes)
         token = self.enter_root(root_run_id, span) if root_run_id else None
         try:
-            with trace.use_span(span, end_on_exit=False, record_exception=False,
-                                set_status_on_exception=False):
+            with trace.use_span(
+                span, end_on_exit=False, record_exception=False, set_status_on_exception=False
+            ):
                 yield span
         except BaseException as exc:
-            if getattr(getattr(span, "status", None), "status_code", None) is not \
-                    StatusCode.ERROR:  # unless the block said why already
+            if (
+                getattr(getattr(span, "status", None), "status_code", None) is not StatusCode.ERROR
+            ):  # unless the block said why already
                 fail_span(span, exc)
             raise
         finally:
@@ -139,8 +163,9 @@ class Tracing:
 
     def content(self, value: Any) -> str:
         """``value`` as the JSON text of a content attribute, cut to CONTENT_LIMIT."""
-        text = value if isinstance(value, str) else json.dumps(value, default=str,
-                                                               ensure_ascii=False)
+        text = (
+            value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
+        )
         return text if len(text) <= CONTENT_LIMIT else text[:CONTENT_LIMIT] + "…[cut]"
 
     def ended(self, span: Span) -> None:
@@ -176,8 +201,13 @@ class Tracing:
 
 
 @contextmanager
-def maybe_span(tracing: Tracing | None, name: str, attributes: Mapping[str, Any] | None = None,
-               *, root_run_id: str | None = None) -> Iterator[Span | None]:
+def maybe_span(
+    tracing: Tracing | None,
+    name: str,
+    attributes: Mapping[str, Any] | None = None,
+    *,
+    root_run_id: str | None = None,
+) -> Iterator[Span | None]:
     """:meth:`Tracing.span` when tracing is on; else the block runs with ``None``."""
     if tracing is None:
         yield None
@@ -197,8 +227,9 @@ def current_step_span() -> Span | None:
     return span if scope is not None and scope.name == SCOPE else None
 
 
-def fail_span(span: Span, exc: BaseException | None, *, mode: Any = None,
-              message: str | None = None) -> None:
+def fail_span(
+    span: Span, exc: BaseException | None, *, mode: Any = None, message: str | None = None
+) -> None:
     """Mark ``span`` failed: status ERROR, the failure mode, and the exception (if any)."""
     if mode is None and exc is not None:
         # Cancellation (asyncio's, trio's) and KeyboardInterrupt are not Exceptions.
@@ -215,9 +246,15 @@ def fail_span(span: Span, exc: BaseException | None, *, mode: Any = None,
 
 # -- metrics, derived from finished spans ------------------------------------------------
 
-AGENT_MODES = frozenset({FailureMode.PLAN_INVALID, FailureMode.MISSING_CAPABILITY,
-                         FailureMode.GOAL_NOT_MET, FailureMode.FALSE_SUCCESS,
-                         FailureMode.BUDGET_EXCEEDED})
+AGENT_MODES = frozenset(
+    {
+        FailureMode.PLAN_INVALID,
+        FailureMode.MISSING_CAPABILITY,
+        FailureMode.GOAL_NOT_MET,
+        FailureMode.FALSE_SUCCESS,
+        FailureMode.BUDGET_EXCEEDED,
+    }
+)
 
 
 class SpanMetrics(SpanExporter):
@@ -229,24 +266,33 @@ class SpanMetrics(SpanExporter):
         self.meter_provider = meter_provider
         meter = meter_provider.get_meter(SCOPE, _version())
         self.step_duration = meter.create_histogram(
-            "dagentic.step.duration", unit="s",
-            description="Duration of steps, by tool and final status.")
+            "dagentic.step.duration",
+            unit="s",
+            description="Duration of steps, by tool and final status.",
+        )
         self.failures = meter.create_counter(
-            "dagentic.failures", unit="{failure}",
+            "dagentic.failures",
+            unit="{failure}",
             description="Failures by mode: of steps (failed, skipped after a failure, "
-                        "cancelled) and of agent runs (plan_invalid, goal_not_met, ...).")
+            "cancelled) and of agent runs (plan_invalid, goal_not_met, ...).",
+        )
         self.runs = meter.create_counter(
-            "dagentic.runs", unit="{run}", description="Finished runs, by kind and status.")
+            "dagentic.runs", unit="{run}", description="Finished runs, by kind and status."
+        )
         self.replans = meter.create_counter(
-            "dagentic.replans", unit="{replan}", description="Plans an agent made after "
-                                                             "its first.")
+            "dagentic.replans", unit="{replan}", description="Plans an agent made after its first."
+        )
         self.tokens = meter.create_histogram(
-            "gen_ai.client.token.usage", unit="{token}",
-            description="Tokens per model call, by model and token type.")
+            "gen_ai.client.token.usage",
+            unit="{token}",
+            description="Tokens per model call, by model and token type.",
+        )
         self.model_duration = meter.create_histogram(
-            "gen_ai.client.operation.duration", unit="s", description="Duration of model calls.")
+            "gen_ai.client.operation.duration", unit="s", description="Duration of model calls."
+        )
         self.cost = meter.create_counter(
-            "dagentic.model.cost", unit="USD", description="Cost of model calls, by model.")
+            "dagentic.model.cost", unit="USD", description="Cost of model calls, by model."
+        )
 
     def export_routed(self, spans: Any, roots: Any) -> SpanExportResult:
         """From a FastTracerProvider: dagentic's own ended spans, read as they are."""
@@ -262,22 +308,29 @@ class SpanMetrics(SpanExporter):
                 if "dagentic.item" in attrs or "dagentic.status" not in attrs:
                     continue
                 tool = attrs.get("gen_ai.tool.name", "check")
-                self.step_duration.record(seconds, {"gen_ai.tool.name": tool,
-                                                    "dagentic.status": attrs["dagentic.status"]})
+                self.step_duration.record(
+                    seconds, {"gen_ai.tool.name": tool, "dagentic.status": attrs["dagentic.status"]}
+                )
                 if mode:
                     self.failures.add(1, {FAILURE_MODE: mode, "gen_ai.tool.name": tool})
             elif operation == "chat":
                 self._model_call(attrs, seconds)
             elif operation == "invoke_agent":
-                self.runs.add(1, {"dagentic.run.kind": "agent",
-                                  "dagentic.status": attrs.get("dagentic.status", "failed")})
+                self.runs.add(
+                    1,
+                    {
+                        "dagentic.run.kind": "agent",
+                        "dagentic.status": attrs.get("dagentic.status", "failed"),
+                    },
+                )
                 if attrs.get("dagentic.replans"):
                     self.replans.add(attrs["dagentic.replans"])
                 if mode in AGENT_MODES:
                     self.failures.add(1, {FAILURE_MODE: mode})
             elif "dagentic.plan" in attrs and "dagentic.status" in attrs:
-                self.runs.add(1, {"dagentic.run.kind": "plan",
-                                  "dagentic.status": attrs["dagentic.status"]})
+                self.runs.add(
+                    1, {"dagentic.run.kind": "plan", "dagentic.status": attrs["dagentic.status"]}
+                )
         return SpanExportResult.SUCCESS
 
     def _model_call(self, attrs: Mapping[str, Any], seconds: float) -> None:
@@ -319,30 +372,34 @@ def _build(config: Any, runs_dir: Path) -> Tracing | None:
     from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
     from opentelemetry.sdk.resources import Resource
 
-    resource = Resource.create({"service.name": config.service_name,
-                                "service.version": _version()})
+    resource = Resource.create({"service.name": config.service_name, "service.version": _version()})
     if config.exporter == "jsonl":
         from .runfiles import JsonlMetricExporter, JsonlSpanExporter
 
-        spans, metrics = JsonlSpanExporter(runs_dir), JsonlMetricExporter(
-            runs_dir / "metrics.jsonl")
+        spans, metrics = (
+            JsonlSpanExporter(runs_dir),
+            JsonlMetricExporter(runs_dir / "metrics.jsonl"),
+        )
     elif config.exporter == "console":
         from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
-        spans, metrics = ConsoleSpanExporter(out=sys.stderr), \
-            ConsoleMetricExporter(out=sys.stderr)
+        spans, metrics = ConsoleSpanExporter(out=sys.stderr), ConsoleMetricExporter(out=sys.stderr)
     else:
         spans, metrics = _otlp_exporters(config.otlp)
-    tracer_provider = FastTracerProvider([spans], resource, schedule_delay=config.export_delay,
-                                         shutdown_on_exit=False)
+    tracer_provider = FastTracerProvider(
+        [spans], resource, schedule_delay=config.export_delay, shutdown_on_exit=False
+    )
     meter_provider = None
     if config.metrics:
         reader = PeriodicExportingMetricReader(
-            metrics, export_interval_millis=config.metrics_interval * 1000,
-            export_timeout_millis=config.otlp.timeout * 1000)
-        meter_provider = SdkMeterProvider(metric_readers=[reader], resource=resource,
-                                          shutdown_on_exit=False)
+            metrics,
+            export_interval_millis=config.metrics_interval * 1000,
+            export_timeout_millis=config.otlp.timeout * 1000,
+        )
+        meter_provider = SdkMeterProvider(
+            metric_readers=[reader], resource=resource, shutdown_on_exit=False
+        )
     tracing = Tracing(tracer_provider, meter_provider, record_content=config.record_content)
     # In that order: metrics come from the last spans. A collector that does not answer
     # holds the exit for about two export timeouts at most.
@@ -361,10 +418,14 @@ def _otlp_exporters(otlp: Any) -> tuple[Any, Any]:
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
             insecure = otlp.endpoint.startswith("http://") if otlp.endpoint else None
-            return (OTLPSpanExporter(otlp.endpoint, insecure=insecure, headers=headers,
-                                     timeout=otlp.timeout),
-                    OTLPMetricExporter(otlp.endpoint, insecure=insecure, headers=headers,
-                                       timeout=otlp.timeout))
+            return (
+                OTLPSpanExporter(
+                    otlp.endpoint, insecure=insecure, headers=headers, timeout=otlp.timeout
+                ),
+                OTLPMetricExporter(
+                    otlp.endpoint, insecure=insecure, headers=headers, timeout=otlp.timeout
+                ),
+            )
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
             OTLPMetricExporter as HttpMetricExporter,
         )
@@ -374,9 +435,14 @@ def _otlp_exporters(otlp: Any) -> tuple[Any, Any]:
     except ImportError as exc:
         raise DagenticError(
             f"tracing.exporter is 'otlp' ({otlp.protocol}) but its exporter is not installed "
-            f"({exc.name}); install it with: pip install 'dagentic[otlp]'") from None
+            f"({exc.name}); install it with: pip install 'dagentic[otlp]'"
+        ) from None
     base = otlp.endpoint.rstrip("/") if otlp.endpoint else None
-    return (HttpSpanExporter(f"{base}/v1/traces" if base else None, headers=headers,
-                             timeout=otlp.timeout),
-            HttpMetricExporter(f"{base}/v1/metrics" if base else None, headers=headers,
-                               timeout=otlp.timeout))
+    return (
+        HttpSpanExporter(
+            f"{base}/v1/traces" if base else None, headers=headers, timeout=otlp.timeout
+        ),
+        HttpMetricExporter(
+            f"{base}/v1/metrics" if base else None, headers=headers, timeout=otlp.timeout
+        ),
+    )

@@ -19,8 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import anyio
-
-from runtime import Limits, SandboxResult
+from dagentic import Limits, SandboxResult
 
 from .common import SANDBOX_ENV, SANDBOX_PYTHON, harness_source, make_job, parse_report
 
@@ -55,8 +54,14 @@ class ProcessSandbox:
         prefix: list[str] = []
         if os.geteuid() == 0:
             uid, gid = UNPRIVILEGED
-            prefix = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
-                      "--inh-caps=-all", "--"]
+            prefix = [
+                "setpriv",
+                f"--reuid={uid}",
+                f"--regid={gid}",
+                "--clear-groups",
+                "--inh-caps=-all",
+                "--",
+            ]
         binds = ["--ro-bind", "/usr", "/usr"]
         for optional in ("/etc/alternatives", "/etc/ld.so.cache", "/etc/localtime"):
             binds += ["--ro-bind-try", optional, optional]
@@ -67,32 +72,70 @@ class ProcessSandbox:
         for key, value in SANDBOX_ENV.items():
             env += ["--setenv", key, value]
         return [
-            *prefix, "bwrap",
-            "--unshare-all", "--die-with-parent", "--new-session",
-            "--hostname", "sandbox",
+            *prefix,
+            "bwrap",
+            "--unshare-all",
+            "--die-with-parent",
+            "--new-session",
+            "--hostname",
+            "sandbox",
             *binds,
-            "--proc", "/proc", "--dev", "/dev",
-            "--size", str(int(limits.disk)), "--tmpfs", "/work",
-            "--size", str(_TMP_SIZE), "--tmpfs", "/tmp",
-            "--chdir", "/work",
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--size",
+            str(int(limits.disk)),
+            "--tmpfs",
+            "/work",
+            "--size",
+            str(_TMP_SIZE),
+            "--tmpfs",
+            "/tmp",
+            "--chdir",
+            "/work",
             *env,
-            "--", SANDBOX_PYTHON, "-I", "-S", "-c", harness_source(),
+            "--",
+            SANDBOX_PYTHON,
+            "-I",
+            "-S",
+            "-c",
+            harness_source(),
         ]
 
-    async def run(self, code: str, *, language: str = "python",
-                  vars: Mapping[str, Any] | None = None,
-                  files: Mapping[str, str | bytes] | None = None,
-                  limits: Limits | None = None, file_contents: bool = False) -> SandboxResult:
+    async def run(
+        self,
+        code: str,
+        *,
+        language: str = "python",
+        vars: Mapping[str, Any] | None = None,
+        files: Mapping[str, str | bytes] | None = None,
+        limits: Limits | None = None,
+        file_contents: bool = False,
+    ) -> SandboxResult:
         limits = limits or self.limits
-        job = make_job(code, language, vars, files, limits, file_contents=file_contents,
-                       sweep=True, rlimit_nproc=True, rlimit_memory=True)
+        job = make_job(
+            code,
+            language,
+            vars,
+            files,
+            limits,
+            file_contents=file_contents,
+            sweep=True,
+            rlimit_nproc=True,
+            rlimit_memory=True,
+        )
         start = time.monotonic()
         process = await anyio.open_process(
-            self.command(limits), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, start_new_session=True,
+            self.command(limits),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
             # bwrap's own init (pid 1 inside) keeps the environment it was started with,
             # readable at /proc/1/environ: give it nothing of ours.
-            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+        )
         report = bytearray()
         diagnostics = bytearray()
         cap = 4 * int(limits.output_bytes) + 2**20  # the report holds both streams, files
@@ -114,11 +157,20 @@ class ProcessSandbox:
         duration = time.monotonic() - start
         if deadline.cancelled_caught:
             return SandboxResult(
-                exit_code=None, exit_reason="timeout", duration=duration, backend=self.name,
+                exit_code=None,
+                exit_reason="timeout",
+                duration=duration,
+                backend=self.name,
                 isolation=ISOLATION,
-                detail=f"the sandbox did not finish within {limits.wall_time + GRACE:g}s")
-        return parse_report(bytes(report), backend=self.name, isolation=ISOLATION,
-                            duration=duration, diagnostics=diagnostics.decode(errors="replace"))
+                detail=f"the sandbox did not finish within {limits.wall_time + GRACE:g}s",
+            )
+        return parse_report(
+            bytes(report),
+            backend=self.name,
+            isolation=ISOLATION,
+            duration=duration,
+            diagnostics=diagnostics.decode(errors="replace"),
+        )
 
     async def aclose(self) -> None:
         return None
@@ -127,7 +179,7 @@ class ProcessSandbox:
 async def _drain(stream: Any, into: bytearray, cap: int) -> None:
     async for chunk in stream:
         if len(into) < cap:
-            into += chunk[:cap - len(into)]
+            into += chunk[: cap - len(into)]
 
 
 def _kill_group(pid: int) -> None:

@@ -9,7 +9,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from runtime import Limits, ProducedFile, SandboxResult
+from dagentic import Limits, ProducedFile, SandboxResult
 
 __all__ = ["harness_source", "make_job", "parse_report"]
 
@@ -34,17 +34,26 @@ def harness_source() -> str:
     return (Path(__file__).parent / "harness.py").read_text(encoding="utf-8")
 
 
-def make_job(code: str, language: str, vars: Mapping[str, Any] | None,
-             files: Mapping[str, str | bytes] | None, limits: Limits, *,
-             file_contents: bool, **flags: bool) -> bytes:
+def make_job(
+    code: str,
+    language: str,
+    vars: Mapping[str, Any] | None,
+    files: Mapping[str, str | bytes] | None,
+    limits: Limits,
+    *,
+    file_contents: bool,
+    **flags: bool,
+) -> bytes:
     """The JSON job for the harness. Raises ValueError for what cannot cross as JSON."""
     if language != "python":
         raise ValueError(f"language {language!r} is not supported; the sandbox runs python")
     for name in files or {}:
         parts = name.replace("\\", "/").split("/")
         if not name or name.startswith("/") or any(p in ("", ".", "..") for p in parts):
-            raise ValueError(f"input file name {name!r} must be a relative path without "
-                             "'..', like 'data/rows.csv'")
+            raise ValueError(
+                f"input file name {name!r} must be a relative path without "
+                "'..', like 'data/rows.csv'"
+            )
     encoded = {
         name: base64.b64encode(data.encode() if isinstance(data, str) else data).decode()
         for name, data in (files or {}).items()
@@ -54,9 +63,12 @@ def make_job(code: str, language: str, vars: Mapping[str, Any] | None,
         "vars": dict(vars or {}),
         "files": encoded,
         "limits": {
-            "wall_time": limits.wall_time, "cpu_time": limits.cpu_time,
-            "memory": int(limits.memory), "pids": limits.pids,
-            "output_bytes": int(limits.output_bytes), "open_files": limits.open_files,
+            "wall_time": limits.wall_time,
+            "cpu_time": limits.cpu_time,
+            "memory": int(limits.memory),
+            "pids": limits.pids,
+            "output_bytes": int(limits.output_bytes),
+            "open_files": limits.open_files,
         },
         "file_contents": file_contents,
         **flags,
@@ -78,23 +90,31 @@ def _valid_text(value: Any) -> Any:
     return value
 
 
-def parse_report(raw: bytes, *, backend: str, isolation: str, duration: float,
-                 diagnostics: str = "") -> SandboxResult:
+def parse_report(
+    raw: bytes, *, backend: str, isolation: str, duration: float, diagnostics: str = ""
+) -> SandboxResult:
     """The harness's report as a :class:`SandboxResult`. A harness that died without a
     report (the code killed it, say) gives ``exit_reason="killed"``."""
     try:
         report = _valid_text(json.loads(raw))
         if not isinstance(report, dict) or "exit_reason" not in report:
-            raise ValueError(report.get("harness_error") if isinstance(report, dict)
-                             else "no report")
+            raise ValueError(
+                report.get("harness_error") if isinstance(report, dict) else "no report"
+            )
     except ValueError as exc:
         detail = "the sandbox ended without a report"
         if str(exc) and str(exc) != "no report" and not isinstance(exc, json.JSONDecodeError):
             detail += f": {exc}"
         if diagnostics:
             detail += f" ({diagnostics.strip()[-500:]})"
-        return SandboxResult(exit_code=None, exit_reason="killed", duration=duration,
-                             backend=backend, isolation=isolation, detail=detail)
+        return SandboxResult(
+            exit_code=None,
+            exit_reason="killed",
+            duration=duration,
+            backend=backend,
+            isolation=isolation,
+            detail=detail,
+        )
     result = None
     result_error = report.get("result_error")
     if report.get("result_json") is not None:

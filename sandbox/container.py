@@ -24,8 +24,7 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
-
-from runtime import Limits, SandboxResult
+from dagentic import Limits, SandboxResult
 
 from .common import SANDBOX_ENV, SANDBOX_PYTHON, harness_source, make_job, parse_report
 
@@ -79,8 +78,14 @@ class DockerSandbox:
 
     name = "docker"
 
-    def __init__(self, *, image: str = DEFAULT_IMAGE, limits: Limits | None = None,
-                 pool_size: int = 2, cpus: float = 1.0) -> None:
+    def __init__(
+        self,
+        *,
+        image: str = DEFAULT_IMAGE,
+        limits: Limits | None = None,
+        pool_size: int = 2,
+        cpus: float = 1.0,
+    ) -> None:
         self.image = image
         self.limits = limits or Limits()
         self.pool_size = pool_size
@@ -98,13 +103,18 @@ class DockerSandbox:
 
     # -- public -----------------------------------------------------------------------
 
-    async def run(self, code: str, *, language: str = "python",
-                  vars: Mapping[str, Any] | None = None,
-                  files: Mapping[str, str | bytes] | None = None,
-                  limits: Limits | None = None, file_contents: bool = False) -> SandboxResult:
+    async def run(
+        self,
+        code: str,
+        *,
+        language: str = "python",
+        vars: Mapping[str, Any] | None = None,
+        files: Mapping[str, str | bytes] | None = None,
+        limits: Limits | None = None,
+        file_contents: bool = False,
+    ) -> SandboxResult:
         limits = limits or self.limits
-        job = make_job(code, language, vars, files, limits, file_contents=file_contents,
-                       sweep=True)
+        job = make_job(code, language, vars, files, limits, file_contents=file_contents, sweep=True)
         start = self._last_run = time.monotonic()
         container = None
         if limits == self.limits:
@@ -116,8 +126,12 @@ class DockerSandbox:
         try:
             with anyio.move_on_after(limits.wall_time + GRACE) as deadline:
                 raw, diagnostics = await anyio.to_thread.run_sync(
-                    self._exchange, container, job, int(limits.output_bytes) * 4 + 2**20,
-                    abandon_on_cancel=True)
+                    self._exchange,
+                    container,
+                    job,
+                    int(limits.output_bytes) * 4 + 2**20,
+                    abandon_on_cancel=True,
+                )
             timed_out = deadline.cancelled_caught
         finally:
             # Removed off the caller's path; killing it also ends an abandoned exchange.
@@ -125,11 +139,16 @@ class DockerSandbox:
         duration = time.monotonic() - start
         if timed_out:
             return SandboxResult(
-                exit_code=None, exit_reason="timeout", duration=duration, backend=self.name,
+                exit_code=None,
+                exit_reason="timeout",
+                duration=duration,
+                backend=self.name,
                 isolation=ISOLATION,
-                detail=f"the sandbox did not finish within {limits.wall_time + GRACE:g}s")
-        return parse_report(raw, backend=self.name, isolation=ISOLATION, duration=duration,
-                            diagnostics=diagnostics)
+                detail=f"the sandbox did not finish within {limits.wall_time + GRACE:g}s",
+            )
+        return parse_report(
+            raw, backend=self.name, isolation=ISOLATION, duration=duration, diagnostics=diagnostics
+        )
 
     async def aclose(self) -> None:
         await anyio.to_thread.run_sync(self._close_now)
@@ -158,25 +177,35 @@ class DockerSandbox:
         host_config = api.create_host_config(
             network_mode="none",
             read_only=True,
-            tmpfs={"/work": f"size={int(limits.disk)},mode=1777",
-                   "/tmp": f"size={_TMP_SIZE},mode=1777"},
+            tmpfs={
+                "/work": f"size={int(limits.disk)},mode=1777",
+                "/tmp": f"size={_TMP_SIZE},mode=1777",
+            },
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
             pids_limit=limits.pids + 4,  # the harness and its pipes' readers
             mem_limit=int(limits.memory),
             memswap_limit=int(limits.memory),
             nano_cpus=int(self.cpus * 1e9),
-            ulimits=[Ulimit(name="nofile", soft=limits.open_files + 64,
-                            hard=limits.open_files + 64)],
+            ulimits=[
+                Ulimit(name="nofile", soft=limits.open_files + 64, hard=limits.open_files + 64)
+            ],
             ipc_mode="private",
         )
         command = [SANDBOX_PYTHON, "-I", "-S", "-c", harness_source()]
         if preload:
             command += ["--preload", PRELOAD]
         created = api.create_container(
-            self.image, command=command, user="65534:65534", working_dir="/work",
-            environment=dict(SANDBOX_ENV), hostname="sandbox", stdin_open=True, detach=False,
-            network_disabled=True, labels={LABEL: "1", OWNER_LABEL: _OWNER},
+            self.image,
+            command=command,
+            user="65534:65534",
+            working_dir="/work",
+            environment=dict(SANDBOX_ENV),
+            hostname="sandbox",
+            stdin_open=True,
+            detach=False,
+            network_disabled=True,
+            labels={LABEL: "1", OWNER_LABEL: _OWNER},
             host_config=host_config,
         )
         container = created["Id"]
@@ -192,7 +221,8 @@ class DockerSandbox:
         from docker.utils.socket import frames_iter
 
         sock = self._api.attach_socket(
-            container, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+            container, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
+        )
         raw = getattr(sock, "_sock", sock)
         try:
             raw.sendall(job)
@@ -201,7 +231,7 @@ class DockerSandbox:
             for stream, data in frames_iter(sock, tty=False):
                 target = out if stream == 1 else err
                 if len(target) < cap:
-                    target += data[:cap - len(target)]
+                    target += data[: cap - len(target)]
                 if stream == 1 and b"\n" in data:
                     break  # the report is one line; no need to wait for the container to stop
         finally:
@@ -214,8 +244,9 @@ class DockerSandbox:
         self._doomed.put(container)
         with self._lock:
             if self._remover is None or not self._remover.is_alive():
-                self._remover = threading.Thread(target=self._remove_queued, daemon=True,
-                                                 name="dagentic-sandbox-remover")
+                self._remover = threading.Thread(
+                    target=self._remove_queued, daemon=True, name="dagentic-sandbox-remover"
+                )
                 self._remover.start()
 
     def _remove_queued(self) -> None:
@@ -248,11 +279,11 @@ class DockerSandbox:
         """Start the filler thread if the pool is short. One container is prepared at a
         time, so refills do not crowd out the runs they are meant to speed up."""
         with self._lock:
-            if self._closed or self._filler is not None or \
-                    self._warm.qsize() >= self.pool_size:
+            if self._closed or self._filler is not None or self._warm.qsize() >= self.pool_size:
                 return
-            self._filler = threading.Thread(target=self._fill, daemon=True,
-                                            name="dagentic-sandbox-pool")
+            self._filler = threading.Thread(
+                target=self._fill, daemon=True, name="dagentic-sandbox-pool"
+            )
             self._filler.start()
 
     def _fill(self) -> None:

@@ -23,18 +23,22 @@ import time
 
 # Started with -S (no `site`, 3 ms faster): the system's package dirs by hand.
 _VERSION = "python%d.%d" % sys.version_info[:2]
-for _path in (f"/usr/local/lib/{_VERSION}/dist-packages", "/usr/lib/python3/dist-packages",
-              f"/usr/lib/{_VERSION}/dist-packages"):
+for _path in (
+    f"/usr/local/lib/{_VERSION}/dist-packages",
+    "/usr/lib/python3/dist-packages",
+    f"/usr/lib/{_VERSION}/dist-packages",
+):
     if os.path.isdir(_path) and _path not in sys.path:
         sys.path.append(_path)
 
 MAX_FILES = 100
 DRAIN = 0.5  # seconds to read what is left in the pipes after the code's main process ends
 CGROUP_COUNTERS = {  # (file, key) pairs, cgroup v2 then v1
-    "oom": [("/sys/fs/cgroup/memory.events", "oom_kill"),
-            ("/sys/fs/cgroup/memory/memory.oom_control", "oom_kill")],
-    "pids": [("/sys/fs/cgroup/pids.events", "max"),
-             ("/sys/fs/cgroup/pids/pids.events", "max")],
+    "oom": [
+        ("/sys/fs/cgroup/memory.events", "oom_kill"),
+        ("/sys/fs/cgroup/memory/memory.oom_control", "oom_kill"),
+    ],
+    "pids": [("/sys/fs/cgroup/pids.events", "max"), ("/sys/fs/cgroup/pids/pids.events", "max")],
 }
 
 
@@ -105,8 +109,11 @@ def _child(job, out_w, err_w, status_w):
             if not isinstance(code, int) and code is not None:
                 print(code, file=sys.stderr)
         except BaseException as exc:  # the code's own failure, reported as data
-            status["exception"] = {"type": type(exc).__name__, "message": str(exc)[:2000],
-                                   "errno": getattr(exc, "errno", None)}
+            status["exception"] = {
+                "type": type(exc).__name__,
+                "message": str(exc)[:2000],
+                "errno": getattr(exc, "errno", None),
+            }
             # The code is done: close what it left open (it may have used up every fd).
             os.closerange(3, status_w)
             os.closerange(status_w + 1, limits["open_files"])
@@ -119,8 +126,9 @@ def _child(job, out_w, err_w, status_w):
             try:
                 text = json.dumps(namespace["result"], allow_nan=False)
                 if len(text) > limits["output_bytes"]:
-                    status["result_error"] = "result is larger than %d bytes of JSON" % (
-                        limits["output_bytes"])
+                    status["result_error"] = (
+                        "result is larger than %d bytes of JSON" % (limits["output_bytes"])
+                    )
                 else:
                     status["result"] = text
             except (TypeError, ValueError, RecursionError) as exc:
@@ -158,6 +166,7 @@ def _collect_files(inputs, limit, want_content):
     if not os.listdir("."):
         return files
     import hashlib  # 3 ms to load: only when there are files
+
     for root, dirs, names in os.walk(".", followlinks=False):
         dirs[:] = sorted(d for d in dirs if not os.path.islink(os.path.join(root, d)))
         for name in sorted(names):
@@ -180,7 +189,7 @@ def _collect_files(inputs, limit, want_content):
                         break
                     digest.update(chunk)
                     if want_content and len(content) < limit:
-                        content += chunk[:limit - len(content)]
+                        content += chunk[: limit - len(content)]
                 sha = digest.hexdigest()
             if inputs.get(path) == sha:
                 continue  # an input left as it was
@@ -190,8 +199,7 @@ def _collect_files(inputs, limit, want_content):
                     entry["content"] = bytes(content).decode("utf-8")
                     entry["encoding"] = "utf-8"
                 except UnicodeDecodeError:
-                    entry["content"] = binascii.b2a_base64(bytes(content), newline=False
-                                                           ).decode()
+                    entry["content"] = binascii.b2a_base64(bytes(content), newline=False).decode()
                     entry["encoding"] = "base64"
             files.append(entry)
     return files
@@ -337,26 +345,33 @@ def run(job):
     exit_code = None if signalled else os.WEXITSTATUS(status_code)
     exception = status.get("exception") or {}
     after = {name: _counter(name) for name in CGROUP_COUNTERS}
-    grew = {name: None not in (before[name], after[name]) and after[name] > before[name]
-            for name in CGROUP_COUNTERS}
+    grew = {
+        name: None not in (before[name], after[name]) and after[name] > before[name]
+        for name in CGROUP_COUNTERS
+    }
     if reason is None:
         kind, number = exception.get("type"), exception.get("errno")
         message = exception.get("message", "")
         if grew["oom"] or kind == "MemoryError":
             reason = "oom"
-            detail = "the code ran out of memory (limit {} MiB)".format(
-                limits["memory"] // 2**20)
-        elif grew["pids"] or (kind == "BlockingIOError" and number == errno.EAGAIN) or (
-                kind == "RuntimeError" and "can't start new thread" in message):
-            reason, detail = "pids", "the code hit the limit of %d processes and threads" % (
-                limits["pids"])
-        elif signalled and (os.WTERMSIG(status_code) == signal.SIGXCPU or (
-                os.WTERMSIG(status_code) == signal.SIGKILL and _cpu_used() >= limits["cpu_time"])):
+            detail = "the code ran out of memory (limit {} MiB)".format(limits["memory"] // 2**20)
+        elif (
+            grew["pids"]
+            or (kind == "BlockingIOError" and number == errno.EAGAIN)
+            or (kind == "RuntimeError" and "can't start new thread" in message)
+        ):
+            reason, detail = (
+                "pids",
+                "the code hit the limit of %d processes and threads" % (limits["pids"]),
+            )
+        elif signalled and (
+            os.WTERMSIG(status_code) == signal.SIGXCPU
+            or (os.WTERMSIG(status_code) == signal.SIGKILL and _cpu_used() >= limits["cpu_time"])
+        ):
             reason = "timeout"
             detail = "the CPU-time limit of {:g}s passed".format(limits["cpu_time"])
         elif signalled:
-            reason, detail = "killed", "the code was killed by signal %d" % os.WTERMSIG(
-                status_code)
+            reason, detail = "killed", "the code was killed by signal %d" % os.WTERMSIG(status_code)
         elif exit_code == 0:
             reason = "ok"
         else:

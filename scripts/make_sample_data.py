@@ -26,8 +26,8 @@ from typing import Any, TypeVar
 SEED = 20250101
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "plugins" / "sql" / "sample_data"
 
-FIRST_DAY = date(2025, 1, 1)   # orders span 2025Q1 ..
-LAST_DAY = date(2026, 9, 30)   # .. 2026Q3
+FIRST_DAY = date(2025, 1, 1)  # orders span 2025Q1 ..
+LAST_DAY = date(2026, 9, 30)  # .. 2026Q3
 PENDING_FROM = date(2026, 9, 10)  # orders after this may still be pending
 
 REGIONS = [  # region_id, name, manager
@@ -40,39 +40,146 @@ REGIONS = [  # region_id, name, manager
 
 # category -> products (name, unit price in cents)
 CATALOG: dict[str, list[tuple[str, int]]] = {
-    "widgets": [("Basic Widget", 499), ("Widget Pro", 1299), ("Mini Widget", 349),
-                ("Widget XL", 1899), ("Steel Widget", 999), ("Widget Kit", 2499),
-                ("Eco Widget", 799)],
-    "gadgets": [("Pocket Gadget", 2999), ("Gadget Hub", 8999), ("Smart Gadget", 11999),
-                ("Travel Gadget", 4499), ("Gadget Dock", 5999), ("Solar Gadget", 7499),
-                ("Gadget Lite", 3499)],
-    "tools": [("Claw Hammer", 1899), ("Screwdriver Set", 2499), ("Cordless Drill", 7999),
-              ("Tape Measure", 999), ("Socket Wrench Set", 4599), ("Utility Knife", 799),
-              ("Level 24in", 1599)],
-    "electronics": [("USB-C Charger", 2499), ("Bluetooth Speaker", 5999),
-                    ("Wireless Earbuds", 7999), ("Smart Plug", 1999), ("HD Webcam", 4999),
-                    ("Power Bank", 3499), ("Noise-Cancelling Headphones", 19999)],
-    "garden": [("Garden Hose 50ft", 3499), ("Pruning Shears", 1799), ("Seed Starter Kit", 1299),
-               ("Watering Can", 1499), ("Raised Bed Frame", 8999), ("Compost Bin", 5499)],
-    "office": [("Ballpoint Pens 12pk", 599), ("Desk Organizer", 1899), ("Notebook A5", 449),
-               ("Ergonomic Mouse", 2999), ("Monitor Stand", 3999), ("Stapler", 1099)],
+    "widgets": [
+        ("Basic Widget", 499),
+        ("Widget Pro", 1299),
+        ("Mini Widget", 349),
+        ("Widget XL", 1899),
+        ("Steel Widget", 999),
+        ("Widget Kit", 2499),
+        ("Eco Widget", 799),
+    ],
+    "gadgets": [
+        ("Pocket Gadget", 2999),
+        ("Gadget Hub", 8999),
+        ("Smart Gadget", 11999),
+        ("Travel Gadget", 4499),
+        ("Gadget Dock", 5999),
+        ("Solar Gadget", 7499),
+        ("Gadget Lite", 3499),
+    ],
+    "tools": [
+        ("Claw Hammer", 1899),
+        ("Screwdriver Set", 2499),
+        ("Cordless Drill", 7999),
+        ("Tape Measure", 999),
+        ("Socket Wrench Set", 4599),
+        ("Utility Knife", 799),
+        ("Level 24in", 1599),
+    ],
+    "electronics": [
+        ("USB-C Charger", 2499),
+        ("Bluetooth Speaker", 5999),
+        ("Wireless Earbuds", 7999),
+        ("Smart Plug", 1999),
+        ("HD Webcam", 4999),
+        ("Power Bank", 3499),
+        ("Noise-Cancelling Headphones", 19999),
+    ],
+    "garden": [
+        ("Garden Hose 50ft", 3499),
+        ("Pruning Shears", 1799),
+        ("Seed Starter Kit", 1299),
+        ("Watering Can", 1499),
+        ("Raised Bed Frame", 8999),
+        ("Compost Bin", 5499),
+    ],
+    "office": [
+        ("Ballpoint Pens 12pk", 599),
+        ("Desk Organizer", 1899),
+        ("Notebook A5", 449),
+        ("Ergonomic Mouse", 2999),
+        ("Monitor Stand", 3999),
+        ("Stapler", 1099),
+    ],
 }
 
 SEGMENT_QUANTITY = {"consumer": (1, 3), "business": (2, 8), "enterprise": (5, 20)}
 SEGMENT_DISCOUNT_PCT = {"consumer": 0, "business": 0, "enterprise": 10}
 
-FIRST_NAMES = ["Alex", "Bea", "Carlos", "Dana", "Eli", "Farah", "Gus", "Hana", "Ivan", "Jade",
-               "Kofi", "Lena", "Milo", "Nadia", "Omar", "Pia", "Quinn", "Rosa", "Sami", "Tara",
-               "Uma", "Victor", "Wen", "Yara", "Zane"]
-LAST_NAMES = ["Abbott", "Baker", "Chen", "Diaz", "Evans", "Fischer", "Garcia", "Haddad",
-              "Ito", "Jensen", "Kowalski", "Lopez", "Moreau", "Nguyen", "Okafor", "Patel",
-              "Quist", "Rossi", "Silva", "Turner"]
-COMPANY_WORDS = ["Acme", "Blue Harbor", "Cedar", "Delta", "Evergreen", "Foxglove", "Granite",
-                 "Harbor Light", "Ironwood", "Juniper", "Keystone", "Lakeside", "Maple",
-                 "Northstar", "Oakridge", "Pinecrest", "Quarry", "Redwood", "Summit",
-                 "Tidewater"]
-COMPANY_KINDS = ["Supply", "Builders", "Logistics", "Foods", "Labs", "Outfitters", "Studios",
-                 "Holdings", "Systems", "Traders"]
+FIRST_NAMES = [
+    "Alex",
+    "Bea",
+    "Carlos",
+    "Dana",
+    "Eli",
+    "Farah",
+    "Gus",
+    "Hana",
+    "Ivan",
+    "Jade",
+    "Kofi",
+    "Lena",
+    "Milo",
+    "Nadia",
+    "Omar",
+    "Pia",
+    "Quinn",
+    "Rosa",
+    "Sami",
+    "Tara",
+    "Uma",
+    "Victor",
+    "Wen",
+    "Yara",
+    "Zane",
+]
+LAST_NAMES = [
+    "Abbott",
+    "Baker",
+    "Chen",
+    "Diaz",
+    "Evans",
+    "Fischer",
+    "Garcia",
+    "Haddad",
+    "Ito",
+    "Jensen",
+    "Kowalski",
+    "Lopez",
+    "Moreau",
+    "Nguyen",
+    "Okafor",
+    "Patel",
+    "Quist",
+    "Rossi",
+    "Silva",
+    "Turner",
+]
+COMPANY_WORDS = [
+    "Acme",
+    "Blue Harbor",
+    "Cedar",
+    "Delta",
+    "Evergreen",
+    "Foxglove",
+    "Granite",
+    "Harbor Light",
+    "Ironwood",
+    "Juniper",
+    "Keystone",
+    "Lakeside",
+    "Maple",
+    "Northstar",
+    "Oakridge",
+    "Pinecrest",
+    "Quarry",
+    "Redwood",
+    "Summit",
+    "Tidewater",
+]
+COMPANY_KINDS = [
+    "Supply",
+    "Builders",
+    "Logistics",
+    "Foods",
+    "Labs",
+    "Outfitters",
+    "Studios",
+    "Holdings",
+    "Systems",
+    "Traders",
+]
 
 T = TypeVar("T")
 
@@ -130,8 +237,14 @@ def make_products() -> list[dict[str, Any]]:
     products = []
     for category, items in CATALOG.items():
         for name, cents in items:
-            products.append({"product_id": len(products) + 1, "name": name,
-                             "category": category, "unit_price": cents})
+            products.append(
+                {
+                    "product_id": len(products) + 1,
+                    "name": name,
+                    "category": category,
+                    "unit_price": cents,
+                }
+            )
     return products
 
 
@@ -162,9 +275,16 @@ def make_customers(dice: Dice) -> list[dict[str, Any]]:
             if name not in used:
                 used.add(name)
                 break
-        customers.append({"customer_id": len(customers) + 1, "name": name,
-                          "region_id": region_id[region], "region": region,
-                          "segment": segment, "signup_date": signup})
+        customers.append(
+            {
+                "customer_id": len(customers) + 1,
+                "name": name,
+                "region_id": region_id[region],
+                "region": region,
+                "segment": segment,
+                "signup_date": signup,
+            }
+        )
     return customers
 
 
@@ -199,12 +319,18 @@ def make_orders(dice: Dice, customers: list[dict[str, Any]]) -> list[dict[str, A
         eligible = bisect.bisect_left(signups, day)  # signed up strictly before the order
         drafts.append((day, customers[dice.index(cumulative, eligible)]["customer_id"]))
     drafts.sort()
-    return [{"order_id": i + 1, "customer_id": cid, "order_date": day}
-            for i, (day, cid) in enumerate(drafts)]
+    return [
+        {"order_id": i + 1, "customer_id": cid, "order_date": day}
+        for i, (day, cid) in enumerate(drafts)
+    ]
 
 
-def make_sales(dice: Dice, orders: list[dict[str, Any]], customers: list[dict[str, Any]],
-               products: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def make_sales(
+    dice: Dice,
+    orders: list[dict[str, Any]],
+    customers: list[dict[str, Any]],
+    products: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
     """One to four lines per order, distinct products; gadgets gain share every quarter.
     Also decides each order's status: electronics orders are refunded far more often."""
     by_category: dict[str, list[dict[str, Any]]] = {}
@@ -230,9 +356,16 @@ def make_sales(dice: Dice, orders: list[dict[str, Any]], customers: list[dict[st
             quantity = dice.between(lo, hi)
             gross = quantity * product["unit_price"]
             cents = (gross * (100 - discount) + 50) // 100  # half up, in whole cents
-            sales.append({"order_id": order["order_id"], "product_id": product["product_id"],
-                          "region": buyer["region"], "quarter": quarter_of(order["order_date"]),
-                          "quantity": quantity, "amount": cents})
+            sales.append(
+                {
+                    "order_id": order["order_id"],
+                    "product_id": product["product_id"],
+                    "region": buyer["region"],
+                    "quarter": quarter_of(order["order_date"]),
+                    "quantity": quantity,
+                    "amount": cents,
+                }
+            )
 
         has_electronics = any(p["category"] == "electronics" for p in chosen)
         if order["order_date"] > PENDING_FROM and dice.chance(0.7):
@@ -262,18 +395,44 @@ def generate(out: Path) -> dict[str, int]:
     out.mkdir(parents=True, exist_ok=True)
     tables = {
         "regions.csv": (["region_id", "name", "manager"], [list(r) for r in REGIONS]),
-        "products.csv": (["product_id", "name", "category", "unit_price"],
-                         [[p["product_id"], p["name"], p["category"], money(p["unit_price"])]
-                          for p in products]),
-        "customers.csv": (["customer_id", "name", "region_id", "segment", "signup_date"],
-                          [[c["customer_id"], c["name"], c["region_id"], c["segment"],
-                            c["signup_date"].isoformat()] for c in customers]),
-        "orders.csv": (["order_id", "customer_id", "order_date", "status"],
-                       [[o["order_id"], o["customer_id"], o["order_date"].isoformat(),
-                         o["status"]] for o in orders]),
-        "sales.csv": (["order_id", "product_id", "region", "quarter", "quantity", "amount"],
-                      [[s["order_id"], s["product_id"], s["region"], s["quarter"],
-                        s["quantity"], money(s["amount"])] for s in sales]),
+        "products.csv": (
+            ["product_id", "name", "category", "unit_price"],
+            [[p["product_id"], p["name"], p["category"], money(p["unit_price"])] for p in products],
+        ),
+        "customers.csv": (
+            ["customer_id", "name", "region_id", "segment", "signup_date"],
+            [
+                [
+                    c["customer_id"],
+                    c["name"],
+                    c["region_id"],
+                    c["segment"],
+                    c["signup_date"].isoformat(),
+                ]
+                for c in customers
+            ],
+        ),
+        "orders.csv": (
+            ["order_id", "customer_id", "order_date", "status"],
+            [
+                [o["order_id"], o["customer_id"], o["order_date"].isoformat(), o["status"]]
+                for o in orders
+            ],
+        ),
+        "sales.csv": (
+            ["order_id", "product_id", "region", "quarter", "quantity", "amount"],
+            [
+                [
+                    s["order_id"],
+                    s["product_id"],
+                    s["region"],
+                    s["quarter"],
+                    s["quantity"],
+                    money(s["amount"]),
+                ]
+                for s in sales
+            ],
+        ),
     }
     for name, (header, rows) in tables.items():
         write_csv(out / name, header, rows)
@@ -282,8 +441,12 @@ def generate(out: Path) -> dict[str, int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                        help=f"directory to write the CSV files into (default: {DEFAULT_OUT})")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help=f"directory to write the CSV files into (default: {DEFAULT_OUT})",
+    )
     args = parser.parse_args(argv)
     counts = generate(args.out)
     for name, count in counts.items():

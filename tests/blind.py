@@ -7,11 +7,12 @@ import os
 import tempfile
 from typing import Any
 
-from runtime import Settings
+from dagentic import Settings
 
 # Every run is traced to a JSONL file by default: keep this session's out of the checkout.
-RUNS_DIR = os.environ.setdefault("DAGENTIC_RUNS_DIR",
-                                 tempfile.mkdtemp(prefix="dagentic-test-runs-"))
+RUNS_DIR = os.environ.setdefault(
+    "DAGENTIC_RUNS_DIR", tempfile.mkdtemp(prefix="dagentic-test-runs-")
+)
 
 
 def blind_settings(**values: Any) -> Settings:

@@ -9,8 +9,8 @@ import anyio
 import anyio.from_thread
 import pytest
 import structlog
+from dagentic import Settings, ToolError, ToolRegistry, load_tools, tool
 
-from runtime import Settings, ToolError, ToolRegistry, load_tools, tool
 from tests.blind import blind_settings
 
 

@@ -86,14 +86,20 @@ def decode_spans(request: trace_service_pb2.ExportTraceServiceRequest) -> list[S
         resource = attributes(resource_spans.resource.attributes)
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
-                spans.append(SpanRecord(
-                    name=span.name, trace_id=span.trace_id.hex(), span_id=span.span_id.hex(),
-                    parent_span_id=span.parent_span_id.hex(),
-                    attributes=attributes(span.attributes),
-                    status_code=trace_pb2.Status.StatusCode.Name(span.status.code),
-                    status_message=span.status.message, resource=resource,
-                    scope=scope_spans.scope.name,
-                    events=[(e.name, attributes(e.attributes)) for e in span.events]))
+                spans.append(
+                    SpanRecord(
+                        name=span.name,
+                        trace_id=span.trace_id.hex(),
+                        span_id=span.span_id.hex(),
+                        parent_span_id=span.parent_span_id.hex(),
+                        attributes=attributes(span.attributes),
+                        status_code=trace_pb2.Status.StatusCode.Name(span.status.code),
+                        status_message=span.status.message,
+                        resource=resource,
+                        scope=scope_spans.scope.name,
+                        events=[(e.name, attributes(e.attributes)) for e in span.events],
+                    )
+                )
     return spans
 
 
@@ -109,13 +115,22 @@ def decode_points(request: metrics_service_pb2.ExportMetricsServiceRequest) -> l
                 for p in getattr(metric, kind).data_points:
                     value = count = total = None
                     if kind in ("sum", "gauge"):
-                        value = getattr(p, p.WhichOneof("value")) if p.WhichOneof("value") \
-                            else None
+                        value = getattr(p, p.WhichOneof("value")) if p.WhichOneof("value") else None
                     else:
                         count, total = p.count, p.sum
-                    points.append(Point(metric.name, kind, attributes(p.attributes), value,
-                                        count, total, resource, p.start_time_unix_nano,
-                                        p.time_unix_nano))
+                    points.append(
+                        Point(
+                            metric.name,
+                            kind,
+                            attributes(p.attributes),
+                            value,
+                            count,
+                            total,
+                            resource,
+                            p.start_time_unix_nano,
+                            p.time_unix_nano,
+                        )
+                    )
     return points
 
 
@@ -151,16 +166,30 @@ class Receiver:
 
     # -- recording (from server threads) ------------------------------------------------
 
-    def _got_traces(self, request: trace_service_pb2.ExportTraceServiceRequest,
-                    headers: dict[str, str], call: str) -> None:
+    def _got_traces(
+        self,
+        request: trace_service_pb2.ExportTraceServiceRequest,
+        headers: dict[str, str],
+        call: str,
+    ) -> None:
         self._record(call, headers, spans=decode_spans(request))
 
-    def _got_metrics(self, request: metrics_service_pb2.ExportMetricsServiceRequest,
-                     headers: dict[str, str], call: str) -> None:
+    def _got_metrics(
+        self,
+        request: metrics_service_pb2.ExportMetricsServiceRequest,
+        headers: dict[str, str],
+        call: str,
+    ) -> None:
         self._record(call, headers, points=decode_points(request))
 
-    def _record(self, call: str, headers: dict[str, str], *,
-                spans: Iterable[SpanRecord] = (), points: Iterable[Point] = ()) -> None:
+    def _record(
+        self,
+        call: str,
+        headers: dict[str, str],
+        *,
+        spans: Iterable[SpanRecord] = (),
+        points: Iterable[Point] = (),
+    ) -> None:
         with self._changed:
             self.calls.append(call)
             self.headers.append(headers)
@@ -202,12 +231,18 @@ class _Handler(BaseHTTPRequestHandler):
     server: _HttpServer
 
     def do_POST(self) -> None:
-        routes = {"/v1/traces": (trace_service_pb2.ExportTraceServiceRequest,
-                                 trace_service_pb2.ExportTraceServiceResponse,
-                                 self.server.receiver._got_traces),
-                  "/v1/metrics": (metrics_service_pb2.ExportMetricsServiceRequest,
-                                  metrics_service_pb2.ExportMetricsServiceResponse,
-                                  self.server.receiver._got_metrics)}
+        routes = {
+            "/v1/traces": (
+                trace_service_pb2.ExportTraceServiceRequest,
+                trace_service_pb2.ExportTraceServiceResponse,
+                self.server.receiver._got_traces,
+            ),
+            "/v1/metrics": (
+                metrics_service_pb2.ExportMetricsServiceRequest,
+                metrics_service_pb2.ExportMetricsServiceResponse,
+                self.server.receiver._got_metrics,
+            ),
+        }
         body = self._body()
         route = routes.get(self.path)
         if route is None:
@@ -278,9 +313,12 @@ class HttpReceiver(Receiver):
     def start(self) -> HttpReceiver:
         self._server = _HttpServer((HOST, 0), _Handler)
         self._server.receiver = self
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05},
-                                        name="otlp-http-receiver", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="otlp-http-receiver",
+            daemon=True,
+        )
         self._thread.start()
         return self
 
@@ -311,8 +349,10 @@ class _MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):
 
 
 def _metadata(context: grpc.ServicerContext) -> dict[str, str]:
-    return {k.lower(): v if isinstance(v, str) else v.decode("latin-1")
-            for k, v in context.invocation_metadata()}
+    return {
+        k.lower(): v if isinstance(v, str) else v.decode("latin-1")
+        for k, v in context.invocation_metadata()
+    }
 
 
 class GrpcReceiver(Receiver):
@@ -329,10 +369,10 @@ class GrpcReceiver(Receiver):
 
     def start(self) -> GrpcReceiver:
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(self),
-                                                                  self._server)
-        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(_MetricsService(self),
-                                                                      self._server)
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(self), self._server)
+        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(
+            _MetricsService(self), self._server
+        )
         self.port = self._server.add_insecure_port(f"{HOST}:0")
         self._server.start()
         return self

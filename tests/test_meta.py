@@ -11,14 +11,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from dagentic import PlanError, ToolRegistry, load_plan, load_tools
 
-from runtime import PlanError, ToolRegistry, load_plan, load_tools
 from tests.blind import RUNS_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 PLANS = sorted((ROOT / "plans").glob("*.yaml"))
-EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.py")
-                  if not p.name.startswith("sandbox_"))
+EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.py") if not p.name.startswith("sandbox_"))
 SNIPPETS = sorted((ROOT / "examples").glob("sandbox_*.py"))  # for `dagentic sandbox run`
 DAGENTIC = Path(sys.executable).parent / "dagentic"
 
@@ -41,8 +40,7 @@ def test_repository_has_plans_and_examples() -> None:
 
 
 @pytest.mark.parametrize("path", PLANS, ids=_ids(PLANS))
-def test_plan_validates_with_the_installed_tools(path: Path,
-                                                 installed_tools: ToolRegistry) -> None:
+def test_plan_validates_with_the_installed_tools(path: Path, installed_tools: ToolRegistry) -> None:
     try:
         compiled = load_plan(path, installed_tools)
     except PlanError as exc:
@@ -55,11 +53,19 @@ def test_plan_validates_with_the_installed_tools(path: Path,
 def test_example_runs(path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DAGENTIC_")}
     env["DAGENTIC_RUNS_DIR"] = RUNS_DIR  # defaults otherwise, but no traces in the checkout
-    done = subprocess.run([sys.executable, str(path)], capture_output=True, text=True,
-                          cwd=ROOT, env=env, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, str(path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, (
         f"{path.relative_to(ROOT)} exited {done.returncode}\n"
-        f"--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}")
+        f"--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
+    )
 
 
 @pytest.mark.slow
@@ -67,10 +73,17 @@ def test_example_runs(path: Path) -> None:
 @pytest.mark.parametrize("path", SNIPPETS, ids=_ids(SNIPPETS))
 def test_sandbox_snippet_runs_in_each_backend(path: Path, backend: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DAGENTIC_")}
-    done = subprocess.run([str(DAGENTIC), "sandbox", "run", "--backend", backend, str(path)],
-                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=120,
-                          check=False)
+    done = subprocess.run(
+        [str(DAGENTIC), "sandbox", "run", "--backend", backend, str(path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, (
         f"{path.relative_to(ROOT)} exited {done.returncode} on {backend}\n"
-        f"--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}")
+        f"--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
+    )
     assert f"backend={backend}" in done.stderr

@@ -1,4 +1,4 @@
-"""The public API: ``runtime.__all__`` is pinned, and every public module declares its own."""
+"""The public API: ``dagentic.__all__`` is pinned, and every public module declares its own."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ import subprocess
 import sys
 import textwrap
 
+import dagentic
 import pytest
-
-import runtime
 
 PUBLIC_API = [
     "Agent",
@@ -105,7 +104,7 @@ PUBLIC_API = [
 
 def _public_modules() -> list[str]:
     names = []
-    for info in pkgutil.walk_packages(runtime.__path__, prefix="runtime."):
+    for info in pkgutil.walk_packages(dagentic.__path__, prefix="dagentic."):
         if not any(part.startswith("_") for part in info.name.split(".")):
             names.append(info.name)
     return sorted(names)
@@ -116,26 +115,26 @@ PUBLIC_MODULES = _public_modules()
 
 def test_public_api_is_exactly_the_pinned_list() -> None:
     # Adding or removing a public name is a decision: update PUBLIC_API with it.
-    assert sorted(runtime.__all__) == PUBLIC_API
-    assert len(set(runtime.__all__)) == len(runtime.__all__), "duplicates in __all__"
+    assert sorted(dagentic.__all__) == PUBLIC_API
+    assert len(set(dagentic.__all__)) == len(dagentic.__all__), "duplicates in __all__"
 
 
 @pytest.mark.parametrize("name", PUBLIC_API)
-def test_public_name_is_importable_from_runtime(name: str) -> None:
+def test_public_name_is_importable_from_dagentic(name: str) -> None:
     namespace: dict[str, object] = {}
-    exec(f"from runtime import {name}", namespace)  # the import a user writes
-    assert namespace[name] is getattr(runtime, name)
+    exec(f"from dagentic import {name}", namespace)  # the import a user writes
+    assert namespace[name] is getattr(dagentic, name)
 
 
 def test_star_import_gives_exactly_the_public_api() -> None:
     namespace: dict[str, object] = {}
-    exec("from runtime import *", namespace)
+    exec("from dagentic import *", namespace)
     assert sorted(k for k in namespace if k != "__builtins__") == PUBLIC_API
 
 
-def test_runtime_has_public_modules() -> None:
-    assert "runtime.plan" in PUBLIC_MODULES
-    assert "runtime.graph" in PUBLIC_MODULES
+def test_dagentic_has_public_modules() -> None:
+    assert "dagentic.plan" in PUBLIC_MODULES
+    assert "dagentic.graph" in PUBLIC_MODULES
 
 
 @pytest.mark.parametrize("module_name", PUBLIC_MODULES)
@@ -153,11 +152,12 @@ def test_importing_runtime_has_no_side_effects() -> None:
     code = textwrap.dedent("""\
         import sys
         import structlog
-        import runtime
+        import dagentic
         loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("plugins", "sandbox"))
         print(loaded, structlog.is_configured())
         """)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout == "[] False\n"

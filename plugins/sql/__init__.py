@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import anyio.to_thread
+from dagentic import PolicyBlockedError, Settings, ToolContext, ToolError, hookimpl, tool
+from dagentic.settings import SqlSettings, SqlSource
 from pydantic import Field, JsonValue
-
-from runtime import PolicyBlockedError, Settings, ToolContext, ToolError, hookimpl, tool
-from runtime.settings import SqlSettings, SqlSource
 
 from .engine import SqlEngine
 from .guard import check_sql
@@ -40,8 +39,14 @@ async def engine_for(settings: Any, source: str | None = None) -> SqlEngine:
         sources = {_source_name(path): SqlSource(path=path)}
     else:
         sources = config.sources or {"sample": SqlSource(path=SAMPLE_DATA)}
-    key = json.dumps([{n: s.model_dump(mode="json") for n, s in sources.items()},
-                      config.memory_limit, config.threads], sort_keys=True)
+    key = json.dumps(
+        [
+            {n: s.model_dump(mode="json") for n, s in sources.items()},
+            config.memory_limit,
+            config.threads,
+        ],
+        sort_keys=True,
+    )
     engine = _ENGINES.get(key)
     if engine is not None:
         return engine
@@ -49,8 +54,9 @@ async def engine_for(settings: Any, source: str | None = None) -> SqlEngine:
     def create() -> SqlEngine:
         with _CREATING:
             if key not in _ENGINES:
-                _ENGINES[key] = SqlEngine(sources, memory_limit=config.memory_limit,
-                                          threads=config.threads)
+                _ENGINES[key] = SqlEngine(
+                    sources, memory_limit=config.memory_limit, threads=config.threads
+                )
             return _ENGINES[key]
 
     return await anyio.to_thread.run_sync(create)
@@ -69,7 +75,8 @@ def _allowed(source: str, roots: list[Path]) -> Path:
     raise PolicyBlockedError(
         f"sql: refused: source {source!r} is outside the folders plans may read "
         f"(sql.allowed_roots: {shown}); add its folder to that setting to allow it",
-        source=source)
+        source=source,
+    )
 
 
 def _source_name(path: Path) -> str:
@@ -78,10 +85,14 @@ def _source_name(path: Path) -> str:
 
 
 @tool(name="sql.query", side_effects="read")
-async def query(sql: str, context: ToolContext, dialect: str = "duckdb",
-                params: list[JsonValue] | None = None,
-                limit: Annotated[int, Field(ge=1)] | None = None,
-                source: str | None = None) -> dict[str, Any]:
+async def query(
+    sql: str,
+    context: ToolContext,
+    dialect: str = "duckdb",
+    params: list[JsonValue] | None = None,
+    limit: Annotated[int, Field(ge=1)] | None = None,
+    source: str | None = None,
+) -> dict[str, Any]:
     """Run one read-only SQL query (SELECT, WITH, UNION, VALUES, DESCRIBE, SHOW) over the
     configured tables and return its columns and rows (as objects by column name).
 
@@ -101,19 +112,26 @@ async def query(sql: str, context: ToolContext, dialect: str = "duckdb",
     settings = context.settings if context.settings is not None else Settings()
     config: SqlSettings = settings.sql
     engine = await engine_for(settings, source)
-    guarded = check_sql(sql, dialect=dialect, tables=engine.tables, writable=engine.writable,
-                        table_functions=engine.table_functions)
+    guarded = check_sql(
+        sql,
+        dialect=dialect,
+        tables=engine.tables,
+        writable=engine.writable,
+        table_functions=engine.table_functions,
+    )
     max_rows = min(limit, config.max_rows) if limit else config.max_rows
-    result = await engine.run(guarded.sql, params, max_rows=max_rows,
-                              max_bytes=config.max_bytes, timeout=config.timeout)
+    result = await engine.run(
+        guarded.sql, params, max_rows=max_rows, max_bytes=config.max_bytes, timeout=config.timeout
+    )
     if guarded.writes:
         result["side_effects"] = {"statement": guarded.kind, "tables": list(guarded.writes)}
     return result
 
 
 @tool(name="sql.schema", side_effects="read", planning_context=True)
-async def schema(context: ToolContext, sample_rows: int = 3, source: str | None = None
-                 ) -> dict[str, Any]:
+async def schema(
+    context: ToolContext, sample_rows: int = 3, source: str | None = None
+) -> dict[str, Any]:
     """Describe the tables sql.query can read: columns with types, row counts and a few
     sample rows.
 

@@ -25,8 +25,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import duckdb
-
-from runtime import (
+from dagentic import (
     InvalidArgsError,
     PolicyBlockedError,
     ResourceLimitError,
@@ -36,37 +35,50 @@ from runtime import (
 
 __all__ = ["SqlEngine", "to_json_value"]
 
-FILE_KINDS = {".csv": "read_csv_auto", ".tsv": "read_csv_auto", ".parquet": "read_parquet",
-              ".json": "read_json_auto", ".ndjson": "read_json_auto", ".jsonl": "read_json_auto"}
+FILE_KINDS = {
+    ".csv": "read_csv_auto",
+    ".tsv": "read_csv_auto",
+    ".parquet": "read_parquet",
+    ".json": "read_json_auto",
+    ".ndjson": "read_json_auto",
+    ".jsonl": "read_json_auto",
+}
 DB_SUFFIXES = (".duckdb", ".db")
 
 
 class SqlEngine:
     """One hardened DuckDB connection over a set of named sources."""
 
-    def __init__(self, sources: dict[str, Any], *, memory_limit: str = "512MB",
-                 threads: int = 2) -> None:
+    def __init__(
+        self, sources: dict[str, Any], *, memory_limit: str = "512MB", threads: int = 2
+    ) -> None:
         self.sources = sources
         self.writable: set[str] = set()
         self.tables: dict[str, str] = {}  # lower-case name -> source name
         self.relations: dict[str, str] = {}  # short name -> SQL that names it exactly
         self._search_path: str | None = None
         self.connection = self._connect(memory_limit, threads)
-        self.table_functions = {name for (name,) in self.connection.execute(
-            "SELECT DISTINCT function_name FROM duckdb_functions() "
-            "WHERE function_type IN ('table', 'table_macro') EXCEPT SELECT function_name "
-            "FROM duckdb_functions() WHERE function_type NOT IN ('table', 'table_macro')"
-            ).fetchall()}
+        self.table_functions = {
+            name
+            for (name,) in self.connection.execute(
+                "SELECT DISTINCT function_name FROM duckdb_functions() "
+                "WHERE function_type IN ('table', 'table_macro') EXCEPT SELECT function_name "
+                "FROM duckdb_functions() WHERE function_type NOT IN ('table', 'table_macro')"
+            ).fetchall()
+        }
 
     # -- setup ------------------------------------------------------------------------
 
     def _connect(self, memory_limit: str, threads: int) -> duckdb.DuckDBPyConnection:
-        con = duckdb.connect(":memory:", config={
-            "autoinstall_known_extensions": False,
-            "autoload_known_extensions": False,
-            "memory_limit": memory_limit,
-            "threads": threads,
-        })
+        con = duckdb.connect(
+            ":memory:",
+            config={
+                "autoinstall_known_extensions": False,
+                "autoload_known_extensions": False,
+                "memory_limit": memory_limit,
+                "threads": threads,
+            },
+        )
         allowed: list[str] = []
         attached: list[str] = []
         for name, source in self.sources.items():
@@ -77,8 +89,9 @@ class SqlEngine:
             con.execute("SET allowed_paths = ?", [allowed])
         # A DuckDB source's tables are readable by their short names too. search_path is
         # per connection, so every cursor sets it (it may, with the configuration locked).
-        self._search_path = (f"SET search_path = {_literal(','.join(['main', *attached]))}"
-                             if attached else None)
+        self._search_path = (
+            f"SET search_path = {_literal(','.join(['main', *attached]))}" if attached else None
+        )
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
         return con
@@ -86,13 +99,15 @@ class SqlEngine:
     def _register(self, con: duckdb.DuckDBPyConnection, name: str, source: Any) -> list[str]:
         path = Path(source.path).expanduser().resolve()
         if not path.exists():
-            raise ToolError(f"sql: source {name!r}: {path} does not exist; fix the sql.sources "
-                            "setting")
+            raise ToolError(
+                f"sql: source {name!r}: {path} does not exist; fix the sql.sources setting"
+            )
         if path.is_dir():
             files = sorted(p for p in path.iterdir() if p.suffix.lower() in FILE_KINDS)
             if not files:
-                raise ToolError(f"sql: source {name!r}: {path} holds no .csv, .parquet or "
-                                ".json files")
+                raise ToolError(
+                    f"sql: source {name!r}: {path} holds no .csv, .parquet or .json files"
+                )
             for file in files:
                 self._view(con, file.stem, file, name)
             return [str(f) for f in files]
@@ -100,8 +115,8 @@ class SqlEngine:
             mode = "" if source.allow_write else " (READ_ONLY)"
             con.execute(f"ATTACH {_literal(str(path))} AS {_ident(name)}{mode}")
             for (table,) in con.execute(
-                    "SELECT table_name FROM duckdb_tables() WHERE database_name = ?",
-                    [name]).fetchall():
+                "SELECT table_name FROM duckdb_tables() WHERE database_name = ?", [name]
+            ).fetchall():
                 self.tables[f"{name}.{table}".lower()] = name
                 self.tables.setdefault(table.lower(), name)
                 self.relations.setdefault(table.lower(), f"{_ident(name)}.{_ident(table)}")
@@ -113,23 +128,27 @@ class SqlEngine:
         if path.suffix.lower() in FILE_KINDS:
             self._view(con, name, path, name)
             return [str(path)]
-        raise ToolError(f"sql: source {name!r}: {path.name} is not a .duckdb, .csv, .parquet "
-                        "or .json file, nor a folder of them")
+        raise ToolError(
+            f"sql: source {name!r}: {path.name} is not a .duckdb, .csv, .parquet "
+            "or .json file, nor a folder of them"
+        )
 
     def _view(self, con: duckdb.DuckDBPyConnection, view: str, file: Path, source: str) -> None:
         reader = FILE_KINDS[file.suffix.lower()]
         if view.lower() in self.tables:
-            raise ToolError(f"sql: source {source!r}: table {view!r} is already defined by "
-                            f"source {self.tables[view.lower()]!r}")
-        con.execute(f"CREATE VIEW {_ident(view)} AS SELECT * FROM {reader}"
-                    f"({_literal(str(file))})")
+            raise ToolError(
+                f"sql: source {source!r}: table {view!r} is already defined by "
+                f"source {self.tables[view.lower()]!r}"
+            )
+        con.execute(f"CREATE VIEW {_ident(view)} AS SELECT * FROM {reader}({_literal(str(file))})")
         self.tables[view.lower()] = source
         self.relations[view.lower()] = _ident(view)
 
     # -- queries ----------------------------------------------------------------------
 
-    async def run(self, sql: str, params: list[Any] | None, *, max_rows: int, max_bytes: int,
-                  timeout: float) -> dict[str, Any]:
+    async def run(
+        self, sql: str, params: list[Any] | None, *, max_rows: int, max_bytes: int, timeout: float
+    ) -> dict[str, Any]:
         """Run one (already guarded) statement; rows as JSON-safe dicts."""
         cursor = self._cursor()
         done = threading.Event()
@@ -143,18 +162,27 @@ class SqlEngine:
         start = time.monotonic()
         try:
             return await anyio.to_thread.run_sync(
-                self._fetch, cursor, sql, params, max_rows, max_bytes)
+                self._fetch, cursor, sql, params, max_rows, max_bytes
+            )
         except duckdb.InterruptException as exc:
-            raise StepTimeoutError(f"sql.query: the query did not finish within {timeout:g}s "
-                                   "and was interrupted", timeout=timeout) from exc
+            raise StepTimeoutError(
+                f"sql.query: the query did not finish within {timeout:g}s and was interrupted",
+                timeout=timeout,
+            ) from exc
         finally:
             done.set()
             cursor.close()
             if time.monotonic() - start >= timeout:
                 watchdog.join(timeout=1)
 
-    def _fetch(self, cursor: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None,
-               max_rows: int, max_bytes: int) -> dict[str, Any]:
+    def _fetch(
+        self,
+        cursor: duckdb.DuckDBPyConnection,
+        sql: str,
+        params: list[Any] | None,
+        max_rows: int,
+        max_bytes: int,
+    ) -> dict[str, Any]:
         self._check_statement(sql)
         try:
             cursor.execute(sql, params or None)
@@ -184,8 +212,7 @@ class SqlEngine:
                 break
         if not truncated and len(rows) >= max_rows and cursor.fetchone() is not None:
             truncated = True
-        return {"columns": columns, "rows": rows, "row_count": len(rows),
-                "truncated": truncated}
+        return {"columns": columns, "rows": rows, "row_count": len(rows), "truncated": truncated}
 
     def columns(self, table: str) -> str:
         """``name TYPE, ...`` of one table, for error messages."""
@@ -211,13 +238,17 @@ class SqlEngine:
             raise InvalidArgsError(f"sql.query: {str(exc).strip()}") from exc
         allowed = {duckdb.StatementType.SELECT}
         if self.writable:
-            allowed |= {duckdb.StatementType.INSERT, duckdb.StatementType.UPDATE,
-                        duckdb.StatementType.DELETE}
+            allowed |= {
+                duckdb.StatementType.INSERT,
+                duckdb.StatementType.UPDATE,
+                duckdb.StatementType.DELETE,
+            }
         kinds = [s.type for s in statements]
         if len(kinds) != 1 or kinds[0] not in allowed:
             shown = ", ".join(k.name for k in kinds) or "nothing"
-            raise PolicyBlockedError(f"sql.query: refused by the engine: {shown} is not a "
-                                     "single read-only query")
+            raise PolicyBlockedError(
+                f"sql.query: refused by the engine: {shown} is not a single read-only query"
+            )
 
     def schema(self, sample_rows: int = 3) -> list[dict[str, Any]]:
         """Tables with columns, types, row counts and a few rows, for a planner."""
@@ -226,16 +257,26 @@ class SqlEngine:
             described = []
             for table in sorted(self.relations):
                 ident = self.relations[table]
-                columns = [{"name": r[0], "type": r[1]} for r in
-                           cursor.execute(f"DESCRIBE {ident}").fetchall()]
+                columns = [
+                    {"name": r[0], "type": r[1]}
+                    for r in cursor.execute(f"DESCRIBE {ident}").fetchall()
+                ]
                 count = cursor.execute(f"SELECT count(*) FROM {ident}").fetchone()
                 cursor.execute(f"SELECT * FROM {ident} LIMIT {int(sample_rows)}")
                 names = [c["name"] for c in columns]
-                samples = [{n: to_json_value(v) for n, v in zip(names, r, strict=True)}
-                           for r in cursor.fetchall()]
-                described.append({"table": table, "source": self.tables[table],
-                                  "columns": columns, "row_count": count[0] if count else 0,
-                                  "sample": samples})
+                samples = [
+                    {n: to_json_value(v) for n, v in zip(names, r, strict=True)}
+                    for r in cursor.fetchall()
+                ]
+                described.append(
+                    {
+                        "table": table,
+                        "source": self.tables[table],
+                        "columns": columns,
+                        "row_count": count[0] if count else 0,
+                        "sample": samples,
+                    }
+                )
             return described
         finally:
             cursor.close()
@@ -247,11 +288,15 @@ def _explain(exc: duckdb.Error, engine: SqlEngine, sql: str) -> Exception:
     message = str(exc).strip()
     if isinstance(exc, duckdb.CatalogException | duckdb.BinderException):
         tables = ", ".join(sorted(engine.relations))
-        named = [t for t in sorted(engine.relations)
-                 if re.search(rf"\b{re.escape(t)}\b", sql, re.IGNORECASE)]
+        named = [
+            t
+            for t in sorted(engine.relations)
+            if re.search(rf"\b{re.escape(t)}\b", sql, re.IGNORECASE)
+        ]
         columns = "".join(f"\nColumns of {t}: {engine.columns(t)}" for t in named)
-        return InvalidArgsError(f"sql.query: {message}{columns}\nTables: {tables} "
-                                "(sql.schema describes them)")
+        return InvalidArgsError(
+            f"sql.query: {message}{columns}\nTables: {tables} (sql.schema describes them)"
+        )
     if isinstance(exc, duckdb.InvalidInputException) and "read-only mode" in message:
         return PolicyBlockedError(f"sql.query: refused by the engine: {message}")
     if isinstance(exc, duckdb.InvalidInputException) and "parameter" in message.lower():
@@ -259,7 +304,8 @@ def _explain(exc: duckdb.Error, engine: SqlEngine, sql: str) -> Exception:
     if isinstance(exc, duckdb.ParserException):
         return InvalidArgsError(f"sql.query: {message}")
     if isinstance(exc, duckdb.PermissionException) or (
-            isinstance(exc, duckdb.InvalidInputException) and "configuration" in message):
+        isinstance(exc, duckdb.InvalidInputException) and "configuration" in message
+    ):
         return PolicyBlockedError(f"sql.query: refused by the engine: {message}")
     if isinstance(exc, duckdb.OutOfMemoryException):
         return ResourceLimitError(f"sql.query: {message}")

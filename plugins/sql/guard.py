@@ -16,35 +16,96 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import sqlglot
+from dagentic import InvalidArgsError, PolicyBlockedError
 from sqlglot import exp
 from sqlglot.errors import ParseError, SqlglotError, TokenError
 from sqlglot.optimizer.scope import traverse_scope
-
-from runtime import InvalidArgsError, PolicyBlockedError
 
 __all__ = ["GuardedQuery", "check_sql"]
 
 READ_ONLY = (exp.Select, exp.SetOperation, exp.Values, exp.Describe, exp.Show)
 WRITES = (exp.Insert, exp.Update, exp.Delete)
 TABLE_FUNCTIONS = {"range", "generate_series", "unnest"}
-DENIED_PREFIXES = ("read_", "parquet_", "pragma_", "duckdb_", "iceberg_", "delta_", "sqlite_",
-                   "postgres_", "mysql_")
+DENIED_PREFIXES = (
+    "read_",
+    "parquet_",
+    "pragma_",
+    "duckdb_",
+    "iceberg_",
+    "delta_",
+    "sqlite_",
+    "postgres_",
+    "mysql_",
+)
 DENIED_FUNCTIONS = {
-    "glob", "query", "query_table", "getenv", "current_setting", "which_secret",
-    "sniff_csv", "nextval", "currval", "setval", "lastval", "load_aws_credentials",
-    "read_text", "read_blob", "set_config", "enable_profiling", "checkpoint",
-    "force_checkpoint", "json_execute_serialized_sql", "json_serialize_sql",
-    "json_deserialize_sql", "json_serialize_plan",
+    "glob",
+    "query",
+    "query_table",
+    "getenv",
+    "current_setting",
+    "which_secret",
+    "sniff_csv",
+    "nextval",
+    "currval",
+    "setval",
+    "lastval",
+    "load_aws_credentials",
+    "read_text",
+    "read_blob",
+    "set_config",
+    "enable_profiling",
+    "checkpoint",
+    "force_checkpoint",
+    "json_execute_serialized_sql",
+    "json_serialize_sql",
+    "json_deserialize_sql",
+    "json_serialize_plan",
 }
-DENIED_KEYWORDS = {"EXPORT", "IMPORT", "COPY", "ATTACH", "DETACH", "INSTALL", "LOAD", "SET",
-                   "RESET", "PRAGMA", "CALL", "CHECKPOINT", "VACUUM", "CREATE", "DROP",
-                   "ALTER", "INSERT", "UPDATE", "DELETE", "USE", "BEGIN", "COMMIT"}
+DENIED_KEYWORDS = {
+    "EXPORT",
+    "IMPORT",
+    "COPY",
+    "ATTACH",
+    "DETACH",
+    "INSTALL",
+    "LOAD",
+    "SET",
+    "RESET",
+    "PRAGMA",
+    "CALL",
+    "CHECKPOINT",
+    "VACUUM",
+    "CREATE",
+    "DROP",
+    "ALTER",
+    "INSERT",
+    "UPDATE",
+    "DELETE",
+    "USE",
+    "BEGIN",
+    "COMMIT",
+}
 STATEMENT_NAMES = {
-    "Copy": "COPY", "Pragma": "PRAGMA", "Set": "SET", "Command": "this command",
-    "Attach": "ATTACH", "Detach": "DETACH", "Install": "INSTALL", "Use": "USE",
-    "Create": "CREATE", "Drop": "DROP", "Alter": "ALTER", "Insert": "INSERT",
-    "Update": "UPDATE", "Delete": "DELETE", "Merge": "MERGE", "Transaction": "BEGIN",
-    "Commit": "COMMIT", "Rollback": "ROLLBACK", "Export": "EXPORT", "Summarize": "SUMMARIZE",
+    "Copy": "COPY",
+    "Pragma": "PRAGMA",
+    "Set": "SET",
+    "Command": "this command",
+    "Attach": "ATTACH",
+    "Detach": "DETACH",
+    "Install": "INSTALL",
+    "Use": "USE",
+    "Create": "CREATE",
+    "Drop": "DROP",
+    "Alter": "ALTER",
+    "Insert": "INSERT",
+    "Update": "UPDATE",
+    "Delete": "DELETE",
+    "Merge": "MERGE",
+    "Transaction": "BEGIN",
+    "Commit": "COMMIT",
+    "Rollback": "ROLLBACK",
+    "Export": "EXPORT",
+    "Summarize": "SUMMARIZE",
     "Column": "this statement",
 }
 
@@ -59,9 +120,14 @@ class GuardedQuery:
     tables: tuple[str, ...] = field(default=())
 
 
-def check_sql(sql: str, *, dialect: str = "duckdb", tables: Iterable[str] = (),
-              writable: Iterable[str] = (), table_functions: Iterable[str] = ()
-              ) -> GuardedQuery:
+def check_sql(
+    sql: str,
+    *,
+    dialect: str = "duckdb",
+    tables: Iterable[str] = (),
+    writable: Iterable[str] = (),
+    table_functions: Iterable[str] = (),
+) -> GuardedQuery:
     """Check ``sql`` against layer 1. ``tables`` are the known tables (lower case, may be
     qualified as ``source.table``); ``writable`` those a write statement may target;
     ``table_functions`` the engine's table functions (only a few of which are allowed,
@@ -73,25 +139,32 @@ def check_sql(sql: str, *, dialect: str = "duckdb", tables: Iterable[str] = (),
     table_fns = {f.lower() for f in table_functions}
     text = _transpile(sql, dialect)
     try:
-        statements = [s for s in sqlglot.parse(text, read="duckdb")
-                      if s is not None and not isinstance(s, exp.Semicolon)]
+        statements = [
+            s
+            for s in sqlglot.parse(text, read="duckdb")
+            if s is not None and not isinstance(s, exp.Semicolon)
+        ]
     except (ParseError, TokenError) as exc:
         keyword = _first_keyword(text)
         if keyword in DENIED_KEYWORDS:
             raise PolicyBlockedError(
                 f"sql.query: refused: {keyword} is not allowed; only read-only queries "
                 "(SELECT, WITH ... SELECT, UNION, VALUES, DESCRIBE, SHOW) run here",
-                sql=sql, construct=keyword) from exc
+                sql=sql,
+                construct=keyword,
+            ) from exc
         detail = _first_error(exc) if isinstance(exc, ParseError) else str(exc)
-        raise InvalidArgsError(f"sql.query: the SQL does not parse: {detail}",
-                               sql=sql) from exc
+        raise InvalidArgsError(f"sql.query: the SQL does not parse: {detail}", sql=sql) from exc
     except SqlglotError as exc:
-        raise PolicyBlockedError(f"sql.query: refused: the SQL cannot be classified ({exc})",
-                                 sql=sql) from exc
+        raise PolicyBlockedError(
+            f"sql.query: refused: the SQL cannot be classified ({exc})", sql=sql
+        ) from exc
     if len(statements) != 1:
         raise PolicyBlockedError(
             f"sql.query: refused: exactly one statement is allowed, found {len(statements)}; "
-            "send one query per step", sql=sql)
+            "send one query per step",
+            sql=sql,
+        )
     root = statements[0]
     writes: tuple[str, ...] = ()
     if isinstance(root, WRITES):
@@ -102,19 +175,26 @@ def check_sql(sql: str, *, dialect: str = "duckdb", tables: Iterable[str] = (),
             name = _first_keyword(text) or name
         raise PolicyBlockedError(
             f"sql.query: refused: {name} is not allowed; only read-only queries (SELECT, "
-            "WITH ... SELECT, UNION, VALUES, DESCRIBE, SHOW) run here", sql=sql,
-            construct=name)
+            "WITH ... SELECT, UNION, VALUES, DESCRIBE, SHOW) run here",
+            sql=sql,
+            construct=name,
+        )
     used: list[str] = []
     for table, ctes in _table_references(root):
         name = _check_table(table, ctes, known, short, sql)
         if name:
             used.append(name)
     for node in root.walk():
-        if isinstance(node, exp.Query | exp.DDL | exp.DML | exp.Command) and node is not root \
-                and not isinstance(node, (*READ_ONLY, exp.Subquery)):
+        if (
+            isinstance(node, exp.Query | exp.DDL | exp.DML | exp.Command)
+            and node is not root
+            and not isinstance(node, (*READ_ONLY, exp.Subquery))
+        ):
             raise PolicyBlockedError(
                 f"sql.query: refused: a nested {type(node).__name__.upper()} is not allowed",
-                sql=sql, construct=type(node).__name__.upper())
+                sql=sql,
+                construct=type(node).__name__.upper(),
+            )
         if isinstance(node, exp.Func) and not isinstance(node.parent, exp.Table):
             _check_function(node, table_fns, sql)  # FROM f(...) was checked as a table
     kind = type(root).__name__.upper()
@@ -127,14 +207,17 @@ def _transpile(sql: str, dialect: str) -> str:
     try:
         return ";\n".join(sqlglot.transpile(sql, read=dialect.lower(), write="duckdb"))
     except ValueError as exc:  # unknown dialect
-        raise InvalidArgsError(f"sql.query: unknown dialect {dialect!r}: {exc}",
-                               dialect=dialect) from exc
+        raise InvalidArgsError(
+            f"sql.query: unknown dialect {dialect!r}: {exc}", dialect=dialect
+        ) from exc
     except ParseError as exc:
-        raise InvalidArgsError(f"sql.query: the SQL does not parse as {dialect}: "
-                               f"{_first_error(exc)}", dialect=dialect) from exc
+        raise InvalidArgsError(
+            f"sql.query: the SQL does not parse as {dialect}: {_first_error(exc)}", dialect=dialect
+        ) from exc
     except SqlglotError as exc:
-        raise InvalidArgsError(f"sql.query: cannot translate the SQL from {dialect} to "
-                               f"DuckDB: {exc}", dialect=dialect) from exc
+        raise InvalidArgsError(
+            f"sql.query: cannot translate the SQL from {dialect} to DuckDB: {exc}", dialect=dialect
+        ) from exc
 
 
 def _table_references(root: exp.Expression) -> list[tuple[exp.Table, set[str]]]:
@@ -179,8 +262,10 @@ def _first_error(exc: ParseError) -> str:
     errors = getattr(exc, "errors", None) or []
     if errors:
         first = errors[0]
-        return (f"{first.get('description', 'syntax error')} at line {first.get('line')}, "
-                f"column {first.get('col')}")
+        return (
+            f"{first.get('description', 'syntax error')} at line {first.get('line')}, "
+            f"column {first.get('col')}"
+        )
     return str(exc).splitlines()[0]
 
 
@@ -195,7 +280,10 @@ def _check_function(node: exp.Func, table_functions: set[str], sql: str) -> None
     if name in DENIED_FUNCTIONS or name.startswith(DENIED_PREFIXES):
         raise PolicyBlockedError(
             f"sql.query: refused: the function {name}() is not allowed: it reaches files, "
-            "the network, the environment, settings or sequences", sql=sql, construct=name)
+            "the network, the environment, settings or sequences",
+            sql=sql,
+            construct=name,
+        )
     if name in table_functions and name not in TABLE_FUNCTIONS:
         raise _table_function_refused(name, sql)
 
@@ -203,11 +291,15 @@ def _check_function(node: exp.Func, table_functions: set[str], sql: str) -> None
 def _table_function_refused(name: str, sql: str) -> PolicyBlockedError:
     return PolicyBlockedError(
         f"sql.query: refused: the table function {name}() is not allowed; only "
-        f"{', '.join(sorted(TABLE_FUNCTIONS))} are", sql=sql, construct=name)
+        f"{', '.join(sorted(TABLE_FUNCTIONS))} are",
+        sql=sql,
+        construct=name,
+    )
 
 
-def _check_table(node: exp.Table, ctes: set[str], known: set[str], short: set[str],
-                 sql: str) -> str | None:
+def _check_table(
+    node: exp.Table, ctes: set[str], known: set[str], short: set[str], sql: str
+) -> str | None:
     target = node.this
     if isinstance(target, exp.Func):  # a table function: FROM range(10)
         name = _function_name(target)
@@ -225,13 +317,18 @@ def _check_table(node: exp.Table, ctes: set[str], known: set[str], short: set[st
     if any(ch in node.name for ch in "/\\") or "." in node.name:
         raise PolicyBlockedError(
             f"sql.query: refused: {node.name!r} looks like a file path; only the configured "
-            "tables can be read", sql=sql, construct="file table")
+            "tables can be read",
+            sql=sql,
+            construct="file table",
+        )
     close = difflib.get_close_matches(name, sorted(short | known), n=3, cutoff=0.5)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
     raise InvalidArgsError(
         f"sql.query: unknown table {qualified!r}{hint}; the tables are: "
         f"{', '.join(sorted(short)) or 'none'} (sql.schema describes them)",
-        sql=sql, table=qualified)
+        sql=sql,
+        table=qualified,
+    )
 
 
 def _check_write(root: exp.Expression, writable: set[str]) -> tuple[str, ...]:
@@ -239,12 +336,16 @@ def _check_write(root: exp.Expression, writable: set[str]) -> tuple[str, ...]:
     target = root.this if isinstance(root.this, exp.Table) else root.find(exp.Table)
     statement = type(root).__name__.upper()
     if target is None:
-        raise PolicyBlockedError(f"sql.query: refused: cannot tell which table this "
-                                 f"{statement} writes", construct=statement)
+        raise PolicyBlockedError(
+            f"sql.query: refused: cannot tell which table this {statement} writes",
+            construct=statement,
+        )
     qualified = ".".join(p.lower() for p in (target.catalog, target.db, target.name) if p)
     if qualified not in writable:
         raise PolicyBlockedError(
             f"sql.query: refused: {statement} into {qualified!r}: its source does not allow "
             "writes (set allow_write: true on the source to permit them)",
-            construct=statement, table=qualified)
+            construct=statement,
+            table=qualified,
+        )
     return (qualified,)

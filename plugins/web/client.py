@@ -18,8 +18,7 @@ import anyio
 import anyio.to_thread
 import httpx
 import tenacity
-
-from runtime import StepTimeoutError, ToolError
+from dagentic import StepTimeoutError, ToolError
 
 __all__ = ["Cache", "RateLimiter", "TransientHTTPError", "rate_limiter", "with_retries"]
 
@@ -42,9 +41,10 @@ def raise_for_transient(response: httpx.Response, what: str) -> None:
     """Raise :class:`TransientHTTPError` for a 429 or 5xx response."""
     if response.status_code in RETRY_STATUSES:
         raise TransientHTTPError(
-            f"{what}: {response.url.host} answered {response.status_code} "
-            f"{response.reason_phrase}", status=response.status_code,
-            retry_after=_retry_after(response.headers.get("retry-after")))
+            f"{what}: {response.url.host} answered {response.status_code} {response.reason_phrase}",
+            status=response.status_code,
+            retry_after=_retry_after(response.headers.get("retry-after")),
+        )
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -79,19 +79,23 @@ async def with_retries(call: Callable[[], Awaitable[T]], *, retries: int, what: 
     What still fails becomes a :class:`ToolError` (or :class:`StepTimeoutError`)."""
     try:
         async for attempt in tenacity.AsyncRetrying(
-            stop=tenacity.stop_after_attempt(retries + 1), wait=_wait,
-            retry=tenacity.retry_if_exception(_transient), sleep=anyio.sleep, reraise=True,
+            stop=tenacity.stop_after_attempt(retries + 1),
+            wait=_wait,
+            retry=tenacity.retry_if_exception(_transient),
+            sleep=anyio.sleep,
+            reraise=True,
         ):
             with attempt:
                 return await call()
     except TransientHTTPError as exc:
-        raise ToolError(f"{exc.message} (after {retries + 1} attempts)",
-                        status=exc.status) from exc
+        raise ToolError(f"{exc.message} (after {retries + 1} attempts)", status=exc.status) from exc
     except httpx.TimeoutException as exc:
         raise StepTimeoutError(f"{what}: timed out ({type(exc).__name__})") from exc
     except httpx.TransportError as exc:
-        raise ToolError(f"{what}: {type(exc).__name__}: {exc or 'connection failed'} "
-                        f"(after {retries + 1} attempts)") from exc
+        raise ToolError(
+            f"{what}: {type(exc).__name__}: {exc or 'connection failed'} "
+            f"(after {retries + 1} attempts)"
+        ) from exc
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -134,8 +138,7 @@ class Cache:
 
     @staticmethod
     def key(*parts: Any) -> str:
-        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()
-                              ).hexdigest()
+        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
     async def get(self, key: str) -> Any | None:
         if not self.ttl:
@@ -152,16 +155,19 @@ class Cache:
         db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
         if not self._ready:
             db.execute("PRAGMA journal_mode=WAL")
-            db.execute("CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, "
-                       "value TEXT NOT NULL, expires REAL NOT NULL)")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, "
+                "value TEXT NOT NULL, expires REAL NOT NULL)"
+            )
             self._ready = True
         return db
 
     def _get(self, key: str) -> Any | None:
         try:
             with closing(self._connect()) as db:
-                row = db.execute("SELECT value FROM entries WHERE key = ? AND expires > ?",
-                                 (key, time.time())).fetchone()
+                row = db.execute(
+                    "SELECT value FROM entries WHERE key = ? AND expires > ?", (key, time.time())
+                ).fetchone()
             return None if row is None else json.loads(row[0])
         except (sqlite3.Error, ValueError):
             return None
@@ -170,8 +176,9 @@ class Cache:
         now = time.time()
         try:
             with closing(self._connect()) as db:
-                db.execute("INSERT OR REPLACE INTO entries VALUES (?, ?, ?)",
-                           (key, value, now + self.ttl))
+                db.execute(
+                    "INSERT OR REPLACE INTO entries VALUES (?, ?, ?)", (key, value, now + self.ttl)
+                )
                 db.execute("DELETE FROM entries WHERE expires <= ?", (now,))
         except sqlite3.Error:
             pass  # a cache that cannot be written only costs a refetch

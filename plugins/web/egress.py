@@ -26,8 +26,7 @@ from urllib.parse import unquote
 import anyio
 import httpcore
 import httpx
-
-from runtime import PolicyBlockedError
+from dagentic import PolicyBlockedError
 
 __all__ = ["EgressPolicy", "GuardedNetworkBackend", "blocked_reason", "parse_ip"]
 
@@ -36,13 +35,18 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # Cloud metadata services: named so the refusal says what the address is.
 METADATA = {
     ipaddress.ip_address("169.254.169.254"),  # AWS, GCP, Azure, OpenStack, ...
-    ipaddress.ip_address("169.254.170.2"),    # AWS ECS task metadata
+    ipaddress.ip_address("169.254.170.2"),  # AWS ECS task metadata
     ipaddress.ip_address("100.100.100.200"),  # Alibaba Cloud
-    ipaddress.ip_address("192.0.0.192"),      # Oracle Cloud
-    ipaddress.ip_address("fd00:ec2::254"),    # AWS over IPv6
+    ipaddress.ip_address("192.0.0.192"),  # Oracle Cloud
+    ipaddress.ip_address("fd00:ec2::254"),  # AWS over IPv6
 }
-METADATA_NAMES = {"metadata", "metadata.google.internal", "metadata.goog",
-                  "instance-data", "instance-data.ec2.internal"}
+METADATA_NAMES = {
+    "metadata",
+    "metadata.google.internal",
+    "metadata.goog",
+    "instance-data",
+    "instance-data.ec2.internal",
+}
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
 # The number forms of inet_aton(3): hex, octal (leading 0), decimal.
 HEX = re.compile(r"0[xX][0-9a-fA-F]*", re.ASCII)
@@ -131,15 +135,20 @@ class EgressPolicy:
         """Whether the user allowed this host spelling (alone or with this port)."""
         name = host.lower().rstrip(".")
         shown = f"[{name}]" if ":" in name else name
-        return name in self.allow_hosts or shown in self.allow_hosts or (
-            port is not None and f"{shown}:{port}" in self.allow_hosts)
+        return (
+            name in self.allow_hosts
+            or shown in self.allow_hosts
+            or (port is not None and f"{shown}:{port}" in self.allow_hosts)
+        )
 
     def check_url(self, url: httpx.URL) -> None:
         """Refuse a URL whose scheme is not http(s) or whose host names a non-public
         address or host, unless that host is allowed."""
         if url.scheme not in ("http", "https"):
-            raise _refused(str(url), f"only http and https URLs are fetched, not "
-                                     f"{url.scheme or 'a URL without scheme'}")
+            raise _refused(
+                str(url),
+                f"only http and https URLs are fetched, not {url.scheme or 'a URL without scheme'}",
+            )
         if not url.host:
             raise _refused(str(url), "the URL has no host")
         if self.allows(url.host, url.port):
@@ -153,8 +162,9 @@ class EgressPolicy:
         for address in addresses:
             reason = blocked_reason(ipaddress.ip_address(address.split("%", 1)[0]))
             if reason is not None:
-                raise _refused(f"{host}:{port}", f"{host} resolves to {address}, {reason}",
-                               host, port)
+                raise _refused(
+                    f"{host}:{port}", f"{host} resolves to {address}, {reason}", host, port
+                )
 
 
 def _entry(text: str) -> str:
@@ -180,20 +190,18 @@ def host_reason(host: str) -> str | None:
     reason = blocked_reason(ip)
     if reason is None:
         return None
-    return f"{host} is {reason}" if str(ip) == name.strip("[]") else \
-        f"{host} is {ip}, {reason}"
+    return f"{host} is {reason}" if str(ip) == name.strip("[]") else f"{host} is {ip}, {reason}"
 
 
-def _refused(what: str, reason: str, host: str | None = None,
-             port: int | None = None) -> PolicyBlockedError:
+def _refused(
+    what: str, reason: str, host: str | None = None, port: int | None = None
+) -> PolicyBlockedError:
     fix = ""
     if host is not None:
         shown = f"[{host}]" if ":" in host else host
         entry = f"{shown}:{port}" if port else shown
-        fix = f"; if it is meant to be fetched, add {entry!r} to the web.fetch.allow_hosts " \
-              "setting"
-    return PolicyBlockedError(f"web.fetch: refused {what}: {reason}{fix}",
-                              url=what, reason=reason)
+        fix = f"; if it is meant to be fetched, add {entry!r} to the web.fetch.allow_hosts setting"
+    return PolicyBlockedError(f"web.fetch: refused {what}: {reason}{fix}", url=what, reason=reason)
 
 
 class GuardedNetworkBackend(httpcore.AsyncNetworkBackend):
@@ -204,13 +212,16 @@ class GuardedNetworkBackend(httpcore.AsyncNetworkBackend):
         self.policy = policy
         self.inner = httpcore.AnyIOBackend()
 
-    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
-                          local_address: str | None = None,
-                          socket_options: Iterable[Any] | None = None
-                          ) -> httpcore.AsyncNetworkStream:
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
         if self.policy.allows(host, port):
-            return await self.inner.connect_tcp(host, port, timeout, local_address,
-                                                socket_options)
+            return await self.inner.connect_tcp(host, port, timeout, local_address, socket_options)
         reason = host_reason(host)
         if reason is not None:
             raise _refused(f"{host}:{port}", reason, host, port)
@@ -226,16 +237,17 @@ class GuardedNetworkBackend(httpcore.AsyncNetworkBackend):
         error: Exception | None = None
         for address in addresses:
             try:
-                return await self.inner.connect_tcp(address, port, timeout, local_address,
-                                                    socket_options)
+                return await self.inner.connect_tcp(
+                    address, port, timeout, local_address, socket_options
+                )
             except httpcore.ConnectError as exc:
                 error = exc
         assert error is not None
         raise error
 
-    async def connect_unix_socket(self, path: str, timeout: float | None = None,
-                                  socket_options: Iterable[Any] | None = None
-                                  ) -> httpcore.AsyncNetworkStream:
+    async def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.AsyncNetworkStream:
         raise _refused(path, "unix sockets are never fetched")
 
     async def sleep(self, seconds: float) -> None:

@@ -20,13 +20,15 @@ HIDDEN = lxml.etree.XPath(
     " | //input[@type='hidden']"
     " | //*[contains(concat(' ', normalize-space(@class), ' '), ' hidden ')"
     "  or contains(concat(' ', normalize-space(@class), ' '), ' sr-only ')"
-    "  or contains(concat(' ', normalize-space(@class), ' '), ' visually-hidden ')]")
+    "  or contains(concat(' ', normalize-space(@class), ' '), ' visually-hidden ')]"
+)
 STYLED = lxml.etree.XPath("//body//*[@style]")
 HIDDEN_STYLE = re.compile(
     r"display\s*:\s*none|visibility\s*:\s*(hidden|collapse)|opacity\s*:\s*0(\.0*)?\s*(;|$)"
     r"|font-size\s*:\s*0+(\.0*)?(px|em|rem|pt|%)?\s*(;|$)|(^|;)\s*(height|width)\s*:\s*0"
     r"(px)?\s*(;|$)|clip\s*:\s*rect\(\s*0|(left|top|text-indent)\s*:\s*-\d{3,}",
-    re.IGNORECASE)
+    re.IGNORECASE,
+)
 BLANK_LINES = re.compile(r"\n\s*\n\s*\n+")
 SPACES = re.compile(r"[ \t\u00a0]+")
 
@@ -35,8 +37,9 @@ def clean_text(text: str) -> str:
     """``text`` without invisible format characters (zero-width spaces and joiners, bidi
     overrides, soft hyphens, tag characters, BOMs) and control characters other than
     newline and tab, with runs of spaces and blank lines collapsed."""
-    kept = "".join(ch for ch in text
-                   if ch in "\n\t" or unicodedata.category(ch) not in ("Cf", "Cc", "Co"))
+    kept = "".join(
+        ch for ch in text if ch in "\n\t" or unicodedata.category(ch) not in ("Cf", "Cc", "Co")
+    )
     kept = "\n".join(SPACES.sub(" ", line).strip() for line in kept.splitlines())
     return BLANK_LINES.sub("\n\n", kept).strip()
 
@@ -54,8 +57,14 @@ def html_to_text(html: str, url: str | None = None) -> tuple[str, str]:
     for element in STYLED(tree):
         if HIDDEN_STYLE.search(element.get("style", "")):
             _drop(element)
-    text = trafilatura.extract(tree, url=url, include_comments=False, include_tables=True,
-                               favor_recall=True, deduplicate=False)
+    text = trafilatura.extract(
+        tree,
+        url=url,
+        include_comments=False,
+        include_tables=True,
+        favor_recall=True,
+        deduplicate=False,
+    )
     if not text:
         body = tree.find("body")
         text = " ".join((body if body is not None else tree).itertext())

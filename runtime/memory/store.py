@@ -29,9 +29,37 @@ from .embeddings import Embedder
 __all__ = ["MemoryItem", "MemoryStore", "Recalled", "Scope", "tokenize"]
 
 WORD = re.compile(r"\w+")
-STOP = frozenset({
-    "a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "has", "have", "in", "is",
-    "it", "its", "of", "on", "or", "that", "the", "this", "to", "was", "were", "will", "with"})
+STOP = frozenset(
+    {
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "for",
+        "from",
+        "has",
+        "have",
+        "in",
+        "is",
+        "it",
+        "its",
+        "of",
+        "on",
+        "or",
+        "that",
+        "the",
+        "this",
+        "to",
+        "was",
+        "were",
+        "will",
+        "with",
+    }
+)
 K1, B = 1.2, 0.75
 _OPEN: dict[str, tuple[duckdb.DuckDBPyConnection, threading.Lock]] = {}
 _OPENING = threading.Lock()
@@ -71,12 +99,21 @@ class MemoryItem:
         return self.provenance != "user" and not self.provenance.startswith("agent")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "text": self.text, "provenance": self.provenance,
-                "scope": {"agent": self.scope.agent, "user": self.scope.user,
-                          "session": self.scope.session},
-                "importance": self.importance,
-                "created_at": _iso(self.created_at), "updated_at": _iso(self.updated_at),
-                "expires_at": _iso(self.expires_at), "version": self.version}
+        return {
+            "id": self.id,
+            "text": self.text,
+            "provenance": self.provenance,
+            "scope": {
+                "agent": self.scope.agent,
+                "user": self.scope.user,
+                "session": self.scope.session,
+            },
+            "importance": self.importance,
+            "created_at": _iso(self.created_at),
+            "updated_at": _iso(self.updated_at),
+            "expires_at": _iso(self.expires_at),
+            "version": self.version,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,10 +135,12 @@ class _Vectors:
     def __init__(self, db: duckdb.DuckDBPyConnection, dims: int) -> None:
         self.db_id = id(db)
         self.dims = dims
-        self.ids: list[str] = [r[0] for r in db.execute(
-            "SELECT id FROM items ORDER BY rowid").fetchall()]
-        flat = db.execute("SELECT unnest(embedding) AS x FROM (SELECT embedding FROM items "
-                          "ORDER BY rowid)").fetchnumpy()["x"]
+        self.ids: list[str] = [
+            r[0] for r in db.execute("SELECT id FROM items ORDER BY rowid").fetchall()
+        ]
+        flat = db.execute(
+            "SELECT unnest(embedding) AS x FROM (SELECT embedding FROM items ORDER BY rowid)"
+        ).fetchnumpy()["x"]
         self.matrix = np.asarray(flat, dtype=np.float32).reshape(len(self.ids), dims)
         self.size = len(self.ids)
         self.row = {item_id: n for n, item_id in enumerate(self.ids)}
@@ -109,11 +148,12 @@ class _Vectors:
 
     def add(self, ids: list[str], vectors: list[list[float]]) -> None:
         if self.size + len(ids) > len(self.matrix):  # grow by doubling: appends stay cheap
-            grown = np.zeros((max(2 * len(self.matrix), self.size + len(ids), 64), self.dims),
-                             dtype=np.float32)
-            grown[:self.size] = self.matrix[:self.size]
+            grown = np.zeros(
+                (max(2 * len(self.matrix), self.size + len(ids), 64), self.dims), dtype=np.float32
+            )
+            grown[: self.size] = self.matrix[: self.size]
             alive = np.zeros(len(grown), dtype=bool)
-            alive[:self.size] = self.alive[:self.size]
+            alive[: self.size] = self.alive[: self.size]
             self.matrix, self.alive = grown, alive
         for item_id, vector in zip(ids, vectors, strict=True):
             self.matrix[self.size] = vector
@@ -134,9 +174,9 @@ class _Vectors:
 
     def best(self, query: list[float], count: int) -> tuple[list[str], float]:
         """The ids of the ``count`` most similar items, and the similarity of the last."""
-        scores = self.matrix[:self.size] @ np.asarray(query, dtype=np.float32)
-        scores[~self.alive[:self.size]] = -np.inf
-        count = min(count, int(self.alive[:self.size].sum()))
+        scores = self.matrix[: self.size] @ np.asarray(query, dtype=np.float32)
+        scores[~self.alive[: self.size]] = -np.inf
+        count = min(count, int(self.alive[: self.size].sum()))
         if count == 0:
             return [], -1.0
         top = np.argpartition(-scores, count - 1)[:count]
@@ -155,8 +195,14 @@ def _iso(value: dt.datetime | None) -> str | None:
 class MemoryStore:
     """A long-term memory file. Methods are async (the work runs in a worker thread)."""
 
-    def __init__(self, path: str | Path, embedder: Embedder, *, half_life_days: float = 30.0,
-                 weights: tuple[float, float, float] = (0.35, 0.55, 0.10)) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        embedder: Embedder,
+        *,
+        half_life_days: float = 30.0,
+        weights: tuple[float, float, float] = (0.35, 0.55, 0.10),
+    ) -> None:
         self.path = Path(path).expanduser().resolve()
         self.embedder = embedder
         self.half_life_days = half_life_days
@@ -178,7 +224,8 @@ class MemoryStore:
                 except duckdb.IOException as exc:
                     raise DagenticError(
                         f"memory: cannot open {self.path}: {exc}; another process may hold "
-                        "it (DuckDB files have one writer)") from exc
+                        "it (DuckDB files have one writer)"
+                    ) from exc
                 _OPEN[key] = (db, threading.Lock())
             db, lock = _OPEN[key]
             with lock:
@@ -197,40 +244,67 @@ class MemoryStore:
             raise InvalidArgsError(
                 f"memory: {self.path} holds {json.loads(row[0])['name']} embeddings of "
                 f"{json.loads(row[0])['dimensions']} dimensions, not {dims} "
-                f"({self.embedder.name}); use that embedder or another memory.path")
+                f"({self.embedder.name}); use that embedder or another memory.path"
+            )
         db.execute(f"""CREATE TABLE IF NOT EXISTS items (
             id VARCHAR PRIMARY KEY, text VARCHAR NOT NULL, embedding FLOAT[{dims}] NOT NULL,
             scope_agent VARCHAR, scope_user VARCHAR, scope_session VARCHAR,
             provenance VARCHAR NOT NULL, importance DOUBLE NOT NULL,
             created_at TIMESTAMPTZ NOT NULL, updated_at TIMESTAMPTZ NOT NULL,
             expires_at TIMESTAMPTZ, length INTEGER NOT NULL, version INTEGER NOT NULL)""")
-        db.execute("CREATE TABLE IF NOT EXISTS terms (item_id VARCHAR NOT NULL, "
-                   "term VARCHAR NOT NULL, tf INTEGER NOT NULL)")
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS terms (item_id VARCHAR NOT NULL, "
+            "term VARCHAR NOT NULL, tf INTEGER NOT NULL)"
+        )
 
     async def _run(self, work: Any, *args: Any) -> Any:
         def locked() -> Any:
             db, lock = self._connect()
             with lock:
                 return work(db, *args)
+
         return await anyio.to_thread.run_sync(locked)
 
     # -- reading -------------------------------------------------------------------------
 
-    async def recall(self, query: str, *, limit: int = 5, scope: Scope | None = None,
-                     provenance: list[str] | None = None, exclude_untrusted: bool = False,
-                     now: dt.datetime | None = None) -> list[Recalled]:
+    async def recall(
+        self,
+        query: str,
+        *,
+        limit: int = 5,
+        scope: Scope | None = None,
+        provenance: list[str] | None = None,
+        exclude_untrusted: bool = False,
+        now: dt.datetime | None = None,
+    ) -> list[Recalled]:
         """The best ``limit`` items for ``query``: BM25 over words + cosine similarity of
         embeddings + recency (half-life ``half_life_days``), weighted, with importance as a
         tie-breaker; only unexpired items of ``scope`` and ``provenance`` (prefixes such as
         ``"untrusted:"`` or ``"tool:"`` match too)."""
         vector = (await anyio.to_thread.run_sync(self.embedder.embed, [query]))[0]
         terms = sorted(set(tokenize(query)))
-        return await self._run(self._recall, terms, vector, limit, scope, provenance,
-                               exclude_untrusted, now or dt.datetime.now(dt.UTC))
+        return await self._run(
+            self._recall,
+            terms,
+            vector,
+            limit,
+            scope,
+            provenance,
+            exclude_untrusted,
+            now or dt.datetime.now(dt.UTC),
+        )
 
-    def _recall(self, db: duckdb.DuckDBPyConnection, terms: list[str], vector: list[float],
-                limit: int, scope: Scope | None, provenance: list[str] | None,
-                exclude_untrusted: bool, now: dt.datetime) -> list[Recalled]:
+    def _recall(
+        self,
+        db: duckdb.DuckDBPyConnection,
+        terms: list[str],
+        vector: list[float],
+        limit: int,
+        scope: Scope | None,
+        provenance: list[str] | None,
+        exclude_untrusted: bool,
+        now: dt.datetime,
+    ) -> list[Recalled]:
         where, params = self._filters(scope, provenance, exclude_untrusted, now)
         vectors = self._vectors(db)
         if vectors.size >= EXACT_FROM:
@@ -250,9 +324,17 @@ class MemoryStore:
             vectors = _VECTORS[str(self.path)] = _Vectors(db, self.embedder.dimensions)
         return vectors
 
-    def _score(self, db: duckdb.DuckDBPyConnection, where: str, params: list[Any],
-               terms: list[str], vector: list[float], limit: int, now: dt.datetime,
-               candidates: list[str] | None) -> list[Recalled]:
+    def _score(
+        self,
+        db: duckdb.DuckDBPyConnection,
+        where: str,
+        params: list[Any],
+        terms: list[str],
+        vector: list[float],
+        limit: int,
+        now: dt.datetime,
+        candidates: list[str] | None,
+    ) -> list[Recalled]:
         """The best ``limit`` items by the hybrid score, among ``candidates`` and the items
         sharing a word with the query (all live items when ``candidates`` is None)."""
         dims = self.embedder.dimensions
@@ -281,8 +363,11 @@ class MemoryStore:
                        exp(-ln(2) * greatest(epoch(?::TIMESTAMPTZ) - epoch(l.updated_at), 0)
                            / ({self.half_life_days} * 86400)) AS recency, l.importance
                 FROM live l LEFT JOIN bm ON bm.item_id = l.id
-                WHERE {"true" if candidates is None else
-                       "bm.item_id IS NOT NULL OR l.id IN (SELECT unnest(?::VARCHAR[]))"}),
+                WHERE {
+            "true"
+            if candidates is None
+            else "bm.item_id IS NOT NULL OR l.id IN (SELECT unnest(?::VARCHAR[]))"
+        }),
             best AS (
                 SELECT id, lexical, vector, recency,
                        {w_lex} * lexical / greatest(coalesce(top.most, 0), 1e-9)
@@ -297,39 +382,61 @@ class MemoryStore:
         found = []
         for row in rows:
             data = dict(zip(names, row, strict=True))
-            found.append(Recalled(item=_item(data), score=round(data["score"], 6),
-                                  lexical=round(data["lexical"], 6),
-                                  vector=round(data["vector"] or 0.0, 6),
-                                  recency=round(data["recency"], 6)))
+            found.append(
+                Recalled(
+                    item=_item(data),
+                    score=round(data["score"], 6),
+                    lexical=round(data["lexical"], 6),
+                    vector=round(data["vector"] or 0.0, 6),
+                    recency=round(data["recency"], 6),
+                )
+            )
         return found
 
-    def _filters(self, scope: Scope | None, provenance: list[str] | None,
-                 exclude_untrusted: bool, now: dt.datetime) -> tuple[str, list[Any]]:
+    def _filters(
+        self,
+        scope: Scope | None,
+        provenance: list[str] | None,
+        exclude_untrusted: bool,
+        now: dt.datetime,
+    ) -> tuple[str, list[Any]]:
         clauses, params = ["(expires_at IS NULL OR expires_at > ?)"], [now]
-        for column, value in (("scope_agent", scope.agent if scope else None),
-                              ("scope_user", scope.user if scope else None),
-                              ("scope_session", scope.session if scope else None)):
+        for column, value in (
+            ("scope_agent", scope.agent if scope else None),
+            ("scope_user", scope.user if scope else None),
+            ("scope_session", scope.session if scope else None),
+        ):
             if value is not None:
                 clauses.append(f"{column} = ?")
                 params.append(value)
         if provenance:
-            clauses.append("(" + " OR ".join(["starts_with(provenance, ?)"] * len(provenance))
-                           + ")")
+            clauses.append(
+                "(" + " OR ".join(["starts_with(provenance, ?)"] * len(provenance)) + ")"
+            )
             params.extend(provenance)
         if exclude_untrusted:
             clauses.append("(provenance = 'user' OR starts_with(provenance, 'agent'))")
         return " AND ".join(clauses), params
 
-    async def list(self, *, scope: Scope | None = None, provenance: list[str] | None = None,
-                   limit: int = 100, now: dt.datetime | None = None) -> list[MemoryItem]:
+    async def list(
+        self,
+        *,
+        scope: Scope | None = None,
+        provenance: list[str] | None = None,
+        limit: int = 100,
+        now: dt.datetime | None = None,
+    ) -> list[MemoryItem]:
         """Unexpired items, newest first."""
+
         def work(db: duckdb.DuckDBPyConnection) -> list[MemoryItem]:
-            where, params = self._filters(scope, provenance, False,
-                                          now or dt.datetime.now(dt.UTC))
-            rows = db.execute(f"SELECT * FROM items WHERE {where} ORDER BY updated_at DESC, "
-                              "id LIMIT ?", [*params, limit]).fetchall()
+            where, params = self._filters(scope, provenance, False, now or dt.datetime.now(dt.UTC))
+            rows = db.execute(
+                f"SELECT * FROM items WHERE {where} ORDER BY updated_at DESC, id LIMIT ?",
+                [*params, limit],
+            ).fetchall()
             names = [d[0] for d in db.description]
             return [_item(dict(zip(names, r, strict=True))) for r in rows]
+
         return await self._run(work)
 
     async def get(self, item_id: str) -> MemoryItem | None:
@@ -338,6 +445,7 @@ class MemoryStore:
             row = cursor.fetchone()
             names = [d[0] for d in cursor.description]
             return None if row is None else _item(dict(zip(names, row, strict=True)))
+
         return await self._run(work)
 
     async def count(self) -> int:
@@ -345,37 +453,85 @@ class MemoryStore:
 
     # -- writing -------------------------------------------------------------------------
 
-    async def insert(self, text: str, *, provenance: str, scope: Scope | None = None,
-                     importance: float = 0.5, ttl: float | None = None,
-                     embedding: list[float] | None = None) -> MemoryItem:
+    async def insert(
+        self,
+        text: str,
+        *,
+        provenance: str,
+        scope: Scope | None = None,
+        importance: float = 0.5,
+        ttl: float | None = None,
+        embedding: list[float] | None = None,
+    ) -> MemoryItem:
         """Store ``text`` as a new item (no policy: see :meth:`remember`)."""
         vector = embedding or (await anyio.to_thread.run_sync(self.embedder.embed, [text]))[0]
-        items = await self._run(self._insert_many, [(text, vector)], provenance,
-                                scope or Scope(), importance, ttl)
+        items = await self._run(
+            self._insert_many, [(text, vector)], provenance, scope or Scope(), importance, ttl
+        )
         return items[0]
 
-    async def insert_many(self, texts: list[str], *, provenance: str,
-                          scope: Scope | None = None,
-                          importance: float = 0.5, ttl: float | None = None,
-                          embeddings: list[list[float]] | None = None) -> list[MemoryItem]:
+    async def insert_many(
+        self,
+        texts: list[str],
+        *,
+        provenance: str,
+        scope: Scope | None = None,
+        importance: float = 0.5,
+        ttl: float | None = None,
+        embeddings: list[list[float]] | None = None,
+    ) -> list[MemoryItem]:
         """Store many texts at once (ingest); ``embeddings`` may be precomputed."""
         vectors = embeddings or await anyio.to_thread.run_sync(self.embedder.embed, texts)
-        return await self._run(self._insert_many, list(zip(texts, vectors, strict=True)),
-                               provenance, scope or Scope(), importance, ttl)
+        return await self._run(
+            self._insert_many,
+            list(zip(texts, vectors, strict=True)),
+            provenance,
+            scope or Scope(),
+            importance,
+            ttl,
+        )
 
-    def _insert_many(self, db: duckdb.DuckDBPyConnection, pairs: list[tuple[str, list[float]]],
-                     provenance: str, scope: Scope, importance: float, ttl: float | None
-                     ) -> list[MemoryItem]:
+    def _insert_many(
+        self,
+        db: duckdb.DuckDBPyConnection,
+        pairs: list[tuple[str, list[float]]],
+        provenance: str,
+        scope: Scope,
+        importance: float,
+        ttl: float | None,
+    ) -> list[MemoryItem]:
         now = dt.datetime.now(dt.UTC)
         expires = now + dt.timedelta(seconds=ttl) if ttl is not None else None
         items, rows, terms = [], [], []
         for text, vector in pairs:
-            item = MemoryItem(id=uuid.uuid4().hex[:16], text=text, provenance=provenance,
-                              scope=scope, importance=importance, created_at=now,
-                              updated_at=now, expires_at=expires)
+            item = MemoryItem(
+                id=uuid.uuid4().hex[:16],
+                text=text,
+                provenance=provenance,
+                scope=scope,
+                importance=importance,
+                created_at=now,
+                updated_at=now,
+                expires_at=expires,
+            )
             words = tokenize(text)
-            rows.append((item.id, text, vector, scope.agent, scope.user, scope.session,
-                         provenance, importance, now, now, expires, len(words), 1))
+            rows.append(
+                (
+                    item.id,
+                    text,
+                    vector,
+                    scope.agent,
+                    scope.user,
+                    scope.session,
+                    provenance,
+                    importance,
+                    now,
+                    now,
+                    expires,
+                    len(words),
+                    1,
+                )
+            )
             terms.extend((item.id, term, tf) for term, tf in Counter(words).items())
             items.append(item)
         db.execute("BEGIN")
@@ -383,10 +539,13 @@ class MemoryStore:
             columns = list(zip(*rows, strict=True))
             db.execute(
                 f"INSERT INTO items SELECT {', '.join(f'unnest(${n + 1})' for n in range(13))}",
-                [list(c) for c in columns])
+                [list(c) for c in columns],
+            )
             if terms:
-                db.execute("INSERT INTO terms SELECT unnest($1), unnest($2), unnest($3)",
-                           [list(c) for c in zip(*terms, strict=True)])
+                db.execute(
+                    "INSERT INTO terms SELECT unnest($1), unnest($2), unnest($3)",
+                    [list(c) for c in zip(*terms, strict=True)],
+                )
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -400,8 +559,14 @@ class MemoryStore:
         if vectors is not None and vectors.db_id == id(db):
             change(vectors)
 
-    async def update(self, item: MemoryItem, text: str, *, provenance: str | None = None,
-                     importance: float | None = None) -> MemoryItem | None:
+    async def update(
+        self,
+        item: MemoryItem,
+        text: str,
+        *,
+        provenance: str | None = None,
+        importance: float | None = None,
+    ) -> MemoryItem | None:
         """Rewrite ``item`` (merge or replace) if nobody changed it since it was read;
         None if they did (decide again)."""
         vector = (await anyio.to_thread.run_sync(self.embedder.embed, [text]))[0]
@@ -415,9 +580,17 @@ class MemoryStore:
                     "UPDATE items SET text = ?, embedding = ?, provenance = ?, importance = ?, "
                     "updated_at = ?, length = ?, version = version + 1 "
                     "WHERE id = ? AND version = ? RETURNING version",
-                    [text, vector, provenance or item.provenance,
-                     max(importance or 0.0, item.importance), now, len(words), item.id,
-                     item.version]).fetchall()
+                    [
+                        text,
+                        vector,
+                        provenance or item.provenance,
+                        max(importance or 0.0, item.importance),
+                        now,
+                        len(words),
+                        item.id,
+                        item.version,
+                    ],
+                ).fetchall()
                 if not changed:
                     db.execute("ROLLBACK")
                     return None
@@ -430,20 +603,35 @@ class MemoryStore:
                 db.execute("ROLLBACK")
                 raise
             self._cached(db, lambda v: v.replace(item.id, vector))
-            return MemoryItem(id=item.id, text=text, provenance=provenance or item.provenance,
-                              scope=item.scope,
-                              importance=max(importance or 0.0, item.importance),
-                              created_at=item.created_at, updated_at=now,
-                              expires_at=item.expires_at, version=changed[0][0])
+            return MemoryItem(
+                id=item.id,
+                text=text,
+                provenance=provenance or item.provenance,
+                scope=item.scope,
+                importance=max(importance or 0.0, item.importance),
+                created_at=item.created_at,
+                updated_at=now,
+                expires_at=item.expires_at,
+                version=changed[0][0],
+            )
+
         return await self._run(work)
 
-    async def delete(self, ids: list[str] | None = None, *, scope: Scope | None = None,
-                     provenance: list[str] | None = None, expired: bool = False) -> int:
+    async def delete(
+        self,
+        ids: list[str] | None = None,
+        *,
+        scope: Scope | None = None,
+        provenance: list[str] | None = None,
+        expired: bool = False,
+    ) -> int:
         """Delete items by id, or every item matching the filters (``expired=True``: those
         past their TTL). Returns how many went."""
         if not ids and scope is None and not provenance and not expired:
-            raise InvalidArgsError("memory: delete needs ids or a filter (scope, provenance "
-                                   "or expired); nothing was deleted")
+            raise InvalidArgsError(
+                "memory: delete needs ids or a filter (scope, provenance "
+                "or expired); nothing was deleted"
+            )
 
         def work(db: duckdb.DuckDBPyConnection) -> int:
             if ids:
@@ -452,27 +640,39 @@ class MemoryStore:
                 now = dt.datetime.now(dt.UTC)
                 where, params = self._filters(scope, provenance, False, now)
                 if expired:  # the same filters, but the items past their TTL
-                    where = where.replace("(expires_at IS NULL OR expires_at > ?)",
-                                          "(expires_at IS NOT NULL AND expires_at <= ?)")
+                    where = where.replace(
+                        "(expires_at IS NULL OR expires_at > ?)",
+                        "(expires_at IS NOT NULL AND expires_at <= ?)",
+                    )
             db.execute("BEGIN")
             try:
-                gone = db.execute(f"DELETE FROM items WHERE {where} RETURNING id",
-                                  params).fetchall()
+                gone = db.execute(
+                    f"DELETE FROM items WHERE {where} RETURNING id", params
+                ).fetchall()
                 if gone:
-                    db.execute("DELETE FROM terms WHERE item_id IN (SELECT unnest(?::VARCHAR[]))",
-                               [[g[0] for g in gone]])
+                    db.execute(
+                        "DELETE FROM terms WHERE item_id IN (SELECT unnest(?::VARCHAR[]))",
+                        [[g[0] for g in gone]],
+                    )
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
             self._cached(db, lambda v: v.remove([g[0] for g in gone]))
             return len(gone)
+
         return await self._run(work)
 
 
 def _item(data: dict[str, Any]) -> MemoryItem:
     return MemoryItem(
-        id=data["id"], text=data["text"], provenance=data["provenance"],
+        id=data["id"],
+        text=data["text"],
+        provenance=data["provenance"],
         scope=Scope(data["scope_agent"], data["scope_user"], data["scope_session"]),
-        importance=data["importance"], created_at=data["created_at"],
-        updated_at=data["updated_at"], expires_at=data["expires_at"], version=data["version"])
+        importance=data["importance"],
+        created_at=data["created_at"],
+        updated_at=data["updated_at"],
+        expires_at=data["expires_at"],
+        version=data["version"],
+    )

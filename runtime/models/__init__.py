@@ -10,9 +10,21 @@ from .local import DEFAULT_MODEL, LlamaCppModel, default_model_path
 from .openai_compat import OpenAIModel
 from .scripted import ScriptedModel, estimate_tokens
 
-__all__ = ["DEFAULT_MODEL", "LlamaCppModel", "Message", "Model", "ModelError", "ModelReply",
-           "OpenAIModel", "Price", "ScriptedModel", "default_model_path", "estimate_tokens",
-           "make_model", "parse_json"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "LlamaCppModel",
+    "Message",
+    "Model",
+    "ModelError",
+    "ModelReply",
+    "OpenAIModel",
+    "Price",
+    "ScriptedModel",
+    "default_model_path",
+    "estimate_tokens",
+    "make_model",
+    "parse_json",
+]
 
 
 def make_model(settings: Any, spec: str | None = None) -> Model:
@@ -23,18 +35,32 @@ def make_model(settings: Any, spec: str | None = None) -> Model:
     if spec:
         provider, _, rest = spec.partition(":")
         if provider not in ("local", "openai"):
-            raise ModelError(f"model: unknown provider {provider!r} in {spec!r}; use local, "
-                             "local:PATH.gguf or openai:NAME")
+            raise ModelError(
+                f"model: unknown provider {provider!r} in {spec!r}; use local, "
+                "local:PATH.gguf or openai:NAME"
+            )
         name = rest or (name if provider == config.provider else None)
     if provider == "local":
-        return LlamaCppModel(name, context_size=config.context_size, threads=config.threads,
-                             max_tokens=config.max_tokens, temperature=config.temperature)
+        return LlamaCppModel(
+            name,
+            context_size=config.context_size,
+            threads=config.threads,
+            max_tokens=config.max_tokens,
+            temperature=config.temperature,
+        )
     if not name:
-        raise ModelError("model: the openai provider needs a model name: --model openai:NAME "
-                         "or the model.name setting")
+        raise ModelError(
+            "model: the openai provider needs a model name: --model openai:NAME "
+            "or the model.name setting"
+        )
     return OpenAIModel(
-        name, base_url=config.base_url,
+        name,
+        base_url=config.base_url,
         api_key=config.api_key.get_secret_value() if config.api_key else None,
-        structured_output=config.structured_output, stream=config.stream,
-        timeout=config.timeout, max_retries=config.max_retries,
-        max_tokens=config.max_tokens, temperature=config.temperature)
+        structured_output=config.structured_output,
+        stream=config.stream,
+        timeout=config.timeout,
+        max_retries=config.max_retries,
+        max_tokens=config.max_tokens,
+        temperature=config.temperature,
+    )

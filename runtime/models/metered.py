@@ -21,14 +21,22 @@ class Metered:
     """Wraps a model for one agent run. ``using(purpose)`` gives a :class:`Model` whose
     calls are recorded under that purpose."""
 
-    def __init__(self, model: Model, *, prices: dict[str, Any] | None = None,
-                 max_tokens: int | None = None, max_cost: float | None = None,
-                 on_call: Callable[[ModelCall], None] | None = None,
-                 tracing: Tracing | None = None) -> None:
+    def __init__(
+        self,
+        model: Model,
+        *,
+        prices: dict[str, Any] | None = None,
+        max_tokens: int | None = None,
+        max_cost: float | None = None,
+        on_call: Callable[[ModelCall], None] | None = None,
+        tracing: Tracing | None = None,
+    ) -> None:
         self.model = model
         self.tracing = tracing
-        self.prices = {k: Price(v.input, v.output) if not isinstance(v, Price) else v
-                       for k, v in (prices or {}).items()}
+        self.prices = {
+            k: Price(v.input, v.output) if not isinstance(v, Price) else v
+            for k, v in (prices or {}).items()
+        }
         self.max_tokens = max_tokens
         self.max_cost = max_cost
         self.on_call = on_call
@@ -50,59 +58,80 @@ class Metered:
         if self.max_tokens is not None and self.tokens >= self.max_tokens:
             raise BudgetExceededError(
                 f"token budget spent: {self.tokens} of {self.max_tokens} tokens used by "
-                f"{len(self.calls)} model calls (agent.max_tokens)", tokens=self.tokens)
+                f"{len(self.calls)} model calls (agent.max_tokens)",
+                tokens=self.tokens,
+            )
         if self.max_cost is not None and self.cost >= self.max_cost:
             raise BudgetExceededError(
-                f"cost budget spent: ${self.cost:.4f} of ${self.max_cost:.4f} "
-                "(agent.max_cost)", cost=self.cost)
+                f"cost budget spent: ${self.cost:.4f} of ${self.max_cost:.4f} (agent.max_cost)",
+                cost=self.cost,
+            )
 
     async def chat(self, purpose: str, messages: list[Message], **kwargs: Any) -> ModelReply:
         self.check_budget()
         if self.tracing is None:
             return await self._chat(purpose, messages, None, **kwargs)
         tracing = self.tracing
-        attributes = {"gen_ai.operation.name": "chat", "gen_ai.request.model": self.model.name,
-                      "dagentic.purpose": purpose}
+        attributes = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.request.model": self.model.name,
+            "dagentic.purpose": purpose,
+        }
         provider = getattr(self.model, "provider", None)
         if provider:
             attributes["gen_ai.provider.name"] = provider
         if kwargs.get("max_tokens"):
             attributes["gen_ai.request.max_tokens"] = kwargs["max_tokens"]
         if tracing.record_content:
-            attributes["gen_ai.input.messages"] = tracing.content(
-                [m.to_dict() for m in messages])
+            attributes["gen_ai.input.messages"] = tracing.content([m.to_dict() for m in messages])
         with tracing.span(f"chat {self.model.name}", attributes) as span:
             return await self._chat(purpose, messages, span, **kwargs)
 
-    async def _chat(self, purpose: str, messages: list[Message], span: Any, **kwargs: Any
-                    ) -> ModelReply:
+    async def _chat(
+        self, purpose: str, messages: list[Message], span: Any, **kwargs: Any
+    ) -> ModelReply:
         started_at = datetime.now(UTC)
         t0 = time.perf_counter()
         try:
             reply = await self.model.chat(messages, **kwargs)
         except Exception as exc:
-            self._record(ModelCall(purpose=purpose, model=self.model.name,
-                                   started_at=started_at, duration=time.perf_counter() - t0,
-                                   error=ErrorInfo.from_exception(exc)))
+            self._record(
+                ModelCall(
+                    purpose=purpose,
+                    model=self.model.name,
+                    started_at=started_at,
+                    duration=time.perf_counter() - t0,
+                    error=ErrorInfo.from_exception(exc),
+                )
+            )
             raise  # the span records it
         price = self.prices.get(reply.model) or self.prices.get(self.model.name) or Price()
         call = ModelCall(
-            purpose=purpose, model=reply.model, input_tokens=reply.input_tokens,
+            purpose=purpose,
+            model=reply.model,
+            input_tokens=reply.input_tokens,
             output_tokens=reply.output_tokens,
             cost=price.cost(reply.input_tokens, reply.output_tokens),
-            started_at=started_at, duration=time.perf_counter() - t0)
+            started_at=started_at,
+            duration=time.perf_counter() - t0,
+        )
         self._record(call)
         if span is not None:
-            span.set_attributes({
-                "gen_ai.response.model": reply.model,
-                "gen_ai.usage.input_tokens": reply.input_tokens,
-                "gen_ai.usage.output_tokens": reply.output_tokens,
-                "dagentic.cost": call.cost})
+            span.set_attributes(
+                {
+                    "gen_ai.response.model": reply.model,
+                    "gen_ai.usage.input_tokens": reply.input_tokens,
+                    "gen_ai.usage.output_tokens": reply.output_tokens,
+                    "dagentic.cost": call.cost,
+                }
+            )
             if reply.finish_reason:
                 span.set_attribute("gen_ai.response.finish_reasons", (reply.finish_reason,))
             if self.tracing is not None and self.tracing.record_content:
-                span.set_attribute("gen_ai.output.messages", self.tracing.content(
-                    [{"role": "assistant", "content": reply.text}]))
+                span.set_attribute(
+                    "gen_ai.output.messages",
+                    self.tracing.content([{"role": "assistant", "content": reply.text}]),
+                )
         return reply
 
     def _record(self, call: ModelCall) -> None:

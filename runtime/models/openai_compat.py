@@ -25,10 +25,19 @@ class OpenAIModel:
     prompt and the reply is parsed and repaired).
     """
 
-    def __init__(self, name: str, *, base_url: str | None = None, api_key: str | None = None,
-                 structured_output: StructuredOutput = "json_schema", stream: bool = False,
-                 timeout: float = 120.0, max_retries: int = 3, max_tokens: int = 1024,
-                 temperature: float = 0.0) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        structured_output: StructuredOutput = "json_schema",
+        stream: bool = False,
+        timeout: float = 120.0,
+        max_retries: int = 3,
+        max_tokens: int = 1024,
+        temperature: float = 0.0,
+    ) -> None:
         import openai
 
         self.name = name
@@ -40,30 +49,45 @@ class OpenAIModel:
         self.temperature = temperature
         key = api_key or os.environ.get("OPENAI_API_KEY") or ("none" if base_url else None)
         if key is None:
-            raise ModelError("model: the OpenAI provider needs an API key: set model.api_key "
-                             "(DAGENTIC_MODEL__API_KEY) or OPENAI_API_KEY, or model.base_url "
-                             "for a local endpoint")
-        self.client = openai.AsyncOpenAI(base_url=base_url, api_key=key, timeout=timeout,
-                                         max_retries=max_retries)
+            raise ModelError(
+                "model: the OpenAI provider needs an API key: set model.api_key "
+                "(DAGENTIC_MODEL__API_KEY) or OPENAI_API_KEY, or model.base_url "
+                "for a local endpoint"
+            )
+        self.client = openai.AsyncOpenAI(
+            base_url=base_url, api_key=key, timeout=timeout, max_retries=max_retries
+        )
 
-    async def chat(self, messages: list[Message], *, schema: dict[str, Any] | None = None,
-                   max_tokens: int | None = None, temperature: float | None = None
-                   ) -> ModelReply:
+    async def chat(
+        self,
+        messages: list[Message],
+        *,
+        schema: dict[str, Any] | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> ModelReply:
         import openai
 
         wire = [m.to_dict() for m in messages]
         kwargs: dict[str, Any] = {
-            "model": self.name, "messages": wire,
+            "model": self.name,
+            "messages": wire,
             "max_tokens": min(max_tokens or self.max_tokens, self.max_tokens),
-            "temperature": self.temperature if temperature is None else temperature}
+            "temperature": self.temperature if temperature is None else temperature,
+        }
         if schema is not None and self.structured_output == "json_schema":
-            kwargs["response_format"] = {"type": "json_schema", "json_schema": {
-                "name": "output", "schema": schema}}
+            kwargs["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "output", "schema": schema},
+            }
         elif schema is not None and self.structured_output == "json_object":
             kwargs["response_format"] = {"type": "json_object", "schema": schema}
         elif schema is not None:
-            wire[-1] = {**wire[-1], "content": wire[-1]["content"] + "\n\nAnswer with one "
-                        "JSON value and nothing else. Its JSON schema:\n" + json.dumps(schema)}
+            wire[-1] = {
+                **wire[-1],
+                "content": wire[-1]["content"] + "\n\nAnswer with one "
+                "JSON value and nothing else. Its JSON schema:\n" + json.dumps(schema),
+            }
         try:
             if self.stream:
                 return await self._streamed(kwargs, schema)
@@ -71,31 +95,36 @@ class OpenAIModel:
         except openai.APITimeoutError as exc:
             raise StepTimeoutError(f"model {self.name}: no answer in time ({exc})") from exc
         except openai.APIStatusError as exc:
-            raise ModelError(f"model {self.name}: the endpoint answered {exc.status_code}: "
-                             f"{_detail(exc)}", retryable=exc.status_code in (429, 500, 502,
-                                                                           503, 504),
-                             status=exc.status_code) from exc
+            raise ModelError(
+                f"model {self.name}: the endpoint answered {exc.status_code}: {_detail(exc)}",
+                retryable=exc.status_code in (429, 500, 502, 503, 504),
+                status=exc.status_code,
+            ) from exc
         except openai.APIConnectionError as exc:
-            raise ModelError(f"model {self.name}: cannot reach the endpoint "
-                             f"{self.client.base_url} ({exc})", retryable=True) from exc
+            raise ModelError(
+                f"model {self.name}: cannot reach the endpoint {self.client.base_url} ({exc})",
+                retryable=True,
+            ) from exc
         choice = response.choices[0] if response.choices else None
         text = (choice.message.content if choice else None) or ""
         usage = response.usage
         return ModelReply(
-            text=text, model=response.model or self.name,
+            text=text,
+            model=response.model or self.name,
             input_tokens=usage.prompt_tokens if usage else self._estimate(wire),
             output_tokens=usage.completion_tokens if usage else estimate_tokens(text),
             finish_reason=choice.finish_reason if choice else None,
-            structured=schema is not None and self.supports_schema)
+            structured=schema is not None and self.supports_schema,
+        )
 
-    async def _streamed(self, kwargs: dict[str, Any], schema: dict[str, Any] | None
-                        ) -> ModelReply:
+    async def _streamed(self, kwargs: dict[str, Any], schema: dict[str, Any] | None) -> ModelReply:
         parts: list[str] = []
         usage = None
         finish = None
         model = self.name
         stream = await self.client.chat.completions.create(
-            **kwargs, stream=True, stream_options={"include_usage": True})
+            **kwargs, stream=True, stream_options={"include_usage": True}
+        )
         async for chunk in stream:
             model = chunk.model or model
             if chunk.usage is not None:
@@ -106,10 +135,13 @@ class OpenAIModel:
                 finish = choice.finish_reason or finish
         text = "".join(parts)
         return ModelReply(
-            text=text, model=model,
+            text=text,
+            model=model,
             input_tokens=usage.prompt_tokens if usage else self._estimate(kwargs["messages"]),
             output_tokens=usage.completion_tokens if usage else estimate_tokens(text),
-            finish_reason=finish, structured=schema is not None and self.supports_schema)
+            finish_reason=finish,
+            structured=schema is not None and self.supports_schema,
+        )
 
     def _estimate(self, wire: list[dict[str, str]]) -> int:
         return sum(estimate_tokens(m["content"]) for m in wire)

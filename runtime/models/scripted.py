@@ -34,9 +34,14 @@ class ScriptedModel:
         self.provider = "scripted"
         self.calls: list[dict[str, Any]] = []
 
-    async def chat(self, messages: list[Message], *, schema: dict[str, Any] | None = None,
-                   max_tokens: int | None = None, temperature: float | None = None
-                   ) -> ModelReply:
+    async def chat(
+        self,
+        messages: list[Message],
+        *,
+        schema: dict[str, Any] | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> ModelReply:
         self.calls.append({"messages": list(messages), "schema": schema})
         if not self.replies:
             raise ModelError(f"scripted model: no reply left for call {len(self.calls)}")
@@ -47,9 +52,14 @@ class ScriptedModel:
             raise reply
         text = reply if isinstance(reply, str) else json.dumps(reply)
         prompt = sum(self.count_tokens(m.content) for m in messages)
-        return ModelReply(text=text, model=self.name, input_tokens=prompt,
-                          output_tokens=self.count_tokens(text), finish_reason="stop",
-                          structured=schema is not None)
+        return ModelReply(
+            text=text,
+            model=self.name,
+            input_tokens=prompt,
+            output_tokens=self.count_tokens(text),
+            finish_reason="stop",
+            structured=schema is not None,
+        )
 
     def count_tokens(self, text: str) -> int:
         return estimate_tokens(text)

@@ -27,8 +27,7 @@ import tracemalloc
 from typing import Any
 
 import anyio
-
-from runtime import Executor, Plan, Settings, Step, ToolRegistry, compile_plan, tool
+from dagentic import Executor, Plan, Settings, Step, ToolRegistry, compile_plan, tool
 
 TARGET_OVERHEAD_US = 40.0
 TARGET_MAKESPAN_RATIO = 1.02
@@ -60,8 +59,10 @@ def _plan(name: str, steps: list[Step]) -> Plan:
 
 
 def chain(n: int) -> Plan:
-    return _plan(f"chain-{n}", [Step(id=f"s{i}", tool="bench.noop",
-                                     needs=[f"s{i - 1}"] if i else []) for i in range(n)])
+    return _plan(
+        f"chain-{n}",
+        [Step(id=f"s{i}", tool="bench.noop", needs=[f"s{i - 1}"] if i else []) for i in range(n)],
+    )
 
 
 def fanout(n: int) -> Plan:
@@ -72,26 +73,33 @@ def layered(layers: int, width: int) -> Plan:
     steps = []
     for layer in range(layers):
         before = [f"l{layer - 1}_{j}" for j in range(width)] if layer else []
-        steps += [Step(id=f"l{layer}_{j}", tool="bench.noop", needs=before)
-                  for j in range(width)]
+        steps += [Step(id=f"l{layer}_{j}", tool="bench.noop", needs=before) for j in range(width)]
     return _plan(f"layered-{layers}x{width}", steps)
 
 
 def sleep_fanout(n: int, seconds: float) -> Plan:
-    return _plan(f"sleep-fanout-{n}", [Step(id=f"s{i}", tool="bench.sleep",
-                                            args={"seconds": seconds}) for i in range(n)])
+    return _plan(
+        f"sleep-fanout-{n}",
+        [Step(id=f"s{i}", tool="bench.sleep", args={"seconds": seconds}) for i in range(n)],
+    )
 
 
 def mixed() -> Plan:
     def s(sid: str, seconds: float, *needs: str) -> Step:
         return Step(id=sid, tool="bench.sleep", args={"seconds": seconds}, needs=list(needs))
 
-    return _plan("mixed", [
-        s("a1", 0.05), s("a2", 0.05, "a1"),
-        s("b1", 0.2),
-        s("c1", 0.1), s("c2", 0.1, "c1"), s("c3", 0.1, "c2"),
-        Step(id="join", tool="bench.noop", needs=["a2", "b1", "c3"]),
-    ])
+    return _plan(
+        "mixed",
+        [
+            s("a1", 0.05),
+            s("a2", 0.05, "a1"),
+            s("b1", 0.2),
+            s("c1", 0.1),
+            s("c2", 0.1, "c1"),
+            s("c3", 0.1, "c2"),
+            Step(id="join", tool="bench.noop", needs=["a2", "b1", "c3"]),
+        ],
+    )
 
 
 def _executor() -> Executor:
@@ -129,14 +137,18 @@ def time_run(plan: Plan, repeat: int) -> dict[str, Any]:
 
 def makespan(plan: Plan, critical_path: float, repeat: int) -> dict[str, Any]:
     timing = time_run(plan, repeat)
-    return {"steps": timing["steps"], "critical_path_s": critical_path,
-            "makespan_median_s": timing["run_median_s"],
-            "ratio": timing["run_median_s"] / critical_path}
+    return {
+        "steps": timing["steps"],
+        "critical_path_s": critical_path,
+        "makespan_median_s": timing["run_median_s"],
+        "ratio": timing["run_median_s"] / critical_path,
+    }
 
 
 def anyio_floor(n: int, seconds: float, repeat: int) -> dict[str, Any]:
     """The same fan-out as bare anyio tasks: what any anyio scheduler pays at least
     (task spawns, and the event loop's 1 ms timer granularity)."""
+
     async def once() -> float:
         begin = time.perf_counter()
         async with anyio.create_task_group() as group:
@@ -145,8 +157,11 @@ def anyio_floor(n: int, seconds: float, repeat: int) -> dict[str, Any]:
         return time.perf_counter() - begin
 
     times = [anyio.run(once, backend=BACKEND) for _ in range(repeat)]
-    return {"tasks": n, "makespan_median_s": statistics.median(times),
-            "ratio": statistics.median(times) / seconds}
+    return {
+        "tasks": n,
+        "makespan_median_s": statistics.median(times),
+        "ratio": statistics.median(times) / seconds,
+    }
 
 
 def memory(n: int) -> dict[str, Any]:
@@ -167,8 +182,11 @@ def memory(n: int) -> dict[str, Any]:
     anyio.run(executor.run, compiled_again, backend=BACKEND)
     peak_with_compile = tracemalloc.get_traced_memory()[1] - base
     tracemalloc.stop()
-    return {"steps": n, "peak_bytes_per_step": peak / n,
-            "peak_bytes_per_step_with_compile": peak_with_compile / n}
+    return {
+        "steps": n,
+        "peak_bytes_per_step": peak / n,
+        "peak_bytes_per_step_with_compile": peak_with_compile / n,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -191,39 +209,56 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "mixed": makespan(mixed(), 0.3, repeat),
         "memory-2000": memory(200 if quick else 2000),
     }
-    overhead = max(results[k]["per_step_us"] for k in ("chain-200", "fanout-500",
-                                                       "layered-10x20"))
+    overhead = max(results[k]["per_step_us"] for k in ("chain-200", "fanout-500", "layered-10x20"))
     ratio = max(results[k]["ratio"] for k in ("sleep-fanout-50", "mixed"))
     per_step = results["memory-2000"]["peak_bytes_per_step"]
     results["targets"] = {
-        "overhead_us_per_step": {"worst": overhead, "target": TARGET_OVERHEAD_US,
-                                 "met": overhead <= TARGET_OVERHEAD_US},
-        "makespan_ratio": {"worst": ratio, "target": TARGET_MAKESPAN_RATIO,
-                           "met": ratio <= TARGET_MAKESPAN_RATIO},
-        "bytes_per_step": {"worst": per_step, "target": TARGET_BYTES_PER_STEP,
-                           "met": per_step <= TARGET_BYTES_PER_STEP},
+        "overhead_us_per_step": {
+            "worst": overhead,
+            "target": TARGET_OVERHEAD_US,
+            "met": overhead <= TARGET_OVERHEAD_US,
+        },
+        "makespan_ratio": {
+            "worst": ratio,
+            "target": TARGET_MAKESPAN_RATIO,
+            "met": ratio <= TARGET_MAKESPAN_RATIO,
+        },
+        "bytes_per_step": {
+            "worst": per_step,
+            "target": TARGET_BYTES_PER_STEP,
+            "met": per_step <= TARGET_BYTES_PER_STEP,
+        },
     }
 
-    print(f"executor benchmark (median of {repeat}, Python {sys.version.split()[0]}, "
-          f"{BACKEND})")
+    print(f"executor benchmark (median of {repeat}, Python {sys.version.split()[0]}, {BACKEND})")
     for name in ("chain-200", "fanout-500", "layered-10x20"):
         r = results[name]
-        print(f"  {name:16} {r['steps']:5} steps  run {r['run_median_s'] * 1e3:8.2f} ms  "
-              f"{r['per_step_us']:6.1f} us/step  (validate+compile "
-              f"{r['compile_per_step_us']:6.1f} us/step)")
+        print(
+            f"  {name:16} {r['steps']:5} steps  run {r['run_median_s'] * 1e3:8.2f} ms  "
+            f"{r['per_step_us']:6.1f} us/step  (validate+compile "
+            f"{r['compile_per_step_us']:6.1f} us/step)"
+        )
     for name in ("sleep-fanout-50", "mixed"):
         r = results[name]
-        print(f"  {name:16} makespan {r['makespan_median_s'] * 1e3:8.2f} ms  critical path "
-              f"{r['critical_path_s'] * 1e3:.0f} ms  ratio {r['ratio']:.4f}")
+        print(
+            f"  {name:16} makespan {r['makespan_median_s'] * 1e3:8.2f} ms  critical path "
+            f"{r['critical_path_s'] * 1e3:.0f} ms  ratio {r['ratio']:.4f}"
+        )
     r = results["anyio-floor-50"]
-    print(f"  {'anyio-floor-50':16} makespan {r['makespan_median_s'] * 1e3:8.2f} ms  (50 bare "
-          f"anyio tasks sleeping 100 ms)  ratio {r['ratio']:.4f}")
+    print(
+        f"  {'anyio-floor-50':16} makespan {r['makespan_median_s'] * 1e3:8.2f} ms  (50 bare "
+        f"anyio tasks sleeping 100 ms)  ratio {r['ratio']:.4f}"
+    )
     r = results["memory-2000"]
-    print(f"  {'memory-2000':16} peak {r['peak_bytes_per_step']:.0f} B/step running "
-          f"({r['peak_bytes_per_step_with_compile']:.0f} B/step with validation)")
+    print(
+        f"  {'memory-2000':16} peak {r['peak_bytes_per_step']:.0f} B/step running "
+        f"({r['peak_bytes_per_step_with_compile']:.0f} B/step with validation)"
+    )
     for key, target in results["targets"].items():
-        print(f"  target {key}: worst {target['worst']:.3f} vs {target['target']} -> "
-              f"{'met' if target['met'] else 'MISSED'}")
+        print(
+            f"  target {key}: worst {target['worst']:.3f} vs {target['target']} -> "
+            f"{'met' if target['met'] else 'MISSED'}"
+        )
     print(json.dumps(results, indent=2))
     if args.json_file:
         with open(args.json_file, "w", encoding="utf-8") as handle:

@@ -6,8 +6,8 @@ Run:  .venv/bin/python tests/benchmarks/bench_planner.py [--model local] [--repa
 
 Each goal of tests/benchmarks/goals.yaml (questions over the sample database, the local
 news index and code, some needing two or three tools, two needing a capability nobody
-provides) is planned by runtime.LLMPlanner over every installed tool (runtime.load_tools())
-with --repairs repair rounds (default 2), through runtime.models.metered.Metered so each
+provides) is planned by dagentic.LLMPlanner over every installed tool (dagentic.load_tools())
+with --repairs repair rounds (default 2), through dagentic.models.metered.Metered so each
 model call and its tokens are counted. Per goal it records the outcome
   valid_first_try     the first plan validated
   valid_after_repair  a repair round made it valid (attempts > 1)
@@ -19,7 +19,7 @@ the tools a good plan would use (`tools` in goals.yaml: reported, never graded).
 goals marked `expect: missing_capability` are right only when the model says so; a
 missing_capability answer to any other goal counts as a false refusal.
 
---execute also runs every valid plan with runtime.Executor (web.search on a fresh local
+--execute also runs every valid plan with dagentic.Executor (web.search on a fresh local
 index and no cache, in a temporary folder; code.python in the sandbox settings' backend)
 and records the run's status and failure modes. Off by default: the benchmark measures
 planning.
@@ -58,8 +58,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import yaml
-
-from runtime import (
+from dagentic import (
     DagenticError,
     Executor,
     PlanError,
@@ -68,24 +67,30 @@ from runtime import (
     close_sandboxes,
     load_tools,
 )
-from runtime.agent import planning_context
-from runtime.graph import CompiledPlan
-from runtime.models import Model, make_model
-from runtime.models.metered import Metered
-from runtime.planner import LLMPlanner, MissingCapabilityError
+from dagentic.agent import planning_context
+from dagentic.graph import CompiledPlan
+from dagentic.models import Model, make_model
+from dagentic.models.metered import Metered
+from dagentic.planner import LLMPlanner, MissingCapabilityError
 
 HERE = Path(__file__).parent
 GOALS = HERE / "goals.yaml"
-OUTCOMES = ("valid_first_try", "valid_after_repair", "plan_invalid", "missing_capability",
-            "error")
+OUTCOMES = ("valid_first_try", "valid_after_repair", "plan_invalid", "missing_capability", "error")
 EXPECTS = ("plan", "missing_capability")
 DEFAULT_REPAIRS = 2
 EXECUTE_TIMEOUT = 120.0
-SHORT = {"sql.query": "sql", "sql.schema": "schema", "web.search": "search",
-         "web.fetch": "fetch", "code.python": "python", "notify.log": "log"}
+SHORT = {
+    "sql.query": "sql",
+    "sql.schema": "schema",
+    "web.search": "search",
+    "web.fetch": "fetch",
+    "code.python": "python",
+    "notify.log": "log",
+}
 
 
 # --------------------------------------------------------------------------- goals
+
 
 def load_goals(path: str | Path = GOALS) -> list[dict[str, Any]]:
     """The goals of a goals file, checked: id, text, tools, expect (default ``plan``)."""
@@ -108,8 +113,15 @@ def load_goals(path: str | Path = GOALS) -> list[dict[str, Any]]:
         if expect not in EXPECTS:
             raise ValueError(f"{path}: goal {gid}: expect must be one of {EXPECTS}")
         seen.add(gid)
-        goals.append({"id": gid, "text": " ".join(text.split()), "tools": list(tools),
-                      "expect": expect, "missing": item.get("missing")})
+        goals.append(
+            {
+                "id": gid,
+                "text": " ".join(text.split()),
+                "tools": list(tools),
+                "expect": expect,
+                "missing": item.get("missing"),
+            }
+        )
     return goals
 
 
@@ -122,24 +134,34 @@ def quick_goals(goals: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 # --------------------------------------------------------------------------- measuring
 
+
 def stats(values: list[float]) -> dict[str, float | None]:
     if not values:
         return {"median": None, "mean": None, "min": None, "max": None}
-    return {"median": statistics.median(values), "mean": statistics.fmean(values),
-            "min": min(values), "max": max(values)}
+    return {
+        "median": statistics.median(values),
+        "mean": statistics.fmean(values),
+        "min": min(values),
+        "max": max(values),
+    }
 
 
 def overlap(used: list[str], expected: list[str]) -> dict[str, Any]:
     """The tools a plan uses against the tools a good plan would use."""
     u, e = set(used), set(expected)
-    return {"common": sorted(u & e), "missing": sorted(e - u), "extra": sorted(u - e),
-            "recall": len(u & e) / len(e) if e else None,
-            "jaccard": len(u & e) / len(u | e) if u | e else None,
-            "exact": u == e}
+    return {
+        "common": sorted(u & e),
+        "missing": sorted(e - u),
+        "extra": sorted(u - e),
+        "recall": len(u & e) / len(e) if e else None,
+        "jaccard": len(u & e) / len(u | e) if u | e else None,
+        "exact": u == e,
+    }
 
 
-async def execute(compiled: CompiledPlan, tools: ToolRegistry, settings: Settings,
-                  timeout: float) -> dict[str, Any]:
+async def execute(
+    compiled: CompiledPlan, tools: ToolRegistry, settings: Settings, timeout: float
+) -> dict[str, Any]:
     """Run one valid plan; its status and failure modes."""
     executor = Executor(tools, settings=settings)
     t0 = time.perf_counter()
@@ -147,33 +169,59 @@ async def execute(compiled: CompiledPlan, tools: ToolRegistry, settings: Setting
         run = await executor.run(compiled, timeout=timeout)
     except DagenticError as exc:
         mode = exc.failure_mode.value if exc.failure_mode else "error"
-        return {"status": "failed", "failure_mode": mode, "message": exc.message[:300],
-                "steps": 0, "steps_failed": 0, "step_failure_modes": {},
-                "wall_s": time.perf_counter() - t0}
-    modes = Counter(s.error.failure_mode.value for s in run.steps.values()
-                    if s.error is not None)
-    return {"status": run.status.value,
-            "failure_mode": run.error.failure_mode.value if run.error else None,
-            "message": run.error.message[:300] if run.error else None,
-            "steps": len(run.steps),
-            "steps_failed": sum(1 for s in run.steps.values() if s.error is not None),
-            "step_failure_modes": dict(sorted(modes.items())),
-            "wall_s": time.perf_counter() - t0}
+        return {
+            "status": "failed",
+            "failure_mode": mode,
+            "message": exc.message[:300],
+            "steps": 0,
+            "steps_failed": 0,
+            "step_failure_modes": {},
+            "wall_s": time.perf_counter() - t0,
+        }
+    modes = Counter(s.error.failure_mode.value for s in run.steps.values() if s.error is not None)
+    return {
+        "status": run.status.value,
+        "failure_mode": run.error.failure_mode.value if run.error else None,
+        "message": run.error.message[:300] if run.error else None,
+        "steps": len(run.steps),
+        "steps_failed": sum(1 for s in run.steps.values() if s.error is not None),
+        "step_failure_modes": dict(sorted(modes.items())),
+        "wall_s": time.perf_counter() - t0,
+    }
 
 
-async def plan_goal(model: Model, tools: ToolRegistry, goal: dict[str, Any], repairs: int,
-                    run_settings: Settings | None, timeout: float,
-                    context: dict[str, str] | None = None) -> dict[str, Any]:
+async def plan_goal(
+    model: Model,
+    tools: ToolRegistry,
+    goal: dict[str, Any],
+    repairs: int,
+    run_settings: Settings | None,
+    timeout: float,
+    context: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """Plan one goal through a fresh meter, with the planning context an Agent would give
     (the planning_context tools' outputs); what happened and what it cost."""
     metered = Metered(model)
     planner = LLMPlanner(metered.using("plan"), tools, max_repairs=repairs)
     record: dict[str, Any] = {
-        "id": goal["id"], "text": goal["text"], "expect": goal["expect"],
-        "expected_tools": goal["tools"], "outcome": None, "attempts": 0,
-        "first_try_valid": False, "valid_after_repair": False, "plan_tools": [],
-        "steps": 0, "checks": 0, "overlap": None, "problems": [], "missing": None,
-        "error": None, "plan": None, "execution": None}
+        "id": goal["id"],
+        "text": goal["text"],
+        "expect": goal["expect"],
+        "expected_tools": goal["tools"],
+        "outcome": None,
+        "attempts": 0,
+        "first_try_valid": False,
+        "valid_after_repair": False,
+        "plan_tools": [],
+        "steps": 0,
+        "checks": 0,
+        "overlap": None,
+        "problems": [],
+        "missing": None,
+        "error": None,
+        "plan": None,
+        "execution": None,
+    }
     compiled = None
     t0 = time.perf_counter()
     try:
@@ -186,8 +234,11 @@ async def plan_goal(model: Model, tools: ToolRegistry, goal: dict[str, Any], rep
         record["problems"] = [p.message[:300] for p in exc.problems[:5]]
     except DagenticError as exc:  # the model call failed
         record["outcome"] = "error"
-        record["error"] = {"failure_mode": exc.failure_mode.value if exc.failure_mode
-                           else None, "type": type(exc).__name__, "message": exc.message[:300]}
+        record["error"] = {
+            "failure_mode": exc.failure_mode.value if exc.failure_mode else None,
+            "type": type(exc).__name__,
+            "message": exc.message[:300],
+        }
     else:
         compiled = result.compiled
         steps = compiled.plan.steps
@@ -200,8 +251,7 @@ async def plan_goal(model: Model, tools: ToolRegistry, goal: dict[str, Any], rep
         record["steps"] = sum(1 for s in steps if s.tool)
         record["checks"] = sum(1 for s in steps if s.check is not None)
         record["overlap"] = overlap(record["plan_tools"], goal["tools"])
-        record["plan"] = compiled.plan.model_dump(mode="json", by_alias=True,
-                                                  exclude_defaults=True)
+        record["plan"] = compiled.plan.model_dump(mode="json", by_alias=True, exclude_defaults=True)
     record["wall_s"] = time.perf_counter() - t0
     calls = metered.calls
     record["model_calls"] = len(calls)
@@ -211,8 +261,9 @@ async def plan_goal(model: Model, tools: ToolRegistry, goal: dict[str, Any], rep
     record["input_tokens"] = sum(c.input_tokens for c in calls)
     record["output_tokens"] = sum(c.output_tokens for c in calls)
     record["tokens"] = record["input_tokens"] + record["output_tokens"]
-    record["missing_capability_correct"] = (
-        (record["outcome"] == "missing_capability") == (goal["expect"] == "missing_capability"))
+    record["missing_capability_correct"] = (record["outcome"] == "missing_capability") == (
+        goal["expect"] == "missing_capability"
+    )
     if compiled is not None and run_settings is not None:
         record["execution"] = await execute(compiled, tools, run_settings, timeout)
     return record
@@ -229,11 +280,18 @@ def summarize(records: list[dict[str, Any]], executed: bool) -> dict[str, Any]:
     plans = [r for r in records if r["overlap"] is not None]
     graded = [r for r in plans if r["overlap"]["recall"] is not None]
     summary: dict[str, Any] = {
-        "goals": n, "plan_goals": len(to_plan), "missing_capability_goals": len(to_refuse),
-        "counts": counts_all, "shares": share,
-        "valid": valid, "valid_share": valid / n if n else 0.0,
-        "valid_share_of_plan_goals": (sum(1 for r in to_plan if r["outcome"].startswith(
-            "valid")) / len(to_plan)) if to_plan else None,
+        "goals": n,
+        "plan_goals": len(to_plan),
+        "missing_capability_goals": len(to_refuse),
+        "counts": counts_all,
+        "shares": share,
+        "valid": valid,
+        "valid_share": valid / n if n else 0.0,
+        "valid_share_of_plan_goals": (
+            sum(1 for r in to_plan if r["outcome"].startswith("valid")) / len(to_plan)
+        )
+        if to_plan
+        else None,
         "missing_capability": {
             "expected": len(to_refuse),
             "correct": sum(1 for r in to_refuse if r["outcome"] == "missing_capability"),
@@ -242,46 +300,58 @@ def summarize(records: list[dict[str, Any]], executed: bool) -> dict[str, Any]:
         "tools": {
             "plans": len(plans),
             "exact_share": (sum(1 for r in graded if r["overlap"]["exact"]) / len(graded))
-            if graded else None,
+            if graded
+            else None,
             "recall_mean": statistics.fmean(r["overlap"]["recall"] for r in graded)
-            if graded else None,
+            if graded
+            else None,
             "jaccard_mean": statistics.fmean(r["overlap"]["jaccard"] for r in graded)
-            if graded else None,
+            if graded
+            else None,
             "plans_with_extra_tools": sum(1 for r in plans if r["overlap"]["extra"]),
             "used": dict(sorted(Counter(t for r in plans for t in r["plan_tools"]).items())),
         },
-        "per_goal": {key: stats([float(r[key]) for r in records])
-                     for key in ("model_calls", "input_tokens", "output_tokens", "tokens",
-                                 "wall_s")},
-        "totals": {key: sum(r[key] for r in records)
-                   for key in ("model_calls", "input_tokens", "output_tokens", "tokens",
-                               "wall_s")},
+        "per_goal": {
+            key: stats([float(r[key]) for r in records])
+            for key in ("model_calls", "input_tokens", "output_tokens", "tokens", "wall_s")
+        },
+        "totals": {
+            key: sum(r[key] for r in records)
+            for key in ("model_calls", "input_tokens", "output_tokens", "tokens", "wall_s")
+        },
     }
     if executed:
         runs = [r["execution"] for r in records if r["execution"] is not None]
         summary["execution"] = {
             "runs": len(runs),
             "status": dict(sorted(Counter(x["status"] for x in runs).items())),
-            "failure_modes": dict(sorted(Counter(x["failure_mode"] for x in runs
-                                                 if x["failure_mode"]).items())),
-            "step_failure_modes": dict(sorted(sum(
-                (Counter(x["step_failure_modes"]) for x in runs), Counter()).items())),
+            "failure_modes": dict(
+                sorted(Counter(x["failure_mode"] for x in runs if x["failure_mode"]).items())
+            ),
+            "step_failure_modes": dict(
+                sorted(sum((Counter(x["step_failure_modes"]) for x in runs), Counter()).items())
+            ),
             "succeeded_share_of_plan_goals": (
-                sum(1 for x in runs if x["status"] == "succeeded") / len(to_plan))
-            if to_plan else None,
+                sum(1 for x in runs if x["status"] == "succeeded") / len(to_plan)
+            )
+            if to_plan
+            else None,
         }
     return summary
 
 
 # --------------------------------------------------------------------------- report
 
+
 def _tools(names: list[str]) -> str:
     return ",".join(SHORT.get(t, t) for t in names) or "-"
 
 
 def header(executed: bool) -> str:
-    line = (f"{'goal':30} {'outcome':22} {'att':>3} {'in_tok':>6} {'out_tok':>7} "
-            f"{'wall_s':>6}  {'plan tools':21} {'expected':21} {'recall':>6}")
+    line = (
+        f"{'goal':30} {'outcome':22} {'att':>3} {'in_tok':>6} {'out_tok':>7} "
+        f"{'wall_s':>6}  {'plan tools':21} {'expected':21} {'recall':>6}"
+    )
     return line + ("  run" if executed else "")
 
 
@@ -292,14 +362,19 @@ def row(r: dict[str, Any], executed: bool) -> str:
     elif outcome == "missing_capability":
         outcome += " (!)"
     recall = r["overlap"]["recall"] if r["overlap"] else None
-    line = (f"{r['id'][:30]:30} {outcome:22} {r['attempts']:>3} {r['input_tokens']:>6} "
-            f"{r['output_tokens']:>7} {r['wall_s']:>6.1f}  {_tools(r['plan_tools']):21} "
-            f"{_tools(r['expected_tools']):21} "
-            f"{'-' if recall is None else f'{recall:.2f}':>6}")
+    line = (
+        f"{r['id'][:30]:30} {outcome:22} {r['attempts']:>3} {r['input_tokens']:>6} "
+        f"{r['output_tokens']:>7} {r['wall_s']:>6.1f}  {_tools(r['plan_tools']):21} "
+        f"{_tools(r['expected_tools']):21} "
+        f"{'-' if recall is None else f'{recall:.2f}':>6}"
+    )
     if executed:
         run = r["execution"]
-        line += "  -" if run is None else \
-            f"  {run['status']}{'/' + run['failure_mode'] if run['failure_mode'] else ''}"
+        line += (
+            "  -"
+            if run is None
+            else f"  {run['status']}{'/' + run['failure_mode'] if run['failure_mode'] else ''}"
+        )
     return line
 
 
@@ -314,45 +389,62 @@ def report(results: dict[str, Any]) -> None:
     def num(v: float | None, fmt: str = ".1f") -> str:
         return "-" if v is None else format(v, fmt)
 
-    print("(!): a plan for a goal that needs a missing capability, or a refusal of one that "
-          "does not")
+    print(
+        "(!): a plan for a goal that needs a missing capability, or a refusal of one that does not"
+    )
     print(f"summary: {n} goals, {cfg['repairs']} repairs, model {results['model']['name']}")
     print(f"  valid on first try      {frac(c['valid_first_try'])}")
-    print(f"  valid after repair      {frac(c['valid_after_repair'])}   "
-          f"valid in all {frac(s['valid'])}")
+    print(
+        f"  valid after repair      {frac(c['valid_after_repair'])}   "
+        f"valid in all {frac(s['valid'])}"
+    )
     print(f"  plan_invalid            {frac(c['plan_invalid'])}")
-    print(f"  missing_capability      {frac(c['missing_capability'])}: correct on "
-          f"{s['missing_capability']['correct']}/{s['missing_capability']['expected']} "
-          f"goals that need it, false refusals "
-          f"{s['missing_capability']['false_refusals']}/{s['plan_goals']}")
+    print(
+        f"  missing_capability      {frac(c['missing_capability'])}: correct on "
+        f"{s['missing_capability']['correct']}/{s['missing_capability']['expected']} "
+        f"goals that need it, false refusals "
+        f"{s['missing_capability']['false_refusals']}/{s['plan_goals']}"
+    )
     if c["error"]:
         print(f"  error                   {frac(c['error'])}")
     t = s["tools"]
-    print(f"  tools of valid plans    exactly the expected set {num(t['exact_share'], '.0%')}, "
-          f"mean recall {num(t['recall_mean'], '.2f')}, mean jaccard "
-          f"{num(t['jaccard_mean'], '.2f')}, with extra tools {t['plans_with_extra_tools']}"
-          f"/{t['plans']}; used {t['used']}")
-    for key, label, fmt in (("model_calls", "model calls", ".2f"),
-                            ("input_tokens", "input tokens", ".0f"),
-                            ("output_tokens", "output tokens", ".0f"),
-                            ("wall_s", "wall time (s)", ".1f")):
+    print(
+        f"  tools of valid plans    exactly the expected set {num(t['exact_share'], '.0%')}, "
+        f"mean recall {num(t['recall_mean'], '.2f')}, mean jaccard "
+        f"{num(t['jaccard_mean'], '.2f')}, with extra tools {t['plans_with_extra_tools']}"
+        f"/{t['plans']}; used {t['used']}"
+    )
+    for key, label, fmt in (
+        ("model_calls", "model calls", ".2f"),
+        ("input_tokens", "input tokens", ".0f"),
+        ("output_tokens", "output tokens", ".0f"),
+        ("wall_s", "wall time (s)", ".1f"),
+    ):
         st = s["per_goal"][key]
-        print(f"  {label + ' per goal':24}median {num(st['median'], fmt)}, mean "
-              f"{num(st['mean'], fmt)} (min {num(st['min'], fmt)}, max {num(st['max'], fmt)})")
+        print(
+            f"  {label + ' per goal':24}median {num(st['median'], fmt)}, mean "
+            f"{num(st['mean'], fmt)} (min {num(st['min'], fmt)}, max {num(st['max'], fmt)})"
+        )
     tot = s["totals"]
-    print(f"  totals                  {tot['model_calls']} model calls, {tot['input_tokens']} "
-          f"input + {tot['output_tokens']} output tokens, {tot['wall_s']:.0f} s planning "
-          f"(+ {results['model']['load_s']:.1f} s model load)")
+    print(
+        f"  totals                  {tot['model_calls']} model calls, {tot['input_tokens']} "
+        f"input + {tot['output_tokens']} output tokens, {tot['wall_s']:.0f} s planning "
+        f"(+ {results['model']['load_s']:.1f} s model load)"
+    )
     if "execution" in s:
         x = s["execution"]
-        print(f"  --execute               {x['runs']} runs: {x['status']}; failure modes "
-              f"{x['failure_modes']}; failed steps {x['step_failure_modes']}")
+        print(
+            f"  --execute               {x['runs']} runs: {x['status']}; failure modes "
+            f"{x['failure_modes']}; failed steps {x['step_failure_modes']}"
+        )
 
 
 # --------------------------------------------------------------------------- main
 
-async def measure(args: argparse.Namespace, goals: list[dict[str, Any]], repairs: int
-                  ) -> dict[str, Any]:
+
+async def measure(
+    args: argparse.Namespace, goals: list[dict[str, Any]], repairs: int
+) -> dict[str, Any]:
     settings = Settings()  # the model settings the user configured (files, DAGENTIC_*)
     model = make_model(settings, args.model)
     tools = load_tools()
@@ -365,43 +457,63 @@ async def measure(args: argparse.Namespace, goals: list[dict[str, Any]], repairs
     with tempfile.TemporaryDirectory(prefix="bench-planner-") as tmp:
         run_settings = None
         if args.execute:
-            web = settings.web.model_copy(update={
-                "local": settings.web.local.model_copy(update={"index_dir": Path(tmp) / "index"}),
-                "cache_dir": Path(tmp) / "cache", "cache_ttl": 0.0})
+            web = settings.web.model_copy(
+                update={
+                    "local": settings.web.local.model_copy(
+                        update={"index_dir": Path(tmp) / "index"}
+                    ),
+                    "cache_dir": Path(tmp) / "cache",
+                    "cache_ttl": 0.0,
+                }
+            )
             run_settings = settings.model_copy(update={"web": web})
-        print(f"planner benchmark: {len(goals)} goals, {repairs} repairs, model "
-              f"{model.name} ({args.model}), {len(tools)} tools, Python "
-              f"{sys.version.split()[0]}, {os.cpu_count()} CPUs", flush=True)
+        print(
+            f"planner benchmark: {len(goals)} goals, {repairs} repairs, model "
+            f"{model.name} ({args.model}), {len(tools)} tools, Python "
+            f"{sys.version.split()[0]}, {os.cpu_count()} CPUs",
+            flush=True,
+        )
         context = await planning_context(Executor(tools, settings=run_settings or settings))
         print(f"planning context from: {', '.join(context) or 'none'}", flush=True)
         print(header(args.execute), flush=True)
         try:
             for goal in goals:
-                record = await plan_goal(model, tools, goal, repairs, run_settings,
-                                         args.execute_timeout, context)
+                record = await plan_goal(
+                    model, tools, goal, repairs, run_settings, args.execute_timeout, context
+                )
                 records.append(record)
                 print(row(record, args.execute), flush=True)
         finally:
             if args.execute:
                 await close_sandboxes()
-    return {"model": {"spec": args.model, "name": model.name, "load_s": load_s},
-            "records": records}
+    return {"model": {"spec": args.model, "name": model.name, "load_s": load_s}, "records": records}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="local",
-                        help="local, local:PATH.gguf or openai:NAME (default: local).")
-    parser.add_argument("--repairs", type=int, default=DEFAULT_REPAIRS,
-                        help=f"Repair rounds of an invalid plan (default {DEFAULT_REPAIRS}).")
+    parser.add_argument(
+        "--model", default="local", help="local, local:PATH.gguf or openai:NAME (default: local)."
+    )
+    parser.add_argument(
+        "--repairs",
+        type=int,
+        default=DEFAULT_REPAIRS,
+        help=f"Repair rounds of an invalid plan (default {DEFAULT_REPAIRS}).",
+    )
     parser.add_argument("--goals", default=str(GOALS), help="The goals file (YAML).")
     parser.add_argument("--limit", type=int, help="Only the first N goals.")
-    parser.add_argument("--execute", action="store_true",
-                        help="Also run every valid plan with runtime.Executor.")
-    parser.add_argument("--execute-timeout", type=float, default=EXECUTE_TIMEOUT,
-                        help=f"Seconds per executed plan (default {EXECUTE_TIMEOUT:g}).")
-    parser.add_argument("--quick", action="store_true",
-                        help="Two goals (one to plan, one to refuse), no repairs.")
+    parser.add_argument(
+        "--execute", action="store_true", help="Also run every valid plan with dagentic.Executor."
+    )
+    parser.add_argument(
+        "--execute-timeout",
+        type=float,
+        default=EXECUTE_TIMEOUT,
+        help=f"Seconds per executed plan (default {EXECUTE_TIMEOUT:g}).",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="Two goals (one to plan, one to refuse), no repairs."
+    )
     parser.add_argument("--json", dest="json_file", help="Also write the results here.")
     args = parser.parse_args(argv)
     if args.repairs < 0:
@@ -411,15 +523,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.quick:
         goals, repairs = quick_goals(all_goals), 0
     else:
-        goals, repairs = all_goals[:args.limit] if args.limit else all_goals, args.repairs
+        goals, repairs = all_goals[: args.limit] if args.limit else all_goals, args.repairs
 
     t0 = time.perf_counter()
     measured = anyio.run(measure, args, goals, repairs, backend="asyncio")
     records = measured["records"]
     results = {
         "model": measured["model"],
-        "config": {"goals_file": str(args.goals), "goals": len(goals), "repairs": repairs,
-                   "limit": args.limit, "quick": args.quick, "execute": args.execute},
+        "config": {
+            "goals_file": str(args.goals),
+            "goals": len(goals),
+            "repairs": repairs,
+            "limit": args.limit,
+            "quick": args.quick,
+            "execute": args.execute,
+        },
         "environment": {"python": sys.version.split()[0], "cpus": os.cpu_count()},
         "summary": summarize(records, args.execute),
         "goals": records,

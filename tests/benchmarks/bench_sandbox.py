@@ -30,10 +30,16 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
-
-from runtime.sandbox import Sandbox
-from sandbox.bubblewrap import ProcessSandbox, process_available
-from sandbox.container import _OWNER, LABEL, OWNER_LABEL, DockerSandbox, _client, docker_available
+from dagentic.isolation import Sandbox
+from dagentic.sandbox.bubblewrap import ProcessSandbox, process_available
+from dagentic.sandbox.container import (
+    _OWNER,
+    LABEL,
+    OWNER_LABEL,
+    DockerSandbox,
+    _client,
+    docker_available,
+)
 
 SNIPPET = "result = 1 + 1"
 TARGET_WARM_P50_MS = 80.0
@@ -55,8 +61,14 @@ async def once(sandbox: Sandbox) -> float:
 def summary(times: list[float]) -> dict[str, Any]:
     ms = sorted(t * 1e3 for t in times)
     p95 = statistics.quantiles(ms, n=20, method="inclusive")[18] if len(ms) > 1 else ms[0]
-    return {"runs": len(ms), "p50_ms": statistics.median(ms), "p95_ms": p95,
-            "min_ms": ms[0], "max_ms": ms[-1], "mean_ms": statistics.fmean(ms)}
+    return {
+        "runs": len(ms),
+        "p50_ms": statistics.median(ms),
+        "p95_ms": p95,
+        "min_ms": ms[0],
+        "max_ms": ms[-1],
+        "mean_ms": statistics.fmean(ms),
+    }
 
 
 def _our_containers() -> tuple[int, int]:
@@ -64,8 +76,10 @@ def _our_containers() -> tuple[int, int]:
     client = _client()
     try:
         filters = {"label": [LABEL, f"{OWNER_LABEL}={_OWNER}"]}
-        return (len(client.api.containers(filters=filters)),
-                len(client.api.containers(all=True, filters=filters)))
+        return (
+            len(client.api.containers(filters=filters)),
+            len(client.api.containers(all=True, filters=filters)),
+        )
     finally:
         client.close()
 
@@ -81,8 +95,9 @@ async def wait_for_pool(size: int, settle: float, timeout: float = 60.0) -> None
     await anyio.sleep(settle)
 
 
-async def latency(sandbox: Sandbox, repeat: int,
-                  before_each: Callable[[], Awaitable[None]] | None = None) -> dict[str, Any]:
+async def latency(
+    sandbox: Sandbox, repeat: int, before_each: Callable[[], Awaitable[None]] | None = None
+) -> dict[str, Any]:
     try:
         if before_each is not None:
             await before_each()
@@ -97,8 +112,12 @@ async def latency(sandbox: Sandbox, repeat: int,
     return summary(times)
 
 
-async def throughput(sandbox: Sandbox, snippets: int, concurrency: int,
-                     before: Callable[[], Awaitable[None]] | None = None) -> dict[str, Any]:
+async def throughput(
+    sandbox: Sandbox,
+    snippets: int,
+    concurrency: int,
+    before: Callable[[], Awaitable[None]] | None = None,
+) -> dict[str, Any]:
     try:
         if before is not None:
             await before()
@@ -117,12 +136,15 @@ async def throughput(sandbox: Sandbox, snippets: int, concurrency: int,
         seconds = time.perf_counter() - start
     finally:
         await sandbox.aclose()
-    return {"snippets": snippets, "concurrency": concurrency, "seconds": seconds,
-            "snippets_per_s": snippets / seconds}
+    return {
+        "snippets": snippets,
+        "concurrency": concurrency,
+        "seconds": seconds,
+        "snippets_per_s": snippets / seconds,
+    }
 
 
-async def measure(repeat: int, snippets: int, concurrency: int, settle: float
-                  ) -> dict[str, Any]:
+async def measure(repeat: int, snippets: int, concurrency: int, settle: float) -> dict[str, Any]:
     for name, probe in (("docker", docker_available), ("process", process_available)):
         reason = await probe()
         if reason is not None:
@@ -137,10 +159,12 @@ async def measure(repeat: int, snippets: int, concurrency: int, settle: float
     pooled = DockerSandbox(pool_size=pool_for_throughput)
     pooled.warm()
     results["throughput-docker"] = await throughput(
-        pooled, snippets, concurrency, lambda: wait_for_pool(pool_for_throughput, settle))
+        pooled, snippets, concurrency, lambda: wait_for_pool(pool_for_throughput, settle)
+    )
     results["throughput-docker"]["pool_size"] = pool_for_throughput
     results["throughput-docker-cold"] = await throughput(
-        DockerSandbox(pool_size=0), snippets, concurrency)
+        DockerSandbox(pool_size=0), snippets, concurrency
+    )
     results["throughput-docker-cold"]["pool_size"] = 0
     results["throughput-process"] = await throughput(ProcessSandbox(), snippets, concurrency)
     return results
@@ -149,8 +173,9 @@ async def measure(repeat: int, snippets: int, concurrency: int, settle: float
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=30, help="Timed runs per backend.")
-    parser.add_argument("--quick", action="store_true",
-                        help="3 runs each, 8 snippets for throughput (smoke test).")
+    parser.add_argument(
+        "--quick", action="store_true", help="3 runs each, 8 snippets for throughput (smoke test)."
+    )
     parser.add_argument("--json", dest="json_file", help="Also write the results here.")
     args = parser.parse_args(argv)
     repeat = 3 if args.quick else args.repeat
@@ -158,28 +183,43 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     settle = SETTLE / 2 if args.quick else SETTLE
 
     results = anyio.run(measure, repeat, snippets, concurrency, settle, backend="asyncio")
-    checks = {"docker_warm_p50_ms": ("docker-warm", TARGET_WARM_P50_MS),
-              "docker_cold_p50_ms": ("docker-cold", TARGET_COLD_P50_MS),
-              "process_p50_ms": ("process", TARGET_PROCESS_P50_MS)}
+    checks = {
+        "docker_warm_p50_ms": ("docker-warm", TARGET_WARM_P50_MS),
+        "docker_cold_p50_ms": ("docker-cold", TARGET_COLD_P50_MS),
+        "process_p50_ms": ("process", TARGET_PROCESS_P50_MS),
+    }
     results["targets"] = {
-        key: {"value": results[name]["p50_ms"], "target": target,
-              "met": results[name]["p50_ms"] <= target}
-        for key, (name, target) in checks.items()}
+        key: {
+            "value": results[name]["p50_ms"],
+            "target": target,
+            "met": results[name]["p50_ms"] <= target,
+        }
+        for key, (name, target) in checks.items()
+    }
 
-    print(f"sandbox benchmark ({repeat} runs of {SNIPPET!r} per backend, "
-          f"Python {sys.version.split()[0]})")
-    targets = {"docker-warm": TARGET_WARM_P50_MS, "docker-cold": TARGET_COLD_P50_MS,
-               "process": TARGET_PROCESS_P50_MS}
+    print(
+        f"sandbox benchmark ({repeat} runs of {SNIPPET!r} per backend, "
+        f"Python {sys.version.split()[0]})"
+    )
+    targets = {
+        "docker-warm": TARGET_WARM_P50_MS,
+        "docker-cold": TARGET_COLD_P50_MS,
+        "process": TARGET_PROCESS_P50_MS,
+    }
     for name in ("docker-cold", "docker-warm", "process"):
         r = results[name]
         met = "met" if r["p50_ms"] <= targets[name] else "MISSED"
-        print(f"  {name:12} p50 {r['p50_ms']:7.1f} ms  p95 {r['p95_ms']:7.1f} ms  "
-              f"(min {r['min_ms']:.1f}, max {r['max_ms']:.1f})  "
-              f"target p50 <= {targets[name]:.0f} ms -> {met}")
+        print(
+            f"  {name:12} p50 {r['p50_ms']:7.1f} ms  p95 {r['p95_ms']:7.1f} ms  "
+            f"(min {r['min_ms']:.1f}, max {r['max_ms']:.1f})  "
+            f"target p50 <= {targets[name]:.0f} ms -> {met}"
+        )
     for name in ("throughput-docker", "throughput-docker-cold", "throughput-process"):
         r = results[name]
-        print(f"  {name:22} {r['snippets_per_s']:6.1f} snippets/s  ({r['snippets']} "
-              f"snippets, {r['concurrency']} at a time, {r['seconds']:.2f} s)")
+        print(
+            f"  {name:22} {r['snippets_per_s']:6.1f} snippets/s  ({r['snippets']} "
+            f"snippets, {r['concurrency']} at a time, {r['seconds']:.2f} s)"
+        )
     print(json.dumps(results, indent=2))
     if args.json_file:
         with open(args.json_file, "w", encoding="utf-8") as handle:

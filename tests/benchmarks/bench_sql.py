@@ -11,7 +11,7 @@ sample is not there or with --generated. Each workload runs a few untimed times,
   duckdb        the guarded query on the engine's DuckDB connection, every row fetched
   tool          the whole sql.query call: guard, engine worker thread, rows as JSON objects
   tool-trivial  sql.query of SELECT 42: the tool's fixed cost
-  plan-step     a one-step plan running the query on runtime.Executor (validated once)
+  plan-step     a one-step plan running the query on dagentic.Executor (validated once)
 
 Target on the 2-core reference machine: guard p50 <= 2 ms.
 """
@@ -31,10 +31,9 @@ from typing import Any
 
 import anyio
 import duckdb
-
-from plugins.sql import SAMPLE_DATA, engine_for, query
-from plugins.sql.guard import check_sql
-from runtime import Executor, Plan, Settings, Step, ToolContext, compile_plan, load_tools
+from dagentic import Executor, Plan, Settings, Step, ToolContext, compile_plan, load_tools
+from dagentic.plugins.sql import SAMPLE_DATA, engine_for, query
+from dagentic.plugins.sql.guard import check_sql
 
 TARGET_GUARD_P50_MS = 2.0
 WARMUP = 3
@@ -79,8 +78,14 @@ LIMIT 100
 def summary(times: list[float]) -> dict[str, Any]:
     ms = sorted(t * 1e3 for t in times)
     p95 = statistics.quantiles(ms, n=20, method="inclusive")[18] if len(ms) > 1 else ms[0]
-    return {"runs": len(ms), "p50_ms": statistics.median(ms), "p95_ms": p95,
-            "min_ms": ms[0], "max_ms": ms[-1], "mean_ms": statistics.fmean(ms)}
+    return {
+        "runs": len(ms),
+        "p50_ms": statistics.median(ms),
+        "p95_ms": p95,
+        "min_ms": ms[0],
+        "max_ms": ms[-1],
+        "mean_ms": statistics.fmean(ms),
+    }
 
 
 def generate(folder: Path, sales: int) -> None:
@@ -88,24 +93,24 @@ def generate(folder: Path, sales: int) -> None:
     orders, customers = sales // 2, max(sales // 50, 10)
     tables = {
         "regions": "SELECT i + 1 AS region_id, ['North', 'South', 'East', 'West', 'Central'][i"
-                   " + 1] AS name, 'Manager ' || i AS manager FROM range(5) AS t(i)",
+        " + 1] AS name, 'Manager ' || i AS manager FROM range(5) AS t(i)",
         "products": "SELECT i + 1 AS product_id, 'Product ' || i AS name, ['widgets', "
-                    "'gadgets', 'tools', 'electronics', 'garden', 'office'][i % 6 + 1] AS "
-                    "category, round(3.49 + (i * 37 % 197), 2) AS unit_price "
-                    "FROM range(40) AS t(i)",
+        "'gadgets', 'tools', 'electronics', 'garden', 'office'][i % 6 + 1] AS "
+        "category, round(3.49 + (i * 37 % 197), 2) AS unit_price "
+        "FROM range(40) AS t(i)",
         "customers": f"SELECT i + 1 AS customer_id, 'Customer ' || i AS name, i % 5 + 1 AS "
-                     f"region_id, ['consumer', 'business', 'enterprise'][i % 3 + 1] AS "
-                     f"segment, DATE '2023-01-01' + (i % 1200)::INTEGER AS signup_date "
-                     f"FROM range({customers}) AS t(i)",
+        f"region_id, ['consumer', 'business', 'enterprise'][i % 3 + 1] AS "
+        f"segment, DATE '2023-01-01' + (i % 1200)::INTEGER AS signup_date "
+        f"FROM range({customers}) AS t(i)",
         "orders": f"SELECT i + 1 AS order_id, i * 7 % {customers} + 1 AS customer_id, "
-                  f"DATE '2025-01-01' + (i * 638 // {orders})::INTEGER AS order_date, "
-                  f"['paid', 'paid', 'paid', 'refunded', 'pending'][i % 5 + 1] AS status "
-                  f"FROM range({orders}) AS t(i)",
+        f"DATE '2025-01-01' + (i * 638 // {orders})::INTEGER AS order_date, "
+        f"['paid', 'paid', 'paid', 'refunded', 'pending'][i % 5 + 1] AS status "
+        f"FROM range({orders}) AS t(i)",
         "sales": f"SELECT i // 2 + 1 AS order_id, i * 13 % 40 + 1 AS product_id, "
-                 f"['North', 'South', 'East', 'West', 'Central'][(i // 2 * 7 % {customers}) "
-                 f"% 5 + 1] AS region, '2025Q' || (i % 4 + 1) AS quarter, i % 4 + 1 AS "
-                 f"quantity, round((i % 4 + 1) * (3.49 + (i * 13 % 40 * 37 % 197)), 2) AS "
-                 f"amount FROM range({sales}) AS t(i)",
+        f"['North', 'South', 'East', 'West', 'Central'][(i // 2 * 7 % {customers}) "
+        f"% 5 + 1] AS region, '2025Q' || (i % 4 + 1) AS quarter, i % 4 + 1 AS "
+        f"quantity, round((i % 4 + 1) * (3.49 + (i * 13 % 40 * 37 % 197)), 2) AS "
+        f"amount FROM range({sales}) AS t(i)",
     }
     with duckdb.connect() as con:
         for name, select in tables.items():
@@ -164,8 +169,9 @@ async def measure(settings: Settings, repeat: int) -> dict[str, Any]:
 
     tools = load_tools()
     executor = Executor(tools, settings=settings)
-    compiled = compile_plan(Plan(name="bench-sql", steps=[
-        Step(id="q", tool="sql.query", args={"sql": QUERY})]), tools)
+    compiled = compile_plan(
+        Plan(name="bench-sql", steps=[Step(id="q", tool="sql.query", args={"sql": QUERY})]), tools
+    )
 
     async def plan_step() -> None:
         result = await executor.run(compiled)
@@ -179,8 +185,11 @@ async def measure(settings: Settings, repeat: int) -> dict[str, Any]:
         cursor.close()
     rows = (await tool())["row_count"]
     return {
-        "query": {"bytes": len(QUERY.encode()), "rows_returned": rows,
-                  "sales_rows": sales[0] if sales else 0},
+        "query": {
+            "bytes": len(QUERY.encode()),
+            "rows_returned": rows,
+            "sales_rows": sales[0] if sales else 0,
+        },
         "guard": summary(timed(guard, repeat)),
         "duckdb": summary(timed(execute, repeat)),
         "tool": summary(await timed_async(tool, repeat)),
@@ -193,8 +202,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=200, help="Timed runs per workload.")
     parser.add_argument("--quick", action="store_true", help="5 runs each (smoke test).")
-    parser.add_argument("--generated", action="store_true",
-                        help=f"Use {GENERATED_SALES:,} generated sales lines, not the sample.")
+    parser.add_argument(
+        "--generated",
+        action="store_true",
+        help=f"Use {GENERATED_SALES:,} generated sales lines, not the sample.",
+    )
     parser.add_argument("--json", dest="json_file", help="Also write the results here.")
     args = parser.parse_args(argv)
     repeat = 5 if args.quick else args.repeat
@@ -206,27 +218,41 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         else:
             data, sources = "sample", {}
         # Defaults, but blind to any dagentic.toml or DAGENTIC_* variables around it.
-        settings = Settings(_env_prefix="DAGENTIC_BENCH_UNUSED_",  # type: ignore[call-arg]
-                            sql={"sources": sources}, tracing={"exporter": "none"})
+        settings = Settings(
+            _env_prefix="DAGENTIC_BENCH_UNUSED_",  # type: ignore[call-arg]
+            sql={"sources": sources},
+            tracing={"exporter": "none"},
+        )
         results = anyio.run(measure, settings, repeat, backend="asyncio")
     results["query"]["data"] = data
     guard_p50 = results["guard"]["p50_ms"]
     results["guard_share_of_tool"] = guard_p50 / results["tool"]["p50_ms"]
-    results["targets"] = {"guard_p50_ms": {"value": guard_p50, "target": TARGET_GUARD_P50_MS,
-                                           "met": guard_p50 <= TARGET_GUARD_P50_MS}}
+    results["targets"] = {
+        "guard_p50_ms": {
+            "value": guard_p50,
+            "target": TARGET_GUARD_P50_MS,
+            "met": guard_p50 <= TARGET_GUARD_P50_MS,
+        }
+    }
 
     q = results["query"]
-    print(f"sql benchmark ({repeat} runs each, Python {sys.version.split()[0]}, DuckDB "
-          f"{duckdb.__version__}; {q['bytes']} B query returning {q['rows_returned']} rows "
-          f"over {q['sales_rows']:,} sales lines of {data} data)")
+    print(
+        f"sql benchmark ({repeat} runs each, Python {sys.version.split()[0]}, DuckDB "
+        f"{duckdb.__version__}; {q['bytes']} B query returning {q['rows_returned']} rows "
+        f"over {q['sales_rows']:,} sales lines of {data} data)"
+    )
     for name in ("guard", "duckdb", "tool", "tool-trivial", "plan-step"):
         r = results[name]
-        print(f"  {name:13} p50 {r['p50_ms']:8.3f} ms  p95 {r['p95_ms']:8.3f} ms  "
-              f"(min {r['min_ms']:.3f}, max {r['max_ms']:.3f})")
+        print(
+            f"  {name:13} p50 {r['p50_ms']:8.3f} ms  p95 {r['p95_ms']:8.3f} ms  "
+            f"(min {r['min_ms']:.3f}, max {r['max_ms']:.3f})"
+        )
     print(f"  guard share of the tool's p50: {results['guard_share_of_tool']:.0%}")
     for key, target in results["targets"].items():
-        print(f"  target {key}: {target['value']:.3f} vs {target['target']} -> "
-              f"{'met' if target['met'] else 'MISSED'}")
+        print(
+            f"  target {key}: {target['value']:.3f} vs {target['target']} -> "
+            f"{'met' if target['met'] else 'MISSED'}"
+        )
     print(json.dumps(results, indent=2))
     if args.json_file:
         with open(args.json_file, "w", encoding="utf-8") as handle:

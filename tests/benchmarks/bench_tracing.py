@@ -36,10 +36,9 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_executor import TOOLS, chain, fanout, layered
-
-from runtime import Executor, Settings, compile_plan
-from runtime.spans import FastTracerProvider
-from runtime.tracing import Tracing, tracing_from_settings
+from dagentic import Executor, Settings, compile_plan
+from dagentic.spans import FastTracerProvider
+from dagentic.tracing import Tracing, tracing_from_settings
 
 TARGET_ADDED_US = 30.0
 
@@ -51,22 +50,27 @@ class DropSpans(SpanExporter):
 
 def modes(runs_dir: Path) -> dict[str, Tracing | None]:
     settings = Settings(_env_prefix="DAGENTIC_BENCH_UNUSED_", runs_dir=runs_dir)  # type: ignore[call-arg]
-    spans_only = settings.model_copy(update={
-        "tracing": settings.tracing.model_copy(update={"metrics": False}),
-        "runs_dir": runs_dir / "spans-only"})
+    spans_only = settings.model_copy(
+        update={
+            "tracing": settings.tracing.model_copy(update={"metrics": False}),
+            "runs_dir": runs_dir / "spans-only",
+        }
+    )
     return {
         "off": None,
         "noop": Tracing(FastTracerProvider([DropSpans()])),
-        "noop+metrics": Tracing(FastTracerProvider([DropSpans()]),
-                                MeterProvider(metric_readers=[InMemoryMetricReader()],
-                                              shutdown_on_exit=False)),
+        "noop+metrics": Tracing(
+            FastTracerProvider([DropSpans()]),
+            MeterProvider(metric_readers=[InMemoryMetricReader()], shutdown_on_exit=False),
+        ),
         "jsonl": tracing_from_settings(spans_only),
         "jsonl+metrics": tracing_from_settings(settings),
     }
 
 
-def time_modes(plan: Any, tracings: dict[str, Tracing | None], repeat: int
-               ) -> dict[str, dict[str, float]]:
+def time_modes(
+    plan: Any, tracings: dict[str, Tracing | None], repeat: int
+) -> dict[str, dict[str, float]]:
     """Median loop and total time per step of each mode, the modes taking turns so that
     the machine's slow moments spread over all of them."""
     compiled = compile_plan(plan, TOOLS)
@@ -92,14 +96,18 @@ def time_modes(plan: Any, tracings: dict[str, Tracing | None], repeat: int
         once(name)  # warm up
     names = list(tracings)
     for turn in range(repeat):
-        for name in names[turn % len(names):] + names[:turn % len(names)]:
+        for name in names[turn % len(names) :] + names[: turn % len(names)]:
             ran, total = once(name)
             times[name][0].append(ran)
             times[name][1].append(total)
     n = len(plan.steps)
-    return {name: {"loop_us_per_step": statistics.median(loop) / n * 1e6,
-                   "total_us_per_step": statistics.median(total) / n * 1e6}
-            for name, (loop, total) in times.items()}
+    return {
+        name: {
+            "loop_us_per_step": statistics.median(loop) / n * 1e6,
+            "total_us_per_step": statistics.median(total) / n * 1e6,
+        }
+        for name, (loop, total) in times.items()
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -109,8 +117,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--json", dest="json_file", help="Also write the results here.")
     args = parser.parse_args(argv)
     quick, repeat = args.quick, (1 if args.quick else args.repeat)
-    plans = [chain(50 if quick else 2000), fanout(50 if quick else 2000),
-             layered(5 if quick else 20, 10 if quick else 100)]
+    plans = [
+        chain(50 if quick else 2000),
+        fanout(50 if quick else 2000),
+        layered(5 if quick else 20, 10 if quick else 100),
+    ]
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as runs_dir:
         tracings = modes(Path(runs_dir))
@@ -119,26 +130,41 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             off = row["off"]
             for name in tracings:
                 if name != "off":
-                    row[name]["added_total_us"] = row[name]["total_us_per_step"] - \
-                        off["total_us_per_step"]
-                    row[name]["added_loop_us"] = row[name]["loop_us_per_step"] - \
-                        off["loop_us_per_step"]
+                    row[name]["added_total_us"] = (
+                        row[name]["total_us_per_step"] - off["total_us_per_step"]
+                    )
+                    row[name]["added_loop_us"] = (
+                        row[name]["loop_us_per_step"] - off["loop_us_per_step"]
+                    )
             results[plan.name] = row
-            print(f"{plan.name:<16}" + "  ".join(
-                f"{name} {r['total_us_per_step']:6.1f} µs/step"
-                + (f" (+{r['added_total_us']:.1f}; loop +{r['added_loop_us']:.1f})"
-                   if name != "off" else "") for name, r in row.items()))
+            print(
+                f"{plan.name:<16}"
+                + "  ".join(
+                    f"{name} {r['total_us_per_step']:6.1f} µs/step"
+                    + (
+                        f" (+{r['added_total_us']:.1f}; loop +{r['added_loop_us']:.1f})"
+                        if name != "off"
+                        else ""
+                    )
+                    for name, r in row.items()
+                )
+            )
         for tracing in tracings.values():  # before their runs dir goes
             if tracing is not None:
                 tracing.shutdown()
-    worst = {name: max(results[p.name][name]["added_total_us"] for p in plans)
-             for name in ("noop", "noop+metrics", "jsonl", "jsonl+metrics")}
-    results["targets"] = {name: {"worst_added_us": value, "target": TARGET_ADDED_US,
-                                 "met": value <= TARGET_ADDED_US}
-                          for name, value in worst.items()}
+    worst = {
+        name: max(results[p.name][name]["added_total_us"] for p in plans)
+        for name in ("noop", "noop+metrics", "jsonl", "jsonl+metrics")
+    }
+    results["targets"] = {
+        name: {"worst_added_us": value, "target": TARGET_ADDED_US, "met": value <= TARGET_ADDED_US}
+        for name, value in worst.items()
+    }
     for name, target in results["targets"].items():
-        print(f"target {name}: tracing adds {target['worst_added_us']:.1f} µs/step at worst "
-              f"(target <= {TARGET_ADDED_US:g}): {'met' if target['met'] else 'NOT met'}")
+        print(
+            f"target {name}: tracing adds {target['worst_added_us']:.1f} µs/step at worst "
+            f"(target <= {TARGET_ADDED_US:g}): {'met' if target['met'] else 'NOT met'}"
+        )
     if args.json_file:
         Path(args.json_file).write_text(json.dumps(results, indent=2))
     return results

@@ -38,10 +38,9 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-
-from plugins.web import search as search_tool
-from plugins.web.index import LocalIndex
-from runtime import Settings, ToolContext
+from dagentic import Settings, ToolContext
+from dagentic.plugins.web import search as search_tool
+from dagentic.plugins.web.index import LocalIndex
 
 TARGET_QUERY_P50_MS = 20.0
 WARMUP = 5
@@ -49,10 +48,23 @@ SEED = 20261101
 END = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)  # the newest document; recency's "now"
 SPAN_DAYS = 730
 QUICK = {"docs": 300, "queries": 60, "tool_queries": 20}
-DOMAINS = ["news.retail.example", "www.tallbrook.example", "investors.tallbrook.example",
-           "marketwatch.example", "bizjournal.example", "consumerwatch.example"]
-SITES = ["retail.example", "tallbrook.example", "www.tallbrook.example", "marketwatch.example",
-         "bizjournal.example", "consumerwatch.example", "investors.tallbrook.example"]
+DOMAINS = [
+    "news.retail.example",
+    "www.tallbrook.example",
+    "investors.tallbrook.example",
+    "marketwatch.example",
+    "bizjournal.example",
+    "consumerwatch.example",
+]
+SITES = [
+    "retail.example",
+    "tallbrook.example",
+    "www.tallbrook.example",
+    "marketwatch.example",
+    "bizjournal.example",
+    "consumerwatch.example",
+    "investors.tallbrook.example",
+]
 RECENCIES = ["week", "month", "year"]
 
 FUNCTION_WORDS = """the of and to a in that is was for it with as on be at by this had not are
@@ -98,9 +110,38 @@ insulation renovation renovations build building buildings site sites lease leas
 rent rents property properties land planning permit permits council councils mayor
 community local national global international""".split()  # noqa: SIM905
 
-SYLLABLES = ["ka", "lo", "mi", "ren", "tor", "vas", "bel", "dun", "fir", "gal", "hes", "jor",
-             "kel", "lun", "mar", "nor", "pel", "quin", "ros", "sel", "tam", "ul", "vin", "wes",
-             "yar", "zel", "an", "bro", "cal", "dra"]
+SYLLABLES = [
+    "ka",
+    "lo",
+    "mi",
+    "ren",
+    "tor",
+    "vas",
+    "bel",
+    "dun",
+    "fir",
+    "gal",
+    "hes",
+    "jor",
+    "kel",
+    "lun",
+    "mar",
+    "nor",
+    "pel",
+    "quin",
+    "ros",
+    "sel",
+    "tam",
+    "ul",
+    "vin",
+    "wes",
+    "yar",
+    "zel",
+    "an",
+    "bro",
+    "cal",
+    "dra",
+]
 
 
 def vocabulary(size: int = 3000) -> list[str]:
@@ -123,9 +164,10 @@ class Writer:
     def __init__(self, seed: int) -> None:
         self.rnd = random.Random(seed)
         self.words = vocabulary()
-        self.cum_weights = list(itertools.accumulate(1.0 / (rank + 2.7) ** 1.05
-                                                     for rank in range(len(self.words))))
-        self.content = self.words[len(FUNCTION_WORDS):]  # titles skip the function words
+        self.cum_weights = list(
+            itertools.accumulate(1.0 / (rank + 2.7) ** 1.05 for rank in range(len(self.words)))
+        )
+        self.content = self.words[len(FUNCTION_WORDS) :]  # titles skip the function words
 
     def sentence(self, count: int) -> str:
         words = self.rnd.choices(self.words, cum_weights=self.cum_weights, k=count)
@@ -152,8 +194,7 @@ class Writer:
         title_words = [*rnd.sample(self.content[:600], 3), rnd.choice(self.content[600:])]
         rnd.shuffle(title_words)
         title = " ".join(title_words).capitalize()
-        date = None if rnd.random() < 0.02 else \
-            END - dt.timedelta(days=rnd.random() * SPAN_DAYS)
+        date = None if rnd.random() < 0.02 else END - dt.timedelta(days=rnd.random() * SPAN_DAYS)
         domain = rnd.choice(DOMAINS)
         slug = "-".join(title_words)
         month = date.strftime("%Y/%m") if date else "undated"
@@ -173,8 +214,11 @@ class Writer:
             text = "---\n" + "\n".join(meta) + f"\n---\n# {title}\n\n{body}\n"
             return f"{folder}/{slug}-{i}.md", text, url
         if kind < 0.9:
-            headers = [f"Title: {title}"] + ([f"Date: {date.date().isoformat()}"] if date
-                                             else []) + ([f"URL: {url}"] if url else [])
+            headers = (
+                [f"Title: {title}"]
+                + ([f"Date: {date.date().isoformat()}"] if date else [])
+                + ([f"URL: {url}"] if url else [])
+            )
             text = "\n".join(headers) + "\n\n" + "\n\n".join(paragraphs) + "\n"
             return f"{folder}/{slug}-{i}.txt", text, url
         head = [f"<title>{title}</title>"]
@@ -183,12 +227,14 @@ class Writer:
         if url:
             head.append(f'<link rel="canonical" href="{url}">')
         body = "\n".join(f"<p>{p}</p>" for p in paragraphs)
-        text = (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-                f'{"".join(head)}\n</head>\n<body>\n<header><a href="/">{domain}</a><nav>'
-                f'<a href="/news">News</a> <a href="/retail">Retail</a> <a href="/login">'
-                f'Log in</a></nav></header>\n<main><article>\n<h1>{title}</h1>\n{body}\n'
-                f'</article></main>\n<footer><p>Copyright 2026 {domain}. All rights '
-                f'reserved.</p></footer>\n</body>\n</html>\n')
+        text = (
+            f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+            f'{"".join(head)}\n</head>\n<body>\n<header><a href="/">{domain}</a><nav>'
+            f'<a href="/news">News</a> <a href="/retail">Retail</a> <a href="/login">'
+            f"Log in</a></nav></header>\n<main><article>\n<h1>{title}</h1>\n{body}\n"
+            f"</article></main>\n<footer><p>Copyright 2026 {domain}. All rights "
+            f"reserved.</p></footer>\n</body>\n</html>\n"
+        )
         return f"{folder}/{slug}-{i}.html", text, url
 
     def query(self) -> tuple[str, str | None, str | None]:
@@ -216,16 +262,28 @@ def generate(folder: Path, docs: int, seed: int) -> dict[str, Any]:
         kinds[relative.rsplit(".", 1)[1]] += 1
         total_bytes += len(data)
         words += len(text.split())
-    return {"documents": docs, "formats": kinds, "bytes": total_bytes,
-            "words_approx": words, "vocabulary": len(writer.words), "seed": seed,
-            "domains": len(DOMAINS)}
+    return {
+        "documents": docs,
+        "formats": kinds,
+        "bytes": total_bytes,
+        "words_approx": words,
+        "vocabulary": len(writer.words),
+        "seed": seed,
+        "domains": len(DOMAINS),
+    }
 
 
 def summary(times: Sequence[float]) -> dict[str, Any]:
     ms = sorted(t * 1e3 for t in times)
     p95 = statistics.quantiles(ms, n=20, method="inclusive")[18] if len(ms) > 1 else ms[0]
-    return {"runs": len(ms), "p50_ms": statistics.median(ms), "p95_ms": p95,
-            "min_ms": ms[0], "max_ms": ms[-1], "mean_ms": statistics.fmean(ms)}
+    return {
+        "runs": len(ms),
+        "p50_ms": statistics.median(ms),
+        "p95_ms": p95,
+        "min_ms": ms[0],
+        "max_ms": ms[-1],
+        "mean_ms": statistics.fmean(ms),
+    }
 
 
 def folder_bytes(folder: Path) -> tuple[int, int]:
@@ -233,9 +291,10 @@ def folder_bytes(folder: Path) -> tuple[int, int]:
     return sum(p.stat().st_size for p in files), len(files)
 
 
-def timed_queries(run: Callable[[str, str | None, str | None], list[Any]],
-                  queries: list[tuple[str, str | None, str | None]]
-                  ) -> tuple[list[float], list[int]]:
+def timed_queries(
+    run: Callable[[str, str | None, str | None], list[Any]],
+    queries: list[tuple[str, str | None, str | None]],
+) -> tuple[list[float], list[int]]:
     for query in queries[:WARMUP]:
         run(*query)
     gc.collect()
@@ -248,13 +307,15 @@ def timed_queries(run: Callable[[str, str | None, str | None], list[Any]],
     return times, counts
 
 
-async def timed_tool(settings: Settings, queries: list[tuple[str, str | None, str | None]]
-                     ) -> tuple[list[float], list[int]]:
+async def timed_tool(
+    settings: Settings, queries: list[tuple[str, str | None, str | None]]
+) -> tuple[list[float], list[int]]:
     context = ToolContext("bench", "search", 1, settings)
 
     async def call(query: str, site: str | None, recency: str | None) -> list[Any]:
-        output = await search_tool.fn(query=query, context=context, limit=5, site=site,
-                                      recency=recency)
+        output = await search_tool.fn(
+            query=query, context=context, limit=5, site=site, recency=recency
+        )
         if output["backend"] != "local":
             raise RuntimeError(f"web.search used {output['backend']!r}, not the local index")
         return output["results"]
@@ -275,17 +336,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=10_000, help="Documents to generate.")
     parser.add_argument("--queries", type=int, default=300, help="Timed LocalIndex queries.")
-    parser.add_argument("--tool-queries", type=int, default=100,
-                        help="Timed web.search tool calls.")
+    parser.add_argument(
+        "--tool-queries", type=int, default=100, help="Timed web.search tool calls."
+    )
     parser.add_argument("--seed", type=int, default=SEED)
-    parser.add_argument("--quick", action="store_true",
-                        help=f"{QUICK['docs']} documents, {QUICK['queries']} queries and "
-                             f"{QUICK['tool_queries']} tool calls (smoke test).")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"{QUICK['docs']} documents, {QUICK['queries']} queries and "
+        f"{QUICK['tool_queries']} tool calls (smoke test).",
+    )
     parser.add_argument("--json", dest="json_file", help="Also write the results here.")
     args = parser.parse_args(argv)
     if args.quick:
         args.docs, args.queries, args.tool_queries = (
-            QUICK["docs"], QUICK["queries"], QUICK["tool_queries"])
+            QUICK["docs"],
+            QUICK["queries"],
+            QUICK["tool_queries"],
+        )
 
     with tempfile.TemporaryDirectory(prefix="bench-web-") as tmp:
         docs, index_dir = Path(tmp) / "docs", Path(tmp) / "index"
@@ -297,10 +365,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         gc.collect()
         report = index.build([docs])
         if report.added != args.docs or report.skipped:
-            raise RuntimeError(f"the build indexed {report.added} of {args.docs} documents "
-                               f"(skipped {report.skipped[:3]})")
-        build = {"seconds": report.seconds, "documents": report.documents,
-                 "docs_per_second": report.documents / max(report.seconds, 1e-9)}
+            raise RuntimeError(
+                f"the build indexed {report.added} of {args.docs} documents "
+                f"(skipped {report.skipped[:3]})"
+            )
+        build = {
+            "seconds": report.seconds,
+            "documents": report.documents,
+            "docs_per_second": report.documents / max(report.seconds, 1e-9),
+        }
         refresh_report = index.build([docs])
         if refresh_report.unchanged != args.docs:
             raise RuntimeError(f"a refresh with nothing changed reported {refresh_report}")
@@ -309,37 +382,54 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         changed = max(1, args.docs // 100)
         files = sorted(p for p in docs.rglob("*") if p.is_file())
         for path in random.Random(args.seed).sample(files, changed):
-            path.write_text(path.read_text(encoding="utf-8") + "\nUpdated edition.\n",
-                            encoding="utf-8")
+            path.write_text(
+                path.read_text(encoding="utf-8") + "\nUpdated edition.\n", encoding="utf-8"
+            )
         changed_report = index.build([docs])
         if changed_report.updated != changed:
             raise RuntimeError(f"changed {changed} files, the refresh reported {changed_report}")
         refresh_changed = {"seconds": changed_report.seconds, "updated": changed_report.updated}
 
         size, count = folder_bytes(index_dir)
-        index_size = {"bytes": size, "files": count, "bytes_per_document": size / args.docs,
-                      "source_bytes": corpus["bytes"], "share_of_source": size / corpus["bytes"]}
+        index_size = {
+            "bytes": size,
+            "files": count,
+            "bytes_per_document": size / args.docs,
+            "source_bytes": corpus["bytes"],
+            "share_of_source": size / corpus["bytes"],
+        }
 
         writer = Writer(args.seed + 1)
         queries = [writer.query() for _ in range(max(args.queries, args.tool_queries))]
         fresh = LocalIndex(index_dir)  # as a new process would open it
         times, counts = timed_queries(
-            lambda q, site, recency: fresh.search(q, limit=5, site=site, recency=recency,
-                                                  now=END), queries[:args.queries])
-        query = {**summary(times), "results_mean": statistics.fmean(counts),
-                 "empty_share": sum(1 for c in counts if c == 0) / len(counts)}
+            lambda q, site, recency: fresh.search(q, limit=5, site=site, recency=recency, now=END),
+            queries[: args.queries],
+        )
+        query = {
+            **summary(times),
+            "results_mean": statistics.fmean(counts),
+            "empty_share": sum(1 for c in counts if c == 0) / len(counts),
+        }
         by_kind: dict[str, list[float]] = {"plain": [], "site": [], "recency": []}
         for (_, site, recency), elapsed in zip(queries, times, strict=False):
             by_kind["site" if site else "recency" if recency else "plain"].append(elapsed)
         query_by_kind = {kind: summary(t) for kind, t in by_kind.items() if t}
 
         # Defaults, but blind to any dagentic.toml or DAGENTIC_* variables around it.
-        settings = Settings(_env_prefix="DAGENTIC_BENCH_UNUSED_",  # type: ignore[call-arg]
-                            web={"backend": "local", "local": {"index_dir": index_dir},
-                                 "cache_dir": Path(tmp) / "cache", "cache_ttl": 0},
-                            tracing={"exporter": "none"})
-        tool_times, tool_counts = anyio.run(timed_tool, settings, queries[:args.tool_queries],
-                                            backend="asyncio")
+        settings = Settings(
+            _env_prefix="DAGENTIC_BENCH_UNUSED_",  # type: ignore[call-arg]
+            web={
+                "backend": "local",
+                "local": {"index_dir": index_dir},
+                "cache_dir": Path(tmp) / "cache",
+                "cache_ttl": 0,
+            },
+            tracing={"exporter": "none"},
+        )
+        tool_times, tool_counts = anyio.run(
+            timed_tool, settings, queries[: args.tool_queries], backend="asyncio"
+        )
         tool = {**summary(tool_times), "results_mean": statistics.fmean(tool_counts)}
 
     p50 = query["p50_ms"]
@@ -354,43 +444,71 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "tool": tool,
         "ratios": {
             "refresh_over_build": refresh["seconds"] / max(build["seconds"], 1e-9),
-            "refresh_changed_over_build": refresh_changed["seconds"] / max(build["seconds"],
-                                                                           1e-9),
+            "refresh_changed_over_build": refresh_changed["seconds"] / max(build["seconds"], 1e-9),
             "tool_over_query_p50": tool["p50_ms"] / max(p50, 1e-9),
             "query_p95_over_p50": query["p95_ms"] / max(p50, 1e-9),
         },
-        "targets": {"query_p50_ms": {"value": p50, "target": TARGET_QUERY_P50_MS,
-                                     "met": p50 <= TARGET_QUERY_P50_MS}},
-        "environment": {"python": sys.version.split()[0],
-                        "tantivy": _version("tantivy"), "trafilatura": _version("trafilatura")},
+        "targets": {
+            "query_p50_ms": {
+                "value": p50,
+                "target": TARGET_QUERY_P50_MS,
+                "met": p50 <= TARGET_QUERY_P50_MS,
+            }
+        },
+        "environment": {
+            "python": sys.version.split()[0],
+            "tantivy": _version("tantivy"),
+            "trafilatura": _version("trafilatura"),
+        },
     }
 
     c, r = corpus, results["ratios"]
-    print(f"web benchmark (Python {results['environment']['python']}, tantivy "
-          f"{results['environment']['tantivy']}): {c['documents']:,} documents "
-          f"({c['formats']['md']:,} md, {c['formats']['txt']:,} txt, {c['formats']['html']:,} "
-          f"html; {c['bytes'] / 1e6:.1f} MB, ~{c['words_approx']:,} words, vocabulary "
-          f"{c['vocabulary']:,}, seed {c['seed']}) generated in {c['generate_seconds']:.1f} s")
-    print(f"  build          {build['seconds']:8.2f} s   ({build['docs_per_second']:,.0f} "
-          f"documents/s)")
-    print(f"  refresh        {refresh['seconds']:8.2f} s   (nothing changed; "
-          f"{r['refresh_over_build']:.1%} of the build)")
-    print(f"  refresh-1%     {refresh_changed['seconds']:8.2f} s   "
-          f"({refresh_changed['updated']:,} files changed; "
-          f"{r['refresh_changed_over_build']:.1%} of the build)")
-    print(f"  index size     {index_size['bytes'] / 1e6:8.2f} MB  "
-          f"({index_size['bytes_per_document']:,.0f} B/document, "
-          f"{index_size['share_of_source']:.0%} of the source, {index_size['files']} files)")
-    for name, s in [("query", query), *((f"  {k}", v) for k, v in query_by_kind.items()),
-                    ("tool", tool)]:
-        print(f"  {name:13} p50 {s['p50_ms']:7.3f} ms  p95 {s['p95_ms']:7.3f} ms  "
-              f"(min {s['min_ms']:.3f}, max {s['max_ms']:.3f}, {s['runs']} runs)")
-    print(f"  results per query: {query['results_mean']:.2f} of 5 (index), "
-          f"{tool['results_mean']:.2f} (tool); no result for {query['empty_share']:.0%}")
-    print(f"  tool p50 / query p50: {r['tool_over_query_p50']:.2f}x; query p95 / p50: "
-          f"{r['query_p95_over_p50']:.2f}x")
-    print(f"target query_p50_ms: {p50:.3f} ms (target {TARGET_QUERY_P50_MS:g} ms) "
-          f"{'OK' if p50 <= TARGET_QUERY_P50_MS else 'MISSED'}")
+    print(
+        f"web benchmark (Python {results['environment']['python']}, tantivy "
+        f"{results['environment']['tantivy']}): {c['documents']:,} documents "
+        f"({c['formats']['md']:,} md, {c['formats']['txt']:,} txt, {c['formats']['html']:,} "
+        f"html; {c['bytes'] / 1e6:.1f} MB, ~{c['words_approx']:,} words, vocabulary "
+        f"{c['vocabulary']:,}, seed {c['seed']}) generated in {c['generate_seconds']:.1f} s"
+    )
+    print(
+        f"  build          {build['seconds']:8.2f} s   ({build['docs_per_second']:,.0f} "
+        f"documents/s)"
+    )
+    print(
+        f"  refresh        {refresh['seconds']:8.2f} s   (nothing changed; "
+        f"{r['refresh_over_build']:.1%} of the build)"
+    )
+    print(
+        f"  refresh-1%     {refresh_changed['seconds']:8.2f} s   "
+        f"({refresh_changed['updated']:,} files changed; "
+        f"{r['refresh_changed_over_build']:.1%} of the build)"
+    )
+    print(
+        f"  index size     {index_size['bytes'] / 1e6:8.2f} MB  "
+        f"({index_size['bytes_per_document']:,.0f} B/document, "
+        f"{index_size['share_of_source']:.0%} of the source, {index_size['files']} files)"
+    )
+    for name, s in [
+        ("query", query),
+        *((f"  {k}", v) for k, v in query_by_kind.items()),
+        ("tool", tool),
+    ]:
+        print(
+            f"  {name:13} p50 {s['p50_ms']:7.3f} ms  p95 {s['p95_ms']:7.3f} ms  "
+            f"(min {s['min_ms']:.3f}, max {s['max_ms']:.3f}, {s['runs']} runs)"
+        )
+    print(
+        f"  results per query: {query['results_mean']:.2f} of 5 (index), "
+        f"{tool['results_mean']:.2f} (tool); no result for {query['empty_share']:.0%}"
+    )
+    print(
+        f"  tool p50 / query p50: {r['tool_over_query_p50']:.2f}x; query p95 / p50: "
+        f"{r['query_p95_over_p50']:.2f}x"
+    )
+    print(
+        f"target query_p50_ms: {p50:.3f} ms (target {TARGET_QUERY_P50_MS:g} ms) "
+        f"{'OK' if p50 <= TARGET_QUERY_P50_MS else 'MISSED'}"
+    )
     if args.json_file:
         with open(args.json_file, "w", encoding="utf-8") as handle:
             json.dump(results, handle, indent=2)

@@ -26,7 +26,8 @@ def load_bench() -> ModuleType:
 
 
 def test_memory_benchmark_runs_and_reports_every_measurement(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bench = load_bench()
     out = tmp_path / "bench.json"
     started = time.perf_counter()
@@ -34,8 +35,15 @@ def test_memory_benchmark_runs_and_reports_every_measurement(
     assert time.perf_counter() - started < 20
     quick = bench.QUICK
     size = quick["sizes"][0]
-    assert set(results) == {"corpus", "queries", "sizes", "query_embedding_minilm", "ratios",
-                            "targets", "environment"}
+    assert set(results) == {
+        "corpus",
+        "queries",
+        "sizes",
+        "query_embedding_minilm",
+        "ratios",
+        "targets",
+        "environment",
+    }
 
     corpus = results["corpus"]
     assert corpus["facts"] == size
@@ -66,9 +74,11 @@ def test_memory_benchmark_runs_and_reports_every_measurement(
     assert sum(s["runs"] for s in measured["recall_by_kind"].values()) == quick["queries"]
 
     assert "skipped" in results["query_embedding_minilm"]  # --quick leaves the model out
-    assert set(results["ratios"]) == {"recall_p50_largest_over_smallest",
-                                      "ingest_rate_largest_over_smallest",
-                                      "recall_p95_over_p50_largest"}
+    assert set(results["ratios"]) == {
+        "recall_p50_largest_over_smallest",
+        "ingest_rate_largest_over_smallest",
+        "recall_p95_over_p50_largest",
+    }
     name = f"recall_p50_ms@{size}"
     assert set(results["targets"]) == {name}
     target = results["targets"][name]
@@ -97,10 +107,12 @@ def test_facts_queries_and_embeddings_are_deterministic_and_correlated() -> None
     assert vectors.shape == (50, 384)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert np.array_equal(vectors, b.matrix(list(reversed(texts)))[::-1])
-    same, partial, unrelated = (float(a.matrix(["refund for the west headphones"])[0] @ v)
-                                for v in a.matrix(["west headphones refund",
-                                                   "west headphones kettle",
-                                                   "supplier ships kettle on tuesday"]))
+    same, partial, unrelated = (
+        float(a.matrix(["refund for the west headphones"])[0] @ v)
+        for v in a.matrix(
+            ["west headphones refund", "west headphones kettle", "supplier ships kettle on tuesday"]
+        )
+    )
     assert same > 0.99 and 0.4 < partial < 0.9 and abs(unrelated) < 0.3
 
 
@@ -115,12 +127,11 @@ class FakeMiniLM:
         return [[1.0] + [0.0] * 383 for _ in texts]
 
 
-def test_the_minilm_query_latency_is_measured_or_skipped(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_minilm_query_latency_is_measured_or_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
     bench = load_bench()
     assert "skipped" in bench.minilm_latency([])
     # The real model takes seconds to load: the full benchmark measures it, not this test.
-    monkeypatch.setattr("runtime.memory.embeddings.MiniLMEmbedder", FakeMiniLM)
+    monkeypatch.setattr("dagentic.memory.embeddings.MiniLMEmbedder", FakeMiniLM)
     minilm = bench.minilm_latency(["refund headphones west", "kettle stock", "gold tier"])
     assert minilm["runs"] == 3 and minilm["model"] == "fake-minilm"
     assert 1.0 <= minilm["min_ms"] <= minilm["p50_ms"] <= minilm["max_ms"]

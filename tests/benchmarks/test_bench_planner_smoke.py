@@ -9,14 +9,35 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-
-from runtime import load_tools
+from dagentic import load_tools
 
 HERE = Path(__file__).parent
-RECORD = {"id", "text", "expect", "expected_tools", "outcome", "attempts", "first_try_valid",
-          "valid_after_repair", "plan_tools", "steps", "checks", "overlap", "problems",
-          "missing", "error", "plan", "execution", "wall_s", "model_calls", "failed_calls",
-          "input_tokens", "output_tokens", "tokens", "missing_capability_correct"}
+RECORD = {
+    "id",
+    "text",
+    "expect",
+    "expected_tools",
+    "outcome",
+    "attempts",
+    "first_try_valid",
+    "valid_after_repair",
+    "plan_tools",
+    "steps",
+    "checks",
+    "overlap",
+    "problems",
+    "missing",
+    "error",
+    "plan",
+    "execution",
+    "wall_s",
+    "model_calls",
+    "failed_calls",
+    "input_tokens",
+    "output_tokens",
+    "tokens",
+    "missing_capability_correct",
+}
 STATS = {"median", "mean", "min", "max"}
 
 
@@ -58,16 +79,21 @@ def test_goals_file_errors_are_reported(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(600)
 def test_planner_benchmark_quick_with_the_local_model(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)  # no dagentic.toml around; --execute writes only in a temp dir
     bench = load_bench()
     out = tmp_path / "bench.json"
     results = bench.main(["--quick", "--execute", "--model", "local", "--json", str(out)])
 
     assert set(results) == {"model", "config", "environment", "summary", "goals", "seconds"}
-    assert results["config"] == {**results["config"], "goals": 2, "repairs": 0, "quick": True,
-                                 "execute": True}
+    assert results["config"] == {
+        **results["config"],
+        "goals": 2,
+        "repairs": 0,
+        "quick": True,
+        "execute": True,
+    }
     assert results["model"]["spec"] == "local" and results["model"]["name"]
     records = results["goals"]
     assert [r["expect"] for r in records] == ["plan", "missing_capability"]
@@ -96,10 +122,18 @@ def test_planner_benchmark_quick_with_the_local_model(
     assert s["valid"] == s["counts"]["valid_first_try"]
     m = s["missing_capability"]
     assert m["expected"] == 1 and 0 <= m["correct"] <= 1 and 0 <= m["false_refusals"] <= 1
-    assert sum(r["outcome"] == "missing_capability" for r in records) == \
-        s["counts"]["missing_capability"] == m["correct"] + m["false_refusals"]
-    assert set(s["per_goal"]) == {"model_calls", "input_tokens", "output_tokens", "tokens",
-                                  "wall_s"}
+    assert (
+        sum(r["outcome"] == "missing_capability" for r in records)
+        == s["counts"]["missing_capability"]
+        == m["correct"] + m["false_refusals"]
+    )
+    assert set(s["per_goal"]) == {
+        "model_calls",
+        "input_tokens",
+        "output_tokens",
+        "tokens",
+        "wall_s",
+    }
     for name, st in s["per_goal"].items():
         assert set(st) == STATS
         assert st["min"] <= st["median"] <= st["max"]

@@ -18,7 +18,15 @@ def test_executor_benchmark_runs_and_reports_every_workload(backend: str) -> Non
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     results = bench.main(["--quick", "--backend", backend])
-    assert set(results) == {"chain-200", "fanout-500", "layered-10x20", "sleep-fanout-50",
-                            "anyio-floor-50", "mixed", "memory-2000", "targets"}
+    assert set(results) == {
+        "chain-200",
+        "fanout-500",
+        "layered-10x20",
+        "sleep-fanout-50",
+        "anyio-floor-50",
+        "mixed",
+        "memory-2000",
+        "targets",
+    }
     assert results["mixed"]["ratio"] >= 1.0
     assert results["memory-2000"]["peak_bytes_per_step"] > 0

@@ -23,15 +23,15 @@ def load_bench() -> ModuleType:
 
 @pytest.mark.parametrize("data", ["default", "generated"])
 def test_sql_benchmark_runs_and_reports_every_workload(
-        data: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bench = load_bench()
     out = tmp_path / "bench.json"
     argv = ["--quick", "--json", str(out)] + (["--generated"] if data == "generated" else [])
     results = bench.main(argv)
     assert set(results) == {*WORKLOADS, "query", "guard_share_of_tool", "targets"}
     for name in WORKLOADS:
-        assert set(results[name]) == {"runs", "p50_ms", "p95_ms", "min_ms", "max_ms",
-                                      "mean_ms"}
+        assert set(results[name]) == {"runs", "p50_ms", "p95_ms", "min_ms", "max_ms", "mean_ms"}
         assert results[name]["runs"] == 5
         assert 0 < results[name]["min_ms"] <= results[name]["p50_ms"] <= results[name]["max_ms"]
     query = results["query"]

@@ -24,7 +24,8 @@ def load_bench() -> ModuleType:
 
 
 def test_tracing_benchmark_reports_every_mode_and_plan(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "bench.json"
     results = load_bench().main(["--quick", "--json", str(out)])
     plans = {"chain-50", "fanout-50", "layered-5x10"}

@@ -23,15 +23,27 @@ def load_bench() -> ModuleType:
 
 
 def test_web_benchmark_runs_and_reports_every_measurement(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bench = load_bench()
     out = tmp_path / "bench.json"
     started = time.perf_counter()
     results = bench.main(["--quick", "--json", str(out)])
     assert time.perf_counter() - started < 15
     quick = bench.QUICK
-    assert set(results) == {"corpus", "build", "refresh", "refresh_changed", "index", "query",
-                            "query_by_kind", "tool", "ratios", "targets", "environment"}
+    assert set(results) == {
+        "corpus",
+        "build",
+        "refresh",
+        "refresh_changed",
+        "index",
+        "query",
+        "query_by_kind",
+        "tool",
+        "ratios",
+        "targets",
+        "environment",
+    }
 
     corpus = results["corpus"]
     assert corpus["documents"] == quick["docs"] == sum(corpus["formats"].values())
@@ -56,8 +68,12 @@ def test_web_benchmark_runs_and_reports_every_measurement(
     assert set(results["query_by_kind"]) == {"plain", "site", "recency"}
     assert sum(s["runs"] for s in results["query_by_kind"].values()) == quick["queries"]
 
-    assert set(results["ratios"]) == {"refresh_over_build", "refresh_changed_over_build",
-                                      "tool_over_query_p50", "query_p95_over_p50"}
+    assert set(results["ratios"]) == {
+        "refresh_over_build",
+        "refresh_changed_over_build",
+        "tool_over_query_p50",
+        "query_p95_over_p50",
+    }
     assert results["ratios"]["refresh_over_build"] < 1
     assert set(results["targets"]) == {"query_p50_ms"}
     target = results["targets"]["query_p50_ms"]
@@ -78,9 +94,11 @@ def test_the_generated_documents_are_the_same_for_the_same_seed(tmp_path: Path) 
     assert first == second
     assert bench.Writer(7).document(3) != bench.Writer(8).document(3)
     assert bench.generate(tmp_path / "a", 20, 7) == bench.generate(tmp_path / "b", 20, 7)
+
     def files(folder: Path) -> list[tuple[Path, bytes]]:
-        return sorted((p.relative_to(folder), p.read_bytes()) for p in folder.rglob("*")
-                      if p.is_file())
+        return sorted(
+            (p.relative_to(folder), p.read_bytes()) for p in folder.rglob("*") if p.is_file()
+        )
 
     assert files(tmp_path / "a") == files(tmp_path / "b")
     assert len(files(tmp_path / "a")) == 20

@@ -6,8 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-
-from runtime import Executor, FailureMode, Settings, StepStatus, ToolRegistry, load_tools
+from dagentic import Executor, FailureMode, Settings, StepStatus, ToolRegistry, load_tools
 
 
 @pytest.fixture
@@ -24,9 +23,13 @@ def _plan() -> dict:
     return {
         "name": "from-input",
         "inputs": {"data": {"type": "string", "required": True}},
-        "steps": [{"id": "count", "tool": "sql.query",
-                   "args": {"sql": "SELECT count(*) AS n FROM items",
-                            "source": "${{ inputs.data }}"}}],
+        "steps": [
+            {
+                "id": "count",
+                "tool": "sql.query",
+                "args": {"sql": "SELECT count(*) AS n FROM items", "source": "${{ inputs.data }}"},
+            }
+        ],
         "outputs": {"n": "${{ steps.count.output.rows[0].n }}"},
     }
 
@@ -48,27 +51,32 @@ def _settings(*roots: Path) -> Settings:
 
 @pytest.mark.anyio
 async def test_a_plan_input_can_name_a_folder_inside_an_allowed_root(
-        tools: ToolRegistry, folders: tuple[Path, Path]) -> None:
+    tools: ToolRegistry, folders: tuple[Path, Path]
+) -> None:
     allowed, _ = folders
     result = await Executor(tools, settings=_settings(allowed)).run(
-        _plan(), {"data": str(allowed / "shop")})
+        _plan(), {"data": str(allowed / "shop")}
+    )
     assert result.succeeded, result.error
     assert result.outputs == {"n": 3}
 
 
 @pytest.mark.anyio
 async def test_a_single_file_source_is_one_table_named_after_the_file(
-        tools: ToolRegistry, folders: tuple[Path, Path]) -> None:
+    tools: ToolRegistry, folders: tuple[Path, Path]
+) -> None:
     allowed, _ = folders
     result = await Executor(tools, settings=_settings(allowed)).run(
-        _plan(), {"data": str(allowed / "shop" / "items.csv")})
+        _plan(), {"data": str(allowed / "shop" / "items.csv")}
+    )
     assert result.outputs == {"n": 3}
 
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("how", ["outside", "dotdot", "symlink", "no-roots"])
 async def test_a_source_outside_the_allowed_roots_is_refused(
-        tools: ToolRegistry, folders: tuple[Path, Path], how: str) -> None:
+    tools: ToolRegistry, folders: tuple[Path, Path], how: str
+) -> None:
     allowed, outside = folders
     roots = [] if how == "no-roots" else [allowed]
     target = {
@@ -79,8 +87,7 @@ async def test_a_source_outside_the_allowed_roots_is_refused(
     }[how]
     if how == "symlink":
         os.symlink(outside, allowed / "link")
-    result = await Executor(tools, settings=_settings(*roots)).run(
-        _plan(), {"data": str(target)})
+    result = await Executor(tools, settings=_settings(*roots)).run(_plan(), {"data": str(target)})
     step = result.steps["count"]
     assert step.status is StepStatus.FAILED
     assert step.error is not None
@@ -88,17 +95,18 @@ async def test_a_source_outside_the_allowed_roots_is_refused(
     shown = str(allowed) if roots else "none are set"
     assert step.error.message == (
         f"sql: refused: source {str(target)!r} is outside the folders plans may read "
-        f"(sql.allowed_roots: {shown}); add its folder to that setting to allow it")
+        f"(sql.allowed_roots: {shown}); add its folder to that setting to allow it"
+    )
     assert "token-7f3a" not in result.model_dump_json()
 
 
 @pytest.mark.anyio
-async def test_a_missing_source_is_a_tool_error(tools: ToolRegistry,
-                                                folders: tuple[Path, Path]) -> None:
+async def test_a_missing_source_is_a_tool_error(
+    tools: ToolRegistry, folders: tuple[Path, Path]
+) -> None:
     allowed, _ = folders
     missing = allowed / "nope"
-    result = await Executor(tools, settings=_settings(allowed)).run(
-        _plan(), {"data": str(missing)})
+    result = await Executor(tools, settings=_settings(allowed)).run(_plan(), {"data": str(missing)})
     error = result.steps["count"].error
     assert error is not None
     assert error.failure_mode is FailureMode.TOOL_ERROR

@@ -10,18 +10,16 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from dagentic.cli import app
+from dagentic.plan import plan_json_schema
 from typer.testing import CliRunner, Result
-
-from runtime.cli import app
-from runtime.plan import plan_json_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 HELLO = ROOT / "plans" / "hello.yaml"
 DAGENTIC = Path(sys.executable).parent / "dagentic"
 
 # Rich must not colour or wrap what the tests read.
-_ENV = {"FORCE_COLOR": None, "TTY_COMPATIBLE": None, "TTY_INTERACTIVE": None,
-        "COLUMNS": "400"}
+_ENV = {"FORCE_COLOR": None, "TTY_COMPATIBLE": None, "TTY_INTERACTIVE": None, "COLUMNS": "400"}
 
 
 @pytest.fixture(autouse=True)
@@ -154,8 +152,7 @@ def test_run_of_an_invalid_plan_exits_2_and_lists_every_problem(tmp_path: Path) 
     result = invoke("run", plan)
     assert result.exit_code == 2, result.output
     assert result.stdout == ""
-    assert result.stderr.splitlines() == [*broken_problems(plan),
-                                          "2 problems; nothing was run"]
+    assert result.stderr.splitlines() == [*broken_problems(plan), "2 problems; nothing was run"]
 
 
 @pytest.mark.parametrize("pair", ["limit", "=3"])
@@ -196,8 +193,7 @@ def test_approval_step_runs_with_yes(tmp_path: Path) -> None:
     assert data["outputs"] == {"sent": "sending"}
 
 
-def test_approval_step_without_yes_and_without_a_terminal_is_policy_blocked(
-        tmp_path: Path) -> None:
+def test_approval_step_without_yes_and_without_a_terminal_is_policy_blocked(tmp_path: Path) -> None:
     plan = write(tmp_path, "approval.yaml", APPROVAL_PLAN)
     result = invoke("run", plan, "--json")
     assert result.exit_code == 1, result.output
@@ -207,8 +203,10 @@ def test_approval_step_without_yes_and_without_a_terminal_is_policy_blocked(
     assert send["status"] == "failed"
     assert send["attempts"] == 0
     assert send["error"]["failure_mode"] == "policy_blocked"
-    assert send["error"]["message"] == ("step 'send' requires approval and no approver is "
-                                        "configured (CLI: --yes approves every step)")
+    assert send["error"]["message"] == (
+        "step 'send' requires approval and no approver is "
+        "configured (CLI: --yes approves every step)"
+    )
 
 
 # --------------------------------------------------------------------------- validate
@@ -238,8 +236,12 @@ def test_tools_lists_each_tool_with_its_plugin() -> None:
     assert result.exit_code == 0, result.output
     [row] = [line for line in result.stdout.splitlines() if " notify.log " in line]
     cells = [cell.strip() for cell in row.strip("│ ").split("│")]
-    assert cells[:4] == ["notify.log", "notify", "write",
-                         "message: string, level?: string, data?: object|null"]
+    assert cells[:4] == [
+        "notify.log",
+        "notify",
+        "write",
+        "message: string, level?: string, data?: object|null",
+    ]
 
 
 def test_tools_json_lists_each_tool_with_its_plugin_and_argument_schema() -> None:
@@ -328,14 +330,16 @@ def test_graph_png_needs_an_output_file(tmp_path: Path) -> None:
 
 
 def test_graph_png_without_graphviz_says_how_to_get_it(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     plan = write(tmp_path, "drawn.yaml", GRAPH_PLAN)
     monkeypatch.setenv("PATH", str(tmp_path))  # no `dot` here
     result = invoke("graph", plan, "--format", "png", "--output", tmp_path / "g.png")
     assert result.exit_code == 2
     assert result.stderr.replace("\n", " ") == (
         "error: --format png needs Graphviz's `dot` program (Debian: apt-get install "
-        "graphviz); --format dot prints the graph as text instead ")
+        "graphviz); --format dot prints the graph as text instead "
+    )
     assert not (tmp_path / "g.png").exists()
 
 
@@ -344,8 +348,7 @@ def test_graph_of_an_invalid_plan_exits_2(tmp_path: Path) -> None:
     result = invoke("graph", plan)
     assert result.exit_code == 2, result.output
     assert result.stdout == ""
-    assert result.stderr.splitlines() == [*broken_problems(plan),
-                                          "2 problems; nothing was run"]
+    assert result.stderr.splitlines() == [*broken_problems(plan), "2 problems; nothing was run"]
 
 
 # --------------------------------------------------------------------------- schema
@@ -370,10 +373,20 @@ def test_schema_output_option_writes_the_file(tmp_path: Path) -> None:
 
 
 def run_script(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("DAGENTIC_") and k not in ("FORCE_COLOR", "TTY_COMPATIBLE")}
-    return subprocess.run([str(DAGENTIC), *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=60, check=False)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("DAGENTIC_") and k not in ("FORCE_COLOR", "TTY_COMPATIBLE")
+    }
+    return subprocess.run(
+        [str(DAGENTIC), *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=60,
+        check=False,
+    )
 
 
 @pytest.mark.slow

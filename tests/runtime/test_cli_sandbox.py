@@ -16,11 +16,10 @@ from pathlib import Path
 
 import docker
 import pytest
+from dagentic.cli import app
+from dagentic.isolation import SandboxResult
+from dagentic.sandbox.container import LABEL, OWNER_LABEL
 from typer.testing import CliRunner, Result
-
-from runtime.cli import app
-from runtime.sandbox import SandboxResult
-from sandbox.container import LABEL, OWNER_LABEL
 
 ROOT = Path(__file__).resolve().parents[2]
 PANDAS_REPORT = ROOT / "examples" / "sandbox_pandas_report.py"
@@ -32,8 +31,7 @@ REPORT_STDOUT = "region\nnorth    270.25\nsouth    176.25\neast     130.00\n"
 REPORT_RESULT = {"top_region": "north", "total": 576.5}
 
 # Rich must not colour or wrap what the tests read.
-_ENV = {"FORCE_COLOR": None, "TTY_COMPATIBLE": None, "TTY_INTERACTIVE": None,
-        "COLUMNS": "400"}
+_ENV = {"FORCE_COLOR": None, "TTY_COMPATIBLE": None, "TTY_INTERACTIVE": None, "COLUMNS": "400"}
 
 
 @pytest.fixture(autouse=True)
@@ -46,8 +44,9 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def invoke(*args: str | Path, env: dict[str, str | None] | None = None) -> Result:
-    result = CliRunner().invoke(app, ["sandbox", "run", *(str(a) for a in args)],
-                                env={**_ENV, **(env or {})})
+    result = CliRunner().invoke(
+        app, ["sandbox", "run", *(str(a) for a in args)], env={**_ENV, **(env or {})}
+    )
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     return result
@@ -67,7 +66,9 @@ def test_prints_what_the_pandas_example_printed_and_exits_0(backend: str) -> Non
     assert re.fullmatch(
         rf"sandbox: exit_reason=ok; exit_code=0; backend={backend} "
         rf"\({re.escape(ISOLATION[backend])}\); \d+ ms; "
-        r'result=\{"top_region": "north", "total": 576\.5\}\n', result.stderr), result.stderr
+        r'result=\{"top_region": "north", "total": 576\.5\}\n',
+        result.stderr,
+    ), result.stderr
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -88,12 +89,16 @@ def test_code_that_fails_exits_1_with_its_traceback(tmp_path: Path) -> None:
     assert result.exit_code == 1, result.output
     assert result.stdout == "partial\n"
     lines = result.stderr.splitlines()
-    assert lines[:3] == ["Traceback (most recent call last):",
-                         '  File "main.py", line 2, in <module>',
-                         "KeyError: 'region'"]
-    assert re.fullmatch(r"sandbox: exit_reason=error; exit_code=1; backend=process "
-                        r"\(namespaces\+rlimits\); \d+ ms; the code exited with status 1",
-                        lines[3]), lines[3]
+    assert lines[:3] == [
+        "Traceback (most recent call last):",
+        '  File "main.py", line 2, in <module>',
+        "KeyError: 'region'",
+    ]
+    assert re.fullmatch(
+        r"sandbox: exit_reason=error; exit_code=1; backend=process "
+        r"\(namespaces\+rlimits\); \d+ ms; the code exited with status 1",
+        lines[3],
+    ), lines[3]
     assert len(lines) == 4
 
 
@@ -104,8 +109,7 @@ def test_wall_time_option_limits_the_run(tmp_path: Path) -> None:
     assert time.monotonic() - start < 6
     assert result.exit_code == 1, result.output
     outcome = SandboxResult.model_validate_json(result.stdout)
-    assert (outcome.exit_reason, outcome.detail) == (
-        "timeout", "the wall-clock limit of 1s passed")
+    assert (outcome.exit_reason, outcome.detail) == ("timeout", "the wall-clock limit of 1s passed")
 
 
 def test_missing_file_exits_2(tmp_path: Path) -> None:
@@ -113,18 +117,21 @@ def test_missing_file_exits_2(tmp_path: Path) -> None:
     assert result.exit_code == 2, result.output
     assert result.stdout == ""
     assert result.stderr == (
-        "error: cannot read nope.py: [Errno 2] No such file or directory: 'nope.py'\n")
+        "error: cannot read nope.py: [Errno 2] No such file or directory: 'nope.py'\n"
+    )
 
 
 def test_unavailable_backend_exits_2_and_says_why(tmp_path: Path) -> None:
     path = write(tmp_path, "ok.py", "result = 1\n")
-    result = invoke("--backend", "docker", path,
-                    env={"DAGENTIC_SANDBOX__IMAGE": "dagentic-sandbox:no-such-tag"})
+    result = invoke(
+        "--backend", "docker", path, env={"DAGENTIC_SANDBOX__IMAGE": "dagentic-sandbox:no-such-tag"}
+    )
     assert result.exit_code == 2, result.output
     assert result.stdout == ""
     assert result.stderr == (
         "error: sandbox backend 'docker' is not available: the sandbox image "
-        "dagentic-sandbox:no-such-tag is missing; build it with sandbox/image/build.sh\n")
+        "dagentic-sandbox:no-such-tag is missing; build it with sandbox/image/build.sh\n"
+    )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -137,7 +144,8 @@ def test_fork_bomb_ends_promptly_with_exit_reason_pids(backend: str, tmp_path: P
         assert result.exit_code == 1, result.output
         outcome = SandboxResult.model_validate_json(result.stdout)
         assert (outcome.exit_reason, outcome.backend) == ("pids", backend), (
-            f"run {attempt + 1}: {outcome.exit_reason} after {elapsed:.1f} s: {outcome.detail}")
+            f"run {attempt + 1}: {outcome.exit_reason} after {elapsed:.1f} s: {outcome.detail}"
+        )
         assert elapsed < 15, f"run {attempt + 1} took {elapsed:.1f} s"
 
 
@@ -147,8 +155,9 @@ def run_script(*args: str | Path) -> tuple[subprocess.CompletedProcess[str], lis
     they are not left to the next sandbox's reaper)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DAGENTIC_")}
     command = [str(DAGENTIC), *(str(a) for a in args)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, cwd=ROOT, env=env)
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env
+    )
     try:
         stdout, stderr = process.communicate(timeout=120)
     finally:
@@ -157,8 +166,7 @@ def run_script(*args: str | Path) -> tuple[subprocess.CompletedProcess[str], lis
     client = docker.from_env(timeout=30)
     try:
         time.sleep(2)  # what the exited process had asked the engine for has happened
-        left = client.api.containers(
-            all=True, filters={"label": [LABEL, f"{OWNER_LABEL}={owner}"]})
+        left = client.api.containers(all=True, filters={"label": [LABEL, f"{OWNER_LABEL}={owner}"]})
         for info in left:
             client.api.remove_container(info["Id"], force=True, v=True)
     finally:
@@ -174,12 +182,13 @@ def test_installed_script_runs_the_pandas_example_on_docker() -> None:
     assert done.stdout == REPORT_STDOUT
     assert re.fullmatch(
         r"sandbox: exit_reason=ok; exit_code=0; backend=docker \(container\); \d+ ms; "
-        r'result=\{"top_region": "north", "total": 576\.5\}\n', done.stderr), done.stderr
+        r'result=\{"top_region": "north", "total": 576\.5\}\n',
+        done.stderr,
+    ), done.stderr
 
 
 @pytest.mark.slow
-def test_installed_script_leaves_no_sandbox_container_behind_when_it_exits(
-        tmp_path: Path) -> None:
+def test_installed_script_leaves_no_sandbox_container_behind_when_it_exits(tmp_path: Path) -> None:
     path = write(tmp_path, "quick.py", "result = 1\n")
     for _ in range(3):  # a short run is the likeliest to exit while the pool still fills
         done, left = run_script("sandbox", "run", "--backend", "docker", path)

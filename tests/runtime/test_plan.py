@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from dagentic import Check, FailureMode, InputSpec, Plan, Retry, Step, ToolRegistry, compile_plan
+from dagentic.plan import parse_duration, plan_json_schema
 from pydantic import ValidationError
-
-from runtime import Check, FailureMode, InputSpec, Plan, Retry, Step, ToolRegistry, compile_plan
-from runtime.plan import parse_duration, plan_json_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -16,10 +15,20 @@ ROOT = Path(__file__).resolve().parents[2]
 # --------------------------------------------------------------------------- durations
 
 
-@pytest.mark.parametrize(("value", "seconds"), [
-    ("500ms", 0.5), ("30s", 30.0), ("2m", 120.0), ("1h", 3600.0), ("1.5s", 1.5),
-    (" 10 ", 10.0), ("10", 10.0), (30, 30.0), (0.25, 0.25),
-])
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("500ms", 0.5),
+        ("30s", 30.0),
+        ("2m", 120.0),
+        ("1h", 3600.0),
+        ("1.5s", 1.5),
+        (" 10 ", 10.0),
+        ("10", 10.0),
+        (30, 30.0),
+        (0.25, 0.25),
+    ],
+)
 def test_duration_is_read_as_seconds(value: str | float, seconds: float) -> None:
     assert parse_duration(value) == seconds
 
@@ -28,8 +37,10 @@ def test_duration_is_read_as_seconds(value: str | float, seconds: float) -> None
 def test_duration_text_that_is_not_a_duration_is_rejected(value: str) -> None:
     with pytest.raises(ValueError) as info:
         parse_duration(value)
-    assert str(info.value) == (f"{value!r} is not a duration; use seconds (30) or a string "
-                               "such as '500ms', '30s', '2m', '1h'")
+    assert str(info.value) == (
+        f"{value!r} is not a duration; use seconds (30) or a string "
+        "such as '500ms', '30s', '2m', '1h'"
+    )
 
 
 @pytest.mark.parametrize("value", [0, -1, "0s", "0ms"])
@@ -46,9 +57,14 @@ def test_boolean_is_not_a_duration() -> None:
 
 
 def test_step_timeout_and_retry_backoff_accept_durations() -> None:
-    step = Step.model_validate({"id": "a", "tool": "x.y", "timeout": "500ms",
-                                "retry": {"attempts": 2, "backoff": "2m",
-                                          "max_backoff": "1h"}})
+    step = Step.model_validate(
+        {
+            "id": "a",
+            "tool": "x.y",
+            "timeout": "500ms",
+            "retry": {"attempts": 2, "backoff": "2m", "max_backoff": "1h"},
+        }
+    )
     assert step.timeout == 0.5
     assert step.retry == Retry(attempts=2, backoff=120.0, max_backoff=3600.0)
 
@@ -58,8 +74,10 @@ def test_step_with_an_invalid_timeout_is_rejected() -> None:
         Step.model_validate({"id": "a", "tool": "x.y", "timeout": "soon"})
     [error] = info.value.errors(include_url=False)
     assert error["loc"] == ("timeout",)
-    assert error["msg"] == ("Value error, 'soon' is not a duration; use seconds (30) or a "
-                            "string such as '500ms', '30s', '2m', '1h'")
+    assert error["msg"] == (
+        "Value error, 'soon' is not a duration; use seconds (30) or a "
+        "string such as '500ms', '30s', '2m', '1h'"
+    )
 
 
 # --------------------------------------------------------------------------- shorthands
@@ -88,28 +106,33 @@ def test_check_reads_assert_from_its_yaml_name() -> None:
     assert check.assert_ == "${{ true }}"
     assert check == Check(assert_="${{ true }}", on_fail="continue")
     assert check.model_dump(by_alias=True, exclude_defaults=True) == {
-        "assert": "${{ true }}", "on_fail": "continue"}
+        "assert": "${{ true }}",
+        "on_fail": "continue",
+    }
 
 
 def test_check_needs_an_assert_or_criteria() -> None:
     with pytest.raises(ValidationError) as info:
         Check.model_validate({"on_fail": "abort"})
     assert info.value.errors(include_url=False)[0]["msg"] == (
-        "Value error, a check needs 'assert', 'criteria' or both")
+        "Value error, a check needs 'assert', 'criteria' or both"
+    )
 
 
 def test_check_step_takes_no_args() -> None:
     with pytest.raises(ValidationError) as info:
         Step.model_validate({"id": "v", "check": {"assert": "${{ true }}"}, "args": {"x": 1}})
     assert info.value.errors(include_url=False)[0]["msg"] == (
-        "Value error, check step 'v' takes no 'args' or 'foreach'")
+        "Value error, check step 'v' takes no 'args' or 'foreach'"
+    )
 
 
 def test_max_parallel_needs_foreach() -> None:
     with pytest.raises(ValidationError) as info:
         Step.model_validate({"id": "a", "tool": "x.y", "max_parallel": 2})
     assert info.value.errors(include_url=False)[0]["msg"] == (
-        "Value error, step 'a' sets 'max_parallel' but has no 'foreach'")
+        "Value error, step 'a' sets 'max_parallel' but has no 'foreach'"
+    )
 
 
 # --------------------------------------------------------------------------- YAML
@@ -125,19 +148,40 @@ def test_plan_to_yaml_round_trips_through_compile_plan(tools: ToolRegistry) -> N
             "n": InputSpec(type="integer", required=True),
         },
         steps=[
-            Step(id="greet", tool="notify.log", foreach="${{ inputs.names }}",
-                 max_parallel=2, timeout="500ms", retry=5,  # type: ignore[arg-type]
-                 args={"message": "Hello, ${{ item }}!\nsecond line", "level": "warning"}),
-            Step(id="pause", tool="test.sleep", needs=["greet"],
-                 args={"seconds": 0.01, "value": {"a": [1, None, True, 2.5]}},
-                 retry=Retry(attempts=2, backoff="2m",  # type: ignore[arg-type]
-                             on=[FailureMode.TIMEOUT])),
-            Step(id="alert", tool="notify.log", when="${{ inputs.n > 1 }}",
-                 approval="required", run_if_skipped=True, allow_untrusted=True,
-                 args={"message": "n=${{ inputs.n }}"}),
-            Step(id="verify", description="all greeted",
-                 check=Check(assert_="${{ len(steps.greet.output) == 2 }}",
-                             on_fail="continue")),
+            Step(
+                id="greet",
+                tool="notify.log",
+                foreach="${{ inputs.names }}",
+                max_parallel=2,
+                timeout="500ms",
+                retry=5,  # type: ignore[arg-type]
+                args={"message": "Hello, ${{ item }}!\nsecond line", "level": "warning"},
+            ),
+            Step(
+                id="pause",
+                tool="test.sleep",
+                needs=["greet"],
+                args={"seconds": 0.01, "value": {"a": [1, None, True, 2.5]}},
+                retry=Retry(
+                    attempts=2,
+                    backoff="2m",  # type: ignore[arg-type]
+                    on=[FailureMode.TIMEOUT],
+                ),
+            ),
+            Step(
+                id="alert",
+                tool="notify.log",
+                when="${{ inputs.n > 1 }}",
+                approval="required",
+                run_if_skipped=True,
+                allow_untrusted=True,
+                args={"message": "n=${{ inputs.n }}"},
+            ),
+            Step(
+                id="verify",
+                description="all greeted",
+                check=Check(assert_="${{ len(steps.greet.output) == 2 }}", on_fail="continue"),
+            ),
         ],
         outputs={"first": "${{ steps.greet.output[0] }}", "literal": [1, "two", None]},
     )
@@ -148,16 +192,9 @@ def test_plan_to_yaml_round_trips_through_compile_plan(tools: ToolRegistry) -> N
 
 
 def test_minimal_plan_to_yaml_holds_only_what_was_set() -> None:
-    plan = Plan(name="tiny", steps=[Step(id="a", tool="notify.log",
-                                         args={"message": "hi"})])
+    plan = Plan(name="tiny", steps=[Step(id="a", tool="notify.log", args={"message": "hi"})])
     assert plan.to_yaml() == (
-        "version: 1\n"
-        "name: tiny\n"
-        "steps:\n"
-        "- id: a\n"
-        "  tool: notify.log\n"
-        "  args:\n"
-        "    message: hi\n"
+        "version: 1\nname: tiny\nsteps:\n- id: a\n  tool: notify.log\n  args:\n    message: hi\n"
     )
 
 
@@ -168,7 +205,8 @@ def test_plan_schema_file_is_fresh() -> None:
     path = ROOT / "plans" / "plan.schema.json"
     assert path.read_text(encoding="utf-8") == plan_json_schema(), (
         "plans/plan.schema.json is stale; regenerate it with "
-        "`dagentic schema -o plans/plan.schema.json`")
+        "`dagentic schema -o plans/plan.schema.json`"
+    )
 
 
 def test_plan_schema_names_assert_by_its_yaml_name() -> None:

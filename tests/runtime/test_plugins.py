@@ -14,11 +14,10 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
+import dagentic.plugins.notify
 import pluggy
 import pytest
-
-import plugins.notify
-from runtime import (
+from dagentic import (
     ENTRY_POINT_GROUP,
     PluginError,
     Tool,
@@ -104,7 +103,9 @@ def test_load_tools_collects_from_every_plugin() -> None:
     stormy = make_plugin("acme_stormy", register_tools=returning(alerts))
     registry = load_tools([sunny, stormy], use_entry_points=False)
     assert [(t.name, t.plugin) for t in registry] == [
-        ("weather.alerts", "acme_stormy"), ("weather.forecast", "acme_sunny")]
+        ("weather.alerts", "acme_stormy"),
+        ("weather.forecast", "acme_sunny"),
+    ]
 
 
 def test_load_tools_adds_tools_given_directly() -> None:
@@ -132,7 +133,8 @@ def test_plugin_returning_a_non_tool_is_an_error() -> None:
         load_tools([bad], use_entry_points=False)
     assert caught.value.message == (
         f"plugin 'acme_bad': register_tools() returned {undecorated!r}, which is not a "
-        "Tool; decorate the function with @tool and return it")
+        "Tool; decorate the function with @tool and return it"
+    )
     assert caught.value.fields == {"plugin": "acme_bad"}
 
 
@@ -143,8 +145,10 @@ def test_plugin_whose_hook_raises_is_an_error_naming_it() -> None:
     broken = make_plugin("acme_broken", register_tools=register_tools)
     with pytest.raises(PluginError) as caught:
         load_tools([broken], use_entry_points=False)
-    assert caught.value.message == \
-        "plugin 'acme_broken': register_tools() raised ValueError: config missing"
+    assert (
+        caught.value.message
+        == "plugin 'acme_broken': register_tools() raised ValueError: config missing"
+    )
     assert isinstance(caught.value.__cause__, ValueError)
 
 
@@ -155,7 +159,8 @@ def test_two_plugins_registering_one_tool_name_is_an_error_naming_both() -> None
         load_tools([sunny, rainy], use_entry_points=False)
     assert caught.value.message == (
         "tool 'weather.forecast' is registered twice: by plugin 'acme_sunny' and by plugin "
-        "'acme_rainy'; uninstall one of them or rename the tool")
+        "'acme_rainy'; uninstall one of them or rename the tool"
+    )
 
 
 def test_typo_in_a_hook_name_is_reported_naming_the_plugin_and_the_hook() -> None:
@@ -177,7 +182,7 @@ def test_typo_in_a_hook_name_is_reported_naming_the_plugin_and_the_hook() -> Non
 def test_builtin_notify_plugin_is_listed_in_the_entry_point_group() -> None:
     found = {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
     assert ENTRY_POINT_GROUP == "dagentic.plugins"
-    assert found.get("notify") == "plugins.notify"
+    assert found.get("notify") == "dagentic.plugins.notify"
 
 
 def test_builtin_notify_log_is_loaded_through_its_entry_point() -> None:
@@ -190,11 +195,11 @@ def test_builtin_notify_log_is_loaded_through_its_entry_point() -> None:
 
 def test_entry_point_plugins_are_registered_under_their_entry_point_name() -> None:
     pm = make_plugin_manager()
-    assert pm.get_plugin("notify") is plugins.notify
+    assert pm.get_plugin("notify") is dagentic.plugins.notify
 
 
 def test_plugin_given_explicitly_and_installed_as_an_entry_point_is_loaded_once() -> None:
-    registry = load_tools([plugins.notify])
+    registry = load_tools([dagentic.plugins.notify])
     assert [t.name for t in registry].count("notify.log") == 1
 
 
@@ -203,8 +208,9 @@ def test_plugin_given_explicitly_and_installed_as_an_entry_point_is_loaded_once(
 
 def _run(command: list[str], cwd: Path, timeout: float = 90) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    return subprocess.run(
+        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 @pytest.fixture
@@ -217,8 +223,11 @@ def hello_plugin(tmp_path: Path) -> Iterator[Path]:
     workdir.mkdir()
     pip = [sys.executable, "-m", "pip"]
     try:
-        installed = _run([*pip, "install", "--no-build-isolation", "--no-deps", "--quiet",
-                          str(package)], cwd=tmp_path, timeout=110)
+        installed = _run(
+            [*pip, "install", "--no-build-isolation", "--no-deps", "--quiet", str(package)],
+            cwd=tmp_path,
+            timeout=110,
+        )
         assert installed.returncode == 0, installed.stderr
         yield workdir
     finally:
@@ -239,8 +248,9 @@ def test_third_party_plugin_installed_with_pip_is_found_and_runs(hello_plugin: P
     assert greet["args"]["required"] == ["name"]
     assert specs["notify.log"]["plugin"] == "notify"
 
-    ran = _run([str(dagentic), "run", str(DATA / "hello_plugin_plan.yaml"), "--json"],
-               cwd=hello_plugin)
+    ran = _run(
+        [str(dagentic), "run", str(DATA / "hello_plugin_plan.yaml"), "--json"], cwd=hello_plugin
+    )
     assert ran.returncode == 0, ran.stderr
     result = json.loads(ran.stdout)
     assert result["status"] == "succeeded"
@@ -260,61 +270,67 @@ def commands(*groups: Any) -> Callable[[], list[Any]]:
 
 def test_load_commands_collects_named_command_groups() -> None:
     import typer
-
-    from runtime.plugins import load_commands
+    from dagentic.plugin_manager import load_commands
 
     group = typer.Typer(name="weather")
-    pm = make_plugin_manager([make_plugin("acme_cli", register_commands=commands(group))],
-                             use_entry_points=False)
+    pm = make_plugin_manager(
+        [make_plugin("acme_cli", register_commands=commands(group))], use_entry_points=False
+    )
     assert load_commands(pm) == {"weather": group}
 
 
 def test_builtin_web_plugin_adds_the_index_command_group() -> None:
-    from runtime.plugins import load_commands
+    from dagentic.plugin_manager import load_commands
 
     assert "index" in load_commands()
 
 
 def test_command_group_without_a_name_is_an_error_naming_the_plugin() -> None:
     import typer
+    from dagentic.plugin_manager import load_commands
 
-    from runtime.plugins import load_commands
-
-    pm = make_plugin_manager([make_plugin("acme_cli", register_commands=commands(
-        typer.Typer()))], use_entry_points=False)
+    pm = make_plugin_manager(
+        [make_plugin("acme_cli", register_commands=commands(typer.Typer()))], use_entry_points=False
+    )
     with pytest.raises(PluginError) as caught:
         load_commands(pm)
     assert caught.value.message.startswith("plugin 'acme_cli': register_commands() returned ")
     assert caught.value.message.endswith(
-        "; return typer.Typer objects made with a name, e.g. typer.Typer(name='index')")
+        "; return typer.Typer objects made with a name, e.g. typer.Typer(name='index')"
+    )
 
 
 def test_one_command_name_from_two_plugins_is_an_error() -> None:
     import typer
+    from dagentic.plugin_manager import load_commands
 
-    from runtime.plugins import load_commands
-
-    pm = make_plugin_manager([
-        make_plugin("acme_a", register_commands=commands(typer.Typer(name="weather"))),
-        make_plugin("acme_b", register_commands=commands(typer.Typer(name="weather"))),
-    ], use_entry_points=False)
+    pm = make_plugin_manager(
+        [
+            make_plugin("acme_a", register_commands=commands(typer.Typer(name="weather"))),
+            make_plugin("acme_b", register_commands=commands(typer.Typer(name="weather"))),
+        ],
+        use_entry_points=False,
+    )
     with pytest.raises(PluginError) as caught:
         load_commands(pm)
     assert caught.value.message in (
         "plugin 'acme_a': command 'weather' is registered twice",
-        "plugin 'acme_b': command 'weather' is registered twice")
+        "plugin 'acme_b': command 'weather' is registered twice",
+    )
 
 
 def test_plugin_command_named_like_a_builtin_one_stops_the_cli_with_a_clear_error(
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     import typer
-
-    from runtime import cli
+    from dagentic import cli
 
     monkeypatch.setattr(cli, "load_commands", lambda: {"run": typer.Typer(name="run")})
     monkeypatch.setattr(sys, "argv", ["dagentic", "--help"])
     with pytest.raises(SystemExit) as exited:
         cli.main()
     assert exited.value.code == 2
-    assert "a plugin registers command 'run', which dagentic has already; rename the " \
-           "plugin's command group" in " ".join(capsys.readouterr().err.split())
+    assert (
+        "a plugin registers command 'run', which dagentic has already; rename the "
+        "plugin's command group" in " ".join(capsys.readouterr().err.split())
+    )

@@ -18,10 +18,7 @@ from typing import Any
 import anyio
 import hypothesis
 import pytest
-from hypothesis import HealthCheck, example, given
-from hypothesis import strategies as st
-
-from runtime import (
+from dagentic import (
     Executor,
     MemoryJournal,
     Plan,
@@ -32,28 +29,54 @@ from runtime import (
     ToolRegistry,
     compile_plan,
 )
-from runtime.plan import STEP_ID_PATTERN
+from dagentic.plan import STEP_ID_PATTERN
+from hypothesis import HealthCheck, example, given
+from hypothesis import strategies as st
 
 PROPERTIES = hypothesis.settings(
-    max_examples=40, deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 # U+0085 (NEL) is left out of generated text: see
 # test_yaml_round_trip_keeps_a_next_line_character for that bug on its own.
-TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x85"),
-               max_size=12).filter(lambda s: "${{" not in s)
+TEXT = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\x85"), max_size=12
+).filter(lambda s: "${{" not in s)
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers()
-    | st.floats(allow_nan=False, allow_infinity=False) | TEXT,
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(TEXT, children, max_size=3),
-    max_leaves=8)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | TEXT,
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(TEXT, children, max_size=3),
+    max_leaves=8,
+)
 
 # Step ids: any valid id that does not start with '_' (see
 # test_every_valid_step_id_can_be_referenced), plus words YAML or Python read specially.
 STEP_IDS = st.from_regex(r"[A-Za-z][A-Za-z0-9_]{0,10}", fullmatch=True) | st.sampled_from(
-    ["if", "None", "class", "true", "null", "yes", "No", "on", "OFF", "y", "inputs", "steps",
-     "item", "output", "default", "len", "match"])
+    [
+        "if",
+        "None",
+        "class",
+        "true",
+        "null",
+        "yes",
+        "No",
+        "on",
+        "OFF",
+        "y",
+        "inputs",
+        "steps",
+        "item",
+        "output",
+        "default",
+        "len",
+        "match",
+    ]
+)
 INPUT_NAMES = ["limit", "topic", "flag", "region"]
 
 
@@ -76,8 +99,7 @@ class DrawnPlan:
 def reference(draw: st.DrawFn, target: str, n: int, data: Any) -> tuple[str, Any]:
     """A template reading step ``target`` (whose output is {"me": target, "n": n,
     "data": data}) and the value it must render to."""
-    kind = draw(st.sampled_from(["whole", "text", "number", "arith", "data", "status",
-                                 "bracket"]))
+    kind = draw(st.sampled_from(["whole", "text", "number", "arith", "data", "status", "bracket"]))
     if kind == "whole":
         return f"${{{{ {step_ref(target, 'output', 'me')} }}}}", target
     if kind == "text":
@@ -104,14 +126,21 @@ def plans(draw: st.DrawFn) -> DrawnPlan:
     expected: dict[str, Any] = {}
     for index, sid in enumerate(ids):
         earlier = ids[:index]
-        needs = draw(st.lists(st.sampled_from(earlier), unique=True, max_size=3)) \
-            if earlier else []
+        needs = draw(st.lists(st.sampled_from(earlier), unique=True, max_size=3)) if earlier else []
         targets = draw(st.lists(st.sampled_from(earlier), max_size=3)) if earlier else []
         refs = [draw(reference(t, ids.index(t), data[t])) for t in targets]
-        value: dict[str, Any] = {"me": sid, "n": index, "data": data[sid],
-                                 "from": [template for template, _ in refs]}
-        output: dict[str, Any] = {"me": sid, "n": index, "data": data[sid],
-                                  "from": [rendered for _, rendered in refs]}
+        value: dict[str, Any] = {
+            "me": sid,
+            "n": index,
+            "data": data[sid],
+            "from": [template for template, _ in refs],
+        }
+        output: dict[str, Any] = {
+            "me": sid,
+            "n": index,
+            "data": data[sid],
+            "from": [rendered for _, rendered in refs],
+        }
         if inputs and draw(st.booleans()):
             name = draw(st.sampled_from(sorted(inputs)))
             value["input"] = f"${{{{ inputs.{name} }}}}"
@@ -143,15 +172,17 @@ def plans(draw: st.DrawFn) -> DrawnPlan:
     if draw(st.booleans()):
         raw["goal"] = draw(TEXT)
     if inputs:
-        raw["inputs"] = {name: {"type": "string", "default": default}
-                         for name, default in inputs.items()}
+        raw["inputs"] = {
+            name: {"type": "string", "default": default} for name, default in inputs.items()
+        }
     if outputs:
         raw["outputs"] = outputs
     return DrawnPlan(Plan.model_validate(raw), deps, expected, expected_outputs)
 
 
-def run(tools: ToolRegistry, settings: Settings, plan: Plan, backend: str
-        ) -> tuple[RunResult, MemoryJournal]:
+def run(
+    tools: ToolRegistry, settings: Settings, plan: Plan, backend: str
+) -> tuple[RunResult, MemoryJournal]:
     journal = MemoryJournal()
     executor = Executor(tools, settings=settings, journal=journal)
     result = anyio.run(partial(executor.run, plan), backend=backend)
@@ -170,7 +201,8 @@ def event_index(journal: MemoryJournal, kind: str, step_id: str) -> int:
 @PROPERTIES
 @given(plans())
 def test_a_random_acyclic_plan_validates_with_exactly_its_dependencies(
-        tools: ToolRegistry, drawn: DrawnPlan) -> None:
+    tools: ToolRegistry, drawn: DrawnPlan
+) -> None:
     compiled = compile_plan(drawn.plan, tools)
     assert {sid: set(step.deps) for sid, step in compiled.steps.items()} == drawn.deps
     position = {sid: i for i, sid in enumerate(compiled.order)}
@@ -195,8 +227,8 @@ def test_a_random_plan_round_trips_through_yaml(tools: ToolRegistry, drawn: Draw
 @PROPERTIES
 @given(drawn=plans(), concurrency=st.integers(1, 8))
 def test_every_step_runs_once_after_its_dependencies_with_the_output_it_was_given(
-        tools: ToolRegistry, settings: Settings, backend: str, drawn: DrawnPlan,
-        concurrency: int) -> None:
+    tools: ToolRegistry, settings: Settings, backend: str, drawn: DrawnPlan, concurrency: int
+) -> None:
     limited = settings.model_copy(update={"concurrency": concurrency})
     result, journal = run(tools, limited, drawn.plan, backend)
 
@@ -212,8 +244,9 @@ def test_every_step_runs_once_after_its_dependencies_with_the_output_it_was_give
         finished = event_index(journal, "finished", sid)
         assert journal.events[finished].output == drawn.expected[sid]
         for dep in deps:
-            assert event_index(journal, "finished", dep) < started, \
+            assert event_index(journal, "finished", dep) < started, (
                 f"{sid!r} started before its dependency {dep!r} finished"
+            )
         assert started < finished
 
 
@@ -221,8 +254,8 @@ def test_every_step_runs_once_after_its_dependencies_with_the_output_it_was_give
 @PROPERTIES
 @given(drawn=plans(), concurrency=st.integers(1, 4))
 def test_no_more_steps_run_at_once_than_the_concurrency_setting(
-        tools: ToolRegistry, settings: Settings, backend: str, drawn: DrawnPlan,
-        concurrency: int) -> None:
+    tools: ToolRegistry, settings: Settings, backend: str, drawn: DrawnPlan, concurrency: int
+) -> None:
     limited = settings.model_copy(update={"concurrency": concurrency})
     result, journal = run(tools, limited, drawn.plan, backend)
     assert result.status is RunStatus.SUCCEEDED, result.error
@@ -241,19 +274,28 @@ def test_no_more_steps_run_at_once_than_the_concurrency_setting(
 # --------------------------------------------------------------------------- found bugs
 
 
-@hypothesis.settings(max_examples=60, deadline=None,
-                     suppress_health_check=[HealthCheck.function_scoped_fixture])
+@hypothesis.settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,10}", fullmatch=True))
 @example("_private")
 def test_every_valid_step_id_can_be_referenced(tools: ToolRegistry, step_id: str) -> None:
     # The expression language refuses names starting with '_', so step ids may not start
     # with one: every id the model accepts must be readable as steps.<id>.
     hypothesis.assume(re.fullmatch(STEP_ID_PATTERN, step_id))
-    plan = Plan.model_validate({"name": "p", "steps": [
-        {"id": step_id, "tool": "test.echo", "args": {"value": 1}},
-        {"id": "reader" if step_id != "reader" else "other", "tool": "test.echo",
-         "args": {"value": f"${{{{ steps['{step_id}'].output }}}}"}},
-    ]})
+    plan = Plan.model_validate(
+        {
+            "name": "p",
+            "steps": [
+                {"id": step_id, "tool": "test.echo", "args": {"value": 1}},
+                {
+                    "id": "reader" if step_id != "reader" else "other",
+                    "tool": "test.echo",
+                    "args": {"value": f"${{{{ steps['{step_id}'].output }}}}"},
+                },
+            ],
+        }
+    )
     compiled = compile_plan(plan, tools)
     assert compiled.steps[plan.steps[1].id].deps == (step_id,)
 
@@ -262,6 +304,11 @@ def test_every_valid_step_id_can_be_referenced(tools: ToolRegistry, step_id: str
 def test_yaml_round_trip_keeps_a_next_line_character(tools: ToolRegistry, text: str) -> None:
     # BUG: yaml.safe_dump(allow_unicode=True) writes U+0085 raw inside a quoted scalar and
     # the loader reads it as a line break, so it comes back as a space.
-    plan = Plan.model_validate({"name": "p", "goal": text, "steps": [
-        {"id": "a", "tool": "test.echo", "args": {"value": text}}]})
+    plan = Plan.model_validate(
+        {
+            "name": "p",
+            "goal": text,
+            "steps": [{"id": "a", "tool": "test.echo", "args": {"value": text}}],
+        }
+    )
     assert compile_plan(plan.to_yaml(), tools).plan == plan

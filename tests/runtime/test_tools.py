@@ -8,8 +8,7 @@ from typing import Any, Literal
 
 import pydantic
 import pytest
-
-from runtime import (
+from dagentic import (
     Executor,
     FailureMode,
     PluginError,
@@ -64,13 +63,24 @@ def test_name_uses_the_last_part_of_a_dotted_module() -> None:
 
 def test_bare_decorator_uses_the_default_metadata() -> None:
     assert (ping.side_effects, ping.idempotent, ping.trusted) == ("read", True, True)
-    assert (ping.timeout, ping.max_concurrency, ping.plugin, ping.context_param) == \
-        (None, None, None, None)
+    assert (ping.timeout, ping.max_concurrency, ping.plugin, ping.context_param) == (
+        None,
+        None,
+        None,
+        None,
+    )
 
 
 def test_decorator_options_are_recorded_on_the_tool() -> None:
-    @tool(name="acme.upload", description="Upload a file.", timeout=5,
-          max_concurrency=2, side_effects="write", idempotent=False, trusted=False)
+    @tool(
+        name="acme.upload",
+        description="Upload a file.",
+        timeout=5,
+        max_concurrency=2,
+        side_effects="write",
+        idempotent=False,
+        trusted=False,
+    )
     def upload(path: str) -> None:
         """The docstring loses to description=."""
 
@@ -114,8 +124,9 @@ def test_with_plugin_returns_a_copy_naming_the_plugin() -> None:
 
 
 @tool(name="weather.forecast")
-async def forecast(city: str, days: int = 3, units: Literal["metric", "imperial"] = "metric",
-                   hourly: bool = False) -> dict[str, Any]:
+async def forecast(
+    city: str, days: int = 3, units: Literal["metric", "imperial"] = "metric", hourly: bool = False
+) -> dict[str, Any]:
     """Forecast the weather of a city.
 
     Args:
@@ -132,12 +143,20 @@ def test_argument_schema_comes_from_the_signature_and_docstring() -> None:
         "type": "object",
         "additionalProperties": False,
         "properties": {
-            "city": {"title": "City", "type": "string",
-                     "description": "The city name, e.g. Oslo."},
-            "days": {"title": "Days", "type": "integer", "default": 3,
-                     "description": "How many days ahead."},
-            "units": {"title": "Units", "enum": ["metric", "imperial"], "type": "string",
-                      "default": "metric", "description": "Unit system of the temperatures."},
+            "city": {"title": "City", "type": "string", "description": "The city name, e.g. Oslo."},
+            "days": {
+                "title": "Days",
+                "type": "integer",
+                "default": 3,
+                "description": "How many days ahead.",
+            },
+            "units": {
+                "title": "Units",
+                "enum": ["metric", "imperial"],
+                "type": "string",
+                "default": "metric",
+                "description": "Unit system of the temperatures.",
+            },
             "hourly": {"title": "Hourly", "type": "boolean", "default": False},
         },
         "required": ["city"],
@@ -178,8 +197,7 @@ def test_returns_section_of_the_docstring_tells_planners_what_comes_back() -> No
 
 def test_argument_model_applies_defaults_and_validates_types() -> None:
     args = forecast.args_model.model_validate({"city": "Oslo", "days": "5"})
-    assert args.model_dump() == {"city": "Oslo", "days": 5, "units": "metric",
-                                 "hourly": False}
+    assert args.model_dump() == {"city": "Oslo", "days": 5, "units": "metric", "hourly": False}
     with pytest.raises(pydantic.ValidationError) as caught:
         forecast.args_model.model_validate({"city": "Oslo", "units": "kelvin"})
     assert [e["loc"] for e in caught.value.errors()] == [("units",)]
@@ -194,8 +212,9 @@ def test_argument_model_requires_arguments_without_defaults() -> None:
 def test_argument_model_forbids_unknown_arguments() -> None:
     with pytest.raises(pydantic.ValidationError) as caught:
         forecast.args_model.model_validate({"city": "Oslo", "country": "NO"})
-    assert [(e["type"], e["loc"]) for e in caught.value.errors()] == \
-        [("extra_forbidden", ("country",))]
+    assert [(e["type"], e["loc"]) for e in caught.value.errors()] == [
+        ("extra_forbidden", ("country",))
+    ]
 
 
 def test_field_adapter_validates_one_argument() -> None:
@@ -217,8 +236,13 @@ def whoami(label: str, context: ToolContext) -> dict[str, Any]:
     Args:
         label: A label to echo.
     """
-    return {"label": label, "run": context.run_id, "step": context.step_id,
-            "attempt": context.attempt, "thread": threading.get_ident()}
+    return {
+        "label": label,
+        "run": context.run_id,
+        "step": context.step_id,
+        "attempt": context.attempt,
+        "thread": threading.get_ident(),
+    }
 
 
 def test_tool_context_parameter_is_hidden_from_the_schema() -> None:
@@ -231,18 +255,24 @@ def test_tool_context_parameter_is_hidden_from_the_schema() -> None:
 
 
 @pytest.mark.anyio
-async def test_tool_context_parameter_is_injected_when_the_tool_runs(
-        settings: Settings) -> None:
+async def test_tool_context_parameter_is_injected_when_the_tool_runs(settings: Settings) -> None:
     executor = Executor(ToolRegistry([whoami]), settings=settings)
-    result = await executor.run("""
+    result = await executor.run(
+        """
 name: who
 steps:
   - {id: me, tool: acme.whoami, args: {label: hi}}
-""", run_id="r-1")
+""",
+        run_id="r-1",
+    )
     assert result.status is RunStatus.SUCCEEDED
     output = result.steps["me"].output
-    assert {k: output[k] for k in ("label", "run", "step", "attempt")} == \
-        {"label": "hi", "run": "r-1", "step": "me", "attempt": 1}
+    assert {k: output[k] for k in ("label", "run", "step", "attempt")} == {
+        "label": "hi",
+        "run": "r-1",
+        "step": "me",
+        "attempt": 1,
+    }
     assert output["thread"] != threading.get_ident()  # a sync tool runs in a worker thread
 
 
@@ -254,8 +284,12 @@ def test_every_definition_problem_is_reported_at_once() -> None:
         pass
 
     with pytest.raises(ToolDefinitionError) as caught:
-        tool(name="Bad Name", side_effects="delete", timeout=0,  # type: ignore[arg-type]
-             max_concurrency=0)(bad)
+        tool(
+            name="Bad Name",
+            side_effects="delete",
+            timeout=0,  # type: ignore[arg-type]
+            max_concurrency=0,
+        )(bad)
     error = caught.value
     assert error.message == (
         "tool 'Bad Name' is not a valid tool:\n"
@@ -292,7 +326,8 @@ def test_docstring_documenting_a_missing_parameter_is_a_definition_error() -> No
         tool(name="acme.lookup")(lookup)
     assert caught.value.message == (
         "tool 'acme.lookup' is not a valid tool:\n"
-        "  - the docstring documents 'limt' but there is no such parameter")
+        "  - the docstring documents 'limt' but there is no such parameter"
+    )
 
 
 def test_derived_name_that_is_not_namespace_verb_is_a_definition_error() -> None:
@@ -309,7 +344,8 @@ def test_derived_name_that_is_not_namespace_verb_is_a_definition_error() -> None
     assert caught.value.message == (
         "tool 'web.Fetch' is not a valid tool:\n"
         "  - name 'web.Fetch' is not 'namespace.verb' in lower case; pass "
-        "@tool(name='myns.my_verb')")
+        "@tool(name='myns.my_verb')"
+    )
 
 
 def test_malformed_docstring_is_a_definition_error_listed_with_the_others() -> None:
@@ -353,8 +389,9 @@ def test_unknown_tool_is_not_found_with_a_suggestion() -> None:
     registry = ToolRegistry([forecast, whoami])
     with pytest.raises(ToolNotFoundError) as caught:
         registry.get("weather.forcast")
-    assert caught.value.message == \
-        "unknown tool 'weather.forcast' (did you mean 'weather.forecast'?)"
+    assert (
+        caught.value.message == "unknown tool 'weather.forcast' (did you mean 'weather.forecast'?)"
+    )
     assert caught.value.failure_mode is FailureMode.INVALID_TOOL
     assert isinstance(caught.value, LookupError)
 
@@ -371,7 +408,8 @@ def test_same_tool_name_from_two_plugins_is_an_error_naming_both() -> None:
         registry.add(forecast.with_plugin("rainy"))
     assert caught.value.message == (
         "tool 'weather.forecast' is registered twice: by plugin 'sunny' and by plugin "
-        "'rainy'; uninstall one of them or rename the tool")
+        "'rainy'; uninstall one of them or rename the tool"
+    )
     assert registry.get("weather.forecast").plugin == "sunny"
 
 
@@ -383,6 +421,7 @@ def test_adding_the_same_tool_object_twice_is_harmless() -> None:
 
 def test_planning_context_tools_must_run_without_arguments_or_side_effects() -> None:
     with pytest.raises(ToolDefinitionError) as caught:
+
         @tool(name="db.describe", planning_context=True)
         def describe(table: str) -> dict:
             """Describe a table.
@@ -391,9 +430,11 @@ def test_planning_context_tools_must_run_without_arguments_or_side_effects() -> 
                 table: Which one.
             """
             return {}
+
     assert caught.value.problems == [
         "planning_context=True needs a tool without side effects that runs with no "
-        "arguments (every argument has a default)"]
+        "arguments (every argument has a default)"
+    ]
 
     @tool(name="db.tables", planning_context=True)
     def tables() -> list:

@@ -27,17 +27,7 @@ from typing import Any
 
 import anyio
 import pytest
-from opentelemetry import trace
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
-from opentelemetry.trace.span import TraceState
-
-from runtime import (
+from dagentic import (
     Executor,
     MemoryJournal,
     ResourceLimitError,
@@ -52,17 +42,32 @@ from runtime import (
     current_step_span,
     tool,
 )
-from runtime.agent import Agent, Budgets
-from runtime.runfiles import JsonlSpanExporter, find_run, read_spans, run_files
-from runtime.spans import FastTracerProvider
-from runtime.tracing import Tracing, tracing_from_settings
+from dagentic.agent import Agent, Budgets
+from dagentic.runfiles import JsonlSpanExporter, find_run, read_spans, run_files
+from dagentic.spans import FastTracerProvider
+from dagentic.tracing import Tracing, tracing_from_settings
+from opentelemetry import trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
+from opentelemetry.trace.span import TraceState
+
 from tests.blind import blind_settings
 
 pytestmark = pytest.mark.anyio
 
 ROOT_DIR = Path(__file__).resolve().parents[2]
-CONTENT_KEYS = ("gen_ai.tool.call.arguments", "gen_ai.tool.call.result",
-                "gen_ai.input.messages", "gen_ai.output.messages", "dagentic.goal")
+CONTENT_KEYS = (
+    "gen_ai.tool.call.arguments",
+    "gen_ai.tool.call.result",
+    "gen_ai.input.messages",
+    "gen_ai.output.messages",
+    "dagentic.goal",
+)
 GOAL = "What is the total?"
 PASS = {"passed": True, "reason": "the answer achieves the goal"}
 
@@ -78,10 +83,8 @@ class Traced:
         self.exporter = InMemorySpanExporter()
         self.reader = InMemoryMetricReader()
         self.provider = FastTracerProvider([self.exporter], shutdown_on_exit=False)
-        self.meter_provider = MeterProvider(metric_readers=[self.reader],
-                                            shutdown_on_exit=False)
-        self.tracing = Tracing(self.provider, self.meter_provider,
-                               record_content=record_content)
+        self.meter_provider = MeterProvider(metric_readers=[self.reader], shutdown_on_exit=False)
+        self.tracing = Tracing(self.provider, self.meter_provider, record_content=record_content)
 
     def spans(self) -> list[ReadableSpan]:
         self.tracing.flush()
@@ -113,16 +116,23 @@ def one(spans: list[ReadableSpan], name: str | None = None, **attrs: Any) -> Rea
     return found[0]
 
 
-def matching(spans: list[ReadableSpan], name: str | None = None, **attrs: Any
-             ) -> list[ReadableSpan]:
+def matching(
+    spans: list[ReadableSpan], name: str | None = None, **attrs: Any
+) -> list[ReadableSpan]:
     wanted = {k.replace("__", "."): v for k, v in attrs.items()}
-    return [s for s in spans if (name is None or s.name == name)
-            and all((s.attributes or {}).get(k) == v for k, v in wanted.items())]
+    return [
+        s
+        for s in spans
+        if (name is None or s.name == name)
+        and all((s.attributes or {}).get(k) == v for k, v in wanted.items())
+    ]
 
 
 def step_span(spans: list[ReadableSpan], step_id: str) -> ReadableSpan:
-    return one([s for s in spans if "dagentic.item" not in (s.attributes or {})],
-               dagentic__step__id=step_id)
+    return one(
+        [s for s in spans if "dagentic.item" not in (s.attributes or {})],
+        dagentic__step__id=step_id,
+    )
 
 
 def parent_of(span: ReadableSpan, spans: list[ReadableSpan]) -> ReadableSpan | None:
@@ -133,8 +143,11 @@ def parent_of(span: ReadableSpan, spans: list[ReadableSpan]) -> ReadableSpan | N
 
 
 def is_child(child: ReadableSpan, parent: ReadableSpan) -> bool:
-    return (child.parent is not None and child.parent.span_id == parent.context.span_id
-            and child.context.trace_id == parent.context.trace_id)
+    return (
+        child.parent is not None
+        and child.parent.span_id == parent.context.span_id
+        and child.context.trace_id == parent.context.trace_id
+    )
 
 
 def assert_failed(span: ReadableSpan, mode: str, message: str) -> None:
@@ -151,14 +164,20 @@ def points(reader: InMemoryMetricReader, name: str) -> list[Any]:
     data = reader.get_metrics_data()
     if data is None:
         return []
-    return [p for rm in data.resource_metrics for sm in rm.scope_metrics
-            for m in sm.metrics if m.name == name for p in m.data.data_points]
+    return [
+        p
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == name
+        for p in m.data.data_points
+    ]
 
 
-def by_attributes(reader: InMemoryMetricReader, name: str, value: str = "value"
-                  ) -> dict[tuple[tuple[str, Any], ...], Any]:
-    return {tuple(sorted(p.attributes.items())): getattr(p, value)
-            for p in points(reader, name)}
+def by_attributes(
+    reader: InMemoryMetricReader, name: str, value: str = "value"
+) -> dict[tuple[tuple[str, Any], ...], Any]:
+    return {tuple(sorted(p.attributes.items())): getattr(p, value) for p in points(reader, name)}
 
 
 async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -168,8 +187,9 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> No
 
 
 def attempted(journal: MemoryJournal, *step_ids: str) -> Callable[[], bool]:
-    return lambda: all(any(e.kind == "attempt" and e.step_id == sid for e in journal.events)
-                       for sid in step_ids)
+    return lambda: all(
+        any(e.kind == "attempt" and e.step_id == sid for e in journal.events) for sid in step_ids
+    )
 
 
 # The SDK's own tracer, as a library a tool uses would have it (never set globally).
@@ -288,8 +308,9 @@ def flaky_tool(failures: int) -> Tool:
     return flaky
 
 
-def answer(text: str = "Done.", cited: list[str] | tuple[str, ...] = (),
-           complete: bool = False) -> dict[str, Any]:
+def answer(
+    text: str = "Done.", cited: list[str] | tuple[str, ...] = (), complete: bool = False
+) -> dict[str, Any]:
     return {"answer": text, "cited_steps": list(cited), "complete": complete}
 
 
@@ -297,30 +318,45 @@ def echo(sid: str, value: Any = None, **extra: Any) -> dict[str, Any]:
     return {"id": sid, "tool": "test.echo", "args": {"value": value}, **extra}
 
 
-def make_agent(replies: list[Any], registry: ToolRegistry, settings: Settings,
-               tracing: Tracing | None, **budgets: Any) -> Agent:
-    return Agent(ScriptedModel(replies), registry, settings=settings,
-                 budgets=Budgets(**budgets), tracing=tracing)
+def make_agent(
+    replies: list[Any],
+    registry: ToolRegistry,
+    settings: Settings,
+    tracing: Tracing | None,
+    **budgets: Any,
+) -> Agent:
+    return Agent(
+        ScriptedModel(replies),
+        registry,
+        settings=settings,
+        budgets=Budgets(**budgets),
+        tracing=tracing,
+    )
 
 
-def executor(registry: ToolRegistry, settings: Settings, traced: Traced, **options: Any
-             ) -> Executor:
+def executor(
+    registry: ToolRegistry, settings: Settings, traced: Traced, **options: Any
+) -> Executor:
     return Executor(registry, settings=settings, tracing=traced.tracing, **options)
 
 
 # --------------------------------------------------------------------------- span tree
 
 
-PARALLEL = {"name": "parallel", "steps": [
-    {"id": "a", "tool": "test.sleep", "args": {"seconds": 0.05}},
-    {"id": "b", "tool": "test.sleep", "args": {"seconds": 0.3}},
-    {"id": "c", "tool": "test.sleep", "args": {"seconds": 0.15}},
-    echo("join", "${{ [steps.a.output, steps.b.output, steps.c.output] }}"),
-]}
+PARALLEL = {
+    "name": "parallel",
+    "steps": [
+        {"id": "a", "tool": "test.sleep", "args": {"seconds": 0.05}},
+        {"id": "b", "tool": "test.sleep", "args": {"seconds": 0.3}},
+        {"id": "c", "tool": "test.sleep", "args": {"seconds": 0.15}},
+        echo("join", "${{ [steps.a.output, steps.b.output, steps.c.output] }}"),
+    ],
+}
 
 
 async def test_a_parallel_plan_is_a_run_span_over_overlapping_sibling_step_spans(
-        registry: ToolRegistry, settings: Settings, traced: Traced) -> None:
+    registry: ToolRegistry, settings: Settings, traced: Traced
+) -> None:
     result = await executor(registry, settings, traced).run(PARALLEL)
     assert result.status is RunStatus.SUCCEEDED
 
@@ -363,7 +399,8 @@ async def test_a_parallel_plan_is_a_run_span_over_overlapping_sibling_step_spans
 
 
 async def test_a_run_inside_an_application_span_joins_its_trace(
-        registry: ToolRegistry, settings: Settings, traced: Traced) -> None:
+    registry: ToolRegistry, settings: Settings, traced: Traced
+) -> None:
     app = traced.provider.get_tracer("app")
     with app.start_as_current_span("request") as request:
         await executor(registry, settings, traced).run({"name": "p", "steps": [echo("a", 1)]})
@@ -377,23 +414,37 @@ async def test_a_run_inside_an_application_span_joins_its_trace(
 # --------------------------------------------------------------------------- failure modes
 
 
-async def run_one(registry: ToolRegistry, settings: Settings, traced: Traced,
-                  steps: list[dict[str, Any]], **options: Any) -> tuple[Any, list[ReadableSpan]]:
+async def run_one(
+    registry: ToolRegistry,
+    settings: Settings,
+    traced: Traced,
+    steps: list[dict[str, Any]],
+    **options: Any,
+) -> tuple[Any, list[ReadableSpan]]:
     timeout = options.pop("timeout", None)
     result = await executor(registry, settings, traced, **options).run(
-        {"name": "p", "steps": steps}, timeout=timeout)
+        {"name": "p", "steps": steps}, timeout=timeout
+    )
     return result, traced.spans()
 
 
-async def test_invalid_args_is_on_the_step_span(registry: ToolRegistry, settings: Settings,
-                                                traced: Traced) -> None:
-    result, spans = await run_one(registry, settings, traced, [
-        echo("a", "soon"),
-        {"id": "nap", "tool": "test.sleep", "args": {"seconds": "${{ steps.a.output }}"}}])
+async def test_invalid_args_is_on_the_step_span(
+    registry: ToolRegistry, settings: Settings, traced: Traced
+) -> None:
+    result, spans = await run_one(
+        registry,
+        settings,
+        traced,
+        [
+            echo("a", "soon"),
+            {"id": "nap", "tool": "test.sleep", "args": {"seconds": "${{ steps.a.output }}"}},
+        ],
+    )
     error = result.steps["nap"].error
     assert error is not None
-    assert error.message.startswith("step 'nap': tool 'test.sleep' rejected its arguments: "
-                                    "seconds: ")
+    assert error.message.startswith(
+        "step 'nap': tool 'test.sleep' rejected its arguments: seconds: "
+    )
     assert error.message.endswith("(got 'soon')")
     span = step_span(spans, "nap")
     assert_failed(span, "invalid_args", error.message)
@@ -407,9 +458,14 @@ async def test_invalid_args_is_on_the_step_span(registry: ToolRegistry, settings
 
 
 async def test_tool_error_is_on_the_step_span_with_the_exception(
-        registry: ToolRegistry, settings: Settings, traced: Traced) -> None:
-    result, spans = await run_one(registry, settings, traced, [
-        {"id": "x", "tool": "test.fail", "args": {"message": "the disk is on fire"}}])
+    registry: ToolRegistry, settings: Settings, traced: Traced
+) -> None:
+    result, spans = await run_one(
+        registry,
+        settings,
+        traced,
+        [{"id": "x", "tool": "test.fail", "args": {"message": "the disk is on fire"}}],
+    )
     span = step_span(spans, "x")
     assert_failed(span, "tool_error", "the disk is on fire")
     (event,) = exceptions(span)
@@ -423,23 +479,47 @@ async def test_tool_error_is_on_the_step_span_with_the_exception(
 
 
 ONE_STEP_FAILURES = [  # step, failure mode, message, exception type
-    ({"id": "x", "tool": "test.crash", "args": {"message": "bug"}},
-     "tool_error", "bug", "RuntimeError"),  # a plain exception of a tool
-    ({"id": "slow", "tool": "test.sleep", "args": {"seconds": 5}, "timeout": 0.05},
-     "timeout", "step 'slow': tool 'test.sleep' did not finish within 0.05s",
-     "StepTimeoutError"),
-    ({"id": "big", "tool": "probe.hog", "args": {"megabytes": 64}},
-     "resource_limit", "memory limit of 64 MB exceeded", "ResourceLimitError"),
-    ({"id": "where", "tool": "probe.lost", "args": {"name": "mail.send"}},
-     "invalid_tool", "no tool named 'mail.send'", "ToolNotFoundError"),
+    (
+        {"id": "x", "tool": "test.crash", "args": {"message": "bug"}},
+        "tool_error",
+        "bug",
+        "RuntimeError",
+    ),  # a plain exception of a tool
+    (
+        {"id": "slow", "tool": "test.sleep", "args": {"seconds": 5}, "timeout": 0.05},
+        "timeout",
+        "step 'slow': tool 'test.sleep' did not finish within 0.05s",
+        "StepTimeoutError",
+    ),
+    (
+        {"id": "big", "tool": "probe.hog", "args": {"megabytes": 64}},
+        "resource_limit",
+        "memory limit of 64 MB exceeded",
+        "ResourceLimitError",
+    ),
+    (
+        {"id": "where", "tool": "probe.lost", "args": {"name": "mail.send"}},
+        "invalid_tool",
+        "no tool named 'mail.send'",
+        "ToolNotFoundError",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("step", "mode", "message", "exception"), ONE_STEP_FAILURES,
-                         ids=[f[1] for f in ONE_STEP_FAILURES])
+@pytest.mark.parametrize(
+    ("step", "mode", "message", "exception"),
+    ONE_STEP_FAILURES,
+    ids=[f[1] for f in ONE_STEP_FAILURES],
+)
 async def test_a_failure_mode_is_on_the_step_span(
-        registry: ToolRegistry, settings: Settings, traced: Traced, step: dict[str, Any],
-        mode: str, message: str, exception: str) -> None:
+    registry: ToolRegistry,
+    settings: Settings,
+    traced: Traced,
+    step: dict[str, Any],
+    mode: str,
+    message: str,
+    exception: str,
+) -> None:
     _, spans = await run_one(registry, settings, traced, [step])
     span = step_span(spans, step["id"])
     assert_failed(span, mode, message)
@@ -448,10 +528,18 @@ async def test_a_failure_mode_is_on_the_step_span(
 
 
 async def test_the_run_deadline_is_timeout_on_the_run_and_its_running_steps(
-        registry: ToolRegistry, settings: Settings, traced: Traced) -> None:
-    result, spans = await run_one(registry, settings, traced, [
-        {"id": "slow", "tool": "test.sleep", "args": {"seconds": 5}},
-        {"id": "done", "tool": "test.sleep", "args": {"seconds": 0}}], timeout=0.2)
+    registry: ToolRegistry, settings: Settings, traced: Traced
+) -> None:
+    result, spans = await run_one(
+        registry,
+        settings,
+        traced,
+        [
+            {"id": "slow", "tool": "test.sleep", "args": {"seconds": 5}},
+            {"id": "done", "tool": "test.sleep", "args": {"seconds": 0}},
+        ],
+        timeout=0.2,
+    )
     assert result.status is RunStatus.FAILED
     run = one(spans, "run p")
     assert_failed(run, "timeout", "the run's deadline of 0.2s passed")
@@ -466,43 +554,57 @@ async def test_the_run_deadline_is_timeout_on_the_run_and_its_running_steps(
     assert (run.end_time - run.start_time) / 1e9 < 3
 
 
-async def test_policy_blocked_without_an_approver(registry: ToolRegistry, settings: Settings,
-                                                  traced: Traced) -> None:
-    _, spans = await run_one(registry, settings, traced, [
-        echo("risky", 1, approval="required")])
-    assert_failed(step_span(spans, "risky"), "policy_blocked",
-                  "step 'risky' requires approval and no approver is configured "
-                  "(CLI: --yes approves every step)")
+async def test_policy_blocked_without_an_approver(
+    registry: ToolRegistry, settings: Settings, traced: Traced
+) -> None:
+    _, spans = await run_one(registry, settings, traced, [echo("risky", 1, approval="required")])
+    assert_failed(
+        step_span(spans, "risky"),
+        "policy_blocked",
+        "step 'risky' requires approval and no approver is configured "
+        "(CLI: --yes approves every step)",
+    )
 
 
-async def test_policy_blocked_when_approval_is_denied(registry: ToolRegistry,
-                                                      settings: Settings,
-                                                      traced: Traced) -> None:
+async def test_policy_blocked_when_approval_is_denied(
+    registry: ToolRegistry, settings: Settings, traced: Traced
+) -> None:
     async def deny(step_id: str, tool: Tool, args: dict[str, Any]) -> bool:
         return step_id != "risky"
 
-    _, spans = await run_one(registry, settings, traced, [
-        echo("risky", 1, approval="required"), echo("fine", 2, approval="required")],
-        approver=deny)
-    assert_failed(step_span(spans, "risky"), "policy_blocked",
-                  "step 'risky': approval was denied")
+    _, spans = await run_one(
+        registry,
+        settings,
+        traced,
+        [echo("risky", 1, approval="required"), echo("fine", 2, approval="required")],
+        approver=deny,
+    )
+    assert_failed(step_span(spans, "risky"), "policy_blocked", "step 'risky': approval was denied")
     assert step_span(spans, "fine").status.status_code is StatusCode.UNSET
 
 
 async def test_a_skipped_dependent_gets_an_instant_upstream_failed_span(
-        registry: ToolRegistry, settings: Settings, traced: Traced) -> None:
-    result, spans = await run_one(registry, settings, traced, [
-        {"id": "x", "tool": "test.fail", "args": {}},
-        echo("after", "${{ steps.x.output }}"),
-        echo("later", "${{ steps.after.output }}")])
+    registry: ToolRegistry, settings: Settings, traced: Traced
+) -> None:
+    result, spans = await run_one(
+        registry,
+        settings,
+        traced,
+        [
+            {"id": "x", "tool": "test.fail", "args": {}},
+            echo("after", "${{ steps.x.output }}"),
+            echo("later", "${{ steps.after.output }}"),
+        ],
+    )
     assert result.steps["after"].status is StepStatus.SKIPPED
     failed = step_span(spans, "x")
     after = step_span(spans, "after")
     later = step_span(spans, "later")
     run = one(spans, "run p")
     assert_failed(after, "upstream_failed", "skipped because step 'x' failed")
-    assert_failed(later, "upstream_failed",
-                  "skipped because step 'after' was skipped after a failure")
+    assert_failed(
+        later, "upstream_failed", "skipped because step 'after' was skipped after a failure"
+    )
     for span in (after, later):
         assert is_child(span, run)
         attrs = dict(span.attributes or {})
@@ -515,29 +617,42 @@ async def test_a_skipped_dependent_gets_an_instant_upstream_failed_span(
     assert later.attributes["dagentic.step.waited_for"] == "after"
 
 
-async def test_check_failed_is_on_the_check_span(registry: ToolRegistry, settings: Settings,
-                                                 traced: Traced) -> None:
-    _, spans = await run_one(registry, settings, traced, [
-        echo("a", 1),
-        {"id": "ok", "check": {"assert": "${{ steps.a.output == 2 }}", "on_fail": "replan"}}])
+async def test_check_failed_is_on_the_check_span(
+    registry: ToolRegistry, settings: Settings, traced: Traced
+) -> None:
+    _, spans = await run_one(
+        registry,
+        settings,
+        traced,
+        [
+            echo("a", 1),
+            {"id": "ok", "check": {"assert": "${{ steps.a.output == 2 }}", "on_fail": "replan"}},
+        ],
+    )
     span = step_span(spans, "ok")
     assert span.name == "check ok"
     attrs = dict(span.attributes or {})
     assert "gen_ai.tool.name" not in attrs and "gen_ai.operation.name" not in attrs
     assert attrs["dagentic.attempts"] == 1
-    assert_failed(span, "check_failed",
-                  "step 'ok': check failed: assert steps.a.output == 2 is false")
+    assert_failed(
+        span, "check_failed", "step 'ok': check failed: assert steps.a.output == 2 is false"
+    )
     assert [e["exception.type"] for e in exceptions(span)] == ["CheckFailedError"]
 
 
-CANCEL_ME = {"name": "cancel-me", "steps": [
-    {"id": "nap", "tool": "test.sleep", "args": {"seconds": 10}},
-    {"id": "block", "tool": "test.sync_sleep", "args": {"seconds": 10}},
-    echo("after", "${{ steps.nap.output }}")]}
+CANCEL_ME = {
+    "name": "cancel-me",
+    "steps": [
+        {"id": "nap", "tool": "test.sleep", "args": {"seconds": 10}},
+        {"id": "block", "tool": "test.sync_sleep", "args": {"seconds": 10}},
+        echo("after", "${{ steps.nap.output }}"),
+    ],
+}
 
 
 async def test_executor_cancel_ends_every_span_and_the_run_span_says_cancelled(
-        registry: ToolRegistry, settings: Settings, traced: Traced) -> None:
+    registry: ToolRegistry, settings: Settings, traced: Traced
+) -> None:
     journal = MemoryJournal()
     runner = executor(registry, settings, traced, journal=journal)
     results = []
@@ -572,7 +687,8 @@ async def test_executor_cancel_ends_every_span_and_the_run_span_says_cancelled(
 
 
 async def test_a_cancelled_caller_still_ends_every_span(
-        registry: ToolRegistry, settings: Settings, traced: Traced) -> None:
+    registry: ToolRegistry, settings: Settings, traced: Traced
+) -> None:
     with anyio.move_on_after(0.3) as scope:
         await executor(registry, settings, traced).run(CANCEL_ME)
     assert scope.cancelled_caught
@@ -594,11 +710,22 @@ async def test_a_cancelled_caller_still_ends_every_span(
 
 
 async def test_retried_attempts_are_exception_events_on_the_step_span(
-        registry: ToolRegistry, settings: Settings, traced: Traced) -> None:
+    registry: ToolRegistry, settings: Settings, traced: Traced
+) -> None:
     retry = {"attempts": 3, "backoff": 0.01}
-    result, spans = await run_one(registry, settings, traced, [
-        {"id": "x", "tool": "test.fail", "args": {"message": "again", "retryable": True},
-         "retry": retry}])
+    result, spans = await run_one(
+        registry,
+        settings,
+        traced,
+        [
+            {
+                "id": "x",
+                "tool": "test.fail",
+                "args": {"message": "again", "retryable": True},
+                "retry": retry,
+            }
+        ],
+    )
     assert result.steps["x"].attempts == 3
     span = step_span(spans, "x")
     assert span.attributes["dagentic.attempts"] == 3
@@ -612,11 +739,22 @@ async def test_retried_attempts_are_exception_events_on_the_step_span(
 
 
 async def test_a_retry_that_succeeds_leaves_the_span_ok_with_the_failed_attempt(
-        registry: ToolRegistry, settings: Settings, traced: Traced) -> None:
+    registry: ToolRegistry, settings: Settings, traced: Traced
+) -> None:
     tools = ToolRegistry([*registry, flaky_tool(failures=1)])
     result = await Executor(tools, settings=settings, tracing=traced.tracing).run(
-        {"name": "p", "steps": [{"id": "f", "tool": "probe.flaky", "args": {"value": 7},
-                                 "retry": {"attempts": 3, "backoff": 0.01}}]})
+        {
+            "name": "p",
+            "steps": [
+                {
+                    "id": "f",
+                    "tool": "probe.flaky",
+                    "args": {"value": 7},
+                    "retry": {"attempts": 3, "backoff": 0.01},
+                }
+            ],
+        }
+    )
     assert result.steps["f"].output == 7
     span = step_span(traced.spans(), "f")
     assert span.status.status_code is StatusCode.UNSET
@@ -626,7 +764,6 @@ async def test_a_retry_that_succeeds_leaves_the_span_ok_with_the_failed_attempt(
     (event,) = exceptions(span)
     assert (event["dagentic.attempt"], event["dagentic.retried"]) == (1, True)
     assert event["exception.message"] == "flaky failure 1"
-
 
 
 class BrokenJournal(MemoryJournal):
@@ -644,7 +781,8 @@ class BrokenJournal(MemoryJournal):
 
 
 async def test_a_journal_raising_on_run_started_still_ends_the_run_span_as_error(
-        registry: ToolRegistry, settings: Settings, traced: Traced) -> None:
+    registry: ToolRegistry, settings: Settings, traced: Traced
+) -> None:
     journal = BrokenJournal("run_started")
     runner = executor(registry, settings, traced, journal=journal)
     plan = {"name": "p", "steps": [echo("a", 1)]}
@@ -676,10 +814,12 @@ async def test_a_journal_raising_on_run_started_still_ends_the_run_span_as_error
 
 
 async def test_plan_invalid_is_on_the_plan_span_and_the_agent_span(
-        registry: ToolRegistry, settings: Settings, traced: Traced) -> None:
+    registry: ToolRegistry, settings: Settings, traced: Traced
+) -> None:
     bad = {"steps": [{"id": "a", "tool": "test.echo", "args": {"nope": 1}}]}
-    result = await make_agent([bad, bad], registry, settings, traced.tracing,
-                              max_repairs=1).run(GOAL)
+    result = await make_agent([bad, bad], registry, settings, traced.tracing, max_repairs=1).run(
+        GOAL
+    )
     assert result.error is not None and result.error.failure_mode == "plan_invalid"
 
     spans = traced.spans()
@@ -696,27 +836,36 @@ async def test_plan_invalid_is_on_the_plan_span_and_the_agent_span(
     assert [c.attributes["dagentic.purpose"] for c in chats] == ["plan", "repair"]
     assert all(is_child(c, plan) for c in chats)
     assert matching(spans, dagentic__plan="p") == [] and not [
-        s for s in spans if s.name.startswith("run ")]
+        s for s in spans if s.name.startswith("run ")
+    ]
 
 
 async def test_missing_capability_is_on_the_plan_span_and_the_agent_span(
-        registry: ToolRegistry, settings: Settings, traced: Traced) -> None:
-    result = await make_agent([{"missing_capability": "no tool sends email"}], registry,
-                              settings, traced.tracing).run("Email Bob the total")
-    message = ("the planner says the goal needs a tool nobody provides: "
-               "no tool sends email")
+    registry: ToolRegistry, settings: Settings, traced: Traced
+) -> None:
+    result = await make_agent(
+        [{"missing_capability": "no tool sends email"}], registry, settings, traced.tracing
+    ).run("Email Bob the total")
+    message = "the planner says the goal needs a tool nobody provides: no tool sends email"
     assert result.error is not None and result.error.message == message
     spans = traced.spans()
     assert_failed(one(spans, "plan"), "missing_capability", message)
     assert_failed(one(spans, "invoke_agent dagentic"), "missing_capability", message)
 
 
-async def test_goal_not_met_is_on_the_agent_span(registry: ToolRegistry, settings: Settings,
-                                                 traced: Traced) -> None:
+async def test_goal_not_met_is_on_the_agent_span(
+    registry: ToolRegistry, settings: Settings, traced: Traced
+) -> None:
     result = await make_agent(
-        [{"steps": [echo("a", "north")]}, answer("The data is in [a].", ["a"]),
-         {"passed": False, "reason": "it gives no total"}],
-        registry, settings, traced.tracing).run(GOAL)
+        [
+            {"steps": [echo("a", "north")]},
+            answer("The data is in [a].", ["a"]),
+            {"passed": False, "reason": "it gives no total"},
+        ],
+        registry,
+        settings,
+        traced.tracing,
+    ).run(GOAL)
     assert result.status is RunStatus.FAILED
     spans = traced.spans()
     agent = one(spans, "invoke_agent dagentic")
@@ -729,57 +878,75 @@ async def test_goal_not_met_is_on_the_agent_span(registry: ToolRegistry, setting
     assert is_child(verify, agent)
 
 
-async def test_false_success_is_on_the_agent_span(registry: ToolRegistry, settings: Settings,
-                                                  traced: Traced) -> None:
-    await make_agent([{"steps": [echo("total", 40)]},
-                      answer("The total is 42 [total].", ["total"], True)],
-                     registry, settings, traced.tracing).run(GOAL)
-    assert_failed(one(traced.spans(), "invoke_agent dagentic"), "false_success",
-                  "verification: the answer states 42, which no step result shows")
+async def test_false_success_is_on_the_agent_span(
+    registry: ToolRegistry, settings: Settings, traced: Traced
+) -> None:
+    await make_agent(
+        [{"steps": [echo("total", 40)]}, answer("The total is 42 [total].", ["total"], True)],
+        registry,
+        settings,
+        traced.tracing,
+    ).run(GOAL)
+    assert_failed(
+        one(traced.spans(), "invoke_agent dagentic"),
+        "false_success",
+        "verification: the answer states 42, which no step result shows",
+    )
 
 
 async def test_the_step_budget_is_budget_exceeded_on_the_agent_span(
-        registry: ToolRegistry, settings: Settings, traced: Traced) -> None:
-    result = await make_agent([{"steps": [echo("a"), echo("b")]}], registry, settings,
-                              traced.tracing, max_steps=1).run(GOAL)
+    registry: ToolRegistry, settings: Settings, traced: Traced
+) -> None:
+    result = await make_agent(
+        [{"steps": [echo("a"), echo("b")]}], registry, settings, traced.tracing, max_steps=1
+    ).run(GOAL)
     spans = traced.spans()
     agent = one(spans, "invoke_agent dagentic")
-    assert_failed(agent, "budget_exceeded", "step budget spent: 0 steps ran and the next "
-                                            "plan has 2 (agent.max_steps is 1)")
+    assert_failed(
+        agent,
+        "budget_exceeded",
+        "step budget spent: 0 steps ran and the next plan has 2 (agent.max_steps is 1)",
+    )
     assert result.run_ids == []
     assert not [s for s in spans if s.name.startswith("run ")]
     assert one(spans, "plan").status.status_code is StatusCode.UNSET
 
 
 async def test_the_token_budget_is_budget_exceeded_on_the_agent_span(
-        registry: ToolRegistry, settings: Settings, traced: Traced) -> None:
-    result = await make_agent([{"steps": [echo("a", 1)]}], registry, settings,
-                              traced.tracing, max_tokens=50).run(GOAL)
+    registry: ToolRegistry, settings: Settings, traced: Traced
+) -> None:
+    result = await make_agent(
+        [{"steps": [echo("a", 1)]}], registry, settings, traced.tracing, max_tokens=50
+    ).run(GOAL)
     assert result.error is not None
     assert result.error.message.startswith("token budget spent: ")
     spans = traced.spans()
     agent = one(spans, "invoke_agent dagentic")
     assert_failed(agent, "budget_exceeded", result.error.message)
     chat = one(spans, "chat scripted")
-    assert (agent.attributes["gen_ai.usage.input_tokens"],
-            agent.attributes["gen_ai.usage.output_tokens"]) == (
+    assert (
+        agent.attributes["gen_ai.usage.input_tokens"],
+        agent.attributes["gen_ai.usage.output_tokens"],
+    ) == (
         chat.attributes["gen_ai.usage.input_tokens"],
-        chat.attributes["gen_ai.usage.output_tokens"])
+        chat.attributes["gen_ai.usage.output_tokens"],
+    )
 
 
 # --------------------------------------------------------------------------- replans, chats
 
 
-def replanning_agent(registry: ToolRegistry, settings: Settings, tracing: Tracing | None
-                     ) -> Agent:
+def replanning_agent(registry: ToolRegistry, settings: Settings, tracing: Tracing | None) -> Agent:
     first = {"steps": [echo("a", 1), {"id": "x", "tool": "test.fail", "args": {}}]}
     second = {"steps": [echo("a", 1), echo("b", 2)]}
-    return make_agent([first, second, answer("It is 2 [b].", ["b"], True), PASS],
-                      registry, settings, tracing)
+    return make_agent(
+        [first, second, answer("It is 2 [b].", ["b"], True), PASS], registry, settings, tracing
+    )
 
 
 async def test_a_replan_is_two_plan_spans_and_two_run_spans_under_the_agent_span(
-        registry: ToolRegistry, settings: Settings, traced: Traced) -> None:
+    registry: ToolRegistry, settings: Settings, traced: Traced
+) -> None:
     result = await replanning_agent(registry, settings, traced.tracing).run(GOAL)
     assert result.status is RunStatus.SUCCEEDED, result.error
 
@@ -823,8 +990,7 @@ async def test_a_replan_is_two_plan_spans_and_two_run_spans_under_the_agent_span
     assert "dagentic.attempts" not in reused[0].attributes
 
     chats = sorted(matching(spans, "chat scripted"), key=lambda s: s.start_time)
-    assert [c.attributes["dagentic.purpose"] for c in chats] == [
-        "plan", "plan", "answer", "verify"]
+    assert [c.attributes["dagentic.purpose"] for c in chats] == ["plan", "plan", "answer", "verify"]
     assert is_child(chats[0], plans[0]) and is_child(chats[1], plans[1])
     assert is_child(chats[2], agent) and is_child(chats[3], agent)
     for chat, call in zip(chats, result.model_calls, strict=True):
@@ -839,13 +1005,20 @@ async def test_a_replan_is_two_plan_spans_and_two_run_spans_under_the_agent_span
 
 
 async def test_judge_chat_spans_nest_under_the_check_step_span(
-        registry: ToolRegistry, settings: Settings, traced: Traced) -> None:
-    plan = {"steps": [echo("news", {"results": [1]}),
-                      {"id": "enough", "check": {"criteria": "at least one result"},
-                       "needs": ["news"]}]}
-    result = await make_agent([plan, {"passed": True, "reason": "one result"},
-                               answer("One [news].", ["news"]), PASS],
-                              registry, settings, traced.tracing).run(GOAL)
+    registry: ToolRegistry, settings: Settings, traced: Traced
+) -> None:
+    plan = {
+        "steps": [
+            echo("news", {"results": [1]}),
+            {"id": "enough", "check": {"criteria": "at least one result"}, "needs": ["news"]},
+        ]
+    }
+    result = await make_agent(
+        [plan, {"passed": True, "reason": "one result"}, answer("One [news].", ["news"]), PASS],
+        registry,
+        settings,
+        traced.tracing,
+    ).run(GOAL)
     assert result.status is RunStatus.SUCCEEDED, result.error
     spans = traced.spans()
     check = step_span(spans, "enough")
@@ -856,11 +1029,13 @@ async def test_judge_chat_spans_nest_under_the_check_step_span(
 
 
 async def test_a_failing_model_call_is_an_error_chat_span(
-        registry: ToolRegistry, settings: Settings, traced: Traced) -> None:
-    from runtime.models import ModelError
+    registry: ToolRegistry, settings: Settings, traced: Traced
+) -> None:
+    from dagentic.models import ModelError
 
-    await make_agent([ModelError("model: endpoint down")], registry, settings,
-                     traced.tracing).run(GOAL)
+    await make_agent([ModelError("model: endpoint down")], registry, settings, traced.tracing).run(
+        GOAL
+    )
     spans = traced.spans()
     chat = one(spans, "chat scripted")
     assert_failed(chat, "tool_error", "model: endpoint down")
@@ -870,12 +1045,14 @@ async def test_a_failing_model_call_is_an_error_chat_span(
 
 
 async def test_a_failed_model_call_records_its_exception_once(
-        registry: ToolRegistry, settings: Settings, traced: Traced) -> None:
+    registry: ToolRegistry, settings: Settings, traced: Traced
+) -> None:
     # Metered re-raises into Tracing.span, which opened the span: recorded there, once.
-    from runtime.models import ModelError
+    from dagentic.models import ModelError
 
-    await make_agent([ModelError("model: endpoint down")], registry, settings,
-                     traced.tracing).run(GOAL)
+    await make_agent([ModelError("model: endpoint down")], registry, settings, traced.tracing).run(
+        GOAL
+    )
     spans = traced.spans()
     assert len(exceptions(one(spans, "plan"))) == 1
     chat = one(spans, "chat scripted")
@@ -883,7 +1060,8 @@ async def test_a_failed_model_call_records_its_exception_once(
 
 
 async def test_a_cancelled_agent_run_says_cancelled_on_its_span(
-        registry: ToolRegistry, settings: Settings, traced: Traced) -> None:
+    registry: ToolRegistry, settings: Settings, traced: Traced
+) -> None:
     # A caller's cancellation still gives invoke_agent its dagentic.status, so metrics count
     # the agent run as cancelled, like its plan run.
     plan = {"steps": [{"id": "nap", "tool": "test.sleep", "args": {"seconds": 10}}]}
@@ -901,17 +1079,29 @@ async def test_a_cancelled_agent_run_says_cancelled_on_its_span(
     assert span.attributes.get("dagentic.status") == "cancelled"
     assert by_attributes(traced.reader, "dagentic.runs") == {
         (("dagentic.run.kind", "plan"), ("dagentic.status", "cancelled")): 1,
-        (("dagentic.run.kind", "agent"), ("dagentic.status", "cancelled")): 1}
+        (("dagentic.run.kind", "agent"), ("dagentic.status", "cancelled")): 1,
+    }
 
 
 # --------------------------------------------------------------------------- foreach
 
 
 async def test_foreach_items_are_spans_under_the_step_span(
-        registry: ToolRegistry, settings: Settings, traced: Traced) -> None:
-    result, spans = await run_one(registry, settings, traced, [
-        {"id": "each", "tool": "test.echo", "foreach": ["x", "y", "z"],
-         "args": {"value": "${{ item }}"}}])
+    registry: ToolRegistry, settings: Settings, traced: Traced
+) -> None:
+    result, spans = await run_one(
+        registry,
+        settings,
+        traced,
+        [
+            {
+                "id": "each",
+                "tool": "test.echo",
+                "foreach": ["x", "y", "z"],
+                "args": {"value": "${{ item }}"},
+            }
+        ],
+    )
     assert result.steps["each"].output == ["x", "y", "z"]
     step = step_span(spans, "each")
     items = sorted(matching(spans, dagentic__step__id="each"), key=lambda s: s.start_time)
@@ -928,10 +1118,22 @@ async def test_foreach_items_are_spans_under_the_step_span(
 
 
 async def test_a_failed_foreach_item_fails_its_span_and_the_step_span(
-        registry: ToolRegistry, settings: Settings, traced: Traced) -> None:
-    result, spans = await run_one(registry, settings, traced, [
-        {"id": "each", "tool": "test.sleep", "foreach": [0, "never"], "max_parallel": 1,
-         "args": {"seconds": "${{ item }}"}}])
+    registry: ToolRegistry, settings: Settings, traced: Traced
+) -> None:
+    result, spans = await run_one(
+        registry,
+        settings,
+        traced,
+        [
+            {
+                "id": "each",
+                "tool": "test.sleep",
+                "foreach": [0, "never"],
+                "max_parallel": 1,
+                "args": {"seconds": "${{ item }}"},
+            }
+        ],
+    )
     error = result.steps["each"].error
     assert error is not None and error.message.startswith("step 'each': item 1: ")
     step = step_span(spans, "each")
@@ -947,19 +1149,32 @@ async def test_a_failed_foreach_item_fails_its_span_and_the_step_span(
 # --------------------------------------------------------------------------- content
 
 
-async def test_content_is_not_recorded_by_default(registry: ToolRegistry, settings: Settings,
-                                                  traced: Traced) -> None:
+async def test_content_is_not_recorded_by_default(
+    registry: ToolRegistry, settings: Settings, traced: Traced
+) -> None:
     await replanning_agent(registry, settings, traced.tracing).run(GOAL)
-    await executor(registry, settings, traced).run({"name": "p", "steps": [
-        {"id": "each", "tool": "test.echo", "foreach": [1], "args": {"value": "${{ item }}"}}]})
+    await executor(registry, settings, traced).run(
+        {
+            "name": "p",
+            "steps": [
+                {
+                    "id": "each",
+                    "tool": "test.echo",
+                    "foreach": [1],
+                    "args": {"value": "${{ item }}"},
+                }
+            ],
+        }
+    )
     spans = traced.spans()
     assert len(spans) > 10
     for span in spans:
         assert not set(CONTENT_KEYS) & set(span.attributes or {}), span.name
 
 
-async def test_content_is_recorded_when_asked(registry: ToolRegistry, settings: Settings,
-                                              content_traced: Traced) -> None:
+async def test_content_is_recorded_when_asked(
+    registry: ToolRegistry, settings: Settings, content_traced: Traced
+) -> None:
     traced = content_traced
     result = await replanning_agent(registry, settings, traced.tracing).run(GOAL)
     spans = traced.spans()
@@ -970,7 +1185,9 @@ async def test_content_is_recorded_when_asked(registry: ToolRegistry, settings: 
     assert json.loads(b.attributes["gen_ai.tool.call.result"]) == 2
     failed = one(spans, dagentic__step__id="x")
     assert json.loads(failed.attributes["gen_ai.tool.call.arguments"]) == {
-        "message": "boom", "retryable": False}
+        "message": "boom",
+        "retryable": False,
+    }
     assert "gen_ai.tool.call.result" not in failed.attributes
     chats = sorted(matching(spans, "chat scripted"), key=lambda s: s.start_time)
     assert len(chats) == 4
@@ -979,18 +1196,23 @@ async def test_content_is_recorded_when_asked(registry: ToolRegistry, settings: 
         assert [m["role"] for m in sent] == ["system", "user"], call.purpose
         (reply,) = json.loads(chat.attributes["gen_ai.output.messages"])
         assert reply["role"] == "assistant"
-    assert json.loads(json.loads(chats[0].attributes["gen_ai.output.messages"])[0]["content"]
-                      )["steps"][1]["id"] == "x"
+    assert (
+        json.loads(json.loads(chats[0].attributes["gen_ai.output.messages"])[0]["content"])[
+            "steps"
+        ][1]["id"]
+        == "x"
+    )
     assert GOAL in chats[0].attributes["gen_ai.input.messages"]
 
 
-async def test_recorded_content_is_cut_to_the_limit(registry: ToolRegistry,
-                                                    settings: Settings,
-                                                    content_traced: Traced) -> None:
-    from runtime.tracing import CONTENT_LIMIT
+async def test_recorded_content_is_cut_to_the_limit(
+    registry: ToolRegistry, settings: Settings, content_traced: Traced
+) -> None:
+    from dagentic.tracing import CONTENT_LIMIT
 
     await executor(registry, settings, content_traced).run(
-        {"name": "p", "steps": [echo("big", "x" * (CONTENT_LIMIT * 2))]})
+        {"name": "p", "steps": [echo("big", "x" * (CONTENT_LIMIT * 2))]}
+    )
     span = step_span(content_traced.spans(), "big")
     for key in ("gen_ai.tool.call.arguments", "gen_ai.tool.call.result"):
         assert span.attributes[key].endswith("…[cut]")
@@ -1001,11 +1223,18 @@ async def test_recorded_content_is_cut_to_the_limit(registry: ToolRegistry,
 
 
 async def test_spans_of_another_tracer_in_a_tool_nest_under_the_step_span(
-        registry: ToolRegistry, settings: Settings, traced: Traced) -> None:
+    registry: ToolRegistry, settings: Settings, traced: Traced
+) -> None:
     SDK_EXPORTER.clear()
-    result, spans = await run_one(registry, settings, traced, [
-        {"id": "in_loop", "tool": "probe.inner_async", "args": {"label": "async"}},
-        {"id": "in_thread", "tool": "probe.inner_sync", "args": {"label": "sync"}}])
+    result, spans = await run_one(
+        registry,
+        settings,
+        traced,
+        [
+            {"id": "in_loop", "tool": "probe.inner_async", "args": {"label": "async"}},
+            {"id": "in_thread", "tool": "probe.inner_sync", "args": {"label": "sync"}},
+        ],
+    )
     assert result.status is RunStatus.SUCCEEDED, result.error
     inner = {s.name: s for s in SDK_EXPORTER.get_finished_spans()}
     assert set(inner) == {"inner async", "inner sync"}
@@ -1018,19 +1247,25 @@ async def test_spans_of_another_tracer_in_a_tool_nest_under_the_step_span(
 
 
 async def test_dagentic_spans_keep_the_trace_state_of_their_parent(
-        registry: ToolRegistry, settings: Settings, traced: Traced) -> None:
+    registry: ToolRegistry, settings: Settings, traced: Traced
+) -> None:
     # As OpenTelemetry asks: a vendor's tracestate from an incoming request stays on
     # dagentic's spans and on every span nested under them (in tools too).
     from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
     from opentelemetry.trace.span import TraceState
 
     state = TraceState([("vendor", "v1")])
-    remote = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(1),
-                         trace_state=state)
+    remote = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(1), trace_state=state)
     SDK_EXPORTER.clear()
     with trace.use_span(NonRecordingSpan(remote)):
-        await executor(registry, settings, traced).run({"name": "p", "steps": [
-            {"id": "in_loop", "tool": "probe.inner_async", "args": {"label": "async"}}]})
+        await executor(registry, settings, traced).run(
+            {
+                "name": "p",
+                "steps": [
+                    {"id": "in_loop", "tool": "probe.inner_async", "args": {"label": "async"}}
+                ],
+            }
+        )
     spans = traced.spans()
     run = one(spans, "run p")
     assert run.context.trace_id == 0xABC and run.parent.span_id == 0xDEF
@@ -1042,14 +1277,21 @@ async def test_dagentic_spans_keep_the_trace_state_of_their_parent(
 
 
 async def test_under_an_unsampled_parent_dagentic_spans_are_recorded_but_not_sampled(
-        registry: ToolRegistry, settings: Settings, traced: Traced) -> None:
+    registry: ToolRegistry, settings: Settings, traced: Traced
+) -> None:
     state = TraceState([("vendor", "v1")])
     parent = SpanContext(0xABC, 0xDEF, False, TraceFlags(0), state)
     SDK_EXPORTER.clear()
     with trace.use_span(NonRecordingSpan(parent)):
-        result = await executor(registry, settings, traced).run({"name": "p", "steps": [
-            {"id": "in_loop", "tool": "probe.inner_async", "args": {"label": "async"}},
-            {"id": "in_thread", "tool": "probe.inner_sync", "args": {"label": "sync"}}]})
+        result = await executor(registry, settings, traced).run(
+            {
+                "name": "p",
+                "steps": [
+                    {"id": "in_loop", "tool": "probe.inner_async", "args": {"label": "async"}},
+                    {"id": "in_thread", "tool": "probe.inner_sync", "args": {"label": "sync"}},
+                ],
+            }
+        )
     assert result.status is RunStatus.SUCCEEDED, result.error
 
     # Every run has its trace: dagentic's spans are recorded and exported all the same...
@@ -1085,10 +1327,17 @@ def test_current_step_span_is_none_outside_dagentic_spans(traced: Traced) -> Non
 
 
 async def test_a_tool_writes_onto_its_step_span_through_current_step_span(
-        registry: ToolRegistry, settings: Settings, traced: Traced) -> None:
-    result, spans = await run_one(registry, settings, traced, [
-        {"id": "in_loop", "tool": "probe.note", "args": {"text": "async note"}},
-        {"id": "in_thread", "tool": "probe.note_sync", "args": {"text": "sync note"}}])
+    registry: ToolRegistry, settings: Settings, traced: Traced
+) -> None:
+    result, spans = await run_one(
+        registry,
+        settings,
+        traced,
+        [
+            {"id": "in_loop", "tool": "probe.note", "args": {"text": "async note"}},
+            {"id": "in_thread", "tool": "probe.note_sync", "args": {"text": "sync note"}},
+        ],
+    )
     assert result.status is RunStatus.SUCCEEDED, result.error
     assert (result.steps["in_loop"].output, result.steps["in_thread"].output) == (True, True)
     assert step_span(spans, "in_loop").attributes["probe.note"] == "async note"
@@ -1097,24 +1346,31 @@ async def test_a_tool_writes_onto_its_step_span_through_current_step_span(
 
 
 async def test_with_tracing_off_current_step_span_is_none_even_in_an_application_span(
-        registry: ToolRegistry, settings: Settings) -> None:
+    registry: ToolRegistry, settings: Settings
+) -> None:
     SDK_EXPORTER.clear()
     runner = Executor(registry, settings=settings, tracing=None)
     with SDK_TRACER.start_as_current_span("app request"):
         assert current_step_span() is None
-        result = await runner.run({"name": "p", "steps": [
-            {"id": "in_loop", "tool": "probe.note", "args": {"text": "async note"}},
-            {"id": "in_thread", "tool": "probe.note_sync", "args": {"text": "sync note"}}]})
+        result = await runner.run(
+            {
+                "name": "p",
+                "steps": [
+                    {"id": "in_loop", "tool": "probe.note", "args": {"text": "async note"}},
+                    {"id": "in_thread", "tool": "probe.note_sync", "args": {"text": "sync note"}},
+                ],
+            }
+        )
     assert result.status is RunStatus.SUCCEEDED, result.error
-    assert (result.steps["in_loop"].output, result.steps["in_thread"].output) == (False,
-                                                                                  False)
+    assert (result.steps["in_loop"].output, result.steps["in_thread"].output) == (False, False)
     (request,) = SDK_EXPORTER.get_finished_spans()
     assert request.name == "app request"
     assert "probe.note" not in (request.attributes or {})
 
 
 async def test_a_foreign_sdk_provider_gets_the_spans_and_metrics_inline(
-        registry: ToolRegistry, settings: Settings) -> None:
+    registry: ToolRegistry, settings: Settings
+) -> None:
     exporter = InMemorySpanExporter()
     provider = SdkTracerProvider(shutdown_on_exit=False)
     provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -1123,8 +1379,8 @@ async def test_a_foreign_sdk_provider_gets_the_spans_and_metrics_inline(
     tracing = Tracing(provider, meters)
     try:
         result = await Executor(registry, settings=settings, tracing=tracing).run(
-            {"name": "p", "steps": [echo("a", 1), {"id": "x", "tool": "test.fail",
-                                                    "args": {}}]})
+            {"name": "p", "steps": [echo("a", 1), {"id": "x", "tool": "test.fail", "args": {}}]}
+        )
         # No flush: the SDK processor exported each span as it ended, and metrics with it.
         spans = list(exporter.get_finished_spans())
         run = one(spans, "run p")
@@ -1133,12 +1389,15 @@ async def test_a_foreign_sdk_provider_gets_the_spans_and_metrics_inline(
         assert is_child(step_span(spans, "a"), run)
         assert_failed(step_span(spans, "x"), "tool_error", "boom")
         assert by_attributes(reader, "dagentic.runs") == {
-            (("dagentic.run.kind", "plan"), ("dagentic.status", "failed")): 1}
+            (("dagentic.run.kind", "plan"), ("dagentic.status", "failed")): 1
+        }
         assert by_attributes(reader, "dagentic.step.duration", "count") == {
             (("dagentic.status", "succeeded"), ("gen_ai.tool.name", "test.echo")): 1,
-            (("dagentic.status", "failed"), ("gen_ai.tool.name", "test.fail")): 1}
+            (("dagentic.status", "failed"), ("gen_ai.tool.name", "test.fail")): 1,
+        }
         assert by_attributes(reader, "dagentic.failures") == {
-            (("dagentic.failure_mode", "tool_error"), ("gen_ai.tool.name", "test.fail")): 1}
+            (("dagentic.failure_mode", "tool_error"), ("gen_ai.tool.name", "test.fail")): 1
+        }
 
         await replanning_agent(registry, settings, tracing).run(GOAL)
         spans = list(exporter.get_finished_spans())
@@ -1168,8 +1427,8 @@ APP_SCRIPT = textwrap.dedent("""
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from runtime import Executor, Settings, ToolRegistry, tool
-    from runtime.tracing import tracing_from_settings
+    from dagentic import Executor, Settings, ToolRegistry, tool
+    from dagentic.tracing import tracing_from_settings
 
     @tool(name="app.echo", side_effects="none")
     async def echo(value: int = 0) -> int:
@@ -1212,8 +1471,15 @@ APP_SCRIPT = textwrap.dedent("""
 def test_the_applications_global_provider_is_untouched(tmp_path: Path) -> None:
     runs_dir = tmp_path / "runs"
     env = {**os.environ, "PYTHONPATH": str(ROOT_DIR)}
-    done = subprocess.run([sys.executable, "-c", APP_SCRIPT, str(runs_dir)], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", APP_SCRIPT, str(runs_dir)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["proxy_after_first_run"] == "ProxyTracerProvider"
@@ -1233,23 +1499,30 @@ def test_the_applications_global_provider_is_untouched(tmp_path: Path) -> None:
     assert step["parent_id"] == run["span_id"] and step["trace_id"] == out["trace_id"]
     assert {r["scope"] for r in records} == {"dagentic"}
     # The first run, outside any application span, has its own trace and file.
-    (first,) = [r for r in read_spans(runs_dir / f"{out['before_run_id']}.jsonl")
-                if r["name"] == "run in-app"]
+    (first,) = [
+        r
+        for r in read_spans(runs_dir / f"{out['before_run_id']}.jsonl")
+        if r["name"] == "run in-app"
+    ]
     assert first["parent_id"] is None
     assert first["trace_id"] != out["trace_id"]
     assert (runs_dir / "metrics.jsonl").is_file()
 
 
-async def test_exporter_none_means_no_tracing_and_no_files(registry: ToolRegistry,
-                                                           tmp_path: Path) -> None:
+async def test_exporter_none_means_no_tracing_and_no_files(
+    registry: ToolRegistry, tmp_path: Path
+) -> None:
     settings = blind_settings(runs_dir=tmp_path / "runs", tracing={"exporter": "none"})
     assert tracing_from_settings(settings) is None
     runner = Executor(registry, settings=settings)
     assert runner.tracing is None
     result = await runner.run({"name": "p", "steps": [echo("a", 1)]})
     assert result.status is RunStatus.SUCCEEDED
-    agent = Agent(ScriptedModel([{"steps": [echo("a", 1)]}, answer("1 [a].", ["a"]), PASS]),
-                  registry, settings=settings)
+    agent = Agent(
+        ScriptedModel([{"steps": [echo("a", 1)]}, answer("1 [a].", ["a"]), PASS]),
+        registry,
+        settings=settings,
+    )
     assert agent.tracing is None
     assert (await agent.run(GOAL)).status is RunStatus.SUCCEEDED
     assert not (tmp_path / "runs").exists()
@@ -1260,10 +1533,10 @@ def jsonl_settings(tmp_path: Path) -> Settings:
 
 
 async def test_an_agent_run_is_one_file_named_after_the_agent_run(
-        registry: ToolRegistry, tmp_path: Path) -> None:
+    registry: ToolRegistry, tmp_path: Path
+) -> None:
     settings = jsonl_settings(tmp_path)
-    result = await replanning_agent(registry, settings, tracing_from_settings(settings)
-                                    ).run(GOAL)
+    result = await replanning_agent(registry, settings, tracing_from_settings(settings)).run(GOAL)
     tracing = tracing_from_settings(settings)
     assert tracing is not None
     tracing.flush()
@@ -1271,8 +1544,7 @@ async def test_an_agent_run_is_one_file_named_after_the_agent_run(
     path = runs_dir / f"{result.agent_run_id}.jsonl"
     assert run_files(runs_dir) == [path]
     records = list(read_spans(path))
-    run_ids = [r["attributes"]["dagentic.run_id"] for r in records
-               if r["name"].startswith("run ")]
+    run_ids = [r["attributes"]["dagentic.run_id"] for r in records if r["name"].startswith("run ")]
     assert sorted(run_ids) == sorted(result.run_ids)
     assert len({r["trace_id"] for r in records}) == 1
     names = [r["name"] for r in records]
@@ -1285,13 +1557,18 @@ async def test_an_agent_run_is_one_file_named_after_the_agent_run(
     assert find_run(runs_dir, "0" * 32) is None
 
 
-async def test_two_concurrent_plan_runs_write_two_files(registry: ToolRegistry,
-                                                        tmp_path: Path) -> None:
+async def test_two_concurrent_plan_runs_write_two_files(
+    registry: ToolRegistry, tmp_path: Path
+) -> None:
     settings = jsonl_settings(tmp_path)
     runner = Executor(registry, settings=settings)
-    plan = {"name": "twin", "steps": [
-        {"id": "a", "tool": "test.sleep", "args": {"seconds": 0.05}},
-        {"id": "b", "tool": "test.sleep", "args": {"seconds": "${{ steps.a.output }}"}}]}
+    plan = {
+        "name": "twin",
+        "steps": [
+            {"id": "a", "tool": "test.sleep", "args": {"seconds": 0.05}},
+            {"id": "b", "tool": "test.sleep", "args": {"seconds": "${{ steps.a.output }}"}},
+        ],
+    }
 
     async with anyio.create_task_group() as group:
         for run_id in ("run-one", "run-two"):
@@ -1311,7 +1588,8 @@ async def test_two_concurrent_plan_runs_write_two_files(registry: ToolRegistry,
 
 
 async def test_runs_inside_one_application_span_each_get_their_own_file(
-        registry: ToolRegistry, tmp_path: Path) -> None:
+    registry: ToolRegistry, tmp_path: Path
+) -> None:
     settings = jsonl_settings(tmp_path)
     runner = Executor(registry, settings=settings)
     app = SdkTracerProvider(shutdown_on_exit=False).get_tracer("app")
@@ -1332,16 +1610,21 @@ async def test_runs_inside_one_application_span_each_get_their_own_file(
 
 
 async def test_a_message_that_is_not_utf8_is_written_replaced_and_the_batch_still_goes_out(
-        registry: ToolRegistry, tmp_path: Path) -> None:
+    registry: ToolRegistry, tmp_path: Path
+) -> None:
     runs_dir = tmp_path / "runs"
     # Held until the flush: both runs' spans go out in one batch, the broken run's first.
-    provider = FastTracerProvider([JsonlSpanExporter(runs_dir)], schedule_delay=60,
-                                  shutdown_on_exit=False)
-    runner = Executor(registry, settings=blind_settings(runs_dir=runs_dir),
-                      tracing=Tracing(provider))
+    provider = FastTracerProvider(
+        [JsonlSpanExporter(runs_dir)], schedule_delay=60, shutdown_on_exit=False
+    )
+    runner = Executor(
+        registry, settings=blind_settings(runs_dir=runs_dir), tracing=Tracing(provider)
+    )
     try:
-        failed = await runner.run({"name": "bad", "steps": [
-            {"id": "x", "tool": "probe.unreadable", "args": {}}]}, run_id="bad-name")
+        failed = await runner.run(
+            {"name": "bad", "steps": [{"id": "x", "tool": "probe.unreadable", "args": {}}]},
+            run_id="bad-name",
+        )
         await runner.run({"name": "good", "steps": [echo("a", 1)]}, run_id="good-run")
         assert provider.force_flush() is True
     finally:
@@ -1365,7 +1648,8 @@ async def test_a_message_that_is_not_utf8_is_written_replaced_and_the_batch_stil
 
 
 async def test_run_ids_that_are_no_plain_file_names_get_files_of_their_own(
-        registry: ToolRegistry, tmp_path: Path) -> None:
+    registry: ToolRegistry, tmp_path: Path
+) -> None:
     settings = jsonl_settings(tmp_path)
     runner = Executor(registry, settings=settings)
     run_ids = ["r" * 150, "r" * 121, "metrics", "a/b", "a b", "a_b", "../up", ".."]
@@ -1393,7 +1677,8 @@ async def test_run_ids_that_are_no_plain_file_names_get_files_of_their_own(
 
 
 async def test_after_shutdown_the_same_settings_give_a_new_working_tracing(
-        registry: ToolRegistry, tmp_path: Path) -> None:
+    registry: ToolRegistry, tmp_path: Path
+) -> None:
     settings = jsonl_settings(tmp_path)
     plan = {"name": "p", "steps": [echo("a", 1)]}
     first = tracing_from_settings(settings)
@@ -1412,21 +1697,33 @@ async def test_after_shutdown_the_same_settings_give_a_new_working_tracing(
     runs_dir = tmp_path / "runs"
     for run_id in ("before", "after"):
         assert [r["name"] for r in read_spans(runs_dir / f"{run_id}.jsonl")] == [
-            "execute_tool test.echo", "run p"], run_id
+            "execute_tool test.echo",
+            "run p",
+        ], run_id
 
 
 # --------------------------------------------------------------------------- metrics
 
 
-async def test_metrics_are_derived_from_the_spans(registry: ToolRegistry, settings: Settings,
-                                                  traced: Traced) -> None:
-    await executor(registry, settings, traced).run({"name": "p", "steps": [
-        echo("a", 1), echo("b", 2), {"id": "x", "tool": "test.fail", "args": {}},
-        echo("after", "${{ steps.x.output }}"),
-        {"id": "ok", "check": {"assert": "${{ steps.a.output == 1 }}"}}]})
+async def test_metrics_are_derived_from_the_spans(
+    registry: ToolRegistry, settings: Settings, traced: Traced
+) -> None:
+    await executor(registry, settings, traced).run(
+        {
+            "name": "p",
+            "steps": [
+                echo("a", 1),
+                echo("b", 2),
+                {"id": "x", "tool": "test.fail", "args": {}},
+                echo("after", "${{ steps.x.output }}"),
+                {"id": "ok", "check": {"assert": "${{ steps.a.output == 1 }}"}},
+            ],
+        }
+    )
     result = await replanning_agent(registry, settings, traced.tracing).run(GOAL)
-    await make_agent([{"missing_capability": "email"}], registry, settings,
-                     traced.tracing).run(GOAL)
+    await make_agent([{"missing_capability": "email"}], registry, settings, traced.tracing).run(
+        GOAL
+    )
     traced.tracing.flush()
     reader = traced.reader
 
@@ -1435,27 +1732,31 @@ async def test_metrics_are_derived_from_the_spans(registry: ToolRegistry, settin
         (("dagentic.status", "succeeded"), ("gen_ai.tool.name", "test.echo")): 2 + 1 + 2,
         (("dagentic.status", "failed"), ("gen_ai.tool.name", "test.fail")): 2,
         (("dagentic.status", "skipped"), ("gen_ai.tool.name", "test.echo")): 1,
-        (("dagentic.status", "succeeded"), ("gen_ai.tool.name", "check")): 1}
+        (("dagentic.status", "succeeded"), ("gen_ai.tool.name", "check")): 1,
+    }
     sums = by_attributes(reader, "dagentic.step.duration", "sum")
     assert all(s >= 0 for s in sums.values())
 
     assert by_attributes(reader, "dagentic.failures") == {
         (("dagentic.failure_mode", "tool_error"), ("gen_ai.tool.name", "test.fail")): 2,
         (("dagentic.failure_mode", "upstream_failed"), ("gen_ai.tool.name", "test.echo")): 1,
-        (("dagentic.failure_mode", "missing_capability"),): 1}
+        (("dagentic.failure_mode", "missing_capability"),): 1,
+    }
     assert by_attributes(reader, "dagentic.runs") == {
         (("dagentic.run.kind", "plan"), ("dagentic.status", "failed")): 2,
         (("dagentic.run.kind", "plan"), ("dagentic.status", "succeeded")): 1,
         (("dagentic.run.kind", "agent"), ("dagentic.status", "succeeded")): 1,
-        (("dagentic.run.kind", "agent"), ("dagentic.status", "failed")): 1}
+        (("dagentic.run.kind", "agent"), ("dagentic.status", "failed")): 1,
+    }
     (replans,) = points(reader, "dagentic.replans")
     assert replans.value == 1
 
-    tokens = {dict(p.attributes)["gen_ai.token.type"]: p for p in
-              points(reader, "gen_ai.client.token.usage")}
+    tokens = {
+        dict(p.attributes)["gen_ai.token.type"]: p
+        for p in points(reader, "gen_ai.client.token.usage")
+    }
     assert set(tokens) == {"input", "output"}
-    assert all(dict(p.attributes)["gen_ai.request.model"] == "scripted"
-               for p in tokens.values())
+    assert all(dict(p.attributes)["gen_ai.request.model"] == "scripted" for p in tokens.values())
     calls = result.model_calls
     assert tokens["input"].count == len(calls) + 1  # and the missing-capability plan call
     assert tokens["input"].sum >= sum(c.input_tokens for c in calls)
@@ -1465,11 +1766,14 @@ async def test_metrics_are_derived_from_the_spans(registry: ToolRegistry, settin
 
 
 async def test_two_tracings_on_one_provider_and_meter_provider_count_a_run_once(
-        registry: ToolRegistry, settings: Settings, traced: Traced) -> None:
+    registry: ToolRegistry, settings: Settings, traced: Traced
+) -> None:
     other = Tracing(traced.provider, traced.meter_provider)
     assert other.span_metrics is traced.tracing.span_metrics
     assert [type(e).__name__ for e in traced.provider.exporters] == [
-        "InMemorySpanExporter", "SpanMetrics"]
+        "InMemorySpanExporter",
+        "SpanMetrics",
+    ]
     # Another meter provider gets metrics of its own.
     reader = InMemoryMetricReader()
     meters = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
@@ -1479,13 +1783,16 @@ async def test_two_tracings_on_one_provider_and_meter_provider_count_a_run_once(
         assert len(traced.provider.exporters) == 3
 
         await Executor(registry, settings=settings, tracing=other).run(
-            {"name": "p", "steps": [echo("a", 1)]})
+            {"name": "p", "steps": [echo("a", 1)]}
+        )
         traced.tracing.flush()
         for metrics in (traced.reader, reader):
             assert by_attributes(metrics, "dagentic.runs") == {
-                (("dagentic.run.kind", "plan"), ("dagentic.status", "succeeded")): 1}
+                (("dagentic.run.kind", "plan"), ("dagentic.status", "succeeded")): 1
+            }
             assert by_attributes(metrics, "dagentic.step.duration", "count") == {
-                (("dagentic.status", "succeeded"), ("gen_ai.tool.name", "test.echo")): 1}
+                (("dagentic.status", "succeeded"), ("gen_ai.tool.name", "test.echo")): 1
+            }
     finally:
         meters.shutdown()
 
@@ -1520,8 +1827,10 @@ def test_start_as_current_span_records_an_exception_as_error() -> None:
     exporter = InMemorySpanExporter()
     provider = FastTracerProvider([exporter], shutdown_on_exit=False)
     tracer = provider.get_tracer("t")
-    with pytest.raises(ValueError, match="bad value"), \
-            tracer.start_as_current_span("work", attributes={"k": 1}) as span:
+    with (
+        pytest.raises(ValueError, match="bad value"),
+        tracer.start_as_current_span("work", attributes={"k": 1}) as span,
+    ):
         assert trace.get_current_span() is span
         raise ValueError("bad value")
     with tracer.start_as_current_span("fine"):
@@ -1563,8 +1872,12 @@ def test_invalid_attribute_values_are_dropped_and_never_exported() -> None:
     span.set_attribute("late", 1)  # after the end: ignored
     assert provider.force_flush() is True
     (exported,) = exporter.get_finished_spans()
-    assert dict(exported.attributes) == {"good": "x", "list": (1, 2), "strings": ("a", "b"),
-                                         "n": 2.5}
+    assert dict(exported.attributes) == {
+        "good": "x",
+        "list": (1, 2),
+        "strings": ("a", "b"),
+        "n": 2.5,
+    }
     assert dict(exported.events[0].attributes) == {"ok": True}
     assert exported.status.status_code is StatusCode.OK
     provider.shutdown()
@@ -1584,7 +1897,11 @@ def test_force_flush_and_shutdown_export_what_is_left() -> None:
         tracer.start_span(f"left {i}").end()
     provider.shutdown()
     assert [s.name for s in exporter.get_finished_spans()] == [
-        "first", "left 0", "left 1", "left 2"]
+        "first",
+        "left 0",
+        "left 1",
+        "left 2",
+    ]
     tracer.start_span("after shutdown").end()  # ignored, never raises
     provider.shutdown()  # twice is fine
     assert len(exporter.get_finished_spans()) == 4
@@ -1611,7 +1928,9 @@ def test_unset_never_replaces_error_and_ok_is_final() -> None:
     assert provider.force_flush() is True
     spans = {s.name: s for s in exporter.get_finished_spans()}
     assert (spans["failed"].status.status_code, spans["failed"].status.description) == (
-        StatusCode.ERROR, "it broke")
+        StatusCode.ERROR,
+        "it broke",
+    )
     assert spans["fixed"].status.status_code is StatusCode.OK
     assert spans["fixed"].status.description is None
     assert spans["untouched"].status.status_code is StatusCode.UNSET
@@ -1662,12 +1981,14 @@ def test_shutdown_with_a_blocked_exporter_returns_within_its_timeout() -> None:
 
 
 def test_shutdown_with_a_blocked_exporter_counts_the_spans_not_exported(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     # The batch the exporter thread took and is stuck exporting counts too: with a
     # collector that does not answer, even a few spans (one batch) give a warning.
     exporter = BlockedExporter()
-    provider = FastTracerProvider([exporter], schedule_delay=60, max_batch=2,
-                                  shutdown_on_exit=False)
+    provider = FastTracerProvider(
+        [exporter], schedule_delay=60, max_batch=2, shutdown_on_exit=False
+    )
     tracer = provider.get_tracer("t")
     try:
         for i in range(3):  # one batch of two the exporter is stuck on, one span queued
@@ -1679,7 +2000,8 @@ def test_shutdown_with_a_blocked_exporter_counts_the_spans_not_exported(
         exporter.release.set()
     assert [r.getMessage() for r in caplog.records if r.name == "dagentic.tracing"] == [
         "event='spans not exported' run_id=None step_id=None count=3 "
-        "reason='the exporter was too slow or its queue was full'"]
+        "reason='the exporter was too slow or its queue was full'"
+    ]
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
@@ -1703,4 +2025,6 @@ def test_a_forked_child_exports_its_own_spans() -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     assert provider.force_flush()
     assert [s.name for s in exporter.get_finished_spans()] == [
-        "before the fork", "the parent's, pending"]
+        "before the fork",
+        "the parent's, pending",
+    ]

@@ -21,9 +21,9 @@ from typing import Any
 
 import anyio
 import pytest
+from dagentic import Executor, FailureMode, RunResult, RunStatus, Settings, StepStatus, ToolRegistry
+from dagentic.tracing import Tracing, tracing_from_settings
 
-from runtime import Executor, FailureMode, RunResult, RunStatus, Settings, StepStatus, ToolRegistry
-from runtime.tracing import Tracing, tracing_from_settings
 from tests.blind import blind_settings
 from tests.otlp_receiver import GrpcReceiver, HttpReceiver, Receiver, SpanRecord
 
@@ -85,8 +85,7 @@ def receiver(protocol: str) -> Iterator[Receiver]:
 def otlp_settings(tmp_path: Path, *, export_delay: float = 1.0, **otlp: Any) -> Settings:
     """Settings exporting to OTLP; a fresh runs_dir keeps tracing_from_settings' cache
     from handing out a Tracing of another test."""
-    tracing = {"exporter": "otlp", "export_delay": export_delay,
-               "otlp": {"timeout": 5, **otlp}}
+    tracing = {"exporter": "otlp", "export_delay": export_delay, "otlp": {"timeout": 5, **otlp}}
     return blind_settings(runs_dir=tmp_path / "runs", tracing=tracing)
 
 
@@ -123,9 +122,11 @@ def closed_port() -> int:
 
 
 def test_spans_and_metrics_of_a_failing_run_reach_the_collector(
-        tools: ToolRegistry, tmp_path: Path, protocol: str, receiver: Receiver) -> None:
-    settings = otlp_settings(tmp_path, endpoint=receiver.endpoint, protocol=protocol,
-                             headers={"x-api-key": "k"})
+    tools: ToolRegistry, tmp_path: Path, protocol: str, receiver: Receiver
+) -> None:
+    settings = otlp_settings(
+        tmp_path, endpoint=receiver.endpoint, protocol=protocol, headers={"x-api-key": "k"}
+    )
     with tracing_of(settings) as tracing:
         result = run(tools, settings, tracing, FAILING_PLAN)
         tracing.flush()
@@ -160,14 +161,12 @@ def test_spans_and_metrics_of_a_failing_run_reach_the_collector(
     assert bad.attributes["dagentic.status"] == "failed"
     assert bad.status_code == "STATUS_CODE_ERROR"
     assert "rejected its arguments" in bad.status_message
-    assert [(n, a["exception.type"]) for n, a in bad.events] == [
-        ("exception", "InvalidArgsError")]
+    assert [(n, a["exception.type"]) for n, a in bad.events] == [("exception", "InvalidArgsError")]
 
     assert slow.attributes["dagentic.failure_mode"] == "timeout"
     assert slow.status_code == "STATUS_CODE_ERROR"
     assert slow.status_message == "step 'slow': tool 'test.sleep' did not finish within 0.1s"
-    assert [(n, a["exception.type"]) for n, a in slow.events] == [
-        ("exception", "StepTimeoutError")]
+    assert [(n, a["exception.type"]) for n, a in slow.events] == [("exception", "StepTimeoutError")]
 
     assert {s.resource["service.name"] for s in receiver.spans} == {"dagentic"}
 
@@ -178,19 +177,24 @@ def test_spans_and_metrics_of_a_failing_run_reach_the_collector(
 
     # The metrics derived from those spans.
     assert {"dagentic.step.duration", "dagentic.failures"} <= receiver.metric_names()
-    durations = {p.attributes["gen_ai.tool.name"]: p
-                 for p in receiver.points_of("dagentic.step.duration")
-                 if p.attributes["dagentic.status"] == "failed"}
+    durations = {
+        p.attributes["gen_ai.tool.name"]: p
+        for p in receiver.points_of("dagentic.step.duration")
+        if p.attributes["dagentic.status"] == "failed"
+    }
     assert durations["test.sleep"].kind == "histogram"
     assert durations["test.sleep"].count == 2
-    failures = {p.attributes["dagentic.failure_mode"]: p.value
-                for p in receiver.points_of("dagentic.failures")}
+    failures = {
+        p.attributes["dagentic.failure_mode"]: p.value
+        for p in receiver.points_of("dagentic.failures")
+    }
     assert failures == {"invalid_args": 1, "timeout": 1}
     assert {p.resource["service.name"] for p in receiver.points} == {"dagentic"}
 
 
 def test_an_unset_endpoint_falls_back_to_otel_exporter_otlp_endpoint(
-        tools: ToolRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tools: ToolRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with HttpReceiver() as receiver:
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
         settings = otlp_settings(tmp_path)
@@ -205,16 +209,22 @@ def test_an_unset_endpoint_falls_back_to_otel_exporter_otlp_endpoint(
 # --------------------------------------------------------------------------- the script
 
 
-def run_script(plan: Path, env: dict[str, str]) -> tuple[subprocess.CompletedProcess[str],
-                                                         float]:
-    base = {k: v for k, v in os.environ.items()
-            if not k.startswith(("DAGENTIC_", "OTEL_"))
-            and k not in ("FORCE_COLOR", "TTY_COMPATIBLE")}
+def run_script(plan: Path, env: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], float]:
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DAGENTIC_", "OTEL_")) and k not in ("FORCE_COLOR", "TTY_COMPATIBLE")
+    }
     started = time.perf_counter()
-    done = subprocess.run([str(DAGENTIC), "run", plan.name], capture_output=True, text=True,
-                          cwd=plan.parent, env={**base, "NO_PROXY": "127.0.0.1",
-                                                "no_proxy": "127.0.0.1", **env},
-                          timeout=60, check=False)
+    done = subprocess.run(
+        [str(DAGENTIC), "run", plan.name],
+        capture_output=True,
+        text=True,
+        cwd=plan.parent,
+        env={**base, "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1", **env},
+        timeout=60,
+        check=False,
+    )
     return done, time.perf_counter() - started
 
 
@@ -223,12 +233,15 @@ def test_the_script_exports_its_spans_and_metrics_before_it_exits(tmp_path: Path
     plan = tmp_path / "plan.yaml"
     plan.write_text(textwrap.dedent(CLI_PLAN), encoding="utf-8")
     with HttpReceiver() as receiver:
-        done, _ = run_script(plan, {
-            "DAGENTIC_TRACING__EXPORTER": "otlp",
-            "DAGENTIC_TRACING__OTLP__ENDPOINT": receiver.endpoint,
-            "DAGENTIC_TRACING__OTLP__HEADERS": '{"x-api-key": "from-env"}',
-            "OTEL_EXPORTER_OTLP_COMPRESSION": "gzip",  # the receiver's gzip path
-        })
+        done, _ = run_script(
+            plan,
+            {
+                "DAGENTIC_TRACING__EXPORTER": "otlp",
+                "DAGENTIC_TRACING__OTLP__ENDPOINT": receiver.endpoint,
+                "DAGENTIC_TRACING__OTLP__HEADERS": '{"x-api-key": "from-env"}',
+                "OTEL_EXPORTER_OTLP_COMPRESSION": "gzip",  # the receiver's gzip path
+            },
+        )
         assert done.returncode == 0, done.stderr
         # Everything was sent before the process exited: no waiting here.
         assert receiver.wait_for(lambda r: r.span_named("run cli-traced"), timeout=0)
@@ -254,15 +267,17 @@ def test_the_script_exports_its_spans_and_metrics_before_it_exits(tmp_path: Path
 
 
 @pytest.mark.slow
-def test_the_script_succeeds_and_exits_promptly_when_the_collector_is_down(
-        tmp_path: Path) -> None:
+def test_the_script_succeeds_and_exits_promptly_when_the_collector_is_down(tmp_path: Path) -> None:
     plan = tmp_path / "plan.yaml"
     plan.write_text(textwrap.dedent(CLI_PLAN), encoding="utf-8")
-    done, seconds = run_script(plan, {
-        "DAGENTIC_TRACING__EXPORTER": "otlp",
-        "DAGENTIC_TRACING__OTLP__ENDPOINT": f"http://127.0.0.1:{closed_port()}",
-        "DAGENTIC_TRACING__OTLP__TIMEOUT": "1",
-    })
+    done, seconds = run_script(
+        plan,
+        {
+            "DAGENTIC_TRACING__EXPORTER": "otlp",
+            "DAGENTIC_TRACING__OTLP__ENDPOINT": f"http://127.0.0.1:{closed_port()}",
+            "DAGENTIC_TRACING__OTLP__TIMEOUT": "1",
+        },
+    )
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
     # Start-up (~1.5 s) plus, at 1 s each at most, the spans and metrics flushed after the
@@ -288,11 +303,17 @@ def dead_collector(kind: str) -> Iterator[int]:
 
 @pytest.mark.parametrize("kind", ["closed", "silent"])
 def test_a_dead_collector_neither_fails_nor_stalls_runs(
-        tools: ToolRegistry, tmp_path: Path, protocol: str, kind: str) -> None:
+    tools: ToolRegistry, tmp_path: Path, protocol: str, kind: str
+) -> None:
     timeout = 1.0
     with dead_collector(kind) as port:
-        settings = otlp_settings(tmp_path, endpoint=f"http://127.0.0.1:{port}",
-                                 protocol=protocol, timeout=timeout, export_delay=0.05)
+        settings = otlp_settings(
+            tmp_path,
+            endpoint=f"http://127.0.0.1:{port}",
+            protocol=protocol,
+            timeout=timeout,
+            export_delay=0.05,
+        )
         with tracing_of(settings) as tracing:
             started = time.perf_counter()
             first = run(tools, settings, tracing, OK_PLAN)
@@ -324,7 +345,8 @@ def test_a_dead_collector_neither_fails_nor_stalls_runs(
 
 
 def test_tracings_of_settings_that_differ_only_in_a_header_value_are_not_shared(
-        tools: ToolRegistry, tmp_path: Path) -> None:
+    tools: ToolRegistry, tmp_path: Path
+) -> None:
     """tracing_from_settings caches per configuration, and ``model_dump_json()`` masks
     SecretStr header values ('**********'): the key must still tell a rotated API key (or
     another tenant's) from the first one, or exports would carry the first key."""
@@ -341,14 +363,20 @@ def test_tracings_of_settings_that_differ_only_in_a_header_value_are_not_shared(
 
 
 def test_grpc_exports_carry_headers_spelled_with_capitals(
-        tools: ToolRegistry, tmp_path: Path) -> None:
+    tools: ToolRegistry, tmp_path: Path
+) -> None:
     """BUG: otlp.headers go to the gRPC exporter as given, and gRPC metadata keys must be
     lowercase: with a header named like 'X-API-Key' (fine over http/protobuf, and fine in
     OTEL_EXPORTER_OTLP_HEADERS, which OpenTelemetry lowercases) every gRPC export fails
     with INTERNAL 'Invalid metadata', so no span and no metric ever arrives."""
     with GrpcReceiver() as receiver:
-        settings = otlp_settings(tmp_path, endpoint=receiver.endpoint, protocol=GRPC,
-                                 headers={"X-API-Key": "k"}, timeout=2)
+        settings = otlp_settings(
+            tmp_path,
+            endpoint=receiver.endpoint,
+            protocol=GRPC,
+            headers={"X-API-Key": "k"},
+            timeout=2,
+        )
         with tracing_of(settings) as tracing:
             run(tools, settings, tracing, OK_PLAN)
             tracing.flush()

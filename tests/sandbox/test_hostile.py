@@ -44,12 +44,11 @@ from typing import Any
 
 import anyio
 import pytest
-
-from runtime.sandbox import Limits, SandboxResult
-from sandbox import bubblewrap, container
-from sandbox.bubblewrap import ProcessSandbox, process_available
-from sandbox.container import _OWNER as DOCKER_OWNER
-from sandbox.container import LABEL, OWNER_LABEL, DockerSandbox, _client, docker_available
+from dagentic.isolation import Limits, SandboxResult
+from dagentic.sandbox import bubblewrap, container
+from dagentic.sandbox.bubblewrap import ProcessSandbox, process_available
+from dagentic.sandbox.container import _OWNER as DOCKER_OWNER
+from dagentic.sandbox.container import LABEL, OWNER_LABEL, DockerSandbox, _client, docker_available
 
 pytestmark = [
     pytest.mark.anyio,
@@ -69,8 +68,15 @@ ISOLATION = {"process": "namespaces+rlimits", "docker": "container"}
 
 # -- fixtures and host checks ------------------------------------------------------------
 
-LIMITS = Limits(wall_time=WALL, cpu_time=CPU, memory="256MiB", pids=32, output_bytes=CAP,
-                disk=DISK, open_files=FILES)
+LIMITS = Limits(
+    wall_time=WALL,
+    cpu_time=CPU,
+    memory="256MiB",
+    pids=32,
+    output_bytes=CAP,
+    disk=DISK,
+    open_files=FILES,
+)
 POOL_SIZE = 1
 
 
@@ -124,7 +130,7 @@ def host_processes() -> dict[int, tuple[int, str, str]]:
                 cmdline = handle.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue  # gone meanwhile
-        fields = stat[stat.rindex(")") + 2:].split()
+        fields = stat[stat.rindex(")") + 2 :].split()
         found[int(entry)] = (int(fields[1]), fields[0], cmdline)
     return found
 
@@ -132,8 +138,11 @@ def host_processes() -> dict[int, tuple[int, str, str]]:
 def host_processes_with(text: str) -> list[str]:
     """Live (not zombie) host processes whose command line contains ``text``."""
     own = os.getpid()
-    return [f"{pid}: {cmd[:200]}" for pid, (_, state, cmd) in host_processes().items()
-            if text in cmd and state != "Z" and pid != own]
+    return [
+        f"{pid}: {cmd[:200]}"
+        for pid, (_, state, cmd) in host_processes().items()
+        if text in cmd and state != "Z" and pid != own
+    ]
 
 
 def descendants(root: int) -> list[str]:
@@ -167,7 +176,8 @@ def our_containers() -> list[dict[str, Any]]:
     client = _client()
     try:
         return client.api.containers(
-            all=True, filters={"label": [LABEL, f"{OWNER_LABEL}={DOCKER_OWNER}"]})
+            all=True, filters={"label": [LABEL, f"{OWNER_LABEL}={DOCKER_OWNER}"]}
+        )
     finally:
         client.close()
 
@@ -192,20 +202,27 @@ def host_guard(request: pytest.FixtureRequest, token: str) -> Iterator[None]:
     assert wait_until_gone(lambda: descendants(os.getpid())) == []
     # The docker backend: no container of ours runs anything but its harness (warm ones
     # wait for a job; used ones, removed in the background, are winding down).
-    if "sandbox" in request.fixturenames and request.node.callspec.params.get(
-            "sandbox") == "docker":
+    if (
+        "sandbox" in request.fixturenames
+        and request.node.callspec.params.get("sandbox") == "docker"
+    ):
+
         def busy() -> list[str]:
-            return [f"{info['Id'][:12]}: {processes}" for info in our_containers()
-                    if info["State"] == "running"
-                    and len(processes := container_processes(info["Id"])) > 1]
+            return [
+                f"{info['Id'][:12]}: {processes}"
+                for info in our_containers()
+                if info["State"] == "running"
+                and len(processes := container_processes(info["Id"])) > 1
+            ]
 
         assert wait_until_gone(busy, timeout=2.0) == []
     # The host can still start processes.
     assert subprocess.run(["true"], check=False, timeout=10).returncode == 0
 
 
-async def run(sandbox: Any, code: str, *, bound: float = BOUND,
-              **kwargs: Any) -> tuple[SandboxResult, float]:
+async def run(
+    sandbox: Any, code: str, *, bound: float = BOUND, **kwargs: Any
+) -> tuple[SandboxResult, float]:
     """Run ``code``; check the time bound and that the result crosses as JSON."""
     code = textwrap.dedent(code)
     start = time.monotonic()
@@ -268,36 +285,45 @@ async def test_fork_bomb_hits_the_pids_limit(sandbox: Any, copies: str) -> None:
     # fork-on: the classic bomb, every copy forks on. sleep: the copies sleep (holding the
     # output open), so the main process alone meets the limit and dies of it; the run is a
     # pids failure all the same, not a timeout (a shorter wall time keeps this fast).
-    limits = None if copies == "fork-on" else Limits(**{**LIMITS.model_dump(),
-                                                        "wall_time": 1.0})
-    result, _ = await run(sandbox, f"""
+    limits = None if copies == "fork-on" else Limits(**{**LIMITS.model_dump(), "wall_time": 1.0})
+    result, _ = await run(
+        sandbox,
+        f"""
         import os, time
         while True:
             if os.fork() == 0 and {copies!r} == 'sleep':
                 time.sleep(3600)
-    """, limits=limits)
+    """,
+        limits=limits,
+    )
     assert result.exit_reason == "pids", result
     assert result.exit_code == 1
     assert result.exception and result.exception["errno"] == errno.EAGAIN
 
 
 async def test_thread_bomb_hits_the_pids_limit(sandbox: Any) -> None:
-    result, _ = await run(sandbox, """
+    result, _ = await run(
+        sandbox,
+        """
         import threading, time
         while True:
             threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
-    """)
+    """,
+    )
     assert result.exit_reason == "pids", result
     assert result.exit_code == 1
     assert result.exception and result.exception["type"] == "RuntimeError"
 
 
 async def test_memory_bomb_is_oom(sandbox: Any) -> None:
-    result, _ = await run(sandbox, """
+    result, _ = await run(
+        sandbox,
+        """
         hoard = []
         while True:
             hoard.append(b'x' * (8 << 20))
-    """)
+    """,
+    )
     assert result.exit_reason == "oom", result
     if result.exception:  # the allocation failed (rlimit): the code's own MemoryError
         assert result.exception["type"] == "MemoryError"
@@ -307,17 +333,22 @@ async def test_memory_bomb_is_oom(sandbox: Any) -> None:
 
 
 async def test_cpu_spin_times_out(sandbox: Any) -> None:
-    result, elapsed = await run(sandbox, """
+    result, elapsed = await run(
+        sandbox,
+        """
         while True:
             pass
-    """)
+    """,
+    )
     assert result.exit_reason == "timeout", result
     assert result.exit_code is None
     assert elapsed >= CPU * 0.9
 
 
 async def test_stdin_is_at_eof_and_sleeping_forever_times_out(sandbox: Any) -> None:
-    result, elapsed = await run(sandbox, """
+    result, elapsed = await run(
+        sandbox,
+        """
         import os, sys, time
         start = time.monotonic()
         data = sys.stdin.read()
@@ -325,7 +356,8 @@ async def test_stdin_is_at_eof_and_sleeping_forever_times_out(sandbox: Any) -> N
         print('stdin=%r raw=%r after=%.3f' % (data, raw, time.monotonic() - start),
               flush=True)
         time.sleep(3600)
-    """)
+    """,
+    )
     assert result.exit_reason == "timeout", result
     assert result.exit_code is None
     assert elapsed >= WALL * 0.9
@@ -335,29 +367,38 @@ async def test_stdin_is_at_eof_and_sleeping_forever_times_out(sandbox: Any) -> N
 
 
 async def test_ignoring_sigterm_still_times_out(sandbox: Any) -> None:
-    result, elapsed = await run(sandbox, """
+    result, elapsed = await run(
+        sandbox,
+        """
         import signal, time
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         print('ignoring', flush=True)
         time.sleep(3600)
-    """)
+    """,
+    )
     assert result.exit_reason == "timeout", result
     assert result.exit_code is None
     assert result.stdout == "ignoring\n"
     assert elapsed >= WALL * 0.9
 
 
-@pytest.mark.parametrize(("action", "keep_stdio"), [
-    ("marker", False),  # a proper daemon: closes stdio, writes a marker file every 50 ms
-    ("sleep", True),    # sleeps, keeping the inherited stdout/stderr open
-], ids=["marker-daemon", "sleeping-daemon-holding-stdio"])
+@pytest.mark.parametrize(
+    ("action", "keep_stdio"),
+    [
+        ("marker", False),  # a proper daemon: closes stdio, writes a marker file every 50 ms
+        ("sleep", True),  # sleeps, keeping the inherited stdout/stderr open
+    ],
+    ids=["marker-daemon", "sleeping-daemon-holding-stdio"],
+)
 async def test_double_forked_daemon_does_not_outlive_the_run(
-        sandbox: Any, token: str, action: str, keep_stdio: bool) -> None:
+    sandbox: Any, token: str, action: str, keep_stdio: bool
+) -> None:
     limits = Limits(**{**LIMITS.model_dump(), "wall_time": 1.0}) if keep_stdio else None
     result, elapsed = await run(
-        sandbox, daemon_code(token, keep_stdio=keep_stdio, action=action), limits=limits)
+        sandbox, daemon_code(token, keep_stdio=keep_stdio, action=action), limits=limits
+    )
     # Checked at once: the daemon is gone when run() returns (or dying: a SIGKILLed
     # process may take the kernel some milliseconds to tear down).
     assert wait_until_gone(lambda: host_processes_with(token), timeout=0.2) == []
@@ -385,11 +426,14 @@ async def test_double_forked_daemon_does_not_outlive_the_run(
 
 @pytest.mark.parametrize("stream", ["stdout", "stderr"])
 async def test_infinite_output_hits_the_output_limit(sandbox: Any, stream: str) -> None:
-    result, _ = await run(sandbox, f"""
+    result, _ = await run(
+        sandbox,
+        f"""
         import sys
         while True:
             sys.{stream}.write('x' * 4096)
-    """)
+    """,
+    )
     assert result.exit_reason == "output_limit", result
     assert result.exit_code is None
     text = getattr(result, stream)
@@ -400,14 +444,18 @@ async def test_infinite_output_hits_the_output_limit(sandbox: Any, stream: str) 
 
 @pytest.mark.parametrize("size", [CAP // 2, 16 * CAP], ids=["within-cap", "beyond-cap"])
 async def test_huge_line_of_invalid_utf8_is_decoded_with_replacement(
-        sandbox: Any, size: int) -> None:
-    result, _ = await run(sandbox, f"""
+    sandbox: Any, size: int
+) -> None:
+    result, _ = await run(
+        sandbox,
+        f"""
         import sys
         unit = b'\\xff\\xfe\\xc3(\\xed\\xa0\\x80ok'  # invalid starts, a surrogate, text
         line = (b'start:' + unit * ({size} // len(unit)))[:{size}] + b':end'
         sys.stdout.buffer.write(line)
         sys.stdout.flush()
-    """)
+    """,
+    )
     unit = b"\xff\xfe\xc3(\xed\xa0\x80ok"
     line = (b"start:" + unit * (size // len(unit)))[:size] + b":end"
     if size < CAP:
@@ -425,13 +473,16 @@ async def test_huge_line_of_invalid_utf8_is_decoded_with_replacement(
     json.dumps(result.model_dump())  # plain json, not only pydantic's
 
 
-@pytest.mark.parametrize("code", [
-    "result = {'text': 'lone surrogate \\udcff'}",
-    "raise ValueError('bad byte \\udcff')",
-    "open(b'name-\\xff.txt', 'w').write('x')",
-], ids=["result", "exception", "file-name"])
-async def test_code_controlled_text_never_breaks_the_json_result(sandbox: Any,
-                                                                 code: str) -> None:
+@pytest.mark.parametrize(
+    "code",
+    [
+        "result = {'text': 'lone surrogate \\udcff'}",
+        "raise ValueError('bad byte \\udcff')",
+        "open(b'name-\\xff.txt', 'w').write('x')",
+    ],
+    ids=["result", "exception", "file-name"],
+)
+async def test_code_controlled_text_never_breaks_the_json_result(sandbox: Any, code: str) -> None:
     # Lone surrogates (from surrogateescape'd bytes) are not UTF-8: they must be replaced
     # or refused at the boundary, never handed to the host as a result it cannot encode.
     result, _ = await run(sandbox, code)  # run() checks the JSON round trip
@@ -442,10 +493,13 @@ async def test_code_controlled_text_never_breaks_the_json_result(sandbox: Any,
 
 
 @pytest.mark.parametrize(("directory", "cap"), [("/work", DISK), ("/tmp", TMP_CAP)])
-async def test_filling_the_disk_fails_with_enospc(sandbox: Any, token: str, directory: str,
-                                                  cap: int) -> None:
+async def test_filling_the_disk_fails_with_enospc(
+    sandbox: Any, token: str, directory: str, cap: int
+) -> None:
     name = f"fill-{token}.bin"
-    result, _ = await run(sandbox, f"""
+    result, _ = await run(
+        sandbox,
+        f"""
         import os
         info = os.statvfs({directory!r})
         mounts = [line.split() for line in open('/proc/self/mounts')]
@@ -455,7 +509,8 @@ async def test_filling_the_disk_fails_with_enospc(sandbox: Any, token: str, dire
         with open(os.path.join({directory!r}, {name!r}), 'wb', buffering=0) as f:
             for _ in range(4 * {cap} >> 20):  # four times the cap
                 result['written'] += f.write(chunk)
-    """)
+    """,
+    )
     assert result.exit_reason == "error", result
     assert result.exit_code == 1
     assert result.exception and result.exception["errno"] == errno.ENOSPC, result.exception
@@ -471,14 +526,17 @@ async def test_filling_the_disk_fails_with_enospc(sandbox: Any, token: str, dire
 
 
 async def test_exhausting_file_descriptors_fails_with_emfile(sandbox: Any) -> None:
-    result, _ = await run(sandbox, """
+    result, _ = await run(
+        sandbox,
+        """
         import os
         result = {'opened': 0}
         fds = []
         while True:
             fds.append(os.open('/dev/null', os.O_RDONLY))
             result['opened'] = len(fds)
-    """)
+    """,
+    )
     assert result.exit_reason == "error", result
     assert result.exit_code == 1
     assert result.exception and result.exception["errno"] == errno.EMFILE, result.exception
@@ -545,20 +603,25 @@ print(found)
 """
 
 
-async def test_host_secrets_are_not_readable(sandbox: Any, tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_host_secrets_are_not_readable(
+    sandbox: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     prefix = "DAGENTIC-CANARY-"
     secret = secrets.token_hex(16)
     canary = prefix + secret
     name = secrets.token_hex(6)  # file names do not carry the secret
-    planted = [tmp_path / "canary.txt", Path(f"/tmp/dagentic-canary-{name}"),
-               Path(f"/root/.dagentic-canary-{name}")]
+    planted = [
+        tmp_path / "canary.txt",
+        Path(f"/tmp/dagentic-canary-{name}"),
+        Path(f"/root/.dagentic-canary-{name}"),
+    ]
     monkeypatch.setenv(f"DAGENTIC_CANARY_{name.upper()}", canary)
     try:
         for path in planted:
             path.write_text(canary + "\n")
-        result, _ = await run(sandbox, SCAN,
-                              vars={"prefix": prefix, "paths": [str(p) for p in planted]})
+        result, _ = await run(
+            sandbox, SCAN, vars={"prefix": prefix, "paths": [str(p) for p in planted]}
+        )
     finally:
         for path in planted:
             path.unlink(missing_ok=True)
@@ -596,7 +659,9 @@ def _listeners() -> tuple[socket.socket, socket.socket, int]:
 async def test_no_network_egress(sandbox: Any) -> None:
     tcp, udp, port = _listeners()
     try:
-        result, _ = await run(sandbox, """
+        result, _ = await run(
+            sandbox,
+            """
             import socket
             out = {}
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -619,7 +684,9 @@ async def test_no_network_egress(sandbox: Any) -> None:
                 out['dns'] = type(exc).__name__
             out['interfaces'] = sorted(name for _, name in socket.if_nameindex())
             result = out
-        """, vars={"port": port})
+        """,
+            vars={"port": port},
+        )
         # Nothing reached the host's listeners.
         readable, _, _ = select.select([tcp, udp], [], [], 0.3)
         assert readable == []
@@ -640,14 +707,24 @@ async def test_no_network_egress(sandbox: Any) -> None:
 # -- the filesystem ---------------------------------------------------------------------------
 
 
-async def test_writing_outside_the_work_dir_never_reaches_the_host(sandbox: Any,
-                                                                   token: str) -> None:
+async def test_writing_outside_the_work_dir_never_reaches_the_host(
+    sandbox: Any, token: str
+) -> None:
     name = f"dagentic-escape-{token}"
-    targets = [f"/usr/{name}", f"/etc/{name}", f"/{name}", f"/tmp/{name}",
-               f"/var/tmp/{name}", f"/work/../{name}", f"/proc/1/root/tmp/{name}-p1",
-               f"/proc/self/cwd/../{name}-cwd"]
+    targets = [
+        f"/usr/{name}",
+        f"/etc/{name}",
+        f"/{name}",
+        f"/tmp/{name}",
+        f"/var/tmp/{name}",
+        f"/work/../{name}",
+        f"/proc/1/root/tmp/{name}-p1",
+        f"/proc/self/cwd/../{name}-cwd",
+    ]
     try:
-        result, _ = await run(sandbox, """
+        result, _ = await run(
+            sandbox,
+            """
             import errno
             out = {}
             for path in targets:
@@ -658,7 +735,9 @@ async def test_writing_outside_the_work_dir_never_reaches_the_host(sandbox: Any,
                 except OSError as exc:
                     out[path] = errno.errorcode.get(exc.errno, str(exc.errno))
             result = out
-        """, vars={"targets": targets})
+        """,
+            vars={"targets": targets},
+        )
         assert result.exit_reason == "ok", result
         outcome = result.result
         assert outcome[f"/usr/{name}"] in ("EROFS", "EACCES", "EPERM")
@@ -667,20 +746,39 @@ async def test_writing_outside_the_work_dir_never_reaches_the_host(sandbox: Any,
             for path in (f"/etc/{name}", f"/{name}", f"/var/tmp/{name}"):
                 assert outcome[path] in ("EROFS", "EACCES", "EPERM"), (path, outcome)
         # None of it is on the host.
-        leaked = [p for p in (f"/usr/{name}", f"/etc/{name}", f"/{name}", f"/tmp/{name}",
-                              f"/var/tmp/{name}", f"/tmp/{name}-p1", f"/{name}-cwd",
-                              f"/work/{name}")
-                  if os.path.lexists(p)]
+        leaked = [
+            p
+            for p in (
+                f"/usr/{name}",
+                f"/etc/{name}",
+                f"/{name}",
+                f"/tmp/{name}",
+                f"/var/tmp/{name}",
+                f"/tmp/{name}-p1",
+                f"/{name}-cwd",
+                f"/work/{name}",
+            )
+            if os.path.lexists(p)
+        ]
         assert leaked == []
     finally:
-        for path in (f"/usr/{name}", f"/etc/{name}", f"/{name}", f"/tmp/{name}",
-                     f"/var/tmp/{name}", f"/tmp/{name}-p1", f"/{name}-cwd"):
+        for path in (
+            f"/usr/{name}",
+            f"/etc/{name}",
+            f"/{name}",
+            f"/tmp/{name}",
+            f"/var/tmp/{name}",
+            f"/tmp/{name}-p1",
+            f"/{name}-cwd",
+        ):
             with contextlib.suppress(OSError):
                 os.unlink(path)
 
 
 async def test_symlinks_in_produced_files_are_never_followed(sandbox: Any) -> None:
-    result, _ = await run(sandbox, """
+    result, _ = await run(
+        sandbox,
+        """
         import hashlib, os
         os.symlink('/etc/passwd', 'passwd')
         os.symlink('/etc/hostname', 'hostname')
@@ -701,12 +799,13 @@ async def test_symlinks_in_produced_files_are_never_followed(sandbox: Any) -> No
             except OSError:
                 seen[path] = None
         result = seen
-    """, file_contents=True)
+    """,
+        file_contents=True,
+    )
     assert result.exit_reason == "ok", result
     assert [f.name for f in result.files] == ["real.txt"]
     assert result.files[0].content == "regular"
-    host = {p: Path(p).read_bytes() for p in ("/etc/passwd", "/etc/hostname")
-            if Path(p).exists()}
+    host = {p: Path(p).read_bytes() for p in ("/etc/passwd", "/etc/hostname") if Path(p).exists()}
     forbidden = {hashlib.sha256(data).hexdigest() for data in host.values()}
     forbidden |= {h for h in result.result.values() if h}
     for produced in result.files:
@@ -720,14 +819,19 @@ async def test_symlinks_in_produced_files_are_never_followed(sandbox: Any) -> No
 
 # What killing the harness gives (see the module docstring).
 KILL_OUTCOME = {
-    ("process", "parent"): "killed", ("process", "init"): "ok", ("process", "all"): "killed",
-    ("docker", "parent"): "ok", ("docker", "init"): "ok", ("docker", "all"): "ok",
+    ("process", "parent"): "killed",
+    ("process", "init"): "ok",
+    ("process", "all"): "killed",
+    ("docker", "parent"): "ok",
+    ("docker", "init"): "ok",
+    ("docker", "all"): "ok",
 }
 
 
 @pytest.mark.parametrize("target", ["parent", "init", "all"])
 async def test_killing_the_parent_ends_the_run_and_spares_the_host(
-        sandbox: Any, token: str, target: str) -> None:
+    sandbox: Any, token: str, target: str
+) -> None:
     code = daemon_code(token, keep_stdio=False, action="sleep") + textwrap.dedent(f"""
         import signal
         pid = {{'parent': os.getppid(), 'init': 1, 'all': -1}}[{target!r}]
@@ -756,8 +860,9 @@ async def test_killing_the_parent_ends_the_run_and_spares_the_host(
 
 
 @pytest.mark.parametrize("then", ["exit", "linger"])
-async def test_the_code_cannot_forge_the_harness_report(sandbox: Any, token: str,
-                                                        then: str) -> None:
+async def test_the_code_cannot_forge_the_harness_report(
+    sandbox: Any, token: str, then: str
+) -> None:
     # The harness's own stdout carries the report to the host. The code runs as the same
     # uid as the harness and may reach that stream through /proc/<harness>/fd/1: a report
     # written there must not be taken for the harness's, nor end the run early.
@@ -787,7 +892,9 @@ async def test_the_code_cannot_forge_the_harness_report(sandbox: Any, token: str
 
 
 async def test_nothing_persists_from_one_run_into_the_next(sandbox: Any, token: str) -> None:
-    first, _ = await run(sandbox, """
+    first, _ = await run(
+        sandbox,
+        """
         import os
         for path in ('/work/persist-' + token, '/tmp/persist-' + token,
                      '/dev/shm/persist-' + token):
@@ -809,11 +916,15 @@ async def test_nothing_persists_from_one_run_into_the_next(sandbox: Any, token: 
             os._exit(0)
         os.waitpid(pid, 0)
         result = 'planted'
-    """, vars={"token": token})
+    """,
+        vars={"token": token},
+    )
     assert (first.exit_reason, first.result) == ("ok", "planted"), first
     assert [f.name for f in first.files] == [f"persist-{token}"]
 
-    second, _ = await run(sandbox, """
+    second, _ = await run(
+        sandbox,
+        """
         import os
         alive = []
         for pid in os.listdir('/proc'):
@@ -831,7 +942,9 @@ async def test_nothing_persists_from_one_run_into_the_next(sandbox: Any, token: 
             'env': [k for k in os.environ if token in k],
             'processes': alive,
         }
-    """, vars={"token": token})
+    """,
+        vars={"token": token},
+    )
     assert second.exit_reason == "ok", second
     assert second.result == {"work": [], "tmp": [], "shm": False, "env": [], "processes": []}
     assert second.files == []
@@ -851,18 +964,28 @@ async def test_the_result_names_the_backend(sandbox: Any) -> None:
 
 async def test_vars_are_bound(sandbox: Any) -> None:
     values = {"n": 21, "items": [1, "two", None, {"k": [True, 2.5]}], "text": "héllo ☃"}
-    result, _ = await run(sandbox, """
+    result, _ = await run(
+        sandbox,
+        """
         result = {'double': n * 2, 'items': items, 'text': text,
                   'types': [type(n).__name__, type(items).__name__, type(text).__name__]}
-    """, vars=values)
+    """,
+        vars=values,
+    )
     assert result.exit_reason == "ok", result
-    assert result.result == {"double": 42, "items": values["items"], "text": "héllo ☃",
-                             "types": ["int", "list", "str"]}
+    assert result.result == {
+        "double": 42,
+        "items": values["items"],
+        "text": "héllo ☃",
+        "types": ["int", "list", "str"],
+    }
 
 
 async def test_files_are_written_into_the_work_dir(sandbox: Any) -> None:
     blob = bytes(range(256))
-    result, _ = await run(sandbox, """
+    result, _ = await run(
+        sandbox,
+        """
         import os
         with open('input.txt') as handle:
             text = handle.read()
@@ -873,7 +996,10 @@ async def test_files_are_written_into_the_work_dir(sandbox: Any) -> None:
         with open('out.txt', 'w') as handle:
             handle.write(text.upper())
         result = {'cwd': os.getcwd(), 'text': text, 'data': list(data)}
-    """, files={"input.txt": "hello\n", "nested/dir/data.bin": blob}, file_contents=True)
+    """,
+        files={"input.txt": "hello\n", "nested/dir/data.bin": blob},
+        file_contents=True,
+    )
     assert result.exit_reason == "ok", result
     assert result.result == {"cwd": "/work", "text": "hello\n", "data": list(blob)}
     # New and changed files come back; an input left as it was does not.
@@ -911,4 +1037,3 @@ async def test_runs_leave_no_unclosed_socket_behind(sandbox: Any) -> None:
         gc.collect()
     leaks = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
     assert leaks == []
-

@@ -27,18 +27,16 @@ import anyio.to_thread
 import docker
 import docker.errors
 import pytest
-
-from runtime import FailureMode, Settings
-from runtime.plugins import close_sandboxes, open_sandbox
-from runtime.sandbox import (
+from dagentic import FailureMode, Settings
+from dagentic.isolation import (
     Limits,
     SandboxBackend,
     SandboxUnavailableError,
     select_sandbox_backend,
 )
-from runtime.settings import SandboxSettings
-from sandbox.bubblewrap import ProcessSandbox
-from sandbox.container import (
+from dagentic.plugin_manager import close_sandboxes, open_sandbox
+from dagentic.sandbox.bubblewrap import ProcessSandbox
+from dagentic.sandbox.container import (
     _OWNER,
     DEFAULT_IMAGE,
     LABEL,
@@ -46,6 +44,8 @@ from sandbox.container import (
     DockerSandbox,
     reap_leftovers,
 )
+from dagentic.settings import SandboxSettings
+
 from tests.blind import blind_settings
 
 pytestmark = pytest.mark.anyio
@@ -59,8 +59,7 @@ def anyio_backend() -> str:
 @pytest.fixture(params=["process", "docker"])
 async def sb(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
     """A real sandbox of each backend, closed afterwards."""
-    sandbox: Any = ProcessSandbox() if request.param == "process" else DockerSandbox(
-        pool_size=1)
+    sandbox: Any = ProcessSandbox() if request.param == "process" else DockerSandbox(pool_size=1)
     try:
         yield sandbox
     finally:
@@ -85,9 +84,12 @@ def settings_with(**sandbox: Any) -> Settings:
 
 
 async def test_result_round_trips_nested_json_with_unicode(sb: Any) -> None:
-    value = {"name": "Zoë — 東京 🎉", "nested": {"list": [1, 2.5, None, True, False, "x"],
-                                                 "empty": {}, "deep": [[[{"k": []}]]]},
-             "big": 2**53, "negative": -0.125}
+    value = {
+        "name": "Zoë — 東京 🎉",
+        "nested": {"list": [1, 2.5, None, True, False, "x"], "empty": {}, "deep": [[[{"k": []}]]]},
+        "big": 2**53,
+        "negative": -0.125,
+    }
     outcome = await sb.run(f"result = {value!r}")
     assert outcome.exit_reason == "ok", outcome
     assert outcome.exit_code == 0
@@ -102,16 +104,27 @@ async def test_code_without_a_result_variable_returns_null_result(sb: Any) -> No
     assert (outcome.exit_reason, outcome.result, outcome.result_error) == ("ok", None, None)
 
 
-@pytest.mark.parametrize(("code", "error"), [
-    ("result = {1, 2}",
-     "result is not JSON-serializable: Object of type set is not JSON serializable"),
-    ("result = float('nan')",
-     "result is not JSON-serializable: Out of range float values are not JSON compliant"),
-    ("result = object()",
-     "result is not JSON-serializable: Object of type object is not JSON serializable"),
-], ids=["set", "nan", "object"])
+@pytest.mark.parametrize(
+    ("code", "error"),
+    [
+        (
+            "result = {1, 2}",
+            "result is not JSON-serializable: Object of type set is not JSON serializable",
+        ),
+        (
+            "result = float('nan')",
+            "result is not JSON-serializable: Out of range float values are not JSON compliant",
+        ),
+        (
+            "result = object()",
+            "result is not JSON-serializable: Object of type object is not JSON serializable",
+        ),
+    ],
+    ids=["set", "nan", "object"],
+)
 async def test_result_that_is_not_json_gives_result_error_and_no_result(
-        sb: Any, code: str, error: str) -> None:
+    sb: Any, code: str, error: str
+) -> None:
     outcome = await sb.run(code)
     assert outcome.exit_reason == "ok", outcome
     assert outcome.result is None
@@ -130,8 +143,10 @@ async def test_result_larger_than_output_bytes_gives_result_error(sb: Any) -> No
 
 async def test_vars_are_bound_as_variables(sb: Any) -> None:
     rows = [{"region": "north", "amount": 1.5}, {"region": "süd", "amount": None}]
-    outcome = await sb.run("result = {'n': n * 2, 'rows': rows, 'flag': flag}",
-                           vars={"n": 21, "rows": rows, "flag": False})
+    outcome = await sb.run(
+        "result = {'n': n * 2, 'rows': rows, 'flag': flag}",
+        vars={"n": 21, "rows": rows, "flag": False},
+    )
     assert outcome.result == {"n": 42, "rows": rows, "flag": False}
 
 
@@ -139,18 +154,24 @@ async def test_vars_that_are_not_json_are_rejected_before_running(sb: Any) -> No
     with pytest.raises(ValueError) as caught:
         await sb.run("result = 1", vars={"s": {1, 2}})
     assert str(caught.value) == (
-        "vars must be JSON values: Object of type set is not JSON serializable")
+        "vars must be JSON values: Object of type set is not JSON serializable"
+    )
 
 
 # -- files ----------------------------------------------------------------------------------
 
 
 async def test_input_files_are_written_and_not_listed_as_produced(sb: Any) -> None:
-    files = {"notes.txt": "héllo\nwörld\n", "blob.bin": bytes([0, 255, 16, 128]),
-             "data/2024/sales.csv": "region,amount\nnorth,1\n"}
-    code = ("result = [open('notes.txt', encoding='utf-8').read(),\n"
-            "          list(open('blob.bin', 'rb').read()),\n"
-            "          open('data/2024/sales.csv').read()]")
+    files = {
+        "notes.txt": "héllo\nwörld\n",
+        "blob.bin": bytes([0, 255, 16, 128]),
+        "data/2024/sales.csv": "region,amount\nnorth,1\n",
+    }
+    code = (
+        "result = [open('notes.txt', encoding='utf-8').read(),\n"
+        "          list(open('blob.bin', 'rb').read()),\n"
+        "          open('data/2024/sales.csv').read()]"
+    )
     outcome = await sb.run(code, files=files)
     assert outcome.exit_reason == "ok", outcome
     assert outcome.result == ["héllo\nwörld\n", [0, 255, 16, 128], "region,amount\nnorth,1\n"]
@@ -159,12 +180,16 @@ async def test_input_files_are_written_and_not_listed_as_produced(sb: Any) -> No
 
 async def test_input_file_the_code_changed_is_listed_as_produced(sb: Any) -> None:
     code = "open('log.txt', 'a').write('more\\n')"
-    outcome = await sb.run(code, files={"log.txt": "first\n", "kept.txt": "same"},
-                           file_contents=True)
+    outcome = await sb.run(
+        code, files={"log.txt": "first\n", "kept.txt": "same"}, file_contents=True
+    )
     assert outcome.exit_reason == "ok", outcome
     [changed] = outcome.files
     assert (changed.name, changed.content, changed.encoding) == (
-        "log.txt", "first\nmore\n", "utf-8")
+        "log.txt",
+        "first\nmore\n",
+        "utf-8",
+    )
     assert changed.sha256 == hashlib.sha256(b"first\nmore\n").hexdigest()
 
 
@@ -178,12 +203,14 @@ with open('out/deep/image.bin', 'wb') as f:
 with open('out/rows.json', 'w') as f:
     f.write('[1, 2]')
 """
-PRODUCED = {"report.txt": "Zoë earned 3 €\n".encode(), "out/deep/image.bin": bytes(range(256)),
-            "out/rows.json": b"[1, 2]"}
+PRODUCED = {
+    "report.txt": "Zoë earned 3 €\n".encode(),
+    "out/deep/image.bin": bytes(range(256)),
+    "out/rows.json": b"[1, 2]",
+}
 
 
-async def test_produced_files_have_name_size_and_sha256_but_no_content_by_default(
-        sb: Any) -> None:
+async def test_produced_files_have_name_size_and_sha256_but_no_content_by_default(sb: Any) -> None:
     outcome = await sb.run(PRODUCE)
     assert outcome.exit_reason == "ok", outcome
     got = {f.name: f for f in outcome.files}
@@ -199,8 +226,7 @@ async def test_file_contents_gives_text_as_utf8_and_binary_as_base64(sb: Any) ->
     assert outcome.exit_reason == "ok", outcome
     got = {f.name: f for f in outcome.files}
     assert set(got) == set(PRODUCED)
-    assert (got["report.txt"].encoding, got["report.txt"].content) == (
-        "utf-8", "Zoë earned 3 €\n")
+    assert (got["report.txt"].encoding, got["report.txt"].content) == ("utf-8", "Zoë earned 3 €\n")
     assert (got["out/rows.json"].encoding, got["out/rows.json"].content) == ("utf-8", "[1, 2]")
     image = got["out/deep/image.bin"]
     assert image.encoding == "base64"
@@ -223,8 +249,7 @@ async def test_sys_exit_with_a_status_is_an_error_with_that_exit_code(sb: Any) -
     assert outcome.failure_mode() is FailureMode.TOOL_ERROR
 
 
-async def test_sys_exit_with_a_message_is_an_error_with_the_message_on_stderr(
-        sb: Any) -> None:
+async def test_sys_exit_with_a_message_is_an_error_with_the_message_on_stderr(sb: Any) -> None:
     outcome = await sb.run("import sys\nprint('before')\nsys.exit('cannot go on')")
     assert (outcome.exit_reason, outcome.exit_code) == ("error", 1)
     assert outcome.stderr == "cannot go on\n"
@@ -234,9 +259,11 @@ async def test_sys_exit_with_a_message_is_an_error_with_the_message_on_stderr(
 async def test_exception_is_reported_with_type_message_and_errno(sb: Any) -> None:
     outcome = await sb.run("raise FileNotFoundError(2, 'no such report', 'r.csv')")
     assert (outcome.exit_reason, outcome.exit_code) == ("error", 1)
-    assert outcome.exception == {"type": "FileNotFoundError",
-                                 "message": "[Errno 2] no such report: 'r.csv'",
-                                 "errno": errno.ENOENT}
+    assert outcome.exception == {
+        "type": "FileNotFoundError",
+        "message": "[Errno 2] no such report: 'r.csv'",
+        "errno": errno.ENOENT,
+    }
     plain = await sb.run("raise KeyError('region')")
     assert plain.exception == {"type": "KeyError", "message": "'region'", "errno": None}
 
@@ -254,8 +281,10 @@ async def test_traceback_on_stderr_starts_at_main_py_without_harness_frames(sb: 
 
 
 async def test_stdout_and_stderr_are_kept_apart(sb: Any) -> None:
-    code = ("import sys\nprint('out 1')\nprint('err 1', file=sys.stderr)\n"
-            "sys.stdout.write('out 2\\n')\nsys.stderr.write('err 2\\n')")
+    code = (
+        "import sys\nprint('out 1')\nprint('err 1', file=sys.stderr)\n"
+        "sys.stdout.write('out 2\\n')\nsys.stderr.write('err 2\\n')"
+    )
     outcome = await sb.run(code)
     assert outcome.exit_reason == "ok", outcome
     assert outcome.stdout == "out 1\nout 2\n"
@@ -274,13 +303,15 @@ async def test_unsupported_language_is_a_value_error(sb: Any) -> None:
 
 @pytest.mark.parametrize("name", ["../x", "/etc/x", "a/../../x"])
 async def test_input_file_name_outside_the_work_dir_is_rejected_with_a_value_error(
-        sb: Any, name: str) -> None:
+    sb: Any, name: str
+) -> None:
     # The caller's mistake, like an unsupported language: refused before anything starts,
     # not reported as a sandbox that died ("killed").
     with pytest.raises(ValueError) as caught:
         await sb.run("result = 1", files={name: "x"})
-    assert str(caught.value) == (f"input file name {name!r} must be a relative path without "
-                                 "'..', like 'data/rows.csv'")
+    assert str(caught.value) == (
+        f"input file name {name!r} must be a relative path without '..', like 'data/rows.csv'"
+    )
 
 
 # -- limits ---------------------------------------------------------------------------------
@@ -341,7 +372,8 @@ async def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -
 
 
 async def test_run_cancelled_from_outside_returns_promptly_and_leaves_nothing_running(
-        sb: Any, api: Any) -> None:
+    sb: Any, api: Any
+) -> None:
     marker = "dgt" + secrets.token_hex(6)  # 15 characters: the longest a comm can be
     code = f"open('/proc/self/comm', 'w').write({marker!r})\nimport time\ntime.sleep(60)"
     seen: dict[str, Any] = {}
@@ -365,8 +397,11 @@ async def test_run_cancelled_from_outside_returns_promptly_and_leaves_nothing_ru
     if sb.name == "docker":
         container = seen["container"]
         assert container is not None
-        await wait_until(lambda: not container_exists(api, container), 5,
-                         f"the cancelled run's container {container[:12]} was not removed")
+        await wait_until(
+            lambda: not container_exists(api, container),
+            5,
+            f"the cancelled run's container {container[:12]} was not removed",
+        )
 
 
 # -- the docker backend's containers --------------------------------------------------------
@@ -374,28 +409,38 @@ async def test_run_cancelled_from_outside_returns_promptly_and_leaves_nothing_ru
 
 def our_containers(api: Any, *, running: bool = False) -> set[str]:
     """Sandbox containers owned by this process (the owner label holds host and pid)."""
-    return {info["Id"] for info in api.containers(
-        all=not running, filters={"label": [LABEL, f"{OWNER_LABEL}={_OWNER}"]})}
+    return {
+        info["Id"]
+        for info in api.containers(
+            all=not running, filters={"label": [LABEL, f"{OWNER_LABEL}={_OWNER}"]}
+        )
+    }
 
 
 async def settle(api: Any) -> None:
     """Wait until no sandbox container of this process is left from earlier tests."""
-    await wait_until(lambda: not our_containers(api), 15,
-                     "containers of earlier tests in this process were not removed")
+    await wait_until(
+        lambda: not our_containers(api),
+        15,
+        "containers of earlier tests in this process were not removed",
+    )
 
 
 async def wait_for_pool(api: Any, size: int) -> set[str]:
     """Wait until exactly ``size`` containers of ours run, then a moment for their harness
     to preload numpy/pandas; return their ids."""
-    await wait_until(lambda: len(our_containers(api, running=True)) == size
-                     and len(our_containers(api)) == size, 30,
-                     f"the warm pool did not reach {size} containers")
+    await wait_until(
+        lambda: len(our_containers(api, running=True)) == size and len(our_containers(api)) == size,
+        30,
+        f"the warm pool did not reach {size} containers",
+    )
     await anyio.sleep(1.0)
     return our_containers(api)
 
 
 async def test_run_with_limits_other_than_the_pools_uses_a_cold_container_and_works(
-        api: Any) -> None:
+    api: Any,
+) -> None:
     await settle(api)
     sandbox = DockerSandbox(pool_size=1)
     try:
@@ -408,8 +453,11 @@ async def test_run_with_limits_other_than_the_pools_uses_a_cold_container_and_wo
         assert api.inspect_container(warm)["State"]["Running"], "the run used the warm one"
         pooled = await sandbox.run("result = 'warm'")
         assert pooled.result == "warm"
-        await wait_until(lambda: not container_exists(api, warm), 5,
-                         "a run with the pool's limits did not take the warm container")
+        await wait_until(
+            lambda: not container_exists(api, warm),
+            5,
+            "a run with the pool's limits did not take the warm container",
+        )
     finally:
         await sandbox.aclose()
 
@@ -437,7 +485,8 @@ async def test_run_from_the_warm_pool_is_faster_than_a_cold_run(api: Any) -> Non
     # cold run, so it must be clearly faster, not just faster by noise.
     assert statistics.median(warm_times) < 0.75 * statistics.median(cold_times), (
         f"warm {[round(t * 1000) for t in warm_times]} ms, "
-        f"cold {[round(t * 1000) for t in cold_times]} ms")
+        f"cold {[round(t * 1000) for t in cold_times]} ms"
+    )
 
 
 async def test_pool_refills_after_a_run(api: Any) -> None:
@@ -489,8 +538,12 @@ def dead_pid() -> int:
 def start_sleeper(api: Any, owner: str) -> str:
     """A container labelled like a sandbox container of ``owner``, from the same image."""
     created = api.create_container(
-        DEFAULT_IMAGE, command=["sleep", "60"], labels={LABEL: "1", OWNER_LABEL: owner},
-        network_disabled=True, host_config=api.create_host_config(network_mode="none"))
+        DEFAULT_IMAGE,
+        command=["sleep", "60"],
+        labels={LABEL: "1", OWNER_LABEL: owner},
+        network_disabled=True,
+        host_config=api.create_host_config(network_mode="none"),
+    )
     api.start(created["Id"])
     return created["Id"]
 
@@ -501,7 +554,8 @@ def remove_quietly(api: Any, container: str) -> None:
 
 
 async def test_reap_leftovers_removes_containers_whose_owner_died_and_keeps_live_ones(
-        api: Any) -> None:
+    api: Any,
+) -> None:
     orphan = start_sleeper(api, f"{socket.gethostname()}:{dead_pid()}")
     alive = start_sleeper(api, _OWNER)
     elsewhere = start_sleeper(api, f"some-other-host:{dead_pid()}")
@@ -516,8 +570,7 @@ async def test_reap_leftovers_removes_containers_whose_owner_died_and_keeps_live
             remove_quietly(api, container)
 
 
-async def test_first_container_a_sandbox_starts_reaps_leftovers_of_dead_owners(
-        api: Any) -> None:
+async def test_first_container_a_sandbox_starts_reaps_leftovers_of_dead_owners(api: Any) -> None:
     orphan = start_sleeper(api, f"{socket.gethostname()}:{dead_pid()}")
     sandbox = DockerSandbox(pool_size=0)
     try:
@@ -578,13 +631,13 @@ async def test_open_sandbox_unknown_backend_raises_sandbox_unavailable() -> None
 
 
 @pytest.mark.usefixtures("opened")
-async def test_open_sandbox_docker_with_a_missing_image_raises_instead_of_falling_back(
-        ) -> None:
+async def test_open_sandbox_docker_with_a_missing_image_raises_instead_of_falling_back() -> None:
     with pytest.raises(SandboxUnavailableError) as caught:
         await open_sandbox(settings_with(image="dagentic-sandbox:no-such-tag"), "docker")
     assert caught.value.message == (
         "sandbox backend 'docker' is not available: the sandbox image "
-        "dagentic-sandbox:no-such-tag is missing; build it with sandbox/image/build.sh")
+        "dagentic-sandbox:no-such-tag is missing; build it with sandbox/image/build.sh"
+    )
 
 
 @pytest.mark.usefixtures("opened")
@@ -593,50 +646,64 @@ async def test_open_sandbox_auto_takes_process_when_the_docker_image_is_missing(
     assert (await sandbox.run("result = 1")).backend == "process"
 
 
-def fake_backend(name: str, strength: int, reason: str | None,
-                 probed: list[str] | None = None) -> SandboxBackend:
+def fake_backend(
+    name: str, strength: int, reason: str | None, probed: list[str] | None = None
+) -> SandboxBackend:
     async def available(settings: Any) -> str | None:
         if probed is not None:
             probed.append(name)
         return reason
 
-    return SandboxBackend(name=name, isolation=f"{name}-isolation", strength=strength,
-                          available=available, create=lambda settings: ProcessSandbox())
+    return SandboxBackend(
+        name=name,
+        isolation=f"{name}-isolation",
+        strength=strength,
+        available=available,
+        create=lambda settings: ProcessSandbox(),
+    )
 
 
 async def test_select_auto_skips_unavailable_backends_for_the_strongest_available() -> None:
     probed: list[str] = []
-    backends = {b.name: b for b in [fake_backend("weak", 1, None, probed),
-                                    fake_backend("strong", 3, "no engine", probed),
-                                    fake_backend("middle", 2, None, probed)]}
+    backends = {
+        b.name: b
+        for b in [
+            fake_backend("weak", 1, None, probed),
+            fake_backend("strong", 3, "no engine", probed),
+            fake_backend("middle", 2, None, probed),
+        ]
+    }
     chosen = await select_sandbox_backend(backends, "auto", settings=None)
     assert chosen.name == "middle"
     assert probed == ["strong", "middle"]
 
 
 async def test_select_named_unavailable_backend_raises_with_its_reason() -> None:
-    backends = {b.name: b for b in [fake_backend("strong", 3, "no engine answers"),
-                                    fake_backend("weak", 1, None)]}
+    backends = {
+        b.name: b
+        for b in [fake_backend("strong", 3, "no engine answers"), fake_backend("weak", 1, None)]
+    }
     with pytest.raises(SandboxUnavailableError) as caught:
         await select_sandbox_backend(backends, "strong", settings=None)
     assert caught.value.message == "sandbox backend 'strong' is not available: no engine answers"
     assert caught.value.fields == {"backend": "strong"}
 
 
-async def test_select_named_available_backend_is_taken_even_if_a_stronger_one_exists(
-        ) -> None:
-    backends = {b.name: b for b in [fake_backend("strong", 3, None),
-                                    fake_backend("weak", 1, None)]}
+async def test_select_named_available_backend_is_taken_even_if_a_stronger_one_exists() -> None:
+    backends = {b.name: b for b in [fake_backend("strong", 3, None), fake_backend("weak", 1, None)]}
     assert (await select_sandbox_backend(backends, "weak", settings=None)).name == "weak"
 
 
 async def test_select_auto_with_nothing_available_lists_every_reason_strongest_first() -> None:
-    backends = {b.name: b for b in [fake_backend("weak", 1, "no bwrap"),
-                                    fake_backend("strong", 3, "no engine")]}
+    backends = {
+        b.name: b
+        for b in [fake_backend("weak", 1, "no bwrap"), fake_backend("strong", 3, "no engine")]
+    }
     with pytest.raises(SandboxUnavailableError) as caught:
         await select_sandbox_backend(backends, "auto", settings=None)
     assert caught.value.message == (
-        "no sandbox backend is available: strong: no engine; weak: no bwrap")
+        "no sandbox backend is available: strong: no engine; weak: no bwrap"
+    )
 
 
 async def test_select_with_no_backend_installed_says_so() -> None:

@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dagentic import Settings
 from webtest import Listener, WebServer
-
-from runtime import Settings
 
 
 @pytest.fixture
@@ -35,8 +34,11 @@ def web_settings(tmp_path: Path) -> Callable[..., Settings]:
     unless a test asks; keyword arguments go into ``web``."""
 
     def make(**web: Any) -> Settings:
-        config: dict[str, Any] = {"cache_dir": tmp_path / "cache", "cache_ttl": 0,
-                                  "local": {"index_dir": tmp_path / "index"}}
+        config: dict[str, Any] = {
+            "cache_dir": tmp_path / "cache",
+            "cache_ttl": 0,
+            "local": {"index_dir": tmp_path / "index"},
+        }
         for key, value in web.items():
             if isinstance(value, dict) and isinstance(config.get(key), dict):
                 config[key] = {**config[key], **value}
@@ -45,4 +47,3 @@ def web_settings(tmp_path: Path) -> Callable[..., Settings]:
         return Settings(web=config)
 
     return make
-

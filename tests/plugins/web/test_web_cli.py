@@ -12,19 +12,25 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from dagentic.cli import add_plugin_commands, app
+from dagentic.plugins.web.index import LocalIndex
 from typer.testing import CliRunner, Result
-
-from plugins.web.index import LocalIndex
-from runtime.cli import add_plugin_commands, app
 
 DAGENTIC = Path(sys.executable).parent / "dagentic"
 
 # Rich must not colour or wrap what the tests read.
-_ENV = {"FORCE_COLOR": None, "TTY_COMPATIBLE": None, "TTY_INTERACTIVE": None,
-        "COLUMNS": "400"}
+_ENV = {"FORCE_COLOR": None, "TTY_COMPATIBLE": None, "TTY_INTERACTIVE": None, "COLUMNS": "400"}
 SECONDS = r"\d+(\.\d{1,3})?"
-REPORT_KEYS = {"index_dir", "documents", "added", "updated", "removed", "unchanged",
-               "skipped", "seconds"}
+REPORT_KEYS = {
+    "index_dir",
+    "documents",
+    "added",
+    "updated",
+    "removed",
+    "unchanged",
+    "skipped",
+    "seconds",
+}
 
 
 @pytest.fixture(autouse=True)
@@ -102,7 +108,9 @@ def test_build_prints_one_line_report(tmp_path: Path, docs: Path) -> None:
     index_dir = re.escape(str((tmp_path / "idx").resolve()))
     assert re.fullmatch(
         rf"indexed 4 documents into {index_dir} in {SECONDS} s \(4 added, 0 updated, "
-        rf"0 removed, 0 unchanged\)\n", result.stdout), result.stdout
+        rf"0 removed, 0 unchanged\)\n",
+        result.stdout,
+    ), result.stdout
     assert result.stderr == ""
     assert LocalIndex(tmp_path / "idx").exists()
 
@@ -111,8 +119,11 @@ def test_second_build_reports_everything_unchanged(tmp_path: Path, docs: Path) -
     assert invoke("index", "build", docs, "--index", tmp_path / "idx").exit_code == 0
     result = invoke("index", "build", docs, "--index", tmp_path / "idx")
     assert result.exit_code == 0, result.output
-    assert re.fullmatch(rf"indexed 4 documents into \S+ in {SECONDS} s \(0 added, 0 updated, "
-                        rf"0 removed, 4 unchanged\)\n", result.stdout), result.stdout
+    assert re.fullmatch(
+        rf"indexed 4 documents into \S+ in {SECONDS} s \(0 added, 0 updated, "
+        rf"0 removed, 4 unchanged\)\n",
+        result.stdout,
+    ), result.stdout
     (docs / "notes" / "weir.txt").unlink()
     write(docs, {"new.md": "# New bridge\nA bridge.\n"})
     (docs / "news" / "mill.md").write_text("# Mill\nClosed for winter.\n", encoding="utf-8")
@@ -125,12 +136,18 @@ def test_build_json_prints_the_report(tmp_path: Path, docs: Path) -> None:
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert set(report) == REPORT_KEYS
-    assert report == {**report, "index_dir": str((tmp_path / "idx").resolve()),
-                      "documents": 4, "added": 4, "updated": 0, "removed": 0,
-                      "unchanged": 0, "skipped": []}
+    assert report == {
+        **report,
+        "index_dir": str((tmp_path / "idx").resolve()),
+        "documents": 4,
+        "added": 4,
+        "updated": 0,
+        "removed": 0,
+        "unchanged": 0,
+        "skipped": [],
+    }
     assert isinstance(report["seconds"], float) and report["seconds"] >= 0
-    again = json.loads(invoke("index", "build", docs, "--index", tmp_path / "idx",
-                              "--json").stdout)
+    again = json.loads(invoke("index", "build", docs, "--index", tmp_path / "idx", "--json").stdout)
     assert (again["added"], again["unchanged"]) == (0, 4)
 
 
@@ -147,38 +164,53 @@ def test_build_of_a_nonexistent_path_exits_2_with_the_error_on_stderr(tmp_path: 
     result = invoke("index", "build", "missing", "--index", tmp_path / "idx")
     assert result.exit_code == 2
     assert result.stdout == ""
-    assert result.stderr == (f"error: index: {(tmp_path / 'missing').resolve()} does not "
-                             f"exist; pass a folder of .md, .html or .txt documents\n")
+    assert result.stderr == (
+        f"error: index: {(tmp_path / 'missing').resolve()} does not "
+        f"exist; pass a folder of .md, .html or .txt documents\n"
+    )
     assert not LocalIndex(tmp_path / "idx").exists()
 
 
 def test_build_uses_base_url_for_documents_without_a_url(tmp_path: Path, docs: Path) -> None:
-    result = invoke("index", "build", docs, "--index", tmp_path / "idx",
-                    "--base-url", "https://kb.example.net/docs")
+    result = invoke(
+        "index",
+        "build",
+        docs,
+        "--index",
+        tmp_path / "idx",
+        "--base-url",
+        "https://kb.example.net/docs",
+    )
     assert result.exit_code == 0, result.output
     found = LocalIndex(tmp_path / "idx").search("weir inspection", limit=1)
     assert [r["url"] for r in found] == ["https://kb.example.net/docs/notes/weir.txt"]
 
 
 def test_build_without_arguments_follows_the_settings(tmp_path: Path, docs: Path) -> None:
-    (tmp_path / "dagentic.toml").write_text(textwrap.dedent(f"""\
+    (tmp_path / "dagentic.toml").write_text(
+        textwrap.dedent(f"""\
         [web.local]
         index_dir = "from-toml"
         paths = [{json.dumps(str(docs / "news"))}]
         base_url = "https://toml.example"
-        """), encoding="utf-8")
+        """),
+        encoding="utf-8",
+    )
     result = invoke("index", "build")
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith(
-        f"indexed 2 documents into {(tmp_path / 'from-toml').resolve()} in ")
+        f"indexed 2 documents into {(tmp_path / 'from-toml').resolve()} in "
+    )
 
 
-def test_build_without_paths_or_settings_indexes_the_bundled_collection(
-        tmp_path: Path) -> None:
+def test_build_without_paths_or_settings_indexes_the_bundled_collection(tmp_path: Path) -> None:
     result = invoke("index", "build", "--index", tmp_path / "idx")
     assert result.exit_code == 0, result.output
-    match = re.fullmatch(rf"indexed (\d+) documents into \S+ in {SECONDS} s \((\d+) added, 0 "
-                         rf"updated, 0 removed, 0 unchanged\)\n", result.stdout)
+    match = re.fullmatch(
+        rf"indexed (\d+) documents into \S+ in {SECONDS} s \((\d+) added, 0 "
+        rf"updated, 0 removed, 0 unchanged\)\n",
+        result.stdout,
+    )
     assert match is not None, result.stdout
     assert int(match.group(1)) == int(match.group(3)) >= 10
     assert result.stderr == ""
@@ -203,8 +235,10 @@ def test_search_prints_ranked_results(built: dict[str, str | None]) -> None:
     assert lines[2].startswith("   ") and "otter" in lines[2].lower()
     assert re.fullmatch(r"2\. .+  \[\d+\.\d\d, \d{4}-\d\d-\d\d\]", lines[3])
     assert re.fullmatch(r"3\. .+  \[\d+\.\d\d, (\d{4}-\d\d-\d\d|undated)\]", lines[6])
-    scores = [float(re.search(r"\[(\d+\.\d\d),", line).group(1))  # type: ignore[union-attr]
-              for line in lines[::3]]
+    scores = [
+        float(re.search(r"\[(\d+\.\d\d),", line).group(1))  # type: ignore[union-attr]
+        for line in lines[::3]
+    ]
     assert scores == sorted(scores, reverse=True)
 
 
@@ -212,7 +246,9 @@ def test_search_marks_undated_results(built: dict[str, str | None]) -> None:
     result = invoke("index", "search", "river festival boats", "--limit", "1", env=built)
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[:2] == [
-        result.stdout.splitlines()[0], "   https://www.festival.example.com/"]
+        result.stdout.splitlines()[0],
+        "   https://www.festival.example.com/",
+    ]
     assert result.stdout.splitlines()[0].endswith(", undated]")
 
 
@@ -226,14 +262,24 @@ def test_search_json_limit_and_site(built: dict[str, str | None]) -> None:
     assert results[0]["published"] == "2026-05-02"
     result = invoke("index", "search", "otter", "--json", "--site", "example.org", env=built)
     assert [r["url"] for r in json.loads(result.stdout)] == ["https://heritage.example.org/mill"]
-    result = invoke("index", "search", "festival", "--json", "--site", "festival.example.com",
-                    env=built)
+    result = invoke(
+        "index", "search", "festival", "--json", "--site", "festival.example.com", env=built
+    )
     assert [r["url"] for r in json.loads(result.stdout)] == ["https://www.festival.example.com/"]
 
 
 def test_search_recency_drops_undated_and_old_results(built: dict[str, str | None]) -> None:
-    result = invoke("index", "search", "otters mill weir festival", "--json", "--recency",
-                    "year", "--limit", "10", env=built)
+    result = invoke(
+        "index",
+        "search",
+        "otters mill weir festival",
+        "--json",
+        "--recency",
+        "year",
+        "--limit",
+        "10",
+        env=built,
+    )
     assert result.exit_code == 0, result.output
     # The run date moves on, so only what holds for any date: no undated page ever.
     assert all(r["published"] is not None for r in json.loads(result.stdout))
@@ -251,13 +297,21 @@ def test_search_with_a_bad_recency_exits_2(built: dict[str, str | None], recency
     result = invoke("index", "search", "otters", "--recency", recency, env=built)
     assert result.exit_code == 2
     assert result.stdout == ""
-    assert result.stderr == (f"error: --recency must be day, week, month or year, "
-                             f"not {recency!r}\n")
+    assert result.stderr == (
+        f"error: --recency must be day, week, month or year, not {recency!r}\n"
+    )
 
 
 def test_search_builds_the_bundled_collection_when_there_is_no_index(tmp_path: Path) -> None:
-    result = invoke("index", "search", "West stores expansion", "--json", "--limit", "3",
-                    env=index_env(tmp_path))
+    result = invoke(
+        "index",
+        "search",
+        "West stores expansion",
+        "--json",
+        "--limit",
+        "3",
+        env=index_env(tmp_path),
+    )
     assert result.exit_code == 0, result.output
     results = json.loads(result.stdout)
     assert results and "west" in results[0]["title"].lower()
@@ -277,19 +331,30 @@ def test_search_of_odd_queries_never_fails(built: dict[str, str | None]) -> None
 def test_help_lists_the_index_group() -> None:
     result = invoke("--help")
     assert result.exit_code == 0
-    assert re.search(r"^\W*index\s+Build and query the local search index", result.stdout,
-                     re.MULTILINE), result.stdout
+    assert re.search(
+        r"^\W*index\s+Build and query the local search index", result.stdout, re.MULTILINE
+    ), result.stdout
     result = invoke("index", "--help")
     assert result.exit_code == 0
     assert re.search(r"\bbuild\b", result.stdout) and re.search(r"\bsearch\b", result.stdout)
 
 
 def run_script(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("DAGENTIC_") and k not in ("FORCE_COLOR", "TTY_COMPATIBLE")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("DAGENTIC_") and k not in ("FORCE_COLOR", "TTY_COMPATIBLE")
+    }
     env["COLUMNS"] = "400"
-    return subprocess.run([str(DAGENTIC), *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=60, check=False)
+    return subprocess.run(
+        [str(DAGENTIC), *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=60,
+        check=False,
+    )
 
 
 @pytest.mark.slow
@@ -303,14 +368,18 @@ def test_installed_script_help_lists_the_index_group(tmp_path: Path) -> None:
 def test_installed_script_builds_and_searches(tmp_path: Path, docs: Path) -> None:
     done = run_script("index", "build", docs, "--index", "idx", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert re.fullmatch(rf"indexed 4 documents into {re.escape(str(tmp_path / 'idx'))} in "
-                        rf"{SECONDS} s \(4 added, 0 updated, 0 removed, 0 unchanged\)\n",
-                        done.stdout), done.stdout
+    assert re.fullmatch(
+        rf"indexed 4 documents into {re.escape(str(tmp_path / 'idx'))} in "
+        rf"{SECONDS} s \(4 added, 0 updated, 0 removed, 0 unchanged\)\n",
+        done.stdout,
+    ), done.stdout
     (tmp_path / "dagentic.toml").write_text('[web.local]\nindex_dir = "idx"\n', encoding="utf-8")
     done = run_script("index", "search", "otters", "--json", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)[0]["url"] == "https://news.example.com/otters"
     done = run_script("index", "build", tmp_path / "nope", "--index", "idx", cwd=tmp_path)
     assert done.returncode == 2
-    assert done.stderr == (f"error: index: {tmp_path / 'nope'} does not exist; pass a folder "
-                           f"of .md, .html or .txt documents\n")
+    assert done.stderr == (
+        f"error: index: {tmp_path / 'nope'} does not exist; pass a folder "
+        f"of .md, .html or .txt documents\n"
+    )

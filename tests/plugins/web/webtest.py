@@ -79,10 +79,12 @@ class WebServer:
                 parts = urlsplit(self.path)
                 length = int(self.headers.get("Content-Length") or 0)
                 request = Request(
-                    method=self.command, path=parts.path,
+                    method=self.command,
+                    path=parts.path,
                     query={k: v[-1] for k, v in parse_qs(parts.query).items()},
                     headers={k.lower(): v for k, v in self.headers.items()},
-                    body=self.rfile.read(length) if length else b"")
+                    body=self.rfile.read(length) if length else b"",
+                )
                 server.requests.append(request)
                 route = server.routes.get(parts.path)
                 reply = route(request) if route else Reply(404, "not found")
@@ -96,7 +98,7 @@ class WebServer:
                 step = max(1, len(payload) // reply.chunks)
                 try:
                     for start in range(0, len(payload), step):
-                        self.wfile.write(payload[start:start + step])
+                        self.wfile.write(payload[start : start + step])
                         self.wfile.flush()
                         if reply.chunk_delay:
                             time.sleep(reply.chunk_delay)
@@ -109,8 +111,9 @@ class WebServer:
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         # Polling for shutdown every 10 ms keeps teardown from costing 0.5 s a test.
-        self.thread = threading.Thread(target=self.httpd.serve_forever,
-                                       kwargs={"poll_interval": 0.01}, daemon=True)
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
+        )
 
     @property
     def base(self) -> str:

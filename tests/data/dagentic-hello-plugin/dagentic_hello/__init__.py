@@ -1,6 +1,6 @@
 """A third-party dagentic plugin: one tool, registered through an entry point."""
 
-from runtime import hookimpl, tool
+from dagentic import hookimpl, tool
 
 
 @tool(name="hello.greet", side_effects="none")

@@ -63,13 +63,16 @@ class SandboxResult(BaseModel):
     duration: float = Field(description="Seconds from start to end of the code.")
     result: Any = Field(None, description="The JSON value of the code's `result` variable.")
     result_error: str | None = Field(
-        None, description="Why `result` could not be returned (not JSON, too large).")
+        None, description="Why `result` could not be returned (not JSON, too large)."
+    )
     exception: dict[str, Any] | None = Field(
-        None, description="The exception the code ended with: type, message, errno.")
+        None, description="The exception the code ended with: type, message, errno."
+    )
     files: list[ProducedFile] = Field(default_factory=list)
     backend: str = Field(description="The backend that ran the code: docker or process.")
-    isolation: str = Field(description="What isolated it, e.g. 'container' or "
-                                       "'namespaces+rlimits'.")
+    isolation: str = Field(
+        description="What isolated it, e.g. 'container' or 'namespaces+rlimits'."
+    )
     detail: str | None = Field(None, description="Why the run ended, in words.")
 
     @property
@@ -94,11 +97,16 @@ class Sandbox(Protocol):
 
     name: str
 
-    async def run(self, code: str, *, language: str = "python",
-                  vars: Mapping[str, Any] | None = None,
-                  files: Mapping[str, str | bytes] | None = None,
-                  limits: Limits | None = None,
-                  file_contents: bool = False) -> SandboxResult:
+    async def run(
+        self,
+        code: str,
+        *,
+        language: str = "python",
+        vars: Mapping[str, Any] | None = None,
+        files: Mapping[str, str | bytes] | None = None,
+        limits: Limits | None = None,
+        file_contents: bool = False,
+    ) -> SandboxResult:
         """Run ``code`` with ``vars`` bound as variables and ``files`` in its work dir."""
 
     async def aclose(self) -> None:
@@ -126,8 +134,9 @@ class SandboxBackend:
     create: Callable[[Any], Sandbox]
 
 
-async def select_sandbox_backend(backends: Mapping[str, SandboxBackend], wanted: str,
-                                 settings: Any) -> SandboxBackend:
+async def select_sandbox_backend(
+    backends: Mapping[str, SandboxBackend], wanted: str, settings: Any
+) -> SandboxBackend:
     """The backend to use. ``auto`` takes the strongest available one; a named backend
     that is unavailable is an error — nothing falls back silently to weaker isolation."""
     if wanted != "auto":
@@ -138,7 +147,8 @@ async def select_sandbox_backend(backends: Mapping[str, SandboxBackend], wanted:
         reason = await backend.available(settings)
         if reason is not None:
             raise SandboxUnavailableError(
-                f"sandbox backend {wanted!r} is not available: {reason}", backend=wanted)
+                f"sandbox backend {wanted!r} is not available: {reason}", backend=wanted
+            )
         return backend
     reasons = []
     for backend in sorted(backends.values(), key=lambda b: -b.strength):
@@ -146,5 +156,8 @@ async def select_sandbox_backend(backends: Mapping[str, SandboxBackend], wanted:
         if reason is None:
             return backend
         reasons.append(f"{backend.name}: {reason}")
-    raise SandboxUnavailableError("no sandbox backend is available: " + "; ".join(reasons)
-                                  if reasons else "no sandbox backend is installed")
+    raise SandboxUnavailableError(
+        "no sandbox backend is available: " + "; ".join(reasons)
+        if reasons
+        else "no sandbox backend is installed"
+    )

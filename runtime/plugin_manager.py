@@ -11,20 +11,28 @@ import pluggy
 
 from . import hookspecs
 from .errors import PluginError
+from .isolation import Sandbox, SandboxBackend, select_sandbox_backend
 from .journal import get_logger
-from .sandbox import Sandbox, SandboxBackend, select_sandbox_backend
 from .tools import Tool, ToolRegistry, suggest
 
-__all__ = ["ENTRY_POINT_GROUP", "close_sandboxes", "load_commands", "load_sandbox_backends",
-           "load_tools", "make_plugin_manager", "open_sandbox"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "close_sandboxes",
+    "load_commands",
+    "load_sandbox_backends",
+    "load_tools",
+    "make_plugin_manager",
+    "open_sandbox",
+]
 
 _SANDBOXES: dict[tuple[str, str], Sandbox] = {}  # process-wide: warm pools outlive runs
 
 ENTRY_POINT_GROUP = "dagentic.plugins"
 
 
-def make_plugin_manager(plugins: Iterable[Any] = (), *,
-                        use_entry_points: bool = True) -> pluggy.PluginManager:
+def make_plugin_manager(
+    plugins: Iterable[Any] = (), *, use_entry_points: bool = True
+) -> pluggy.PluginManager:
     """A fresh plugin manager with ``plugins`` and, unless told not to, every installed
     plugin from the ``dagentic.plugins`` entry-point group."""
     pm = pluggy.PluginManager(hookspecs.PROJECT)
@@ -57,17 +65,30 @@ def _check_hook_names(pm: pluggy.PluginManager) -> None:
     except pluggy.PluginValidationError as exc:
         known = [name for name in dir(hookspecs) if name.startswith("register_")]
         plugin = pm.get_name(exc.plugin) or repr(exc.plugin)
-        hook = next((name for name, caller in vars(pm.hook).items()
-                     if not caller.has_spec() and any(
-                         impl.plugin is exc.plugin for impl in caller.get_hookimpls())), "?")
+        hook = next(
+            (
+                name
+                for name, caller in vars(pm.hook).items()
+                if not caller.has_spec()
+                and any(impl.plugin is exc.plugin for impl in caller.get_hookimpls())
+            ),
+            "?",
+        )
         raise PluginError(
             f"plugin {plugin!r} implements unknown hook {hook!r}{suggest(hook, known)}; "
-            f"dagentic's hooks are: {', '.join(known)}", plugin=plugin, hook=hook) from exc
+            f"dagentic's hooks are: {', '.join(known)}",
+            plugin=plugin,
+            hook=hook,
+        ) from exc
 
 
-def load_tools(plugins: Iterable[Any] = (), *, tools: Iterable[Tool] = (),
-               use_entry_points: bool = True,
-               plugin_manager: pluggy.PluginManager | None = None) -> ToolRegistry:
+def load_tools(
+    plugins: Iterable[Any] = (),
+    *,
+    tools: Iterable[Tool] = (),
+    use_entry_points: bool = True,
+    plugin_manager: pluggy.PluginManager | None = None,
+) -> ToolRegistry:
     """Collect every tool the plugins register, plus ``tools`` given directly."""
     pm = plugin_manager or make_plugin_manager(plugins, use_entry_points=use_entry_points)
     registry = ToolRegistry()
@@ -76,14 +97,17 @@ def load_tools(plugins: Iterable[Any] = (), *, tools: Iterable[Tool] = (),
         try:
             declared = impl.function()
         except Exception as exc:
-            raise PluginError(f"plugin {plugin_name!r}: register_tools() raised "
-                              f"{type(exc).__name__}: {exc}", plugin=plugin_name) from exc
+            raise PluginError(
+                f"plugin {plugin_name!r}: register_tools() raised {type(exc).__name__}: {exc}",
+                plugin=plugin_name,
+            ) from exc
         for item in declared or ():
             if not isinstance(item, Tool):
                 raise PluginError(
                     f"plugin {plugin_name!r}: register_tools() returned {item!r}, which is "
                     "not a Tool; decorate the function with @tool and return it",
-                    plugin=plugin_name)
+                    plugin=plugin_name,
+                )
             registry.add(item.with_plugin(plugin_name))
     for item in tools:
         registry.add(item)
@@ -104,36 +128,43 @@ def load_commands(plugin_manager: pluggy.PluginManager | None = None) -> dict[st
                 raise PluginError(
                     f"plugin {plugin_name!r}: register_commands() returned {group!r}; return "
                     "typer.Typer objects made with a name, e.g. typer.Typer(name='index')",
-                    plugin=plugin_name)
+                    plugin=plugin_name,
+                )
             if name in groups:
-                raise PluginError(f"plugin {plugin_name!r}: command {name!r} is registered "
-                                  "twice", plugin=plugin_name)
+                raise PluginError(
+                    f"plugin {plugin_name!r}: command {name!r} is registered twice",
+                    plugin=plugin_name,
+                )
             groups[name] = group
     return groups
 
 
-def load_sandbox_backends(plugin_manager: pluggy.PluginManager | None = None
-                          ) -> dict[str, SandboxBackend]:
+def load_sandbox_backends(
+    plugin_manager: pluggy.PluginManager | None = None,
+) -> dict[str, SandboxBackend]:
     """Every sandbox backend the installed plugins declare, by name."""
     pm = plugin_manager or make_plugin_manager()
     backends: dict[str, SandboxBackend] = {}
     for declared in pm.hook.register_sandbox_backends():
         for backend in declared or ():
             if not isinstance(backend, SandboxBackend):
-                raise PluginError(f"register_sandbox_backends() returned {backend!r}, which "
-                                  "is not a SandboxBackend")
+                raise PluginError(
+                    f"register_sandbox_backends() returned {backend!r}, which "
+                    "is not a SandboxBackend"
+                )
             if backend.name in backends:
                 raise PluginError(f"sandbox backend {backend.name!r} is registered twice")
             backends[backend.name] = backend
     return backends
 
 
-async def open_sandbox(settings: Any, backend: str | None = None, *,
-                       plugin_manager: pluggy.PluginManager | None = None) -> Sandbox:
+async def open_sandbox(
+    settings: Any, backend: str | None = None, *, plugin_manager: pluggy.PluginManager | None = None
+) -> Sandbox:
     """The sandbox for ``backend`` (default: ``settings.sandbox.backend``), shared by every
     caller in this process so warm pools are reused. ``auto`` picks the strongest backend
     available and says which in each result; a named backend that is unavailable raises
-    :class:`~runtime.sandbox.SandboxUnavailableError` rather than falling back."""
+    :class:`~dagentic.isolation.SandboxUnavailableError` rather than falling back."""
     wanted = backend or settings.sandbox.backend
     key = (wanted, settings.sandbox.model_dump_json())
     sandbox = _SANDBOXES.get(key)
@@ -141,8 +172,7 @@ async def open_sandbox(settings: Any, backend: str | None = None, *,
         backends = load_sandbox_backends(plugin_manager)
         chosen = await select_sandbox_backend(backends, wanted, settings)
         if wanted == "auto":
-            get_logger().info("sandbox_selected", backend=chosen.name,
-                              isolation=chosen.isolation)
+            get_logger().info("sandbox_selected", backend=chosen.name, isolation=chosen.isolation)
         sandbox = _SANDBOXES.setdefault(key, chosen.create(settings))
     return sandbox
 
