@@ -17,14 +17,17 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
-import duckdb
-import numpy as np
 
 from ..errors import DagenticError, InvalidArgsError
 from .embeddings import Embedder
+
+# duckdb and numpy load when a store is first used, not with the package: `import dagentic`
+# and the commands that keep no memory must not pay for them.
+if TYPE_CHECKING:
+    import duckdb
 
 __all__ = ["MemoryItem", "MemoryStore", "Recalled", "Scope", "tokenize"]
 
@@ -133,6 +136,8 @@ class _Vectors:
     is one matrix product here, and SQL then scores only the candidates."""
 
     def __init__(self, db: duckdb.DuckDBPyConnection, dims: int) -> None:
+        import numpy as np
+
         self.db_id = id(db)
         self.dims = dims
         self.ids: list[str] = [
@@ -147,6 +152,8 @@ class _Vectors:
         self.alive = np.ones(self.size, dtype=bool)
 
     def add(self, ids: list[str], vectors: list[list[float]]) -> None:
+        import numpy as np
+
         if self.size + len(ids) > len(self.matrix):  # grow by doubling: appends stay cheap
             grown = np.zeros(
                 (max(2 * len(self.matrix), self.size + len(ids), 64), self.dims), dtype=np.float32
@@ -174,6 +181,8 @@ class _Vectors:
 
     def best(self, query: list[float], count: int) -> tuple[list[str], float]:
         """The ids of the ``count`` most similar items, and the similarity of the last."""
+        import numpy as np
+
         scores = self.matrix[: self.size] @ np.asarray(query, dtype=np.float32)
         scores[~self.alive[: self.size]] = -np.inf
         count = min(count, int(self.alive[: self.size].sum()))
@@ -219,6 +228,8 @@ class MemoryStore:
         with _OPENING:
             if key not in _OPEN:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+                import duckdb
+
                 try:
                     db = duckdb.connect(key)
                 except duckdb.IOException as exc:
