@@ -8,11 +8,9 @@ from typing import Any
 from dagentic import (
     ResourceLimitError,
     SandboxResult,
-    Settings,
     StepTimeoutError,
     ToolContext,
     ToolError,
-    current_step_span,
     hookimpl,
     open_sandbox,
     tool,
@@ -44,6 +42,8 @@ async def python(
         dict: {result, stdout, stderr, files, backend}; result is the value of the code's
         `result` variable.
     """
+    from dagentic import Settings, current_step_span  # on first call: loading plugins stays cheap
+
     settings = context.settings if context.settings is not None else Settings()
     sandbox = await open_sandbox(settings)
     try:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from dagentic import Settings, ToolContext, hookimpl, tool
+from dagentic import ToolContext, hookimpl, tool
 from dagentic.memory import LongTermMemory, open_memory
 from pydantic import Field
 
@@ -17,6 +17,8 @@ _OPEN: dict[str, LongTermMemory] = {}  # one per memory configuration, for the p
 
 
 def _memory(context: ToolContext) -> LongTermMemory:
+    from dagentic import Settings  # on first call: loading plugins stays cheap
+
     settings = context.settings if context.settings is not None else Settings()
     key = str(settings.memory.model_dump_json())
     memory = _OPEN.get(key)

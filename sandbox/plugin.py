@@ -1,18 +1,36 @@
-"""Registers the sandbox backends, through the same entry-point group as any plugin."""
+"""Registers the sandbox backends, through the same entry-point group as any plugin.
+
+The backends' modules load when a backend is probed or created, not with the plugin:
+every command that lists tools loads every plugin."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dagentic import SandboxBackend, hookimpl
 
-from .bubblewrap import ProcessSandbox, process_available
-from .container import DockerSandbox, docker_available
+if TYPE_CHECKING:
+    from .bubblewrap import ProcessSandbox
+    from .container import DockerSandbox
 
 __all__ = ["register_sandbox_backends"]
 
 
+async def _docker_available(settings: Any = None) -> str | None:
+    from .container import docker_available
+
+    return await docker_available(settings)
+
+
+async def _process_available(settings: Any = None) -> str | None:
+    from .bubblewrap import process_available
+
+    return await process_available(settings)
+
+
 def _docker(settings: Any) -> DockerSandbox:
+    from .container import DockerSandbox
+
     config = settings.sandbox
     return DockerSandbox(
         image=config.image, limits=config.limits, pool_size=config.pool_size, cpus=config.cpus
@@ -20,6 +38,8 @@ def _docker(settings: Any) -> DockerSandbox:
 
 
 def _process(settings: Any) -> ProcessSandbox:
+    from .bubblewrap import ProcessSandbox
+
     return ProcessSandbox(limits=settings.sandbox.limits)
 
 
@@ -30,14 +50,14 @@ def register_sandbox_backends() -> list[SandboxBackend]:
             name="docker",
             isolation="container",
             strength=2,
-            available=docker_available,
+            available=_docker_available,
             create=_docker,
         ),
         SandboxBackend(
             name="process",
             isolation="namespaces+rlimits",
             strength=1,
-            available=process_available,
+            available=_process_available,
             create=_process,
         ),
     ]
