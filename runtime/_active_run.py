@@ -1,0 +1,254 @@
+"""One run of a compiled plan while it runs: the bookkeeping the executor's parts share.
+
+:class:`ActiveRun` (after Dagster's ``ActiveExecution``) holds the state of every step, the
+views expressions read (``steps.<id>.output``), why the run stopped and its clock. It
+starts and ends the run, reports every state change to the journal, and leaves each job to
+its own module:
+
+- :mod:`._scheduler`: the ready queue and the workers that drain it;
+- :mod:`._pipeline`: what running one step means (``when``, ``foreach``, arguments,
+  policy, approval, the backend call, timeouts and retries);
+- :mod:`._checks`: reflection checkpoints (``check:`` steps);
+- :mod:`._run_spans`: the spans of the run, its steps and their foreach items;
+- :mod:`._assembly`: the :class:`RunResult` and its :class:`StepResult` objects.
+
+A journal that can resume a run gives :class:`ActiveRun` the finished steps as ``reuse``:
+they are not run again. A backend that runs tools elsewhere (Ray) plugs in below the
+pipeline, at :class:`~dagentic.backend.ExecutionBackend`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.abc
+
+from ._assembly import run_result, step_result
+from ._pipeline import StepPipeline
+from ._run_spans import RunSpans
+from ._scheduler import Scheduler
+from .errors import FailureMode
+from .graph import CompiledPlan, CompiledStep
+from .journal import StepEvent
+from .result import ErrorInfo, RunResult, RunStatus, StepResult, StepStatus
+
+if TYPE_CHECKING:
+    from .executor import Executor
+
+_PENDING, _FAILED, _SKIPPED, _CANCELLED = (
+    StepStatus.PENDING,
+    StepStatus.FAILED,
+    StepStatus.SKIPPED,
+    StepStatus.CANCELLED,
+)
+
+
+class StepState:
+    """Mutable bookkeeping of one step during one run."""
+
+    __slots__ = (
+        "attempts",
+        "error",
+        "finished",
+        "output",
+        "pending",
+        "result",
+        "span",
+        "spec",
+        "started",
+        "status",
+        "unclean",
+        "waited_for",
+    )
+
+    def __init__(self, spec: CompiledStep) -> None:
+        self.spec = spec
+        self.status = _PENDING
+        self.output: Any = None
+        self.error: ErrorInfo | None = None
+        self.attempts = 0
+        self.started: float | None = None
+        self.finished: float | None = None
+        self.pending = len(spec.deps)
+        self.unclean = False  # a dependency ended without succeeding
+        self.result: StepResult | None = None  # built when the step finishes
+        self.span: Any = None  # its span while it runs, when tracing
+        self.waited_for: str | None = None  # the dependency that finished last
+
+
+class ActiveRun:
+    """One run of ``plan`` by ``executor``: create, :meth:`execute` once, :meth:`stop` to
+    end it early."""
+
+    def __init__(
+        self,
+        executor: Executor,
+        plan: CompiledPlan,
+        inputs: dict[str, Any],
+        run_id: str,
+        *,
+        timeout: float | None = None,
+        reuse: Mapping[str, StepResult] | None = None,
+        trace_attributes: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.executor = executor
+        self.plan = plan
+        self.run_id = run_id
+        self.timeout = timeout
+        self.journal = executor.journal
+        self.settings = executor.settings
+        self.reuse: dict[str, StepResult] = dict(reuse or {})  # steps that need not run
+        self.states = {sid: StepState(spec) for sid, spec in plan.steps.items()}
+        self.views: dict[str, dict[str, Any]] = {
+            sid: {
+                "output": None,
+                "status": "pending",
+                "error": None,
+                "attempts": 0,
+                "duration": None,
+            }
+            for sid in plan.steps
+        }
+        self.scope: dict[str, Any] = {"inputs": inputs, "steps": self.views}
+        self.tg: anyio.abc.TaskGroup | None = None
+        self.stop_status: StepStatus | None = None
+        self.stop_error: ErrorInfo | None = None
+        self.replan_requested: list[str] = []
+        self.t0 = 0.0
+        self.started_at = datetime.now(UTC)  # reset when the run starts
+        self.deadline = float("inf")
+        tracing = executor.tracing
+        self.spans = RunSpans(self, tracing, trace_attributes) if tracing is not None else None
+        self.pipeline = StepPipeline(self)
+        self.scheduler = Scheduler(self)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def execute(self) -> RunResult:
+        """Run every step that can run and return the result."""
+        self.t0 = time.perf_counter()
+        self.started_at = datetime.now(UTC)
+        spans = self.spans
+        root = spans.start_run() if spans is not None else None
+        try:
+            result = await self._run_all()
+        except Exception as exc:  # the runtime itself broke (a journal raised, say)
+            if spans is not None:
+                spans.end_run(RunStatus.FAILED, ErrorInfo.from_exception(exc), root)
+            raise
+        except BaseException:
+            if spans is not None:
+                spans.end_run(
+                    RunStatus.CANCELLED,
+                    ErrorInfo(
+                        failure_mode=FailureMode.CANCELLED,
+                        message="the run was cancelled by its caller",
+                    ),
+                    root,
+                )
+            raise
+        if spans is not None:
+            spans.end_run(result.status, result.error, root)
+        return result
+
+    async def _run_all(self) -> RunResult:
+        self.event("run_started")
+        self.deadline = deadline = (
+            float("inf") if self.timeout is None else anyio.current_time() + self.timeout
+        )
+        try:
+            with anyio.CancelScope(deadline=deadline) as scope:
+                async with anyio.create_task_group() as tg:
+                    self.tg = tg
+                    self.scheduler.start(tg)
+        except BaseException:
+            self.close_unfinished(
+                ErrorInfo(
+                    failure_mode=FailureMode.CANCELLED,
+                    message="the run was cancelled by its caller",
+                )
+            )
+            self.event("run_finished", status=RunStatus.CANCELLED)
+            raise
+        if scope.cancelled_caught:
+            self.stop_error = ErrorInfo(
+                failure_mode=FailureMode.TIMEOUT,
+                message=f"the run's deadline of {self.timeout}s passed",
+            )
+            self.stop_status = _FAILED
+            for state in self.states.values():
+                if state.status is _CANCELLED and state.started is not None:
+                    state.error, state.result = self.stop_error, None
+        self.close_unfinished(
+            self.stop_error
+            or ErrorInfo(
+                failure_mode=FailureMode.CANCELLED, message="the run ended before this step"
+            )
+        )
+        result = run_result(self)
+        self.event("run_finished", status=result.status.value, error=result.error)
+        return result
+
+    def stop(self, status: StepStatus, error: ErrorInfo) -> None:
+        """End the run early: running steps are cancelled, nothing new starts."""
+        if self.stop_status is None:
+            self.stop_status, self.stop_error = status, error
+        if self.tg is not None:
+            self.tg.cancel_scope.cancel()
+
+    def close_unfinished(self, error: ErrorInfo) -> None:
+        """Give every step the run left unfinished its end: ``error`` for those that never
+        started, the run's end as their finish time for those that did."""
+        now = time.perf_counter()
+        for state in self.states.values():
+            if state.status in (_PENDING, _CANCELLED) or state.finished is None:
+                state.result = None
+            if state.status is _PENDING:
+                state.status, state.error = _CANCELLED, error
+                if self.spans is not None:  # a step that never started: an instant span
+                    self.spans.end_step(state)
+            if state.status is _CANCELLED and state.error is None:
+                state.error = error
+            if state.started is not None and state.finished is None:
+                state.finished = now
+
+    # -- state changes -----------------------------------------------------------------
+
+    def publish(self, state: StepState) -> None:
+        """A step finished (or was skipped): what expressions read of it, its result, its
+        span's end and the journal's event."""
+        view = self.views[state.spec.id]
+        view["output"] = state.output
+        view["status"] = state.status.value
+        view["error"] = state.error.message if state.error else None
+        view["attempts"] = state.attempts
+        if state.started is not None and state.finished is not None:
+            view["duration"] = state.finished - state.started
+        # Built now, while other steps are still waiting, not all at the end of the run.
+        state.result = step_result(self, state)
+        if self.spans is not None:
+            self.spans.end_step(state)
+        self.event("skipped" if state.status is _SKIPPED else "finished", state)
+
+    def event(self, kind: Any, state: StepState | None = None, **extra: Any) -> None:
+        """Tell the journal (if any) about a state change of the run or of ``state``."""
+        if self.journal is None:
+            return
+        if state is None:
+            self.journal.record(StepEvent(kind, self.run_id, **extra))
+        else:
+            self.journal.record(
+                StepEvent(
+                    kind,
+                    self.run_id,
+                    state.spec.id,
+                    attempt=state.attempts,
+                    status=state.status.value,
+                    output=state.output,
+                    error=state.error,
+                )
+            )
