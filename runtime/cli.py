@@ -11,10 +11,9 @@ import subprocess
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio
-import structlog
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -22,8 +21,7 @@ from rich.prompt import Confirm
 from rich.table import Table
 
 from .errors import DagenticError, PlanError, PluginError
-from .executor import Executor, resolve_inputs
-from .graph import compile_plan, to_dot, to_mermaid
+from .graph import compile_plan, load_plan, to_dot, to_mermaid
 from .isolation import SandboxResult, SandboxUnavailableError
 from .journal import Journal, LogJournal, StepEvent
 from .plan import plan_json_schema
@@ -32,6 +30,11 @@ from .progress import LiveProgress, render_result
 from .result import RunStatus
 from .settings import Settings
 from .tools import Tool, ToolRegistry
+
+# The executor (with OpenTelemetry), structlog, models and memory load inside the commands
+# that use them: `dagentic --help` and `dagentic validate` stay fast (tests/test_startup.py).
+if TYPE_CHECKING:
+    from .executor import Executor
 
 __all__ = ["add_plugin_commands", "app", "main"]
 
@@ -70,6 +73,8 @@ def _configure(
     ] = 0,
 ) -> None:
     """Configure logging at the command-line edge, never on import."""
+    import structlog
+
     try:
         settings = Settings()
     except Exception as exc:
@@ -151,6 +156,8 @@ def run(
     timeout: Annotated[float | None, typer.Option(help="Deadline of the whole run (s).")] = None,
 ) -> None:
     """Validate and run a plan. Exit 0 if it succeeded, 1 if it failed, 2 if it is invalid."""
+    from .executor import Executor, resolve_inputs
+
     tools = _tools()
     interactive = sys.stderr.isatty() and not as_json
     try:
@@ -336,11 +343,10 @@ def validate(
 ) -> None:
     """Check plan files without running them; problems print as file:line:col: message."""
     tools = _tools()
-    executor = Executor(tools)
     bad = 0
     for path in plans:
         try:
-            compiled = executor.compile(path)
+            compiled = load_plan(path, tools)
         except PlanError as exc:
             bad += 1
             for problem in exc.problems:
@@ -399,9 +405,8 @@ def graph(
     ] = None,
 ) -> None:
     """Draw a plan's DAG as Mermaid, Graphviz DOT, or a PNG image (needs Graphviz)."""
-    executor = Executor(_tools())
     try:
-        compiled = executor.compile(plan)
+        compiled = load_plan(plan, _tools())
     except PlanError as exc:
         raise _report_plan_error(exc) from exc
     if format is GraphFormat.png:
@@ -641,11 +646,15 @@ def schema(
         output.write_text(text, encoding="utf-8")
 
 
-def add_plugin_commands() -> None:
-    """Add the command groups that plugins register (e.g. ``dagentic index``), once."""
-    taken = {
+def _command_names() -> set[str]:
+    return {
         c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands
     } | {g.name or g.typer_instance.info.name for g in app.registered_groups}
+
+
+def add_plugin_commands() -> None:
+    """Add the command groups that plugins register (e.g. ``dagentic index``), once."""
+    taken = _command_names()
     for name, group in load_commands().items():
         if name in taken:
             if any(g.typer_instance is group for g in app.registered_groups):
@@ -658,10 +667,22 @@ def add_plugin_commands() -> None:
         app.add_typer(group, name=name)
 
 
+def _needs_plugin_commands(args: list[str]) -> bool:
+    """False when the command line runs one of dagentic's own commands: then no plugin is
+    loaded for its commands (the command loads the plugins it needs, e.g. for their tools)."""
+    for arg in args:
+        if arg == "--help":
+            return True
+        if not arg.startswith("-"):
+            return arg not in _command_names()
+    return True
+
+
 def main() -> None:
-    try:
-        add_plugin_commands()
-    except DagenticError as exc:
-        _stderr().print(f"[red]error:[/red] {escape(exc.message)}", highlight=False)
-        sys.exit(INVALID)
+    if _needs_plugin_commands(sys.argv[1:]):
+        try:
+            add_plugin_commands()
+        except DagenticError as exc:
+            _stderr().print(f"[red]error:[/red] {escape(exc.message)}", highlight=False)
+            sys.exit(INVALID)
     app()
