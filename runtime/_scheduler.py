@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import anyio
 import anyio.abc
@@ -131,7 +131,7 @@ class Scheduler:
                 done.append(dependent)
         self._dispatch(reserved=1)
 
-    def _blocked(self, state: StepState) -> ErrorInfo | bool | None:
+    def _blocked(self, state: StepState) -> ErrorInfo | Literal[False] | None:
         """Why ``state`` cannot run: an upstream failure, ``False`` for a plain skip
         (a dependency was skipped by its `when`), or None when it can run."""
         plain_skip = False
