@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from opentelemetry import trace
 
+from .attributes import FAILURE_MODE, RUN_ID
 from .errors import FailureMode, failure_mode_of
 from .result import ErrorInfo, RunStatus, StepStatus
-from .tracing import FAILURE_MODE, RUN_ID, Tracing, fail_span
+from .tracing import Tracing, fail_span
 
 if TYPE_CHECKING:
     from ._active_run import ActiveRun, StepState

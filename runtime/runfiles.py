@@ -23,8 +23,8 @@ from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from .attributes import RUN_ID
 from .spans import FastSpan
-from .tracing import RUN_ID
 
 __all__ = [
     "JsonlMetricExporter",

@@ -41,6 +41,10 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import Span, Status, StatusCode, TracerProvider
 
+# Re-exported: agent.py and traceview.py still import them from here.
+from .attributes import FAILURE_MODE as FAILURE_MODE
+from .attributes import ROOT as ROOT
+from .attributes import RUN_ID as RUN_ID
 from .errors import DagenticError, FailureMode, failure_mode_of
 from .spans import FastSpan, FastTracerProvider
 
@@ -55,9 +59,6 @@ __all__ = [
 ]
 
 CONTENT_LIMIT = 16_000  # characters of one recorded prompt, argument set or output
-RUN_ID = "dagentic.run_id"
-ROOT = "dagentic.root"  # on the outermost dagentic span of a call tree: its run names the file
-FAILURE_MODE = "dagentic.failure_mode"
 SCOPE = "dagentic"
 
 # Set by the outermost dagentic span of a call tree (an agent run, or a plan run outside
