@@ -17,17 +17,15 @@ Targets on the 2-core reference machine: overhead <= 40 us per no-op step, makes
 
 from __future__ import annotations
 
-import argparse
 import gc
-import json
 import statistics
-import sys
 import time
 import tracemalloc
 from typing import Any
 
 import anyio
 from dagentic import Executor, Plan, Settings, Step, ToolRegistry, compile_plan, tool
+from stats import make_parser, per_step_us, python_version, verdict, write_results
 
 TARGET_OVERHEAD_US = 40.0
 TARGET_MAKESPAN_RATIO = 1.02
@@ -130,8 +128,8 @@ def time_run(plan: Plan, repeat: int) -> dict[str, Any]:
     return {
         "steps": n,
         "run_median_s": statistics.median(run_times),
-        "per_step_us": statistics.median(run_times) / n * 1e6,
-        "compile_per_step_us": statistics.median(compile_times) / n * 1e6,
+        "per_step_us": per_step_us(run_times, n),
+        "compile_per_step_us": per_step_us(compile_times, n),
     }
 
 
@@ -190,10 +188,9 @@ def memory(n: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = make_parser(__doc__)
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="Tiny sizes (smoke test).")
-    parser.add_argument("--json", dest="json_file", help="Also write the results here.")
     parser.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
     args = parser.parse_args(argv)
     quick, repeat = args.quick, (1 if args.quick else args.repeat)
@@ -230,7 +227,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         },
     }
 
-    print(f"executor benchmark (median of {repeat}, Python {sys.version.split()[0]}, {BACKEND})")
+    print(f"executor benchmark (median of {repeat}, Python {python_version()}, {BACKEND})")
     for name in ("chain-200", "fanout-500", "layered-10x20"):
         r = results[name]
         print(
@@ -257,12 +254,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for key, target in results["targets"].items():
         print(
             f"  target {key}: worst {target['worst']:.3f} vs {target['target']} -> "
-            f"{'met' if target['met'] else 'MISSED'}"
+            f"{verdict(target['met'])}"
         )
-    print(json.dumps(results, indent=2))
-    if args.json_file:
-        with open(args.json_file, "w", encoding="utf-8") as handle:
-            json.dump(results, handle, indent=2)
+    write_results(results, args.json_file, echo=True)
     return results
 
 

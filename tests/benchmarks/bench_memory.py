@@ -38,10 +38,8 @@ precomputed).
 
 from __future__ import annotations
 
-import argparse
 import gc
 import itertools
-import json
 import os
 import random
 import statistics
@@ -59,6 +57,15 @@ import numpy as np
 from dagentic.errors import ModelError
 from dagentic.memory import store as store_module
 from dagentic.memory.store import MemoryStore, Scope, tokenize
+from stats import (
+    latency_line,
+    make_parser,
+    package_version,
+    python_version,
+    summary,
+    verdict,
+    write_results,
+)
 
 TARGET_RECALL_P50_MS = 100.0
 TARGET_SIZE = 100_000
@@ -428,19 +435,6 @@ class BagOfWordsEmbedder:
         self.cache.update(zip(texts, self.matrix(texts).tolist(), strict=True))
 
 
-def summary(times: Sequence[float]) -> dict[str, Any]:
-    ms = sorted(t * 1e3 for t in times)
-    p95 = statistics.quantiles(ms, n=20, method="inclusive")[18] if len(ms) > 1 else ms[0]
-    return {
-        "runs": len(ms),
-        "p50_ms": statistics.median(ms),
-        "p95_ms": p95,
-        "min_ms": ms[0],
-        "max_ms": ms[-1],
-        "mean_ms": statistics.fmean(ms),
-    }
-
-
 def ingest_calls(facts: Sequence[Fact], batch: int, seed: int) -> list[list[int]]:
     """Fact indexes per insert_many call: one (scope, provenance) group each, up to
     ``batch`` items, the calls in a seeded random order (groups arrive interleaved)."""
@@ -598,7 +592,7 @@ def _torch_threads() -> int | None:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = make_parser(__doc__)
     parser.add_argument(
         "--sizes", default="10000,100000", help="Comma-separated store sizes, each in a fresh file."
     )
@@ -616,7 +610,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         action="store_true",
         help=f"{QUICK['sizes'][0]:,} items, {QUICK['queries']} queries, no MiniLM (smoke test).",
     )
-    parser.add_argument("--json", dest="json_file", help="Also write the results here.")
     args = parser.parse_args(argv)
     sizes = sorted({int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()})
     if args.quick:
@@ -704,8 +697,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             }
         },
         "environment": {
-            "python": sys.version.split()[0],
-            "duckdb": _version("duckdb"),
+            "python": python_version(),
+            "duckdb": package_version("duckdb"),
             "numpy": np.__version__,
             "cpus": os.cpu_count(),
         },
@@ -742,10 +735,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f" B; {st['terms_per_item']:.1f} terms rows/item)"
         )
         for name, s in [("recall", rec), *((f"  {k}", v) for k, v in r["recall_by_kind"].items())]:
-            print(
-                f"    {name:19} p50 {s['p50_ms']:8.2f} ms  p95 {s['p95_ms']:8.2f} ms  "
-                f"(min {s['min_ms']:.2f}, max {s['max_ms']:.2f}, {s['runs']} runs)"
-            )
+            print("  " + latency_line(name, s, width=19, digits=2, runs=True))
         print(
             f"    results per query: {rec['results_mean']:.2f} of {LIMIT}; none for "
             f"{rec['empty_share']:.0%}"
@@ -768,21 +758,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
     print(
         f"target {target_name}: {p50:.3f} ms (target {TARGET_RECALL_P50_MS:g} ms) "
-        f"{'OK' if p50 <= TARGET_RECALL_P50_MS else 'MISSED'}"
+        f"{verdict(p50 <= TARGET_RECALL_P50_MS)}"
     )
-    if args.json_file:
-        with open(args.json_file, "w", encoding="utf-8") as handle:
-            json.dump(results, handle, indent=2)
+    write_results(results, args.json_file)
     return results
-
-
-def _version(package: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return "?"
 
 
 if __name__ == "__main__":

@@ -45,10 +45,8 @@ tool list), so the first goal takes longer. There is no target: the numbers desc
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -72,6 +70,7 @@ from dagentic.graph import CompiledPlan
 from dagentic.models import Model, make_model
 from dagentic.models.metered import Metered
 from dagentic.planner import LLMPlanner, MissingCapabilityError
+from stats import describe, make_parser, python_version, write_results
 
 HERE = Path(__file__).parent
 GOALS = HERE / "goals.yaml"
@@ -133,17 +132,6 @@ def quick_goals(goals: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 # --------------------------------------------------------------------------- measuring
-
-
-def stats(values: list[float]) -> dict[str, float | None]:
-    if not values:
-        return {"median": None, "mean": None, "min": None, "max": None}
-    return {
-        "median": statistics.median(values),
-        "mean": statistics.fmean(values),
-        "min": min(values),
-        "max": max(values),
-    }
 
 
 def overlap(used: list[str], expected: list[str]) -> dict[str, Any]:
@@ -312,7 +300,7 @@ def summarize(records: list[dict[str, Any]], executed: bool) -> dict[str, Any]:
             "used": dict(sorted(Counter(t for r in plans for t in r["plan_tools"]).items())),
         },
         "per_goal": {
-            key: stats([float(r[key]) for r in records])
+            key: describe([float(r[key]) for r in records])
             for key in ("model_calls", "input_tokens", "output_tokens", "tokens", "wall_s")
         },
         "totals": {
@@ -457,20 +445,17 @@ async def measure(
     with tempfile.TemporaryDirectory(prefix="bench-planner-") as tmp:
         run_settings = None
         if args.execute:
-            web = settings.web.model_copy(
-                update={
-                    "local": settings.web.local.model_copy(
-                        update={"index_dir": Path(tmp) / "index"}
-                    ),
+            run_settings = Settings(  # the user's, with the web index and cache in tmp
+                web={
+                    "local": {"index_dir": Path(tmp) / "index"},
                     "cache_dir": Path(tmp) / "cache",
                     "cache_ttl": 0.0,
                 }
             )
-            run_settings = settings.model_copy(update={"web": web})
         print(
             f"planner benchmark: {len(goals)} goals, {repairs} repairs, model "
             f"{model.name} ({args.model}), {len(tools)} tools, Python "
-            f"{sys.version.split()[0]}, {os.cpu_count()} CPUs",
+            f"{python_version()}, {os.cpu_count()} CPUs",
             flush=True,
         )
         context = await planning_context(Executor(tools, settings=run_settings or settings))
@@ -490,7 +475,7 @@ async def measure(
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = make_parser(__doc__)
     parser.add_argument(
         "--model", default="local", help="local, local:PATH.gguf or openai:NAME (default: local)."
     )
@@ -514,7 +499,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--quick", action="store_true", help="Two goals (one to plan, one to refuse), no repairs."
     )
-    parser.add_argument("--json", dest="json_file", help="Also write the results here.")
     args = parser.parse_args(argv)
     if args.repairs < 0:
         parser.error("--repairs must be >= 0")
@@ -538,15 +522,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "quick": args.quick,
             "execute": args.execute,
         },
-        "environment": {"python": sys.version.split()[0], "cpus": os.cpu_count()},
+        "environment": {"python": python_version(), "cpus": os.cpu_count()},
         "summary": summarize(records, args.execute),
         "goals": records,
         "seconds": time.perf_counter() - t0,
     }
     report(results)
-    if args.json_file:
-        with open(args.json_file, "w", encoding="utf-8") as handle:
-            json.dump(results, handle, indent=2)
+    write_results(results, args.json_file)
     return results
 
 

@@ -20,10 +20,6 @@ Targets on the 2-core reference machine: docker warm p50 <= 80 ms, docker cold p
 
 from __future__ import annotations
 
-import argparse
-import json
-import statistics
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -40,6 +36,7 @@ from dagentic.sandbox.container import (
     _client,
     docker_available,
 )
+from stats import latency_line, make_parser, python_version, summary, verdict, write_results
 
 SNIPPET = "result = 1 + 1"
 TARGET_WARM_P50_MS = 80.0
@@ -56,19 +53,6 @@ async def once(sandbox: Sandbox) -> float:
     if not outcome.ok or outcome.result != 2:
         raise RuntimeError(f"{sandbox.name}: the snippet failed: {outcome!r}")
     return elapsed
-
-
-def summary(times: list[float]) -> dict[str, Any]:
-    ms = sorted(t * 1e3 for t in times)
-    p95 = statistics.quantiles(ms, n=20, method="inclusive")[18] if len(ms) > 1 else ms[0]
-    return {
-        "runs": len(ms),
-        "p50_ms": statistics.median(ms),
-        "p95_ms": p95,
-        "min_ms": ms[0],
-        "max_ms": ms[-1],
-        "mean_ms": statistics.fmean(ms),
-    }
 
 
 def _our_containers() -> tuple[int, int]:
@@ -171,12 +155,11 @@ async def measure(repeat: int, snippets: int, concurrency: int, settle: float) -
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = make_parser(__doc__)
     parser.add_argument("--repeat", type=int, default=30, help="Timed runs per backend.")
     parser.add_argument(
         "--quick", action="store_true", help="3 runs each, 8 snippets for throughput (smoke test)."
     )
-    parser.add_argument("--json", dest="json_file", help="Also write the results here.")
     args = parser.parse_args(argv)
     repeat = 3 if args.quick else args.repeat
     snippets, concurrency = (8 if args.quick else 50), 4
@@ -198,8 +181,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
 
     print(
-        f"sandbox benchmark ({repeat} runs of {SNIPPET!r} per backend, "
-        f"Python {sys.version.split()[0]})"
+        f"sandbox benchmark ({repeat} runs of {SNIPPET!r} per backend, Python {python_version()})"
     )
     targets = {
         "docker-warm": TARGET_WARM_P50_MS,
@@ -208,11 +190,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     for name in ("docker-cold", "docker-warm", "process"):
         r = results[name]
-        met = "met" if r["p50_ms"] <= targets[name] else "MISSED"
         print(
-            f"  {name:12} p50 {r['p50_ms']:7.1f} ms  p95 {r['p95_ms']:7.1f} ms  "
-            f"(min {r['min_ms']:.1f}, max {r['max_ms']:.1f})  "
-            f"target p50 <= {targets[name]:.0f} ms -> {met}"
+            latency_line(name, r, width=12, digits=1)
+            + f"  target p50 <= {targets[name]:.0f} ms -> {verdict(r['p50_ms'] <= targets[name])}"
         )
     for name in ("throughput-docker", "throughput-docker-cold", "throughput-process"):
         r = results[name]
@@ -220,10 +200,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"  {name:22} {r['snippets_per_s']:6.1f} snippets/s  ({r['snippets']} "
             f"snippets, {r['concurrency']} at a time, {r['seconds']:.2f} s)"
         )
-    print(json.dumps(results, indent=2))
-    if args.json_file:
-        with open(args.json_file, "w", encoding="utf-8") as handle:
-            json.dump(results, handle, indent=2)
+    write_results(results, args.json_file, echo=True)
     return results
 
 

@@ -18,11 +18,7 @@ Target on the 2-core reference machine: guard p50 <= 2 ms.
 
 from __future__ import annotations
 
-import argparse
 import gc
-import json
-import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -34,6 +30,7 @@ import duckdb
 from dagentic import Executor, Plan, Settings, Step, ToolContext, compile_plan, load_tools
 from dagentic.plugins.sql import SAMPLE_DATA, engine_for, query
 from dagentic.plugins.sql.guard import check_sql
+from stats import latency_line, make_parser, python_version, summary, verdict, write_results
 
 TARGET_GUARD_P50_MS = 2.0
 WARMUP = 3
@@ -73,19 +70,6 @@ WHERE revenue > 0
 ORDER BY quarter, revenue_rank
 LIMIT 100
 """
-
-
-def summary(times: list[float]) -> dict[str, Any]:
-    ms = sorted(t * 1e3 for t in times)
-    p95 = statistics.quantiles(ms, n=20, method="inclusive")[18] if len(ms) > 1 else ms[0]
-    return {
-        "runs": len(ms),
-        "p50_ms": statistics.median(ms),
-        "p95_ms": p95,
-        "min_ms": ms[0],
-        "max_ms": ms[-1],
-        "mean_ms": statistics.fmean(ms),
-    }
 
 
 def generate(folder: Path, sales: int) -> None:
@@ -199,7 +183,7 @@ async def measure(settings: Settings, repeat: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = make_parser(__doc__)
     parser.add_argument("--repeat", type=int, default=200, help="Timed runs per workload.")
     parser.add_argument("--quick", action="store_true", help="5 runs each (smoke test).")
     parser.add_argument(
@@ -207,7 +191,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         action="store_true",
         help=f"Use {GENERATED_SALES:,} generated sales lines, not the sample.",
     )
-    parser.add_argument("--json", dest="json_file", help="Also write the results here.")
     args = parser.parse_args(argv)
     repeat = 5 if args.quick else args.repeat
 
@@ -237,26 +220,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     q = results["query"]
     print(
-        f"sql benchmark ({repeat} runs each, Python {sys.version.split()[0]}, DuckDB "
+        f"sql benchmark ({repeat} runs each, Python {python_version()}, DuckDB "
         f"{duckdb.__version__}; {q['bytes']} B query returning {q['rows_returned']} rows "
         f"over {q['sales_rows']:,} sales lines of {data} data)"
     )
     for name in ("guard", "duckdb", "tool", "tool-trivial", "plan-step"):
-        r = results[name]
-        print(
-            f"  {name:13} p50 {r['p50_ms']:8.3f} ms  p95 {r['p95_ms']:8.3f} ms  "
-            f"(min {r['min_ms']:.3f}, max {r['max_ms']:.3f})"
-        )
+        print(latency_line(name, results[name], width=13, digits=3))
     print(f"  guard share of the tool's p50: {results['guard_share_of_tool']:.0%}")
     for key, target in results["targets"].items():
         print(
             f"  target {key}: {target['value']:.3f} vs {target['target']} -> "
-            f"{'met' if target['met'] else 'MISSED'}"
+            f"{verdict(target['met'])}"
         )
-    print(json.dumps(results, indent=2))
-    if args.json_file:
-        with open(args.json_file, "w", encoding="utf-8") as handle:
-            json.dump(results, handle, indent=2)
+    write_results(results, args.json_file, echo=True)
     return results
 
 

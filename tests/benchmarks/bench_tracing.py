@@ -18,10 +18,7 @@ Target on the 2-core reference machine: tracing adds at most 30 µs per step (to
 
 from __future__ import annotations
 
-import argparse
 import gc
-import json
-import statistics
 import sys
 import tempfile
 import time
@@ -39,6 +36,7 @@ from bench_executor import TOOLS, chain, fanout, layered
 from dagentic import Executor, Settings, compile_plan
 from dagentic.spans import FastTracerProvider
 from dagentic.tracing import Tracing, tracing_from_settings
+from stats import make_parser, per_step_us, verdict, write_results
 
 TARGET_ADDED_US = 30.0
 
@@ -103,18 +101,17 @@ def time_modes(
     n = len(plan.steps)
     return {
         name: {
-            "loop_us_per_step": statistics.median(loop) / n * 1e6,
-            "total_us_per_step": statistics.median(total) / n * 1e6,
+            "loop_us_per_step": per_step_us(loop, n),
+            "total_us_per_step": per_step_us(total, n),
         }
         for name, (loop, total) in times.items()
     }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = make_parser(__doc__)
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="Tiny sizes (smoke test).")
-    parser.add_argument("--json", dest="json_file", help="Also write the results here.")
     args = parser.parse_args(argv)
     quick, repeat = args.quick, (1 if args.quick else args.repeat)
     plans = [
@@ -163,10 +160,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name, target in results["targets"].items():
         print(
             f"target {name}: tracing adds {target['worst_added_us']:.1f} µs/step at worst "
-            f"(target <= {TARGET_ADDED_US:g}): {'met' if target['met'] else 'NOT met'}"
+            f"(target <= {TARGET_ADDED_US:g}): {verdict(target['met'])}"
         )
-    if args.json_file:
-        Path(args.json_file).write_text(json.dumps(results, indent=2))
+    write_results(results, args.json_file)
     return results
 
 

@@ -23,17 +23,15 @@ Target on the 2-core reference machine: query p50 <= 20 ms at 10,000 documents.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import gc
 import itertools
 import json
 import random
 import statistics
-import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +39,15 @@ import anyio
 from dagentic import Settings, ToolContext
 from dagentic.plugins.web import search as search_tool
 from dagentic.plugins.web.index import LocalIndex
+from stats import (
+    latency_line,
+    make_parser,
+    package_version,
+    python_version,
+    summary,
+    verdict,
+    write_results,
+)
 
 TARGET_QUERY_P50_MS = 20.0
 WARMUP = 5
@@ -273,19 +280,6 @@ def generate(folder: Path, docs: int, seed: int) -> dict[str, Any]:
     }
 
 
-def summary(times: Sequence[float]) -> dict[str, Any]:
-    ms = sorted(t * 1e3 for t in times)
-    p95 = statistics.quantiles(ms, n=20, method="inclusive")[18] if len(ms) > 1 else ms[0]
-    return {
-        "runs": len(ms),
-        "p50_ms": statistics.median(ms),
-        "p95_ms": p95,
-        "min_ms": ms[0],
-        "max_ms": ms[-1],
-        "mean_ms": statistics.fmean(ms),
-    }
-
-
 def folder_bytes(folder: Path) -> tuple[int, int]:
     files = [p for p in folder.rglob("*") if p.is_file()]
     return sum(p.stat().st_size for p in files), len(files)
@@ -333,7 +327,7 @@ async def timed_tool(
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = make_parser(__doc__)
     parser.add_argument("--docs", type=int, default=10_000, help="Documents to generate.")
     parser.add_argument("--queries", type=int, default=300, help="Timed LocalIndex queries.")
     parser.add_argument(
@@ -346,7 +340,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help=f"{QUICK['docs']} documents, {QUICK['queries']} queries and "
         f"{QUICK['tool_queries']} tool calls (smoke test).",
     )
-    parser.add_argument("--json", dest="json_file", help="Also write the results here.")
     args = parser.parse_args(argv)
     if args.quick:
         args.docs, args.queries, args.tool_queries = (
@@ -456,9 +449,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             }
         },
         "environment": {
-            "python": sys.version.split()[0],
-            "tantivy": _version("tantivy"),
-            "trafilatura": _version("trafilatura"),
+            "python": python_version(),
+            "tantivy": package_version("tantivy"),
+            "trafilatura": package_version("trafilatura"),
         },
     }
 
@@ -493,10 +486,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         *((f"  {k}", v) for k, v in query_by_kind.items()),
         ("tool", tool),
     ]:
-        print(
-            f"  {name:13} p50 {s['p50_ms']:7.3f} ms  p95 {s['p95_ms']:7.3f} ms  "
-            f"(min {s['min_ms']:.3f}, max {s['max_ms']:.3f}, {s['runs']} runs)"
-        )
+        print(latency_line(name, s, width=13, digits=3, runs=True))
     print(
         f"  results per query: {query['results_mean']:.2f} of 5 (index), "
         f"{tool['results_mean']:.2f} (tool); no result for {query['empty_share']:.0%}"
@@ -507,21 +497,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     print(
         f"target query_p50_ms: {p50:.3f} ms (target {TARGET_QUERY_P50_MS:g} ms) "
-        f"{'OK' if p50 <= TARGET_QUERY_P50_MS else 'MISSED'}"
+        f"{verdict(p50 <= TARGET_QUERY_P50_MS)}"
     )
-    if args.json_file:
-        with open(args.json_file, "w", encoding="utf-8") as handle:
-            json.dump(results, handle, indent=2)
+    write_results(results, args.json_file)
     return results
-
-
-def _version(package: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return "?"
 
 
 if __name__ == "__main__":
