@@ -19,12 +19,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.prompt import Confirm
 from rich.table import Table
+from rich.text import Text
 
+from .display import indented, inline_value, render_value, safe_markup, safe_text
 from .errors import DagenticError, PlanError, PluginError
 from .graph import compile_plan, load_plan, to_dot, to_mermaid
 from .isolation import SandboxResult, SandboxUnavailableError
 from .journal import Journal, LogJournal, StepEvent
-from .plan import plan_json_schema
+from .plan import Plan, plan_json_schema
 from .plugin_manager import close_sandboxes, load_commands, load_tools, open_sandbox
 from .progress import LiveProgress, render_result
 from .result import RunStatus
@@ -47,6 +49,8 @@ app = typer.Typer(
 )
 INVALID = 2
 FAILED = 1
+ANSWER_CHARS = 20_000  # of an answer or error message shown
+PLAN_CHARS = 1500  # of one step's arguments in --show-plan
 YesOption = Annotated[
     bool, typer.Option("--yes", "-y", help="Approve every step that asks for approval.")
 ]
@@ -61,7 +65,7 @@ def _stderr() -> Console:
 
 
 def _fail(message: str, code: int = INVALID) -> typer.Exit:
-    _stderr().print(f"[red]error:[/red] {escape(message)}", highlight=False)
+    _stderr().print(f"[red]error:[/red] {safe_markup(message)}", highlight=False)
     return typer.Exit(code)
 
 
@@ -105,7 +109,7 @@ def _tools() -> ToolRegistry:
 def _report_plan_error(error: PlanError) -> typer.Exit:
     console = _stderr()
     for problem in error.problems:
-        console.print(escape(str(problem)), highlight=False)
+        console.print(safe_markup(str(problem)), highlight=False)
     console.print(f"[red]{_count(len(error.problems), 'problem')}; nothing was run[/red]")
     return typer.Exit(INVALID)
 
@@ -134,9 +138,10 @@ class _Fanout:
 
 
 async def _ask_approval(step_id: str, tool: Tool, args: dict[str, Any]) -> bool:
-    shown = json.dumps(args, default=str, ensure_ascii=False)[:500]
+    shown = inline_value(args, limit=500)
     question = (
-        f"Step [bold]{step_id}[/bold] wants to call {tool.name} with {escape(shown)}. Run it?"
+        f"Step [bold]{safe_markup(step_id)}[/bold] wants to call {safe_markup(tool.name)} "
+        f"with {escape(shown)}. Run it?"
     )
     return await anyio.to_thread.run_sync(lambda: Confirm.ask(question, console=_stderr()))
 
@@ -190,7 +195,7 @@ def run(
     if as_json:
         print(result.model_dump_json(indent=2))
     else:
-        render_result(result, _stdout(), steps=progress is None)
+        render_result(result, _stdout(), steps=progress is None, plan=compiled.plan)
     _flush_trace(executor.tracing, executor.settings, result.run_id)
     raise typer.Exit(0 if result.status is RunStatus.SUCCEEDED else FAILED)
 
@@ -281,52 +286,52 @@ def _render_answer(result: Any, tools: ToolRegistry, *, show_plan: bool) -> None
     if show_plan:
         for plan in result.plans:
             console.rule(f"plan {plan['version']} ({_count(plan['attempts'], 'attempt')})")
-            body = {k: v for k, v in plan.items() if k not in ("version", "attempts")}
-            compiled = compile_plan({"version": 1, **body}, tools, judge=True)
+            compiled = compile_plan({"version": 1, **_plan_body(plan)}, tools, judge=True)
             for sid, spec in compiled.steps.items():
-                what = spec.step.tool or "check"
                 arrow = f"  <- {', '.join(spec.deps)}" if spec.deps else ""
+                check = spec.step.check
                 detail = (
-                    spec.step.args
-                    if spec.step.tool
-                    else spec.step.check.model_dump(by_alias=True, exclude_none=True)
+                    check.model_dump(by_alias=True, exclude_none=True)
+                    if check is not None
+                    else spec.step.args
                 )
                 console.print(
-                    f"  [bold]{escape(sid)}[/bold] {escape(what)}{escape(arrow)}", highlight=False
+                    Text.assemble(
+                        ("  " + safe_text(sid, one_line=True), "bold"),
+                        " " + safe_text((spec.step.tool or "check") + arrow, one_line=True),
+                    )
                 )
-                console.print(
-                    "      " + escape(json.dumps(detail, ensure_ascii=False)[:300]),
-                    highlight=False,
-                    style="dim",
-                )
+                console.print(indented(render_value(detail, limit=PLAN_CHARS), 6))
     for item in result.recalled:
-        console.print(f"[dim]recalled: {escape(item[:200])}[/dim]", highlight=False)
+        console.print(Text("recalled: " + safe_text(item, one_line=True, limit=200), "dim"))
     if result.steps:
-        render_result(result, console, steps=True)
+        last = Plan.model_validate(_plan_body(result.plans[-1])) if result.plans else None
+        render_result(result, console, steps=True, plan=last)
     if result.answer:
         console.rule("answer")
-        console.print(escape(result.answer), highlight=False)
+        console.print(Text(safe_text(result.answer, limit=ANSWER_CHARS)))
         for sid in result.cited_steps:
             step = result.steps.get(sid)
             if step is not None:
-                shown = json.dumps(step.output, ensure_ascii=False, default=str)
                 console.print(
-                    f"  {escape(f'[{sid}]')} {escape(step.tool or 'check')} "
-                    f"({step.status.value}): {escape(shown[:160])}",
-                    highlight=False,
-                    style="dim",
+                    Text(
+                        f"  [{safe_text(sid, one_line=True)}] "
+                        f"{safe_text(step.tool or 'check', one_line=True)} "
+                        f"({step.status.value}): {inline_value(step.output)}",
+                        "dim",
+                    )
                 )
     if result.error is not None and (result.answer or not result.steps):  # else shown above
         console.print(
-            f"[red]{result.error.failure_mode.value}[/red]: {escape(result.error.message)}",
-            highlight=False,
+            Text.assemble(
+                (result.error.failure_mode.value, "red"),
+                ": " + safe_text(result.error.message, limit=ANSWER_CHARS),
+            )
         )
     if result.remembered:
-        console.print(
-            f"[dim]memory: {result.remembered['action']} "
-            f"({escape(result.remembered['reason'])})[/dim]",
-            highlight=False,
-        )
+        action = safe_text(str(result.remembered["action"]), one_line=True)
+        reason = safe_text(str(result.remembered["reason"]), one_line=True, limit=200)
+        console.print(Text(f"memory: {action} ({reason})", "dim"))
     usage = result.usage
     console.print(
         f"[dim]{_count(len(result.plans), 'plan')}, {_count(usage.steps, 'step')}, "
@@ -335,6 +340,11 @@ def _render_answer(result: Any, tools: ToolRegistry, *, show_plan: bool) -> None
         f"{usage.wall_time:.1f} s[/dim]",
         highlight=False,
     )
+
+
+def _plan_body(plan: dict[str, Any]) -> dict[str, Any]:
+    """A plan version of an AgentResult, without what the agent added to it."""
+    return {k: v for k, v in plan.items() if k not in ("version", "attempts")}
 
 
 @app.command()
@@ -350,9 +360,12 @@ def validate(
         except PlanError as exc:
             bad += 1
             for problem in exc.problems:
-                _stderr().print(escape(str(problem)), highlight=False)
+                _stderr().print(safe_markup(str(problem)), highlight=False)
             continue
-        _stdout().print(f"{path}: ok ({_count(len(compiled.steps), 'step')})", highlight=False)
+        _stdout().print(
+            f"{safe_markup(str(path))}: ok ({_count(len(compiled.steps), 'step')})",
+            highlight=False,
+        )
     if bad:
         raise typer.Exit(INVALID)
 
@@ -376,7 +389,9 @@ def list_tools(
             f"{name}{'' if name in required else '?'}: {_type_of(spec)}"
             for name, spec in schema.get("properties", {}).items()
         )
-        table.add_row(t.name, t.plugin or "", t.side_effects, args, t.description.splitlines()[0])
+        # Descriptions may come from outside (an MCP server's tool list): shown as text.
+        cells = (t.name, t.plugin or "", t.side_effects, args, t.description.splitlines()[0])
+        table.add_row(*(Text(safe_text(str(c), one_line=True, limit=300)) for c in cells))
     _stdout().print(table)
 
 
@@ -558,8 +573,10 @@ def sandbox_run(
     if as_json:
         print(result.model_dump_json(indent=2))
     else:
-        sys.stdout.write(result.stdout)
-        sys.stderr.write(result.stderr)
+        # What the code printed, with what a terminal would act on shown instead (--json
+        # has the exact text).
+        sys.stdout.write(safe_text(result.stdout))
+        sys.stderr.write(safe_text(result.stderr))
         notes = [
             f"exit_reason={result.exit_reason}",
             f"exit_code={result.exit_code}",
@@ -569,10 +586,10 @@ def sandbox_run(
         if result.stdout_truncated or result.stderr_truncated:
             notes.append("output truncated")
         if result.result is not None:
-            notes.append(f"result={json.dumps(result.result)[:200]}")
+            notes.append(f"result={inline_value(result.result, limit=200)}")
         if result.detail:
             notes.append(result.detail)
-        _stderr().print("[dim]sandbox:[/dim] " + escape("; ".join(notes)), highlight=False)
+        _stderr().print("[dim]sandbox:[/dim] " + safe_markup("; ".join(notes)), highlight=False)
     raise typer.Exit(0 if result.ok else FAILED)
 
 
@@ -603,14 +620,16 @@ def memory_list(
     table = Table("id", "provenance", "updated", "importance", "text")
     for item in items:
         table.add_row(
-            item.id,
-            item.provenance,
+            Text(safe_text(item.id, one_line=True)),
+            Text(safe_text(item.provenance, one_line=True)),
             item.to_dict()["updated_at"] or "",
             f"{item.importance:.2f}",
-            escape(item.text[:120]),
+            Text(safe_text(item.text, one_line=True, limit=120)),
         )
     _stdout().print(table)
-    _stdout().print(f"{_count(len(items), 'item')} in {memory.store.path}", highlight=False)
+    _stdout().print(
+        Text(safe_text(f"{_count(len(items), 'item')} in {memory.store.path}", one_line=True))
+    )
 
 
 @memory_app.command("forget")

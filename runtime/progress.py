@@ -1,4 +1,8 @@
-"""Terminal rendering of runs: a live table while a plan runs, and a summary after."""
+"""Terminal rendering of runs: a live table while a plan runs, and a summary after.
+
+Everything a step, a tool or a plan file wrote goes through :mod:`dagentic.display`
+before it reaches the terminal.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +15,16 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
+from .display import indented, render_value, safe_text
 from .graph import CompiledPlan
 from .journal import StepEvent
+from .plan import Plan, Step
 from .result import RunResult
 
-__all__ = ["LiveProgress", "render_result"]
+__all__ = ["LiveProgress", "render_result", "tries"]
 
+NOTE_CHARS = 120  # of an error message in the live table
+FAILURE_CHARS = 500  # of an error message in the summary table
 _STYLE = {
     "succeeded": "green",
     "failed": "bold red",
@@ -28,13 +36,50 @@ _STYLE = {
 }
 
 
+def tries(step: Step | None, attempts: int, output: Any = None) -> str:
+    """The ``tries`` column: how many attempts a step needed. The executor counts the tool
+    calls of a ``foreach`` step over all its items; the column shows what one item
+    needed instead: ``1`` when each item ran once (the step allows no retry, or it
+    succeeded with one call per item), the retry limit when every item used it, and
+    otherwise the calls over the items (``"4 calls, 3 items"``), which is all that can be
+    told."""
+    if not attempts:
+        return ""
+    if step is None or step.foreach is None:
+        return str(attempts)
+    allowed = step.retry.attempts if step.retry else 1
+    if allowed == 1:
+        return "1"
+    items = len(step.foreach) if isinstance(step.foreach, list) else None
+    if isinstance(output, list):  # a foreach step that succeeded: one output per item
+        items = len(output)
+        if attempts in (items, items * allowed):
+            return str(attempts // items)
+    calls = f"{attempts} call{'' if attempts == 1 else 's'}"
+    return f"{calls}, {items} item{'' if items == 1 else 's'}" if items is not None else calls
+
+
+def _error_text(error: Any, limit: int, *, one_line: bool = False) -> Text:
+    return Text(
+        safe_text(f"{error.failure_mode}: {error.message}", one_line=one_line, limit=limit),
+        style="red",
+    )
+
+
 class LiveProgress:
     """A :class:`~dagentic.journal.Journal` that redraws a table of steps as they change."""
 
     def __init__(self, plan: CompiledPlan, console: Console) -> None:
         self.plan = plan
         self.rows: dict[str, dict[str, Any]] = {
-            sid: {"status": "pending", "attempts": 0, "started": None, "ended": None, "note": ""}
+            sid: {
+                "status": "pending",
+                "attempts": 0,
+                "started": None,
+                "ended": None,
+                "note": None,
+                "output": None,
+            }
             for sid in plan.steps
         }
         self.live = Live(
@@ -60,16 +105,22 @@ class LiveProgress:
             row["attempts"] = event.attempt
         else:
             row["status"], row["ended"] = event.status or event.kind, time.perf_counter()
+            row["attempts"] = event.attempt or row["attempts"]
+            row["output"] = event.output
             if event.error is not None:
-                row["note"] = f"{event.error.failure_mode}: {event.error.message}"
+                row["note"] = _error_text(event.error, NOTE_CHARS, one_line=True)
 
     def _table(self) -> Table:
-        table = Table(title=f"plan {self.plan.name}", title_justify="left", expand=False)
+        table = Table(
+            title=Text(safe_text(f"plan {self.plan.name}", one_line=True)),
+            title_justify="left",
+            expand=False,
+        )
         for column in ("step", "tool", "status", "tries", "time", "note"):
             table.add_column(column, overflow="fold")
         now = time.perf_counter()
         for sid, row in self.rows.items():
-            spec = self.plan.steps[sid]
+            step = self.plan.steps[sid].step
             status = row["status"]
             shown: Any = Text(status, style=_STYLE.get(status, ""))
             if status == "running":
@@ -78,48 +129,58 @@ class LiveProgress:
             if row["started"] is not None:
                 elapsed = f"{(row['ended'] or now) - row['started']:.2f}s"
             table.add_row(
-                sid,
-                spec.step.tool or "check",
+                Text(safe_text(sid, one_line=True)),
+                Text(safe_text(step.tool or "check", one_line=True)),
                 shown,
-                str(row["attempts"] or ""),
+                tries(step, row["attempts"], row["output"]),
                 elapsed,
-                Text(row["note"][:120], style="red"),
+                row["note"] or "",
             )
         return table
 
 
-def render_result(result: RunResult, console: Console, *, steps: bool = True) -> None:
+def render_result(
+    result: RunResult, console: Console, *, steps: bool = True, plan: Plan | None = None
+) -> None:
     """A plain summary of a finished run: steps (unless a live view showed them already),
-    outputs, usage and the run's error."""
+    outputs, usage and the run's error. ``plan`` (the plan that ran) tells which steps
+    are ``foreach`` steps, for the tries column (see :func:`tries`)."""
     if steps:
-        table = Table(title=f"run {result.run_id} of plan {result.plan}", title_justify="left")
+        by_id = {s.id: s for s in plan.steps} if plan is not None else {}
+        table = Table(
+            title=Text(safe_text(f"run {result.run_id} of plan {result.plan}", one_line=True)),
+            title_justify="left",
+        )
         for column in ("step", "tool", "status", "tries", "time", "failure"):
             table.add_column(column, overflow="fold")
         for step in result.steps.values():
-            failure = f"{step.error.failure_mode}: {step.error.message}" if step.error else ""
             duration = f"{step.duration:.2f}s" if step.duration is not None else ""
             table.add_row(
-                step.id,
-                step.tool or "check",
+                Text(safe_text(step.id, one_line=True)),
+                Text(safe_text(step.tool or "check", one_line=True)),
                 Text(step.status.value, style=_STYLE.get(step.status.value, "")),
-                str(step.attempts or ""),
+                tries(by_id.get(step.id), step.attempts, step.output),
                 duration,
-                failure,
+                _error_text(step.error, FAILURE_CHARS) if step.error else "",
             )
         console.print(table)
     if result.outputs:
-        console.print("[bold]outputs[/bold]")
+        console.print(Text("outputs", style="bold"))
         for key, value in result.outputs.items():
-            console.print(
-                f"  {key}: ", Text(repr(value) if not isinstance(value, str) else value), sep=""
-            )
+            label = Text(f"  {safe_text(str(key), one_line=True)}:")
+            shown = render_value(value)
+            if isinstance(shown, Text) and "\n" not in shown.plain:
+                console.print(Text.assemble(label, " ", shown))
+            else:
+                console.print(label)
+                console.print(indented(shown, 4))
     usage = result.usage
-    status_style = _STYLE.get(result.status.value, "")
     console.print(
-        f"[{status_style}]{result.status.value}[/{status_style}] in "
-        f"{usage.wall_time:.2f}s: {usage.steps} steps ran, {usage.tool_calls} tool "
-        f"calls (run {result.run_id})",
-        highlight=False,
+        Text.assemble(
+            (result.status.value, _STYLE.get(result.status.value, "")),
+            f" in {usage.wall_time:.2f}s: {usage.steps} steps ran, {usage.tool_calls} tool "
+            f"calls (run {safe_text(result.run_id, one_line=True)})",
+        )
     )
     if result.error is not None:
-        console.print(Text(f"{result.error.failure_mode}: {result.error.message}", style="red"))
+        console.print(_error_text(result.error, FAILURE_CHARS))

@@ -16,10 +16,10 @@ from typing import Any
 
 from rich import box
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from .display import safe_markup, safe_text
 from .runfiles import read_spans, run_files
 from .tracing import FAILURE_MODE as MODE
 from .tracing import ROOT, RUN_ID
@@ -384,6 +384,14 @@ def _s(seconds: float) -> str:
     return f"{seconds:.2f}s" if seconds < 100 else f"{seconds:.0f}s"
 
 
+def _line(value: Any, limit: int = 200) -> str:
+    """A name or attribute read from a run file, safe to show on one line."""
+    return safe_text(str(value), one_line=True, limit=limit)
+
+
+MESSAGE_CHARS = 1000  # of an error message read from a run file
+
+
 def render_trace(analysis: dict[str, Any], console: Console, *, width: int | None = None) -> None:
     """The trace as a header, a timeline, critical paths, failures and usage. The time
     axis takes ``width`` characters (default: what the console leaves, at most
@@ -394,30 +402,30 @@ def render_trace(analysis: dict[str, Any], console: Console, *, width: int | Non
         others = sum(
             max((len(text) for text in texts), default=0) + 3
             for texts in (
-                ["span"] + ["  " * r["depth"] + r["label"] for r in rows],
-                ["tool / model"] + [r["detail"] for r in rows],
+                ["span"] + ["  " * r["depth"] + _line(r["label"]) for r in rows],
+                ["tool / model"] + [_line(r["detail"]) for r in rows],
                 ["cancelled"],
                 ["100.00s"],
-                ["note"] + [_note(r) for r in rows],
+                ["note"] + [_line(_note(r)) for r in rows],
             )
         )
         width = max(16, min(BAR_WIDTH, console.width - others))
     status = root["status"]
     title = Text(root["kind"], style=_STYLE.get(root["kind"], "bold"))
     if root["kind"] == "run":
-        title.append(" " + root["name"].removeprefix("run "))
+        title.append(" " + _line(root["name"].removeprefix("run ")))
     if root["run_id"]:
-        title.append(f" {root['run_id']}", style="dim")
+        title.append(f" {_line(root['run_id'])}", style="dim")
     if root["kind"] == "incomplete":
         title.append(" trace", style="bold")
     else:
         title.append(" ")
-        title.append(status, style=_STYLE.get(status, ""))
+        title.append(_line(status), style=_STYLE.get(status, ""))
     title.append(f" in {_s(root['wall_time'])}")
     console.print(title)
     if root["message"]:
         mode = f"{root['failure_mode']}: " if root["failure_mode"] else ""
-        console.print(Text(mode + root["message"], style="red"))
+        console.print(Text(safe_text(mode + root["message"], limit=MESSAGE_CHARS), style="red"))
 
     axis = analysis["axis"]
     end_label = _s(axis)
@@ -442,14 +450,14 @@ def render_trace(analysis: dict[str, Any], console: Console, *, width: int | Non
             table.add_section()
         table.add_row(
             Text(
-                "  " * row["depth"] + row["label"],
+                "  " * row["depth"] + _line(row["label"]),
                 style="bold" if row["kind"] in ("run", "agent") else "",
             ),
-            Text(row["detail"], style="dim"),
-            Text(row["status"], style=_STYLE.get(row["status"], "")),
+            Text(_line(row["detail"]), style="dim"),
+            Text(_line(row["status"]), style=_STYLE.get(row["status"], "")),
             bar,
             _s(row["duration"]),
-            Text(_note(row), style="red" if row["failure_mode"] else "dim"),
+            Text(_line(_note(row), 400), style="red" if row["failure_mode"] else "dim"),
         )
     console.print(table)
 
@@ -458,8 +466,8 @@ def render_trace(analysis: dict[str, Any], console: Console, *, width: int | Non
         chain = " → ".join(f"{p['step_id']} {_s(p['duration'])}" for p in path["steps"])
         took = f" (the run took {_s(path['wall_time'])})" if path["wall_time"] else ""
         console.print(
-            f"[bold]critical path{escape(where)}:[/bold] {escape(chain)} = "
-            f"{_s(path['total'])}{took}",
+            f"[bold]critical path{safe_markup(where, one_line=True)}:[/bold] "
+            f"{safe_markup(chain, one_line=True)} = {_s(path['total'])}{took}",
             highlight=False,
         )
 
@@ -471,11 +479,13 @@ def render_trace(analysis: dict[str, Any], console: Console, *, width: int | Non
         tool = f" ({failure['tool']})" if failure["tool"] else ""
         console.print(
             Text.assemble(
-                f"  {what}{tool} ", (f"{failure['failure_mode']}", "red"), f": {failure['message']}"
+                f"  {_line(what)}{_line(tool)} ",
+                (_line(failure["failure_mode"]), "red"),
+                ": " + safe_text(str(failure["message"]), limit=MESSAGE_CHARS),
             )
         )
     if skipped:
-        ids = ", ".join(dict.fromkeys(s["step_id"] for s in skipped))
+        ids = ", ".join(dict.fromkeys(_line(s["step_id"]) for s in skipped))
         console.print(
             Text(
                 f"  {len(skipped)} skipped because a step before them failed ({UPSTREAM}): {ids}",
@@ -485,11 +495,15 @@ def render_trace(analysis: dict[str, Any], console: Console, *, width: int | Non
 
     usage = analysis["usage"]
     console.print(
-        f"[bold]usage:[/bold] {_plural(usage['steps'], 'step')}, "
-        f"{_plural(usage['model_calls'], 'model call')}, {usage['input_tokens']} "
-        f"input + {usage['output_tokens']} output tokens, ${usage['cost']:.4f}, "
-        f"{_s(usage['wall_time'])} wall time",
-        highlight=False,
+        Text.assemble(
+            ("usage:", "bold"),
+            _line(
+                f" {_plural(usage['steps'], 'step')}, "
+                f"{_plural(usage['model_calls'], 'model call')}, {usage['input_tokens']} "
+                f"input + {usage['output_tokens']} output tokens, ${usage['cost']:.4f}, "
+                f"{_s(usage['wall_time'])} wall time"
+            ),
+        )
     )
 
 
@@ -597,15 +611,15 @@ def render_report(data: dict[str, Any], console: Console) -> None:
     kinds = ", ".join(f"{n} {kind}" for kind, n in data["by_kind"].items())
     kinds = f" ({kinds})" if kinds else ""
     console.print(
-        f"[bold]{_plural(data['runs'], 'run')}[/bold]{escape(kinds)} in "
-        f"{escape(data['runs_dir'])}{escape(since)}",
+        f"[bold]{_plural(data['runs'], 'run')}[/bold]{safe_markup(kinds)} in "
+        f"{safe_markup(data['runs_dir'], one_line=True)}{safe_markup(since)}",
         highlight=False,
     )
     if not data["runs"]:
         return
     table = Table("status", "runs", title="runs by status", title_justify="left")
     for status, count in data["by_status"].items():
-        table.add_row(Text(status, style=_STYLE.get(status, "")), str(count))
+        table.add_row(Text(_line(status), style=_STYLE.get(status, "")), str(count))
     console.print(table)
     if data["failure_modes"]:
         table = Table(
@@ -620,11 +634,11 @@ def render_report(data: dict[str, Any], console: Console) -> None:
         for mode in data["failure_modes"]:
             example = mode["example"]
             table.add_row(
-                Text(mode["mode"], style="red"),
+                Text(_line(mode["mode"]), style="red"),
                 str(mode["count"]),
-                Text(example["step"] or ""),
-                Text(example["message"] or ""),
-                Text(example["run_id"] or "", style="dim"),
+                Text(_line(example["step"] or "")),
+                Text(safe_text(example["message"] or "", limit=MESSAGE_CHARS)),
+                Text(_line(example["run_id"] or ""), style="dim"),
             )
         console.print(table)
     if data["tools"]:
@@ -640,7 +654,7 @@ def render_report(data: dict[str, Any], console: Console) -> None:
         )
         for tool in data["tools"]:
             table.add_row(
-                tool["tool"],
+                Text(_line(tool["tool"])),
                 str(tool["count"]),
                 _s(tool["p50"]),
                 _s(tool["p95"]),

@@ -2,16 +2,35 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
+from dagentic import (
+    ErrorInfo,
+    Executor,
+    FailureMode,
+    Plan,
+    ScriptedModel,
+    Step,
+    StepEvent,
+    ToolError,
+    ToolRegistry,
+    compile_plan,
+    tool,
+)
 from dagentic.cli import app
 from dagentic.plan import plan_json_schema
+from dagentic.progress import LiveProgress, render_result, tries
+from rich.console import Console
 from typer.testing import CliRunner, Result
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -406,3 +425,277 @@ def test_installed_script_exits_2_on_an_invalid_plan(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stderr
     assert done.stdout == ""
     assert done.stderr.splitlines() == [*broken_problems(plan), "2 problems; nothing was run"]
+
+
+# --------------------------------------------------------------------------- what a person reads
+
+# Outside text a terminal or Rich would act on: an OSC 8 hyperlink, an OSC 52 clipboard
+# write, a C1 CSI, a bidi override, and Rich markup (an unmatched closing tag crashed
+# `dagentic run` with a MarkupError once).
+HOSTILE = "[/bold][link=https://evil.example]x \x1b]8;;https://evil.example\x1b\\y \x1b]52;c;eA==\x07\x9b2J\u202e"
+SHOWN = r"[/bold][link=https://evil.example]x \x1b]8;;https://evil.example\x1b\y \x1b]52;c;eA==\x07\x9b2J\u202e"
+RAW = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+@pytest.fixture
+def with_test_tools(tools: ToolRegistry, monkeypatch: pytest.MonkeyPatch) -> ToolRegistry:
+    """The CLI sees the test tools (test.echo, test.fail, ...), without planning-context
+    tools."""
+    import dagentic.cli
+
+    registry = ToolRegistry([t for t in tools if not t.planning_context])
+    monkeypatch.setattr(dagentic.cli, "_tools", lambda: registry)
+    return registry
+
+
+def plan_file(tmp_path: Path, plan: dict[str, Any]) -> Path:
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def test_a_failure_with_markup_and_escape_sequences_is_printed_as_text(
+    tmp_path: Path, with_test_tools: ToolRegistry
+) -> None:
+    plan = plan_file(
+        tmp_path,
+        {
+            "name": f"plan {HOSTILE}",
+            "steps": [{"id": "x", "tool": "test.fail", "args": {"message": HOSTILE}}],
+        },
+    )
+
+    result = invoke("run", plan)
+
+    assert result.exit_code == 1, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"run {json_run_id(result)} of plan plan {SHOWN}"
+    assert lines[-1] == f"tool_error: step 'x' failed: {SHOWN}"
+    assert f"│ tool_error: {SHOWN} │" in result.stdout
+    assert RAW.search(result.stdout) is None
+
+
+def json_run_id(result: Result) -> str:
+    return re.search(r"\(run ([0-9a-f]{32})\)", result.stdout)[1]  # type: ignore[index]
+
+
+def test_outputs_print_as_tables_and_indented_json_never_python_reprs(
+    tmp_path: Path, with_test_tools: ToolRegistry
+) -> None:
+    rows = [{"region": "EMEA", "revenue": 12}, {"region": "APAC", "revenue": None}]
+    plan = plan_file(
+        tmp_path,
+        {
+            "name": "shapes",
+            "steps": [
+                {"id": "rows", "tool": "test.echo", "args": {"value": rows}},
+                {"id": "nested", "tool": "test.echo", "args": {"value": {"a": [1, True]}}},
+                {"id": "text", "tool": "test.echo", "args": {"value": HOSTILE}},
+            ],
+            "outputs": {
+                "rows": "${{ steps.rows.output }}",
+                "nested": "${{ steps.nested.output }}",
+                "text": "${{ steps.text.output }}",
+                "count": "${{ len(steps.rows.output) }}",
+                "none": None,
+            },
+        },
+    )
+
+    result = invoke("run", plan)
+
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    shown = lines[lines.index("outputs") :]
+    assert shown[:-1] == [
+        "outputs",
+        "  rows:",
+        "    ┏━━━━━━━━┳━━━━━━━━━┓",
+        "    ┃ region ┃ revenue ┃",
+        "    ┡━━━━━━━━╇━━━━━━━━━┩",
+        "    │ EMEA   │ 12      │",
+        "    │ APAC   │ null    │",
+        "    └────────┴─────────┘",
+        "  nested:",
+        "    {",
+        '      "a": [',
+        "        1,",
+        "        true",
+        "      ]",
+        "    }",
+        f"  text: {SHOWN}",
+        "  count: 2",
+        "  none: null",
+    ]
+    assert shown[-1].startswith("succeeded in ")
+    assert RAW.search(result.stdout) is None
+
+
+def test_the_tries_of_a_foreach_step_are_those_of_one_item(
+    tmp_path: Path, with_test_tools: ToolRegistry
+) -> None:
+    plan = plan_file(
+        tmp_path,
+        {
+            "name": "fan",
+            "steps": [
+                {"id": "one", "tool": "test.echo", "args": {"value": 1}},
+                {"id": "each", "foreach": [1, 2, 3], "tool": "test.echo", "args": {}},
+            ],
+        },
+    )
+
+    result = invoke("run", plan)
+
+    assert result.exit_code == 0, result.output
+    rows = {
+        line.split("│")[1].strip(): line.split("│")
+        for line in result.stdout.splitlines()
+        if line.startswith("│")
+    }
+    assert rows["one"][4].strip() == "1"
+    assert rows["each"][4].strip() == "1"  # three items, each ran once: not 3
+
+
+@pytest.mark.parametrize(
+    ("step", "attempts", "output", "shown"),
+    [
+        ({}, 0, None, ""),
+        ({}, 2, None, "2"),
+        ({"foreach": [1, 2, 3]}, 3, [1, 2, 3], "1"),
+        ({"foreach": "${{ inputs.xs }}"}, 2, None, "1"),  # no retry: one try per item
+        ({"foreach": [1, 2, 3], "retry": {"attempts": 3}}, 3, [1, 2, 3], "1"),
+        ({"foreach": [1, 2, 3], "retry": {"attempts": 3}}, 9, [1, 2, 3], "3"),
+        ({"foreach": [1, 2, 3], "retry": {"attempts": 3}}, 4, [1, 2, 3], "4 calls, 3 items"),
+        ({"foreach": [1, 2, 3], "retry": {"attempts": 3}}, 5, None, "5 calls, 3 items"),
+        ({"foreach": "${{ inputs.xs }}", "retry": {"attempts": 2}}, 1, None, "1 call"),
+        ({"foreach": [7], "retry": {"attempts": 2}}, 2, [7], "2"),
+    ],
+)
+def test_tries_counts_attempts_per_foreach_item(
+    step: dict[str, Any], attempts: int, output: Any, shown: str
+) -> None:
+    spec = Step.model_validate({"id": "s", "tool": "test.echo", **step})
+    assert tries(spec, attempts, output) == shown
+
+
+@pytest.mark.anyio
+async def test_the_summary_of_a_run_with_retried_items(tools: ToolRegistry) -> None:
+    failed_once: set[int] = set()
+
+    @tool(name="test.flaky", side_effects="none")
+    async def flaky(n: int) -> int:
+        """Fail the first call for 2, succeed otherwise.
+
+        Args:
+            n: The item.
+        """
+        if n == 2 and n not in failed_once:
+            failed_once.add(n)
+            raise ToolError("not yet", retryable=True)
+        return n
+
+    plan = Plan.model_validate(
+        {
+            "name": "retried",
+            "steps": [
+                {
+                    "id": "each",
+                    "foreach": [1, 2, 3],
+                    "tool": "test.flaky",
+                    "args": {"n": "${{ item }}"},
+                    "retry": {"attempts": 3, "backoff": 0.01},
+                }
+            ],
+        }
+    )
+    result = await Executor(ToolRegistry([*tools, flaky]), tracing=None).run(plan, {})
+    out = io.StringIO()
+
+    render_result(result, Console(file=out, width=200, color_system=None), plan=plan)
+
+    assert result.steps["each"].attempts == 4
+    row = next(line for line in out.getvalue().splitlines() if "│ each" in line)
+    assert [cell.strip() for cell in row.split("│")[1:-1]][:4] == [
+        "each",
+        "test.flaky",
+        "succeeded",
+        "4 calls, 3 items",
+    ]
+
+
+def test_the_live_table_shows_tries_per_item_and_failures_as_text(tools: ToolRegistry) -> None:
+    compiled = compile_plan(
+        {
+            "name": f"live {HOSTILE}",
+            "steps": [
+                {"id": "each", "foreach": [1, 2, 3], "tool": "test.echo", "args": {}},
+                {"id": "bad", "tool": "test.fail", "args": {}},
+            ],
+        },
+        tools,
+    )
+    out = io.StringIO()
+    console = Console(file=out, width=300, color_system=None)
+    progress = LiveProgress(compiled, console)
+    for n in (1, 2, 3):
+        progress.record(StepEvent("attempt", "r", "each", attempt=n))
+    progress.record(
+        StepEvent("finished", "r", "each", attempt=3, status="succeeded", output=[1, 2, 3])
+    )
+    error = ErrorInfo(failure_mode=FailureMode.TOOL_ERROR, message=HOSTILE)
+    progress.record(StepEvent("finished", "r", "bad", attempt=1, status="failed", error=error))
+
+    console.print(progress._table())
+
+    text = out.getvalue()
+    lines = text.splitlines()
+    assert lines[0].rstrip() == f"plan live {SHOWN}"
+    cells = {
+        row[0]: row for row in ([c.strip() for c in line.split("│")[1:-1]] for line in lines) if row
+    }
+    assert cells["each"][:4] == ["each", "test.echo", "succeeded", "1"]
+    assert cells["bad"][2:4] == ["failed", "1"]
+    assert cells["bad"][5] == f"tool_error: {SHOWN}"
+    assert RAW.search(text) is None
+
+
+def test_ask_prints_the_answer_plans_and_cited_outputs_as_text(
+    with_test_tools: ToolRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dagentic.models
+
+    answer = "It says [/bold] \x1b[m\x9bK\u202e [a]"  # no digit: no number to verify
+    model = ScriptedModel(
+        [
+            {"steps": [{"id": "a", "tool": "test.echo", "args": {"value": {"said": HOSTILE}}}]},
+            {"answer": answer, "cited_steps": ["a"], "complete": True},
+            {"passed": True, "reason": "yes"},
+        ]
+    )
+    monkeypatch.setattr(dagentic.models, "make_model", lambda *_: model)
+
+    result = invoke("ask", "What does it say?", "--no-memory", "--show-plan")
+
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    # JSON escapes C0 controls itself; what is left (C1, bidi) is shown escaped
+    said = r'"[/bold][link=https://evil.example]x \u001b]8;;https://evil.example\u001b\\y \u001b]52;c;eA==\u0007\x9b2J\u202e"'
+    plan = next(i for i, line in enumerate(lines) if line.startswith("─") and " plan 1 " in line)
+    assert lines[plan + 1 : plan + 6] == [
+        "  a test.echo",
+        "      {",
+        '        "value": {',
+        f'          "said": {said}',
+        "        }",
+    ]
+    assert r"It says [/bold] \x1b[m\x9bK\u202e [a]" in lines
+    assert f'  [a] test.echo (succeeded): {{"said": {said}}}' in lines
+    assert RAW.search(result.stdout) is None
+
+
+def test_validate_prints_a_path_with_brackets_as_it_is(tmp_path: Path) -> None:
+    plan = write(tmp_path, "[bold]plan[red].yaml", INPUTS_PLAN)
+    result = invoke("validate", plan)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"{plan}: ok (1 step)\n"

@@ -481,7 +481,7 @@ def span_record(
     }
 
 
-@pytest.mark.timeout(2)
+@pytest.mark.timeout(60)  # a loop would never end: far above the second this takes
 def test_a_span_id_written_twice_under_its_own_child_does_not_loop(runs: Path) -> None:
     # A span id written twice can make a cycle of parents (s -> t -> s): walking the tree,
     # looking for a step's run and for what is below a run must all stop.
@@ -675,7 +675,7 @@ def test_report_aggregates_every_run(three_runs: list[RunResult], runs: Path) ->
     }
     sleeps = tools["test.sleep"]
     assert sleeps["p50"] <= sleeps["p95"] <= sleeps["max"]
-    assert 0.05 <= sleeps["max"] < 0.5  # the step that timed out
+    assert 0.05 <= sleeps["max"] < 5  # the step that timed out, well before its 5 s sleep
 
     text = invoke("report").stdout
     assert text.startswith(f"3 runs (3 plan) in {runs}\n")
@@ -779,3 +779,79 @@ def test_an_otlp_exporter_that_is_not_installed_is_a_clear_error(
         "installed (opentelemetry.exporter.otlp.proto.http.metric_exporter); install it "
         "with: pip install 'dagentic[otlp]'\n"
     )
+
+
+# --------------------------------------------------------------------------- hostile run files
+
+# A run file is outside text: tool errors, span names and attributes may hold what a
+# terminal acts on (OSC 8 hyperlinks, OSC 52 clipboard writes, C1 controls, bidi
+# overrides) or what Rich acts on (markup, an unmatched closing tag).
+HOSTILE = "[/bold][link=https://evil.example]x \x1b]8;;https://evil.example\x1b\\y \x1b]52;c;eA==\x07\x9bK\u202e"
+SHOWN = r"[/bold][link=https://evil.example]x \x1b]8;;https://evil.example\x1b\y \x1b]52;c;eA==\x07\x9bK\u202e"
+RAW = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def test_a_hostile_error_is_shown_as_text_in_the_trace_and_the_report(
+    tools: ToolRegistry,
+) -> None:
+    result = run_plan(
+        tools,
+        {"name": "p", "steps": [{"id": "x", "tool": "test.fail", "args": {"message": HOSTILE}}]},
+    )
+
+    shown = invoke("trace", result.run_id)
+
+    assert shown.exit_code == 0, shown.output
+    lines = shown.stdout.splitlines()
+    assert lines[1] == f"tool_error: step 'x' failed: {SHOWN}"
+    assert f"  x (test.fail) tool_error: {SHOWN}" in lines
+    assert RAW.search(shown.stdout) is None
+    report = invoke("report")
+    assert report.exit_code == 0, report.output
+    assert SHOWN in report.stdout
+    assert RAW.search(report.stdout) is None
+
+
+def test_hostile_span_names_and_attributes_are_shown_as_text(runs: Path) -> None:
+    run = span_record(
+        "a1" * 8,
+        None,
+        f"run {HOSTILE}",
+        0,
+        100,
+        HOSTILE,
+        dagentic__run_id="hostile",
+        dagentic__plan=HOSTILE,
+        dagentic__root=True,
+        dagentic__status=HOSTILE,
+        dagentic__failure_mode=HOSTILE,
+    )
+    step = span_record(
+        "b2" * 8,
+        "a1" * 8,
+        f"execute_tool {HOSTILE}",
+        10,
+        20,
+        HOSTILE,
+        dagentic__step__id=HOSTILE,
+        gen_ai__tool__name=HOSTILE,
+        dagentic__status="failed",
+        dagentic__failure_mode=HOSTILE,
+    )
+    runs.mkdir()
+    (runs / "hostile.jsonl").write_text(
+        "".join(json.dumps(s) + "\n" for s in (run, step)), encoding="utf-8"
+    )
+
+    shown = invoke("trace", "hostile")
+
+    assert shown.exit_code == 0, shown.output
+    lines = shown.stdout.splitlines()
+    assert lines[0] == f"run {SHOWN} hostile {SHOWN} in 0.00s"
+    assert lines[1] == f"{SHOWN}: {SHOWN}"
+    assert f"  {SHOWN} ({SHOWN}) {SHOWN}: {SHOWN}" in lines
+    assert lines[-1].startswith("usage: 1 step, 0 model calls, 0 input + 0 output tokens")
+    assert RAW.search(shown.stdout) is None
+    report = invoke("report")
+    assert report.exit_code == 0, report.output
+    assert RAW.search(report.stdout) is None
