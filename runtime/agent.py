@@ -1,5 +1,8 @@
 """The agent loop: plan → validate → execute → reflect → replan → answer, within budgets.
 
+``agent.max_wall_time`` is a deadline: when it passes, whatever is in flight — a model call,
+a plan run — is cancelled, and the result says ``budget_exceeded`` and what was stopped.
+
 A replan keeps what succeeded: steps of the new plan that match a succeeded step of the
 last run (same id, tool, arguments, ``foreach`` and ``when``, and every step they read
 reused too) are not run again. Every plan version and every model call is recorded in the
@@ -35,6 +38,7 @@ __all__ = ["Agent", "AgentResult", "Budgets", "answer_schema", "planning_context
 Budgets = AgentSettings
 
 CONTEXT_CHARS = 3000  # of each planning-context tool's output in the planner's prompt
+RUN_GRACE = 0.1  # seconds a plan run ends before the deadline, to return its results
 ANSWER_SYSTEM = """\
 You write the final answer to the user's goal from the results of the steps that ran. \
 Rules:
@@ -125,8 +129,10 @@ class Agent:
             self.tracing, "invoke_agent dagentic", attributes, root_run_id=loop.run_id
         ) as span:
             try:
-                with anyio.fail_after(self.budgets.max_wall_time):
+                with anyio.CancelScope(deadline=loop.deadline) as deadline:
                     await loop.run()
+                if deadline.cancelled_caught:
+                    loop.fail(loop.out_of_time())
             except anyio.get_cancelled_exc_class():
                 if span is not None:
                     span.set_attribute("dagentic.status", "cancelled")
@@ -137,13 +143,6 @@ class Agent:
                         message="the agent run was cancelled by its caller",
                     )
                 raise
-            except TimeoutError:
-                loop.fail(
-                    BudgetExceededError(
-                        f"time budget spent: the run took longer than "
-                        f"{self.budgets.max_wall_time:g} s (agent.max_wall_time)"
-                    )
-                )
             except DagenticError as exc:
                 loop.fail(exc)
             result = loop.result()
@@ -162,12 +161,17 @@ class _Loop:
         budgets = agent.budgets
         self.run_id = uuid.uuid4().hex
         self.tracing = agent.tracing
+        self.started_at = datetime.now(UTC)
+        self.t0 = time.perf_counter()
+        self.deadline = anyio.current_time() + budgets.max_wall_time
+        self.doing = "starting"  # what the run is doing, for the message if time runs out
         self.metered = Metered(
             agent.model,
             prices=agent.settings.model.prices,
             max_tokens=budgets.max_tokens,
             max_cost=budgets.max_cost,
             tracing=agent.tracing,
+            deadline=self.deadline,
         )
         self.executor = Executor(
             agent.tools,
@@ -188,8 +192,6 @@ class _Loop:
         self.planner.budget = agent.settings.memory.context_tokens or (
             window - self.planner.max_tokens if window else None
         )
-        self.started_at = datetime.now(UTC)
-        self.t0 = time.perf_counter()
         self.plans: list[dict[str, Any]] = []
         self.runs: list[RunResult] = []
         self.compiled: list[CompiledPlan] = []  # the plan of each run
@@ -206,6 +208,7 @@ class _Loop:
         context = await self._context()
         report: str | None = None
         for version in range(1, self.agent.budgets.max_replans + 2):
+            self.doing = f"planning (plan v{version})"
             with maybe_span(self.tracing, "plan", {"dagentic.plan.version": version}) as span:
                 if span is not None and report is not None:
                     span.add_event("replan", {"dagentic.plan.version": version})
@@ -230,6 +233,7 @@ class _Loop:
                 }
             )
             if self.agent.budgets.critique:
+                self.doing = f"reviewing plan v{version}"
                 issues = await critique_plan(
                     self.metered.using("critique"), self.goal, compiled.plan
                 )
@@ -243,13 +247,25 @@ class _Loop:
         await self._answer()
         await self.remember_outcome()
 
+    def out_of_time(self) -> BudgetExceededError:
+        budget = self.agent.budgets.max_wall_time
+        return BudgetExceededError(
+            f"time budget spent: the run took longer than {budget:g} s (agent.max_wall_time) "
+            f"and was stopped while {self.doing}; raise agent.max_wall_time "
+            "(DAGENTIC_AGENT__MAX_WALL_TIME) to give it more time",
+            max_wall_time=budget,
+            stopped_while=self.doing,
+        )
+
     async def _context(self) -> dict[str, str]:
+        self.doing = "running the planning-context tools"
         return await planning_context(self.executor)
 
     async def _recall(self) -> list[str]:
         """What the memory recalls for the goal, each with where it came from."""
         if self.agent.memory is None:
             return []
+        self.doing = "recalling long-term memory"
         items = []
         for found in await self.agent.memory.recall(self.goal):
             item = getattr(found, "item", found)
@@ -273,6 +289,7 @@ class _Loop:
             or (self.verification is not None and not self.verification.passed)
         ):
             return
+        self.doing = "remembering the outcome"
         untrusted = sorted(
             {
                 t
@@ -297,7 +314,9 @@ class _Loop:
                 f"{planned_steps} (agent.max_steps is {self.agent.budgets.max_steps})"
             )
         self.metered.check_budget()
-        remaining = self.agent.budgets.max_wall_time - (time.perf_counter() - self.t0)
+        self.doing = f"running plan v{version}"
+        # The run ends a little before the deadline, so that it returns what its steps did.
+        remaining = self.deadline - anyio.current_time() - RUN_GRACE
         result = await self.executor.run(
             compiled,
             self.inputs,
@@ -311,6 +330,12 @@ class _Loop:
         self.steps_used += result.usage.steps - len(reuse)
         self.runs.append(result)
         self.compiled.append(compiled)
+        if (
+            result.error is not None
+            and result.error.failure_mode is FailureMode.TIMEOUT
+            and anyio.current_time() >= self.deadline - RUN_GRACE
+        ):
+            raise self.out_of_time()
         return result
 
     async def _answer(self) -> None:
@@ -344,6 +369,7 @@ class _Loop:
             ),
             limit=2000,
         )
+        self.doing = "writing the answer"
         reply = await self.metered.using("answer").chat(
             [
                 Message("system", ANSWER_SYSTEM),
@@ -362,6 +388,7 @@ class _Loop:
             data = {"answer": reply.text.strip(), "cited_steps": [], "complete": False}
         self.answer = str(data.get("answer") or "").strip()
         self.cited = list(dict.fromkeys(str(s) for s in data.get("cited_steps") or []))
+        self.doing = "verifying the answer"
         self.verification = await verify_answer(
             self.metered.using("verify"),
             self.goal,

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +23,27 @@ from .base import Message, ModelError, ModelReply
 __all__ = ["DEFAULT_MODEL", "LlamaCppModel", "default_model_path"]
 
 DEFAULT_MODEL = "gemma-3-270m-q4_k_m"
-# One llama per file and context, per process, with the lock that serialises its use: a
-# llama.cpp context is not thread-safe, and a cancelled call's thread runs on to its end.
-_LOADED: dict[tuple[str, int, int], tuple[Any, threading.Lock]] = {}
+LOCK_POLL = 0.05  # seconds between looks at the cancel flag while waiting for the llama
+_NEVER = threading.Event()  # the cancel flag of no call
+
+
+@dataclass(slots=True)
+class _Loaded:
+    """One llama per file and context, per process, with the lock that serialises its use
+    (a llama.cpp context is not thread-safe) and the cancel flag of the call using it,
+    which llama.cpp reads through its abort callback while it decodes."""
+
+    llama: Any
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    cancel: threading.Event = _NEVER
+    callback: Any = None  # the ctypes callback: kept here so it outlives every decode
+
+
+class _Abandoned(Exception):
+    """Raised in the worker thread of a cancelled call; nobody waits for it any more."""
+
+
+_LOADED: dict[tuple[str, int, int], _Loaded] = {}
 _LOADING = threading.Lock()
 MAX_BOUND = 64  # largest maxLength/maxItems/minItems a grammar may spell out
 _GRAMMARS: dict[str, Any] = {}  # compiled grammars by schema: building one takes a while
@@ -41,7 +62,12 @@ def default_model_path() -> Path:
 class LlamaCppModel:
     """A GGUF model run by llama.cpp. Calls are serialised per model (llama.cpp contexts
     are not thread-safe) and run in a worker thread; a schema becomes a grammar, so the
-    reply always parses."""
+    reply always parses.
+
+    A cancelled call (a deadline passed) returns at once: its worker thread is abandoned,
+    not awaited, and stops on its own — before it starts if it is still waiting for the
+    model, or within one decode step (the prompt's or a token's) through llama.cpp's
+    abort callback — so the model is free again and the process can exit."""
 
     supports_schema = True
 
@@ -65,10 +91,12 @@ class LlamaCppModel:
         self.temperature = temperature
         self.seed = seed
         self.repeat_penalty = repeat_penalty  # small models loop without one
-        self._lock = threading.Lock()
 
     def load(self) -> Any:
         """The llama.cpp model, loaded once per process (about a second for the default)."""
+        return self._loaded().llama
+
+    def _loaded(self) -> _Loaded:
         try:
             from llama_cpp import Llama
         except ImportError as exc:
@@ -101,9 +129,9 @@ class LlamaCppModel:
                     # would fall back to Llama 2's [INST] format: use Gemma's own turns.
                     llama.chat_format = "gemma"
                     llama.chat_handler = None
-                loaded = _LOADED[key] = (llama, threading.Lock())
-        self._lock = loaded[1]
-        return loaded[0]
+                loaded = _LOADED[key] = _Loaded(llama)
+                _set_abort_callback(loaded)
+        return loaded
 
     async def chat(
         self,
@@ -113,12 +141,15 @@ class LlamaCppModel:
         max_tokens: int | None = None,
         temperature: float | None = None,
     ) -> ModelReply:
+        cancel = threading.Event()
+
         def run() -> dict[str, Any]:
-            llama = self.load()
+            loaded = self._loaded()
+            llama = loaded.llama
             wire = [m.to_dict() for m in messages]
             if llama.chat_format == "gemma":  # Gemma has no system turn: it opens the first
                 wire = _system_into_first_user_turn(wire)  # user turn, as its template does
-            with self._lock:
+            with _turn(loaded, cancel):
                 grammar = self._grammar(llama, schema) if schema is not None else None
                 return llama.create_chat_completion(
                     messages=wire,
@@ -130,11 +161,15 @@ class LlamaCppModel:
                 )
 
         try:
-            response = await anyio.to_thread.run_sync(run)
+            # Abandoned when cancelled: llama.cpp cannot be interrupted from outside, so
+            # the caller does not wait for the thread; the cancel flag stops it.
+            response = await anyio.to_thread.run_sync(run, abandon_on_cancel=True)
         except ModelError:
             raise
         except (ValueError, RuntimeError) as exc:  # prompt too long, grammar errors, ...
             raise ModelError(f"model {self.name}: {exc}") from exc
+        finally:
+            cancel.set()  # whatever still runs this call stops at its next decode step
         choice = response["choices"][0]
         usage = response.get("usage") or {}
         return ModelReply(
@@ -186,6 +221,38 @@ class LlamaCppModel:
     def count_tokens(self, text: str) -> int:
         """Tokens by the model's own tokenizer."""
         return len(self.load().tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+
+@contextmanager
+def _turn(loaded: _Loaded, cancel: threading.Event) -> Iterator[None]:
+    """The llama for one call: wait for it (giving up once ``cancel`` is set), point its
+    abort callback at ``cancel``, and let go of it after."""
+    while not loaded.lock.acquire(timeout=LOCK_POLL):
+        if cancel.is_set():
+            raise _Abandoned
+    try:
+        if cancel.is_set():
+            raise _Abandoned
+        loaded.cancel = cancel
+        try:
+            yield
+        except Exception as exc:
+            if cancel.is_set():  # e.g. "llama_decode returned 2": the abort callback
+                raise _Abandoned from exc
+            raise
+    finally:
+        loaded.cancel = _NEVER
+        loaded.lock.release()
+
+
+def _set_abort_callback(loaded: _Loaded) -> None:
+    """Have llama.cpp stop decoding (the prompt, or a token) once the cancel flag of the
+    call using ``loaded`` is set: ``llama_decode`` then returns 2, which llama-cpp-python
+    raises as a RuntimeError, and the next call removes what the cut decode left."""
+    import llama_cpp
+
+    loaded.callback = llama_cpp.ggml_abort_callback(lambda _data: loaded.cancel.is_set())
+    llama_cpp.llama_set_abort_callback(loaded.llama._ctx.ctx, loaded.callback, None)
 
 
 def _system_into_first_user_turn(messages: list[dict[str, str]]) -> list[dict[str, str]]:

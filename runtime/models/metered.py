@@ -1,6 +1,7 @@
 """Model calls as part of a run: each one recorded (purpose, tokens, cost, time), traced
 as a ``chat`` span, and checked against the run's token and cost budgets before it is
-made."""
+made. A call cut off by cancellation is recorded too: ``budget_exceeded`` once the run's
+deadline has passed, ``cancelled`` otherwise."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from ..errors import BudgetExceededError
+import anyio
+
+from ..errors import BudgetExceededError, FailureMode
 from ..result import ErrorInfo, ModelCall
-from ..tracing import Tracing
+from ..tracing import Tracing, fail_span
 from .base import Message, Model, ModelReply, Price
 
 __all__ = ["Metered"]
@@ -19,7 +22,9 @@ __all__ = ["Metered"]
 
 class Metered:
     """Wraps a model for one agent run. ``using(purpose)`` gives a :class:`Model` whose
-    calls are recorded under that purpose."""
+    calls are recorded under that purpose. ``deadline`` (on anyio's clock) is when the
+    run's time budget (``agent.max_wall_time``) ends: a call cancelled after it is
+    recorded as ``budget_exceeded``."""
 
     def __init__(
         self,
@@ -30,8 +35,10 @@ class Metered:
         max_cost: float | None = None,
         on_call: Callable[[ModelCall], None] | None = None,
         tracing: Tracing | None = None,
+        deadline: float | None = None,
     ) -> None:
         self.model = model
+        self.deadline = deadline
         self.tracing = tracing
         self.prices = {
             k: Price(v.input, v.output) if not isinstance(v, Price) else v
@@ -95,16 +102,14 @@ class Metered:
         try:
             reply = await self.model.chat(messages, **kwargs)
         except Exception as exc:
-            self._record(
-                ModelCall(
-                    purpose=purpose,
-                    model=self.model.name,
-                    started_at=started_at,
-                    duration=time.perf_counter() - t0,
-                    error=ErrorInfo.from_exception(exc),
-                )
-            )
+            self._record(self._failed(purpose, started_at, t0, ErrorInfo.from_exception(exc)))
             raise  # the span records it
+        except anyio.get_cancelled_exc_class():
+            error = self._cut_off()
+            self._record(self._failed(purpose, started_at, t0, error))
+            if span is not None:
+                fail_span(span, None, mode=error.failure_mode, message=error.message)
+            raise
         price = self.prices.get(reply.model) or self.prices.get(self.model.name) or Price()
         call = ModelCall(
             purpose=purpose,
@@ -133,6 +138,30 @@ class Metered:
                     self.tracing.content([{"role": "assistant", "content": reply.text}]),
                 )
         return reply
+
+    def _failed(self, purpose: str, started_at: datetime, t0: float, error: ErrorInfo) -> ModelCall:
+        return ModelCall(
+            purpose=purpose,
+            model=self.model.name,
+            started_at=started_at,
+            duration=time.perf_counter() - t0,
+            error=error,
+        )
+
+    def _cut_off(self) -> ErrorInfo:
+        """Why a call that was cancelled ended."""
+        if self.deadline is not None and anyio.current_time() >= self.deadline:
+            return ErrorInfo(
+                failure_mode=FailureMode.BUDGET_EXCEEDED,
+                message="the model call was cut off: the run's time budget was spent "
+                "(agent.max_wall_time)",
+                type="BudgetExceededError",
+            )
+        return ErrorInfo(
+            failure_mode=FailureMode.CANCELLED,
+            message="the model call was cancelled by its caller",
+            type="Cancelled",
+        )
 
     def _record(self, call: ModelCall) -> None:
         self.calls.append(call)

@@ -9,7 +9,6 @@ counted with the `count.*` tools below.
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import anyio
@@ -27,7 +26,7 @@ from dagentic import (
     ToolRegistry,
     tool,
 )
-from dagentic.agent import ANSWER_SYSTEM, Agent, AgentResult, Budgets
+from dagentic.agent import ANSWER_SYSTEM, RUN_GRACE, Agent, AgentResult, Budgets
 from dagentic.models import ModelError, Price, ScriptedModel, estimate_tokens
 from dagentic.models.base import Message
 from dagentic.models.metered import Metered
@@ -39,6 +38,34 @@ pytestmark = pytest.mark.anyio
 GOAL = "What is the total?"
 SLUG = "what-is-the-total"
 PASS = {"passed": True, "reason": "the answer achieves the goal"}
+SAFETY = 30  # seconds: a safety net for runs cut off by a deadline far shorter
+STALL = object()  # a reply of StallingModel that never comes
+
+
+class StallingModel(ScriptedModel):
+    """A ScriptedModel whose STALL replies never come: that call waits until cancelled."""
+
+    async def chat(self, messages: list[Message], **kwargs: Any) -> Any:
+        if self.replies and self.replies[0] is STALL:
+            self.replies.pop(0)
+            self.calls.append({"messages": list(messages), "schema": kwargs.get("schema")})
+            await anyio.sleep_forever()
+        return await super().chat(messages, **kwargs)
+
+
+def out_of_time(budget: float, doing: str) -> str:
+    return (
+        f"time budget spent: the run took longer than {budget:g} s (agent.max_wall_time) "
+        f"and was stopped while {doing}; raise agent.max_wall_time "
+        "(DAGENTIC_AGENT__MAX_WALL_TIME) to give it more time"
+    )
+
+
+CUT_OFF = ErrorInfo(
+    failure_mode=FailureMode.BUDGET_EXCEEDED,
+    message="the model call was cut off: the run's time budget was spent (agent.max_wall_time)",
+    type="BudgetExceededError",
+)
 
 
 class Calls:
@@ -80,6 +107,13 @@ def registry(tools: ToolRegistry, calls: Calls) -> ToolRegistry:
         return {"written": text}
 
     return ToolRegistry([*tools, get, put])
+
+
+@pytest.fixture
+def no_context(registry: ToolRegistry) -> ToolRegistry:
+    """The registry without planning-context tools (sql.schema), which run before the
+    first plan and would take some of a short time budget."""
+    return ToolRegistry([t for t in registry if not t.planning_context])
 
 
 def get(sid: str, value: Any = None, **extra: Any) -> dict[str, Any]:
@@ -425,23 +459,83 @@ async def test_the_cost_budget_uses_the_price_table(
 
 
 async def test_the_wall_time_budget_stops_a_slow_tool(
-    registry: ToolRegistry, settings: Settings
+    no_context: ToolRegistry, settings: Settings
 ) -> None:
-    plan = {"steps": [{"id": "nap", "tool": "test.sleep", "args": {"seconds": 10}}]}
-    agent, _ = make_agent([plan], registry, settings, max_wall_time=0.3)
+    plan = {"steps": [{"id": "nap", "tool": "test.sleep", "args": {"seconds": 60}}]}
+    agent, _ = make_agent([plan], no_context, settings, max_wall_time=0.5)
 
-    started = time.perf_counter()
-    result = await agent.run(GOAL)
-    elapsed = time.perf_counter() - started
+    with anyio.fail_after(SAFETY):
+        result = await agent.run(GOAL)
 
-    assert elapsed < 3
     assert result.status is RunStatus.FAILED
     assert result.error is not None
     assert result.error.failure_mode is FailureMode.BUDGET_EXCEEDED
-    assert result.error.message == (
-        "time budget spent: the run took longer than 0.3 s (agent.max_wall_time)"
+    assert result.error.message == out_of_time(0.5, "running plan v1")
+    assert result.error.details == {"max_wall_time": 0.5, "stopped_while": "running plan v1"}
+    assert 0.5 - RUN_GRACE <= result.usage.wall_time < SAFETY
+    # the run's results came back: the step it stopped says so
+    nap = result.steps["nap"]
+    assert nap.status is StepStatus.CANCELLED
+    assert nap.error is not None and nap.error.failure_mode is FailureMode.TIMEOUT
+    assert result.run_ids and purposes(result) == ["plan"]
+
+
+async def test_the_wall_time_budget_cuts_off_a_model_call_that_never_answers(
+    no_context: ToolRegistry, settings: Settings
+) -> None:
+    model = StallingModel([STALL])
+    agent = Agent(model, no_context, settings=settings, budgets=Budgets(max_wall_time=0.5))
+
+    with anyio.fail_after(SAFETY):
+        result = await agent.run(GOAL)
+
+    assert result.status is RunStatus.FAILED
+    assert result.error == ErrorInfo(
+        failure_mode=FailureMode.BUDGET_EXCEEDED,
+        message=out_of_time(0.5, "planning (plan v1)"),
+        type="BudgetExceededError",
+        details={"max_wall_time": 0.5, "stopped_while": "planning (plan v1)"},
     )
-    assert result.usage.wall_time >= 0.3
+    (call,) = result.model_calls
+    assert (call.purpose, call.error) == ("plan", CUT_OFF)
+    assert result.usage.model_calls == 1
+    assert 0.49 <= result.usage.wall_time < SAFETY
+    assert result.plans == [] and result.steps == {} and result.answer is None
+
+
+async def test_the_wall_time_budget_cuts_off_the_answer_and_keeps_the_run(
+    no_context: ToolRegistry, settings: Settings
+) -> None:
+    plan = {"steps": [get("total", 42)]}
+    model = StallingModel([plan, STALL])
+    agent = Agent(model, no_context, settings=settings, budgets=Budgets(max_wall_time=0.5))
+
+    with anyio.fail_after(SAFETY):
+        result = await agent.run(GOAL)
+
+    assert result.status is RunStatus.FAILED
+    assert result.error is not None
+    assert result.error.failure_mode is FailureMode.BUDGET_EXCEEDED
+    assert result.error.message == out_of_time(0.5, "writing the answer")
+    assert purposes(result) == ["plan", "answer"]
+    assert result.model_calls[0].error is None and result.model_calls[1].error == CUT_OFF
+    assert result.steps["total"].status is StepStatus.SUCCEEDED
+    assert result.steps["total"].output == 42
+    assert result.answer is None
+
+
+async def test_a_model_call_cancelled_by_the_caller_is_recorded_as_cancelled() -> None:
+    metered = Metered(StallingModel([STALL]), deadline=None)
+    with anyio.move_on_after(0.1) as scope:
+        await metered.using("judge").chat([Message("user", "hi")])
+    assert scope.cancelled_caught
+    (call,) = metered.calls
+    assert call.purpose == "judge"
+    assert call.error == ErrorInfo(
+        failure_mode=FailureMode.CANCELLED,
+        message="the model call was cancelled by its caller",
+        type="Cancelled",
+    )
 
 
 # --------------------------------------------------------------------------- planning failures

@@ -11,9 +11,11 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Literal
 
+import anyio
 import pytest
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
@@ -44,6 +46,7 @@ GOALS = [
 # Two threads (the default is half the cores: one) and a 4k context: the same llama for
 # every test here, loaded once per process by LlamaCppModel's cache.
 THREADS, CONTEXT = 2, 4096
+SAFETY = 120  # seconds: a safety net far above what a cut-off call should take
 
 
 def local(max_tokens: int = 64) -> LlamaCppModel:
@@ -73,8 +76,8 @@ def _free_loaded_models():
     yield
     from dagentic.models import local as local_module
 
-    for llama, _ in local_module._LOADED.values():
-        llama.close()
+    for loaded in local_module._LOADED.values():
+        loaded.llama.close()
     local_module._LOADED.clear()
 
 
@@ -139,6 +142,84 @@ async def test_a_prompt_longer_than_the_context_is_a_model_error() -> None:
     assert info.value.message.endswith(f"exceed context window of {CONTEXT}")
     assert info.value.retryable is False
     assert isinstance(info.value.__cause__, ValueError)
+
+
+# -- cancellation: a deadline cuts a call off, whatever llama.cpp is doing ----------------
+
+# 64 strings of 64 characters: the grammar allows no reply shorter than hundreds of tokens.
+LONG_REPLY = {
+    "type": "array",
+    "items": {"type": "string", "minLength": 64, "maxLength": 64},
+    "minItems": 64,
+    "maxItems": 64,
+}
+
+
+@pytest.mark.anyio
+async def test_a_call_cut_off_while_the_model_is_busy_returns_at_once() -> None:
+    """llama.cpp cannot be interrupted from outside, and here the model is taken (its lock
+    is held, as by another call's generation): a call whose deadline passes returns at
+    once anyway — its worker thread is abandoned, not awaited."""
+    from dagentic.models.local import _Abandoned, _turn
+
+    model = local()
+    loaded = model._loaded()
+    loaded.lock.acquire()
+    try:
+        with anyio.fail_after(SAFETY):
+            with anyio.move_on_after(0.5) as cut:
+                await model.chat([Message("user", "Count to fifty.")], max_tokens=8)
+        assert cut.cancelled_caught
+        # ... and that thread gives up without running the prompt: a call that is
+        # cancelled while it waits for the model never takes it.
+        cancelled = threading.Event()
+        cancelled.set()
+        with pytest.raises(_Abandoned), _turn(loaded, cancelled):
+            pytest.fail("a cancelled call took the model")
+    finally:
+        loaded.lock.release()
+    reply = await model.chat([Message("user", "Say hi.")], max_tokens=4)  # free again
+    assert reply.output_tokens > 0
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # a real generation: one is enough
+async def test_a_cut_off_generation_stops_at_the_next_token_and_the_model_stays_usable() -> None:
+    model = local(max_tokens=1024)
+    loaded = model._loaded()
+    llama = loaded.llama
+    with loaded.lock:
+        llama.reset()  # count from an empty context: n_tokens = prompt + tokens decoded
+    state: dict[str, int] = {}
+
+    async def cut_after_eight_tokens(scope: anyio.CancelScope) -> None:
+        while True:  # the prompt is decoded in one go, then one token at a time
+            n = llama.n_tokens
+            if n and "prompt" not in state:
+                state["prompt"] = n
+            if "prompt" in state and n >= state["prompt"] + 8:
+                state["at_cancel"] = n
+                scope.cancel()
+                return
+            await anyio.sleep(0.005)
+
+    with anyio.fail_after(SAFETY):
+        async with anyio.create_task_group() as group:
+            group.start_soon(cut_after_eight_tokens, group.cancel_scope)
+            await model.chat(
+                [Message("user", "Write 64 long words.")], schema=LONG_REPLY, max_tokens=1024
+            )
+            pytest.fail("the grammar allows no reply this short")
+        # The abandoned thread lets go of the model once it has stopped.
+        assert await anyio.to_thread.run_sync(loaded.lock.acquire, True, SAFETY)
+    try:
+        stopped_at = llama.n_tokens
+    finally:
+        loaded.lock.release()
+    # At most a decode step after the cut, where a whole reply would be hundreds more.
+    assert state["at_cancel"] <= stopped_at <= state["at_cancel"] + 4, (state, stopped_at)
+    reply = await model.chat([Message("user", "What is the capital of France?")], max_tokens=8)
+    assert reply.output_tokens > 0 and reply.text.strip()
 
 
 def test_count_tokens_uses_the_models_tokenizer() -> None:
@@ -306,12 +387,18 @@ async def test_planner_with_the_real_model(goal: str) -> None:
     check_planning_outcome(outcome, max_repairs=1)
 
 
+WALL_TIME = 90  # agent.max_wall_time of the agent runs below: a deadline, so they end by then
+
+
 @pytest.mark.anyio
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])  # one agent run: seconds of model time
+@pytest.mark.timeout(WALL_TIME + 600)  # a safety net: the run's own deadline ends it first
 async def test_agent_run_with_the_real_model(settings: Settings) -> None:
-    budgets = AgentSettings(max_replans=0, max_repairs=1, max_wall_time=90)
+    budgets = AgentSettings(max_replans=0, max_repairs=1, max_wall_time=WALL_TIME)
     agent = Agent(local(max_tokens=160), load_tools(), settings=settings, budgets=budgets)
     result = await agent.run(GOALS[0])  # never raises for a failed goal
+    # However slow the machine, the deadline holds: whatever was in flight was cut off.
+    assert result.usage.wall_time < WALL_TIME + 10
 
     assert isinstance(result, AgentResult)
     assert result.goal == GOALS[0]
@@ -352,12 +439,13 @@ async def test_agent_run_with_the_real_model(settings: Settings) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(WALL_TIME + 900)  # a safety net above the subprocess's own
 def test_cli_ask_json_with_the_real_model(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DAGENTIC_")}
     env.update(
         DAGENTIC_AGENT__MAX_REPLANS="0",
         DAGENTIC_AGENT__MAX_REPAIRS="0",
-        DAGENTIC_AGENT__MAX_WALL_TIME="90",
+        DAGENTIC_AGENT__MAX_WALL_TIME=str(WALL_TIME),
         DAGENTIC_MODEL__MAX_TOKENS="160",
         DAGENTIC_MODEL__THREADS=str(THREADS),
         DAGENTIC_MODEL__CONTEXT_SIZE=str(CONTEXT),
@@ -369,10 +457,16 @@ def test_cli_ask_json_with_the_real_model(tmp_path: Path) -> None:
         env=env,
         capture_output=True,
         text=True,
-        timeout=110,
+        timeout=WALL_TIME + 600,  # loading, the deadline, writing the trace: far less
     )
     assert done.returncode in (0, 1), done.stderr[-3000:]
     data = json.loads(done.stdout)
+    assert data["usage"]["wall_time"] < WALL_TIME + 10  # the deadline held
+    if data["error"] and data["error"]["failure_mode"] == "budget_exceeded":
+        assert data["error"]["message"].startswith(
+            f"time budget spent: the run took longer than {WALL_TIME} s (agent.max_wall_time) "
+            "and was stopped while "
+        ) or data["error"]["message"].startswith("token budget spent"), data["error"]
     assert {"answer", "plans", "model_calls", "status"} <= data.keys()
     assert data["status"] == ("succeeded" if done.returncode == 0 else "failed")
     assert data["model_calls"] and data["model_calls"][0]["purpose"] == "plan"
