@@ -22,8 +22,9 @@ from dagentic import DagenticError, Settings, ToolContext, hookimpl, tool
 from dagentic.settings import WebSettings
 from pydantic import Field
 
-from .client import Cache
-from .extract import clean_text
+# .fetch and .search load here, before the tools of the same names are defined: a first
+# import of either later would set this package's `fetch` or `search` to the module.
+# They are cheap; httpx, lxml, trafilatura and tantivy load when a tool runs.
 from .fetch import checked_url, fetch_page
 from .search import CORPUS, make_backend, open_local_index
 
@@ -59,6 +60,9 @@ async def search(
     Returns:
         dict: {query, backend, results: [{title, url, snippet, score, published}]}.
     """
+    from .client import Cache
+    from .extract import clean_text
+
     settings = _web(context)
     backend = make_backend(settings)
     cache = Cache(settings.cache_dir, settings.cache_ttl if backend.cacheable else 0)
@@ -110,6 +114,8 @@ async def fetch(
     Returns:
         dict: {url, final_url, status, title, text, truncated}.
     """
+    from .client import Cache
+
     settings = _web(context)
     limit = min(max_bytes or settings.fetch.max_bytes, settings.fetch.max_bytes)
     checked_url(url, settings.fetch)  # refused URLs never reach the cache either

@@ -6,17 +6,18 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
-import httpcore
-import httpx
 from dagentic import StepTimeoutError, ToolError
 from dagentic.settings import FetchSettings, WebSettings
 
-from .client import raise_for_transient, rate_limiter, with_retries
-from .egress import EgressPolicy, guarded_transport
-from .extract import clean_text, html_to_text
+# httpx, the egress guard and the page parsers load with the first fetch, not with the
+# plugin: every command that lists tools loads it.
+if TYPE_CHECKING:
+    import httpx
+
+    from .egress import EgressPolicy
 
 __all__ = ["TEXT_TYPES", "checked_url", "fetch_page"]
 
@@ -36,6 +37,11 @@ USER_AGENT = "dagentic-web/0.1 (+web.fetch)"
 
 async def fetch_page(url: str, *, settings: WebSettings, max_bytes: int) -> dict[str, Any]:
     """Fetch ``url`` and return its text, title, final URL and status (see ``web.fetch``)."""
+    import httpx
+
+    from .client import rate_limiter, with_retries
+    from .egress import EgressPolicy, guarded_transport
+
     config = settings.fetch
     policy = EgressPolicy(config.allow_hosts)
     start = checked_url(url, config)
@@ -63,6 +69,10 @@ async def fetch_page(url: str, *, settings: WebSettings, max_bytes: int) -> dict
 
 def checked_url(url: str, config: FetchSettings) -> httpx.URL:
     """``url`` parsed, if the egress policy lets ``web.fetch`` reach it."""
+    import httpx
+
+    from .egress import EgressPolicy
+
     try:
         parsed = httpx.URL(url)
     except httpx.InvalidURL as exc:
@@ -78,6 +88,8 @@ async def _follow(
     max_redirects: int,
     max_bytes: int,
 ) -> dict[str, Any]:
+    from .client import raise_for_transient
+
     for _ in range(max_redirects + 1):
         policy.check_url(url)
         request = client.build_request(
@@ -105,6 +117,8 @@ async def _follow(
 
 async def _read(response: httpx.Response, url: httpx.URL, max_bytes: int) -> dict[str, Any]:
     """The page's text (the first ``max_bytes`` bytes of it), refusing binary types."""
+    from .extract import clean_text, html_to_text
+
     content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type and content_type not in TEXT_TYPES and not content_type.startswith("text/"):
         raise ToolError(
@@ -143,6 +157,9 @@ async def _read(response: httpx.Response, url: httpx.URL, max_bytes: int) -> dic
 async def _stop_reading(response: httpx.Response, chunks: AsyncIterator[bytes]) -> None:
     """Close the connection mid-body and let httpx's nested stream generators run to their
     end on the closed stream, so none is left for the garbage collector (trio warns)."""
+    import httpcore
+    import httpx
+
     await response.aclose()
     with contextlib.suppress(httpx.HTTPError, httpcore.NetworkError, anyio.ClosedResourceError):
         async for _ in chunks:  # at most what was buffered before the close

@@ -11,15 +11,17 @@ import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio.to_thread
-import httpx
 from dagentic import ToolError
 from dagentic.settings import SearchApiSettings, WebSettings
 
-from .client import raise_for_transient, rate_limiter, with_retries
-from .index import LocalIndex
+# httpx and the index (tantivy, lxml) load with the first search, not with the plugin.
+if TYPE_CHECKING:
+    import httpx
+
+    from .index import LocalIndex
 
 __all__ = ["BACKENDS", "CORPUS", "SearchBackend", "make_backend", "open_local_index"]
 
@@ -45,6 +47,8 @@ class SearchBackend(Protocol):
 def open_local_index(settings: WebSettings) -> LocalIndex:
     """The process-wide index of ``web.local.index_dir``, built from ``web.local.paths``
     (default: the bundled news collection) if it does not exist yet."""
+    from .index import LocalIndex
+
     local = settings.local
     key = str(Path(local.index_dir).expanduser().resolve())
     with _BUILDING:
@@ -101,6 +105,10 @@ class HttpBackend:
         return key
 
     async def request(self, build: Callable[[httpx.AsyncClient], Any]) -> Any:
+        import httpx
+
+        from .client import raise_for_transient, rate_limiter, with_retries
+
         what = f"web.search ({self.name})"
         limiter = rate_limiter(self.name, self.api.rate_limit)
 
