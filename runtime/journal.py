@@ -12,8 +12,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-import structlog
-
 __all__ = ["EventKind", "Journal", "LogJournal", "MemoryJournal", "StepEvent", "get_logger"]
 
 EventKind = Literal[
@@ -61,6 +59,8 @@ class MemoryJournal:
 def get_logger(name: str = "dagentic") -> Any:
     """structlog's logger when the application configured structlog, else one that goes
     through the standard ``logging`` module, silent unless the application turns it on."""
+    import structlog  # here, not above: `dagentic --help` need not load it
+
     if structlog.is_configured():
         return structlog.get_logger(name)
     return structlog.wrap_logger(
