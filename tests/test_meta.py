@@ -14,12 +14,12 @@ import pytest
 from dagentic import PlanError, ToolRegistry, load_plan, load_tools
 
 from tests.blind import RUNS_DIR
+from tests.cli import run_script
 
 ROOT = Path(__file__).resolve().parents[1]
 PLANS = sorted((ROOT / "plans").glob("*.yaml"))
 EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.py") if not p.name.startswith("sandbox_"))
 SNIPPETS = sorted((ROOT / "examples").glob("sandbox_*.py"))  # for `dagentic sandbox run`
-DAGENTIC = Path(sys.executable).parent / "dagentic"
 
 
 def _ids(paths: list[Path]) -> list[str]:
@@ -72,16 +72,7 @@ def test_example_runs(path: Path) -> None:
 @pytest.mark.parametrize("backend", ["docker", "process"])
 @pytest.mark.parametrize("path", SNIPPETS, ids=_ids(SNIPPETS))
 def test_sandbox_snippet_runs_in_each_backend(path: Path, backend: str) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DAGENTIC_")}
-    done = subprocess.run(
-        [str(DAGENTIC), "sandbox", "run", "--backend", backend, str(path)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+    done = run_script("sandbox", "run", "--backend", backend, path, cwd=ROOT, timeout=120)
     assert done.returncode == 0, (
         f"{path.relative_to(ROOT)} exited {done.returncode} on {backend}\n"
         f"--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"

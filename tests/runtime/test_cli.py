@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -27,35 +24,22 @@ from dagentic import (
     compile_plan,
     tool,
 )
-from dagentic.cli import app
 from dagentic.plan import plan_json_schema
 from dagentic.progress import LiveProgress, render_result, tries
 from rich.console import Console
-from typer.testing import CliRunner, Result
+from typer.testing import Result
+
+from tests.cli import invoke, isolate, run_script
 
 ROOT = Path(__file__).resolve().parents[2]
 HELLO = ROOT / "plans" / "hello.yaml"
-DAGENTIC = Path(sys.executable).parent / "dagentic"
-
-# Rich must not colour or wrap what the tests read.
-_ENV = {"FORCE_COLOR": None, "TTY_COMPATIBLE": None, "TTY_INTERACTIVE": None, "COLUMNS": "400"}
 
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No dagentic.toml or DAGENTIC_* variables from around the tests reach the CLI.
     (conftest resets the structlog configuration the CLI sets up on every call.)"""
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("DAGENTIC_"):
-            monkeypatch.delenv(name)
-
-
-def invoke(*args: str | Path) -> Result:
-    result = CliRunner().invoke(app, [str(a) for a in args], env=_ENV)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
+    isolate(tmp_path, monkeypatch)
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:
@@ -389,23 +373,6 @@ def test_schema_output_option_writes_the_file(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- the script
-
-
-def run_script(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("DAGENTIC_") and k not in ("FORCE_COLOR", "TTY_COMPATIBLE")
-    }
-    return subprocess.run(
-        [str(DAGENTIC), *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=60,
-        check=False,
-    )
 
 
 @pytest.mark.slow

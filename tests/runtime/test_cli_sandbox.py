@@ -6,50 +6,38 @@ cannot run here.
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import docker
 import pytest
-from dagentic.cli import app
 from dagentic.isolation import SandboxResult
 from dagentic.sandbox.container import LABEL, OWNER_LABEL
-from typer.testing import CliRunner, Result
+from typer.testing import Result
+
+from tests import cli
+from tests.cli import DAGENTIC
 
 ROOT = Path(__file__).resolve().parents[2]
 PANDAS_REPORT = ROOT / "examples" / "sandbox_pandas_report.py"
-DAGENTIC = Path(sys.executable).parent / "dagentic"
 BACKENDS = ["process", "docker"]
 ISOLATION = {"process": "namespaces+rlimits", "docker": "container"}
 
 REPORT_STDOUT = "region\nnorth    270.25\nsouth    176.25\neast     130.00\n"
 REPORT_RESULT = {"top_region": "north", "total": 576.5}
 
-# Rich must not colour or wrap what the tests read.
-_ENV = {"FORCE_COLOR": None, "TTY_COMPATIBLE": None, "TTY_INTERACTIVE": None, "COLUMNS": "400"}
-
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No dagentic.toml or DAGENTIC_* variables from around the tests reach the CLI."""
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("DAGENTIC_"):
-            monkeypatch.delenv(name)
+    cli.isolate(tmp_path, monkeypatch)
 
 
 def invoke(*args: str | Path, env: dict[str, str | None] | None = None) -> Result:
-    result = CliRunner().invoke(
-        app, ["sandbox", "run", *(str(a) for a in args)], env={**_ENV, **(env or {})}
-    )
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
+    return cli.invoke("sandbox", "run", *args, env=env)
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:
@@ -153,10 +141,14 @@ def run_script(*args: str | Path) -> tuple[subprocess.CompletedProcess[str], lis
     """Run the installed ``dagentic`` script; also return the ids of sandbox containers
     its process owned that still exist a moment after it exited (and remove them, so that
     they are not left to the next sandbox's reaper)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DAGENTIC_")}
     command = [str(DAGENTIC), *(str(a) for a in args)]
     process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=cli.script_env(),
     )
     try:
         stdout, stderr = process.communicate(timeout=120)

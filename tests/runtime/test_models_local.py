@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Literal
@@ -38,7 +36,8 @@ from dagentic.models import (
 from dagentic.planner import LLMPlanner, MissingCapabilityError, PlanningResult
 from dagentic.settings import AgentSettings
 
-DAGENTIC = Path(sys.executable).parent / "dagentic"
+from tests.cli import run_script
+
 GOALS = [
     "Which region had the highest revenue in 2026Q3?",
     "How many customers are in each segment?",
@@ -441,22 +440,21 @@ async def test_agent_run_with_the_real_model(settings: Settings) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(WALL_TIME + 900)  # a safety net above the subprocess's own
 def test_cli_ask_json_with_the_real_model(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DAGENTIC_")}
-    env.update(
-        DAGENTIC_AGENT__MAX_REPLANS="0",
-        DAGENTIC_AGENT__MAX_REPAIRS="0",
-        DAGENTIC_AGENT__MAX_WALL_TIME=str(WALL_TIME),
-        DAGENTIC_MODEL__MAX_TOKENS="160",
-        DAGENTIC_MODEL__THREADS=str(THREADS),
-        DAGENTIC_MODEL__CONTEXT_SIZE=str(CONTEXT),
-        NO_COLOR="1",
-    )
-    done = subprocess.run(
-        [str(DAGENTIC), "ask", GOALS[0], "--json"],
+    env = {
+        "DAGENTIC_AGENT__MAX_REPLANS": "0",
+        "DAGENTIC_AGENT__MAX_REPAIRS": "0",
+        "DAGENTIC_AGENT__MAX_WALL_TIME": str(WALL_TIME),
+        "DAGENTIC_MODEL__MAX_TOKENS": "160",
+        "DAGENTIC_MODEL__THREADS": str(THREADS),
+        "DAGENTIC_MODEL__CONTEXT_SIZE": str(CONTEXT),
+        "NO_COLOR": "1",
+    }
+    done = run_script(
+        "ask",
+        GOALS[0],
+        "--json",
         cwd=tmp_path,
         env=env,
-        capture_output=True,
-        text=True,
         timeout=WALL_TIME + 600,  # loading, the deadline, writing the trace: far less
     )
     assert done.returncode in (0, 1), done.stderr[-3000:]

@@ -17,16 +17,14 @@ import anyio
 import pytest
 from dagentic import Executor, Settings, ToolError, ToolRegistry, tool
 from dagentic.agent import Agent
-from dagentic.cli import app
 from dagentic.models import ScriptedModel
 from dagentic.result import RunResult
 from dagentic.runfiles import find_run, read_spans
 from dagentic.traceview import analyse
 from dagentic.tracing import tracing_from_settings
-from typer.testing import CliRunner, Result
 
-# Rich must not colour or wrap what the tests read.
-_ENV = {"FORCE_COLOR": None, "TTY_COMPATIBLE": None, "TTY_INTERACTIVE": None, "COLUMNS": "400"}
+from tests.cli import invoke
+
 PNG = b"\x89PNG\r\n\x1a\n"
 DAY = 86_400 * 10**9
 
@@ -42,13 +40,6 @@ def runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("DAGENTIC_RUNS_DIR", str(runs))
     monkeypatch.setenv("DAGENTIC_TRACING__METRICS", "false")
     return runs
-
-
-def invoke(*args: str | Path) -> Result:
-    result = CliRunner().invoke(app, [str(a) for a in args], env=_ENV)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
 
 
 def run_plan(tools: ToolRegistry, plan: dict[str, Any], run_id: str | None = None) -> RunResult:

@@ -11,7 +11,6 @@ import functools
 import os
 import socket
 import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -24,10 +23,10 @@ import pytest
 from dagentic import Executor, FailureMode, RunResult, RunStatus, Settings, StepStatus, ToolRegistry
 from dagentic.tracing import Tracing, tracing_from_settings
 
+from tests import cli
 from tests.blind import blind_settings
 from tests.otlp_receiver import GrpcReceiver, HttpReceiver, Receiver, SpanRecord
 
-DAGENTIC = Path(sys.executable).parent / "dagentic"
 HTTP, GRPC = "http/protobuf", "grpc"
 RECEIVERS = {HTTP: HttpReceiver, GRPC: GrpcReceiver}
 TRACE_CALLS = {HTTP: "/v1/traces", GRPC: "TraceService/Export"}
@@ -210,20 +209,13 @@ def test_an_unset_endpoint_falls_back_to_otel_exporter_otlp_endpoint(
 
 
 def run_script(plan: Path, env: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], float]:
-    base = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("DAGENTIC_", "OTEL_")) and k not in ("FORCE_COLOR", "TTY_COMPATIBLE")
-    }
     started = time.perf_counter()
-    done = subprocess.run(
-        [str(DAGENTIC), "run", plan.name],
-        capture_output=True,
-        text=True,
+    done = cli.run_script(
+        "run",
+        plan.name,
         cwd=plan.parent,
-        env={**base, "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1", **env},
-        timeout=60,
-        check=False,
+        env={"NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1", **env},
+        drop=("DAGENTIC_", "OTEL_"),
     )
     return done, time.perf_counter() - started
 

@@ -4,22 +4,17 @@ added, as ``main()`` does) and as the installed script."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
-from dagentic.cli import add_plugin_commands, app
 from dagentic.plugins.web.index import LocalIndex
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-DAGENTIC = Path(sys.executable).parent / "dagentic"
+from tests import cli
 
-# Rich must not colour or wrap what the tests read.
-_ENV = {"FORCE_COLOR": None, "TTY_COMPATIBLE": None, "TTY_INTERACTIVE": None, "COLUMNS": "400"}
 SECONDS = r"\d+(\.\d{1,3})?"
 REPORT_KEYS = {
     "index_dir",
@@ -36,18 +31,11 @@ REPORT_KEYS = {
 @pytest.fixture(autouse=True)
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No dagentic.toml or DAGENTIC_* variables from around the tests reach the CLI."""
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("DAGENTIC_"):
-            monkeypatch.delenv(name)
+    cli.isolate(tmp_path, monkeypatch)
 
 
 def invoke(*args: str | Path, env: dict[str, str | None] | None = None) -> Result:
-    add_plugin_commands()
-    result = CliRunner().invoke(app, [str(a) for a in args], env={**_ENV, **(env or {})})
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
+    return cli.invoke(*args, env=env, plugins=True)
 
 
 def write(folder: Path, files: dict[str, str]) -> Path:
@@ -340,21 +328,7 @@ def test_help_lists_the_index_group() -> None:
 
 
 def run_script(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("DAGENTIC_") and k not in ("FORCE_COLOR", "TTY_COMPATIBLE")
-    }
-    env["COLUMNS"] = "400"
-    return subprocess.run(
-        [str(DAGENTIC), *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+    return cli.run_script(*args, cwd=cwd, env={"COLUMNS": "400"})
 
 
 @pytest.mark.slow

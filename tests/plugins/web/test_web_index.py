@@ -36,6 +36,8 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
+from tests.cli import run_script
+
 ROOT = Path(__file__).resolve().parents[3]
 NOW = dt.datetime(2026, 6, 15, 12, 0, tzinfo=dt.UTC)
 
@@ -1228,27 +1230,11 @@ def test_dagentic_run_of_a_search_plan(tmp_path: Path) -> None:
     path = tmp_path / "plan.yaml"
     path.write_text(PLAN.replace("${allow}", "true"), encoding="utf-8")
     env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("DAGENTIC_") and k not in ("FORCE_COLOR", "TTY_COMPATIBLE")
+        "DAGENTIC_WEB__LOCAL__INDEX_DIR": str(tmp_path / "index"),
+        "DAGENTIC_WEB__CACHE_TTL": "0",
     }
-    env["DAGENTIC_WEB__LOCAL__INDEX_DIR"] = str(tmp_path / "index")
-    env["DAGENTIC_WEB__CACHE_TTL"] = "0"
-    done = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "dagentic"),
-            "run",
-            str(path),
-            "--json",
-            "-i",
-            "region=West",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=120,
-        check=False,
+    done = run_script(
+        "run", path, "--json", "-i", "region=West", cwd=tmp_path, env=env, timeout=120
     )
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
