@@ -39,11 +39,14 @@ async def engine_for(settings: Any, source: str | None = None) -> SqlEngine:
         sources = {_source_name(path): SqlSource(path=path)}
     else:
         sources = config.sources or {"sample": SqlSource(path=SAMPLE_DATA)}
+    # every file a plan-named source reads must resolve inside the roots (engine.py)
+    roots = [str(r) for r in config.allowed_roots] if source is not None else None
     key = json.dumps(
         [
             {n: s.model_dump(mode="json") for n, s in sources.items()},
             config.memory_limit,
             config.threads,
+            roots,
         ],
         sort_keys=True,
     )
@@ -55,7 +58,10 @@ async def engine_for(settings: Any, source: str | None = None) -> SqlEngine:
         with _CREATING:
             if key not in _ENGINES:
                 _ENGINES[key] = SqlEngine(
-                    sources, memory_limit=config.memory_limit, threads=config.threads
+                    sources,
+                    memory_limit=config.memory_limit,
+                    threads=config.threads,
+                    roots=None if roots is None else config.allowed_roots,
                 )
             return _ENGINES[key]
 
@@ -145,7 +151,7 @@ async def schema(
     """
     settings = context.settings if context.settings is not None else Settings()
     engine = await engine_for(settings, source)
-    tables = await anyio.to_thread.run_sync(engine.schema, sample_rows)
+    tables = await engine.schema(sample_rows)
     return {"tables": tables}
 
 

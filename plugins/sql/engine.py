@@ -1,31 +1,43 @@
-"""Guard layer 2: a dedicated, locked-down DuckDB connection, and query execution.
+"""Guard layer 2: a dedicated, locked-down DuckDB, in a process of its own, and query
+execution with limits that hold.
 
-The connection registers the configured sources (CSV/Parquet/JSON files as views, DuckDB
-files attached), then turns external access off except for exactly those files, keeps
-extensions from installing or loading, caps memory and threads, and locks its
-configuration. A query that slipped past layer 1 still cannot read or write host files.
-Each query runs on its own cursor in a worker thread, with rows capped while fetching, an
-output-size cap, and a timeout that interrupts it and leaves the connection usable.
+The engine process (:mod:`._worker`) registers the configured sources (CSV/Parquet/JSON files
+as views, DuckDB files attached), then turns external access off except for exactly those
+files, keeps extensions from installing or loading, caps memory, threads and spilling, and
+locks its configuration. A query that slipped past layer 1 still cannot read or write host
+files. Every file a plan-named source reads must resolve inside ``sql.allowed_roots``.
+
+Limits: each query runs on its own cursor with rows capped while fetching and an output-size
+cap. At its deadline the query is interrupted; a query that does not stop within
+:data:`GRACE` seconds (DuckDB sees an interrupt only between chunks of work, not inside one
+long function call such as ``repeat('x', 2000000000)``) has its process killed, and the
+next query starts a new one. The process runs under an address-space limit of
+``memory_limit`` plus headroom, because DuckDB's ``memory_limit`` does not count the values
+an expression builds. A cancelled step (its own ``timeout``, a run deadline) stops its query
+the same way.
 """
 
 from __future__ import annotations
 
-import base64
-import datetime as dt
-import decimal
+import atexit
+import contextlib
+import itertools
 import json
-import math
-import re
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
 import threading
-import time
-import uuid
+import weakref
 from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.to_thread
-import duckdb
 from dagentic import (
+    DagenticError,
     InvalidArgsError,
     PolicyBlockedError,
     ResourceLimitError,
@@ -33,116 +45,197 @@ from dagentic import (
     ToolError,
 )
 
-__all__ = ["SqlEngine", "to_json_value"]
+from ._worker import to_json_value
 
-FILE_KINDS = {
-    ".csv": "read_csv_auto",
-    ".tsv": "read_csv_auto",
-    ".parquet": "read_parquet",
-    ".json": "read_json_auto",
-    ".ndjson": "read_json_auto",
-    ".jsonl": "read_json_auto",
+__all__ = ["GRACE", "SqlEngine", "to_json_value"]
+
+WORKER = Path(__file__).with_name("_worker.py")
+GRACE = 1.0  # seconds an interrupted query has to stop before its process is killed
+START_TIMEOUT = 120.0  # seconds to open the sources
+FRAME_LIMIT = 64 * 2**20  # the largest reply read from the engine process
+ERRORS: dict[str, type[DagenticError]] = {
+    "ToolError": ToolError,
+    "InvalidArgsError": InvalidArgsError,
+    "PolicyBlockedError": PolicyBlockedError,
+    "ResourceLimitError": ResourceLimitError,
 }
-DB_SUFFIXES = (".duckdb", ".db")
+_LIVE: weakref.WeakSet[_Process] = weakref.WeakSet()
+
+
+class _Call:
+    """One request to the engine process, answered once."""
+
+    def __init__(self, request_id: int) -> None:
+        self.id = request_id
+        self.done = threading.Event()
+        self.reply: dict[str, Any] = {}
+
+    def answer(self, reply: dict[str, Any]) -> None:
+        if not self.done.is_set():
+            self.reply = reply
+            self.done.set()
+
+
+class _Process:
+    """The engine process: requests out, a reader thread that hands each reply to its call."""
+
+    def __init__(self, init: dict[str, Any]) -> None:
+        self.temp = tempfile.mkdtemp(prefix="dagentic-sql-")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-I", str(WORKER), json.dumps({**init, "temp_directory": self.temp})],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a terminal's Ctrl-C is the parent's to handle
+            env={**os.environ, "MALLOC_ARENA_MAX": "2"},
+        )
+        self.lock = threading.Lock()  # calls and ended
+        self.writing = threading.Lock()  # one frame at a time to the process
+        self.calls: dict[int, _Call] = {0: _Call(0)}
+        self.ids = itertools.count(1)
+        self.ended: str | None = None  # why the process is gone (or going), once it is
+        _LIVE.add(self)
+        self.reader = threading.Thread(target=self._read, daemon=True, name="dagentic-sql-reader")
+        self.reader.start()
+
+    @property
+    def alive(self) -> bool:
+        return self.ended is None
+
+    def submit(self, request: dict[str, Any]) -> _Call:
+        with self.lock:
+            call = _Call(next(self.ids))
+            self.calls[call.id] = call
+            ended = self.ended
+        if ended is not None:
+            call.answer({"error": _ended(ended)})
+        else:
+            self._send({**request, "id": call.id})
+        return call
+
+    def interrupt(self, call: _Call) -> None:
+        self._send({"op": "interrupt", "id": call.id})
+
+    def kill(self, why: str) -> None:
+        """End the process now; the calls still waiting are answered with ``why``."""
+        with self.lock:
+            self.ended = self.ended or why  # no new call goes to it from now on
+        if self.proc.poll() is None:
+            self.proc.kill()
+
+    def close(self) -> None:
+        """Let the process finish (its stdin closes), and kill it if it does not."""
+        with self.writing, contextlib.suppress(OSError):
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.kill("the SQL engine was closed")
+            self.proc.wait()
+        self.reader.join(timeout=5)  # it closes stdout and removes the temporary folder
+
+    def _send(self, request: dict[str, Any]) -> None:
+        body = json.dumps(request, ensure_ascii=False).encode()
+        try:
+            with self.writing:
+                if self.proc.stdin is not None:
+                    self.proc.stdin.write(struct.pack(">I", len(body)) + body)
+                    self.proc.stdin.flush()
+        except (OSError, ValueError):
+            pass  # the process is gone: the reader answers every waiting call
+
+    def _read(self) -> None:
+        out = self.proc.stdout
+        assert out is not None
+        while True:
+            head = out.read(4)
+            if len(head) < 4:
+                break
+            (size,) = struct.unpack(">I", head)
+            if size > FRAME_LIMIT:
+                self.kill("the SQL engine sent a reply larger than it may")
+                break
+            body = out.read(size)
+            if len(body) < size:
+                break
+            try:
+                reply = json.loads(body)
+                call = self.calls.pop(int(reply["id"]))
+            except (ValueError, KeyError, TypeError):
+                self.kill("the SQL engine sent a reply that is not one")
+                break
+            call.answer(reply)
+        code = self.proc.wait()
+        with self.lock:
+            why = self.ended or f"the SQL engine process ended unexpectedly (exit code {code})"
+            self.ended = why
+            waiting, self.calls = list(self.calls.values()), {}
+        for call in waiting:
+            call.answer({"error": _ended(why)})
+        with self.writing, contextlib.suppress(OSError):
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+        out.close()
+        shutil.rmtree(self.temp, ignore_errors=True)
 
 
 class SqlEngine:
-    """One hardened DuckDB connection over a set of named sources."""
+    """One hardened DuckDB, in its own process, over a set of named sources. ``roots``, when
+    given, are the folders every file read must resolve inside (plan-named sources)."""
 
     def __init__(
-        self, sources: dict[str, Any], *, memory_limit: str = "512MB", threads: int = 2
+        self,
+        sources: dict[str, Any],
+        *,
+        memory_limit: str = "512MB",
+        threads: int = 2,
+        roots: list[Path] | None = None,
     ) -> None:
         self.sources = sources
-        self.writable: set[str] = set()
-        self.tables: dict[str, str] = {}  # lower-case name -> source name
-        self.relations: dict[str, str] = {}  # short name -> SQL that names it exactly
-        self._search_path: str | None = None
-        self.connection = self._connect(memory_limit, threads)
-        self.table_functions = {
-            name
-            for (name,) in self.connection.execute(
-                "SELECT DISTINCT function_name FROM duckdb_functions() "
-                "WHERE function_type IN ('table', 'table_macro') EXCEPT SELECT function_name "
-                "FROM duckdb_functions() WHERE function_type NOT IN ('table', 'table_macro')"
-            ).fetchall()
-        }
-
-    # -- setup ------------------------------------------------------------------------
-
-    def _connect(self, memory_limit: str, threads: int) -> duckdb.DuckDBPyConnection:
-        con = duckdb.connect(
-            ":memory:",
-            config={
-                "autoinstall_known_extensions": False,
-                "autoload_known_extensions": False,
-                "memory_limit": memory_limit,
-                "threads": threads,
+        self._init = {
+            "sources": {
+                name: {"path": str(s.path), "allow_write": bool(s.allow_write)}
+                for name, s in sources.items()
             },
-        )
-        allowed: list[str] = []
-        attached: list[str] = []
-        for name, source in self.sources.items():
-            allowed += self._register(con, name, source)
-            if Path(source.path).suffix.lower() in DB_SUFFIXES:
-                attached.append(f"{_ident(name)}.main")
-        if allowed:
-            con.execute("SET allowed_paths = ?", [allowed])
-        # A DuckDB source's tables are readable by their short names too. search_path is
-        # per connection, so every cursor sets it (it may, with the configuration locked).
-        self._search_path = (
-            f"SET search_path = {_literal(','.join(['main', *attached]))}" if attached else None
-        )
-        con.execute("SET enable_external_access = false")
-        con.execute("SET lock_configuration = true")
-        return con
+            "roots": None if roots is None else [str(Path(r).expanduser()) for r in roots],
+            "memory_limit": memory_limit,
+            "threads": threads,
+            "frame_limit": FRAME_LIMIT,
+        }
+        self._starting = threading.Lock()
+        self._process: _Process | None = None
+        described = self._start()
+        self.tables: dict[str, str] = described["tables"]
+        self.writable: set[str] = set(described["writable"])
+        self.relations: dict[str, str] = described["relations"]
+        self.table_functions: set[str] = set(described["table_functions"])
 
-    def _register(self, con: duckdb.DuckDBPyConnection, name: str, source: Any) -> list[str]:
-        path = Path(source.path).expanduser().resolve()
-        if not path.exists():
-            raise ToolError(
-                f"sql: source {name!r}: {path} does not exist; fix the sql.sources setting"
-            )
-        if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.suffix.lower() in FILE_KINDS)
-            if not files:
-                raise ToolError(
-                    f"sql: source {name!r}: {path} holds no .csv, .parquet or .json files"
-                )
-            for file in files:
-                self._view(con, file.stem, file, name)
-            return [str(f) for f in files]
-        if path.suffix.lower() in DB_SUFFIXES:
-            mode = "" if source.allow_write else " (READ_ONLY)"
-            con.execute(f"ATTACH {_literal(str(path))} AS {_ident(name)}{mode}")
-            for (table,) in con.execute(
-                "SELECT table_name FROM duckdb_tables() WHERE database_name = ?", [name]
-            ).fetchall():
-                self.tables[f"{name}.{table}".lower()] = name
-                self.tables.setdefault(table.lower(), name)
-                self.relations.setdefault(table.lower(), f"{_ident(name)}.{_ident(table)}")
-                if source.allow_write:
-                    self.writable.add(f"{name}.{table}".lower())
-                    if self.tables[table.lower()] == name:
-                        self.writable.add(table.lower())
-            return [str(path), str(path) + ".wal"]
-        if path.suffix.lower() in FILE_KINDS:
-            self._view(con, name, path, name)
-            return [str(path)]
-        raise ToolError(
-            f"sql: source {name!r}: {path.name} is not a .duckdb, .csv, .parquet "
-            "or .json file, nor a folder of them"
-        )
+    @property
+    def pid(self) -> int | None:
+        """The engine process's id while it runs (to watch its memory, say)."""
+        process = self._process
+        return process.proc.pid if process is not None and process.alive else None
 
-    def _view(self, con: duckdb.DuckDBPyConnection, view: str, file: Path, source: str) -> None:
-        reader = FILE_KINDS[file.suffix.lower()]
-        if view.lower() in self.tables:
-            raise ToolError(
-                f"sql: source {source!r}: table {view!r} is already defined by "
-                f"source {self.tables[view.lower()]!r}"
-            )
-        con.execute(f"CREATE VIEW {_ident(view)} AS SELECT * FROM {reader}({_literal(str(file))})")
-        self.tables[view.lower()] = source
-        self.relations[view.lower()] = _ident(view)
+    def _start(self) -> dict[str, Any]:
+        process = _Process(self._init)
+        call = process.calls[0]
+        if not call.done.wait(START_TIMEOUT):
+            process.kill(f"the SQL engine did not open its sources within {START_TIMEOUT:g}s")
+            call.done.wait()
+        if "error" in call.reply:
+            process.close()
+            raise _error(call.reply["error"])
+        self._process = process
+        return call.reply["ok"]
+
+    def _live(self) -> _Process:
+        """The running engine process; a new one if the last was killed or died."""
+        with self._starting:
+            if self._process is None or not self._process.alive:
+                self._start()
+            assert self._process is not None
+            return self._process
 
     # -- queries ----------------------------------------------------------------------
 
@@ -150,197 +243,88 @@ class SqlEngine:
         self, sql: str, params: list[Any] | None, *, max_rows: int, max_bytes: int, timeout: float
     ) -> dict[str, Any]:
         """Run one (already guarded) statement; rows as JSON-safe dicts."""
-        cursor = self._cursor()
-        done = threading.Event()
+        request = {
+            "op": "query",
+            "sql": sql,
+            "params": params,
+            "max_rows": max_rows,
+            "max_bytes": max_bytes,
+        }
+        message = f"sql.query: the query did not finish within {timeout:g}s and was interrupted"
+        return await self._call(request, timeout, message)
 
-        def interrupt_later() -> None:
-            if not done.wait(timeout):
-                cursor.interrupt()
-
-        watchdog = threading.Thread(target=interrupt_later, daemon=True)
-        watchdog.start()
-        start = time.monotonic()
-        try:
-            return await anyio.to_thread.run_sync(
-                self._fetch, cursor, sql, params, max_rows, max_bytes
-            )
-        except duckdb.InterruptException as exc:
-            raise StepTimeoutError(
-                f"sql.query: the query did not finish within {timeout:g}s and was interrupted",
-                timeout=timeout,
-            ) from exc
-        finally:
-            done.set()
-            cursor.close()
-            if time.monotonic() - start >= timeout:
-                watchdog.join(timeout=1)
-
-    def _fetch(
-        self,
-        cursor: duckdb.DuckDBPyConnection,
-        sql: str,
-        params: list[Any] | None,
-        max_rows: int,
-        max_bytes: int,
-    ) -> dict[str, Any]:
-        self._check_statement(sql)
-        try:
-            cursor.execute(sql, params or None)
-        except duckdb.InterruptException:
-            raise
-        except duckdb.Error as exc:
-            raise _explain(exc, self, sql) from exc
-        if cursor.description is None:
-            return {"columns": [], "rows": [], "row_count": 0, "truncated": False}
-        columns = [{"name": d[0], "type": str(d[1])} for d in cursor.description]
-        names = [c["name"] for c in columns]
-        rows: list[dict[str, Any]] = []
-        size = 2  # the brackets of the rows array
-        truncated = False
-        while len(rows) < max_rows:
-            batch = cursor.fetchmany(min(1024, max_rows - len(rows)))
-            if not batch:
-                break
-            for values in batch:
-                row = {n: to_json_value(v) for n, v in zip(names, values, strict=True)}
-                size += len(json.dumps(row, ensure_ascii=False).encode()) + (2 if rows else 0)
-                if size > max_bytes:
-                    truncated = True
-                    break
-                rows.append(row)
-            if truncated:
-                break
-        if not truncated and len(rows) >= max_rows and cursor.fetchone() is not None:
-            truncated = True
-        return {"columns": columns, "rows": rows, "row_count": len(rows), "truncated": truncated}
-
-    def columns(self, table: str) -> str:
-        """``name TYPE, ...`` of one table, for error messages."""
-        cursor = self._cursor()
-        try:
-            rows = cursor.execute(f"DESCRIBE {self.relations[table]}").fetchall()
-        finally:
-            cursor.close()
-        return ", ".join(f"{row[0]} {row[1]}" for row in rows)
-
-    def _cursor(self) -> duckdb.DuckDBPyConnection:
-        cursor = self.connection.cursor()
-        if self._search_path:
-            cursor.execute(self._search_path)
-        return cursor
-
-    def _check_statement(self, sql: str) -> None:
-        """DuckDB's own parser must see one SELECT (or, with writes allowed, one INSERT,
-        UPDATE or DELETE): COPY, ATTACH, DETACH, EXPORT... never reach execution."""
-        try:
-            statements = duckdb.extract_statements(sql)
-        except duckdb.Error as exc:
-            raise InvalidArgsError(f"sql.query: {str(exc).strip()}") from exc
-        allowed = {duckdb.StatementType.SELECT}
-        if self.writable:
-            allowed |= {
-                duckdb.StatementType.INSERT,
-                duckdb.StatementType.UPDATE,
-                duckdb.StatementType.DELETE,
-            }
-        kinds = [s.type for s in statements]
-        if len(kinds) != 1 or kinds[0] not in allowed:
-            shown = ", ".join(k.name for k in kinds) or "nothing"
-            raise PolicyBlockedError(
-                f"sql.query: refused by the engine: {shown} is not a single read-only query"
-            )
-
-    def schema(self, sample_rows: int = 3) -> list[dict[str, Any]]:
+    async def schema(self, sample_rows: int = 3, *, timeout: float = 60.0) -> list[dict[str, Any]]:
         """Tables with columns, types, row counts and a few rows, for a planner."""
-        cursor = self._cursor()
+        late = f"sql.schema: describing the tables did not finish within {timeout:g}s"
+        return await self._call({"op": "schema", "sample_rows": sample_rows}, timeout, late)
+
+    async def _call(self, request: dict[str, Any], timeout: float, late: str) -> Any:
+        process, call = await anyio.to_thread.run_sync(self._submit, request)
         try:
-            described = []
-            for table in sorted(self.relations):
-                ident = self.relations[table]
-                columns = [
-                    {"name": r[0], "type": r[1]}
-                    for r in cursor.execute(f"DESCRIBE {ident}").fetchall()
-                ]
-                count = cursor.execute(f"SELECT count(*) FROM {ident}").fetchone()
-                cursor.execute(f"SELECT * FROM {ident} LIMIT {int(sample_rows)}")
-                names = [c["name"] for c in columns]
-                samples = [
-                    {n: to_json_value(v) for n, v in zip(names, r, strict=True)}
-                    for r in cursor.fetchall()
-                ]
-                described.append(
-                    {
-                        "table": table,
-                        "source": self.tables[table],
-                        "columns": columns,
-                        "row_count": count[0] if count else 0,
-                        "sample": samples,
-                    }
-                )
-            return described
+            with anyio.move_on_after(timeout):
+                await anyio.to_thread.run_sync(call.done.wait, abandon_on_cancel=True)
+            if not call.done.is_set():
+                _stop(process, call, OVERRAN)
+                # answered by the query stopping, or by the kill GRACE later
+                await anyio.to_thread.run_sync(call.done.wait, abandon_on_cancel=True)
+                if "ok" not in call.reply:
+                    raise StepTimeoutError(late, timeout=timeout)
         finally:
-            cursor.close()
+            if not call.done.is_set():  # cancelled: stop the query, whatever it is doing
+                _stop(process, call, CANCELLED)
+        if "error" in call.reply:
+            raise _error(call.reply["error"], timeout=timeout, late=late)
+        return call.reply["ok"]
+
+    def _submit(self, request: dict[str, Any]) -> tuple[_Process, _Call]:
+        process = self._live()
+        return process, process.submit(request)
+
+    def close(self) -> None:
+        """End the engine process (it restarts if the engine is used again)."""
+        with self._starting:
+            if self._process is not None:
+                self._process.close()
 
 
-def _explain(exc: duckdb.Error, engine: SqlEngine, sql: str) -> Exception:
-    """DuckDB's error, with the schema a replan needs when a name was wrong: the columns
-    of the tables the query names, and every table's name."""
-    message = str(exc).strip()
-    if isinstance(exc, duckdb.CatalogException | duckdb.BinderException):
-        tables = ", ".join(sorted(engine.relations))
-        named = [
-            t
-            for t in sorted(engine.relations)
-            if re.search(rf"\b{re.escape(t)}\b", sql, re.IGNORECASE)
-        ]
-        columns = "".join(f"\nColumns of {t}: {engine.columns(t)}" for t in named)
-        return InvalidArgsError(
-            f"sql.query: {message}{columns}\nTables: {tables} (sql.schema describes them)"
-        )
-    if isinstance(exc, duckdb.InvalidInputException) and "read-only mode" in message:
-        return PolicyBlockedError(f"sql.query: refused by the engine: {message}")
-    if isinstance(exc, duckdb.InvalidInputException) and "parameter" in message.lower():
-        return InvalidArgsError(f"sql.query: {message}")
-    if isinstance(exc, duckdb.ParserException):
-        return InvalidArgsError(f"sql.query: {message}")
-    if isinstance(exc, duckdb.PermissionException) or (
-        isinstance(exc, duckdb.InvalidInputException) and "configuration" in message
-    ):
-        return PolicyBlockedError(f"sql.query: refused by the engine: {message}")
-    if isinstance(exc, duckdb.OutOfMemoryException):
-        return ResourceLimitError(f"sql.query: {message}")
-    return ToolError(f"sql.query: {message}")
+OVERRAN = (
+    "the SQL engine was restarted: another query overran its time limit and did not stop "
+    "when interrupted; run this query again"
+)
+CANCELLED = (
+    "the SQL engine was restarted: a cancelled query did not stop when interrupted; run "
+    "this query again"
+)
 
 
-def to_json_value(value: Any) -> Any:
-    """A DuckDB value as JSON: dates as ISO text, decimals as numbers, blobs as base64,
-    NaN and infinities as null, nested lists/structs/maps converted throughout."""
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, decimal.Decimal):
-        if not value.is_finite():
-            return None
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, dt.datetime | dt.date | dt.time):
-        return value.isoformat()
-    if isinstance(value, dt.timedelta):
-        return value.total_seconds()
-    if isinstance(value, bytes | bytearray | memoryview):
-        return base64.b64encode(bytes(value)).decode()
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, dict):
-        return {str(k): to_json_value(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_json_value(v) for v in value]
-    return str(value)
+def _stop(process: _Process, call: _Call, why: str) -> None:
+    """Interrupt ``call`` and kill its process if the query has not stopped GRACE seconds
+    later (in threads of their own: a frozen process must not block the caller)."""
+
+    def stop() -> None:
+        threading.Thread(target=process.interrupt, args=(call,), daemon=True).start()
+        if not call.done.wait(GRACE):
+            process.kill(why)
+
+    threading.Thread(target=stop, daemon=True, name="dagentic-sql-stop").start()
 
 
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+def _ended(why: str) -> dict[str, Any]:
+    return {"kind": "ended", "message": why, "fields": {}}
 
 
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
+def _error(error: dict[str, Any], *, timeout: float = 0.0, late: str = "") -> DagenticError:
+    kind, message = str(error.get("kind")), str(error.get("message"))
+    fields = error.get("fields") if isinstance(error.get("fields"), dict) else {}
+    if kind == "interrupted":
+        return StepTimeoutError(late, timeout=timeout)
+    if kind == "ended":
+        return ToolError(f"sql: {message}", retryable=True)
+    return ERRORS.get(kind, ToolError)(message, **fields)
+
+
+@atexit.register
+def _close_all() -> None:
+    for process in list(_LIVE):
+        if process.alive:
+            process.close()

@@ -125,8 +125,20 @@ async def timed_async(fn: Callable[[], Awaitable[Any]], repeat: int) -> list[flo
     return times
 
 
+def raw_connection(engine: Any) -> duckdb.DuckDBPyConnection:
+    """A connection built as the engine builds its own in its process, to time DuckDB alone."""
+    from dagentic.plugins.sql._worker import Database
+
+    sources = {n: {"path": str(s.path)} for n, s in engine.sources.items()}
+    spill = tempfile.mkdtemp(prefix="bench-sql-")
+    return Database(
+        sources, roots=None, memory_limit="512MB", threads=2, temp_directory=spill
+    ).connection
+
+
 async def measure(settings: Settings, repeat: int) -> dict[str, Any]:
     engine = await engine_for(settings)
+    connection = raw_connection(engine)
     context = ToolContext("bench", "sql", 1, settings)
     guarded = check_sql(QUERY, tables=engine.tables, writable=engine.writable)
 
@@ -134,7 +146,7 @@ async def measure(settings: Settings, repeat: int) -> dict[str, Any]:
         check_sql(QUERY, tables=engine.tables, writable=engine.writable)
 
     def execute() -> int:
-        cursor = engine.connection.cursor()
+        cursor = connection.cursor()
         try:
             return len(cursor.execute(guarded.sql).fetchall())
         finally:
@@ -162,7 +174,7 @@ async def measure(settings: Settings, repeat: int) -> dict[str, Any]:
         if not result.succeeded:
             raise RuntimeError(f"the plan failed: {result.error}")
 
-    cursor = engine.connection.cursor()
+    cursor = connection.cursor()
     try:
         sales = cursor.execute("SELECT count(*) FROM sales").fetchone()
     finally:

@@ -40,9 +40,10 @@ from dagentic import (
 )
 from dagentic.errors import failure_mode_of
 from dagentic.plugins.sql import engine_for
+from dagentic.plugins.sql._worker import Database
 from dagentic.plugins.sql.engine import SqlEngine
 from dagentic.plugins.sql.guard import check_sql
-from dagentic.settings import SqlSource
+from dagentic.plugins.sql.settings import SqlSource
 
 from tests.blind import blind_settings
 
@@ -164,7 +165,7 @@ def _close_engines() -> Iterator[None]:
     before = set(sql_plugin._ENGINES)
     yield
     for key in set(sql_plugin._ENGINES) - before:
-        sql_plugin._ENGINES.pop(key).connection.close()
+        sql_plugin._ENGINES.pop(key).close()
 
 
 def context(settings: Settings) -> ToolContext:
@@ -683,13 +684,22 @@ async def test_layer2_holds_when_layer1_is_bypassed(fresh: Path) -> None:
         else:
             assert TOKEN not in json.dumps(result)
             failures.append(f"{sql}: ran and returned {result}")
-    # the same through a raw cursor: DuckDB's own errors
+    # the same through a raw cursor of a connection built as the engine process builds
+    # its own: DuckDB's own errors
+    raw = Database(
+        {"shop": {"path": str(fresh / "shop")}, "books": {"path": str(fresh / "books.duckdb")}},
+        roots=None,
+        memory_limit="256MB",
+        threads=1,
+        temp_directory=str(fresh / "spill"),
+    )
     for template in (
         "SELECT * FROM read_csv_auto('{canary}')",
         "COPY (SELECT 1) TO '{root}/raw.csv'",
     ):
         with pytest.raises(duckdb.PermissionException):
-            engine.connection.cursor().execute(template.format(**paths(fresh)))
+            raw.connection.cursor().execute(template.format(**paths(fresh)))
+    raw.close()
     settings = await run_raw(
         engine,
         "SELECT current_setting('enable_external_access') AS ext, "
@@ -697,7 +707,7 @@ async def test_layer2_holds_when_layer1_is_bypassed(fresh: Path) -> None:
     )
     assert settings["rows"] == [{"ext": False, "locked": True}]
     assert (await run_raw(engine, "SELECT count(*) AS n FROM books.ledger"))["rows"] == [{"n": 2}]
-    engine.connection.close()
+    engine.close()
     assert not failures, "\n".join(failures)
     assert snapshot(fresh) == before
 
@@ -711,7 +721,7 @@ async def test_layer2_cannot_overwrite_a_source_file(fresh: Path) -> None:
     products = fresh / "shop" / "products.csv"
     with pytest.raises(DagenticError):
         await run_raw(engine, f"COPY (SELECT 'pwned' AS x) TO '{products}' (USE_TMP_FILE false)")
-    engine.connection.close()
+    engine.close()
     assert snapshot(fresh) == before
 
 
@@ -733,7 +743,7 @@ async def test_layer2_cannot_reattach_a_read_only_source_writable(fresh: Path) -
             await run_raw(engine, sql)
         except DagenticError:
             refusals += 1
-    engine.connection.close()
+    engine.close()
     assert refusals, "DETACH, ATTACH and INSERT all ran"
     with duckdb.connect(str(books), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM ledger").fetchone() == (2,)

@@ -4,9 +4,21 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
+import duckdb
 import pytest
-from dagentic import Executor, FailureMode, Settings, StepStatus, ToolRegistry, load_tools
+from dagentic import (
+    Executor,
+    FailureMode,
+    PolicyBlockedError,
+    RunResult,
+    Settings,
+    StepStatus,
+    ToolRegistry,
+    load_tools,
+)
+from dagentic.plugins.sql import engine_for
 
 
 @pytest.fixture
@@ -19,7 +31,7 @@ def tools() -> ToolRegistry:
     return load_tools()
 
 
-def _plan() -> dict:
+def _plan(table: str = "items") -> dict:
     return {
         "name": "from-input",
         "inputs": {"data": {"type": "string", "required": True}},
@@ -27,7 +39,10 @@ def _plan() -> dict:
             {
                 "id": "count",
                 "tool": "sql.query",
-                "args": {"sql": "SELECT count(*) AS n FROM items", "source": "${{ inputs.data }}"},
+                "args": {
+                    "sql": f"SELECT count(*) AS n FROM {table}",
+                    "source": "${{ inputs.data }}",
+                },
             }
         ],
         "outputs": {"n": "${{ steps.count.output.rows[0].n }}"},
@@ -111,3 +126,178 @@ async def test_a_missing_source_is_a_tool_error(
     assert error is not None
     assert error.failure_mode is FailureMode.TOOL_ERROR
     assert error.message == f"sql: source {str(missing)!r} does not exist"
+
+
+# -- every file read resolves inside the roots --------------------------------------------
+
+
+def _refusal(file: Path, source: str, allowed: Path) -> str:
+    return (
+        f"sql: refused: {str(file)!r} in source {source!r} leads outside the folders plans "
+        f"may read (sql.allowed_roots: {allowed}); only files inside them are read"
+    )
+
+
+async def _count(tools: ToolRegistry, allowed: Path, data: Path, table: str = "items") -> RunResult:
+    plan = _plan(table)
+    return await Executor(tools, settings=_settings(allowed)).run(plan, {"data": str(data)})
+
+
+def _refused(result: RunResult) -> str:
+    step = result.steps["count"]
+    assert step.status is StepStatus.FAILED, step.output
+    assert step.error is not None
+    assert step.error.failure_mode is FailureMode.POLICY_BLOCKED, step.error.message
+    assert "token-7f3a" not in result.model_dump_json()
+    return step.error.message
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("how", ["file", "chain", "chain-through-folder", "relative"])
+async def test_a_symlinked_file_in_a_folder_source_leading_outside_is_refused(
+    tools: ToolRegistry, folders: tuple[Path, Path], how: str
+) -> None:
+    allowed, outside = folders
+    shop = allowed / "shop"
+    (shop / "items.csv").unlink()
+    link = shop / "items.csv"
+    if how == "file":
+        link.symlink_to(outside / "items.csv")
+    elif how == "chain":  # shop/items.csv -> allowed/hop.csv -> outside/items.csv
+        (allowed / "hop.csv").symlink_to(outside / "items.csv")
+        link.symlink_to(allowed / "hop.csv")
+    elif how == "chain-through-folder":  # via a folder link two levels down
+        (allowed / "a" / "b").mkdir(parents=True)
+        (allowed / "a" / "b" / "out").symlink_to(outside)
+        link.symlink_to(allowed / "a" / "b" / "out" / "items.csv")
+    else:
+        link.symlink_to(Path("..") / ".." / "outside" / "items.csv")
+    assert _refused(await _count(tools, allowed, shop)) == _refusal(link, "shop", allowed)
+
+
+@pytest.mark.anyio
+async def test_symlinks_that_stay_inside_the_roots_are_read(
+    tools: ToolRegistry, folders: tuple[Path, Path]
+) -> None:
+    allowed, _ = folders
+    real = allowed / "a" / "b"
+    real.mkdir(parents=True)
+    (allowed / "shop" / "items.csv").rename(real / "items.csv")
+    (allowed / "hop.csv").symlink_to(real / "items.csv")
+    (allowed / "shop" / "items.csv").symlink_to(allowed / "hop.csv")
+    result = await _count(tools, allowed, allowed / "shop")
+    assert result.succeeded, result.error
+    assert result.outputs == {"n": 3}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("where", ["in the folder", "as the source"])
+async def test_a_path_that_looks_like_a_glob_is_one_file_not_a_pattern(
+    tools: ToolRegistry, folders: tuple[Path, Path], where: str
+) -> None:
+    """DuckDB expands * ? [ ] in file names; a source names exactly one file each."""
+    allowed, _ = folders
+    odd = allowed / "odd"
+    odd.mkdir()
+    (odd / "*.csv").write_text("id\n1\n")
+    (odd / "[i]tems.csv").write_text("id\n1\n2\n")
+    (odd / "many.csv").write_text("id\n1\n2\n3\n4\n5\n")
+    (odd / "items.csv").write_text("id\n1\n2\n3\n4\n5\n6\n7\n")
+    if where == "as the source":
+        result = await _count(tools, allowed, odd / "*.csv", table="_")  # named after "*"
+        assert result.outputs == {"n": 1}
+        missing = await _count(tools, allowed, odd / "?any.csv")
+        assert missing.steps["count"].error is not None
+        assert missing.steps["count"].error.message == (
+            f"sql: source {str(odd / '?any.csv')!r} does not exist"
+        )
+    else:
+        result = await _count(tools, allowed, odd)
+        assert result.outputs == {"n": 7}  # the view of items.csv alone
+
+
+@pytest.mark.anyio
+async def test_a_glob_named_symlink_leading_outside_is_refused(
+    tools: ToolRegistry, folders: tuple[Path, Path]
+) -> None:
+    allowed, outside = folders
+    (allowed / "shop" / "*.csv").symlink_to(outside / "items.csv")
+    result = await _count(tools, allowed, allowed / "shop")
+    assert _refused(result) == _refusal(allowed / "shop" / "*.csv", "shop", allowed)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("swap", ["file", "folder"])
+async def test_a_symlink_swapped_in_after_the_check_is_not_followed(
+    folders: tuple[Path, Path], swap: str
+) -> None:
+    """The engine reads the very files it checked (held open): replacing one with a link,
+    or its folder with a link, after the engine started does not redirect it (a plan naming
+    the folder again is refused before that: it now resolves outside)."""
+    allowed, outside = folders
+    engine = await engine_for(_settings(allowed), str(allowed / "shop"))
+    sql = "SELECT count(*) AS n, max(id) AS top FROM items"
+
+    async def count() -> dict[str, Any]:
+        return await engine.run(sql, None, max_rows=10, max_bytes=10_000, timeout=10)
+
+    assert (await count())["rows"] == [{"n": 3, "top": 3}]
+    if swap == "file":
+        (allowed / "shop" / "items.csv").unlink()
+        (allowed / "shop" / "items.csv").symlink_to(outside / "items.csv")
+    else:
+        (allowed / "shop").rename(allowed / "old-shop")
+        (allowed / "shop").symlink_to(outside)
+    # The file held open was deleted or moved: DuckDB no longer finds it among the
+    # allowed paths and refuses; the link is never followed.
+    with pytest.raises(PolicyBlockedError) as caught:
+        await count()
+    assert caught.value.message.startswith(
+        "sql.query: refused by the engine: Permission Error: Cannot access file "
+        f'"{allowed / "shop" / "items.csv"}" - file system operations are disabled'
+    )
+    assert "token-7f3a" not in caught.value.message
+    engine.close()
+
+
+@pytest.mark.anyio
+async def test_a_hard_link_inside_a_root_is_read_as_the_file_it_is(
+    tools: ToolRegistry, folders: tuple[Path, Path]
+) -> None:
+    """A hard link is the file itself, not a pointer to a path: making one takes access to
+    the file already, so the engine reads it (documented in the security model)."""
+    allowed, outside = folders
+    (allowed / "shop" / "items.csv").unlink()
+    os.link(outside / "items.csv", allowed / "shop" / "items.csv")
+    result = await _count(tools, allowed, allowed / "shop")
+    assert result.outputs == {"n": 1}
+
+
+@pytest.mark.anyio
+async def test_a_fifo_in_a_folder_source_is_refused_without_blocking(
+    tools: ToolRegistry, folders: tuple[Path, Path]
+) -> None:
+    allowed, _ = folders
+    os.mkfifo(allowed / "shop" / "pipe.csv")
+    result = await _count(tools, allowed, allowed / "shop")
+    error = result.steps["count"].error
+    assert error is not None
+    assert error.failure_mode is FailureMode.TOOL_ERROR
+    assert error.message == (
+        f"sql: source 'shop': {allowed / 'shop' / 'pipe.csv'} is not a regular file"
+    )
+
+
+@pytest.mark.anyio
+async def test_a_duckdb_source_whose_wal_leads_outside_is_refused(
+    tools: ToolRegistry, folders: tuple[Path, Path]
+) -> None:
+    allowed, outside = folders
+    with duckdb.connect(str(allowed / "shop.duckdb")) as con:
+        con.execute("CREATE TABLE items AS SELECT 1 AS id")
+    (outside / "other.wal").write_bytes(b"token-7f3a")
+    (allowed / "shop.duckdb.wal").symlink_to(outside / "other.wal")
+    result = await _count(tools, allowed, allowed / "shop.duckdb")
+    assert _refused(result) == _refusal(allowed / "shop.duckdb.wal", "shop", allowed)
+    (allowed / "shop.duckdb.wal").unlink()
+    assert (await _count(tools, allowed, allowed / "shop.duckdb")).outputs == {"n": 1}
