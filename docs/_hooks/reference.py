@@ -77,14 +77,16 @@ def lay_out_api_source() -> None:
             link = target / child.name
             if link.is_symlink() and link.resolve() == child.resolve():
                 continue
-            if link.is_symlink() or link.is_file():
-                link.unlink()
-            elif link.is_dir():  # a mapped subpackage has its own real folder
+            if link.is_dir() and not link.is_symlink():  # a mapped subpackage's own folder
                 continue
-            link.symlink_to(child)
+            # Atomic, so two builds at once (a test and `mkdocs serve`) cannot collide.
+            temporary = target / f".{child.name}.{os.getpid()}"
+            temporary.unlink(missing_ok=True)
+            temporary.symlink_to(child)
+            temporary.replace(link)
         for link in target.iterdir():  # files removed from the checkout since last time
             if link.is_symlink() and not link.exists():
-                link.unlink()
+                link.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------- CLI
