@@ -9,6 +9,7 @@ built-in exception, so ``except ValueError`` keeps working::
     │   └── EvaluationError                     invalid_args  - it failed at run time
     ├── ToolDefinitionError (TypeError)         -             - a @tool function is ill-defined
     ├── PluginError (RuntimeError)              -             - a plugin could not be loaded
+    ├── SettingsError (ValueError)              -             - a setting is unknown or invalid
     ├── ToolNotFoundError (LookupError)         invalid_tool
     ├── InvalidArgsError (ValueError)           invalid_args
     ├── ToolError (RuntimeError)                tool_error    - raised by tools; `retryable`
@@ -43,6 +44,7 @@ __all__ = [
     "PolicyBlockedError",
     "Problem",
     "ResourceLimitError",
+    "SettingsError",
     "StepTimeoutError",
     "ToolDefinitionError",
     "ToolError",
@@ -162,6 +164,15 @@ class ToolDefinitionError(DagenticError, TypeError):
 
 class PluginError(DagenticError, RuntimeError):
     """A plugin failed to load or registered something invalid."""
+
+
+class SettingsError(DagenticError, ValueError):
+    """Settings that cannot be used: an unknown section or setting, or an invalid value.
+    ``problems`` lists each, naming the file or environment variable it came from."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems), problems=problems)
 
 
 class ToolNotFoundError(DagenticError, LookupError):

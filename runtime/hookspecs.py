@@ -21,6 +21,7 @@ from .tools import Tool
 
 if TYPE_CHECKING:
     import typer
+    from pydantic import BaseModel
 
     from .isolation import SandboxBackend
 
@@ -30,6 +31,7 @@ __all__ = [
     "hookspec",
     "register_commands",
     "register_sandbox_backends",
+    "register_settings",
     "register_tools",
 ]
 
@@ -58,3 +60,24 @@ def register_commands() -> Iterable[typer.Typer]:  # type: ignore[empty-body]
     """Return command groups to add to the ``dagentic`` command line: ``typer.Typer``
     objects made with a ``name`` (``typer.Typer(name="index")`` becomes
     ``dagentic index ...``). A name that is taken already is an error naming the plugin."""
+
+
+@hookspec
+def register_settings() -> Iterable[type[BaseModel]]:  # type: ignore[empty-body]
+    """Return this plugin's settings models: pydantic model classes, each naming the
+    section it reads with a class variable::
+
+        class WeatherSettings(BaseModel):
+            model_config = ConfigDict(extra="forbid")  # a typo'd key is an error
+            section: ClassVar[str] = "weather"
+
+            api_key: SecretStr | None = None  # shown masked by `dagentic config show`
+            units: Literal["metric", "imperial"] = "metric"
+
+    The section is read like the core's settings: ``[weather]`` in ``dagentic.toml``,
+    ``[tool.dagentic.weather]`` in ``pyproject.toml``, ``DAGENTIC_WEATHER__UNITS=imperial``
+    in the environment (which wins over files). The plugin's code reads it, validated once,
+    with ``settings.plugin(WeatherSettings)`` (:meth:`dagentic.Settings.plugin`), e.g.
+    from a tool's ``context.settings``. A section that no installed plugin registers is an
+    error naming the closest one; so is a section name taken by the core or another plugin.
+    """

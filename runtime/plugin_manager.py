@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from importlib.metadata import entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pluggy
 
@@ -15,11 +15,18 @@ from .isolation import Sandbox, SandboxBackend, select_sandbox_backend
 from .journal import get_logger
 from .tools import Tool, ToolRegistry, suggest
 
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from .settings import Settings
+
 __all__ = [
     "ENTRY_POINT_GROUP",
     "close_sandboxes",
     "load_commands",
     "load_sandbox_backends",
+    "load_settings",
+    "load_settings_models",
     "load_tools",
     "make_plugin_manager",
     "open_sandbox",
@@ -137,6 +144,52 @@ def load_commands(plugin_manager: pluggy.PluginManager | None = None) -> dict[st
                 )
             groups[name] = group
     return groups
+
+
+def load_settings_models(
+    plugin_manager: pluggy.PluginManager | None = None,
+) -> dict[str, tuple[str, type[BaseModel]]]:
+    """Every settings model the plugins register (``register_settings``), by section, with
+    the name of the plugin that registered it."""
+    from .settings import section_of
+
+    pm = plugin_manager or make_plugin_manager()
+    found: dict[str, tuple[str, type[BaseModel]]] = {}
+    for impl in pm.hook.register_settings.get_hookimpls():
+        plugin_name = pm.get_name(impl.plugin) or repr(impl.plugin)
+        declared = cast("Iterable[Any]", impl.function() or ())
+        for model in declared:
+            try:
+                section = section_of(model)
+            except PluginError as exc:
+                raise PluginError(
+                    f"plugin {plugin_name!r}: register_settings(): {exc.message}",
+                    plugin=plugin_name,
+                ) from exc
+            if section in found:
+                raise PluginError(
+                    f"settings section [{section}] is registered twice: by plugin "
+                    f"{found[section][0]!r} and by plugin {plugin_name!r}; uninstall one of "
+                    "them or rename the section",
+                    plugin=plugin_name,
+                )
+            found[section] = (plugin_name, model)
+    return found
+
+
+def load_settings(
+    settings: Settings | None = None, *, plugin_manager: pluggy.PluginManager | None = None
+) -> Settings:
+    """``settings`` (default: read now, from the working directory and environment) with
+    every section checked against the installed plugins (:meth:`Settings.check_sections`):
+    an unknown section or setting, or an invalid value, is a
+    :class:`~dagentic.SettingsError` here rather than when a tool first reads it."""
+    from .settings import Settings
+
+    settings = settings if settings is not None else Settings()
+    models = load_settings_models(plugin_manager)
+    settings.check_sections(model for _, model in models.values())
+    return settings
 
 
 def load_sandbox_backends(

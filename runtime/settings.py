@@ -1,16 +1,31 @@
-"""Settings: one model, read from ``dagentic.toml`` (or ``[tool.dagentic]`` in
-``pyproject.toml``) in the working directory and from ``DAGENTIC_*`` environment variables.
+"""Settings: the core's model, read from ``dagentic.toml`` (or ``[tool.dagentic]`` in
+``pyproject.toml``) in the working directory and from ``DAGENTIC_*`` environment variables,
+and the sections plugins own.
 
-Environment variables win over files; nested values use ``__``, e.g.
+Precedence, highest first: arguments to ``Settings(...)``, environment variables,
+``dagentic.toml``, ``pyproject.toml``, defaults. Nested values use ``__``, e.g.
+``DAGENTIC_MODEL__BASE_URL``; lists and tables in one variable are JSON, e.g.
 ``DAGENTIC_TOOL_CONCURRENCY='{"web.search": 2}'``.
+
+Plugins own their settings. A plugin's ``register_settings`` hook returns its pydantic model,
+which names its section with a class variable (``section: ClassVar[str] = "sql"``); the
+section is read like the core's: ``[sql]`` in dagentic.toml, ``[tool.dagentic.sql]`` in
+pyproject.toml, ``DAGENTIC_SQL__MAX_ROWS``. ``Settings()`` does not know the plugins (it
+must stay cheap to make, so it imports none): it keeps their sections as read, and a plugin
+gets its own, validated once, with :meth:`Settings.plugin`. Unknown sections (a typo, a
+plugin that is not installed) are found by :meth:`Settings.check_sections`, which
+``dagentic.plugin_manager.load_settings`` calls with every installed plugin's model; the
+command line does so before it runs anything.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -18,56 +33,26 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+from pydantic_settings import SettingsError as SourceError
 
+from ._sources import Sources, core_only, is_table
+from .errors import PluginError, SettingsError
 from .isolation import Limits
 
 __all__ = [
     "AgentSettings",
-    "FetchSettings",
-    "LocalSearchSettings",
     "MemorySettings",
     "ModelPrice",
     "ModelSettings",
     "OtlpSettings",
     "SandboxSettings",
-    "SearchApiSettings",
     "Settings",
-    "SqlSettings",
-    "SqlSource",
     "TracingSettings",
-    "WebSettings",
+    "section_of",
 ]
 
-
-class SqlSource(BaseModel):
-    """A data source of the sql tools: a DuckDB file, a CSV/Parquet/JSON file (one view
-    named after the source), or a folder of such files (one view per file)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    path: Path
-    allow_write: bool = Field(False, description="Let INSERT/UPDATE/DELETE reach it.")
-
-
-class SqlSettings(BaseModel):
-    """Where ``sql.query`` reads from, and its limits."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    sources: dict[str, SqlSource] = Field(
-        default_factory=dict,
-        description="Named sources; none configured means the bundled sample database.",
-    )
-    allowed_roots: list[Path] = Field(
-        default_factory=list,
-        description="Folders a plan may name as a source (the `source` argument, e.g. "
-        "from a plan input); none means plans cannot name sources.",
-    )
-    max_rows: int = Field(1000, ge=1, description="Rows a query returns at most.")
-    max_bytes: int = Field(1_000_000, ge=1024, description="JSON bytes of rows at most.")
-    timeout: float = Field(10.0, gt=0, description="Seconds before a query is interrupted.")
-    memory_limit: str = Field("512MB", description="DuckDB's memory_limit.")
-    threads: int = Field(2, ge=1, description="DuckDB's threads.")
+M = TypeVar("M", bound=BaseModel)
+SECTION_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 
 
 class SandboxSettings(BaseModel):
@@ -82,85 +67,6 @@ class SandboxSettings(BaseModel):
     pool_size: int = Field(2, ge=0, description="Warm containers kept ready.")
     cpus: float = Field(1.0, gt=0, description="CPU quota of a container.")
     limits: Limits = Field(default_factory=Limits)
-
-
-class SearchApiSettings(BaseModel):
-    """An HTTP search API: where it is and the key it takes (never logged)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    url: str = Field(description="The API's search endpoint.")
-    api_key: SecretStr | None = Field(
-        None,
-        description="The API key; if unset, read from the API's usual environment "
-        "variable (BRAVE_SEARCH_API_KEY, TAVILY_API_KEY).",
-    )
-    rate_limit: float = Field(1.0, gt=0, description="Requests per second at most.")
-
-
-class LocalSearchSettings(BaseModel):
-    """The offline ``local`` search backend: a BM25 index over a folder of documents."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    index_dir: Path = Field(Path(".dagentic/index"), description="Where the index lives.")
-    paths: list[Path] = Field(
-        default_factory=list,
-        description="Folders (or files) indexed when the index does not exist yet and by "
-        "`dagentic index build` without a path; none means the bundled news "
-        "collection.",
-    )
-    base_url: str | None = Field(
-        None,
-        description="URL that documents without a url of their own get, joined with "
-        "their path below the indexed folder (e.g. the address of a web "
-        "server serving that folder); unset means file:// URLs.",
-    )
-
-
-class FetchSettings(BaseModel):
-    """Limits and the egress policy of ``web.fetch``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    allow_hosts: list[str] = Field(
-        default_factory=list,
-        description="Hosts (``name`` or ``name:port``, spelled exactly as in URLs) fetched "
-        "even though they are loopback, private or link-local addresses.",
-    )
-    max_bytes: int = Field(2_000_000, ge=1024, description="Body bytes read at most.")
-    timeout: float = Field(20.0, gt=0, description="Seconds for a whole fetch, redirects included.")
-    max_redirects: int = Field(5, ge=0, description="Redirects followed at most.")
-    rate_limit: float = Field(5.0, gt=0, description="Requests per second at most.")
-
-
-class WebSettings(BaseModel):
-    """``web.search`` backends and ``web.fetch`` policy, with their shared cache."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    backend: Literal["local", "searxng", "brave", "tavily"] = Field(
-        "local", description="Which search backend web.search uses."
-    )
-    local: LocalSearchSettings = Field(default_factory=LocalSearchSettings)
-    searxng: SearchApiSettings = Field(
-        default_factory=lambda: SearchApiSettings(url="http://127.0.0.1:8888/search")
-    )
-    brave: SearchApiSettings = Field(
-        default_factory=lambda: SearchApiSettings(
-            url="https://api.search.brave.com/res/v1/web/search"
-        )
-    )
-    tavily: SearchApiSettings = Field(
-        default_factory=lambda: SearchApiSettings(url="https://api.tavily.com/search")
-    )
-    fetch: FetchSettings = Field(default_factory=FetchSettings)
-    timeout: float = Field(15.0, gt=0, description="Seconds per search API request.")
-    retries: int = Field(3, ge=0, description="Retries on 429, 5xx and connection errors.")
-    cache_dir: Path = Field(Path(".dagentic/cache"), description="Where results are cached.")
-    cache_ttl: float = Field(
-        3600.0, ge=0, description="Seconds a cached result is used; 0 turns the cache off."
-    )
 
 
 class ModelPrice(BaseModel):
@@ -298,8 +204,20 @@ class TracingSettings(BaseModel):
     service_name: str = Field("dagentic", description="The service.name resource attribute.")
 
 
+class _CoreToml(TomlConfigSettingsSource):
+    def __call__(self) -> dict[str, Any]:
+        return core_only(self.settings_cls, super().__call__())
+
+
+class _CorePyproject(PyprojectTomlConfigSettingsSource):
+    def __call__(self) -> dict[str, Any]:
+        return core_only(self.settings_cls, super().__call__())
+
+
 class Settings(BaseSettings):
-    """Every knob of dagentic, with its default."""
+    """Every knob of the core, with its default, and the sections of plugins, each read
+    by its plugin with :meth:`plugin`. Errors name the file or environment variable of the
+    value that is wrong (:class:`~dagentic.SettingsError`)."""
 
     model_config = SettingsConfigDict(
         env_prefix="DAGENTIC_",
@@ -326,12 +244,29 @@ class Settings(BaseSettings):
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
-    sql: SqlSettings = Field(default_factory=SqlSettings)
-    web: WebSettings = Field(default_factory=WebSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     agent: AgentSettings = Field(default_factory=AgentSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
+
+    _sources: Sources = PrivateAttr(default_factory=Sources)
+    _plugins: dict[str, BaseModel] = PrivateAttr(default_factory=dict)
+
+    def __init__(self, **values: Any) -> None:
+        cls = type(self)
+        arguments = {k: v for k, v in values.items() if not k.startswith("_")}
+        for key, value in arguments.items():  # a plugin's section: kept for the plugin
+            if key not in cls.model_fields and isinstance(value, Mapping | BaseModel):
+                del values[key]
+        prefix = values.get("_env_prefix") or cls.model_config.get("env_prefix") or ""
+        sources = Sources.read(cls, arguments, prefix)
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise SettingsError(sources.problems((), cls, exc)) from exc
+        except SourceError as exc:  # a variable's JSON does not parse, say
+            raise SettingsError([f"{prefix}* environment variables: {exc}"]) from exc
+        self._sources = sources
 
     @classmethod
     def settings_customise_sources(
@@ -342,9 +277,87 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (
-            init_settings,
-            env_settings,
-            TomlConfigSettingsSource(settings_cls),
-            PyprojectTomlConfigSettingsSource(settings_cls),
+        return (init_settings, env_settings, _CoreToml(settings_cls), _CorePyproject(settings_cls))
+
+    def plugin(self, model: type[M]) -> M:
+        """The settings of the plugin whose settings model is ``model``, read from the
+        section the model names, validated on first use and the same object after: cheap
+        enough to call in every tool call. A plugin declares and reads its settings so::
+
+            class HelloSettings(BaseModel):
+                model_config = ConfigDict(extra="forbid")
+                section: ClassVar[str] = "hello"  # [hello], DAGENTIC_HELLO__GREETING
+
+                greeting: str = "Hello"
+
+            @hookimpl
+            def register_settings() -> list[type[BaseModel]]:
+                return [HelloSettings]
+
+            @tool(name="hello.greet")
+            def greet(name: str, context: ToolContext) -> str:
+                config = context.settings.plugin(HelloSettings)
+                return f"{config.greeting}, {name}"
+
+        Raises :class:`~dagentic.SettingsError` naming the file or environment variable
+        of each invalid value, and :class:`~dagentic.PluginError` if ``model`` names no
+        section (see :func:`section_of`)."""
+        section = section_of(model)
+        found = self._plugins.get(section)
+        if found is None:
+            try:
+                read = model.model_validate(self._sources.section(section, model))
+            except ValidationError as exc:
+                raise SettingsError(self._sources.problems((section,), model, exc)) from exc
+            found = self._plugins.setdefault(section, read)
+        if not isinstance(found, model):
+            raise PluginError(
+                f"settings section [{section}] is read with {type(found).__name__} already; "
+                f"{model.__name__} cannot read it too: give it a section of its own"
+            )
+        return found
+
+    def check_sections(self, models: Iterable[type[BaseModel]]) -> None:
+        """Check every section against the core's and ``models`` (every installed plugin's
+        settings model): a section nobody reads (a typo, a plugin that is not installed)
+        is an error with a did-you-mean, and so is every invalid value in a plugin section
+        that is set. All problems come in one :class:`~dagentic.SettingsError`."""
+        known = {section_of(model): model for model in models}
+        core = type(self).model_fields
+        tables = [name for name, info in core.items() if is_table(info.annotation)]
+        problems = self._sources.unknown_sections(core, tables, list(known))
+        for section, model in sorted(known.items()):
+            if self._sources.is_set(section):  # unset sections are checked when read
+                try:
+                    self.plugin(model)
+                except SettingsError as exc:
+                    problems.extend(exc.problems)
+        if problems:
+            raise SettingsError(problems)
+
+    def origin(self, *path: str) -> str:
+        """Where the value at ``path`` (``"sql", "max_rows"``) came from: ``arguments``,
+        the name of an environment variable, a file (``dagentic.toml``,
+        ``pyproject.toml``) or ``default``."""
+        return self._sources.origin(path)
+
+
+def section_of(model: Any) -> str:
+    """The section a plugin's settings model reads: its ``section`` class variable. A model
+    without one, or with the name of a core section, is a :class:`~dagentic.PluginError`
+    saying what to fix."""
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        raise PluginError(f"{model!r} is not a pydantic model class; return settings models")
+    section = getattr(model, "section", None)
+    if not isinstance(section, str) or not SECTION_NAME.match(section):
+        raise PluginError(
+            f"settings model {model.__name__} has no valid section name ({section!r}); give "
+            "it a class variable of lowercase letters, digits and _, e.g. "
+            "section: ClassVar[str] = 'weather'"
         )
+    if section in Settings.model_fields:
+        raise PluginError(
+            f"settings model {model.__name__} names section [{section}], which is the core's; "
+            "choose another name"
+        )
+    return section

@@ -3,7 +3,8 @@
 Layer 1 (:mod:`.guard`, sqlglot) lets one read-only statement over known tables through;
 layer 2 (:mod:`.engine`, DuckDB) is a locked-down connection that cannot touch host files
 even if layer 1 is bypassed. With no ``sql.sources`` configured, the tools read the bundled
-sample database (``plugins/sql/sample_data``).
+sample database (``plugins/sql/sample_data``). Settings: section ``[sql]``
+(:class:`.settings.SqlSettings`).
 """
 
 from __future__ import annotations
@@ -12,28 +13,31 @@ import json
 import re
 import threading
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio.to_thread
-from dagentic import PolicyBlockedError, Settings, ToolContext, ToolError, hookimpl, tool
-from dagentic.settings import SqlSettings, SqlSource
-from pydantic import Field, JsonValue
+from dagentic import PolicyBlockedError, ToolContext, ToolError, hookimpl, tool
+from pydantic import BaseModel, Field, JsonValue
 
-from .engine import SqlEngine
-from .guard import check_sql
+from .settings import SqlSettings, SqlSource
 
-__all__ = ["query", "register_tools", "schema"]
+if TYPE_CHECKING:  # DuckDB and sqlglot load on the first query: loading plugins stays cheap
+    from dagentic import Settings
+
+    from .engine import SqlEngine
+
+__all__ = ["query", "register_settings", "register_tools", "schema"]
 
 SAMPLE_DATA = Path(__file__).parent / "sample_data"
 _ENGINES: dict[str, SqlEngine] = {}  # one per set of sources, for the process
 _CREATING = threading.Lock()
 
 
-async def engine_for(settings: Any, source: str | None = None) -> SqlEngine:
+async def engine_for(settings: Settings, source: str | None = None) -> SqlEngine:
     """The process-wide engine for these sources (created on first use, once: a DuckDB
     file can be attached by one engine only). ``source`` is a path a plan named; it must
     lie inside one of the ``sql.allowed_roots``."""
-    config: SqlSettings = settings.sql
+    config = settings.plugin(SqlSettings)
     if source is not None:
         path = _allowed(source, config.allowed_roots)
         sources = {_source_name(path): SqlSource(path=path)}
@@ -53,6 +57,7 @@ async def engine_for(settings: Any, source: str | None = None) -> SqlEngine:
     engine = _ENGINES.get(key)
     if engine is not None:
         return engine
+    from .engine import SqlEngine
 
     def create() -> SqlEngine:
         with _CREATING:
@@ -66,6 +71,13 @@ async def engine_for(settings: Any, source: str | None = None) -> SqlEngine:
             return _ENGINES[key]
 
     return await anyio.to_thread.run_sync(create)
+
+
+def _settings(context: ToolContext) -> Settings:
+    """The run's settings; outside a run, those of the working directory."""
+    from dagentic import Settings
+
+    return context.settings if context.settings is not None else Settings()
 
 
 def _allowed(source: str, roots: list[Path]) -> Path:
@@ -115,8 +127,10 @@ async def query(
         dict: {columns: [{name, type}], rows: [{column: value}], row_count, truncated}; read a
         value as output.rows[0].column.
     """
-    settings = context.settings if context.settings is not None else Settings()
-    config: SqlSettings = settings.sql
+    from .guard import check_sql
+
+    settings = _settings(context)
+    config = settings.plugin(SqlSettings)
     engine = await engine_for(settings, source)
     guarded = check_sql(
         sql,
@@ -149,8 +163,7 @@ async def schema(
     Returns:
         dict: {tables: [{name, columns: [{name, type}], row_count, sample_rows}]}.
     """
-    settings = context.settings if context.settings is not None else Settings()
-    engine = await engine_for(settings, source)
+    engine = await engine_for(_settings(context), source)
     tables = await engine.schema(sample_rows)
     return {"tables": tables}
 
@@ -158,3 +171,8 @@ async def schema(
 @hookimpl
 def register_tools() -> list[Any]:
     return [query, schema]
+
+
+@hookimpl
+def register_settings() -> list[type[BaseModel]]:
+    return [SqlSettings]

@@ -6,7 +6,8 @@ default, offline: a BM25 index over a folder of documents, see :mod:`.index`), `
 (:mod:`.egress`). Both retry 429/5xx and connection errors with backoff and jitter, keep
 to a per-backend rate limit, and cache results on disk for ``web.cache_ttl`` seconds.
 
-The plugin also adds ``dagentic index build|search`` to the command line.
+The plugin also adds ``dagentic index build|search`` to the command line. Settings: section
+``[web]`` (:class:`.settings.WebSettings`).
 """
 
 from __future__ import annotations
@@ -18,26 +19,34 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
-from dagentic import DagenticError, Settings, ToolContext, hookimpl, tool
-from dagentic.settings import WebSettings
-from pydantic import Field
+from dagentic import DagenticError, ToolContext, hookimpl, tool
+from pydantic import BaseModel, Field
 
 # .fetch and .search load here, before the tools of the same names are defined: a first
 # import of either later would set this package's `fetch` or `search` to the module.
 # They are cheap; httpx, lxml, trafilatura and tantivy load when a tool runs.
 from .fetch import checked_url, fetch_page
 from .search import CORPUS, make_backend, open_local_index
+from .settings import WebSettings
 
-__all__ = ["fetch", "index_app", "register_commands", "register_tools", "search"]
+__all__ = [
+    "fetch",
+    "index_app",
+    "register_commands",
+    "register_settings",
+    "register_tools",
+    "search",
+]
 
 Recency = Literal["day", "week", "month", "year"]
 
 
-def _web(context: ToolContext | None) -> WebSettings:
-    settings = (
-        context.settings if context is not None and context.settings is not None else Settings()
-    )
-    return settings.web
+def _web(context: ToolContext | None = None) -> WebSettings:
+    """The run's ``[web]`` settings; outside a run, those of the working directory."""
+    from dagentic import Settings
+
+    settings = context.settings if context is not None else None
+    return (settings if settings is not None else Settings()).plugin(WebSettings)
 
 
 @tool(name="web.search", side_effects="read", trusted=False)
@@ -134,6 +143,11 @@ def register_tools() -> list[Any]:
     return [search, fetch]
 
 
+@hookimpl
+def register_settings() -> list[type[BaseModel]]:
+    return [WebSettings]
+
+
 index_app = typer.Typer(
     name="index",
     no_args_is_help=True,
@@ -174,7 +188,7 @@ def build_index(
     and changed files are indexed, deleted ones removed)."""
     from .index import LocalIndex
 
-    local = Settings().web.local
+    local = _web().local
     roots = paths or local.paths or [CORPUS]
     try:
         report = LocalIndex(index_dir or local.index_dir).build(
@@ -217,7 +231,7 @@ def search_index(
         )
         raise typer.Exit(2)
     try:
-        web = Settings().web
+        web = _web()
         if index_dir is not None:
             web = web.model_copy(
                 update={"local": web.local.model_copy(update={"index_dir": index_dir})}

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 from dagentic import StepTimeoutError, ToolError
-from dagentic.settings import FetchSettings, WebSettings
+
+from .settings import FetchSettings, WebSettings
 
 # httpx, the egress guard and the page parsers load with the first fetch, not with the
 # plugin: every command that lists tools loads it.

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio.to_thread
 from dagentic import ToolError
-from dagentic.settings import SearchApiSettings, WebSettings
+
+from .settings import SearchApiSettings, WebSettings
 
 # httpx and the index (tantivy, lxml) load with the first search, not with the plugin.
 if TYPE_CHECKING:
