@@ -21,13 +21,21 @@ from rich.prompt import Confirm
 from rich.table import Table
 from rich.text import Text
 
+from .cli_config import config_app
 from .display import indented, inline_value, render_value, safe_markup, safe_text
 from .errors import DagenticError, PlanError, PluginError
 from .graph import compile_plan, load_plan, to_dot, to_mermaid
 from .isolation import SandboxResult, SandboxUnavailableError
 from .journal import Journal, LogJournal, StepEvent
 from .plan import Plan, plan_json_schema
-from .plugin_manager import close_sandboxes, load_commands, load_tools, open_sandbox
+from .plugin_manager import (
+    close_sandboxes,
+    load_commands,
+    load_settings,
+    load_tools,
+    make_plugin_manager,
+    open_sandbox,
+)
 from .progress import LiveProgress, render_result
 from .result import RunStatus
 from .settings import Settings
@@ -101,7 +109,9 @@ def _configure(
 
 def _tools() -> ToolRegistry:
     try:
-        return load_tools()
+        plugins = make_plugin_manager()
+        load_settings(plugin_manager=plugins)  # an unknown section or bad value stops here
+        return load_tools(plugin_manager=plugins)
     except DagenticError as exc:
         raise _fail(exc.message) from exc
 
@@ -595,6 +605,7 @@ def sandbox_run(
 
 memory_app = typer.Typer(help="Look at and prune long-term memory.", no_args_is_help=True)
 app.add_typer(memory_app, name="memory")
+app.add_typer(config_app, name="config")
 
 
 @memory_app.command("list")

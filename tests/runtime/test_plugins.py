@@ -257,6 +257,34 @@ def test_third_party_plugin_installed_with_pip_is_found_and_runs(hello_plugin: P
     assert result["outputs"] == {"greeting": "Hello, Ada!"}
     assert result["steps"]["greet"]["output"] == {"greeting": "Hello, Ada!"}
 
+    # Its settings: section [hello] of dagentic.toml, read by the tool, shown by config show.
+    (hello_plugin / "dagentic.toml").write_text('[hello]\ngreeting = "Howdy"\n', encoding="utf-8")
+    ran = _run(
+        [str(dagentic), "run", str(DATA / "hello_plugin_plan.yaml"), "--json"], cwd=hello_plugin
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["outputs"] == {"greeting": "Howdy, Ada!"}
+    shown = _run([str(dagentic), "config", "show", "--json"], cwd=hello_plugin)
+    assert shown.returncode == 0, shown.stderr
+    assert {
+        "key": "hello.greeting",
+        "path": ["hello", "greeting"],
+        "value": "Howdy",
+        "source": "dagentic.toml",
+        "plugin": "hello",
+    } in json.loads(shown.stdout)
+
+    (hello_plugin / "dagentic.toml").write_text('[helo]\ngreeting = "Howdy"\n', encoding="utf-8")
+    ran = _run(
+        [str(dagentic), "run", str(DATA / "hello_plugin_plan.yaml"), "--json"], cwd=hello_plugin
+    )
+    assert ran.returncode == 2
+    assert " ".join(ran.stderr.split()) == (
+        "error: dagentic.toml: unknown section [helo]; did you mean [hello]? (sections come "
+        "from the core: agent, memory, model, sandbox, tool_concurrency, tracing; and from "
+        "installed plugins: hello, sql, web)"
+    )
+
 
 # --------------------------------------------------------------------------- commands
 

@@ -1,9 +1,10 @@
 """Settings: the core's and the sections plugins register (``register_settings``), their
 precedence (arguments > environment > dagentic.toml > pyproject.toml > defaults), the errors
-for unknown sections and settings."""
+for unknown sections and settings, and ``dagentic config show``."""
 
 from __future__ import annotations
 
+import json
 import textwrap
 import types
 from pathlib import Path
@@ -17,7 +18,7 @@ from dagentic.plugins.sql.settings import SqlSettings
 from dagentic.plugins.web.settings import WebSettings
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from tests.cli import isolate
+from tests.cli import invoke, isolate
 
 CORE = "agent, memory, model, sandbox, tool_concurrency, tracing"
 
@@ -390,4 +391,140 @@ def test_invalid_core_value_names_its_variable(monkeypatch: pytest.MonkeyPatch) 
     assert caught.value.message == (
         "environment variable DAGENTIC_SANDBOX__POOL_SIZE: sandbox.pool_size: Input should "
         "be greater than or equal to 0"
+    )
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+def block(output: str, header: str) -> str:
+    """The lines of ``output`` from ``header`` to the next blank line."""
+    start = output.index(f"\n{header}\n" if "#" not in header else f"\n{header}")
+    return output[start + 1 :].split("\n\n", 1)[0]
+
+
+def test_the_cli_stops_before_running_anything_on_an_unknown_section(workdir: Path) -> None:
+    write(workdir / "dagentic.toml", "[sqll]\nmax_rows = 5\n")
+    result = invoke("tools")
+    assert result.exit_code == 2
+    installed = ", ".join(sorted(load_settings_models()))  # sql, web and any third party's
+    assert " ".join(result.stderr.split()) == (
+        "error: dagentic.toml: unknown section [sqll]; did you mean [sql]? (sections come "
+        f"from the core: {CORE}; and from installed plugins: {installed})"
+    )
+
+
+@pytest.fixture
+def configured(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    write(
+        workdir / "dagentic.toml",
+        """\
+        concurrency = 8
+        [sql]
+        max_rows = 50
+        [web.brave]
+        api_key = "brave-secret-123"
+        """,
+    )
+    monkeypatch.setenv("DAGENTIC_SQL__TIMEOUT", "2.5")
+    monkeypatch.setenv("DAGENTIC_MODEL__API_KEY", "sk-secret-456")
+    return workdir
+
+
+def test_config_show_prints_each_value_with_where_it_came_from(configured: Path) -> None:
+    result = invoke("config", "show")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[:3] == [
+        "concurrency = 8  # dagentic.toml",
+        "foreach_concurrency = 16  # default",
+        "tool_concurrency = {}  # default",
+    ]
+    assert block(result.stdout, "[sql]  # plugin sql") == textwrap.dedent(
+        """\
+        [sql]  # plugin sql
+        sources = {}  # default
+        allowed_roots = []  # default
+        max_rows = 50  # dagentic.toml
+        max_bytes = 1000000  # default
+        timeout = 2.5  # DAGENTIC_SQL__TIMEOUT
+        memory_limit = "512MB"  # default
+        threads = 2  # default"""
+    )
+    assert block(result.stdout, "[web.brave]") == textwrap.dedent(
+        """\
+        [web.brave]
+        url = "https://api.search.brave.com/res/v1/web/search"  # default
+        api_key = "**********"  # dagentic.toml
+        rate_limit = 1.0  # default"""
+    )
+    assert 'api_key = "**********"  # DAGENTIC_MODEL__API_KEY' in lines
+    assert "[web]  # plugin web" in lines and "[sandbox.limits]" in lines
+
+
+def test_config_show_never_prints_a_secret(configured: Path) -> None:
+    for args in (["config", "show"], ["config", "show", "--json"]):
+        result = invoke(*args)
+        assert result.exit_code == 0
+        assert "brave-secret-123" not in result.output
+        assert "sk-secret-456" not in result.output
+
+
+def test_config_show_json_lists_every_setting(configured: Path) -> None:
+    result = invoke("config", "show", "--json")
+    assert result.exit_code == 0, result.output
+    entries = {entry["key"]: entry for entry in json.loads(result.stdout)}
+    assert entries["sql.timeout"] == {
+        "key": "sql.timeout",
+        "path": ["sql", "timeout"],
+        "value": 2.5,
+        "source": "DAGENTIC_SQL__TIMEOUT",
+        "plugin": "sql",
+    }
+    assert entries["web.brave.api_key"]["value"] == "**********"
+    assert entries["model.api_key"] == {
+        "key": "model.api_key",
+        "path": ["model", "api_key"],
+        "value": "**********",
+        "source": "DAGENTIC_MODEL__API_KEY",
+        "plugin": None,
+    }
+    assert entries["concurrency"]["source"] == "dagentic.toml"
+    assert entries["sql.sources"] == {
+        "key": "sql.sources",
+        "path": ["sql", "sources"],
+        "value": {},
+        "source": "default",
+        "plugin": "sql",
+    }
+
+
+def test_config_show_prints_outside_text_as_data(workdir: Path) -> None:
+    write(
+        workdir / "dagentic.toml",
+        """\
+        [tool_concurrency]
+        "[bold]web.search\\u202e" = 2
+        [web.local]
+        base_url = "[red]x[/red] \\u001b]8;;http://evil/\\u0007\\u009b31m"
+        """,
+    )
+    result = invoke("config", "show")
+    assert result.exit_code == 0, result.output
+    # Markup is printed as written; control and direction characters as their escapes.
+    assert block(result.stdout, "[tool_concurrency]") == (
+        '[tool_concurrency]\n"[bold]web.search\\u202e" = 2  # dagentic.toml'
+    )
+    assert 'base_url = "[red]x[/red] \\u001b]8;;http://evil/\\u0007\\x9b31m"  # dagentic.toml' in (
+        result.stdout.splitlines()
+    )
+    assert not {"\x1b", "\x07", "\x9b", "\u202e"} & set(result.output)
+
+
+def test_config_show_reports_invalid_settings_and_exits_2(workdir: Path) -> None:
+    write(workdir / "dagentic.toml", "[web]\nbackend = 'bing'\n")
+    result = invoke("config", "show")
+    assert result.exit_code == 2
+    assert " ".join(result.stderr.split()) == (
+        "error: dagentic.toml: web.backend: Input should be 'local', 'searxng', 'brave' or 'tavily'"
     )
