@@ -11,9 +11,15 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import pytest
-from dagentic import PluginError, Settings, hookimpl, make_plugin_manager
-from dagentic.errors import SettingsError
-from dagentic.plugin_manager import load_settings, load_settings_models
+from dagentic import (
+    PluginError,
+    Settings,
+    SettingsError,
+    hookimpl,
+    load_settings,
+    make_plugin_manager,
+)
+from dagentic.plugin_manager import load_settings_models
 from dagentic.plugins.sql.settings import SqlSettings
 from dagentic.plugins.web.settings import WebSettings
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
