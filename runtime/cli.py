@@ -24,10 +24,8 @@ from rich.text import Text
 from .cli_config import config_app
 from .display import indented, inline_value, render_value, safe_markup, safe_text
 from .errors import DagenticError, PlanError, PluginError
-from .graph import compile_plan, load_plan, to_dot, to_mermaid
 from .isolation import SandboxResult, SandboxUnavailableError
 from .journal import Journal, LogJournal, StepEvent
-from .plan import Plan, plan_json_schema
 from .plugin_manager import (
     close_sandboxes,
     load_commands,
@@ -36,15 +34,14 @@ from .plugin_manager import (
     make_plugin_manager,
     open_sandbox,
 )
-from .progress import LiveProgress, render_result
-from .result import RunStatus
-from .settings import Settings
 from .tools import Tool, ToolRegistry
 
-# The executor (with OpenTelemetry), structlog, models and memory load inside the commands
-# that use them: `dagentic --help` and `dagentic validate` stay fast (tests/test_startup.py).
+# What a command needs loads inside it (plans, settings, the executor with OpenTelemetry,
+# structlog, models, memory): `dagentic --help` and `dagentic validate` stay fast
+# (tests/test_startup.py).
 if TYPE_CHECKING:
     from .executor import Executor
+    from .settings import Settings
 
 __all__ = ["add_plugin_commands", "app", "main"]
 
@@ -86,6 +83,8 @@ def _configure(
 ) -> None:
     """Configure logging at the command-line edge, never on import."""
     import structlog
+
+    from .settings import Settings
 
     try:
         settings = Settings()
@@ -172,6 +171,8 @@ def run(
 ) -> None:
     """Validate and run a plan. Exit 0 if it succeeded, 1 if it failed, 2 if it is invalid."""
     from .executor import Executor, resolve_inputs
+    from .progress import LiveProgress, render_result
+    from .result import RunStatus
 
     tools = _tools()
     interactive = sys.stderr.isatty() and not as_json
@@ -263,6 +264,8 @@ def ask(
     Exit 0 if the goal was achieved, 1 if not, 2 if the command line is invalid."""
     from .agent import Agent
     from .models import make_model
+    from .result import RunStatus
+    from .settings import Settings
 
     tools = _tools()
     settings = Settings()
@@ -292,6 +295,10 @@ def ask(
 
 
 def _render_answer(result: Any, tools: ToolRegistry, *, show_plan: bool) -> None:
+    from .graph import compile_plan
+    from .plan import Plan
+    from .progress import render_result
+
     console = _stdout()
     if show_plan:
         for plan in result.plans:
@@ -362,6 +369,8 @@ def validate(
     plans: Annotated[list[Path], typer.Argument(help="Plan files to check.")],
 ) -> None:
     """Check plan files without running them; problems print as file:line:col: message."""
+    from .graph import load_plan
+
     tools = _tools()
     bad = 0
     for path in plans:
@@ -430,6 +439,8 @@ def graph(
     ] = None,
 ) -> None:
     """Draw a plan's DAG as Mermaid, Graphviz DOT, or a PNG image (needs Graphviz)."""
+    from .graph import load_plan, to_dot, to_mermaid
+
     try:
         compiled = load_plan(plan, _tools())
     except PlanError as exc:
@@ -467,6 +478,7 @@ def trace(
     """Show a traced run: a timeline of its steps, the critical path, failures and usage."""
     from . import traceview
     from .runfiles import find_run, read_spans
+    from .settings import Settings
 
     settings = Settings()
     try:
@@ -507,6 +519,7 @@ def report(
 ) -> None:
     """Totals over the traced runs: runs by status, failure modes, step latency per tool."""
     from . import traceview
+    from .settings import Settings
 
     try:
         after = traceview.parse_since(since) if since is not None else None
@@ -558,6 +571,8 @@ def sandbox_run(
 ) -> None:
     """Run FILE.py in the sandbox and print what it printed and why it ended. Exit 0 if
     the code succeeded, 1 if not, 2 if the sandbox cannot run here."""
+    from .settings import Settings
+
     try:
         code = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -619,6 +634,7 @@ def memory_list(
 ) -> None:
     """List remembered items with where each came from."""
     from .memory import open_memory
+    from .settings import Settings
 
     memory = open_memory(Settings())
     try:
@@ -653,6 +669,7 @@ def memory_forget(
 ) -> None:
     """Delete items by id or by filter."""
     from .memory import open_memory
+    from .settings import Settings
 
     memory = open_memory(Settings())
     try:
@@ -669,6 +686,8 @@ def schema(
     ] = None,
 ) -> None:
     """Print (or write) the JSON schema of plan files, for editors and model planners."""
+    from .plan import plan_json_schema
+
     text = plan_json_schema()
     if output is None:
         print(text, end="")
