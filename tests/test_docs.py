@@ -14,6 +14,7 @@ import re
 import shlex
 import subprocess
 import sys
+import textwrap
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -25,7 +26,8 @@ from dagentic import FUNCTIONS, FailureMode
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 PAGES = sorted(DOCS.rglob("*.md"))
-CONSOLE_BLOCK = re.compile(r"^(\s*)```console\n(.*?)^\1```", re.MULTILINE | re.DOTALL)
+CONSOLE_BLOCK = re.compile(r"^([ \t]*)```console\n(.*?)^\1```$", re.MULTILINE | re.DOTALL)
+PYTHON_BLOCK = re.compile(r"^([ \t]*)```python[^\n]*\n(.*?)^\1```$", re.MULTILINE | re.DOTALL)
 
 
 def _hook() -> ModuleType:
@@ -122,6 +124,43 @@ def test_dagentic_commands_shown_in_docs_exist(page: str, command: str) -> None:
             assert re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", shown), (
                 f"{page}: `{command}`: dagentic {' '.join(path)} has no option {option}"
             )
+
+
+def _programs() -> list[tuple[str, str]]:
+    """Python blocks of the docs and the README that are whole programs (they call
+    ``anyio.run``), except those that need a model."""
+    found = []
+    for path in [*PAGES, ROOT / "README.md"]:
+        text = path.read_text(encoding="utf-8")
+        for block in PYTHON_BLOCK.finditer(text):
+            code = textwrap.dedent(block.group(2))
+            if "anyio.run(" in code and "Agent(" not in code:
+                found.append((str(path.relative_to(ROOT)), code))
+    return found
+
+
+def test_docs_show_whole_programs() -> None:
+    assert len(_programs()) >= 4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("page", "code"), _programs())
+def test_programs_shown_in_docs_run(page: str, code: str, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DAGENTIC_")}
+    env["DAGENTIC_RUNS_DIR"] = str(tmp_path / "runs")  # no traces in the checkout
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,  # the snippets use the repository's plans and sample data
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, (
+        f"{page}: a program exited {done.returncode}:\n{done.stderr[-3000:]}"
+    )
+    assert "succeeded" in done.stdout, f"{page}: the program printed {done.stdout!r}"
 
 
 def test_readme_is_a_landing_page_whose_links_resolve() -> None:
