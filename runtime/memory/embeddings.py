@@ -13,7 +13,7 @@ from ..errors import ModelError
 __all__ = ["Embedder", "MiniLMEmbedder"]
 
 INSTALL = (
-    "pip install 'dagentic[memory]' (after torch==2.13.0, a CPU build; scripts/setup.sh does both)"
+    "pip install 'dagentic[memory]' (torch==2.13.0, a CPU build, first; scripts/setup.sh does both)"
 )
 _LOADED: dict[str, Any] = {}
 _LOADING = threading.Lock()
@@ -52,7 +52,8 @@ class MiniLMEmbedder:
                     from sentence_transformers import SentenceTransformer
                 except ImportError as exc:
                     raise ModelError(
-                        f"memory: the default embedder is not installed: {INSTALL}"
+                        "memory: long-term memory needs the 'memory' extra for its "
+                        f"embeddings (all-MiniLM-L6-v2 on sentence-transformers): {INSTALL}"
                     ) from exc
                 transformers.logging.set_verbosity_error()
                 transformers.logging.disable_progress_bar()
