@@ -250,7 +250,7 @@ class Settings(BaseSettings):
     tracing: TracingSettings = Field(default_factory=TracingSettings)
 
     _sources: Sources = PrivateAttr(default_factory=Sources)
-    _plugins: dict[str, BaseModel] = PrivateAttr(default_factory=dict)
+    _plugins: dict[type[BaseModel] | str, BaseModel] = PrivateAttr(default_factory=dict)
 
     def __init__(self, **values: Any) -> None:
         cls = type(self)
@@ -302,19 +302,25 @@ class Settings(BaseSettings):
         Raises :class:`~dagentic.SettingsError` naming the file or environment variable
         of each invalid value, and :class:`~dagentic.PluginError` if ``model`` names no
         section (see :func:`section_of`)."""
+        # By model and by section. Read through __pydantic_private__: `self._plugins` takes
+        # pydantic's slow path for private attributes, dearer than all the rest here.
+        cache: dict[Any, Any] = self.__pydantic_private__["_plugins"]  # type: ignore[index]
+        found = cache.get(model)
+        if found is not None:
+            return found
         section = section_of(model)
-        found = self._plugins.get(section)
-        if found is None:
-            try:
-                read = model.model_validate(self._sources.section(section, model))
-            except ValidationError as exc:
-                raise SettingsError(self._sources.problems((section,), model, exc)) from exc
-            found = self._plugins.setdefault(section, read)
-        if not isinstance(found, model):
+        other = cache.get(section)
+        if other is not None and type(other) is not model:
             raise PluginError(
-                f"settings section [{section}] is read with {type(found).__name__} already; "
+                f"settings section [{section}] is read with {type(other).__name__} already; "
                 f"{model.__name__} cannot read it too: give it a section of its own"
             )
+        try:
+            read = model.model_validate(self._sources.section(section, model))
+        except ValidationError as exc:
+            raise SettingsError(self._sources.problems((section,), model, exc)) from exc
+        found = cache.setdefault(model, read)
+        cache.setdefault(section, found)
         return found
 
     def check_sections(self, models: Iterable[type[BaseModel]]) -> None:
