@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ByteSize, ConfigDict, Field
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, field_validator
 
 from .errors import DagenticError, FailureMode
 
@@ -46,11 +46,27 @@ class Limits(BaseModel):
 class ProducedFile(BaseModel):
     """A regular file the code left in its work directory (symlinks are never followed)."""
 
-    name: str
-    size: int
-    sha256: str
-    content: str | None = Field(None, description="Present when asked for: text or base64.")
+    name: str = Field(description="Its path relative to the work dir, '/'-separated.")
+    size: int = Field(ge=0)
+    sha256: str | None = Field(
+        None, description="None when hashing it would pass the disk limit (a sparse file)."
+    )
+    content: str | None = Field(
+        None,
+        description="Present when asked for, while the files' total stays within "
+        "output_bytes: text or base64.",
+    )
     encoding: Literal["utf-8", "base64"] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _inside_the_work_dir(cls, name: str) -> str:
+        parts = name.split("/")
+        if name.startswith("/") or "\0" in name or any(p in ("", ".", "..") for p in parts):
+            raise ValueError(
+                f"produced file name {name!r} is not a relative path inside the work dir"
+            )
+        return name
 
 
 class SandboxResult(BaseModel):
@@ -124,7 +140,9 @@ class SandboxBackend:
     """A backend declaration, returned by the ``register_sandbox_backends`` hook.
 
     ``strength`` orders backends for ``auto`` (strongest available first);
-    ``available`` says why the backend cannot run here, or None when it can.
+    ``available`` says why the backend cannot run here, or None when it can; ``prune``
+    removes what dead owners left behind (containers of a process killed with -9, say)
+    and says what it removed.
     """
 
     name: str
@@ -132,6 +150,7 @@ class SandboxBackend:
     strength: int
     available: Callable[[Any], Awaitable[str | None]]
     create: Callable[[Any], Sandbox]
+    prune: Callable[[Any], Awaitable[list[str]]] | None = None
 
 
 async def select_sandbox_backend(

@@ -1,10 +1,14 @@
 """The process backend: bubblewrap namespaces plus rlimits, for machines without Docker.
 
-Each run gets new user, pid, net, ipc, uts and mount namespaces, read-only binds of the
-system's ``/usr``, a size-capped tmpfs as its work dir, an environment built from an
-allowlist, and — when dagentic runs as root — an unprivileged uid first (the kernel ignores
-RLIMIT_NPROC for root). The harness inside sets the rlimits; the whole process group is
-killed at the wall-clock limit, and ``--die-with-parent`` ends it if dagentic dies.
+Each run gets new user, pid, net, ipc, uts and mount namespaces (no further user
+namespaces inside), read-only binds of the system's ``/usr``, a read-only root and
+``/dev``, size-capped tmpfs for its work dir (``disk``), ``/tmp`` and ``/dev/shm`` — the
+only writable places — and an environment built from an allowlist. The harness is the
+sandbox's pid 1. When dagentic runs as root, the run first enters a cgroup of its own
+(memory and pids capped and counted by the kernel, see cgroup.py) and drops to an
+unprivileged uid (the kernel ignores RLIMIT_NPROC for root). The harness inside sets the
+rlimits; the whole process group is killed at the wall-clock limit, and
+``--die-with-parent`` ends it if dagentic dies.
 """
 
 from __future__ import annotations
@@ -19,16 +23,19 @@ from collections.abc import Mapping
 from typing import Any
 
 import anyio
+import anyio.to_thread
 from dagentic import Limits, SandboxResult
 
+from .cgroup import RunCgroup, prune_cgroups
 from .common import SANDBOX_ENV, SANDBOX_PYTHON, harness_source, make_job, parse_report
 
-__all__ = ["ProcessSandbox", "process_available"]
+__all__ = ["ProcessSandbox", "process_available", "prune_process_leftovers"]
 
 ISOLATION = "namespaces+rlimits"
 GRACE = 3.0  # seconds the host waits past the wall-clock limit before killing
 UNPRIVILEGED = (65534, 65534)  # nobody:nogroup
-_TMP_SIZE = 16 * 2**20
+_TMP_SIZE = 16 * 2**20  # /tmp, and /dev/shm
+EXTRA_PIDS = 2  # bubblewrap outside the sandbox, and the harness
 
 
 async def process_available(settings: Any = None) -> str | None:
@@ -50,11 +57,11 @@ class ProcessSandbox:
     def __init__(self, limits: Limits | None = None) -> None:
         self.limits = limits or Limits()
 
-    def command(self, limits: Limits) -> list[str]:
-        prefix: list[str] = []
+    def command(self, limits: Limits, cgroup: RunCgroup | None = None) -> list[str]:
+        prefix: list[str] = cgroup.enter() if cgroup is not None else []
         if os.geteuid() == 0:
             uid, gid = UNPRIVILEGED
-            prefix = [
+            prefix += [
                 "setpriv",
                 f"--reuid={uid}",
                 f"--regid={gid}",
@@ -75,8 +82,11 @@ class ProcessSandbox:
             *prefix,
             "bwrap",
             "--unshare-all",
+            "--unshare-user",
+            "--disable-userns",
             "--die-with-parent",
             "--new-session",
+            "--as-pid-1",
             "--hostname",
             "sandbox",
             *binds,
@@ -84,14 +94,12 @@ class ProcessSandbox:
             "/proc",
             "--dev",
             "/dev",
-            "--size",
-            str(int(limits.disk)),
-            "--tmpfs",
-            "/work",
-            "--size",
-            str(_TMP_SIZE),
-            "--tmpfs",
-            "/tmp",
+            *("--size", str(int(limits.disk)), "--tmpfs", "/work"),
+            *("--size", str(_TMP_SIZE), "--tmpfs", "/tmp"),
+            *("--size", str(_TMP_SIZE), "--tmpfs", "/dev/shm"),
+            # Nothing else is writable: bubblewrap's root and /dev are tmpfs mounts as
+            # large as half the host's memory, counted by no limit.
+            *("--remount-ro", "/dev", "--remount-ro", "/"),
             "--chdir",
             "/work",
             *env,
@@ -114,6 +122,24 @@ class ProcessSandbox:
         file_contents: bool = False,
     ) -> SandboxResult:
         limits = limits or self.limits
+        cgroup = RunCgroup.create(limits, EXTRA_PIDS)
+        try:
+            return await self._run(code, language, vars, files, limits, file_contents, cgroup)
+        finally:
+            if cgroup is not None:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(_release, cgroup)
+
+    async def _run(
+        self,
+        code: str,
+        language: str,
+        vars: Mapping[str, Any] | None,
+        files: Mapping[str, str | bytes] | None,
+        limits: Limits,
+        file_contents: bool,
+        cgroup: RunCgroup | None,
+    ) -> SandboxResult:
         job = make_job(
             code,
             language,
@@ -121,32 +147,31 @@ class ProcessSandbox:
             files,
             limits,
             file_contents=file_contents,
-            sweep=True,
-            rlimit_nproc=True,
+            rlimit_nproc=cgroup is None,  # the cgroup counts processes, and says so
             rlimit_memory=True,
         )
         start = time.monotonic()
         process = await anyio.open_process(
-            self.command(limits),
+            self.command(limits, cgroup),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
-            # bwrap's own init (pid 1 inside) keeps the environment it was started with,
-            # readable at /proc/1/environ: give it nothing of ours.
+            # Nothing of dagentic's environment goes in (bubblewrap keeps the one it was
+            # started with for itself).
             env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
         )
         report = bytearray()
         diagnostics = bytearray()
-        cap = 4 * int(limits.output_bytes) + 2**20  # the report holds both streams, files
         try:
             with anyio.move_on_after(limits.wall_time + GRACE) as deadline:
                 assert process.stdin and process.stdout and process.stderr
                 async with anyio.create_task_group() as group:
                     group.start_soon(_drain, process.stderr, diagnostics, 65536)
-                    await process.stdin.send(job)
+                    await process.stdin.send(job.payload)
                     await process.stdin.aclose()
-                    await _drain(process.stdout, report, cap)
+                    # One byte past a report's size tells that more was written.
+                    await _drain(process.stdout, report, job.report_bytes + 1)
                 await process.wait()
         finally:
             # Whatever happened (done, cancelled, timed out), nothing is left running.
@@ -166,10 +191,12 @@ class ProcessSandbox:
             )
         return parse_report(
             bytes(report),
+            job,
             backend=self.name,
             isolation=ISOLATION,
             duration=duration,
             diagnostics=diagnostics.decode(errors="replace"),
+            hits=cgroup.hits() if cgroup is not None else None,
         )
 
     async def aclose(self) -> None:
@@ -180,6 +207,18 @@ async def _drain(stream: Any, into: bytearray, cap: int) -> None:
     async for chunk in stream:
         if len(into) < cap:
             into += chunk[: cap - len(into)]
+
+
+def _release(cgroup: RunCgroup) -> None:
+    cgroup.kill()
+    cgroup.remove()
+
+
+async def prune_process_leftovers(settings: Any = None) -> list[str]:
+    """Remove the run cgroups of dagentic processes that died (the sandboxes' processes
+    died with them: ``--die-with-parent``)."""
+    removed = await anyio.to_thread.run_sync(prune_cgroups)
+    return [f"process cgroup {path}" for path in removed]
 
 
 def _kill_group(pid: int) -> None:

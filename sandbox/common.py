@@ -1,17 +1,26 @@
-"""What both backends share: the job sent to the harness and the report it sends back."""
+"""What both backends share: the job sent to the harness and the report it sends back.
+
+The host trusts no byte the sandbox writes but one report line that starts with the run's
+nonce (see harness.py for how the code is kept from it); a report's file names must be
+relative paths inside the work dir.
+"""
 
 from __future__ import annotations
 
 import base64
+import binascii
 import json
+import secrets
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from dagentic import Limits, ProducedFile, SandboxResult
+from pydantic import ValidationError
 
-__all__ = ["harness_source", "make_job", "parse_report"]
+__all__ = ["Job", "harness_source", "make_job", "parse_report", "report_cap"]
 
 SANDBOX_PYTHON = "/usr/bin/python3"
 SANDBOX_ENV = {
@@ -34,6 +43,28 @@ def harness_source() -> str:
     return (Path(__file__).parent / "harness.py").read_text(encoding="utf-8")
 
 
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One run for a harness: ``payload`` goes to its stdin, ``nonce`` is the run's
+    secret (sent last, after the code exists but out of its reach) that marks the one
+    report the host takes."""
+
+    payload: bytes
+    nonce: bytes
+    limits: Limits
+
+    @property
+    def report_bytes(self) -> int:
+        return report_cap(self.limits)
+
+
+def report_cap(limits: Limits) -> int:
+    """The most bytes a harness report can take: stdout and stderr as base64 (4/3 of the
+    cap each), the result as an escaped JSON string (2x), file contents as base64 (4/3),
+    and room for 100 file names and the rest. The harness keeps its report within it."""
+    return 6 * int(limits.output_bytes) + 4 * 2**20
+
+
 def make_job(
     code: str,
     language: str,
@@ -43,8 +74,8 @@ def make_job(
     *,
     file_contents: bool,
     **flags: bool,
-) -> bytes:
-    """The JSON job for the harness. Raises ValueError for what cannot cross as JSON."""
+) -> Job:
+    """The job for the harness. Raises ValueError for what cannot cross as JSON."""
     if language != "python":
         raise ValueError(f"language {language!r} is not supported; the sandbox runs python")
     for name in files or {}:
@@ -68,15 +99,19 @@ def make_job(
             "memory": int(limits.memory),
             "pids": limits.pids,
             "output_bytes": int(limits.output_bytes),
+            "disk": int(limits.disk),
             "open_files": limits.open_files,
         },
         "file_contents": file_contents,
+        "report_bytes": report_cap(limits),
         **flags,
     }
     try:
-        return json.dumps(job, allow_nan=False).encode()
+        body = json.dumps(job, allow_nan=False).encode()
     except (TypeError, ValueError) as exc:
         raise ValueError(f"vars must be JSON values: {exc}") from exc
+    nonce = secrets.token_hex(16).encode()
+    return Job(b"%d\n%s%s\n" % (len(body), body, nonce), nonce, limits)
 
 
 def _valid_text(value: Any) -> Any:
@@ -90,51 +125,134 @@ def _valid_text(value: Any) -> Any:
     return value
 
 
-def parse_report(
-    raw: bytes, *, backend: str, isolation: str, duration: float, diagnostics: str = ""
-) -> SandboxResult:
-    """The harness's report as a :class:`SandboxResult`. A harness that died without a
-    report (the code killed it, say) gives ``exit_reason="killed"``."""
+class _Refused(ValueError):
+    """The sandbox's output is not a report of its harness."""
+
+
+def _unframe(raw: bytes, job: Job) -> dict[str, Any]:
+    """The report in ``raw``: exactly one line, the run's nonce, a JSON object."""
+    if len(raw) > job.report_bytes:
+        raise _Refused(f"the sandbox wrote more than a report can take ({job.report_bytes} bytes)")
+    if not raw.startswith(job.nonce + b" "):
+        raise _Refused("it does not carry the run's secret (did the code write it?)")
+    if raw.count(b"\n") != 1 or not raw.endswith(b"\n"):
+        raise _Refused("the sandbox wrote something besides its one report line")
     try:
-        report = _valid_text(json.loads(raw))
-        if not isinstance(report, dict) or "exit_reason" not in report:
-            raise ValueError(
-                report.get("harness_error") if isinstance(report, dict) else "no report"
-            )
-    except ValueError as exc:
-        detail = "the sandbox ended without a report"
-        if str(exc) and str(exc) != "no report" and not isinstance(exc, json.JSONDecodeError):
-            detail += f": {exc}"
-        if diagnostics:
-            detail += f" ({diagnostics.strip()[-500:]})"
-        return SandboxResult(
-            exit_code=None,
-            exit_reason="killed",
-            duration=duration,
-            backend=backend,
-            isolation=isolation,
-            detail=detail,
-        )
+        report = json.loads(raw[len(job.nonce) + 1 :])
+    except (ValueError, RecursionError) as exc:
+        raise _Refused(f"it is not JSON: {exc}") from exc
+    if not isinstance(report, dict):
+        raise _Refused("it is not a JSON object")
+    return report
+
+
+def _text(encoded: Any) -> str:
+    return base64.b64decode(encoded, validate=True).decode("utf-8", errors="replace")
+
+
+def _produced(entry: dict[str, Any]) -> ProducedFile:
+    content = entry.get("content")
+    encoding = None
+    if content is not None:
+        data = base64.b64decode(content, validate=True)
+        try:
+            content, encoding = data.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:
+            encoding = "base64"
+    return ProducedFile(
+        name=_valid_text(entry["name"]),
+        size=entry["size"],
+        sha256=entry.get("sha256"),
+        content=content,
+        encoding=encoding,
+    )
+
+
+def _from_report(report: dict[str, Any], common: dict[str, Any]) -> SandboxResult:
     result = None
     result_error = report.get("result_error")
     if report.get("result_json") is not None:
         try:
             result = _valid_text(json.loads(report["result_json"]))
-        except ValueError:
+        except (ValueError, TypeError, RecursionError):
             result_error = "result was not valid JSON"
     return SandboxResult(
         exit_code=report.get("exit_code"),
         exit_reason=report["exit_reason"],
-        stdout=report.get("stdout", ""),
-        stderr=report.get("stderr", ""),
+        stdout=_text(report.get("stdout", "")),
+        stderr=_text(report.get("stderr", "")),
         stdout_truncated=report.get("stdout_truncated", False),
         stderr_truncated=report.get("stderr_truncated", False),
-        duration=report.get("duration", duration),
+        duration=report.get("duration", common["duration"]),
         result=result,
-        result_error=result_error,
-        exception=report.get("exception"),
-        files=[ProducedFile(**f) for f in report.get("files", [])],
-        backend=backend,
-        isolation=isolation,
-        detail=report.get("detail"),
+        result_error=_valid_text(result_error),
+        exception=_valid_text(report.get("exception")),
+        files=[_produced(f) for f in report.get("files", [])],
+        detail=_valid_text(report.get("detail")),
+        backend=common["backend"],
+        isolation=common["isolation"],
     )
+
+
+def parse_report(
+    raw: bytes,
+    job: Job,
+    *,
+    backend: str,
+    isolation: str,
+    duration: float,
+    diagnostics: str = "",
+    hits: Mapping[str, bool] | None = None,
+) -> SandboxResult:
+    """The harness's report as a :class:`SandboxResult`.
+
+    Nothing but one line carrying the run's nonce is a report: anything else (a report
+    the code forged, a second one, junk around it) makes the run an ``error``. A harness
+    that died without a report gives ``killed``. ``hits`` are limits the host saw hit
+    (``oom``, ``pids``: cgroup counters), which name the reason of a run that ended
+    otherwise."""
+    common = {"backend": backend, "isolation": isolation, "duration": duration}
+    tail = f" ({diagnostics.strip()[-500:]})" if diagnostics.strip() else ""
+    if not raw:
+        outcome = SandboxResult(
+            exit_code=None,
+            exit_reason="killed",
+            detail="the sandbox ended without a report" + tail,
+            **common,
+        )
+    else:
+        try:
+            report = _unframe(raw, job)
+            if "exit_reason" in report:
+                outcome = _from_report(report, common)
+            else:
+                outcome = SandboxResult(
+                    exit_code=None,
+                    exit_reason="error",
+                    detail=f"the sandbox's harness failed: {report.get('harness_error')}"[:2000]
+                    + tail,
+                    **common,
+                )
+        except (ValueError, TypeError, KeyError, ValidationError, binascii.Error) as exc:
+            why = str(exc) if isinstance(exc, _Refused) else f"it is malformed: {exc}"
+            outcome = SandboxResult(
+                exit_code=None,
+                exit_reason="error",
+                detail=f"refused the sandbox's report: {why}"[:2000] + tail,
+                **common,
+            )
+    return _with_hits(outcome, job.limits, hits or {})
+
+
+def _with_hits(outcome: SandboxResult, limits: Limits, hits: Mapping[str, bool]) -> SandboxResult:
+    """Name the limit the host saw hit, unless the run ended for a reason of its own
+    (its deadline, its output cap)."""
+    if outcome.exit_reason not in ("ok", "error", "killed"):
+        return outcome
+    if hits.get("oom"):
+        detail = f"the code ran out of memory (limit {int(limits.memory) >> 20} MiB)"
+        return outcome.model_copy(update={"exit_reason": "oom", "detail": detail})
+    if hits.get("pids"):
+        detail = f"the code hit the limit of {limits.pids} processes and threads"
+        return outcome.model_copy(update={"exit_reason": "pids", "detail": detail})
+    return outcome

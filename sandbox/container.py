@@ -6,8 +6,15 @@ a pids limit, memory with swap equal to memory, a CPU quota, and an environment 
 from an allowlist. Its main process is the harness, which waits on stdin for its job: a
 warm container has Python (and numpy/pandas) loaded already, so a run costs one attach.
 A container serves one run and is then removed — also when the caller is cancelled or
-times out. Containers are labelled; those left by a crashed process are reaped when the
-next sandbox starts.
+times out.
+
+Nothing outlives its owner for long: the owner attaches to a container's stdin before
+starting it and holds that connection while the container waits in the pool; Docker
+closes the stdin of a container whose one attached client went away (``StdinOnce``), so
+when the owner dies (even by ``kill -9``) its harnesses read end of input, exit, and
+Docker removes their containers (``auto_remove``). Containers are labelled with their
+owner (host, pid, start time): what is left all the same (a container created but not
+yet started) is reaped when the next sandbox starts, or by ``dagentic sandbox prune``.
 """
 
 from __future__ import annotations
@@ -20,15 +27,16 @@ import socket
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
 import anyio.to_thread
-from dagentic import Limits, SandboxResult
+from dagentic import Limits, SandboxResult, SandboxUnavailableError
 
-from .common import SANDBOX_ENV, SANDBOX_PYTHON, harness_source, make_job, parse_report
+from .common import SANDBOX_ENV, SANDBOX_PYTHON, Job, harness_source, make_job, parse_report
 
-__all__ = ["DEFAULT_IMAGE", "DockerSandbox", "docker_available"]
+__all__ = ["DEFAULT_IMAGE", "DockerSandbox", "docker_available", "prune_docker_leftovers"]
 
 DEFAULT_IMAGE = "dagentic-sandbox:latest"
 ISOLATION = "container"
@@ -37,8 +45,35 @@ OWNER_LABEL = "dagentic.owner"
 GRACE = 5.0  # seconds the host waits past the wall-clock limit before killing
 PRELOAD = "numpy,pandas"
 IDLE = 1.0  # seconds without a run after which refills preload numpy/pandas
-_TMP_SIZE = 16 * 2**20
-_OWNER = f"{socket.gethostname()}:{os.getpid()}"
+_TMP_SIZE = 16 * 2**20  # /tmp, and /dev/shm
+
+
+def _started(pid: int) -> str:
+    """When process ``pid`` started (clock ticks since boot), "" if it does not exist:
+    with the pid, it names a process even after its pid is reused."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return handle.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return ""
+
+
+_OWNER = f"{socket.gethostname()}:{os.getpid()}:{_started(os.getpid())}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Container:
+    """A started container, and the attached connection to its harness that its owner
+    holds until the run (closing it ends a waiting harness)."""
+
+    id: str
+    sock: Any
+
+    def close(self) -> None:
+        for handle in {id(s): s for s in (self.sock, getattr(self.sock, "_sock", None))}.values():
+            if handle is not None:
+                with contextlib.suppress(Exception):
+                    handle.close()
 
 
 def _client() -> Any:
@@ -90,14 +125,14 @@ class DockerSandbox:
         self.limits = limits or Limits()
         self.pool_size = pool_size
         self.cpus = cpus
-        self._warm: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._warm: queue.SimpleQueue[_Container] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._filler: threading.Thread | None = None
         self._last_run = 0.0
         self._closed = False
         self._client_local = threading.local()
         self._reaped = False
-        self._doomed: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._doomed: queue.SimpleQueue[_Container | None] = queue.SimpleQueue()
         self._remover: threading.Thread | None = None
         atexit.register(self._close_now)
 
@@ -114,7 +149,7 @@ class DockerSandbox:
         file_contents: bool = False,
     ) -> SandboxResult:
         limits = limits or self.limits
-        job = make_job(code, language, vars, files, limits, file_contents=file_contents, sweep=True)
+        job = make_job(code, language, vars, files, limits, file_contents=file_contents)
         start = self._last_run = time.monotonic()
         container = None
         if limits == self.limits:
@@ -126,11 +161,7 @@ class DockerSandbox:
         try:
             with anyio.move_on_after(limits.wall_time + GRACE) as deadline:
                 raw, diagnostics = await anyio.to_thread.run_sync(
-                    self._exchange,
-                    container,
-                    job,
-                    int(limits.output_bytes) * 4 + 2**20,
-                    abandon_on_cancel=True,
+                    self._exchange, container, job, abandon_on_cancel=True
                 )
             timed_out = deadline.cancelled_caught
         finally:
@@ -147,7 +178,12 @@ class DockerSandbox:
                 detail=f"the sandbox did not finish within {limits.wall_time + GRACE:g}s",
             )
         return parse_report(
-            raw, backend=self.name, isolation=ISOLATION, duration=duration, diagnostics=diagnostics
+            raw,
+            job,
+            backend=self.name,
+            isolation=ISOLATION,
+            duration=duration,
+            diagnostics=diagnostics,
         )
 
     async def aclose(self) -> None:
@@ -166,8 +202,9 @@ class DockerSandbox:
             client = self._client_local.client = _client()
         return client.api
 
-    def _start(self, limits: Limits, preload: bool) -> str:
-        """Create and start a container whose harness waits for a job on stdin."""
+    def _start(self, limits: Limits, preload: bool) -> _Container:
+        """Create, attach to and start a container whose harness waits for a job on
+        stdin."""
         if not self._reaped:
             self._reaped = True
             reap_leftovers(self._api)
@@ -181,6 +218,7 @@ class DockerSandbox:
                 "/work": f"size={int(limits.disk)},mode=1777",
                 "/tmp": f"size={_TMP_SIZE},mode=1777",
             },
+            shm_size=_TMP_SIZE,
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
             pids_limit=limits.pids + 4,  # the harness and its pipes' readers
@@ -191,56 +229,72 @@ class DockerSandbox:
                 Ulimit(name="nofile", soft=limits.open_files + 64, hard=limits.open_files + 64)
             ],
             ipc_mode="private",
+            auto_remove=True,
         )
         command = [SANDBOX_PYTHON, "-I", "-S", "-c", harness_source()]
         if preload:
             command += ["--preload", PRELOAD]
-        created = api.create_container(
-            self.image,
-            command=command,
-            user="65534:65534",
-            working_dir="/work",
-            environment=dict(SANDBOX_ENV),
-            hostname="sandbox",
-            stdin_open=True,
-            detach=False,
-            network_disabled=True,
-            labels={LABEL: "1", OWNER_LABEL: _OWNER},
-            host_config=host_config,
-        )
-        container = created["Id"]
         try:
-            api.start(container)
-        except Exception:
+            created = api.create_container(
+                self.image,
+                command=command,
+                user="65534:65534",
+                working_dir="/work",
+                environment=dict(SANDBOX_ENV),
+                hostname="sandbox",
+                stdin_open=True,  # and StdinOnce: stdin closes when the owner detaches
+                detach=False,
+                network_disabled=True,
+                labels={LABEL: "1", OWNER_LABEL: _OWNER},
+                host_config=host_config,
+            )
+        except Exception as exc:
+            raise SandboxUnavailableError(
+                f"the Docker engine did not create a sandbox container from {self.image}: {exc}",
+                backend=self.name,
+            ) from exc
+        container = _Container(created["Id"], None)
+        try:
+            sock = api.attach_socket(
+                container.id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
+            )
+            container = _Container(container.id, sock)
+            api.start(container.id)
+        except Exception as exc:
             self._remove(container)
-            raise
+            raise SandboxUnavailableError(
+                f"the Docker engine did not start a sandbox container: {exc}", backend=self.name
+            ) from exc
         return container
 
-    def _exchange(self, container: str, job: bytes, cap: int) -> tuple[bytes, str]:
-        """Send the job to the harness and read its report (blocking)."""
+    def _exchange(self, container: _Container, job: Job) -> tuple[bytes, str]:
+        """Send the job to the harness and read its report (blocking). Reading stops at
+        the report's end, not at the container's (which takes a quarter of a second
+        more): what came before it or with it is refused with it, and nothing can
+        write after it (the harness has ended every other process, and then itself).
+        One byte past a report's size is enough to refuse it."""
         from docker.utils.socket import frames_iter
 
-        sock = self._api.attach_socket(
-            container, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
-        )
-        raw = getattr(sock, "_sock", sock)
+        cap = job.report_bytes + 1
+        out, err = bytearray(), bytearray()
+        raw = getattr(container.sock, "_sock", container.sock)
         try:
-            raw.sendall(job)
+            raw.sendall(job.payload)
             raw.shutdown(socket.SHUT_WR)
-            out, err = bytearray(), bytearray()
-            for stream, data in frames_iter(sock, tty=False):
-                target = out if stream == 1 else err
-                if len(target) < cap:
-                    target += data[: cap - len(target)]
-                if stream == 1 and b"\n" in data:
-                    break  # the report is one line; no need to wait for the container to stop
+            for stream, data in frames_iter(container.sock, tty=False):
+                target, room = (out, cap) if stream == 1 else (err, 65536)
+                target += data[: room - len(target)]
+                if len(out) >= cap or (stream == 1 and b"\n" in data):
+                    break
+        except Exception as exc:  # noqa: BLE001 - the engine or the container went away
+            err += f"\n{type(exc).__name__}: {exc}".encode()
         finally:
-            sock.close()
-            raw.close()
+            container.close()
         return bytes(out), err.decode(errors="replace")
 
-    def _discard(self, container: str) -> None:
+    def _discard(self, container: _Container) -> None:
         """Queue a container for removal by a background thread (started on first use)."""
+        container.close()
         self._doomed.put(container)
         with self._lock:
             if self._remover is None or not self._remover.is_alive():
@@ -253,13 +307,17 @@ class DockerSandbox:
         while (container := self._doomed.get()) is not None:
             self._remove(container)
 
-    def _remove(self, container: str) -> None:
-        with contextlib.suppress(Exception):  # gone already, or the engine went away
-            self._api.remove_container(container, force=True, v=True)
+    def _remove(self, container: _Container) -> None:
+        container.close()
+        try:
+            self._api.remove_container(container.id, force=True, v=True)
+        except Exception:  # noqa: BLE001 - gone, going (auto_remove), or no engine
+            with contextlib.suppress(Exception):  # done when it is gone, not going
+                self._api.wait(container.id, timeout=10, condition="removed")
 
     # -- the warm pool ----------------------------------------------------------------
 
-    def _take_warm(self) -> str | None:
+    def _take_warm(self) -> _Container | None:
         while True:
             try:
                 container = self._warm.get_nowait()
@@ -269,9 +327,9 @@ class DockerSandbox:
                 return container
             self._remove(container)
 
-    def _is_waiting(self, container: str) -> bool:
+    def _is_waiting(self, container: _Container) -> bool:
         try:
-            return bool(self._api.inspect_container(container)["State"]["Running"])
+            return bool(self._api.inspect_container(container.id)["State"]["Running"])
         except Exception:  # noqa: BLE001 - a vanished container is simply not usable
             return False
 
@@ -328,28 +386,51 @@ class DockerSandbox:
             remover.join(timeout=30)
 
 
-def reap_leftovers(api: Any) -> int:
-    """Remove sandbox containers whose owning process on this host has died."""
+def reap_leftovers(api: Any) -> list[str]:
+    """Remove sandbox containers (running, waiting or never started) whose owning process
+    on this host is gone; their ids. Containers of other hosts are left alone."""
     host = socket.gethostname()
-    removed = 0
+    removed = []
     for info in api.containers(all=True, filters={"label": LABEL}):
         owner = (info.get("Labels") or {}).get(OWNER_LABEL, "")
-        owner_host, _, pid = owner.rpartition(":")
-        if owner_host != host or not pid.isdigit() or _alive(int(pid)):
+        owner_host, pid, started = [*owner.split(":"), "", ""][:3]
+        if owner_host != host or not pid.isdigit() or _alive(int(pid), started):
             continue
         try:
             api.remove_container(info["Id"], force=True, v=True)
-            removed += 1
-        except Exception:  # noqa: BLE001 - raced with another reaper
+            removed.append(info["Id"])
+        except Exception:  # noqa: BLE001 - raced with another reaper, or auto-removed
             continue
     return removed
 
 
-def _alive(pid: int) -> bool:
+async def prune_docker_leftovers(settings: Any = None) -> list[str]:
+    """What ``dagentic sandbox prune`` does for Docker: remove the sandbox containers of
+    dagentic processes that died; a line for each."""
+
+    def prune() -> list[str]:
+        try:
+            client = _client()
+            client.ping()
+        except Exception as exc:
+            raise SandboxUnavailableError(
+                f"cannot look for leftover containers: no Docker engine answers ({exc})",
+                backend="docker",
+            ) from exc
+        try:
+            return [f"docker container {cid[:12]}" for cid in reap_leftovers(client.api)]
+        finally:
+            client.close()
+
+    return await anyio.to_thread.run_sync(prune)
+
+
+def _alive(pid: int, started: str = "") -> bool:
+    """Is process ``pid`` (started at ``started``, when given) still running here?"""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    return not started or _started(pid) == started

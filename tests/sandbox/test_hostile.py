@@ -10,11 +10,10 @@ closing the Docker sandbox leaves no container of ours).
 
 Documented behaviours (where the contract leaves a choice):
 
-- Killing the harness: on the process backend the harness is pid 2 under bubblewrap's
-  init, so ``os.kill(os.getppid(), SIGKILL)`` (or ``kill(-1)``) kills it; the run ends
-  without a report: exit_reason "killed", exit_code None. On docker the harness is the
-  container's pid 1, which the kernel protects from signals sent inside its namespace:
-  the signal is ignored and the run ends "ok". ``os.kill(1, SIGKILL)`` is ignored on both.
+- Killing the harness: on both backends the harness is the sandbox's pid 1, which the
+  kernel protects from signals sent inside its namespace: ``os.kill(os.getppid(),
+  SIGKILL)``, ``os.kill(1, SIGKILL)`` and ``kill(-1)`` leave it running, and the run
+  ends "ok".
 - A background process that keeps the inherited stdout/stderr open keeps the run's output
   open: the harness now waits for it until the wall-clock limit ("timeout"; ending the run
   "ok" when the main process exits would be as good); one that closes them (a proper
@@ -25,12 +24,14 @@ Documented behaviours (where the contract leaves a choice):
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import errno
 import gc
 import hashlib
 import json
 import os
+import re
 import secrets
 import select
 import socket
@@ -44,9 +45,11 @@ from typing import Any
 
 import anyio
 import pytest
+from dagentic import FailureMode
 from dagentic.isolation import Limits, SandboxResult
 from dagentic.sandbox import bubblewrap, container
 from dagentic.sandbox.bubblewrap import ProcessSandbox, process_available
+from dagentic.sandbox.common import make_job, parse_report
 from dagentic.sandbox.container import _OWNER as DOCKER_OWNER
 from dagentic.sandbox.container import LABEL, OWNER_LABEL, DockerSandbox, _client, docker_available
 
@@ -301,6 +304,66 @@ async def test_fork_bomb_hits_the_pids_limit(sandbox: Any, copies: str) -> None:
     assert result.exception and result.exception["errno"] == errno.EAGAIN
 
 
+FORK_BOMBS = {
+    # The code catches the failed fork and ends well: the limit was hit all the same.
+    "swallowed": """
+        import os, time
+        forked = 0
+        while True:
+            try:
+                pid = os.fork()
+            except OSError:
+                break
+            if pid == 0:
+                time.sleep(60)
+                os._exit(0)
+            forked += 1
+        result = forked
+    """,
+    # Its copies fork on and die of it; the main process waits for the first and is fine.
+    "in-children": """
+        import os
+        pid = os.fork()
+        if pid == 0:
+            while True:
+                os.fork()
+        os.waitpid(pid, 0)
+        result = 'main process fine'
+    """,
+    # A shell that cannot fork any more gives up; the code carries on.
+    "shell": """
+        import subprocess
+        result = subprocess.run(['/bin/sh', '-c', 'for i in $(seq 100); do sleep 60 & done'],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                timeout=30).returncode
+    """,
+    # Threads the code's own handler swallows (small stacks: memory is not what runs out).
+    "threads-swallowed": """
+        import threading, time
+        threading.stack_size(256 * 1024)
+        started = 0
+        try:
+            while True:
+                threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
+                started += 1
+        except RuntimeError:
+            pass
+        result = started
+    """,
+}
+
+
+@pytest.mark.parametrize("bomb", sorted(FORK_BOMBS))
+async def test_a_fork_bomb_that_ends_well_still_reports_the_pids_limit(
+    sandbox: Any, bomb: str
+) -> None:
+    limits = Limits(**{**LIMITS.model_dump(), "wall_time": 20.0, "cpu_time": 10.0})
+    result, _ = await run(sandbox, FORK_BOMBS[bomb], limits=limits, bound=30.0)
+    assert result.exit_reason == "pids", result
+    assert result.detail == "the code hit the limit of 32 processes and threads"
+    assert result.failure_mode() == FailureMode.RESOURCE_LIMIT
+
+
 async def test_thread_bomb_hits_the_pids_limit(sandbox: Any) -> None:
     result, _ = await run(
         sandbox,
@@ -474,6 +537,44 @@ async def test_huge_line_of_invalid_utf8_is_decoded_with_replacement(
 
 
 @pytest.mark.parametrize(
+    ("unit", "streams"),
+    [
+        (b"\x80", ("stdout",)),  # each byte: U+FFFD, 6 bytes as JSON
+        (b"\x80", ("stderr",)),
+        (b"\x01", ("stdout",)),  # each byte: \u0001, 6 bytes as JSON
+        (b"\xf0\x9f\x98", ("stdout", "stderr")),  # truncated emoji, on both streams
+    ],
+    ids=["x80-stdout", "x80-stderr", "control-stdout", "broken-emoji-both"],
+)
+async def test_megabytes_of_non_utf8_output_hit_the_output_limit_and_are_cut(
+    sandbox: Any, unit: bytes, streams: tuple[str, ...]
+) -> None:
+    # The default cap (1 MiB) and 2 MB of bytes whose JSON escapes are six times longer:
+    # the report still fits, the output is cut, the limit named.
+    cap = 2**20
+    limits = Limits(**{**LIMITS.model_dump(), "output_bytes": cap, "wall_time": 20.0})
+    result, _ = await run(
+        sandbox,
+        f"""
+        import sys
+        data = {unit!r} * (2_000_000 // {len(unit)})
+        for stream in {streams!r}:
+            getattr(sys, stream).buffer.write(data)
+            getattr(sys, stream).flush()
+    """,
+        limits=limits,
+        bound=30.0,
+    )
+    assert (result.exit_reason, result.exit_code) == ("output_limit", None), result
+    assert result.detail == f"the code wrote more than {cap} bytes"
+    first = streams[0]
+    assert getattr(result, f"{first}_truncated") is True
+    kept = (unit * (cap // len(unit) + 1))[:cap]
+    assert getattr(result, first) == kept.decode("utf-8", errors="replace")
+    json.dumps(result.model_dump())
+
+
+@pytest.mark.parametrize(
     "code",
     [
         "result = {'text': 'lone surrogate \\udcff'}",
@@ -523,6 +624,135 @@ async def test_filling_the_disk_fails_with_enospc(
         assert result.files[0].size <= cap
     # Nothing of it on the host.
     assert not Path(directory, name).exists()
+
+
+WRITABLE = {"/work": DISK, "/tmp": TMP_CAP, "/dev/shm": TMP_CAP}  # place -> its cap
+
+
+async def test_every_writable_place_is_capped_and_nothing_else_is_writable(
+    sandbox: Any, token: str
+) -> None:
+    # Every mount point, and the usual places: write four times the largest cap into
+    # each (bubblewrap's own / and /dev took a gigabyte each, once).
+    places = ["/", "/dev", "/dev/shm", "/dev/mqueue", "/dev/pts", "/tmp", "/var/tmp",
+              "/work", "/etc", "/run", "/home", "/root", "/usr", "/var", "/opt"]  # fmt: skip
+    limits = Limits(**{**LIMITS.model_dump(), "wall_time": 30.0, "cpu_time": 20.0})
+    result, _ = await run(
+        sandbox,
+        f"""
+        import errno, os
+        mounts = [line.split()[1] for line in open('/proc/self/mounts')]
+        chunk = b'\\xaa' * (1 << 20)
+        written = {{}}
+        for place in sorted(set(places + mounts)):
+            path = os.path.join(place, 'fill-{token}')
+            written[place] = 0
+            try:
+                with open(path, 'wb', buffering=0) as handle:
+                    for _ in range(4 * {max(WRITABLE.values())} >> 20):
+                        written[place] += handle.write(chunk)
+            except OSError as exc:
+                written[place] = [written[place], errno.errorcode.get(exc.errno)]
+            if os.path.lexists(path):
+                os.unlink(path)  # the next place gets the memory back
+        result = written
+    """,
+        vars={"places": places},
+        limits=limits,
+        bound=40.0,
+    )
+    assert (result.exit_reason, result.exit_code) == ("ok", 0), result
+    for place, outcome in result.result.items():
+        amount, error = outcome if isinstance(outcome, list) else (outcome, None)
+        if place in WRITABLE:
+            assert (error, 0 < amount <= WRITABLE[place]) == ("ENOSPC", True), (place, outcome)
+        else:
+            assert amount == 0, (place, outcome)
+            assert error in ("EROFS", "EACCES", "EPERM", "ENOENT", "ENOTDIR", "EINVAL"), (
+                place,
+                outcome,
+            )
+    assert not Path(f"/fill-{token}").exists()
+
+
+MEMORY_BESIDE_THE_HEAP = {
+    # Files in memory, written (never mapped: RLIMIT_AS does not see them), kept open.
+    "memfd": """
+        import os
+        held, total = [], 0
+        while total < 1 << 30:
+            fd = os.memfd_create('hoard')
+            held.append(fd)
+            for _ in range(15):
+                total += os.write(fd, b'\\xaa' * (1 << 20))
+    """,
+    # SysV shared memory: attached one segment at a time, filled, detached; it stays.
+    "sysv-shm": """
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.shmat.restype = ctypes.c_void_p
+        size = 32 << 20
+        for _ in range(32):
+            segment = libc.shmget(0, size, 0o1600)  # IPC_PRIVATE, IPC_CREAT | 0600
+            if segment < 0:
+                raise OSError(ctypes.get_errno(), 'shmget')
+            address = libc.shmat(segment, None, 0)
+            ctypes.memset(address, 0xAA, size)
+            libc.shmdt(ctypes.c_void_p(address))
+    """,
+}
+
+
+@pytest.mark.parametrize("kind", sorted(MEMORY_BESIDE_THE_HEAP))
+async def test_memory_beside_the_heap_counts_against_the_memory_limit(
+    sandbox: Any, kind: str
+) -> None:
+    # A gigabyte where RLIMIT_AS does not look; the limit is 256 MiB.
+    limits = Limits(**{**LIMITS.model_dump(), "wall_time": 30.0, "cpu_time": 20.0})
+    result, _ = await run(sandbox, MEMORY_BESIDE_THE_HEAP[kind], limits=limits, bound=40.0)
+    assert result.exit_reason == "oom", result
+    assert result.detail == "the code ran out of memory (limit 256 MiB)"
+    after, _ = await run(sandbox, "result = 6 * 7")
+    assert (after.exit_reason, after.result) == ("ok", 42)
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        # One file far larger than the disk, all holes.
+        "import os\nos.truncate(os.open('big', os.O_CREAT | os.O_WRONLY), 1 << 40)",
+        "import os\nf = os.open('big', os.O_CREAT | os.O_WRONLY)\nos.pwrite(f, b'x', 1 << 40)",
+        # Many files each as large as the disk allows, all holes: 1.6 GB to hash.
+        "import os\nfor i in range(100):\n    open('sparse-%03d' % i, 'w').truncate(16 << 20)",
+        # More entries than anyone lists, and a deep tree.
+        "import os\nfor i in range(30000):\n    open('e%05d' % i, 'w').close()",
+        "import os\nfor i in range(400):\n    os.mkdir('d')\n    os.chdir('d')\n"
+        "open('leaf', 'w').close()",
+    ],
+    ids=["truncate-1tib", "pwrite-at-1tib", "sparse-files", "many-files", "deep-tree"],
+)
+async def test_what_the_code_leaves_in_the_work_dir_is_listed_within_bounds(
+    sandbox: Any, code: str
+) -> None:
+    limits = Limits(**{**LIMITS.model_dump(), "wall_time": 30.0, "cpu_time": 20.0})
+    result, _ = await run(sandbox, code, limits=limits, bound=40.0, file_contents=True)
+    if "1 << 40" in code:  # refused at once: no file may pass the disk limit
+        assert (result.exit_reason, result.exit_code) == ("error", 1), result
+        assert result.exception and result.exception["errno"] == errno.EFBIG
+        assert [(f.name, f.size) for f in result.files] == [("big", 0)]
+    else:
+        assert (result.exit_reason, result.exit_code) == ("ok", 0), result
+        assert 0 < len(result.files) <= 100
+        hashed = sum(f.size for f in result.files if f.sha256 is not None)
+        assert hashed <= DISK
+        assert sum(len(f.content or "") for f in result.files) <= 2 * CAP
+    if "sparse" in code:
+        assert len(result.files) == 100
+        assert [f.sha256 for f in result.files[:1]] == [hashlib.sha256(bytes(16 << 20)).hexdigest()]
+        assert result.files[-1].sha256 is None  # past the budget: by size only
+        assert result.files[-1].size == 16 << 20
+    if "deep" in code:
+        assert [f.name for f in result.files] == ["d/" * 400 + "leaf"]
 
 
 async def test_exhausting_file_descriptors_fails_with_emfile(sandbox: Any) -> None:
@@ -817,21 +1047,12 @@ async def test_symlinks_in_produced_files_are_never_followed(sandbox: Any) -> No
 
 # -- the harness, the host process ------------------------------------------------------------
 
-# What killing the harness gives (see the module docstring).
-KILL_OUTCOME = {
-    ("process", "parent"): "killed",
-    ("process", "init"): "ok",
-    ("process", "all"): "killed",
-    ("docker", "parent"): "ok",
-    ("docker", "init"): "ok",
-    ("docker", "all"): "ok",
-}
-
 
 @pytest.mark.parametrize("target", ["parent", "init", "all"])
 async def test_killing_the_parent_ends_the_run_and_spares_the_host(
     sandbox: Any, token: str, target: str
 ) -> None:
+    # The harness is the sandbox's pid 1 on both backends (see the module docstring).
     code = daemon_code(token, keep_stdio=False, action="sleep") + textwrap.dedent(f"""
         import signal
         pid = {{'parent': os.getppid(), 'init': 1, 'all': -1}}[{target!r}]
@@ -844,19 +1065,184 @@ async def test_killing_the_parent_ends_the_run_and_spares_the_host(
         print('survived', flush=True)
     """)
     result, _ = await run(sandbox, code)
-    expected = KILL_OUTCOME[sandbox.name, target]
-    assert result.exit_reason == expected, result
-    if expected == "killed":
-        assert result.exit_code is None
-        assert "without a report" in (result.detail or "")
-    else:
-        assert result.exit_code == 0
-        assert result.stdout.endswith("survived\n")
+    assert (result.exit_reason, result.exit_code) == ("ok", 0), result
+    assert result.stdout.endswith("survived\n")
     # The host's dagentic process (this one) lives on; no daemon escaped; next run works.
     os.kill(os.getpid(), 0)
     assert wait_until_gone(lambda: host_processes_with(token), timeout=0.2) == []
     after, _ = await run(sandbox, "result = 6 * 7")
     assert (after.exit_reason, after.result) == ("ok", 42)
+
+
+FORGED_REPORT = {
+    "exit_code": 0,
+    "exit_reason": "ok",
+    "stdout": "",
+    "stderr": "",
+    "duration": 0.001,
+    "result_json": '"forged"',
+    "files": [{"name": "../../etc/forged", "size": 1, "sha256": "0" * 64}],
+}
+# The report as it once was (bare JSON), and as it is now with a made-up nonce.
+FORGED_LINES = (
+    json.dumps(FORGED_REPORT) + "\n" + "0" * 32 + " " + json.dumps(FORGED_REPORT) + "\n"
+).encode()
+
+# Each attack is the code's FIRST statement: it races the harness from the moment the
+# code exists. Its outcome: the errno name it got, or "done".
+ATTACKS = {
+    "parent-stdout": "open('/proc/%d/fd/1' % __import__('os').getppid(), 'wb', 0).write(F)",
+    "pid1-stdout": "open('/proc/1/fd/1', 'wb', 0).write(F)",
+    "pid1-stderr": "open('/proc/1/fd/2', 'wb', 0).write(F)",
+    "pid1-stdin": "__import__('os').read(__import__('os').open('/proc/1/fd/0', 0), 4096)",
+    "pid1-fd-list": "__import__('os').listdir('/proc/1/fd')",
+    "pid1-memory": "open('/proc/1/mem', 'rb').read(1)",
+    "pid1-environ": "open('/proc/1/environ', 'rb').read()",
+    "every-fd": """
+        import os
+        for pid in [p for p in os.listdir('/proc') if p.isdigit() and int(p) != os.getpid()]:
+            for fd in os.listdir('/proc/%s/fd' % pid):
+                open('/proc/%s/fd/%s' % (pid, fd), 'wb', 0).write(F)""",
+    "ptrace-attach": """
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        for request in (16, 0x4206):  # PTRACE_ATTACH, PTRACE_SEIZE
+            if libc.ptrace(request, 1, None, None) != 0:
+                raise OSError(ctypes.get_errno(), 'ptrace')""",
+    "pidfd-getfd": """
+        import ctypes, os
+        libc = ctypes.CDLL(None, use_errno=True)
+        stolen = libc.syscall(438, os.pidfd_open(1), 1, 0)  # pidfd_getfd(harness, 1)
+        if stolen < 0:
+            raise OSError(ctypes.get_errno(), 'pidfd_getfd')
+        os.write(stolen, F)""",
+    "kill-harness": """
+        import os, signal
+        for sig in (signal.SIGKILL, signal.SIGSTOP, signal.SIGTERM, signal.SIGPIPE):
+            os.kill(os.getppid(), sig)
+            os.kill(1, sig)
+        open('/proc/1/fd/1', 'wb', 0).write(F)""",
+    "own-stdout-and-stderr": "__import__('os').write(1, F); __import__('os').write(2, F)",
+    "proc-self-fd": "open('/proc/self/fd/1', 'wb', 0).write(F); open('/dev/stdout', 'wb', 0).write(F)",
+    "racing-children": """
+        import os, time
+        for _ in range(4):
+            if os.fork() == 0:
+                end = time.monotonic() + 1.5
+                while time.monotonic() < end:
+                    for path in ('/proc/1/fd/1', '/proc/1/fd/2'):
+                        try:
+                            open(path, 'wb', 0).write(F)
+                        except OSError:
+                            pass
+                os._exit(0)""",
+}
+REFUSED = {"EACCES", "EPERM"}
+CAN_DO = {"own-stdout-and-stderr", "proc-self-fd", "racing-children", "kill-harness"}
+
+
+def attack_code(attack: str) -> str:
+    body = textwrap.indent(textwrap.dedent(ATTACKS[attack]).strip(), "    ")
+    body = re.sub(r"\bF\b", lambda _: repr(FORGED_LINES), body)  # F: the forged lines
+    return f"""try:
+{body}
+    outcome = 'done'
+except OSError as exc:
+    outcome = __import__('errno').errorcode.get(exc.errno, str(exc.errno))
+print({FORGED_LINES.decode()!r}, end='')  # a forged report on its own stdout too
+result = outcome
+raise SystemExit(3)
+"""
+
+
+@pytest.mark.parametrize("attack", sorted(ATTACKS))
+async def test_the_code_cannot_forge_a_report_from_its_first_statement(
+    sandbox: Any, attack: str
+) -> None:
+    result, _ = await run(sandbox, attack_code(attack), bound=BOUND + 2)
+    # The run is the code's own: refused or harmless attempts, then exit status 3.
+    assert (result.exit_reason, result.exit_code) == ("error", 3), result
+    assert result.detail == "the code exited with status 3"
+    if attack == "kill-harness":  # the signals are ignored; the write refused
+        assert result.result in REFUSED, result
+    elif attack in CAN_DO:
+        assert result.result == "done", result
+    else:
+        assert result.result in REFUSED, result
+    assert result.files == []
+    # What it wrote on its own streams is its output, nothing more.
+    assert result.stdout.endswith(FORGED_LINES.decode()), result.stdout
+
+
+def harness_report(**changes: Any) -> dict[str, Any]:
+    """A report as the harness writes it (outputs in base64)."""
+    return {
+        "exit_code": 0,
+        "exit_reason": "ok",
+        "detail": None,
+        "stdout": base64.b64encode(b"hello\n").decode(),
+        "stderr": "",
+        "duration": 0.01,
+        "result_json": "42",
+        "files": [{"name": "out/data.txt", "size": 2, "sha256": "0" * 64}],
+        **changes,
+    }
+
+
+def line(nonce: bytes, report: dict[str, Any]) -> bytes:
+    return nonce + b" " + json.dumps(report).encode() + b"\n"
+
+
+SECRET = "refused the sandbox's report: it does not carry the run's secret (did the code write it?)"
+BESIDES = "refused the sandbox's report: the sandbox wrote something besides its one report line"
+MALFORMED = "refused the sandbox's report: it is malformed: "
+
+# What reaches the host -> how the run must end (a detail, or its start).
+REPORTS: dict[str, tuple[Any, str]] = {
+    "bare-json": (lambda n: json.dumps(harness_report()).encode() + b"\n", SECRET),
+    "guessed-nonce": (lambda n: line(b"0" * 32, harness_report()), SECRET),
+    "forged-then-real": (
+        lambda n: line(b"0" * 32, harness_report()) + line(n, harness_report()),
+        SECRET,
+    ),
+    "two-reports": (lambda n: line(n, harness_report()) * 2, BESIDES),
+    "trailing-junk": (lambda n: line(n, harness_report()) + b"junk", BESIDES),
+    "no-newline": (lambda n: line(n, harness_report())[:-1], BESIDES),
+    "too-large": (
+        lambda n: line(n, harness_report(detail="x" * (7 * CAP + 4 * 2**20))),
+        "refused the sandbox's report: the sandbox wrote more than a report can take",
+    ),
+    "not-json": (lambda n: n + b" {not json\n", "refused the sandbox's report: it is not JSON"),
+    "unknown-exit-reason": (lambda n: line(n, harness_report(exit_reason="fine")), MALFORMED),
+    "bad-base64": (lambda n: line(n, harness_report(stdout="@@@")), MALFORMED),
+}
+for bad in ("../../etc/forged", "/etc/passwd", "a/../../b", "", "a//b", "./x", "x/.", "a\0b"):
+    REPORTS[f"file-name-{bad!r}"] = (
+        lambda n, bad=bad: line(
+            n, harness_report(files=[{"name": bad, "size": 1, "sha256": "0" * 64}])
+        ),
+        MALFORMED,
+    )
+
+
+@pytest.mark.parametrize("case", sorted(REPORTS))
+def test_the_host_takes_nothing_but_one_report_with_the_runs_secret(case: str) -> None:
+    job = make_job("x = 1", "python", None, None, LIMITS, file_contents=False)
+    build, detail = REPORTS[case]
+    result = parse_report(build(job.nonce), job, backend="process", isolation="x", duration=1.0)
+    assert (result.exit_reason, result.exit_code) == ("error", None), result
+    assert result.detail and result.detail.startswith(detail), result.detail
+    assert (result.result, result.files, result.stdout) == (None, [], "")
+    assert result.failure_mode() == FailureMode.TOOL_ERROR
+
+
+def test_the_host_takes_the_harness_report() -> None:
+    job = make_job("x = 1", "python", None, None, LIMITS, file_contents=False)
+    result = parse_report(
+        line(job.nonce, harness_report()), job, backend="process", isolation="x", duration=1.0
+    )
+    assert (result.exit_reason, result.exit_code, result.result) == ("ok", 0, 42)
+    assert (result.stdout, [f.name for f in result.files]) == ("hello\n", ["out/data.txt"])
 
 
 @pytest.mark.parametrize("then", ["exit", "linger"])

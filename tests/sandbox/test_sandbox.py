@@ -15,11 +15,14 @@ import hashlib
 import os
 import re
 import secrets
+import select
 import socket
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -35,7 +38,8 @@ from dagentic.isolation import (
     select_sandbox_backend,
 )
 from dagentic.plugin_manager import close_sandboxes, open_sandbox
-from dagentic.sandbox.bubblewrap import ProcessSandbox
+from dagentic.sandbox import cgroup
+from dagentic.sandbox.bubblewrap import ProcessSandbox, prune_process_leftovers
 from dagentic.sandbox.container import (
     _OWNER,
     DEFAULT_IMAGE,
@@ -535,7 +539,7 @@ def dead_pid() -> int:
     return process.pid
 
 
-def start_sleeper(api: Any, owner: str) -> str:
+def start_sleeper(api: Any, owner: str, *, start: bool = True) -> str:
     """A container labelled like a sandbox container of ``owner``, from the same image."""
     created = api.create_container(
         DEFAULT_IMAGE,
@@ -544,7 +548,8 @@ def start_sleeper(api: Any, owner: str) -> str:
         network_disabled=True,
         host_config=api.create_host_config(network_mode="none"),
     )
-    api.start(created["Id"])
+    if start:
+        api.start(created["Id"])
     return created["Id"]
 
 
@@ -556,17 +561,25 @@ def remove_quietly(api: Any, container: str) -> None:
 async def test_reap_leftovers_removes_containers_whose_owner_died_and_keeps_live_ones(
     api: Any,
 ) -> None:
-    orphan = start_sleeper(api, f"{socket.gethostname()}:{dead_pid()}")
+    host = socket.gethostname()
+    orphans = [
+        start_sleeper(api, f"{host}:{dead_pid()}"),  # the label of older versions
+        start_sleeper(api, f"{host}:{dead_pid()}:12345"),
+        # The owner's pid was reused by a live process that started at another time.
+        start_sleeper(api, f"{host}:{os.getpid()}:1"),
+        # Created, never started: the owner died between the two.
+        start_sleeper(api, f"{host}:{dead_pid()}:12345", start=False),
+    ]
     alive = start_sleeper(api, _OWNER)
-    elsewhere = start_sleeper(api, f"some-other-host:{dead_pid()}")
+    elsewhere = start_sleeper(api, f"some-other-host:{dead_pid()}:1")
     try:
         removed = reap_leftovers(api)
-        assert removed >= 1
-        assert not container_exists(api, orphan)
+        assert set(orphans) <= set(removed)
+        assert [c for c in orphans if container_exists(api, c)] == []
         assert api.inspect_container(alive)["State"]["Running"]
         assert api.inspect_container(elsewhere)["State"]["Running"]
     finally:
-        for container in (orphan, alive, elsewhere):
+        for container in (*orphans, alive, elsewhere):
             remove_quietly(api, container)
 
 
@@ -579,6 +592,107 @@ async def test_first_container_a_sandbox_starts_reaps_leftovers_of_dead_owners(a
     finally:
         await sandbox.aclose()
         remove_quietly(api, orphan)
+
+
+HOLDER = """
+import sys, anyio
+from dagentic.isolation import Limits
+from dagentic.sandbox import container
+from dagentic.sandbox.bubblewrap import ProcessSandbox
+
+async def main(mode):
+    if mode == 'process':
+        sandbox = ProcessSandbox()
+    else:
+        sandbox = container.DockerSandbox(pool_size=2)
+        sandbox.warm()
+        api = container._client().api
+        mine = {'label': [container.LABEL, container.OWNER_LABEL + '=' + container._OWNER]}
+        while len(api.containers(filters=mine)) < 2:  # the pool is full, and waits
+            await anyio.sleep(0.1)
+    async with anyio.create_task_group() as group:
+        if mode in ('running', 'process'):  # and one run sleeps in a container of its own
+            group.start_soon(lambda: sandbox.run(
+                'import os\\nos.execv("/bin/sleep", ["sleep-" + token, "3600"])',
+                vars={'token': sys.argv[2]}, limits=Limits(wall_time=5)))
+            await anyio.sleep(2)
+        print(container._OWNER, flush=True)
+        await anyio.sleep(3600)
+
+anyio.run(main, sys.argv[1])
+"""
+
+
+def start_holder(mode: str, token: str) -> tuple[subprocess.Popen[str], str]:
+    """A dagentic process holding sandboxes (``mode``: idle, running, process); its owner
+    label once it holds them."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, mode, token], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout is not None
+    ready, _, _ = select.select([holder.stdout], [], [], 120)
+    assert ready, "the holder did not get its sandboxes within 120 s"
+    return holder, holder.stdout.readline().strip()
+
+
+def containers_of(api: Any, owner: str) -> list[str]:
+    return [
+        info["Id"][:12]
+        for info in api.containers(all=True, filters={"label": [LABEL, f"{OWNER_LABEL}={owner}"]})
+    ]
+
+
+@pytest.mark.parametrize("mode", ["idle", "running"])
+async def test_kill_9_of_the_owner_leaves_no_container_behind(api: Any, mode: str) -> None:
+    # idle: two warm containers wait for a job; running: and a third runs code that sleeps.
+    holder, owner = start_holder(mode, secrets.token_hex(8))
+    try:
+        assert len(containers_of(api, owner)) == (2 if mode == "idle" else 3)
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()  # type: ignore[union-attr]
+    # Waiting harnesses end at once; a running one at its wall-clock limit (5 s).
+    await wait_until(
+        lambda: not containers_of(api, owner),
+        60,
+        f"containers of the killed owner {owner} are still there: {containers_of(api, owner)}",
+    )
+
+
+async def test_kill_9_of_the_owner_ends_process_sandboxes_and_prune_removes_their_cgroups() -> None:
+    token = secrets.token_hex(8)
+    holder, _ = start_holder("process", token)
+    try:
+        assert host_processes_with(f"sleep-{token}", but=holder.pid), "the code is not running"
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()  # type: ignore[union-attr]
+    # bubblewrap's --die-with-parent: the code dies with its owner.
+    await wait_until(
+        lambda: not host_processes_with(f"sleep-{token}", but=holder.pid),
+        10,
+        "the code outlived its owner",
+    )
+    layout = cgroup._layout()
+    assert layout is not None, "no cgroup for process sandboxes here (dagentic runs as root)"
+    left = [p for parent in layout.parents for p in parent.glob(f"dagentic-run-{holder.pid}-*")]
+    assert left, "the killed owner's run left no cgroup: the test proves nothing"
+    removed = await prune_process_leftovers()
+    assert {f"process cgroup {p}" for p in left} <= set(removed)
+    assert [p for p in left if p.exists()] == []
+
+
+def host_processes_with(text: str, *, but: int) -> list[int]:
+    """Processes on the host whose command line holds ``text``, but this one and ``but``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) not in (os.getpid(), but):
+            with contextlib.suppress(OSError):
+                if text.encode() in Path(f"/proc/{entry}/cmdline").read_bytes():
+                    found.append(int(entry))
+    return found
 
 
 # -- open_sandbox and backend selection -----------------------------------------------------
