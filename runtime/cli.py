@@ -29,6 +29,7 @@ from .journal import Journal, LogJournal, StepEvent
 from .plugin_manager import (
     close_sandboxes,
     load_commands,
+    load_sandbox_backends,
     load_settings,
     load_tools,
     make_plugin_manager,
@@ -616,6 +617,30 @@ def sandbox_run(
             notes.append(result.detail)
         _stderr().print("[dim]sandbox:[/dim] " + safe_markup("; ".join(notes)), highlight=False)
     raise typer.Exit(0 if result.ok else FAILED)
+
+
+@sandbox_app.command("prune")
+def sandbox_prune() -> None:
+    """Remove what dagentic processes that died (kill -9, a crash) left behind: sandbox
+    containers and cgroups whose owner is gone. Those of running processes are kept."""
+    from .settings import Settings
+
+    settings = Settings()
+
+    async def main() -> tuple[list[str], list[str]]:
+        removed, notes = [], []
+        for backend in load_sandbox_backends().values():
+            try:
+                removed += await backend.prune(settings) if backend.prune else []
+            except DagenticError as exc:
+                notes.append(f"{backend.name}: {exc.message}")
+        return removed, notes
+
+    removed, notes = anyio.run(main)
+    for line in removed:
+        print(f"removed {line}")
+    for note in [*notes, f"{len(removed)} removed"]:
+        _stderr().print("[dim]sandbox prune:[/dim] " + safe_markup(note), highlight=False)
 
 
 memory_app = typer.Typer(help="Look at and prune long-term memory.", no_args_is_help=True)

@@ -28,6 +28,18 @@ async def _process_available(settings: Any = None) -> str | None:
     return await process_available(settings)
 
 
+async def _docker_prune(settings: Any = None) -> list[str]:
+    from .container import prune_docker_leftovers
+
+    return await prune_docker_leftovers(settings)
+
+
+async def _process_prune(settings: Any = None) -> list[str]:
+    from .bubblewrap import prune_process_leftovers
+
+    return await prune_process_leftovers(settings)
+
+
 def _docker(settings: Any) -> DockerSandbox:
     from .container import DockerSandbox
 
@@ -52,6 +64,7 @@ def register_sandbox_backends() -> list[SandboxBackend]:
             strength=2,
             available=_docker_available,
             create=_docker,
+            prune=_docker_prune,
         ),
         SandboxBackend(
             name="process",
@@ -59,5 +72,6 @@ def register_sandbox_backends() -> list[SandboxBackend]:
             strength=1,
             available=_process_available,
             create=_process,
+            prune=_process_prune,
         ),
     ]

@@ -1,4 +1,5 @@
-"""``dagentic sandbox run``: through typer's CliRunner, and once as the installed script.
+"""``dagentic sandbox run`` and ``dagentic sandbox prune``: through typer's CliRunner, and
+once as the installed script.
 
 Exit codes: 0 the code succeeded, 1 it did not, 2 the file cannot be read or the sandbox
 cannot run here.
@@ -6,6 +7,7 @@ cannot run here.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import subprocess
@@ -15,7 +17,8 @@ from pathlib import Path
 import docker
 import pytest
 from dagentic.isolation import SandboxResult
-from dagentic.sandbox.container import LABEL, OWNER_LABEL
+from dagentic.sandbox import cgroup
+from dagentic.sandbox.container import _OWNER, LABEL, OWNER_LABEL
 from typer.testing import Result
 
 from tests import cli
@@ -137,6 +140,57 @@ def test_fork_bomb_ends_promptly_with_exit_reason_pids(backend: str, tmp_path: P
         assert elapsed < 15, f"run {attempt + 1} took {elapsed:.1f} s"
 
 
+def dead_pid() -> int:
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+def test_prune_removes_what_dead_owners_left_and_keeps_what_live_ones_hold() -> None:
+    client = docker.from_env(timeout=30)
+    api = client.api
+    host, dead = socket.gethostname(), dead_pid()
+
+    def sleeper(owner: str) -> str:
+        created = api.create_container(
+            "dagentic-sandbox:latest",
+            command=["sleep", "60"],
+            labels={LABEL: "1", OWNER_LABEL: owner},
+            network_disabled=True,
+            host_config=api.create_host_config(network_mode="none"),
+        )
+        api.start(created["Id"])
+        return created["Id"]
+
+    layout = cgroup._layout()
+    assert layout is not None, "no cgroup for process sandboxes here (dagentic runs as root)"
+    left_cgroups = [parent / f"dagentic-run-{dead}-0" for parent in layout.parents]
+    for path in left_cgroups:
+        path.mkdir()
+    left = sleeper(f"{host}:{dead}:1")
+    live = sleeper(_OWNER)
+    try:
+        result = cli.invoke("sandbox", "prune")
+        assert result.exit_code == 0, result.output
+        lines = result.stdout.splitlines()
+        assert f"removed docker container {left[:12]}" in lines
+        for path in left_cgroups:
+            assert f"removed process cgroup {path}" in lines
+            assert not path.exists()
+        assert result.stderr == f"sandbox prune: {len(lines)} removed\n"
+        assert api.inspect_container(live)["State"]["Running"]
+        with pytest.raises(docker.errors.NotFound):
+            api.inspect_container(left)
+    finally:
+        for container in (left, live):
+            with contextlib.suppress(docker.errors.NotFound):
+                api.remove_container(container, force=True)
+        for path in left_cgroups:
+            with contextlib.suppress(FileNotFoundError):
+                path.rmdir()
+        client.close()
+
+
 def run_script(*args: str | Path) -> tuple[subprocess.CompletedProcess[str], list[str]]:
     """Run the installed ``dagentic`` script; also return the ids of sandbox containers
     its process owned that still exist a moment after it exited (and remove them, so that
@@ -154,11 +208,15 @@ def run_script(*args: str | Path) -> tuple[subprocess.CompletedProcess[str], lis
         stdout, stderr = process.communicate(timeout=120)
     finally:
         process.kill()
-    owner = f"{socket.gethostname()}:{process.pid}"
+    owner = f"{socket.gethostname()}:{process.pid}:"  # and when it started
     client = docker.from_env(timeout=30)
     try:
         time.sleep(2)  # what the exited process had asked the engine for has happened
-        left = client.api.containers(all=True, filters={"label": [LABEL, f"{OWNER_LABEL}={owner}"]})
+        left = [
+            info
+            for info in client.api.containers(all=True, filters={"label": LABEL})
+            if (info.get("Labels") or {}).get(OWNER_LABEL, "").startswith(owner)
+        ]
         for info in left:
             client.api.remove_container(info["Id"], force=True, v=True)
     finally:
