@@ -107,13 +107,9 @@ def walk(command, path):
     if done.exit_code != 0:
         sys.exit(f"dagentic {' '.join(path)} --help exited {done.exit_code}: {done.output}")
     pages.append({"path": path, "help": done.output})
-    for name, sub in sorted(getattr(command, "commands", {}).items(), key=order(command)):
+    for name, sub in getattr(command, "commands", {}).items():  # in the order of --help
         if not getattr(sub, "hidden", False):
             walk(sub, [*path, name])
-
-def order(command):
-    names = list(getattr(command, "commands", {}))
-    return lambda item: names.index(item[0])
 
 walk(typer.main.get_command(app), [])
 json.dump(pages, sys.stdout)
@@ -291,8 +287,7 @@ def generate_settings() -> str:
         rows = ["| setting | type | default | what it does |", "|---|---|---|---|"]
         for name, info, default in fields:
             env = "DAGENTIC_" + "__".join(p.upper() for p in (*path, name))
-            env = env if ".NAME" not in ".".join(path) else ""
-            env_line = f"<br><small>`{env}`</small>" if env else ""
+            env_line = "" if "NAME" in path else f"<br><small>`{env}`</small>"
             rows.append(
                 f"| `{name}` | {_type_name(info.annotation)} | {_show(default)} "
                 f"| {_cell(info.description)}{env_line} |"
