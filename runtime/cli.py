@@ -721,9 +721,15 @@ def schema(
 
 
 def _command_names() -> set[str]:
-    return {
+    """The names of the commands and command groups the app has now."""
+    commands = {
         c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands
-    } | {g.name or g.typer_instance.info.name for g in app.registered_groups}
+    }
+    groups = {
+        g.name or (g.typer_instance.info.name if g.typer_instance else None)
+        for g in app.registered_groups
+    }
+    return commands | {name for name in groups if name}
 
 
 def add_plugin_commands() -> None:
