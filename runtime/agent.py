@@ -19,6 +19,7 @@ from typing import Any
 import anyio
 from pydantic import Field
 
+from .attributes import RUN_ID
 from .errors import BudgetExceededError, DagenticError, FailureMode
 from .executor import SETTINGS, Approver, Executor
 from .graph import CompiledPlan
@@ -31,7 +32,7 @@ from .reflection import ModelJudge, Verification, critique_plan, quote_data, ver
 from .result import ErrorInfo, ModelCall, RunResult, RunStatus, StepResult, StepStatus, Usage
 from .settings import AgentSettings, Settings
 from .tools import ToolRegistry
-from .tracing import RUN_ID, Tracing, fail_span, maybe_span, tracing_from_settings
+from .tracing import Tracing, fail_span, maybe_span, tracing_from_settings
 
 __all__ = ["Agent", "AgentResult", "Budgets", "answer_schema", "planning_context"]
 

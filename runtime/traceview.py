@@ -19,10 +19,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from .attributes import FAILURE_MODE as MODE
+from .attributes import ROOT, RUN_ID
 from .display import safe_markup, safe_text
 from .runfiles import read_spans, run_files
-from .tracing import FAILURE_MODE as MODE
-from .tracing import ROOT, RUN_ID
 
 __all__ = [
     "BAR_WIDTH",

@@ -41,10 +41,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import Span, Status, StatusCode, TracerProvider
 
-# Re-exported: agent.py and traceview.py still import them from here.
-from .attributes import FAILURE_MODE as FAILURE_MODE
-from .attributes import ROOT as ROOT
-from .attributes import RUN_ID as RUN_ID
+from .attributes import FAILURE_MODE, ROOT
 from .errors import DagenticError, FailureMode, failure_mode_of
 from .spans import FastSpan, FastTracerProvider
 
