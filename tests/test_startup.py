@@ -12,6 +12,7 @@ import ast
 import json
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -54,18 +55,20 @@ HEAVY_OWN = [
 
 
 def loaded_by(code: str) -> set[str]:
-    """The modules a fresh interpreter holds after running ``code``."""
+    """The modules a fresh interpreter holds after running ``code`` (in an empty folder,
+    where a run leaves its trace)."""
     script = (
         code + "\nimport json, sys\nprint(json.dumps(sorted(sys.modules)), file=sys.__stderr__)"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-        check=False,
-    )
+    with tempfile.TemporaryDirectory() as cwd:
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            cwd=cwd,
+            timeout=120,
+            check=False,
+        )
     assert done.returncode == 0, done.stderr
     return set(json.loads(done.stderr.splitlines()[-1]))
 
