@@ -77,7 +77,7 @@ if TYPE_CHECKING:
     from .tracing import Tracing, current_step_span, tracing_from_settings
 
 # Where each public name lives: submodule -> names. Keep in step with the block above and
-# __all__ (tests/test_public_api.py checks all three agree).
+# __all__ (tests/test_startup.py checks that all three agree).
 _EXPORTS: dict[str, tuple[str, ...]] = {
     "agent": ("Agent", "AgentResult", "Budgets"),
     "backend": ("ExecutionBackend", "InProcessBackend"),
