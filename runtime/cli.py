@@ -85,6 +85,7 @@ def _configure(
     """Configure logging at the command-line edge, never on import."""
     import structlog
 
+    from .redact import guard_streams, structlog_processor
     from .settings import Settings
 
     try:
@@ -92,10 +93,12 @@ def _configure(
     except Exception as exc:
         raise _fail(f"invalid settings: {exc}") from exc
     level = {0: settings.log_level, 1: "info"}.get(verbose, "debug")
+    guard_streams()  # no secret dagentic holds is printed, whatever prints it
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="%H:%M:%S"),
+            structlog_processor,
             structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(

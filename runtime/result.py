@@ -6,9 +6,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
 from .errors import DagenticError, FailureMode, failure_mode_of
+from .redact import redact_value
 
 __all__ = [
     "ErrorInfo",
@@ -45,6 +46,10 @@ class ErrorInfo(BaseModel):
     message: str
     type: str = "DagenticError"
     details: dict[str, Any] = Field(default_factory=dict)
+
+    # No secret dagentic holds (an API key an endpoint echoed, say) stays in an error.
+    _redact_message = field_validator("message", "details")(redact_value)
+    _redact_output = field_serializer("message", "details")(redact_value)
 
     @classmethod
     def from_exception(cls, exc: BaseException) -> ErrorInfo:

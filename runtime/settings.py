@@ -38,6 +38,7 @@ from pydantic_settings import SettingsError as SourceError
 from ._sources import Sources, core_only, is_table
 from .errors import PluginError, SettingsError
 from .isolation import Limits
+from .redact import hold
 
 __all__ = [
     "AgentSettings",
@@ -267,6 +268,7 @@ class Settings(BaseSettings):
         except SourceError as exc:  # a variable's JSON does not parse, say
             raise SettingsError([f"{prefix}* environment variables: {exc}"]) from exc
         self._sources = sources
+        hold(self)  # its secrets (the plugins' too) never leave dagentic in text
 
     @classmethod
     def settings_customise_sources(

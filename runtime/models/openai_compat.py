@@ -8,6 +8,7 @@ import os
 from typing import Any, Literal
 
 from ..errors import StepTimeoutError
+from ..redact import hold, redact
 from .base import Message, ModelError, ModelReply
 from .scripted import estimate_tokens
 
@@ -54,6 +55,7 @@ class OpenAIModel:
                 "(DAGENTIC_MODEL__API_KEY) or OPENAI_API_KEY, or model.base_url "
                 "for a local endpoint"
             )
+        hold(key)  # OPENAI_API_KEY too, once used: never in an error, a log or a span
         self.client = openai.AsyncOpenAI(
             base_url=base_url, api_key=key, timeout=timeout, max_retries=max_retries
         )
@@ -93,7 +95,7 @@ class OpenAIModel:
                 return await self._streamed(kwargs, schema)
             response = await self.client.chat.completions.create(**kwargs)
         except openai.APITimeoutError as exc:
-            raise StepTimeoutError(f"model {self.name}: no answer in time ({exc})") from exc
+            raise StepTimeoutError(redact(f"model {self.name}: no answer in time ({exc})")) from exc
         except openai.APIStatusError as exc:
             raise ModelError(
                 f"model {self.name}: the endpoint answered {exc.status_code}: {_detail(exc)}",
@@ -102,7 +104,9 @@ class OpenAIModel:
             ) from exc
         except openai.APIConnectionError as exc:
             raise ModelError(
-                f"model {self.name}: cannot reach the endpoint {self.client.base_url} ({exc})",
+                redact(
+                    f"model {self.name}: cannot reach the endpoint {self.client.base_url} ({exc})"
+                ),
                 retryable=True,
             ) from exc
         choice = response.choices[0] if response.choices else None
@@ -151,10 +155,12 @@ class OpenAIModel:
 
 
 def _detail(exc: Any) -> str:
+    """What the endpoint said went wrong, without any secret it echoed (an endpoint may
+    quote the Authorization header it was sent): redacted whole, then cut."""
     body = getattr(exc, "body", None)
     if isinstance(body, dict):
         error = body.get("error", body)
         message = error.get("message") if isinstance(error, dict) else error
         if message:
-            return str(message)[:300]
-    return str(getattr(exc, "message", exc))[:300]
+            return redact(str(message))[:300]
+    return redact(str(getattr(exc, "message", exc)))[:300]
