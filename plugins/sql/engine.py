@@ -53,6 +53,7 @@ WORKER = Path(__file__).with_name("_worker.py")
 GRACE = 1.0  # seconds an interrupted query has to stop before its process is killed
 START_TIMEOUT = 120.0  # seconds to open the sources
 FRAME_LIMIT = 64 * 2**20  # the largest reply read from the engine process
+ENV_KEPT = {"PATH", "HOME", "LANG", "TZ", "TMPDIR", "SYSTEMROOT"}
 ERRORS: dict[str, type[DagenticError]] = {
     "ToolError": ToolError,
     "InvalidArgsError": InvalidArgsError,
@@ -87,7 +88,7 @@ class _Process:
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             start_new_session=True,  # a terminal's Ctrl-C is the parent's to handle
-            env={**os.environ, "MALLOC_ARENA_MAX": "2"},
+            env=_worker_env(),
         )
         self.lock = threading.Lock()  # calls and ended
         self.writing = threading.Lock()  # one frame at a time to the process
@@ -178,6 +179,13 @@ class _Process:
                 self.proc.stdin.close()
         out.close()
         shutil.rmtree(self.temp, ignore_errors=True)
+
+
+def _worker_env() -> dict[str, str]:
+    """The engine process's environment: no secret of this process (API keys) goes along,
+    since nothing there needs one."""
+    kept = {k: v for k, v in os.environ.items() if k in ENV_KEPT or k.startswith("LC_")}
+    return {**kept, "MALLOC_ARENA_MAX": "2"}
 
 
 class SqlEngine:

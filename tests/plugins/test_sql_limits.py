@@ -255,3 +255,14 @@ async def test_a_step_timeout_stops_a_runaway_query_long_before_the_sql_timeout(
     assert after["rows"] == [{"n": 7}]
     if frozen:
         assert engine.pid != pid
+
+
+async def test_the_engine_process_gets_no_secret_of_this_process(
+    engine: SqlEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-not-for-duckdb")
+    engine.close()  # the next query starts a process with the environment as it is now
+    assert (await run(engine, "SELECT 1 AS one"))["rows"] == [{"one": 1}]
+    assert engine.pid is not None
+    environ = Path(f"/proc/{engine.pid}/environ").read_bytes().split(b"\0")
+    assert not [v for v in environ if b"sk-not-for-duckdb" in v or v.startswith(b"DAGENTIC_")]
