@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import anyio.to_thread
 from dagentic import (
     DagenticError,
     InvalidArgsError,
@@ -43,6 +42,7 @@ from dagentic import (
     ResourceLimitError,
     StepTimeoutError,
     ToolError,
+    run_in_thread,
 )
 
 from ._worker import to_json_value
@@ -106,8 +106,9 @@ class _Process:
     def submit(self, request: dict[str, Any]) -> _Call:
         with self.lock:
             call = _Call(next(self.ids))
-            self.calls[call.id] = call
             ended = self.ended
+            if ended is None:
+                self.calls[call.id] = call
         if ended is not None:
             call.answer({"error": _ended(ended)})
         else:
@@ -248,15 +249,30 @@ class SqlEngine:
     # -- queries ----------------------------------------------------------------------
 
     async def run(
-        self, sql: str, params: list[Any] | None, *, max_rows: int, max_bytes: int, timeout: float
+        self,
+        sql: str,
+        params: list[Any] | None,
+        *,
+        max_rows: int,
+        max_bytes: int,
+        timeout: float,
+        reads: list[str] | None = None,
+        write_to: str | None = None,
+        taint: list[str] | None = None,
     ) -> dict[str, Any]:
-        """Run one (already guarded) statement; rows as JSON-safe dicts."""
+        """Run one (already guarded) statement; rows as JSON-safe dicts, and under
+        ``tainted`` the sources of ``reads`` (None: any) that hold untrusted data. A write
+        to source ``write_to`` with ``taint`` (where untrusted data in it came from), or
+        reading a tainted source, marks that source tainted (see ``_worker.py``)."""
         request = {
             "op": "query",
             "sql": sql,
             "params": params,
             "max_rows": max_rows,
             "max_bytes": max_bytes,
+            "reads": reads,
+            "write_to": write_to,
+            "taint": taint,
         }
         message = f"sql.query: the query did not finish within {timeout:g}s and was interrupted"
         return await self._call(request, timeout, message)
@@ -267,14 +283,14 @@ class SqlEngine:
         return await self._call({"op": "schema", "sample_rows": sample_rows}, timeout, late)
 
     async def _call(self, request: dict[str, Any], timeout: float, late: str) -> Any:
-        process, call = await anyio.to_thread.run_sync(self._submit, request)
+        process, call = await run_in_thread(self._submit, request)
         try:
             with anyio.move_on_after(timeout):
-                await anyio.to_thread.run_sync(call.done.wait, abandon_on_cancel=True)
+                await run_in_thread(call.done.wait, abandon_on_cancel=True)
             if not call.done.is_set():
                 _stop(process, call, OVERRAN)
                 # answered by the query stopping, or by the kill GRACE later
-                await anyio.to_thread.run_sync(call.done.wait, abandon_on_cancel=True)
+                await run_in_thread(call.done.wait, abandon_on_cancel=True)
                 if "ok" not in call.reply:
                     raise StepTimeoutError(late, timeout=timeout)
         finally:
