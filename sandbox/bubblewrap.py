@@ -20,6 +20,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Mapping
+from functools import cache
 from typing import Any
 
 import anyio
@@ -36,6 +37,7 @@ GRACE = 3.0  # seconds the host waits past the wall-clock limit before killing
 UNPRIVILEGED = (65534, 65534)  # nobody:nogroup
 _TMP_SIZE = 16 * 2**20  # /tmp, and /dev/shm
 EXTRA_PIDS = 2  # bubblewrap outside the sandbox, and the harness
+NEEDED_OPTIONS = ("--disable-userns", "--as-pid-1", "--size", "--remount-ro")
 
 
 async def process_available(settings: Any = None) -> str | None:
@@ -46,7 +48,23 @@ async def process_available(settings: Any = None) -> str | None:
         return f"{SANDBOX_PYTHON} is missing (Debian: apt-get install python3)"
     if os.geteuid() == 0 and shutil.which("setpriv") is None:
         return "setpriv is missing (Debian: util-linux), needed to drop root"
+    usage = await anyio.to_thread.run_sync(_bwrap_help)
+    missing = [option for option in NEEDED_OPTIONS if option not in usage]
+    if missing:
+        return (
+            f"bubblewrap is too old: it lacks {', '.join(missing)} (version 0.8 or later has them)"
+        )
     return None
+
+
+@cache
+def _bwrap_help() -> str:
+    try:
+        return subprocess.run(
+            ["bwrap", "--help"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
 
 
 class ProcessSandbox:
