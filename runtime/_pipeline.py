@@ -23,6 +23,7 @@ from opentelemetry import trace
 from pydantic import BaseModel, ValidationError
 
 from ._checks import run_check
+from .approvals import call_approver
 from .errors import (
     EvaluationError,
     FailureMode,
@@ -151,7 +152,9 @@ class StepPipeline:
                     else None
                 )
                 try:
-                    results[index] = await self.call(state, {**scope, "item": item})
+                    results[index] = await self.call(
+                        state, {**scope, "item": item}, item=(index, len(items))
+                    )
                 except Exception as exc:  # noqa: BLE001 - re-raised below for the step
                     if span is not None:
                         fail_span(span, exc)
@@ -180,14 +183,16 @@ class StepPipeline:
             raise _ItemFailure(*failure[0])
         return results
 
-    async def call(self, state: StepState, scope: Mapping[str, Any]) -> Any:
+    async def call(
+        self, state: StepState, scope: Mapping[str, Any], item: tuple[int, int] | None = None
+    ) -> Any:
         """One call of the step's tool with its arguments resolved in ``scope``: approval,
         then attempts until one succeeds or the error is not retried."""
         spec, tool = state.spec, state.spec.tool
         assert tool is not None
         args = _arguments(spec, tool, scope)
         if spec.step.approval == "required":
-            await self._approve(spec, tool, args)
+            await self._approve(spec, tool, args, item)
         retry = spec.step.retry
         attempts = retry.attempts if retry else 1
         timeout = spec.step.timeout or tool.timeout or self.settings.default_timeout
@@ -233,14 +238,16 @@ class StepPipeline:
                 await anyio.sleep(_backoff(retry, attempt))
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _approve(self, spec: CompiledStep, tool: Tool, args: dict[str, Any]) -> None:
+    async def _approve(
+        self, spec: CompiledStep, tool: Tool, args: dict[str, Any], item: tuple[int, int] | None
+    ) -> None:
         approver = self.executor.approver
         if approver is None:
             raise PolicyBlockedError(
                 f"step '{spec.id}' requires approval and no approver "
                 "is configured (CLI: --yes approves every step)"
             )
-        if not await approver(spec.id, tool, args):
+        if not await call_approver(approver, spec.id, tool, args, item):
             raise PolicyBlockedError(f"step '{spec.id}': approval was denied")
 
 

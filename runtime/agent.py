@@ -7,18 +7,27 @@ A replan keeps what succeeded: steps of the new plan that match a succeeded step
 last run (same id, tool, arguments, ``foreach`` and ``when``, and every step they read
 reused too) are not run again. Every plan version and every model call is recorded in the
 :class:`AgentResult`.
+
+A model cannot ask for approval in its plan (nor set any other step policy), so
+``agent.approve`` decides which of its calls need one: ``writes`` (the default) those that
+write or send data off the machine, ``all`` every call, ``none`` no call. Such a call runs
+when the agent's approver says yes; with no approver it is refused (``policy_blocked``).
+Each plan version goes to ``on_plan`` before any of its steps runs, so a person can read
+the plan before being asked about its calls.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
 from pydantic import Field
 
+from .approvals import PolicyApprover, gate_plan
 from .attributes import RUN_ID
 from .errors import BudgetExceededError, DagenticError, FailureMode
 from .executor import SETTINGS, Approver, Executor
@@ -85,6 +94,10 @@ class Agent:
             into the planner's prompt as quoted data, and a verified answer is remembered.
         budgets: replans, repairs, steps, tokens, cost, wall time (default: settings).
         settings: everything else (default: :class:`Settings`).
+        approver: asked about the calls ``agent.approve`` gates (see above); without
+            one they are refused with ``policy_blocked``.
+        on_plan: called with each plan version (as in :attr:`AgentResult.plans`, gated
+            steps with ``approval: required``) as soon as it is made, before it runs.
         tracing: where spans and metrics go (default: the ``tracing`` settings; ``None``
             turns them off).
     """
@@ -99,6 +112,7 @@ class Agent:
         settings: Settings | None = None,
         journal: Journal | None = None,
         approver: Approver | None = None,
+        on_plan: Callable[[dict[str, Any]], Any] | None = None,
         tracing: Tracing | Any | None = SETTINGS,
     ) -> None:
         from .plugin_manager import load_tools
@@ -110,6 +124,7 @@ class Agent:
         self.budgets = budgets or self.settings.agent
         self.journal = journal
         self.approver = approver
+        self.on_plan = on_plan
         self.tracing: Tracing | None = (
             tracing_from_settings(self.settings) if tracing is SETTINGS else tracing
         )
@@ -178,7 +193,11 @@ class _Loop:
             agent.tools,
             settings=agent.settings,
             journal=agent.journal,
-            approver=agent.approver,
+            approver=(
+                agent.approver
+                if budgets.approve == "none"
+                else PolicyApprover(agent.approver, budgets.approve)
+            ),
             judge=ModelJudge(self.metered.using("judge")),
             tracing=agent.tracing,
         )
@@ -223,7 +242,7 @@ class _Loop:
                             "dagentic.plan.steps": len(planned.compiled.steps),
                         }
                     )
-            compiled = planned.compiled
+            compiled = gate_plan(planned.compiled, self.agent.budgets.approve)
             if self.compiled and _same_steps(self.compiled[-1], compiled):
                 break  # the model repeats the plan that just failed: running it again is waste
             self.plans.append(
@@ -233,6 +252,8 @@ class _Loop:
                     **compiled.plan.model_dump(mode="json", by_alias=True, exclude_defaults=True),
                 }
             )
+            if self.agent.on_plan is not None:
+                self.agent.on_plan(self.plans[-1])
             if self.agent.budgets.critique:
                 self.doing = f"reviewing plan v{version}"
                 issues = await critique_plan(

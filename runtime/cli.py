@@ -3,7 +3,6 @@ the command line was invalid."""
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import signal
@@ -16,13 +15,20 @@ from typing import TYPE_CHECKING, Annotated, Any
 import anyio
 import typer
 from rich.console import Console
-from rich.markup import escape
-from rich.prompt import Confirm
 from rich.table import Table
 from rich.text import Text
 
+from .approvals import TerminalApprover, approve_all
 from .cli_config import config_app
-from .display import indented, inline_value, render_value, safe_markup, safe_text
+from .display import (
+    indented,
+    inline_value,
+    render_value,
+    safe_json,
+    safe_log_event,
+    safe_markup,
+    safe_text,
+)
 from .errors import DagenticError, PlanError, PluginError
 from .isolation import SandboxResult, SandboxUnavailableError
 from .journal import Journal, LogJournal, StepEvent
@@ -35,7 +41,7 @@ from .plugin_manager import (
     make_plugin_manager,
     open_sandbox,
 )
-from .tools import Tool, ToolRegistry
+from .tools import ToolRegistry
 
 # What a command needs loads inside it (plans, settings, the executor with OpenTelemetry,
 # structlog, models, memory): `dagentic --help` and `dagentic validate` stay fast
@@ -70,6 +76,12 @@ def _stderr() -> Console:
     return Console(stderr=True, soft_wrap=True)
 
 
+def _print_json(value: Any) -> None:
+    """What every ``--json`` prints: JSON in printable ASCII, so no character a terminal
+    acts on reaches it (see :func:`~dagentic.display.safe_json`)."""
+    print(safe_json(value))
+
+
 def _fail(message: str, code: int = INVALID) -> typer.Exit:
     _stderr().print(f"[red]error:[/red] {safe_markup(message)}", highlight=False)
     return typer.Exit(code)
@@ -99,6 +111,7 @@ def _configure(
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="%H:%M:%S"),
             structlog_processor,
+            safe_log_event,  # what a step or tool logs is shown, never performed
             structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
@@ -150,15 +163,6 @@ class _Fanout:
             journal.record(event)
 
 
-async def _ask_approval(step_id: str, tool: Tool, args: dict[str, Any]) -> bool:
-    shown = inline_value(args, limit=500)
-    question = (
-        f"Step [bold]{safe_markup(step_id)}[/bold] wants to call {safe_markup(tool.name)} "
-        f"with {escape(shown)}. Run it?"
-    )
-    return await anyio.to_thread.run_sync(lambda: Confirm.ask(question, console=_stderr()))
-
-
 @app.command()
 def run(
     plan: Annotated[Path, typer.Argument(help="The YAML plan file.")],
@@ -181,9 +185,7 @@ def run(
     tools = _tools()
     interactive = sys.stderr.isatty() and not as_json
     try:
-        executor = Executor(
-            tools, approver=_approver(yes, interactive), fail_fast=fail_fast or None
-        )
+        executor = Executor(tools, fail_fast=fail_fast or None)
     except DagenticError as exc:  # e.g. the tracing exporter is not installed
         raise _fail(exc.message) from exc
     try:
@@ -201,6 +203,9 @@ def run(
         return outcome
 
     progress = LiveProgress(compiled, _stderr()) if interactive else None
+    executor.approver = _approver(
+        yes, interactive and sys.stdin.isatty(), pause=progress.paused if progress else None
+    )
     executor.journal = _Fanout(LogJournal(), *([progress] if progress else []))
     if progress is not None:
         with progress:
@@ -208,7 +213,7 @@ def run(
     else:
         result = anyio.run(main)
     if as_json:
-        print(result.model_dump_json(indent=2))
+        _print_json(result)
     else:
         render_result(result, _stdout(), steps=progress is None, plan=compiled.plan)
     _flush_trace(executor.tracing, executor.settings, result.run_id)
@@ -229,16 +234,16 @@ def _flush_trace(tracing: Any, settings: Settings, run_id: str) -> None:
             highlight=False,
         )
     elif config.exporter == "jsonl" and run_id:
-        _stderr().print(f"[dim]trace: dagentic trace {escape(run_id)}[/dim]", highlight=False)
+        _stderr().print(f"[dim]trace: dagentic trace {safe_markup(run_id)}[/dim]", highlight=False)
 
 
-async def _approve_all(*_: Any) -> bool:
-    return True
-
-
-def _approver(yes: bool, interactive: bool) -> Any:
-    """--yes approves everything; a terminal asks; otherwise approval steps are refused."""
-    return _approve_all if yes else (_ask_approval if interactive else None)
+def _approver(yes: bool, interactive: bool, pause: Any = None) -> Any:
+    """--yes approves everything; a terminal (standard input and error both) asks, one
+    call at a time (``pause`` stops a live display meanwhile); otherwise a step that needs
+    approval is refused."""
+    if yes:
+        return approve_all
+    return TerminalApprover(_stderr(), pause=pause) if interactive else None
 
 
 async def _cancel_on_signal(executor: Executor) -> None:
@@ -256,7 +261,12 @@ def ask(
         typer.Option(help="local, local:PATH.gguf or openai:NAME (default: the model settings)."),
     ] = None,
     show_plan: Annotated[
-        bool, typer.Option("--show-plan", help="Print every plan version.")
+        bool,
+        typer.Option(
+            "--show-plan",
+            help="Print each plan version as soon as it is made, before it runs (always done "
+            "when the terminal is asked for approvals).",
+        ),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     yes: YesOption = False,
@@ -277,7 +287,17 @@ def ask(
         chosen = make_model(settings, model)
     except DagenticError as exc:
         raise _fail(exc.message) from exc
-    approver = _approver(yes, sys.stderr.isatty() and not as_json)
+    # Approvals are asked on a terminal; then every plan is shown before its steps ask.
+    asks = not yes and not as_json and sys.stdin.isatty() and sys.stderr.isatty()
+    approver = _approver(yes, asks)
+    on_plan = None
+    if show_plan or (asks and settings.agent.approve != "none"):
+        console = _stderr() if as_json else _stdout()  # --json keeps standard output JSON
+        policy = settings.agent.approve
+
+        def on_plan(plan: dict[str, Any]) -> None:
+            _show_plan(console, plan, tools, policy)
+
     memory = None
     if settings.memory.enabled and not no_memory:
         from .memory import open_memory
@@ -285,49 +305,69 @@ def ask(
         memory = open_memory(settings, chosen)
     try:
         agent = Agent(
-            chosen, tools, settings=settings, journal=LogJournal(), approver=approver, memory=memory
+            chosen,
+            tools,
+            settings=settings,
+            journal=LogJournal(),
+            approver=approver,
+            memory=memory,
+            on_plan=on_plan,
         )
     except DagenticError as exc:
         raise _fail(exc.message) from exc
     result = anyio.run(agent.run, goal)
     if as_json:
-        print(result.model_dump_json(indent=2))
+        _print_json(result)
     else:
-        _render_answer(result, tools, show_plan=show_plan)
+        _render_answer(result)
     _flush_trace(agent.tracing, settings, result.agent_run_id)
     raise typer.Exit(0 if result.status is RunStatus.SUCCEEDED else FAILED)
 
 
-def _render_answer(result: Any, tools: ToolRegistry, *, show_plan: bool) -> None:
+def _show_plan(console: Console, plan: dict[str, Any], tools: ToolRegistry, policy: str) -> None:
+    """One plan version of ``dagentic ask``, before it runs: each step, what it needs, its
+    arguments (escaped, cut at PLAN_CHARS), and whether its calls ask for approval."""
+    from .approvals import GATED_EFFECTS
     from .graph import compile_plan
+
+    console.rule(f"plan {plan['version']} ({_count(plan['attempts'], 'attempt')})")
+    compiled = compile_plan({"version": 1, **_plan_body(plan)}, tools, judge=True)
+    for sid, spec in compiled.steps.items():
+        arrow = f"  <- {', '.join(spec.deps)}" if spec.deps else ""
+        check = spec.step.check
+        detail = (
+            check.model_dump(by_alias=True, exclude_none=True)
+            if check is not None
+            else spec.step.args
+        )
+        note = ""
+        if spec.step.approval == "required" and spec.tool is not None:
+            per_call = spec.tool.effects is not None or spec.tool.side_effects not in GATED_EFFECTS
+            note = (
+                "  (needs approval if the call writes or sends data out)"
+                if policy == "writes" and per_call
+                else "  (needs approval)"
+            )
+        console.print(
+            Text.assemble(
+                ("  " + safe_text(sid, one_line=True), "bold"),
+                " " + safe_text((spec.step.tool or "check") + arrow, one_line=True),
+                (note, "yellow"),
+            )
+        )
+        console.print(indented(render_value(detail, limit=PLAN_CHARS), 6))
+
+
+def _render_answer(result: Any) -> None:
     from .plan import Plan
     from .progress import render_result
 
     console = _stdout()
-    if show_plan:
-        for plan in result.plans:
-            console.rule(f"plan {plan['version']} ({_count(plan['attempts'], 'attempt')})")
-            compiled = compile_plan({"version": 1, **_plan_body(plan)}, tools, judge=True)
-            for sid, spec in compiled.steps.items():
-                arrow = f"  <- {', '.join(spec.deps)}" if spec.deps else ""
-                check = spec.step.check
-                detail = (
-                    check.model_dump(by_alias=True, exclude_none=True)
-                    if check is not None
-                    else spec.step.args
-                )
-                console.print(
-                    Text.assemble(
-                        ("  " + safe_text(sid, one_line=True), "bold"),
-                        " " + safe_text((spec.step.tool or "check") + arrow, one_line=True),
-                    )
-                )
-                console.print(indented(render_value(detail, limit=PLAN_CHARS), 6))
     for item in result.recalled:
         console.print(Text("recalled: " + safe_text(item, one_line=True, limit=200), "dim"))
     if result.steps:
         last = Plan.model_validate(_plan_body(result.plans[-1])) if result.plans else None
-        render_result(result, console, steps=True, plan=last)
+        render_result(result, console, steps=True, plan=last, error=False)
     if result.answer:
         console.rule("answer")
         console.print(Text(safe_text(result.answer, limit=ANSWER_CHARS)))
@@ -342,7 +382,7 @@ def _render_answer(result: Any, tools: ToolRegistry, *, show_plan: bool) -> None
                         "dim",
                     )
                 )
-    if result.error is not None and (result.answer or not result.steps):  # else shown above
+    if result.error is not None:
         console.print(
             Text.assemble(
                 (result.error.failure_mode.value, "red"),
@@ -400,7 +440,7 @@ def list_tools(
     """List the installed tools, their arguments and the plugin each came from."""
     tools = _tools()
     if as_json:
-        print(json.dumps([t.spec() for t in tools], indent=2))
+        _print_json([t.spec() for t in tools])
         return
     table = Table(title=_count(len(tools), "tool"), title_justify="left")
     for column in ("tool", "plugin", "effects", "arguments", "description"):
@@ -463,8 +503,8 @@ def graph(
         )
         return
     text = to_mermaid(compiled) if format is GraphFormat.mermaid else to_dot(compiled)
-    if output is None:
-        print(text, end="")
+    if output is None:  # names and ids come from the plan file: shown, never performed
+        print(safe_text(text), end="")
     else:
         output.write_text(text, encoding="utf-8")
 
@@ -501,7 +541,7 @@ def trace(
         raise _fail(f"{path} holds no spans")
     analysis = traceview.analyse(spans, run_id)
     if as_json:
-        print(json.dumps({"file": str(path), **analysis}, indent=2, ensure_ascii=False))
+        _print_json({"file": str(path), **analysis})
         return
     traceview.render_trace(analysis, _stdout())
 
@@ -541,11 +581,11 @@ def report(
         except OSError as exc:
             raise _fail(f"cannot write {png}: {exc}") from exc
     if as_json:
-        print(json.dumps(data, indent=2, ensure_ascii=False))
+        _print_json(data)
     else:
         traceview.render_report(data, _stdout())
     if png is not None:
-        _stderr().print(f"[dim]chart: {escape(str(png))}[/dim]", highlight=False)
+        _stderr().print(f"[dim]chart: {safe_markup(str(png))}[/dim]", highlight=False)
 
 
 sandbox_app = typer.Typer(help="Run code in the sandbox.", no_args_is_help=True)
@@ -600,7 +640,7 @@ def sandbox_run(
     except SandboxUnavailableError as exc:
         raise _fail(exc.message) from exc
     if as_json:
-        print(result.model_dump_json(indent=2))
+        _print_json(result)
     else:
         # What the code printed, with what a terminal would act on shown instead (--json
         # has the exact text).
@@ -641,7 +681,7 @@ def sandbox_prune() -> None:
 
     removed, notes = anyio.run(main)
     for line in removed:
-        print(f"removed {line}")
+        print(safe_text(f"removed {line}", one_line=True))
     for note in [*notes, f"{len(removed)} removed"]:
         _stderr().print("[dim]sandbox prune:[/dim] " + safe_markup(note), highlight=False)
 
@@ -670,14 +710,14 @@ def memory_list(
     except DagenticError as exc:
         raise _fail(exc.message) from exc
     if as_json:
-        print(json.dumps([i.to_dict() for i in items], indent=2, ensure_ascii=False))
+        _print_json([i.to_dict() for i in items])
         return
     table = Table("id", "provenance", "updated", "importance", "text")
     for item in items:
         table.add_row(
             Text(safe_text(item.id, one_line=True)),
             Text(safe_text(item.provenance, one_line=True)),
-            item.to_dict()["updated_at"] or "",
+            Text(safe_text(item.to_dict()["updated_at"] or "", one_line=True)),
             f"{item.importance:.2f}",
             Text(safe_text(item.text, one_line=True, limit=120)),
         )
@@ -761,11 +801,32 @@ def _needs_plugin_commands(args: list[str]) -> bool:
     return True
 
 
+def _usage_error(error: typer.TyperException) -> int:
+    """Say what was wrong with the command line, as click would, but with what was typed
+    (an option, a file name) shown escaped: it may hold what a terminal acts on."""
+    console = _stderr()
+    ctx = getattr(error, "ctx", None)
+    if ctx is not None:
+        console.print(Text(safe_text(ctx.get_usage())))
+        if ctx.command.get_help_option(ctx) is not None:
+            hint = f"Try '{ctx.command_path} {ctx.help_option_names[0]}' for help."
+            console.print(Text(safe_text(hint)))
+    console.print(f"[red]error:[/red] {safe_markup(error.format_message())}", highlight=False)
+    return error.exit_code
+
+
 def main() -> None:
     if _needs_plugin_commands(sys.argv[1:]):
         try:
             add_plugin_commands()
         except DagenticError as exc:
-            _stderr().print(f"[red]error:[/red] {escape(exc.message)}", highlight=False)
+            _stderr().print(f"[red]error:[/red] {safe_markup(exc.message)}", highlight=False)
             sys.exit(INVALID)
-    app()
+    try:
+        code = app(standalone_mode=False)
+    except typer.TyperException as exc:  # typer's click: a usage error
+        sys.exit(_usage_error(exc))
+    except typer.Abort:
+        _stderr().print("[red]aborted[/red]")
+        sys.exit(FAILED)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -36,7 +36,7 @@ def show(
     (dagentic.toml, pyproject.toml) or an environment variable. Secrets are masked."""
     from rich.console import Console
 
-    from .display import safe_markup
+    from .display import safe_json, safe_markup
     from .errors import DagenticError
     from .plugin_manager import load_settings, load_settings_models, make_plugin_manager
 
@@ -49,8 +49,8 @@ def show(
             f"[red]error:[/red] {safe_markup(exc.message)}", highlight=False
         )
         raise typer.Exit(2) from exc
-    if as_json:
-        print(json.dumps(entries, indent=2))
+    if as_json:  # printable ASCII: what files and variables hold is not performed
+        print(safe_json(entries))
         return
     console = Console(soft_wrap=True)
 

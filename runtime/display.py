@@ -11,6 +11,12 @@ that Rich would act on, or fail on. Everything the CLI shows goes through here:
   ``\\u202e``), so a sequence is printed, never performed. The result is plain text: give
   it to :class:`rich.text.Text` (which never reads markup), or use :func:`safe_markup`
   inside a markup string.
+- :func:`safe_json` writes a value (or a pydantic model) as JSON text in printable ASCII:
+  JSON escapes C0 controls itself; every other character past ``~`` (DEL, C1 controls,
+  bidi controls, any other non-ASCII) is written as its ``\\uXXXX`` escape, which JSON
+  readers turn back into the same text. Every ``--json`` output goes through it.
+- :func:`safe_log_event` is a structlog processor doing the same for log lines: every
+  key and value a step or tool logs is shown escaped.
 - :func:`render_value` draws a value: a scalar as itself, a list of flat records as a
   table, anything else as indented JSON; :func:`inline_value` gives one line of it. Both
   are bounded: long strings, long lists and deep nesting are cut with a marker saying how
@@ -21,6 +27,9 @@ from __future__ import annotations
 
 import json
 import re
+import sys
+import traceback
+from collections.abc import MutableMapping
 from typing import Any
 
 from rich.console import Group, RenderableType
@@ -38,6 +47,8 @@ __all__ = [
     "indented",
     "inline_value",
     "render_value",
+    "safe_json",
+    "safe_log_event",
     "safe_markup",
     "safe_text",
 ]
@@ -77,6 +88,60 @@ def safe_text(text: str, *, one_line: bool = False, limit: int | None = None) ->
 def safe_markup(text: str, *, one_line: bool = False, limit: int | None = None) -> str:
     """:func:`safe_text`, escaped for use inside a Rich markup string."""
     return escape(safe_text(text, one_line=one_line, limit=limit))
+
+
+_NOT_ASCII = re.compile("[^\x00-\x7e]")
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    code -= 0x10000  # past the BMP: a UTF-16 surrogate pair, as JSON spells it
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+
+
+def safe_json(value: Any, *, indent: int | None = 2) -> str:
+    """``value`` as JSON text safe to print: printable ASCII, newlines and spaces only.
+
+    A pydantic model is written by its ``to_json()`` if it has one (a :class:`RunResult`
+    cuts what is too deep to write) or else ``model_dump_json``; anything else by
+    :func:`json.dumps`, with what JSON cannot hold written as its text. Then every
+    character past ``~`` is written as its ``\\u`` escape (a JSON text holds such
+    characters only inside strings, where the escape means the same character), so the
+    text reads back exactly, and no terminal acts on it."""
+    to_json = getattr(value, "to_json", None)
+    if callable(to_json):
+        text = to_json(indent=indent)
+    elif hasattr(value, "model_dump_json"):
+        text = value.model_dump_json(indent=indent)
+    else:
+        text = json.dumps(value, indent=indent, default=str)
+    return _NOT_ASCII.sub(_json_escape, text)
+
+
+def safe_log_event(logger: Any, method: str, event: MutableMapping[str, Any]) -> dict[str, Any]:
+    """A structlog processor (put it just before the renderer): every key and string of
+    the event shown as :func:`safe_text` does, other values as their escaped ``repr``, and
+    an exception as its escaped traceback under ``exception``."""
+    shown: dict[str, Any] = {}
+    for key, value in event.items():
+        name = safe_text(str(key), one_line=True)
+        if key == "exc_info" and value:
+            if value is True:
+                value = sys.exc_info()
+            elif isinstance(value, BaseException):
+                value = (type(value), value, value.__traceback__)
+            if isinstance(value, tuple) and value[0] is not None:
+                shown["exception"] = safe_text("".join(traceback.format_exception(*value)))
+            continue
+        if isinstance(value, str):
+            shown[name] = safe_text(value, one_line=key not in ("exception", "stack"))
+        elif value is None or isinstance(value, bool | int | float):
+            shown[name] = value
+        else:
+            shown[name] = safe_text(repr(value), one_line=True)
+    return shown
 
 
 def cut(text: str, limit: int) -> str:

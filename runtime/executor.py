@@ -40,7 +40,11 @@ SETTINGS: Any = object()  # "take it from the settings"
 
 class Approver(Protocol):
     async def __call__(self, step_id: str, tool: Tool, args: dict[str, Any]) -> bool:
-        """Return True to let the call run; False refuses it (``policy_blocked``)."""
+        """Return True to let the call run; False refuses it (``policy_blocked``). ``tool``
+        carries what this call does (its per-call side effects and egress). An approver
+        that also takes an ``item`` keyword is told which ``foreach`` item the call is
+        for, as ``(index, count)`` with ``index`` from 0, or None (see
+        :mod:`dagentic.approvals`)."""
 
 
 @dataclass(frozen=True, slots=True)

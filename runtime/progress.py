@@ -7,6 +7,8 @@ before it reaches the terminal.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console, Group
@@ -93,6 +95,18 @@ class LiveProgress:
     def __exit__(self, *exc: Any) -> None:
         self.live.__exit__(*exc)
 
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """The live table stopped meanwhile (an approval prompt is up), then redrawn."""
+        if not self.live.is_started:
+            yield
+            return
+        self.live.stop()
+        try:
+            yield
+        finally:
+            self.live.start()
+
     def record(self, event: StepEvent) -> None:
         row = self.rows.get(event.step_id or "")
         if row is None:
@@ -140,11 +154,17 @@ class LiveProgress:
 
 
 def render_result(
-    result: RunResult, console: Console, *, steps: bool = True, plan: Plan | None = None
+    result: RunResult,
+    console: Console,
+    *,
+    steps: bool = True,
+    plan: Plan | None = None,
+    error: bool = True,
 ) -> None:
     """A plain summary of a finished run: steps (unless a live view showed them already),
-    outputs, usage and the run's error. ``plan`` (the plan that ran) tells which steps
-    are ``foreach`` steps, for the tries column (see :func:`tries`)."""
+    outputs, usage and the run's error (unless ``error`` is false: the caller shows it).
+    ``plan`` (the plan that ran) tells which steps are ``foreach`` steps, for the tries
+    column (see :func:`tries`)."""
     if steps:
         by_id = {s.id: s for s in plan.steps} if plan is not None else {}
         table = Table(
@@ -182,5 +202,5 @@ def render_result(
             f"calls (run {safe_text(result.run_id, one_line=True)})",
         )
     )
-    if result.error is not None:
+    if error and result.error is not None:
         console.print(_error_text(result.error, FAILURE_CHARS))

@@ -127,6 +127,12 @@ class AgentSettings(BaseModel):
     max_cost: float | None = Field(None, ge=0, description="US dollars of model calls.")
     max_wall_time: float = Field(600.0, gt=0, description="Seconds for the whole run.")
     critique: bool = Field(False, description="Have the model critique each plan before it runs.")
+    approve: Literal["writes", "all", "none"] = Field(
+        "writes",
+        description="Which calls of a model's plan need approval: writes (calls that write "
+        "or send data off the machine), all, or none. On a terminal `dagentic ask` asks; "
+        "--yes approves all; with neither they are refused (policy_blocked).",
+    )
 
 
 class MemorySettings(BaseModel):

@@ -548,7 +548,9 @@ def report(runs_dir: Path, since: datetime | None = None) -> dict[str, Any]:
             continue
         tree = _Tree(spans)
         roots = [s for s in tree.top if _attrs(s).get(ROOT)]
-        runs = [(r, tree.below(r)) for r in roots] or [(None, tree.spans)]
+        runs: list[tuple[dict[str, Any] | None, list[dict[str, Any]]]] = [
+            (r, tree.below(r)) for r in roots
+        ] or [(None, tree.spans)]
         for root, below in runs:
             start = root["start"] if root else min(s["start"] for s in below)
             if since_ns is not None and start < since_ns:
@@ -578,7 +580,7 @@ def report(runs_dir: Path, since: datetime | None = None) -> dict[str, Any]:
                 tool = _attrs(span).get("gen_ai.tool.name") or "check"
                 latencies[tool].append(_seconds(span))
                 failed_steps[tool] += _status(span) == "failed"
-    tools = []
+    tools: list[dict[str, Any]] = []
     for tool, values in latencies.items():
         values.sort()
         tools.append(

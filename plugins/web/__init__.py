@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
 from dagentic import DagenticError, ToolContext, hookimpl, tool
+from dagentic.display import safe_json, safe_text
 from pydantic import BaseModel, Field
 
 # .fetch and .search load here, before the tools of the same names are defined: a first
@@ -156,7 +156,7 @@ index_app = typer.Typer(
 
 
 def _fail(exc: DagenticError) -> typer.Exit:
-    typer.secho(f"error: {exc.message}", err=True, fg="red")
+    typer.secho(f"error: {safe_text(exc.message)}", err=True, fg="red")
     return typer.Exit(2)
 
 
@@ -197,15 +197,16 @@ def build_index(
     except DagenticError as exc:
         raise _fail(exc) from exc
     if as_json:
-        typer.echo(json.dumps(dataclasses.asdict(report), indent=2))
+        typer.echo(safe_json(dataclasses.asdict(report)))
         return
+    # File names, titles and snippets come from the documents: shown escaped, not performed.
     typer.echo(
-        f"indexed {report.documents} documents into {report.index_dir} in "
+        f"indexed {report.documents} documents into {safe_text(str(report.index_dir))} in "
         f"{report.seconds:g} s ({report.added} added, {report.updated} updated, "
         f"{report.removed} removed, {report.unchanged} unchanged)"
     )
     for problem in report.skipped:
-        typer.secho(f"skipped {problem}", err=True, fg="yellow")
+        typer.secho(f"skipped {safe_text(str(problem), one_line=True)}", err=True, fg="yellow")
 
 
 @index_app.command("search")
@@ -225,7 +226,7 @@ def search_index(
     """Query the local index the way web.search's local backend does."""
     if recency not in (None, "day", "week", "month", "year"):
         typer.secho(
-            f"error: --recency must be day, week, month or year, not {recency!r}",
+            f"error: --recency must be day, week, month or year, not {safe_text(repr(recency))}",
             err=True,
             fg="red",
         )
@@ -241,13 +242,16 @@ def search_index(
     except DagenticError as exc:
         raise _fail(exc) from exc
     if as_json:
-        typer.echo(json.dumps(results, indent=2, ensure_ascii=False))
+        typer.echo(safe_json(results))
         return
     for rank, item in enumerate(results, 1):
-        typer.echo(
-            f"{rank}. {item['title']}  [{item['score']:.2f}, "
-            f"{item['published'] or 'undated'}]\n   {item['url']}\n   {item['snippet']}"
+        line = (
+            f"{rank}. {safe_text(str(item['title']), one_line=True)}  [{item['score']:.2f}, "
+            f"{safe_text(str(item['published'] or 'undated'), one_line=True)}]\n"
+            f"   {safe_text(str(item['url']), one_line=True)}\n"
+            f"   {safe_text(str(item['snippet']), one_line=True)}"
         )
+        typer.echo(line)
     if not results:
         typer.echo("no results")
 

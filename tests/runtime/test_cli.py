@@ -666,3 +666,27 @@ def test_validate_prints_a_path_with_brackets_as_it_is(tmp_path: Path) -> None:
     result = invoke("validate", plan)
     assert result.exit_code == 0, result.output
     assert result.stdout == f"{plan}: ok (1 step)\n"
+
+
+def test_ask_prints_the_runs_error_once_after_the_answer(
+    with_test_tools: ToolRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dagentic.models
+
+    model = ScriptedModel(
+        [
+            {"steps": [{"id": "a", "tool": "test.echo", "args": {"value": "north"}}]},
+            {"answer": "The region is north [a].", "cited_steps": ["a"], "complete": True},
+            {"passed": False, "reason": "the goal asked for the south"},
+        ]
+    )
+    monkeypatch.setattr(dagentic.models, "make_model", lambda *_: model)
+
+    result = invoke("ask", "Which region?", "--no-memory")
+
+    assert result.exit_code == 1, result.output
+    lines = result.stdout.splitlines()
+    error = "goal_not_met: verification: the goal asked for the south"
+    assert lines.count(error) == 1
+    answer = lines.index("The region is north [a].")
+    assert lines[answer + 1 : answer + 3] == ["  [a] test.echo (succeeded): north", error]
