@@ -88,7 +88,7 @@ def run_result(run: ActiveRun) -> RunResult:
 def _outputs(run: ActiveRun, *, strict: bool) -> tuple[dict[str, Any], ErrorInfo | None]:
     """The plan's outputs; with ``strict``, the first that cannot be evaluated is an error."""
     outputs: dict[str, Any] = {}
-    for key, resolve in run.plan.outputs.items():
+    for key, resolve in run.plan.output_resolvers():  # one allowance for them all
         try:
             outputs[key] = resolve(run.scope)
         except EvaluationError as exc:

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 
 from ._checks import run_check
 from .approvals import call_approver
+from .bounds import cut_value
 from .errors import (
     EvaluationError,
     FailureMode,
@@ -229,7 +230,9 @@ class StepPipeline:
                         f"step '{spec.id}': tool '{tool.name}' did not finish within {timeout:g}s",
                         timeout=timeout,
                     )
-                return output.model_dump(mode="json") if isinstance(output, BaseModel) else output
+                return cut_value(
+                    output.model_dump(mode="json") if isinstance(output, BaseModel) else output
+                )
             except Exception as exc:
                 if attempt == attempts or not _retryable(exc, retry, tool):
                     raise

@@ -23,6 +23,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from ._active_run import ActiveRun
 from .backend import ExecutionBackend, InProcessBackend
+from .bounds import load_json
 from .errors import FailureMode, PlanError, Problem
 from .graph import CompiledPlan, compile_plan, load_plan
 from .journal import Journal
@@ -229,7 +230,7 @@ def resolve_inputs(plan: Plan, given: Mapping[str, Any]) -> dict[str, Any]:
 
 def _coerce(spec: InputSpec, value: Any) -> Any:
     if spec.type in ("array", "object") and isinstance(value, str):
-        value = json.loads(value)
+        value = load_json(value)
     return _INPUT_TYPES[spec.type].validate_python(value)
 
 

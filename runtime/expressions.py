@@ -15,6 +15,11 @@ The language:
 - ``== != < <= > >= in not in``, ``and or not``, ``+ - * / // %``, ``x if cond else y``;
 - the functions in :data:`FUNCTIONS`.
 
+Every operation is paid for before it runs (see :mod:`dagentic.bounds`): what an
+expression builds, the integers it computes with and the work of one resolution are
+bounded, and a limit passed is an :class:`~dagentic.errors.EvaluationError` naming the
+operation and the expression.
+
 A value that is exactly one ``${{ }}`` keeps the expression's type; an expression inside a
 longer string is interpolated as text (strings as is, ``null`` as empty, numbers and
 booleans as in JSON, lists and dicts as JSON).
@@ -23,13 +28,15 @@ booleans as in JSON, lists and dicts as JSON).
 from __future__ import annotations
 
 import ast
-import json
-import math
+import heapq
 import operator
+import reprlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._functions import FUNCTIONS, as_text, check_bits, checked, render_text, type_name
+from .bounds import MAX_EXPRESSION_SIZE, MAX_INT_BITS, Allowance, LimitError
 from .errors import EvaluationError, ExpressionError
 
 __all__ = [
@@ -45,16 +52,15 @@ __all__ = [
 ]
 
 MAX_SOURCE = 4096  # characters in one expression
-MAX_SIZE = 1_000_000  # characters and items an expression may build by `*`, join, replace
-MAX_INT_BITS = 256  # integers an expression may build
 ROOTS = ("inputs", "steps", "item")
 STEP_FIELDS = ("output", "status", "error", "attempts", "duration")
 _CONSTANT_NAMES = {"true": True, "false": False, "null": None}
 _OPEN = "${{"
 _CLOSE = "}}"
 
+_CONTAINERS = (Mapping, list, tuple)
 Scope = Mapping[str, Any]
-_Fn = Callable[[Scope], Any]
+_Fn = Callable[[Scope, Allowance], Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,143 +71,6 @@ class Reference:
     key: str | None
     field: str | None = None
 
-
-def type_name(value: Any) -> str:
-    """The expression language's name for a value's type (string, object, list...)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, Mapping):
-        return "object"
-    if isinstance(value, Sequence):
-        return "list"
-    return type(value).__name__
-
-
-# --------------------------------------------------------------------------- functions
-
-
-def _len(value: Any) -> int:
-    if isinstance(value, str | Mapping | Sequence):
-        return len(value)
-    raise EvaluationError(f"len() needs a string, list or object, got {type_name(value)}")
-
-
-def _str_fn(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-    def call(value: Any, *args: Any) -> Any:
-        if not isinstance(value, str):
-            raise EvaluationError(f"{name}() needs a string, got {type_name(value)}")
-        for arg in args:
-            if not isinstance(arg, str):
-                raise EvaluationError(f"{name}() needs string arguments, got {type_name(arg)}")
-        return fn(value, *args)
-
-    return call
-
-
-def _contains(container: Any, item: Any) -> bool:
-    if isinstance(container, str):
-        return isinstance(item, str) and item.lower() in container.lower()
-    if isinstance(container, Mapping | Sequence):
-        return item in container
-    raise EvaluationError(f"contains() needs a string, list or object, got {type_name(container)}")
-
-
-def _join(items: Any, separator: Any = ",") -> str:
-    if not isinstance(items, Sequence) or isinstance(items, str):
-        raise EvaluationError(f"join() needs a list, got {type_name(items)}")
-    if not isinstance(separator, str):
-        raise EvaluationError(f"join() needs a string separator, got {type_name(separator)}")
-    if len(separator) * max(len(items) - 1, 0) > MAX_SIZE:
-        raise EvaluationError(f"join() would build more than {MAX_SIZE:,} characters")
-    return separator.join(render_text(i) for i in items)
-
-
-def _replace(value: Any, old: Any, new: Any) -> str:
-    for arg in (value, old, new):
-        if not isinstance(arg, str):
-            raise EvaluationError(f"replace() needs strings, got {type_name(arg)}")
-    grows = (value.count(old) if old else len(value) + 1) * (len(new) - len(old))
-    if grows > MAX_SIZE:
-        raise EvaluationError(f"replace() would add more than {MAX_SIZE:,} characters")
-    return value.replace(old, new)
-
-
-def _keys(value: Any) -> list[Any]:
-    if not isinstance(value, Mapping):
-        raise EvaluationError(f"keys() needs an object, got {type_name(value)}")
-    return list(value.keys())
-
-
-def _values(value: Any) -> list[Any]:
-    if not isinstance(value, Mapping):
-        raise EvaluationError(f"values() needs an object, got {type_name(value)}")
-    return list(value.values())
-
-
-def _numbers(name: str, fn: Callable[[list[Any]], Any]) -> Callable[..., Any]:
-    def call(*args: Any) -> Any:
-        items = args[0] if len(args) == 1 and isinstance(args[0], Sequence) else args
-        if isinstance(items, str) or not items:
-            raise EvaluationError(f"{name}() needs a non-empty list of numbers")
-        return fn(list(items))
-
-    return call
-
-
-def _to_json(value: Any) -> str:
-    try:
-        return json.dumps(value, sort_keys=True, default=str, allow_nan=False)
-    except ValueError as exc:
-        raise EvaluationError(f"tojson(): {exc}") from None
-
-
-def _from_json(value: Any) -> Any:
-    if not isinstance(value, str):
-        raise EvaluationError(f"fromjson() needs a string, got {type_name(value)}")
-    try:
-        return json.loads(value)
-    except json.JSONDecodeError as exc:
-        raise EvaluationError(f"fromjson(): not JSON: {exc.msg}") from exc
-
-
-def _round(value: Any, digits: Any = 0) -> float | int:
-    return round(value, int(digits)) if digits else round(value)
-
-
-FUNCTIONS: dict[str, Callable[..., Any]] = {
-    "len": _len,
-    "contains": _contains,
-    "startswith": _str_fn("startswith", str.startswith),
-    "endswith": _str_fn("endswith", str.endswith),
-    "lower": _str_fn("lower", str.lower),
-    "upper": _str_fn("upper", str.upper),
-    "strip": _str_fn("strip", str.strip),
-    "split": _str_fn("split", str.split),
-    "replace": _replace,
-    "join": _join,
-    "keys": _keys,
-    "values": _values,
-    "min": _numbers("min", min),
-    "max": _numbers("max", max),
-    "sum": _numbers("sum", math.fsum),
-    "abs": abs,
-    "round": _round,
-    "int": int,
-    "float": float,
-    "str": lambda value: render_text(value),
-    "bool": bool,
-    "sorted": lambda items: sorted(items),
-    "tojson": _to_json,
-    "fromjson": _from_json,
-}
-"""Every function an expression can call. ``default(x, fallback)`` is handled specially:
-it yields ``fallback`` when ``x`` is null or cannot be read (e.g. a skipped step)."""
 
 _BINOPS: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
     ast.Add: operator.add,
@@ -222,6 +91,14 @@ _CMPOPS: dict[type[ast.cmpop], Callable[[Any, Any], bool]] = {
     ast.NotIn: lambda a, b: not operator.contains(b, a),
 }
 _SYMBOLS = {
+    ast.Eq: "==",
+    ast.NotEq: "!=",
+    ast.Lt: "<",
+    ast.LtE: "<=",
+    ast.Gt: ">",
+    ast.GtE: ">=",
+    ast.In: "in",
+    ast.NotIn: "not in",
     ast.Add: "+",
     ast.Sub: "-",
     ast.Mult: "*",
@@ -263,11 +140,17 @@ class _Compiler:
         value = node.value
         if not isinstance(value, str | int | float | bool | type(None)):
             raise self.fail(f"the literal {ast.unparse(node)} is not allowed")
-        return lambda scope: value
+        return lambda scope, allowance: value
 
     def _List(self, node: ast.List | ast.Tuple) -> _Fn:
         items = [self.compile(e) for e in node.elts]
-        return lambda scope: [item(scope) for item in items]
+        count = len(items)
+
+        def build(scope: Scope, allowance: Allowance) -> list[Any]:
+            allowance.build(count, "a list")
+            return [item(scope, allowance) for item in items]
+
+        return build
 
     _Tuple = _List
 
@@ -278,13 +161,14 @@ class _Compiler:
             (self.compile(k), self.compile(v)) for k, v in zip(node.keys, node.values, strict=True)
         ]
 
-        def build(scope: Scope) -> dict[str, Any]:
+        def build(scope: Scope, allowance: Allowance) -> dict[str, Any]:
+            allowance.build(len(pairs), "an object")
             result = {}
             for key, value in pairs:
-                name = key(scope)
+                name = key(scope, allowance)
                 if not isinstance(name, str):
                     raise EvaluationError(f"object keys must be strings, not {type_name(name)}")
-                result[name] = value(scope)
+                result[name] = value(scope, allowance)
             return result
 
         return build
@@ -294,7 +178,7 @@ class _Compiler:
         name = node.id
         if name in _CONSTANT_NAMES:
             value = _CONSTANT_NAMES[name]
-            return lambda scope: value
+            return lambda scope, allowance: value
         if name not in ROOTS:
             raise self.fail(f"unknown name '{name}' (use inputs, steps or item)")
         if name == "item":
@@ -306,7 +190,7 @@ class _Compiler:
     @staticmethod
     def _root(name: str) -> _Fn:
 
-        def read(scope: Scope) -> Any:
+        def read(scope: Scope, allowance: Allowance) -> Any:
             try:
                 return scope[name]
             except KeyError:
@@ -341,15 +225,15 @@ class _Compiler:
 
         if dynamic is None:
 
-            def read(scope: Scope) -> Any:
-                return _lookup(get_base(scope), key, text)
+            def read(scope: Scope, allowance: Allowance) -> Any:
+                return _lookup(get_base(scope, allowance), key, text, allowance)
         else:
 
-            def read(scope: Scope) -> Any:
-                index = dynamic(scope)
+            def read(scope: Scope, allowance: Allowance) -> Any:
+                index = dynamic(scope, allowance)
                 if isinstance(index, str) and index.startswith("_"):
                     raise EvaluationError(f"'{index}': keys starting with '_' are not allowed")
-                return _lookup(get_base(scope), index, text)
+                return _lookup(get_base(scope, allowance), index, text, allowance)
 
         return read
 
@@ -360,18 +244,19 @@ class _Compiler:
             for b in (index.lower, index.upper, index.step)
         ]
 
-        def read(scope: Scope) -> Any:
-            value = get_base(scope)
+        def read(scope: Scope, allowance: Allowance) -> Any:
+            value = get_base(scope, allowance)
             if not isinstance(value, str | Sequence) or isinstance(value, Mapping):
                 raise EvaluationError(
                     f"cannot slice {type_name(value)} '{ast.unparse(node.value)}'"
                 )
-            lo, hi, step = (b(scope) if b else None for b in bounds)
+            lo, hi, step = (b(scope, allowance) if b else None for b in bounds)
             for bound in (lo, hi, step):
                 if bound is not None and (not isinstance(bound, int) or isinstance(bound, bool)):
                     raise EvaluationError("slice bounds must be integers")
             if step == 0:
                 raise EvaluationError("a slice step cannot be zero")
+            allowance.build(len(range(len(value))[lo:hi:step]), "a slice")
             return value[lo:hi:step]
 
         return read
@@ -418,20 +303,20 @@ class _Compiler:
         values = [self.compile(v) for v in node.values]
         if isinstance(node.op, ast.And):
 
-            def both(scope: Scope) -> Any:
+            def both(scope: Scope, allowance: Allowance) -> Any:
                 result: Any = True
                 for v in values:
-                    result = v(scope)
+                    result = v(scope, allowance)
                     if not result:
                         return result
                 return result
 
             return both
 
-        def either(scope: Scope) -> Any:
+        def either(scope: Scope, allowance: Allowance) -> Any:
             result: Any = False
             for v in values:
-                result = v(scope)
+                result = v(scope, allowance)
                 if result:
                     return result
             return result
@@ -441,11 +326,15 @@ class _Compiler:
     def _UnaryOp(self, node: ast.UnaryOp) -> _Fn:
         operand = self.compile(node.operand)
         if isinstance(node.op, ast.Not):
-            return lambda scope: not operand(scope)
+            return lambda scope, allowance: not operand(scope, allowance)
         if isinstance(node.op, ast.USub):
-            return lambda scope: _arith(operator.neg, "-", operand(scope))
+            return lambda scope, allowance: _arith(
+                allowance, operator.neg, "-", operand(scope, allowance)
+            )
         if isinstance(node.op, ast.UAdd):
-            return lambda scope: _arith(operator.pos, "+", operand(scope))
+            return lambda scope, allowance: _arith(
+                allowance, operator.pos, "+", operand(scope, allowance)
+            )
         raise self.fail(f"the operator '{_SYMBOLS.get(type(node.op), '?')}' is not allowed")
 
     def _BinOp(self, node: ast.BinOp) -> _Fn:
@@ -454,7 +343,9 @@ class _Compiler:
         if fn is None:
             raise self.fail(f"the operator '{symbol}' is not allowed")
         left, right = self.compile(node.left), self.compile(node.right)
-        return lambda scope: _arith(fn, symbol, left(scope), right(scope))
+        return lambda scope, allowance: _arith(
+            allowance, fn, symbol, left(scope, allowance), right(scope, allowance)
+        )
 
     def _Compare(self, node: ast.Compare) -> _Fn:
         ops = []
@@ -462,15 +353,16 @@ class _Compiler:
             fn = _CMPOPS.get(type(op))
             if fn is None:
                 raise self.fail(f"the comparison '{_SYMBOLS.get(type(op), '?')}' is not allowed")
-            ops.append(fn)
+            ops.append((fn, f"'{_SYMBOLS[type(op)]}'", isinstance(op, ast.In | ast.NotIn)))
         left = self.compile(node.left)
         rights = [self.compile(c) for c in node.comparators]
         text = self.source
 
-        def compare(scope: Scope) -> bool:
-            a = left(scope)
-            for fn, right in zip(ops, rights, strict=True):
-                b = right(scope)
+        def compare(scope: Scope, allowance: Allowance) -> bool:
+            a = left(scope, allowance)
+            for (fn, symbol, membership), right in zip(ops, rights, strict=True):
+                b = right(scope, allowance)
+                _pay_comparison(allowance, a, b, symbol, membership)
                 try:
                     if not fn(a, b):
                         return False
@@ -485,7 +377,9 @@ class _Compiler:
 
     def _IfExp(self, node: ast.IfExp) -> _Fn:
         test, body, orelse = (self.compile(n) for n in (node.test, node.body, node.orelse))
-        return lambda scope: body(scope) if test(scope) else orelse(scope)
+        return lambda scope, allowance: (
+            body(scope, allowance) if test(scope, allowance) else orelse(scope, allowance)
+        )
 
     def _Call(self, node: ast.Call) -> _Fn:
         if not isinstance(node.func, ast.Name):
@@ -502,12 +396,14 @@ class _Compiler:
                 raise self.fail("default() takes two arguments: default(value, fallback)")
             value, fallback = args
 
-            def default(scope: Scope) -> Any:
+            def default(scope: Scope, allowance: Allowance) -> Any:
                 try:
-                    result = value(scope)
+                    result = value(scope, allowance)
+                except LimitError:
+                    raise  # a limit is not a missing value
                 except EvaluationError:
-                    return fallback(scope)
-                return fallback(scope) if result is None else result
+                    return fallback(scope, allowance)
+                return fallback(scope, allowance) if result is None else result
 
             return default
         fn = FUNCTIONS.get(name)
@@ -515,10 +411,10 @@ class _Compiler:
             known = ", ".join(sorted([*FUNCTIONS, "default"]))
             raise self.fail(f"unknown function '{name}' (known: {known})")
 
-        def call(scope: Scope) -> Any:
-            values = [a(scope) for a in args]
+        def call(scope: Scope, allowance: Allowance) -> Any:
+            values = [a(scope, allowance) for a in args]
             try:
-                return fn(*values)
+                return fn(allowance, *values)
             except EvaluationError:
                 raise
             except (TypeError, ValueError, OverflowError) as exc:
@@ -545,21 +441,28 @@ def _describe(node: ast.AST) -> str:
     return kinds.get(type(node).__name__, f"'{ast.unparse(node)}'")
 
 
-def _show(value: Any, limit: int = 60) -> str:
-    """A short, safe repr for messages (huge ints cannot even be printed)."""
+_SHOWN = reprlib.Repr()
+_SHOWN.maxstring = _SHOWN.maxother = _SHOWN.maxlong = 60
+
+
+def _show(value: Any) -> str:
+    """A short repr for messages that costs little whatever the value (a huge list, a
+    number too long to print)."""
+    if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:
+        return f"a number of {value.bit_length()} bits"
     try:
-        text = repr(value)
+        return _SHOWN.repr(value)
     except ValueError:
         return f"<a {type_name(value)}>"
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _lookup(base: Any, key: Any, text: str) -> Any:
+def _lookup(base: Any, key: Any, text: str, allowance: Allowance) -> Any:
     if isinstance(base, Mapping):
         try:
             return base[key]
         except KeyError:
-            keys = ", ".join(sorted(map(str, base))[:20]) or "none"
+            allowance.spend(len(base), f"listing the keys of '{text}'")
+            keys = ", ".join(heapq.nsmallest(20, map(str, base))) or "none"
             raise EvaluationError(f"'{text}' has no key {_show(key)} (keys: {keys})") from None
         except TypeError:
             raise EvaluationError(f"{_show(key)} cannot be a key of '{text}'") from None
@@ -577,57 +480,50 @@ def _lookup(base: Any, key: Any, text: str) -> Any:
     raise EvaluationError(f"cannot read {_show(key)} of '{text}': it is {type_name(base)}")
 
 
-def _deep_size(value: Any, budget: int) -> int:
-    """Characters and items in ``value``, counting shared parts each time they appear, up
-    to ``budget`` (it stops counting there, so huge values cost no more than the budget)."""
-    total = 0
-    stack = [value]
-    while stack and total <= budget:
-        item = stack.pop()
-        if isinstance(item, str):
-            total += len(item)
-        elif isinstance(item, Mapping):
-            total += len(item)
-            stack.extend(item.values())
-        elif isinstance(item, list | tuple):
-            total += len(item)
-            stack.extend(item)
-        else:
-            total += 1
-    return total
+def _pay_comparison(allowance: Allowance, a: Any, b: Any, symbol: str, membership: bool) -> None:
+    """Pay for comparing ``a`` with ``b`` (or looking for ``a`` in ``b``): at most the
+    size of what is compared."""
+    if membership:
+        if isinstance(b, str):
+            allowance.read(b, symbol)
+        elif isinstance(b, list | tuple):
+            allowance.size_of(b, symbol)
+        return
+    if a is b:
+        return
+    if isinstance(a, str) and isinstance(b, str):
+        allowance.read(a if len(a) < len(b) else b, symbol)
+    elif isinstance(a, _CONTAINERS) and isinstance(b, _CONTAINERS):
+        allowance.size_of(a, symbol)
+        allowance.size_of(b, symbol)
 
 
-def _arith(fn: Callable[..., Any], symbol: str, *operands: Any) -> Any:
+def _arith(allowance: Allowance, fn: Callable[..., Any], symbol: str, *operands: Any) -> Any:
     for operand in operands:
         if not isinstance(operand, int | float | str | list):
             raise EvaluationError(f"'{symbol}' cannot take {type_name(operand)}")
+        check_bits(operand, f"'{symbol}'")
     if symbol == "%" and isinstance(operands[0], str):
         raise EvaluationError("'%' is for numbers; build text with ${{ }} interpolation or join()")
-    if (
-        symbol == "+"
-        and all(isinstance(o, str | list) for o in operands)
-        and sum(len(o) for o in operands) > MAX_SIZE
-    ):
-        raise EvaluationError(f"'+' would build more than {MAX_SIZE:,} items")
-    if symbol == "*" and any(isinstance(o, str | list) for o in operands):
+    if symbol == "+" and all(isinstance(o, str | list) for o in operands):
+        allowance.build(sum(len(o) for o in operands), "'+'")
+    elif symbol == "*" and any(isinstance(o, str | list) for o in operands):
         count = next((o for o in operands if isinstance(o, int)), 1)
         sized = next(o for o in operands if isinstance(o, str | list))
-        if _deep_size(sized, MAX_SIZE) * max(count, 0) > MAX_SIZE:
-            raise EvaluationError(f"'*' would build more than {MAX_SIZE:,} items")
-    if (
+        if count > 0:  # shared parts count each time: `[[x] * 1000] * 1000` is a million x
+            allowance.build(allowance.size_of(sized, "'*'") * count, "'*'")
+    elif (
         symbol == "*"
         and all(isinstance(o, int) for o in operands)
-        and sum(abs(o).bit_length() for o in operands) > MAX_INT_BITS
+        and sum(o.bit_length() for o in operands) > MAX_INT_BITS
     ):
-        raise EvaluationError(f"'*' would build a number of more than {MAX_INT_BITS} bits")
+        raise LimitError(f"'*' would build a number of more than {MAX_INT_BITS} bits")
     try:
         result = fn(*operands)
     except (TypeError, ValueError, ZeroDivisionError, OverflowError) as exc:
         kinds = " and ".join(type_name(o) for o in operands)
         raise EvaluationError(f"'{symbol}' failed on {kinds}: {exc}") from exc
-    if isinstance(result, int) and result.bit_length() > MAX_INT_BITS:
-        raise EvaluationError(f"'{symbol}' built a number of more than {MAX_INT_BITS} bits")
-    return result
+    return checked(result, f"'{symbol}'")
 
 
 # --------------------------------------------------------------------------- public API
@@ -641,9 +537,14 @@ class Expression:
     references: tuple[Reference, ...]
     _fn: _Fn = field(repr=False, compare=False)
 
-    def evaluate(self, scope: Scope) -> Any:
+    def evaluate(self, scope: Scope, allowance: Allowance | None = None) -> Any:
+        """The expression's value in ``scope``. ``allowance`` is what the resolution it is
+        part of may still spend (a fresh one when not given)."""
+        if allowance is None:
+            allowance = Allowance()
+        allowance.start()
         try:
-            return self._fn(scope)
+            return self._fn(scope, allowance)
         except EvaluationError as exc:
             raise EvaluationError(f"{exc.message} (in '${{{{ {self.source} }}}}')") from None
         except RecursionError:
@@ -692,21 +593,35 @@ class Template:
     def expressions(self) -> list[Expression]:
         return [p for p in self.parts if isinstance(p, Expression)]
 
-    def render(self, scope: Scope) -> Any:
+    def render(self, scope: Scope, allowance: Allowance | None = None) -> Any:
+        """The value (one whole expression) or the text (anything else) in ``scope``; the
+        text is at most :data:`MAX_EXPRESSION_SIZE` characters."""
+        if allowance is None:
+            allowance = Allowance()
         if self.whole is not None:
-            return self.whole.evaluate(scope)
+            return self.whole.evaluate(scope, allowance)
         pieces = []
+        room = MAX_EXPRESSION_SIZE
         for part in self.parts:
             if isinstance(part, str):
-                pieces.append(part)
-                continue
-            value = part.evaluate(scope)
-            try:
-                pieces.append(render_text(value))
-            except ValueError as exc:  # e.g. an integer too long to print
+                text: str | None = part
+            else:
+                try:
+                    text = as_text(part.evaluate(scope, allowance), room)
+                except EvaluationError as exc:
+                    if not isinstance(exc, LimitError):
+                        raise
+                    raise EvaluationError(
+                        f"'${{{{ {part.source} }}}}' cannot be written as text: {exc.message}"
+                    ) from None
+            if text is None or len(text) > room:
+                where = f"'${{{{ {part.source} }}}}'" if isinstance(part, Expression) else "it"
                 raise EvaluationError(
-                    f"'${{{{ {part.source} }}}}' cannot be written as text: {exc}"
-                ) from None
+                    f"the text would be longer than {MAX_EXPRESSION_SIZE:,} characters with "
+                    f"{where} in it; do large data work in a tool step"
+                )
+            room -= len(text)
+            pieces.append(text)
         return "".join(pieces)
 
 
@@ -731,18 +646,3 @@ def compile_template(text: str) -> Template:
     core = [p for p in parts if not (isinstance(p, str) and not p.strip())]
     whole = core[0] if len(core) == 1 and isinstance(core[0], Expression) else None
     return Template(tuple(parts), whole)
-
-
-def render_text(value: Any) -> str:
-    """How a value reads inside a longer string."""
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value) if isinstance(value, float) else str(value)
-    if isinstance(value, Mapping | list | tuple):
-        return json.dumps(value, default=str, ensure_ascii=False)
-    return str(value)

@@ -10,11 +10,13 @@ from __future__ import annotations
 import graphlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
 
+from .bounds import Allowance, cut_value, located, plan_data_problem
 from .errors import ExpressionError, PlanError, Problem
 from .expressions import (
     STEP_FIELDS,
@@ -30,7 +32,12 @@ from .tools import Tool, ToolRegistry, suggest
 
 __all__ = ["CompiledPlan", "CompiledStep", "compile_plan", "load_plan", "to_dot", "to_mermaid"]
 
-Resolver = Callable[[Mapping[str, Any]], Any]
+
+class Resolver(Protocol):
+    """Builds a value (a step's arguments, an output) with its expressions evaluated in
+    ``scope``, paying from ``allowance`` (a fresh one when not given)."""
+
+    def __call__(self, scope: Mapping[str, Any], allowance: Allowance | None = None) -> Any: ...
 
 
 @dataclass(slots=True)
@@ -67,6 +74,14 @@ class CompiledPlan:
     @property
     def name(self) -> str:
         return self.plan.name
+
+    def output_resolvers(self) -> list[tuple[str, Callable[[Mapping[str, Any]], Any]]]:
+        """Each output's name and resolver, all paying from one allowance: together the
+        outputs hold at most what one step's arguments may."""
+        allowance = Allowance()
+        return [
+            (key, partial(resolve, allowance=allowance)) for key, resolve in self.outputs.items()
+        ]
 
 
 # --------------------------------------------------------------------------- entry points
@@ -140,6 +155,11 @@ class _Checker:
         if not isinstance(data, dict):
             self.report((), "a plan must be a mapping with 'name' and 'steps'")
             return None
+        too_big = plan_data_problem(data, walk=not self.source.bounded)
+        if too_big is not None:  # nothing more is read of such a plan
+            path, message = too_big
+            self.report(path, message if self.source.values else located(path, message))
+            return None
         plan = model or self._validate_model(data)
         if plan is not None:
             steps = list(enumerate(plan.steps))
@@ -163,7 +183,7 @@ class _Checker:
 
     def _validate_model(self, data: dict[str, Any]) -> Plan | None:
         try:
-            return Plan.model_validate(data)
+            return Plan.model_validate(data, context={"bounded": True})
         except ValidationError as exc:
             for error in exc.errors(include_url=False):
                 self._report_schema_error(error)
@@ -310,7 +330,7 @@ class _Checker:
         tool = self._resolve_tool(step, at, name)
         if tool is not None:
             self._check_args(step, tool, at, name)
-        resolver = _resolver(args)
+        resolver = _resolver(args, "the arguments")
         deps = tuple(dict.fromkeys([*step.needs, *data_deps]))
         return CompiledStep(
             step=step,
@@ -445,7 +465,7 @@ class _Checker:
                         self._check_reference(
                             ref, path, f"output '{key}'", "", set(steps), input_names, False, {}
                         )
-            compiled[key] = _resolver(built)
+            compiled[key] = _resolver(built, "the outputs", cut=True)
         return compiled
 
     def _order(
@@ -518,21 +538,28 @@ def _compile_tree(
     return value
 
 
-def _resolver(tree: Any) -> Resolver:
-    """A function of the scope that builds ``tree`` with every template rendered."""
+def _resolver(tree: Any, what: str, *, cut: bool = False) -> Resolver:
+    """A function of the scope that builds ``tree`` with every template rendered, all of
+    them paying from one allowance; the values they yield together hold at most
+    MAX_RESOLUTION_SIZE characters and items. With ``cut``, a value nested too deeply to
+    be shown is cut (see :func:`~dagentic.bounds.cut_value`)."""
     if not _has_template(tree):
-        return lambda scope: tree
+        return lambda scope, allowance=None: tree
 
-    def build(value: Any, scope: Mapping[str, Any]) -> Any:
+    def build(value: Any, scope: Mapping[str, Any], allowance: Allowance) -> Any:
         if isinstance(value, Template):
-            return value.render(scope)
+            return allowance.hold(value.render(scope, allowance), what)
         if isinstance(value, dict):
-            return {k: build(v, scope) for k, v in value.items()}
+            return {k: build(v, scope, allowance) for k, v in value.items()}
         if isinstance(value, list):
-            return [build(v, scope) for v in value]
+            return [build(v, scope, allowance) for v in value]
         return value
 
-    return lambda scope: build(tree, scope)
+    def resolve(scope: Mapping[str, Any], allowance: Allowance | None = None) -> Any:
+        value = build(tree, scope, Allowance() if allowance is None else allowance)
+        return cut_value(value) if cut else value
+
+    return resolve
 
 
 def _any_leaf(value: Any, test: Callable[[Any], bool]) -> bool:

@@ -17,10 +17,12 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from .bounds import located, plan_data_problem
 from .errors import FailureMode
 
 __all__ = ["Check", "InputSpec", "Plan", "Retry", "Step", "parse_duration", "plan_json_schema"]
@@ -210,6 +212,18 @@ class Plan(BaseModel):
     outputs: dict[str, Any] = Field(
         default_factory=dict, description="Named results; values may hold ${{ expressions }}."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bounded(cls, data: Any, info: ValidationInfo) -> Any:
+        # A dict or a model's JSON reply is held to what a plan file is (see bounds.py),
+        # unless the caller checked it already.
+        if info.context and info.context.get("bounded"):
+            return data
+        too_big = plan_data_problem(data)
+        if too_big is not None:
+            raise ValueError(located(*too_big))
+        return data
 
     def to_yaml(self) -> str:
         """The plan as a YAML plan file (round-trips through :func:`dagentic.load_plan`)."""

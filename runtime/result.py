@@ -7,7 +7,9 @@ from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
+from pydantic_core import PydanticSerializationError
 
+from .bounds import cut_value
 from .errors import DagenticError, FailureMode, failure_mode_of
 from .redact import redact_value
 
@@ -137,6 +139,23 @@ class RunResult(BaseModel):
     @property
     def succeeded(self) -> bool:
         return self.status is RunStatus.SUCCEEDED
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """The result as JSON text, whatever its values hold: a value too deep or too
+        large to be written whole (a tool's output nested thousands of levels, a cycle) is
+        written cut, with a marker where it was cut, and a value that is not JSON as its
+        text. What ``dagentic run --json`` prints."""
+        try:
+            return self.model_dump_json(indent=indent)
+        except (PydanticSerializationError, ValueError, RecursionError):
+            pass
+        steps = {
+            sid: step.model_copy(update={"output": cut_value(step.output)})
+            for sid, step in self.steps.items()
+        }
+        outputs = {key: cut_value(value) for key, value in self.outputs.items()}
+        shown = self.model_copy(update={"outputs": outputs, "steps": steps})
+        return shown.model_dump_json(indent=indent, fallback=str)
 
     def failures(self) -> list[StepResult]:
         """Steps that failed, in plan order."""

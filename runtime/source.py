@@ -7,6 +7,7 @@ A :class:`PlanSource` keeps the raw data next to a map from each node's path (su
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,14 @@ from typing import Any, ClassVar
 
 import yaml
 
+from .bounds import (
+    MAX_PLAN_ALIASES,
+    MAX_PLAN_BYTES,
+    MAX_PLAN_DEPTH,
+    MAX_PLAN_NODES,
+    too_deep,
+    too_many_nodes,
+)
 from .errors import Problem
 
 __all__ = ["PlanSource", "read_plan_source"]
@@ -46,6 +55,7 @@ class PlanSource:
     file: str | None = None
     values: dict[Path_, tuple[int, int]] = field(default_factory=dict)
     keys: dict[Path_, tuple[int, int]] = field(default_factory=dict)
+    bounded: bool = False  # its nesting and nodes were held to the plan bounds as it was read
 
     def problem(self, path: Path_, message: str, *, at_key: bool = False) -> Problem:
         """A problem located at ``path``, or at its nearest located ancestor."""
@@ -63,17 +73,22 @@ def read_plan_source(
     path: str | Path | None = None, *, text: str | None = None, name: str | None = None
 ) -> tuple[PlanSource, list[Problem]]:
     """Parse a YAML plan from ``path`` (or ``text``). Never raises for bad YAML: the
-    problems come back next to whatever could be read."""
+    problems come back next to whatever could be read. A plan past the bounds of
+    :mod:`dagentic.bounds` (bytes, nesting, nodes, aliases) is refused before it is built."""
     file = str(path) if path is not None else name
     if text is None:
         if path is None:
             raise TypeError("read_plan_source() needs a path or text")
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            return PlanSource(None, file), [Problem(f"cannot read plan file: {reason}", file=file)]
-    source = PlanSource(None, file)
+        text, problem = _read(Path(path), file)
+        if text is None:
+            return PlanSource(None, file), [problem] if problem else []
+    elif len(text) > MAX_PLAN_BYTES or len(text.encode("utf-8", "replace")) > MAX_PLAN_BYTES:
+        size = len(text.encode("utf-8", "replace"))
+        return PlanSource(None, file), [Problem(_too_large(size), file=file, line=1, column=1)]
+    source = PlanSource(None, file, bounded=True)
+    problem = _scan(text, file)
+    if problem is not None:
+        return source, [problem]
     problems: list[Problem] = []
     loader = _Loader(text)
     try:
@@ -96,6 +111,89 @@ def read_plan_source(
     finally:
         loader.dispose()
     return source, problems
+
+
+def _read(path: Path, file: str | None) -> tuple[str | None, Problem | None]:
+    """The text of a plan file, read no further than MAX_PLAN_BYTES (a FIFO or a huge file
+    costs no more than that)."""
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_PLAN_BYTES + 1)
+            size = os.fstat(handle.fileno()).st_size
+        if len(raw) > MAX_PLAN_BYTES:
+            return None, Problem(_too_large(size), file=file, line=1, column=1)
+        return raw.decode("utf-8"), None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return None, Problem(f"cannot read plan file: {reason}", file=file)
+
+
+def _too_large(size: int) -> str:
+    shown = f"{size:,} bytes" if size > MAX_PLAN_BYTES else f"more than {MAX_PLAN_BYTES:,} bytes"
+    return (
+        f"the plan is {shown}; a plan may be at most {MAX_PLAN_BYTES:,} bytes (1 MiB): "
+        "pass large data as an input or read it with a tool step, or split the plan"
+    )
+
+
+def _scan(text: str, file: str | None) -> Problem | None:
+    """The first plan bound ``text`` passes, found from the parser's events before
+    anything is built (aliases are counted as the values they expand to), or None. The
+    events come from a streaming parser, so no nesting can exhaust the stack here."""
+    loader = _Loader(text)
+    nodes = aliases = 0
+    anchors: dict[str, tuple[int, int]] = {}  # anchor: (nodes, levels) of its value
+    open_: list[list[Any]] = []  # per open mapping or list: [anchor, nodes before, levels]
+
+    def at(event: yaml.Event, message: str) -> Problem:
+        mark = event.start_mark
+        return Problem(message, file=file, line=mark.line + 1, column=mark.column + 1)
+
+    try:
+        while loader.check_event():
+            event = loader.get_event()
+            if isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
+                if len(open_) >= MAX_PLAN_DEPTH:
+                    return at(event, too_deep())
+                open_.append([event.anchor, nodes, 1])
+                nodes += 1
+            elif isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
+                anchor, before, levels = open_.pop()
+                if anchor is not None:
+                    anchors[anchor] = (nodes - before, levels)
+                if open_:
+                    open_[-1][2] = max(open_[-1][2], levels + 1)
+            elif isinstance(event, yaml.ScalarEvent):
+                nodes += 1
+                if event.anchor is not None:
+                    anchors[event.anchor] = (1, 0)
+            elif isinstance(event, yaml.AliasEvent):
+                aliases += 1
+                if aliases > MAX_PLAN_ALIASES:
+                    return at(
+                        event,
+                        f"more than {MAX_PLAN_ALIASES} YAML aliases (*name); a plan may use "
+                        f"at most {MAX_PLAN_ALIASES}: write the values out",
+                    )
+                if any(entry[0] == event.anchor for entry in open_):
+                    return at(
+                        event,
+                        f"the alias '*{event.anchor}' is inside the value it names; a plan "
+                        "cannot contain itself",
+                    )
+                size, levels = anchors.get(event.anchor, (1, 0))  # unknown: reported later
+                if len(open_) + levels > MAX_PLAN_DEPTH:
+                    return at(event, too_deep())
+                nodes += size
+                if open_:
+                    open_[-1][2] = max(open_[-1][2], levels + 1)
+            if nodes > MAX_PLAN_NODES:
+                return at(event, too_many_nodes())
+    except yaml.YAMLError:
+        return None  # reported, located, by the parse that follows
+    finally:
+        loader.dispose()
+    return None
 
 
 def _build(
