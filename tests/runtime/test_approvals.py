@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
 import duckdb
 import pytest
 import yaml
@@ -248,35 +249,41 @@ def test_the_tail_of_a_long_argument_is_shown_in_the_prompt(tmp_path: Path) -> N
 # --------------------------------------------------------------------------- the prompt
 
 
-def test_the_prompt_names_the_item_and_shows_the_arguments_whole_and_escaped() -> None:
+@tool(name="test.send", side_effects="write")
+async def send(message: str = "", values: list[int] | None = None) -> None:
+    """Send.
+
+    Args:
+        message: What.
+        values: Which.
+    """
+
+
+def prompted(args: dict[str, Any], answers: str, item: Any = None) -> tuple[bool, list[str]]:
+    """What the terminal approver said to ``answers`` about a call of test.send with
+    ``args``, and what it printed, on a screen 20 lines high."""
     out = io.StringIO()
     console = Console(file=out, width=120, height=20, color_system=None)
-    approver = TerminalApprover(console, input=io.StringIO("maybe\ny\n"))
-    args = {"message": "[/bold][link=http://x]hi\x1b]52;c;eA==\x07\u202e\x9b", "rows": [1, 2]}
-    rows_shown = ['  "rows": [', "    1,", "    2", "  ]"]
+    approver = TerminalApprover(console, input=io.StringIO(answers))
+    said = anyio.run(lambda: approver("notify", send, args, item=item))
+    assert RAW.search(out.getvalue()) is None
+    return said, out.getvalue().splitlines()
 
-    @tool(name="test.send", side_effects="write")
-    async def send(message: str, rows: list[int]) -> None:
-        """Send.
 
-        Args:
-            message: What.
-            rows: Which.
-        """
+def test_the_prompt_names_the_item_and_shows_the_arguments_whole_and_escaped() -> None:
+    args = {"message": "[/bold][link=http://x]hi\x1b]52;c;eA==\x07\u202e\x9b", "values": [1]}
 
-    import anyio
-
-    said = anyio.run(lambda: approver("notify", send, args, item=(1, 3)))
+    said, lines = prompted(args, "maybe\ny\n", item=(1, 3))
 
     assert said is True
-    text = out.getvalue()
-    assert RAW.search(text) is None
     what = "step 'notify', item 1 (of 3, numbered from 0)"
-    assert text.splitlines() == [
+    assert lines == [
         f"approval: {what} wants to call test.send (side effects: write) with these arguments:",
         "{",
         r'  "message": "[/bold][link=http://x]hi\u001b]52;c;eA==\u0007\u202e\u009b",',
-        *rows_shown,
+        '  "values": [',
+        "    1",
+        "  ]",
         "}",
         f"Run {what}? [y/n]: Please answer y or n.",
         f"Run {what}? [y/n]: ",
@@ -284,39 +291,20 @@ def test_the_prompt_names_the_item_and_shows_the_arguments_whole_and_escaped() -
 
 
 def test_arguments_taller_than_the_screen_are_shown_whole_with_their_length() -> None:
-    out = io.StringIO()
-    console = Console(file=out, width=120, height=20, color_system=None)
-    approver = TerminalApprover(console, input=io.StringIO(""))  # end of input: refused
-    args = {"values": list(range(40)), "last": "the tail"}
+    args = {"values": list(range(40)), "message": "the tail"}
 
-    import anyio
-
-    said = anyio.run(lambda: approver("a", write_tool(), args))
+    said, lines = prompted(args, "")  # end of input: refused
 
     assert said is False
-    lines = out.getvalue().splitlines()
     shown = lines[1 : lines.index("}") + 1]
     assert len(shown) == 45
-    assert '  "last": "the tail"' in shown
+    assert shown[-2:] == ['  "message": "the tail"', "}"]
     chars = len("\n".join(shown))
     assert lines[len(shown) + 1 :] == [
         f"(the arguments above are 45 lines, {chars} characters, all shown: scroll up to read "
         "them)",
-        "Run step 'a'? [y/n]: ",
+        "Run step 'notify'? [y/n]: ",
     ]
-
-
-def write_tool() -> Any:
-    @tool(name="test.store", side_effects="write")
-    async def store(values: list[int], last: str) -> None:
-        """Store.
-
-        Args:
-            values: What.
-            last: And this.
-        """
-
-    return store
 
 
 # --------------------------------------------------------------------------- the protocol

@@ -40,6 +40,9 @@ AS_JSON = (
     r'"[/bold][link=http://x]x\u001b]52;c;eA==\u0007 \u001b]8;;http://x\u001b\\y'
     r'\u001b]8;;\u001b\\ \u001b[2J \u202e \u009b[/link]"'
 )
+# A JSON string in human output (a plan's arguments, a setting): JSON escapes C0, the
+# display escapes the rest.
+SHOWN_JSON = AS_JSON.replace(r"\u009b", r"\x9b")
 FILE_NAME = "x\x1b[2J\u202e[bold].yaml"
 FILE_SHOWN = r"x\x1b[2J\u202e[bold].yaml"
 RAW = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
@@ -92,7 +95,7 @@ def plan_file(path: Path, plan: dict[str, Any]) -> Path:
 HOSTILE_PLAN = {
     "name": f"plan {HOSTILE}",
     "steps": [
-        {"id": "say", "tool": "notify.log", "args": {"message": HOSTILE}},
+        {"id": "say", "tool": "notify.log", "args": {"message": HOSTILE, "data": {HOSTILE: 1}}},
         {"id": "echo", "tool": "test.echo", "args": {"value": {HOSTILE: HOSTILE}}},
         {"id": "bad", "tool": "test.fail", "args": {"message": HOSTILE}},
     ],
@@ -115,10 +118,9 @@ def test_run_shows_the_plan_tool_outputs_errors_and_logs_escaped(
     assert lines[0] == f"run {run_id_of(out)} of plan plan {SHOWN}"
     assert f"  text: {SHOWN}" in lines
     assert lines[-1] == f"tool_error: step 'bad' failed: {SHOWN}"
-    # What notify.log logged, and the failure the journal logged.
-    assert any(
-        line.endswith(f"] {SHOWN} run_id={run_id_of(out)} step_id=say") for line in err.splitlines()
-    ), err
+    # What notify.log logged (a field named by the plan too), and the journal's failure.
+    [said] = [line for line in err.splitlines() if line.endswith(" step_id=say")]
+    assert said.endswith(f"] {SHOWN} {SHOWN}=1 run_id={run_id_of(out)} step_id=say")
     assert "failure_mode=tool_error" in err
 
 
@@ -187,8 +189,7 @@ def test_ask_shows_plans_answers_and_errors_escaped(
     out, _ = shown(result)
     assert result.exit_code == 1
     lines = out.splitlines()
-    plan_json = AS_JSON.replace(r"\u009b", r"\x9b")  # JSON, then shown as text
-    assert f'        "value": {plan_json}' in lines  # the plan's argument
+    assert f'        "value": {SHOWN_JSON}' in lines  # the plan's argument
     assert SHOWN in lines  # the answer
     assert f"  [a] test.echo (succeeded): {SHOWN}" in lines
     assert lines.count(f"goal_not_met: verification: {SHOWN}") == 1
@@ -244,10 +245,7 @@ def test_config_show_shows_a_setting_from_the_environment_escaped() -> None:
     env = {"DAGENTIC_MEMORY__AGENT": HOSTILE}
 
     out, _ = shown(invoke("config", "show", env=env))
-    assert (
-        f"agent = {AS_JSON.replace(chr(92) + 'u009b', chr(92) + 'x9b')}  # DAGENTIC_MEMORY__AGENT"
-        in out.splitlines()
-    )
+    assert f"agent = {SHOWN_JSON}  # DAGENTIC_MEMORY__AGENT" in out.splitlines()
 
     out, _ = shown(invoke("config", "show", "--json", env=env))
     [entry] = [e for e in json_of(out) if e["key"] == "memory.agent"]
