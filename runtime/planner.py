@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .bounds import located, plan_data_problem, too_deep
 from .errors import MissingCapabilityError, PlanError, Problem
 from .graph import CompiledPlan, compile_plan
 from .memory.context import ContextBuilder, ContextItem
@@ -354,6 +355,8 @@ class LLMPlanner:
     def _read(self, goal: str, text: str) -> tuple[list[str], tuple[Plan, CompiledPlan] | None]:
         try:
             data = parse_json(text)
+        except RecursionError:  # too deep for Python's JSON reader, so past the plan bounds
+            return [too_deep()], None
         except ValueError as exc:
             return [str(exc)], None
         if not isinstance(data, dict):
@@ -380,6 +383,9 @@ class LLMPlanner:
             "steps": steps,
             **({"outputs": data["outputs"]} if "outputs" in data else {}),
         }
+        too_big = plan_data_problem(body)  # before anything walks it recursively
+        if too_big is not None:
+            return [located(*too_big)], None
         try:
             compiled = compile_plan(copy.deepcopy(body), self.tools, judge=self.judge)
         except PlanError as exc:

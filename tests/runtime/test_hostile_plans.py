@@ -47,6 +47,8 @@ from dagentic.bounds import (
 from dagentic.cli import app
 from dagentic.errors import EvaluationError
 from dagentic.expressions import compile_expression, compile_template
+from dagentic.models import ScriptedModel
+from dagentic.planner import LLMPlanner
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
@@ -580,6 +582,20 @@ def test_a_model_planners_json_reply_is_held_to_the_same_bounds() -> None:
     assert caught.value.errors()[0]["msg"] == (
         f"Value error, steps[0].args.message{'[0]' * 60}: {DEEP}"
     )
+
+
+@pytest.mark.parametrize("depth", [100, 500, 5000])
+def test_a_model_reply_nested_too_deeply_is_sent_back_for_repair(depth: int) -> None:
+    deep_text = "[" * depth + "1" + "]" * depth
+    step = '{"id": "a", "tool": "notify.log", "args": {"message": ' + deep_text + "}}"
+    reply = '{"steps": [' + step + "]}"
+    fine = {"steps": [{"id": "a", "tool": "notify.log", "args": {"message": "hi"}}]}
+    model = ScriptedModel([reply, fine])
+    with within():
+        planned = anyio.run(LLMPlanner(model, load_tools(), max_repairs=1).plan, "say hi")
+    assert planned.plan.steps[0].args == {"message": "hi"}
+    message = f"steps[0].args.message{'[0]' * 60}: {DEEP}" if depth < 900 else DEEP
+    assert planned.problems == [[message]]
 
 
 def test_a_plan_at_the_bounds_is_accepted() -> None:
