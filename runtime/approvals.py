@@ -40,7 +40,6 @@ if TYPE_CHECKING:
     from .tools import Tool
 
 __all__ = [
-    "GATED_EFFECTS",
     "ApprovalPolicy",
     "PolicyApprover",
     "TerminalApprover",
@@ -52,8 +51,6 @@ __all__ = [
 ]
 
 ApprovalPolicy = Literal["writes", "all", "none"]
-# Side effects a "writes" policy gates: a write, or data sent out of the machine.
-GATED_EFFECTS = frozenset({"write", "egress"})
 Item = tuple[int, int]  # a foreach item: (index from 0, number of items)
 
 # One prompt and its answer at a time in the whole process: parallel steps and foreach items
@@ -86,8 +83,8 @@ async def call_approver(
     return bool(await approver(step_id, tool, args))
 
 
-def describe_call(step_id: str, item: Item | None) -> str:
-    """``step 'x'``, with the foreach item it is for: ``step 'x', item 1 (of 3, from 0)``."""
+def _describe_call(step_id: str, item: Item | None) -> str:
+    """``step 'x'``, and the foreach item: ``step 'x', item 1 (of 3, numbered from 0)``."""
     what = f"step '{safe_text(step_id, one_line=True)}'"
     if item is not None:
         what += f", item {item[0]} (of {item[1]}, numbered from 0)"
@@ -141,7 +138,7 @@ class TerminalApprover:
         from rich.text import Text
 
         anyio.from_thread.check_cancelled()  # the step ended while this call waited its turn
-        what = describe_call(step_id, item)
+        what = _describe_call(step_id, item)
         shown = safe_json(args)
         lines = shown.count("\n") + 1
         effects = f"side effects: {tool.side_effects}"
@@ -227,7 +224,7 @@ def may_need_approval(tool: Tool, policy: ApprovalPolicy) -> bool:
     if policy != "writes":
         return policy == "all"
     return (
-        tool.side_effects in GATED_EFFECTS
+        tool.side_effects == "write"
         or bool(getattr(tool, "egress", None))
         or getattr(tool, "effects", None) is not None
     )
@@ -240,7 +237,7 @@ def needs_approval(tool: Tool, args: dict[str, Any], policy: ApprovalPolicy) -> 
     if policy != "writes":
         return policy == "all"
     egress = getattr(tool, "egress", None) or {}
-    return tool.side_effects in GATED_EFFECTS or any(args.get(a) is not None for a in egress)
+    return tool.side_effects == "write" or any(args.get(a) is not None for a in egress)
 
 
 def gate_plan(compiled: CompiledPlan, policy: ApprovalPolicy) -> CompiledPlan:
@@ -288,7 +285,7 @@ class PolicyApprover:
             return await call_approver(self.approver, step_id, tool, args, item)
         if self.policy == "all":
             why = "it calls a tool"
-        elif tool.side_effects in GATED_EFFECTS:
+        elif tool.side_effects == "write":
             why = f"this call of {tool.name} has side effects '{tool.side_effects}'"
         else:
             why = f"this call of {tool.name} sends data off this machine"

@@ -327,7 +327,6 @@ def ask(
 def _show_plan(console: Console, plan: dict[str, Any], tools: ToolRegistry, policy: str) -> None:
     """One plan version of ``dagentic ask``, before it runs: each step, what it needs, its
     arguments (escaped, cut at PLAN_CHARS), and whether its calls ask for approval."""
-    from .approvals import GATED_EFFECTS
     from .graph import compile_plan
 
     console.rule(f"plan {plan['version']} ({_count(plan['attempts'], 'attempt')})")
@@ -342,7 +341,9 @@ def _show_plan(console: Console, plan: dict[str, Any], tools: ToolRegistry, poli
         )
         note = ""
         if spec.step.approval == "required" and spec.tool is not None:
-            per_call = spec.tool.effects is not None or spec.tool.side_effects not in GATED_EFFECTS
+            per_call = (
+                getattr(spec.tool, "effects", None) is not None or spec.tool.side_effects != "write"
+            )
             note = (
                 "  (needs approval if the call writes or sends data out)"
                 if policy == "writes" and per_call

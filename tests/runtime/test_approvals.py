@@ -429,7 +429,7 @@ async def test_agent_approve_says_which_calls_of_a_models_plan_are_asked(
 
 
 @pytest.mark.anyio
-async def test_writes_are_decided_per_call_from_what_the_call_does(
+async def test_writes_and_egress_are_decided_per_call_from_what_the_call_does(
     tools: ToolRegistry, settings: Settings
 ) -> None:
     @tool(
@@ -445,14 +445,25 @@ async def test_writes_are_decided_per_call_from_what_the_call_does(
         """
         return op
 
+    @tool(name="test.post", side_effects="read", egress={"body": "content"})
+    async def post(body: str | None = None) -> str:
+        """Send ``body`` out, if there is one.
+
+        Args:
+            body: What leaves the machine.
+        """
+        return body or ""
+
     plan = {
         "steps": [
             {"id": "read", "tool": "test.table", "args": {"op": "read"}},
             {"id": "insert", "tool": "test.table", "args": {"op": "insert"}},
+            {"id": "ping", "tool": "test.post", "args": {}},
+            {"id": "send", "tool": "test.post", "args": {"body": "hello"}},
         ]
     }
     approver = Recorder()
-    registry = ToolRegistry([*no_context(tools), table])
+    registry = ToolRegistry([*no_context(tools), table, post])
     answer = {"answer": "Done [insert].", "cited_steps": ["insert"], "complete": True}
 
     result = await agent([plan, answer, PASS], registry, settings, "writes", approver=approver).run(
@@ -460,7 +471,11 @@ async def test_writes_are_decided_per_call_from_what_the_call_does(
     )
 
     assert result.succeeded, result.error
-    assert approver.asked == [("insert", "test.table", "write")]
+    assert sorted(approver.asked) == [
+        ("insert", "test.table", "write"),
+        ("send", "test.post", "read"),
+    ]
+    assert [s.get("approval") for s in result.plans[0]["steps"]] == ["required"] * 4
 
 
 @pytest.mark.anyio
