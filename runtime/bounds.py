@@ -72,6 +72,7 @@ MAX_VALUE_SIZE = 10_000_000  # characters and items of a tool's output kept
 
 _CONTAINERS = (dict, list, tuple)
 _NESTED = (Mapping, list, tuple)
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 class LimitError(EvaluationError):
@@ -469,7 +470,11 @@ def _within_plan_bounds(data: Any) -> bool:
             children = item
         if nodes > MAX_PLAN_NODES:
             return False
-        stack.extend((child, depth + 1) for child in children if isinstance(child, _NESTED))
+        if _SCALARS.issuperset(map(type, children)):
+            continue  # the common case, decided at C speed
+        for child in children:
+            if isinstance(child, _NESTED):
+                stack.append((child, depth + 1))
     return True
 
 
