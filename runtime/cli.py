@@ -21,9 +21,7 @@ from rich.text import Text
 from .approvals import TerminalApprover, approve_all
 from .cli_config import config_app
 from .display import (
-    indented,
     inline_value,
-    render_value,
     safe_json,
     safe_log_event,
     safe_markup,
@@ -61,8 +59,6 @@ app = typer.Typer(
 )
 INVALID = 2
 FAILED = 1
-ANSWER_CHARS = 20_000  # of an answer or error message shown
-PLAN_CHARS = 1500  # of one step's arguments in --show-plan
 YesOption = Annotated[
     bool, typer.Option("--yes", "-y", help="Approve every step that asks for approval.")
 ]
@@ -278,6 +274,7 @@ def ask(
     Exit 0 if the goal was achieved, 1 if not, 2 if the command line is invalid."""
     from .agent import Agent
     from .models import make_model
+    from .progress import render_answer, render_plan
     from .result import RunStatus
     from .settings import Settings
 
@@ -296,7 +293,7 @@ def ask(
         policy = settings.agent.approve
 
         def on_plan(plan: dict[str, Any]) -> None:
-            _show_plan(console, plan, tools, policy)
+            render_plan(plan, console, tools, policy=policy)
 
     memory = None
     if settings.memory.enabled and not no_memory:
@@ -319,94 +316,9 @@ def ask(
     if as_json:
         _print_json(result)
     else:
-        _render_answer(result)
+        render_answer(result, _stdout())
     _flush_trace(agent.tracing, settings, result.agent_run_id)
     raise typer.Exit(0 if result.status is RunStatus.SUCCEEDED else FAILED)
-
-
-def _show_plan(console: Console, plan: dict[str, Any], tools: ToolRegistry, policy: str) -> None:
-    """One plan version of ``dagentic ask``, before it runs: each step, what it needs, its
-    arguments (escaped, cut at PLAN_CHARS), and whether its calls ask for approval."""
-    from .graph import compile_plan
-
-    console.rule(f"plan {plan['version']} ({_count(plan['attempts'], 'attempt')})")
-    compiled = compile_plan({"version": 1, **_plan_body(plan)}, tools, judge=True)
-    for sid, spec in compiled.steps.items():
-        arrow = f"  <- {', '.join(spec.deps)}" if spec.deps else ""
-        check = spec.step.check
-        detail = (
-            check.model_dump(by_alias=True, exclude_none=True)
-            if check is not None
-            else spec.step.args
-        )
-        note = ""
-        if spec.step.approval == "required" and spec.tool is not None:
-            per_call = (
-                getattr(spec.tool, "effects", None) is not None or spec.tool.side_effects != "write"
-            )
-            note = (
-                "  (needs approval if the call writes or sends data out)"
-                if policy == "writes" and per_call
-                else "  (needs approval)"
-            )
-        console.print(
-            Text.assemble(
-                ("  " + safe_text(sid, one_line=True), "bold"),
-                " " + safe_text((spec.step.tool or "check") + arrow, one_line=True),
-                (note, "yellow"),
-            )
-        )
-        console.print(indented(render_value(detail, limit=PLAN_CHARS), 6))
-
-
-def _render_answer(result: Any) -> None:
-    from .plan import Plan
-    from .progress import render_result
-
-    console = _stdout()
-    for item in result.recalled:
-        console.print(Text("recalled: " + safe_text(item, one_line=True, limit=200), "dim"))
-    if result.steps:
-        last = Plan.model_validate(_plan_body(result.plans[-1])) if result.plans else None
-        render_result(result, console, steps=True, plan=last, error=False)
-    if result.answer:
-        console.rule("answer")
-        console.print(Text(safe_text(result.answer, limit=ANSWER_CHARS)))
-        for sid in result.cited_steps:
-            step = result.steps.get(sid)
-            if step is not None:
-                console.print(
-                    Text(
-                        f"  [{safe_text(sid, one_line=True)}] "
-                        f"{safe_text(step.tool or 'check', one_line=True)} "
-                        f"({step.status.value}): {inline_value(step.output)}",
-                        "dim",
-                    )
-                )
-    if result.error is not None:
-        console.print(
-            Text.assemble(
-                (result.error.failure_mode.value, "red"),
-                ": " + safe_text(result.error.message, limit=ANSWER_CHARS),
-            )
-        )
-    if result.remembered:
-        action = safe_text(str(result.remembered["action"]), one_line=True)
-        reason = safe_text(str(result.remembered["reason"]), one_line=True, limit=200)
-        console.print(Text(f"memory: {action} ({reason})", "dim"))
-    usage = result.usage
-    console.print(
-        f"[dim]{_count(len(result.plans), 'plan')}, {_count(usage.steps, 'step')}, "
-        f"{_count(usage.model_calls, 'model call')}, "
-        f"{usage.input_tokens + usage.output_tokens} tokens, ${usage.cost:.4f}, "
-        f"{usage.wall_time:.1f} s[/dim]",
-        highlight=False,
-    )
-
-
-def _plan_body(plan: dict[str, Any]) -> dict[str, Any]:
-    """A plan version of an AgentResult, without what the agent added to it."""
-    return {k: v for k, v in plan.items() if k not in ("version", "attempts")}
 
 
 @app.command()

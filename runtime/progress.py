@@ -1,4 +1,5 @@
-"""Terminal rendering of runs: a live table while a plan runs, and a summary after.
+"""Terminal rendering of runs: a live table while a plan runs, and a summary after; for
+``dagentic ask``, each plan before it runs and the answer after.
 
 Everything a step, a tool or a plan file wrote goes through :mod:`dagentic.display`
 before it reaches the terminal.
@@ -17,16 +18,19 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from .display import indented, render_value, safe_text
-from .graph import CompiledPlan
+from .display import indented, inline_value, render_value, safe_text
+from .graph import CompiledPlan, compile_plan
 from .journal import StepEvent
 from .plan import Plan, Step
 from .result import RunResult
+from .tools import ToolRegistry
 
-__all__ = ["LiveProgress", "render_result", "tries"]
+__all__ = ["LiveProgress", "render_answer", "render_plan", "render_result", "tries"]
 
 NOTE_CHARS = 120  # of an error message in the live table
 FAILURE_CHARS = 500  # of an error message in the summary table
+ANSWER_CHARS = 20_000  # of an answer or an agent's error message
+PLAN_CHARS = 1500  # of one step's arguments in a shown plan
 _STYLE = {
     "succeeded": "green",
     "failed": "bold red",
@@ -204,3 +208,93 @@ def render_result(
     )
     if error and result.error is not None:
         console.print(_error_text(result.error, FAILURE_CHARS))
+
+
+def render_plan(
+    plan: dict[str, Any], console: Console, tools: ToolRegistry, *, policy: str = "writes"
+) -> None:
+    """One plan version of an agent (an item of ``AgentResult.plans``), before it runs:
+    each step, what it needs, its arguments (cut at PLAN_CHARS, with a marker), and
+    whether its calls ask for approval under ``agent.approve`` = ``policy``."""
+    console.rule(f"plan {plan['version']} ({_count(plan['attempts'], 'attempt')})")
+    compiled = compile_plan({"version": 1, **_plan_body(plan)}, tools, judge=True)
+    for sid, spec in compiled.steps.items():
+        arrow = f"  <- {', '.join(spec.deps)}" if spec.deps else ""
+        check = spec.step.check
+        detail = (
+            check.model_dump(by_alias=True, exclude_none=True)
+            if check is not None
+            else spec.step.args
+        )
+        note = ""
+        if spec.step.approval == "required" and spec.tool is not None:
+            per_call = (
+                getattr(spec.tool, "effects", None) is not None or spec.tool.side_effects != "write"
+            )
+            note = (
+                "  (needs approval if the call writes or sends data out)"
+                if policy == "writes" and per_call
+                else "  (needs approval)"
+            )
+        console.print(
+            Text.assemble(
+                ("  " + safe_text(sid, one_line=True), "bold"),
+                " " + safe_text((spec.step.tool or "check") + arrow, one_line=True),
+                (note, "yellow"),
+            )
+        )
+        console.print(indented(render_value(detail, limit=PLAN_CHARS), 6))
+
+
+def render_answer(result: Any, console: Console) -> None:
+    """An agent's result (an ``AgentResult``): what memory recalled, the last run, the
+    answer with the outputs of the steps it cites, the error (once), usage."""
+    for item in result.recalled:
+        console.print(Text("recalled: " + safe_text(item, one_line=True, limit=200), "dim"))
+    if result.steps:
+        last = Plan.model_validate(_plan_body(result.plans[-1])) if result.plans else None
+        render_result(result, console, steps=True, plan=last, error=False)
+    if result.answer:
+        console.rule("answer")
+        console.print(Text(safe_text(result.answer, limit=ANSWER_CHARS)))
+        for sid in result.cited_steps:
+            step = result.steps.get(sid)
+            if step is not None:
+                console.print(
+                    Text(
+                        f"  [{safe_text(sid, one_line=True)}] "
+                        f"{safe_text(step.tool or 'check', one_line=True)} "
+                        f"({step.status.value}): {inline_value(step.output)}",
+                        "dim",
+                    )
+                )
+    if result.error is not None:
+        console.print(
+            Text.assemble(
+                (result.error.failure_mode.value, "red"),
+                ": " + safe_text(result.error.message, limit=ANSWER_CHARS),
+            )
+        )
+    if result.remembered:
+        action = safe_text(str(result.remembered["action"]), one_line=True)
+        reason = safe_text(str(result.remembered["reason"]), one_line=True, limit=200)
+        console.print(Text(f"memory: {action} ({reason})", "dim"))
+    usage = result.usage
+    console.print(
+        Text(
+            f"{_count(len(result.plans), 'plan')}, {_count(usage.steps, 'step')}, "
+            f"{_count(usage.model_calls, 'model call')}, "
+            f"{usage.input_tokens + usage.output_tokens} tokens, ${usage.cost:.4f}, "
+            f"{usage.wall_time:.1f} s",
+            "dim",
+        )
+    )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _plan_body(plan: dict[str, Any]) -> dict[str, Any]:
+    """A plan version of an AgentResult, without what the agent added to it."""
+    return {k: v for k, v in plan.items() if k not in ("version", "attempts")}
