@@ -22,6 +22,8 @@ from pathlib import Path
 
 from dagentic import Limits
 
+from .common import process_alive
+
 __all__ = ["RunCgroup", "prune_cgroups"]
 
 PREFIX = "dagentic-run-"
@@ -203,7 +205,11 @@ def prune_cgroups() -> list[str]:
         with contextlib.suppress(OSError):
             for child in parent.iterdir():
                 owner = child.name.removeprefix(PREFIX).partition("-")[0]
-                if child.name.startswith(PREFIX) and owner.isdigit() and not _alive(int(owner)):
+                if (
+                    child.name.startswith(PREFIX)
+                    and owner.isdigit()
+                    and not process_alive(int(owner))
+                ):
                     with contextlib.suppress(OSError):
                         child.rmdir()
                         removed.append(str(child))
@@ -213,13 +219,3 @@ def prune_cgroups() -> list[str]:
 @cache
 def _prune_once() -> None:
     prune_cgroups()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

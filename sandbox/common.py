@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,7 +21,15 @@ from typing import Any
 from dagentic import Limits, ProducedFile, SandboxResult
 from pydantic import ValidationError
 
-__all__ = ["Job", "harness_source", "make_job", "parse_report", "report_cap"]
+__all__ = [
+    "Job",
+    "harness_source",
+    "make_job",
+    "parse_report",
+    "process_alive",
+    "process_started",
+    "report_cap",
+]
 
 SANDBOX_PYTHON = "/usr/bin/python3"
 SANDBOX_ENV = {
@@ -36,6 +45,27 @@ SANDBOX_ENV = {
 }
 """The whole environment of sandboxed code: built from this allowlist, nothing from the
 host."""
+
+
+def process_started(pid: int) -> str:
+    """When process ``pid`` started (clock ticks since boot), "" if it does not exist:
+    with the pid, it names a process even after its pid is reused."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return handle.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return ""
+
+
+def process_alive(pid: int, started: str = "") -> bool:
+    """Is process ``pid`` (started at ``started``, when given) still running here?"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return not started or process_started(pid) == started
 
 
 @cache

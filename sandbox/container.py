@@ -34,7 +34,16 @@ import anyio
 import anyio.to_thread
 from dagentic import Limits, SandboxResult, SandboxUnavailableError
 
-from .common import SANDBOX_ENV, SANDBOX_PYTHON, Job, harness_source, make_job, parse_report
+from .common import (
+    SANDBOX_ENV,
+    SANDBOX_PYTHON,
+    Job,
+    harness_source,
+    make_job,
+    parse_report,
+    process_alive,
+    process_started,
+)
 
 __all__ = ["DEFAULT_IMAGE", "DockerSandbox", "docker_available", "prune_docker_leftovers"]
 
@@ -48,17 +57,7 @@ IDLE = 1.0  # seconds without a run after which refills preload numpy/pandas
 _TMP_SIZE = 16 * 2**20  # /tmp, and /dev/shm
 
 
-def _started(pid: int) -> str:
-    """When process ``pid`` started (clock ticks since boot), "" if it does not exist:
-    with the pid, it names a process even after its pid is reused."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            return handle.read().rsplit(b")", 1)[1].split()[19].decode()
-    except (OSError, IndexError):
-        return ""
-
-
-_OWNER = f"{socket.gethostname()}:{os.getpid()}:{_started(os.getpid())}"
+_OWNER = f"{socket.gethostname()}:{os.getpid()}:{process_started(os.getpid())}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,7 +393,7 @@ def reap_leftovers(api: Any) -> list[str]:
     for info in api.containers(all=True, filters={"label": LABEL}):
         owner = (info.get("Labels") or {}).get(OWNER_LABEL, "")
         owner_host, pid, started = [*owner.split(":"), "", ""][:3]
-        if owner_host != host or not pid.isdigit() or _alive(int(pid), started):
+        if owner_host != host or not pid.isdigit() or process_alive(int(pid), started):
             continue
         try:
             api.remove_container(info["Id"], force=True, v=True)
@@ -423,14 +422,3 @@ async def prune_docker_leftovers(settings: Any = None) -> list[str]:
             client.close()
 
     return await anyio.to_thread.run_sync(prune)
-
-
-def _alive(pid: int, started: str = "") -> bool:
-    """Is process ``pid`` (started at ``started``, when given) still running here?"""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return not started or _started(pid) == started
