@@ -59,6 +59,7 @@ _OPEN = "${{"
 _CLOSE = "}}"
 
 _CONTAINERS = (Mapping, list, tuple)
+_PLAIN = frozenset({int, float, bool, type(None)})
 Scope = Mapping[str, Any]
 _Fn = Callable[[Scope, Allowance], Any]
 
@@ -483,6 +484,8 @@ def _lookup(base: Any, key: Any, text: str, allowance: Allowance) -> Any:
 def _pay_comparison(allowance: Allowance, a: Any, b: Any, symbol: str, membership: bool) -> None:
     """Pay for comparing ``a`` with ``b`` (or looking for ``a`` in ``b``): at most the
     size of what is compared."""
+    if type(a) in _PLAIN and type(b) in _PLAIN:
+        return  # the common case: numbers, booleans, null
     if membership:
         if isinstance(b, str):
             allowance.read(b, symbol)
@@ -500,6 +503,9 @@ def _pay_comparison(allowance: Allowance, a: Any, b: Any, symbol: str, membershi
 
 def _arith(allowance: Allowance, fn: Callable[..., Any], symbol: str, *operands: Any) -> Any:
     for operand in operands:
+        kind = type(operand)
+        if kind is float or kind is str or kind is list:
+            continue
         if not isinstance(operand, int | float | str | list):
             raise EvaluationError(f"'{symbol}' cannot take {type_name(operand)}")
         check_bits(operand, f"'{symbol}'")
