@@ -98,6 +98,7 @@ def _join(allowance: Allowance, items: Any, separator: Any = ",") -> str:
         raise EvaluationError(f"join() needs a list, got {type_name(items)}")
     if not isinstance(separator, str):
         raise EvaluationError(f"join() needs a string separator, got {type_name(separator)}")
+    allowance.spend(len(items), "join()")
     allowance.build(len(separator) * max(len(items) - 1, 0), "join()")
     return separator.join([_text(allowance, item, "join()") for item in items])
 
@@ -208,8 +209,8 @@ def _from_json(allowance: Allowance, value: Any) -> Any:
 
 
 def _json_int(digits: str) -> int:
-    if len(digits) > MAX_NUMBER_TEXT:
-        raise LimitError(f"fromjson(): a number of more than {MAX_INT_BITS} bits")
+    if len(digits) > MAX_NUMBER_TEXT:  # past MAX_INT_BITS anyway; reading it costs more
+        raise LimitError(f"fromjson() would build a number of more than {MAX_INT_BITS} bits")
     return checked(int(digits), "fromjson()")
 
 
@@ -220,6 +221,7 @@ def check_bits(value: Any, what: str) -> None:
 
 
 def checked(value: Any, what: str) -> Any:
+    """``value``, unless it is an integer longer than an expression may build."""
     if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:
         raise LimitError(f"{what} would build a number of more than {MAX_INT_BITS} bits")
     return value

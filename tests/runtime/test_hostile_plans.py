@@ -66,6 +66,7 @@ SCOPE: dict[str, Any] = {
         "rows": [{"region": f"r{i}", "revenue": i} for i in range(100_000)],
         "text": "a b " * 300_000,
         "page": "x" * 20_000_000,
+        "blank": [""] * 1_000_000,
         "wide": {f"k{i}": i for i in range(200_000)},
     },
     "steps": {},
@@ -137,7 +138,12 @@ def too_long_a_number(what: str, source: str, verb: str = "cannot take") -> str:
         ),
         (
             "fromjson('9' * 5000)",
-            "fromjson(): a number of more than 256 bits (in '${{ fromjson('9' * 5000) }}')",
+            "fromjson() would build a number of more than 256 bits "
+            "(in '${{ fromjson('9' * 5000) }}')",
+        ),
+        (
+            "fromjson('9' * 80)",
+            too_long_a_number("fromjson()", "fromjson('9' * 80)", "would build"),
         ),
         (
             "str(inputs.huge)",
@@ -180,6 +186,10 @@ def too_long_a_number(what: str, source: str, verb: str = "cannot take") -> str:
         (
             " or ".join(["startswith(inputs.page, 'z')"] * 10),
             too_much_work("startswith()", " or ".join(["startswith(inputs.page, 'z')"] * 10)),
+        ),
+        (
+            " or ".join(["join(inputs.blank, '')"] * 40),
+            too_much_work("join()", " or ".join(["join(inputs.blank, '')"] * 40)),
         ),
         (
             "[" + ", ".join(["sorted(inputs.big)"] * 3) + "]",
