@@ -242,7 +242,7 @@ def _small(value: Any, limit: int) -> bool:
     items and characters that even escaping every character could not pass it. Raises
     for an integer too long to write."""
     budget = limit // 12  # "\ud83d\ude00" is 12 characters for one
-    stack = [[value]]
+    stack: list[Any] = [[value]]
     spent = 0
     while stack:
         item = stack.pop()
@@ -291,7 +291,7 @@ def _encode(
         if isinstance(item, str):
             if len(item) > limit:
                 raise _TooLong
-            return quote(item)  # type: ignore[no-any-return]
+            return quote(item)
         if item is None:
             return "null"
         if item is True:

@@ -156,11 +156,10 @@ class _Compiler:
     _Tuple = _List
 
     def _Dict(self, node: ast.Dict) -> _Fn:
-        if any(k is None for k in node.keys):
+        keys = [k for k in node.keys if k is not None]
+        if len(keys) < len(node.keys):
             raise self.fail("'**' unpacking is not allowed")
-        pairs = [
-            (self.compile(k), self.compile(v)) for k, v in zip(node.keys, node.values, strict=True)
-        ]
+        pairs = [(self.compile(k), self.compile(v)) for k, v in zip(keys, node.values, strict=True)]
 
         def build(scope: Scope, allowance: Allowance) -> dict[str, Any]:
             allowance.build(len(pairs), "an object")

@@ -147,7 +147,8 @@ def _scan(text: str, file: str | None) -> Problem | None:
 
     def at(event: yaml.Event, message: str) -> Problem:
         mark = event.start_mark
-        return Problem(message, file=file, line=mark.line + 1, column=mark.column + 1)
+        line, column = (mark.line + 1, mark.column + 1) if mark else (None, None)
+        return Problem(message, file=file, line=line, column=column)
 
     try:
         while loader.check_event():
@@ -181,7 +182,7 @@ def _scan(text: str, file: str | None) -> Problem | None:
                         f"the alias '*{event.anchor}' is inside the value it names; a plan "
                         "cannot contain itself",
                     )
-                size, levels = anchors.get(event.anchor, (1, 0))  # unknown: reported later
+                size, levels = anchors.get(event.anchor or "", (1, 0))  # unknown: reported later
                 if len(open_) + levels > MAX_PLAN_DEPTH:
                     return at(event, too_deep())
                 nodes += size
