@@ -73,6 +73,7 @@ if TYPE_CHECKING:
         Usage,
     )
     from .settings import SandboxSettings, Settings
+    from .threads import run_in_thread
     from .tools import Tool, ToolContext, ToolRegistry, tool
     from .tracing import Tracing, current_step_span, tracing_from_settings
 
@@ -139,6 +140,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "Usage",
     ),
     "settings": ("SandboxSettings", "Settings"),
+    "threads": ("run_in_thread",),
     "tools": ("Tool", "ToolContext", "ToolRegistry", "tool"),
     "tracing": ("Tracing", "current_step_span", "tracing_from_settings"),
 }
@@ -242,6 +244,7 @@ __all__ = [
     "make_plugin_manager",
     "open_sandbox",
     "resolve_inputs",
+    "run_in_thread",
     "run_plan",
     "to_dot",
     "to_mermaid",

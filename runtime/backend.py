@@ -9,10 +9,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any, Protocol
 
-import anyio
-import anyio.to_thread
-from anyio.lowlevel import RunVar
-
+from .threads import run_in_thread, set_worker_threads
 from .tools import Tool, ToolContext
 
 __all__ = ["ExecutionBackend", "InProcessBackend"]
@@ -25,26 +22,21 @@ class ExecutionBackend(Protocol):
 
 
 class InProcessBackend:
-    """Async tools on the event loop, sync tools in a bounded pool of worker threads.
+    """Async tools on the event loop, sync tools in worker threads: the process's shared,
+    bounded pool (see :mod:`dagentic.threads`; ``worker_threads``, when given, sizes it).
 
     A cancelled sync tool is not abandoned: the run waits for its thread to return, so no
     thread outlives the run. Long-running sync tools should call
     ``anyio.from_thread.check_cancelled()`` now and then to stop promptly.
     """
 
-    def __init__(self, worker_threads: int = 16) -> None:
-        self.worker_threads = worker_threads
-        # One limiter per event loop: a backend may serve runs on several loops in turn.
-        self._limiter: RunVar[anyio.CapacityLimiter] = RunVar(f"dagentic-threads-{id(self)}")
+    def __init__(self, worker_threads: int | None = None) -> None:
+        if worker_threads is not None:
+            set_worker_threads(worker_threads)
 
     async def call(self, tool: Tool, args: dict[str, Any], context: ToolContext | None) -> Any:
         if tool.context_param is not None:
             args[tool.context_param] = context
         if tool.is_async:
             return await tool.fn(**args)
-        try:
-            limiter = self._limiter.get()
-        except LookupError:
-            limiter = anyio.CapacityLimiter(self.worker_threads)
-            self._limiter.set(limiter)
-        return await anyio.to_thread.run_sync(partial(tool.fn, **args), limiter=limiter)
+        return await run_in_thread(partial(tool.fn, **args))

@@ -31,6 +31,7 @@ from .plan import InputSpec, Plan
 from .plugin_manager import load_tools
 from .result import ErrorInfo, RunResult, StepResult, StepStatus
 from .settings import Settings
+from .threads import set_worker_threads
 from .tools import Tool, ToolRegistry
 from .tracing import Tracing, tracing_from_settings
 
@@ -93,7 +94,9 @@ class Executor:
         self.tracing: Tracing | None = (
             tracing_from_settings(self.settings) if tracing is SETTINGS else tracing
         )
-        self.backend = backend or InProcessBackend(self.settings.worker_threads)
+        # Worker threads are the process's, shared by every executor (see threads.py).
+        set_worker_threads(self.settings.worker_threads)
+        self.backend = backend or InProcessBackend()
         self.journal = journal
         self.approver = approver
         self.judge = judge

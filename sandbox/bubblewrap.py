@@ -24,8 +24,7 @@ from functools import cache
 from typing import Any
 
 import anyio
-import anyio.to_thread
-from dagentic import Limits, SandboxResult
+from dagentic import Limits, SandboxResult, run_in_thread
 
 from .cgroup import RunCgroup, prune_cgroups
 from .common import SANDBOX_ENV, SANDBOX_PYTHON, harness_source, make_job, parse_report
@@ -48,7 +47,7 @@ async def process_available(settings: Any = None) -> str | None:
         return f"{SANDBOX_PYTHON} is missing (Debian: apt-get install python3)"
     if os.geteuid() == 0 and shutil.which("setpriv") is None:
         return "setpriv is missing (Debian: util-linux), needed to drop root"
-    usage = await anyio.to_thread.run_sync(_bwrap_help)
+    usage = await run_in_thread(_bwrap_help)
     missing = [option for option in NEEDED_OPTIONS if option not in usage]
     if missing:
         return (
@@ -146,7 +145,7 @@ class ProcessSandbox:
         finally:
             if cgroup is not None:
                 with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(_release, cgroup)
+                    await run_in_thread(_release, cgroup)
 
     async def _run(
         self,
@@ -235,7 +234,7 @@ def _release(cgroup: RunCgroup) -> None:
 async def prune_process_leftovers(settings: Any = None) -> list[str]:
     """Remove the run cgroups of dagentic processes that died (the sandboxes' processes
     died with them: ``--die-with-parent``)."""
-    removed = await anyio.to_thread.run_sync(prune_cgroups)
+    removed = await run_in_thread(prune_cgroups)
     return [f"process cgroup {path}" for path in removed]
 
 

@@ -31,8 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
-import anyio.to_thread
-from dagentic import Limits, SandboxResult, SandboxUnavailableError
+from dagentic import Limits, SandboxResult, SandboxUnavailableError, run_in_thread
 
 from .common import (
     SANDBOX_ENV,
@@ -104,7 +103,7 @@ async def docker_available(settings: Any = None) -> str | None:
             client.close()
         return None
 
-    return await anyio.to_thread.run_sync(probe)
+    return await run_in_thread(probe)
 
 
 class DockerSandbox:
@@ -152,14 +151,14 @@ class DockerSandbox:
         start = self._last_run = time.monotonic()
         container = None
         if limits == self.limits:
-            container = await anyio.to_thread.run_sync(self._take_warm)
+            container = await run_in_thread(self._take_warm)
         if container is None:
-            container = await anyio.to_thread.run_sync(self._start, limits, False)
+            container = await run_in_thread(self._start, limits, False)
         self._fill_soon()
         timed_out = False
         try:
             with anyio.move_on_after(limits.wall_time + GRACE) as deadline:
-                raw, diagnostics = await anyio.to_thread.run_sync(
+                raw, diagnostics = await run_in_thread(
                     self._exchange, container, job, abandon_on_cancel=True
                 )
             timed_out = deadline.cancelled_caught
@@ -186,7 +185,7 @@ class DockerSandbox:
         )
 
     async def aclose(self) -> None:
-        await anyio.to_thread.run_sync(self._close_now)
+        await run_in_thread(self._close_now)
 
     def warm(self) -> None:
         """Start filling the pool now rather than at the first run."""
@@ -421,4 +420,4 @@ async def prune_docker_leftovers(settings: Any = None) -> list[str]:
         finally:
             client.close()
 
-    return await anyio.to_thread.run_sync(prune)
+    return await run_in_thread(prune)

@@ -95,6 +95,7 @@ PUBLIC_API = [
     "make_plugin_manager",
     "open_sandbox",
     "resolve_inputs",
+    "run_in_thread",
     "run_plan",
     "to_dot",
     "to_mermaid",

@@ -15,8 +15,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import anyio.to_thread
-from dagentic import PolicyBlockedError, ToolContext, ToolError, hookimpl, tool
+from dagentic import PolicyBlockedError, ToolContext, ToolError, hookimpl, run_in_thread, tool
 from pydantic import BaseModel, Field, JsonValue
 
 from .settings import SqlSettings, SqlSource
@@ -70,7 +69,7 @@ async def engine_for(settings: Settings, source: str | None = None) -> SqlEngine
                 )
             return _ENGINES[key]
 
-    return await anyio.to_thread.run_sync(create)
+    return await run_in_thread(create)
 
 
 def _settings(context: ToolContext) -> Settings:

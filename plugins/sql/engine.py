@@ -31,10 +31,13 @@ import sys
 import tempfile
 import threading
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 from dagentic import (
     DagenticError,
     InvalidArgsError,
@@ -70,11 +73,33 @@ class _Call:
         self.id = request_id
         self.done = threading.Event()
         self.reply: dict[str, Any] = {}
+        self._wake: Callable[[], None] | None = None
 
     def answer(self, reply: dict[str, Any]) -> None:
         if not self.done.is_set():
             self.reply = reply
             self.done.set()
+            wake = self._wake
+            if wake is not None:
+                wake()
+
+    async def wait(self) -> None:
+        """Until the call is answered; on the event loop, so no thread waits for a query."""
+        if self.done.is_set():
+            return
+        event = anyio.Event()
+        token = anyio.lowlevel.current_token()
+
+        def wake() -> None:  # from the reader thread
+            with contextlib.suppress(Exception):  # the loop is gone: nobody waits any more
+                anyio.from_thread.run_sync(event.set, token=token)
+
+        self._wake = wake
+        try:
+            if not self.done.is_set():  # answered before wake was set: done is seen here
+                await event.wait()
+        finally:
+            self._wake = None
 
 
 class _Process:
@@ -286,11 +311,11 @@ class SqlEngine:
         process, call = await run_in_thread(self._submit, request)
         try:
             with anyio.move_on_after(timeout):
-                await run_in_thread(call.done.wait, abandon_on_cancel=True)
+                await call.wait()
             if not call.done.is_set():
                 _stop(process, call, OVERRAN)
                 # answered by the query stopping, or by the kill GRACE later
-                await run_in_thread(call.done.wait, abandon_on_cancel=True)
+                await call.wait()
                 if "ok" not in call.reply:
                     raise StepTimeoutError(late, timeout=timeout)
         finally:

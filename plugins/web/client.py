@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
-import anyio.to_thread
 import httpx
 import tenacity
-from dagentic import StepTimeoutError, ToolError
+from dagentic import StepTimeoutError, ToolError, run_in_thread
 
 __all__ = ["Cache", "RateLimiter", "TransientHTTPError", "rate_limiter", "with_retries"]
 
@@ -143,11 +142,11 @@ class Cache:
     async def get(self, key: str) -> Any | None:
         if not self.ttl:
             return None
-        return await anyio.to_thread.run_sync(self._get, key)
+        return await run_in_thread(self._get, key)
 
     async def put(self, key: str, value: Any) -> None:
         if self.ttl:
-            await anyio.to_thread.run_sync(self._put, key, json.dumps(value))
+            await run_in_thread(self._put, key, json.dumps(value))
 
     def _connect(self) -> sqlite3.Connection:
         if not self._ready:

@@ -13,8 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-import anyio.to_thread
-from dagentic import ToolError
+from dagentic import ToolError, run_in_thread
 
 from .settings import SearchApiSettings, WebSettings
 
@@ -78,7 +77,7 @@ class LocalBackend:
                 query, limit=limit, site=site, recency=recency
             )
 
-        return await anyio.to_thread.run_sync(run)
+        return await run_in_thread(run)
 
 
 class HttpBackend:

@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import anyio.to_thread
-
 from ..errors import DagenticError, InvalidArgsError
+from ..threads import run_in_thread
 from .embeddings import Embedder
 
 # duckdb and numpy load when a store is first used, not with the package: `import dagentic`
@@ -274,7 +273,7 @@ class MemoryStore:
             with lock:
                 return work(db, *args)
 
-        return await anyio.to_thread.run_sync(locked)
+        return await run_in_thread(locked)
 
     # -- reading -------------------------------------------------------------------------
 
@@ -292,7 +291,7 @@ class MemoryStore:
         embeddings + recency (half-life ``half_life_days``), weighted, with importance as a
         tie-breaker; only unexpired items of ``scope`` and ``provenance`` (prefixes such as
         ``"untrusted:"`` or ``"tool:"`` match too)."""
-        vector = (await anyio.to_thread.run_sync(self.embedder.embed, [query]))[0]
+        vector = (await run_in_thread(self.embedder.embed, [query]))[0]
         terms = sorted(set(tokenize(query)))
         return await self._run(
             self._recall,
@@ -475,7 +474,7 @@ class MemoryStore:
         embedding: list[float] | None = None,
     ) -> MemoryItem:
         """Store ``text`` as a new item (no policy: see :meth:`remember`)."""
-        vector = embedding or (await anyio.to_thread.run_sync(self.embedder.embed, [text]))[0]
+        vector = embedding or (await run_in_thread(self.embedder.embed, [text]))[0]
         items = await self._run(
             self._insert_many, [(text, vector)], provenance, scope or Scope(), importance, ttl
         )
@@ -492,7 +491,7 @@ class MemoryStore:
         embeddings: list[list[float]] | None = None,
     ) -> list[MemoryItem]:
         """Store many texts at once (ingest); ``embeddings`` may be precomputed."""
-        vectors = embeddings or await anyio.to_thread.run_sync(self.embedder.embed, texts)
+        vectors = embeddings or await run_in_thread(self.embedder.embed, texts)
         return await self._run(
             self._insert_many,
             list(zip(texts, vectors, strict=True)),
@@ -580,7 +579,7 @@ class MemoryStore:
     ) -> MemoryItem | None:
         """Rewrite ``item`` (merge or replace) if nobody changed it since it was read;
         None if they did (decide again)."""
-        vector = (await anyio.to_thread.run_sync(self.embedder.embed, [text]))[0]
+        vector = (await run_in_thread(self.embedder.embed, [text]))[0]
 
         def work(db: duckdb.DuckDBPyConnection) -> MemoryItem | None:
             now = dt.datetime.now(dt.UTC)

@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import anyio.to_thread
-
+from ..threads import run_in_thread
 from .base import Message, ModelError, ModelReply
 
 __all__ = ["DEFAULT_MODEL", "LlamaCppModel", "default_model_path"]
@@ -163,7 +162,7 @@ class LlamaCppModel:
         try:
             # Abandoned when cancelled: llama.cpp cannot be interrupted from outside, so
             # the caller does not wait for the thread; the cancel flag stops it.
-            response = await anyio.to_thread.run_sync(run, abandon_on_cancel=True)
+            response = await run_in_thread(run, abandon_on_cancel=True)
         except ModelError:
             raise
         except (ValueError, RuntimeError) as exc:  # prompt too long, grammar errors, ...
