@@ -74,7 +74,7 @@ if TYPE_CHECKING:
     )
     from .settings import SandboxSettings, Settings
     from .threads import run_in_thread
-    from .tools import Tool, ToolContext, ToolRegistry, tool
+    from .tools import Effects, Tool, ToolContext, ToolRegistry, tool
     from .tracing import Tracing, current_step_span, tracing_from_settings
 
 # Where each public name lives: submodule -> names. Keep in step with the block above and
@@ -141,7 +141,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ),
     "settings": ("SandboxSettings", "Settings"),
     "threads": ("run_in_thread",),
-    "tools": ("Tool", "ToolContext", "ToolRegistry", "tool"),
+    "tools": ("Effects", "Tool", "ToolContext", "ToolRegistry", "tool"),
     "tracing": ("Tracing", "current_step_span", "tracing_from_settings"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
@@ -172,6 +172,7 @@ __all__ = [
     "CheckFailedError",
     "CompiledPlan",
     "DagenticError",
+    "Effects",
     "ErrorInfo",
     "EvaluationError",
     "ExecutionBackend",

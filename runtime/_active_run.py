@@ -56,6 +56,7 @@ class StepState:
         "finished",
         "output",
         "pending",
+        "provenance",
         "result",
         "span",
         "spec",
@@ -74,6 +75,7 @@ class StepState:
         self.started: float | None = None
         self.finished: float | None = None
         self.pending = len(spec.deps)
+        self.provenance = spec.provenance  # as the plan says; the run makes it exact
         self.unclean = False  # a dependency ended without succeeding
         self.result: StepResult | None = None  # built when the step finishes
         self.span: Any = None  # its span while it runs, when tracing
@@ -235,7 +237,8 @@ class ActiveRun:
         self.event("skipped" if state.status is _SKIPPED else "finished", state)
 
     def event(self, kind: Any, state: StepState | None = None, **extra: Any) -> None:
-        """Tell the journal (if any) about a state change of the run or of ``state``."""
+        """Tell the journal (if any) about a state change of the run or of ``state``
+        (``extra``: more fields of the :class:`StepEvent`)."""
         if self.journal is None:
             return
         if state is None:
@@ -250,5 +253,6 @@ class ActiveRun:
                     status=state.status.value,
                     output=state.output,
                     error=state.error,
+                    **extra,
                 )
             )

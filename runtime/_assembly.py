@@ -40,7 +40,7 @@ def step_result(run: ActiveRun, state: StepState) -> StepResult:
         started_at=begun,
         finished_at=ended,
         duration=duration,
-        provenance=state.spec.provenance,
+        provenance=state.provenance,
     )
 
 

@@ -2,18 +2,30 @@
 
 :meth:`StepPipeline.execute` takes a step the scheduler started through its stages: a step
 an earlier run already finished is reused; ``when`` may skip it; a ``check:`` step goes to
-:mod:`._checks`; a tool step has its provenance checked, then one call — or one per
-``foreach`` item — through :meth:`StepPipeline.call`: arguments resolved and validated,
+:mod:`._checks`; a tool step makes one call — or one per ``foreach`` item — through
+:meth:`StepPipeline.call`: arguments resolved and validated, the call's effects asked of
+the tool (:meth:`~dagentic.Tool.call_effects`), the data policy checked against them,
 approval asked, then per attempt a slot of the tool's concurrency limit, the
 :class:`~dagentic.backend.ExecutionBackend` call under the step's timeout (waiting for the
 slot does not count), and retries with backoff. Whatever fails becomes the step's error.
+
+Provenance is followed while the run runs: a step's data is untrusted when the data of a
+step it reads is (as each of those turned out, not only as the plan says) or its tool is
+untrusted, or when its tool marks its output so (read from a store holding untrusted data,
+see :meth:`~dagentic.ToolContext.mark_untrusted`).
+
+The data policy, per call: untrusted data may reach a call that writes only with
+``allow_untrusted: true`` on the step; and with ``allow_egress: true`` only, untrusted data
+an argument that leaves the machine, or any step's output an argument that says where data
+goes (a URL).
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -24,8 +36,10 @@ from pydantic import BaseModel, ValidationError
 
 from ._checks import run_check
 from .approvals import call_approver
+from .attributes import TOOL_EGRESS, TOOL_SIDE_EFFECTS
 from .bounds import cut_value
 from .errors import (
+    DagenticError,
     EvaluationError,
     FailureMode,
     InvalidArgsError,
@@ -37,8 +51,8 @@ from .errors import (
 from .expressions import type_name
 from .graph import CompiledStep
 from .plan import Retry
-from .result import ErrorInfo, StepStatus
-from .tools import Tool, ToolContext
+from .result import ErrorInfo, Provenance, StepStatus
+from .tools import Effects, Tool, ToolContext
 from .tracing import fail_span
 
 if TYPE_CHECKING:
@@ -76,8 +90,10 @@ class StepPipeline:
             state.span = spans.start_step(state, reused=reused is not None)
         if reused is not None:
             state.output, state.status = reused.output, _SUCCEEDED
+            state.provenance = reused.provenance
             run.event("reused", state)
             return
+        state.provenance = _provenance(spec, self.taint(spec.data_deps))
         run.event("started", state)
         # The step's span is current while it runs: model calls in a tool or a check's
         # judge nest under it.
@@ -94,7 +110,6 @@ class StepPipeline:
                 await run_check(run, state)
                 return
             assert spec.tool is not None
-            _check_provenance(spec, spec.tool)
             if spec.foreach is None:
                 state.output = await self.call(state, self.scope)
             else:
@@ -118,6 +133,11 @@ class StepPipeline:
             state.finished = time.perf_counter()
             if token is not None:
                 otel_context.detach(token)
+
+    def taint(self, steps: Iterable[str]) -> frozenset[str]:
+        """Where the untrusted data in the results of ``steps`` came from, as they ran."""
+        states = self.run.states
+        return frozenset().union(*(states[sid].provenance.untrusted_from for sid in steps))
 
     @staticmethod
     def evaluate(spec: CompiledStep, where: str, expression: Any, scope: Mapping[str, Any]) -> Any:
@@ -187,13 +207,23 @@ class StepPipeline:
     async def call(
         self, state: StepState, scope: Mapping[str, Any], item: tuple[int, int] | None = None
     ) -> Any:
-        """One call of the step's tool with its arguments resolved in ``scope``: approval,
-        then attempts until one succeeds or the error is not retried."""
+        """One call of the step's tool with its arguments resolved in ``scope``: its effects,
+        the data policy, approval, then attempts until one succeeds or the error is not
+        retried."""
         spec, tool = state.spec, state.spec.tool
         assert tool is not None
         args = _arguments(spec, tool, scope)
-        if spec.step.approval == "required":
-            await self._approve(spec, tool, args, item)
+        effects = _effects(spec, tool, args, self.settings)
+        sent = tuple(sorted(a for a in effects.egress if args.get(a) is not None))
+        untrusted = self.taint(spec.data_deps)
+        self._check_policy(spec, tool, effects, sent, untrusted)
+        if spec.step.approval == "required":  # the approver sees what this call does
+            called = (
+                tool
+                if (effects.side_effects, effects.egress) == (tool.side_effects, tool.egress)
+                else replace(tool, side_effects=effects.side_effects, egress=effects.egress)
+            )
+            await self._approve(spec, called, args, item)
         retry = spec.step.retry
         attempts = retry.attempts if retry else 1
         timeout = spec.step.timeout or tool.timeout or self.settings.default_timeout
@@ -202,16 +232,19 @@ class StepPipeline:
         spans = self.spans
         if spans is not None:
             spans.record_arguments(args)
+            trace.get_current_span().set_attributes(
+                {TOOL_SIDE_EFFECTS: effects.side_effects, TOOL_EGRESS: sent}
+            )
         for attempt in range(1, attempts + 1):
             state.attempts += 1
-            self.run.event("attempt", state)
+            self.run.event("attempt", state, side_effects=effects.side_effects, egress=sent)
             context = (
                 ToolContext(
                     self.run.run_id,
                     spec.id,
                     attempt,
                     self.settings,
-                    tuple(sorted(spec.untrusted_inputs)),
+                    tuple(sorted(untrusted)),
                 )
                 if tool.context_param
                 else None
@@ -225,6 +258,9 @@ class StepPipeline:
                 finally:
                     if limiter is not None:
                         limiter.release()
+                    if context is not None and context.untrusted_output:
+                        # what it read may be in its output or its error, even a partial one
+                        state.provenance = _tainted(state.provenance, context.untrusted_output)
                 if deadline.cancelled_caught:
                     raise StepTimeoutError(
                         f"step '{spec.id}': tool '{tool.name}' did not finish within {timeout:g}s",
@@ -240,6 +276,53 @@ class StepPipeline:
                     spans.record_retry(exc, attempt)
                 await anyio.sleep(_backoff(retry, attempt))
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _check_policy(
+        self,
+        spec: CompiledStep,
+        tool: Tool,
+        effects: Effects,
+        sent: tuple[str, ...],
+        untrusted: frozenset[str],
+    ) -> None:
+        """Refuse untrusted data flowing into a write, and step outputs leaving the machine,
+        unless the step opts in (``allow_untrusted``, ``allow_egress``)."""
+        step = spec.step
+        if effects.side_effects == "write" and untrusted and not step.allow_untrusted:
+            raise PolicyBlockedError(
+                f"step '{spec.id}': tool '{tool.name}' writes, and its arguments carry "
+                f"untrusted data from {', '.join(sorted(untrusted))}; set 'allow_untrusted: "
+                "true' on the step if that is intended",
+                step=spec.id,
+                untrusted=sorted(untrusted),
+            )
+        if step.allow_egress:
+            return
+        for arg in sent:
+            read = spec.arg_sources.get(arg, frozenset())
+            if not read:
+                continue  # written in the plan, or from its inputs
+            what = f"step '{spec.id}': tool '{tool.name}' sends argument '{arg}' off this machine"
+            tainted = self.taint(read)
+            if tainted:
+                raise PolicyBlockedError(
+                    f"{what}, and it carries untrusted data from {', '.join(sorted(tainted))}; "
+                    "set 'allow_egress: true' on the step if that is intended",
+                    step=spec.id,
+                    argument=arg,
+                    untrusted=sorted(tainted),
+                )
+            if effects.egress[arg] == "destination":
+                steps = ", ".join(f"'{sid}'" for sid in sorted(read))
+                raise PolicyBlockedError(
+                    f"{what}, and it is built from the output of step"
+                    f"{'s' if len(read) > 1 else ''} {steps}, which so decides where data "
+                    "goes; write the destination in the plan, or set 'allow_egress: true' on "
+                    "the step if that is intended",
+                    step=spec.id,
+                    argument=arg,
+                    steps=sorted(read),
+                )
 
     async def _approve(
         self, spec: CompiledStep, tool: Tool, args: dict[str, Any], item: tuple[int, int] | None
@@ -284,18 +367,36 @@ def _arguments(spec: CompiledStep, tool: Tool, scope: Mapping[str, Any]) -> dict
         ) from None
 
 
-def _check_provenance(spec: CompiledStep, tool: Tool) -> None:
-    """Refuse untrusted data flowing into a tool that writes, unless the step allows it."""
-    if tool.side_effects != "write" or not spec.untrusted_inputs or spec.step.allow_untrusted:
-        return
-    sources = ", ".join(sorted(spec.untrusted_inputs))
-    raise PolicyBlockedError(
-        f"step '{spec.id}': tool '{tool.name}' writes, and its arguments carry untrusted "
-        f"data from {sources}; set 'allow_untrusted: true' on the step if that is "
-        "intended",
-        step=spec.id,
-        untrusted=sorted(spec.untrusted_inputs),
+def _effects(spec: CompiledStep, tool: Tool, args: dict[str, Any], settings: Any) -> Effects:
+    """What this call does, as its tool says; a tool's own refusal (a SQL statement that
+    cannot be read, say) stands, any other failure names the step and the tool."""
+    try:
+        return tool.call_effects(args, settings)
+    except DagenticError:
+        raise
+    except Exception as exc:
+        raise ToolError(
+            f"step '{spec.id}': tool '{tool.name}' cannot tell what this call does: its "
+            f"effects function raised {type(exc).__name__}: {exc}",
+            tool=tool.name,
+        ) from exc
+
+
+def _provenance(spec: CompiledStep, untrusted: frozenset[str]) -> Provenance:
+    """The provenance of a step whose inputs carry data from ``untrusted`` sources."""
+    tool = spec.tool
+    own = frozenset() if tool is None or tool.trusted else frozenset([tool.name])
+    found = tuple(sorted(untrusted | own))
+    return Provenance(
+        trusted=not found,
+        untrusted_from=found,
+        source=f"tool:{tool.name}" if tool is not None else None,
     )
+
+
+def _tainted(provenance: Provenance, sources: Iterable[str]) -> Provenance:
+    found = tuple(sorted({*provenance.untrusted_from, *sources}))
+    return provenance.model_copy(update={"trusted": False, "untrusted_from": found})
 
 
 def _retryable(exc: Exception, retry: Retry | None, tool: Tool) -> bool:

@@ -55,6 +55,9 @@ class CompiledStep:
     dependents: list[str] = field(default_factory=list)
     untrusted_inputs: frozenset[str] = frozenset()
     provenance: Provenance = field(default_factory=Provenance)
+    # Per top-level argument, the steps whose results its value is built from (through
+    # `item`, those its foreach reads): what an egress argument would send out.
+    arg_sources: dict[str, frozenset[str]] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -298,9 +301,13 @@ class _Checker:
             return built
 
         args = compile_value(step.args, (*at, "args"))
-        item_templates = len(found) if step.foreach is not None else 0  # `item` is for args
-        when = compile_value(step.when, (*at, "when"))
-        foreach = compile_value(step.foreach, (*at, "foreach"))
+        arg_templates = len(found)
+        item_templates = arg_templates if step.foreach is not None else 0  # `item` is for args
+        # A bare string is one expression (see _single): compiled as such here, so the steps
+        # it reads are dependencies like those of a ${{ }} one.
+        when = compile_value(_bare(step.when), (*at, "when"))
+        foreach_start = len(found)
+        foreach = compile_value(_bare(step.foreach), (*at, "foreach"))
         check_assert = None
         if step.check is not None:
             if step.check.assert_ is not None:
@@ -330,8 +337,17 @@ class _Checker:
         tool = self._resolve_tool(step, at, name)
         if tool is not None:
             self._check_args(step, tool, at, name)
+        self._check_opt_ins(step, tool, at, name)
         resolver = _resolver(args, "the arguments")
         deps = tuple(dict.fromkeys([*step.needs, *data_deps]))
+        known = ids - {step.id}
+        from_foreach = _steps_read(found[foreach_start:], known)
+        arg_sources: dict[str, set[str]] = {}
+        for path, template in found[:arg_templates]:
+            read = arg_sources.setdefault(path[len(at) + 1], set())
+            read |= _steps_read([(path, template)], known)
+            if any(r.root == "item" for e in template.expressions for r in e.references):
+                read |= from_foreach
         return CompiledStep(
             step=step,
             tool=tool,
@@ -341,7 +357,24 @@ class _Checker:
             check_assert=self._single(check_assert, None, (*at, "check", "assert"), name),
             deps=tuple(d for d in deps if d in ids and d != step.id),
             data_deps=tuple(d for d in data_deps if d in ids and d != step.id),
+            arg_sources={arg: frozenset(read) for arg, read in arg_sources.items() if read},
         )
+
+    def _check_opt_ins(self, step: Step, tool: Tool | None, at: tuple[Any, ...], name: str) -> None:
+        """``allow_egress`` only on a step whose tool sends arguments off the machine."""
+        if not step.allow_egress:
+            return
+        if step.check is not None:
+            self.report(
+                (*at, "allow_egress"),
+                f"{name}: allow_egress has no effect on a check step; remove it",
+            )
+        elif tool is not None and not tool.egress:
+            self.report(
+                (*at, "allow_egress"),
+                f"{name}: allow_egress has no effect: tool '{tool.name}' sends none of its "
+                "arguments off this machine; remove it",
+            )
 
     def _single(self, compiled: Any, raw: Any, path: tuple[Any, ...], name: str) -> Any:
         """`when`, `foreach` and `assert` hold a single expression (or a literal)."""
@@ -560,6 +593,24 @@ def _resolver(tree: Any, what: str, *, cut: bool = False) -> Resolver:
         return cut_value(value) if cut else value
 
     return resolve
+
+
+def _bare(value: Any) -> Any:
+    """A bare expression string (``when: steps.a.output.ok``) as a ``${{ }}`` one."""
+    if isinstance(value, str) and not contains_expression(value):
+        return "${{ " + value + " }}"
+    return value
+
+
+def _steps_read(found: list[tuple[tuple[Any, ...], Template]], known: set[str]) -> set[str]:
+    """The steps (of ``known``) whose results these templates read."""
+    return {
+        ref.key
+        for _, template in found
+        for expression in template.expressions
+        for ref in expression.references
+        if ref.root == "steps" and ref.key in known
+    }
 
 
 def _any_leaf(value: Any, test: Callable[[Any], bool]) -> bool:

@@ -36,6 +36,8 @@ class StepEvent:
     output: Any = None
     error: Any = None  # ErrorInfo
     at: float = field(default_factory=time.time)
+    side_effects: str | None = None  # on "attempt": what this call does (none, read, write)
+    egress: tuple[str, ...] = ()  # on "attempt": the arguments it sends off the machine
 
 
 class Journal(Protocol):

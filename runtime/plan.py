@@ -168,6 +168,12 @@ class Step(BaseModel):
         False,
         description="Let untrusted data (e.g. web results) flow into this step's write tool.",
     )
+    allow_egress: bool = Field(
+        False,
+        description="Let step outputs leave this machine through this step's tool: untrusted "
+        "data in any argument that is sent out, or any step's output in one that says where "
+        "data goes (a URL built from an expression).",
+    )
 
     @field_validator("timeout", mode="before")
     @classmethod

@@ -3,6 +3,12 @@
 A tool's argument model is built from its signature and Google-style docstring, with
 ``extra="forbid"``; that model's JSON schema is what planners see and what plan
 validation checks literal arguments against.
+
+What a tool does to the world is declared with it: ``side_effects`` (the most one call may
+do), ``egress`` (arguments whose values leave the machine) and, when that depends on the
+call, ``effects``: a function of the call's arguments and the settings that says what this
+one call does (:class:`Effects`). The executor asks it before the call, and its answer is
+what the policies, approvers, spans and journal see.
 """
 
 from __future__ import annotations
@@ -11,30 +17,68 @@ import difflib
 import inspect
 import re
 import typing
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, overload
 
 import docstring_parser
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
 
-from .errors import PluginError, ToolDefinitionError, ToolNotFoundError
+from .errors import PluginError, ToolDefinitionError, ToolError, ToolNotFoundError
 
-__all__ = ["SideEffects", "Tool", "ToolContext", "ToolRegistry", "suggest", "tool"]
+__all__ = [
+    "Effects",
+    "Egress",
+    "SideEffects",
+    "Tool",
+    "ToolContext",
+    "ToolRegistry",
+    "suggest",
+    "tool",
+]
 
 SideEffects = Literal["none", "read", "write"]
+# How an argument leaves the machine: "destination" says where data goes (a URL), so a
+# value built from a step's output lets that output choose it; "content" goes to a place
+# the settings fix (a search API, a model endpoint).
+Egress = Literal["destination", "content"]
+SIDE_EFFECTS: tuple[SideEffects, ...] = ("none", "read", "write")
+EGRESS: tuple[Egress, ...] = ("destination", "content")
 TOOL_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 
 
 @dataclass(frozen=True, slots=True)
+class Effects:
+    """What one call of a tool does: its side effects, and which of its arguments leave
+    the machine and how (see :data:`Egress`)."""
+
+    side_effects: SideEffects = "read"
+    egress: Mapping[str, Egress] = field(default_factory=dict)
+
+
+EffectsFunction = Callable[[dict[str, Any], Any], "SideEffects | Effects"]
+
+
+@dataclass(frozen=True, slots=True)
 class ToolContext:
-    """What a tool may ask for by annotating a parameter with this type."""
+    """What a tool may ask for by annotating a parameter with this type.
+
+    ``untrusted_inputs`` names where the untrusted data in the arguments came from (tools,
+    or stores holding such data). A tool that reads from a store untrusted data was
+    written to calls :meth:`mark_untrusted`, so its output is untrusted too (a backend that
+    runs tools elsewhere carries :attr:`untrusted_output` back)."""
 
     run_id: str
     step_id: str
     attempt: int
     settings: Any = None
-    untrusted_inputs: tuple[str, ...] = ()  # untrusted tools whose data is in the arguments
+    untrusted_inputs: tuple[str, ...] = ()  # where the untrusted data in the arguments came from
+    untrusted_output: list[str] = field(default_factory=list)
+
+    def mark_untrusted(self, *sources: str) -> None:
+        """Say that this call's output carries untrusted data from ``sources`` (a store
+        that holds such data, say ``sql:scratch``): it is untrusted, like a web page."""
+        self.untrusted_output.extend(s for s in sources if s not in self.untrusted_output)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +99,8 @@ class Tool:
     plugin: str | None = None
     returns: str | None = None
     planning_context: bool = False
+    egress: Mapping[str, Egress] = field(default_factory=dict, compare=False)
+    effects: EffectsFunction | None = field(default=None, repr=False, compare=False)
     _adapters: dict[str, TypeAdapter[Any]] = field(default_factory=dict, repr=False, compare=False)
 
     def args_schema(self) -> dict[str, Any]:
@@ -76,6 +122,28 @@ class Tool:
             adapter = self._adapters[name] = TypeAdapter(annotation)
         return adapter
 
+    def call_effects(self, args: dict[str, Any], settings: Any = None) -> Effects:
+        """What a call with these (validated) ``args`` does: the ``effects`` function's
+        answer, else the declared ``side_effects`` and ``egress``. Raises the function's
+        own error (a tool's argument check, say), or :class:`ToolError` for an answer that
+        is not one."""
+        if self.effects is None:
+            return Effects(self.side_effects, self.egress)
+        answer = self.effects(args, settings)
+        if isinstance(answer, str) and answer in SIDE_EFFECTS:
+            return Effects(answer, self.egress)
+        if (
+            isinstance(answer, Effects)
+            and answer.side_effects in SIDE_EFFECTS
+            and all(answer.egress.get(k) in EGRESS for k in answer.egress)
+        ):
+            return answer
+        raise ToolError(
+            f"tool '{self.name}': its effects function answered {answer!r}; it must give "
+            "'none', 'read', 'write' or an Effects (fix the tool)",
+            tool=self.name,
+        )
+
     def spec(self) -> dict[str, Any]:
         """A compact description for planners and ``dagentic tools --json``."""
         return {
@@ -83,6 +151,8 @@ class Tool:
             "description": self.description,
             "args": self.args_schema(),
             "side_effects": self.side_effects,
+            "effects_per_call": self.effects is not None,
+            "egress": dict(self.egress),
             "idempotent": self.idempotent,
             "trusted": self.trusted,
             "plugin": self.plugin,
@@ -106,6 +176,8 @@ def tool(
     idempotent: bool = True,
     trusted: bool = True,
     planning_context: bool = False,
+    egress: Mapping[str, Egress] | None = None,
+    effects: EffectsFunction | None = None,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
@@ -121,13 +193,21 @@ def tool(
     idempotent: bool = True,
     trusted: bool = True,
     planning_context: bool = False,
+    egress: Mapping[str, Egress] | None = None,
+    effects: EffectsFunction | None = None,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Turn a function into a :class:`Tool`. Works bare (``@tool``) or with options.
 
     The name defaults to ``<module>.<function>`` (``plugins/notify.py: def log`` gives
     ``notify.log``). ``side_effects``, ``idempotent`` and ``trusted`` describe the tool to
     the executor and its policies: an untrusted tool's output (web pages, say) may not
-    flow into a ``write`` tool unless the step says ``allow_untrusted: true``.
+    flow into a call that writes unless the step says ``allow_untrusted: true``.
+    ``egress`` maps the arguments whose values leave the machine to how they do
+    (``"destination"``: where data goes, a URL; ``"content"``: sent to a place the
+    settings fix): untrusted data may not flow into them, nor any step's output into a
+    destination, unless the step says ``allow_egress: true``. ``side_effects`` is the most
+    a call may do; ``effects(args, settings)``, when given, says what one call does (an
+    ``Effects``, or just its side effects), e.g. a SQL tool that writes only for INSERT.
     ``planning_context=True`` marks a tool whose output helps planners (a database
     schema, say): an agent calls it with no arguments before planning and shows the
     output to the planner as data.
@@ -143,6 +223,8 @@ def tool(
             side_effects=side_effects,
             idempotent=idempotent,
             trusted=trusted,
+            egress=egress or {},
+            effects=effects,
         )
         if planning_context:
             if side_effects == "write" or built.args_model.model_json_schema().get("required"):
@@ -169,6 +251,8 @@ def _build_tool(
     side_effects: SideEffects,
     idempotent: bool,
     trusted: bool,
+    egress: Mapping[str, Egress],
+    effects: EffectsFunction | None,
 ) -> Tool:
     problems: list[str] = []
     fn_name = getattr(function, "__name__", repr(function))
@@ -181,8 +265,12 @@ def _build_tool(
         )
     if not callable(function):
         raise ToolDefinitionError(tool_name, [f"{function!r} is not callable"])
-    if side_effects not in ("none", "read", "write"):
+    if side_effects not in SIDE_EFFECTS:
         problems.append(f"side_effects must be 'none', 'read' or 'write', not {side_effects!r}")
+    if effects is not None and not callable(effects):
+        problems.append(
+            f"effects must be a function of (args, settings), not {type(effects).__name__}"
+        )
     if timeout is not None and timeout <= 0:
         problems.append(f"timeout must be a positive number of seconds, not {timeout!r}")
     if max_concurrency is not None and max_concurrency < 1:
@@ -245,6 +333,14 @@ def _build_tool(
             problems.append(
                 f"the docstring documents '{documented}' but there is no such parameter"
             )
+    for arg, how in egress.items():
+        if arg not in fields:
+            problems.append(
+                f"egress names '{arg}', which is not one of its arguments "
+                f"({', '.join(fields) or 'none'}){suggest(arg, fields)}"
+            )
+        if how not in EGRESS:
+            problems.append(f"egress of '{arg}' must be 'destination' or 'content', not {how!r}")
 
     model: type[BaseModel] | None = None
     if not problems:
@@ -271,6 +367,8 @@ def _build_tool(
         side_effects=side_effects,
         idempotent=idempotent,
         trusted=trusted,
+        egress=dict(egress),
+        effects=effects,
         returns=" ".join(doc.returns.description.split())
         if doc.returns and doc.returns.description
         else None,

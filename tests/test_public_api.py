@@ -22,6 +22,7 @@ PUBLIC_API = [
     "CompiledPlan",
     "DagenticError",
     "ENTRY_POINT_GROUP",
+    "Effects",
     "ErrorInfo",
     "EvaluationError",
     "ExecutionBackend",

@@ -348,11 +348,15 @@ def generate_builtin_tools() -> str:
             continue  # a third-party plugin installed next to dagentic
         schema = item.args_schema()
         required = set(schema.get("required", []))
+        effects = f"side effects `{item.side_effects}`"
         facts = [
             f"plugin `{item.plugin}`",
-            f"side effects `{item.side_effects}`",
+            f"{effects} at most, judged per call" if item.effects else effects,
             "trusted output" if item.trusted else "**untrusted** output",
         ]
+        if item.egress:
+            sent = ", ".join(f"`{arg}` ({how})" for arg, how in item.egress.items())
+            facts.append(f"egress: {sent}")
         if not item.idempotent:
             facts.append("not idempotent")
         if item.planning_context:

@@ -170,6 +170,8 @@ def test_spec_describes_the_tool_to_planners() -> None:
         "description": "Forecast the weather of a city.",
         "args": forecast.args_schema(),
         "side_effects": "read",
+        "effects_per_call": False,
+        "egress": {},
         "idempotent": True,
         "trusted": True,
         "plugin": None,
