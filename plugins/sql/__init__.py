@@ -5,6 +5,12 @@ layer 2 (:mod:`.engine`, DuckDB) is a locked-down connection that cannot touch h
 even if layer 1 is bypassed. With no ``sql.sources`` configured, the tools read the bundled
 sample database (``plugins/sql/sample_data``). Settings: section ``[sql]``
 (:class:`.settings.SqlSettings`).
+
+What a ``sql.query`` call does is judged per statement (:func:`.guard.classify_sql`): a
+``write`` (INSERT, UPDATE, DELETE into an ``allow_write`` source) is a write for the
+executor's policies and approvers, a SELECT a read. Untrusted data written to a source
+taints it, in its file, for good; reading a tainted source gives untrusted output
+(``sql:<source>``), in this run and every later one.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import json
 import re
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from dagentic import PolicyBlockedError, ToolContext, ToolError, hookimpl, run_in_thread, tool
 from pydantic import BaseModel, Field, JsonValue
@@ -25,7 +31,7 @@ if TYPE_CHECKING:  # DuckDB and sqlglot load on the first query: loading plugins
 
     from .engine import SqlEngine
 
-__all__ = ["query", "register_settings", "register_tools", "schema"]
+__all__ = ["query", "register_settings", "register_tools", "schema", "statement_effects"]
 
 SAMPLE_DATA = Path(__file__).parent / "sample_data"
 _ENGINES: dict[str, SqlEngine] = {}  # one per set of sources, for the process
@@ -101,7 +107,17 @@ def _source_name(path: Path) -> str:
     return name if not name[0].isdigit() else f"t_{name}"
 
 
-@tool(name="sql.query", side_effects="read")
+def statement_effects(
+    args: dict[str, Any], settings: Settings | None = None
+) -> Literal["read", "write"]:
+    """What one ``sql.query`` call does: ``write`` for a statement that writes (or might),
+    ``read`` for a read-only query. The SQL's own errors are raised as the tool would."""
+    from .guard import classify_sql
+
+    return classify_sql(args["sql"], dialect=args.get("dialect") or "duckdb")
+
+
+@tool(name="sql.query", side_effects="write", effects=statement_effects)
 async def query(
     sql: str,
     context: ToolContext,
@@ -126,7 +142,7 @@ async def query(
         dict: {columns: [{name, type}], rows: [{column: value}], row_count, truncated}; read a
         value as output.rows[0].column.
     """
-    from .guard import check_sql
+    from .guard import check_sql, classify_sql
 
     settings = _settings(context)
     config = settings.plugin(SqlSettings)
@@ -138,13 +154,43 @@ async def query(
         writable=engine.writable,
         table_functions=engine.table_functions,
     )
+    if guarded.writes and classify_sql(sql, dialect=dialect) != "write":  # never: a guard bug
+        raise PolicyBlockedError(
+            f"sql.query: refused: this {guarded.kind} writes but was judged a read; report it",
+            sql=sql,
+        )
     max_rows = min(limit, config.max_rows) if limit else config.max_rows
     result = await engine.run(
-        guarded.sql, params, max_rows=max_rows, max_bytes=config.max_bytes, timeout=config.timeout
+        guarded.sql,
+        params,
+        max_rows=max_rows,
+        max_bytes=config.max_bytes,
+        timeout=config.timeout,
+        reads=_sources_read(engine.tables, guarded.tables),
+        write_to=engine.tables.get(guarded.writes[0]) if guarded.writes else None,
+        taint=list(context.untrusted_inputs) if guarded.writes else None,
     )
+    tainted = result.pop("tainted", None) or {}
+    if tainted:  # what it read holds untrusted data: so does its output
+        context.mark_untrusted(*(f"sql:{source}" for source in sorted(tainted)))
     if guarded.writes:
         result["side_effects"] = {"statement": guarded.kind, "tables": list(guarded.writes)}
     return result
+
+
+def _sources_read(tables: dict[str, str], used: tuple[str, ...]) -> list[str] | None:
+    """The sources a statement reads, from the tables it names (``tables``: lower-case name,
+    plain or ``source.table``, to its source); None, meaning any, when a name is not one of
+    them (information_schema, say). A plain name counts every source with such a table."""
+    found: set[str] = set()
+    for name in used:
+        if name not in tables:
+            return None
+        if "." in name:
+            found.add(tables[name])
+        else:
+            found |= {source for key, source in tables.items() if key.rsplit(".", 1)[-1] == name}
+    return sorted(found)
 
 
 @tool(name="sql.schema", side_effects="read", planning_context=True)

@@ -17,11 +17,19 @@ at any depth, and no swap after the check can redirect it), and DuckDB reads tha
 file through ``/proc/self/fd/N``. A DuckDB file is attached by its real path, and every file
 DuckDB opened while attaching is checked the same way. Hard links are the file they link
 to: a hard link inside a root is read (making one needs access to the file already).
+
+Taint: a DuckDB source that untrusted data was written to keeps a record of it in a table
+of its own, ``_dagentic_taint`` (where the data came from, which table, when), written in
+the same transaction as the data, so the file carries it to every later run and reader. A
+query's reply says which of the sources it read hold such data (``tainted``); its output
+is then untrusted. The record is hidden from plans: no table of that name is listed, and
+no statement naming it runs.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import decimal
 import json
@@ -48,6 +56,7 @@ FILE_KINDS = {
     ".jsonl": "read_json_auto",
 }
 DB_SUFFIXES = (".duckdb", ".db")
+TAINT_TABLE = "_dagentic_taint"  # in a DuckDB source: where untrusted data written to it came from
 PROC_FD = "/proc/self/fd"
 HEADROOM = 512 * 2**20  # address space past memory_limit: what DuckDB does not count, threads
 MESSAGE_CHARS = 20_000  # longest error message sent back
@@ -85,6 +94,10 @@ class Database:
         self.tables: dict[str, str] = {}  # lower-case name -> source name
         self.relations: dict[str, str] = {}  # short name -> SQL that names it exactly
         self.pinned: dict[str, str] = {}  # /proc/self/fd/N -> the file it is, for messages
+        # source -> where the untrusted data it holds came from; a source is marked here
+        # before the data is written, so a reader that saw the data sees the mark
+        self.tainted: dict[str, set[str]] = {}
+        self.taint_lock = threading.Lock()
         self.search_path: str | None = None
         self.connection = self._connect(sources, memory_limit, threads, temp_directory)
         self.table_functions = sorted(
@@ -217,8 +230,10 @@ class Database:
         con.execute(f"ATTACH {_literal(real)} AS {_ident(name)}{mode}")
         for opened in _open_files() - before:  # what DuckDB itself opened
             self._check_inside(path, opened, name)
+        self._read_taint(con, name)
         for (table,) in con.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE database_name = ?", [name]
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = ? AND table_name <> ?",
+            [name, TAINT_TABLE],
         ).fetchall():
             self.tables[f"{name}.{table}".lower()] = name
             self.tables.setdefault(table.lower(), name)
@@ -228,6 +243,29 @@ class Database:
                 if self.tables[table.lower()] == name:
                     self.writable.add(table.lower())
         return [real, wal]
+
+    def _read_taint(self, con: duckdb.DuckDBPyConnection, name: str) -> None:
+        """What the source's taint record says (kept in the file by earlier writes)."""
+        found = con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND table_name = ?",
+            [name, TAINT_TABLE],
+        ).fetchone()
+        if found and found[0]:
+            origins = con.execute(
+                f"SELECT DISTINCT origin FROM {_ident(name)}.{_ident(TAINT_TABLE)}"
+            ).fetchall()
+            # a record without rows still says untrusted data was there
+            self.tainted[name] = {str(o) for (o,) in origins} or {"an earlier write"}
+
+    def tainted_among(self, reads: list[str] | None) -> dict[str, list[str]]:
+        """The sources of ``reads`` (None: every source) that hold untrusted data, with
+        where it came from."""
+        with self.taint_lock:
+            return {
+                source: sorted(origins)
+                for source, origins in self.tainted.items()
+                if reads is None or source in reads
+            }
 
     def _view(
         self, con: duckdb.DuckDBPyConnection, view: str, suffix: str, opened: str, source: str
@@ -256,6 +294,7 @@ class Database:
             "writable": sorted(self.writable),
             "relations": self.relations,
             "table_functions": self.table_functions,
+            "tainted": self.tainted_among(None),
         }
 
     # -- queries ----------------------------------------------------------------------
@@ -273,9 +312,62 @@ class Database:
         params: list[Any] | None,
         max_rows: int,
         max_bytes: int,
+        *,
+        reads: list[str] | None = None,
+        write_to: str | None = None,
+        taint: list[str] | None = None,
     ) -> dict[str, Any]:
-        """Run one statement; rows as JSON-safe dicts, cut at max_rows and max_bytes."""
+        """Run one statement; rows as JSON-safe dicts, cut at max_rows and max_bytes.
+        ``reads`` are the sources it reads (None: it may read any); ``write_to`` the source
+        a write statement writes, which is marked tainted when ``taint`` (where untrusted
+        data in its arguments came from) or a tainted source it reads says so."""
         self._check_statement(sql)
+        origins = set(taint or ())
+        if write_to is not None:
+            origins |= {f"sql:{source}" for source in self.tainted_among(reads)}
+        marking = write_to is not None and bool(origins)
+        if marking:
+            with self.taint_lock:
+                self.tainted.setdefault(str(write_to), set()).update(origins)
+            cursor.execute("BEGIN TRANSACTION")
+        try:
+            if marking:
+                self._mark(cursor, str(write_to), sorted(origins), sql)
+            reply = self._execute(cursor, sql, params, max_rows, max_bytes)
+            if marking:
+                cursor.execute("COMMIT")
+        except BaseException:
+            if marking:
+                with contextlib.suppress(duckdb.Error):
+                    cursor.execute("ROLLBACK")
+            raise
+        # After the rows were read: a write that put untrusted data where they came from
+        # had marked its source before, so this sees that mark.
+        reply["tainted"] = self.tainted_among(reads)
+        return reply
+
+    def _mark(
+        self, cursor: duckdb.DuckDBPyConnection, source: str, origins: list[str], sql: str
+    ) -> None:
+        """Record in ``source``'s file that untrusted data from ``origins`` goes into it."""
+        table = f"{_ident(source)}.{_ident(TAINT_TABLE)}"
+        cursor.execute(
+            f"CREATE TABLE IF NOT EXISTS {table} (origin VARCHAR NOT NULL, "
+            "statement VARCHAR, marked_at TIMESTAMP WITH TIME ZONE DEFAULT current_timestamp)"
+        )
+        cursor.executemany(
+            f"INSERT INTO {table} (origin, statement) VALUES (?, ?)",
+            [(origin, sql[:1000]) for origin in origins],
+        )
+
+    def _execute(
+        self,
+        cursor: duckdb.DuckDBPyConnection,
+        sql: str,
+        params: list[Any] | None,
+        max_rows: int,
+        max_bytes: int,
+    ) -> dict[str, Any]:
         try:
             cursor.execute(sql, params or None)
         except (duckdb.InterruptException, duckdb.OutOfMemoryException):
@@ -307,6 +399,11 @@ class Database:
     def _check_statement(self, sql: str) -> None:
         """DuckDB's own parser must see one SELECT (or, with writes allowed, one INSERT,
         UPDATE or DELETE): COPY, ATTACH, DETACH, EXPORT... never reach execution."""
+        if TAINT_TABLE in sql.lower():
+            raise Failure(
+                "PolicyBlockedError",
+                f"sql.query: refused by the engine: {TAINT_TABLE} is dagentic's own record",
+            )
         try:
             statements = duckdb.extract_statements(sql)
         except duckdb.Error as exc:
@@ -527,6 +624,9 @@ def serve(
                 request.get("params"),
                 int(request["max_rows"]),
                 int(request["max_bytes"]),
+                reads=request.get("reads"),
+                write_to=request.get("write_to"),
+                taint=request.get("taint"),
             )
     except Failure as failure:
         reply["error"] = _error(failure)

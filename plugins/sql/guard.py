@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import sqlglot
 from dagentic import InvalidArgsError, PolicyBlockedError
@@ -21,7 +22,7 @@ from sqlglot import exp
 from sqlglot.errors import ParseError, SqlglotError, TokenError
 from sqlglot.optimizer.scope import traverse_scope
 
-__all__ = ["GuardedQuery", "check_sql"]
+__all__ = ["GuardedQuery", "check_sql", "classify_sql"]
 
 READ_ONLY = (exp.Select, exp.SetOperation, exp.Values, exp.Describe, exp.Show)
 WRITES = (exp.Insert, exp.Update, exp.Delete)
@@ -61,6 +62,8 @@ DENIED_FUNCTIONS = {
     "json_deserialize_sql",
     "json_serialize_plan",
 }
+# Functions that change the database or its sequences: a query calling one writes.
+WRITING_FUNCTIONS = {"nextval", "setval", "checkpoint", "force_checkpoint"}
 DENIED_KEYWORDS = {
     "EXPORT",
     "IMPORT",
@@ -137,28 +140,7 @@ def check_sql(
     known = {t.lower() for t in tables}
     short = {t.rsplit(".", 1)[-1] for t in known}
     table_fns = {f.lower() for f in table_functions}
-    text = _transpile(sql, dialect)
-    try:
-        statements = [
-            s
-            for s in sqlglot.parse(text, read="duckdb")
-            if s is not None and not isinstance(s, exp.Semicolon)
-        ]
-    except (ParseError, TokenError) as exc:
-        keyword = _first_keyword(text)
-        if keyword in DENIED_KEYWORDS:
-            raise PolicyBlockedError(
-                f"sql.query: refused: {keyword} is not allowed; only read-only queries "
-                "(SELECT, WITH ... SELECT, UNION, VALUES, DESCRIBE, SHOW) run here",
-                sql=sql,
-                construct=keyword,
-            ) from exc
-        detail = _first_error(exc) if isinstance(exc, ParseError) else str(exc)
-        raise InvalidArgsError(f"sql.query: the SQL does not parse: {detail}", sql=sql) from exc
-    except SqlglotError as exc:
-        raise PolicyBlockedError(
-            f"sql.query: refused: the SQL cannot be classified ({exc})", sql=sql
-        ) from exc
+    text, statements = _parse(sql, dialect)
     if len(statements) != 1:
         raise PolicyBlockedError(
             f"sql.query: refused: exactly one statement is allowed, found {len(statements)}; "
@@ -199,6 +181,53 @@ def check_sql(
             _check_function(node, table_fns, sql)  # FROM f(...) was checked as a table
     kind = type(root).__name__.upper()
     return GuardedQuery(root.sql(dialect="duckdb"), kind, writes, tuple(dict.fromkeys(used)))
+
+
+def classify_sql(sql: str, *, dialect: str = "duckdb") -> Literal["read", "write"]:
+    """What running ``sql`` does, judged the safe way: ``read`` only when every statement
+    is a read-only kind with nothing but reads inside (no INSERT hidden in a CTE, no
+    function that changes a sequence or the database); anything else — a write, DDL, COPY,
+    ATTACH, a command, a kind this guard does not know — is ``write``. Raises what
+    :func:`check_sql` raises for SQL that cannot be read."""
+    _, statements = _parse(sql, dialect)
+    for root in statements:
+        if not isinstance(root, READ_ONLY):
+            return "write"
+        for node in root.walk():
+            if isinstance(node, exp.DDL | exp.DML | exp.Command) or (
+                isinstance(node, exp.Query) and not isinstance(node, (*READ_ONLY, exp.Subquery))
+            ):
+                return "write"
+            if isinstance(node, exp.Func) and _function_name(node) in WRITING_FUNCTIONS:
+                return "write"
+    return "read"
+
+
+def _parse(sql: str, dialect: str) -> tuple[str, list[Any]]:
+    """``sql`` in DuckDB's dialect and its statements; raises (refused or unreadable)."""
+    text = _transpile(sql, dialect)
+    try:
+        statements = [
+            s
+            for s in sqlglot.parse(text, read="duckdb")
+            if s is not None and not isinstance(s, exp.Semicolon)
+        ]
+    except (ParseError, TokenError) as exc:
+        keyword = _first_keyword(text)
+        if keyword in DENIED_KEYWORDS:
+            raise PolicyBlockedError(
+                f"sql.query: refused: {keyword} is not allowed; only read-only queries "
+                "(SELECT, WITH ... SELECT, UNION, VALUES, DESCRIBE, SHOW) run here",
+                sql=sql,
+                construct=keyword,
+            ) from exc
+        detail = _first_error(exc) if isinstance(exc, ParseError) else str(exc)
+        raise InvalidArgsError(f"sql.query: the SQL does not parse: {detail}", sql=sql) from exc
+    except SqlglotError as exc:
+        raise PolicyBlockedError(
+            f"sql.query: refused: the SQL cannot be classified ({exc})", sql=sql
+        ) from exc
+    return text, statements
 
 
 def _transpile(sql: str, dialect: str) -> str:
