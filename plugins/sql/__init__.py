@@ -206,10 +206,14 @@ async def schema(
             lie inside the sql.allowed_roots setting).
 
     Returns:
-        dict: {tables: [{name, columns: [{name, type}], row_count, sample_rows}]}.
+        dict: {tables: [{name, columns: [{name, type}], row_count, sample_rows}]}; a table
+        whose source holds untrusted data says untrusted: true.
     """
     engine = await engine_for(_settings(context), source)
     tables = await engine.schema(sample_rows)
+    tainted = sorted({t["source"] for t in tables if t.get("untrusted")})
+    if tainted:  # sample rows of a source untrusted data was written to
+        context.mark_untrusted(*(f"sql:{source}" for source in tainted))
     return {"tables": tables}
 
 

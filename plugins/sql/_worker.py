@@ -485,15 +485,16 @@ class Database:
                 {n: to_json_value(v) for n, v in zip(names, r, strict=True)}
                 for r in cursor.fetchall()
             ]
-            described.append(
-                {
-                    "table": table,
-                    "source": self.tables[table],
-                    "columns": columns,
-                    "row_count": count[0] if count else 0,
-                    "sample": samples,
-                }
-            )
+            entry = {
+                "table": table,
+                "source": self.tables[table],
+                "columns": columns,
+                "row_count": count[0] if count else 0,
+                "sample": samples,
+            }
+            if self.tables[table] in self.tainted_among(None):  # its rows may be anyone's
+                entry["untrusted"] = True
+            described.append(entry)
         return described
 
 

@@ -281,6 +281,20 @@ async def test_a_failed_write_leaves_no_record(
     assert names == [("notes",)]
 
 
+async def test_the_schema_of_a_tainted_source_is_untrusted_for_its_sample_rows(
+    settings: Settings, server: WebServer
+) -> None:
+    await run(settings, page(server), insert())
+
+    later = await run(settings, {"id": "schema", "tool": "sql.schema", "args": {}})
+
+    tables = later.steps["schema"].output["tables"]
+    assert [(t["table"], t["source"], t.get("untrusted")) for t in tables] == [
+        ("notes", "scratch", True)  # both sources have a notes table; one is listed
+    ]
+    assert untrusted_from(later, "schema") == ("sql:scratch",)
+
+
 @pytest.mark.parametrize(
     "sql",
     [
