@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -19,6 +21,16 @@ def _fresh_structlog():
     """The CLI configures structlog at its edge; never let that leak into other tests."""
     yield
     structlog.reset_defaults()
+
+
+@pytest.fixture(autouse=True)
+def _no_sql_engine_left() -> Iterator[None]:
+    """SQL engines are processes kept for the process's life; a test ends the ones it
+    started, so that no test sees another's processes (the sandbox's host guards look)."""
+    yield
+    sql = sys.modules.get("dagentic.plugins.sql")
+    if sql is not None:
+        sql.close_engines()
 
 
 @pytest.fixture(params=["asyncio", "trio"])

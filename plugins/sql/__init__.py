@@ -31,11 +31,31 @@ if TYPE_CHECKING:  # DuckDB and sqlglot load on the first query: loading plugins
 
     from .engine import SqlEngine
 
-__all__ = ["query", "register_settings", "register_tools", "schema", "statement_effects"]
+__all__ = [
+    "close_engines",
+    "query",
+    "register_settings",
+    "register_tools",
+    "schema",
+    "statement_effects",
+]
 
 SAMPLE_DATA = Path(__file__).parent / "sample_data"
-_ENGINES: dict[str, SqlEngine] = {}  # one per set of sources, for the process
+MAX_IDLE_ENGINES = 4
+"""Engine processes kept open while idle: a new set of sources closes the least recently
+used idle ones beyond this (plans that name many sources cannot pile up processes)."""
+_ENGINES: dict[str, SqlEngine] = {}  # one per set of sources, least recently used first
 _CREATING = threading.Lock()
+
+
+def close_engines() -> None:
+    """End every SQL engine process this process started (they restart when next used).
+    They also end when the process exits; call this to free them earlier."""
+    with _CREATING:
+        engines = list(_ENGINES.values())
+        _ENGINES.clear()
+    for engine in engines:
+        engine.close()
 
 
 async def engine_for(settings: Settings, source: str | None = None) -> SqlEngine:
@@ -61,6 +81,9 @@ async def engine_for(settings: Settings, source: str | None = None) -> SqlEngine
     )
     engine = _ENGINES.get(key)
     if engine is not None:
+        with _CREATING:  # most recently used last
+            _ENGINES.pop(key, None)
+            _ENGINES[key] = engine
         return engine
     from .engine import SqlEngine
 
@@ -73,7 +96,12 @@ async def engine_for(settings: Settings, source: str | None = None) -> SqlEngine
                     threads=config.threads,
                     roots=None if roots is None else config.allowed_roots,
                 )
-            return _ENGINES[key]
+            idle = [k for k, e in _ENGINES.items() if k != key and not e.busy]
+            evicted = [_ENGINES.pop(k) for k in idle[: max(0, len(idle) + 1 - MAX_IDLE_ENGINES)]]
+            engine = _ENGINES[key]
+        for old in evicted:
+            old.close()
+        return engine
 
     return await run_in_thread(create)
 

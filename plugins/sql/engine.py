@@ -329,6 +329,12 @@ class SqlEngine:
         process = self._live()
         return process, process.submit(request)
 
+    @property
+    def busy(self) -> bool:
+        """Whether a query or schema call is waiting on the engine process."""
+        process = self._process
+        return process is not None and process.alive and bool(process.calls)
+
     def close(self) -> None:
         """End the engine process (it restarts if the engine is used again)."""
         with self._starting:
@@ -364,7 +370,9 @@ def _ended(why: str) -> dict[str, Any]:
 
 def _error(error: dict[str, Any], *, timeout: float = 0.0, late: str = "") -> DagenticError:
     kind, message = str(error.get("kind")), str(error.get("message"))
-    fields = error.get("fields") if isinstance(error.get("fields"), dict) else {}
+    fields = error.get("fields")
+    if not isinstance(fields, dict):
+        fields = {}
     if kind == "interrupted":
         return StepTimeoutError(late, timeout=timeout)
     if kind == "ended":

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import dagentic.plugins.sql as sql_plugin
 import pytest
 from dagentic import (
     Executor,
@@ -65,16 +64,6 @@ BIG_VALUES = {
 @pytest.fixture(scope="module")
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture(autouse=True)
-def _close_engines() -> Iterator[None]:
-    """engine_for caches one engine per settings for the process: close the ones a test
-    opened."""
-    before = set(sql_plugin._ENGINES)
-    yield
-    for key in set(sql_plugin._ENGINES) - before:
-        sql_plugin._ENGINES.pop(key).close()
 
 
 @pytest.fixture

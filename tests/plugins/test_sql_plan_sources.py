@@ -301,3 +301,26 @@ async def test_a_duckdb_source_whose_wal_leads_outside_is_refused(
     assert _refused(result) == _refusal(allowed / "shop.duckdb.wal", "shop", allowed)
     (allowed / "shop.duckdb.wal").unlink()
     assert (await _count(tools, allowed, allowed / "shop.duckdb")).outputs == {"n": 1}
+
+
+@pytest.mark.anyio
+async def test_plans_naming_many_sources_keep_only_a_few_idle_engine_processes(
+    folders: tuple[Path, Path],
+) -> None:
+    """Each set of sources has its own engine process; idle ones beyond MAX_IDLE_ENGINES
+    are ended (least recently used first), so a plan cannot pile processes up."""
+    from dagentic.plugins import sql
+
+    allowed, _ = folders
+    engines = []
+    for n in range(sql.MAX_IDLE_ENGINES + 3):
+        (allowed / f"shop{n}").mkdir()
+        (allowed / f"shop{n}" / "items.csv").write_text(f"id\n{n}\n")
+        engines.append(await engine_for(_settings(allowed), str(allowed / f"shop{n}")))
+        running = [e for e in engines if e.pid is not None]
+        assert len(running) == min(n + 1, sql.MAX_IDLE_ENGINES)
+    assert engines[-1].pid is not None and engines[0].pid is None
+    # An ended engine starts again when used, and answers.
+    rows = await engines[0].run("SELECT id FROM items", None, max_rows=5, max_bytes=999, timeout=30)
+    assert rows["rows"] == [{"id": 0}]
+    engines[0].close()
