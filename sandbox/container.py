@@ -68,6 +68,9 @@ class _Container:
     sock: Any
 
     def close(self) -> None:
+        raw = getattr(self.sock, "_sock", self.sock)
+        with contextlib.suppress(Exception):  # wakes a thread still reading it (close does not)
+            raw.shutdown(socket.SHUT_RDWR)
         for handle in {id(s): s for s in (self.sock, getattr(self.sock, "_sock", None))}.values():
             if handle is not None:
                 with contextlib.suppress(Exception):

@@ -244,3 +244,29 @@ def test_installed_script_leaves_no_sandbox_container_behind_when_it_exits(tmp_p
         done, left = run_script("sandbox", "run", "--backend", "docker", path)
         assert done.returncode == 0, done.stderr
         assert left == [], "the exited CLI left its sandbox containers running"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_run_whose_code_step_timed_out_exits_once_it_has_printed(
+    tmp_path: Path, backend: str
+) -> None:
+    """The step's timeout abandons the sandbox call; the process does not then wait for
+    the code (here 10 minutes) before it exits."""
+    plan = write(
+        tmp_path,
+        "slow.yaml",
+        "name: slow\n"
+        "steps:\n"
+        "  - id: slow\n"
+        "    tool: code.python\n"
+        "    timeout: 1\n"
+        "    args:\n"
+        "      code: |\n"
+        "        import time\n"
+        "        time.sleep(600)\n",
+    )
+    done = cli.run_script(  # the code alone would take 600 s
+        "run", plan, cwd=tmp_path, env={"DAGENTIC_SANDBOX__BACKEND": backend}, timeout=90
+    )
+    assert done.returncode == 1, done.stderr
+    assert "timeout: step 'slow': tool 'code.python' did not finish within 1s" in done.stdout
