@@ -36,7 +36,7 @@ from tests.otlp_receiver import HttpReceiver
 
 
 def new_key() -> str:
-    return f"sk-test-{secrets.token_hex(12)}"
+    return f"k{secrets.token_hex(16)}"  # no prefix another test might hold as a key
 
 
 def b64(text: str) -> str:
