@@ -82,12 +82,13 @@ def _raise_for(outcome: SandboxResult) -> None:
         message = f"code.python {outcome.exit_reason}: {outcome.detail}"
     if tail:
         message += f"\n{tail}"
-    fields = {"exit_reason": outcome.exit_reason, "backend": outcome.backend}
+    fields: dict[str, Any] = {"exit_reason": outcome.exit_reason, "backend": outcome.backend}
     if outcome.exit_reason == "timeout":
         raise StepTimeoutError(f"{message} {where}", **fields)
     exception = outcome.exception or {}
     if outcome.exit_reason in ("oom", "pids", "output_limit") or exception.get("errno") in (
-        errno.ENOSPC,
+        errno.ENOSPC,  # the disk limit
+        errno.EFBIG,  # a file larger than the disk limit
         errno.EMFILE,
     ):
         raise ResourceLimitError(f"{message} {where}", **fields)
