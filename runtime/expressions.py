@@ -134,7 +134,8 @@ class _Compiler:
         method = getattr(self, f"_{type(node).__name__}", None)
         if method is None:
             raise self.fail(f"{_describe(node)} is not allowed")
-        return method(node)
+        compiled: _Fn = method(node)
+        return compiled
 
     # literals
     def _Constant(self, node: ast.Constant) -> _Fn:

@@ -226,10 +226,10 @@ class _Checker:
                 if kind not in ("model_type", "dict_type", "value_error") and _is_scalar(value)
                 else ""
             )
-            owner = self._owner(loc)
-            if message.startswith(owner.removesuffix(": ").split(": ")[0] + " ") and owner:
-                owner = ""  # the message names the step already
-            self.report(loc, f"{owner}{message}{shown}")
+            prefix = self._owner(loc)
+            if message.startswith(prefix.removesuffix(": ").split(": ")[0] + " ") and prefix:
+                prefix = ""  # the message names the step already
+            self.report(loc, f"{prefix}{message}{shown}")
 
     def _owner(self, loc: tuple[Any, ...]) -> str:
         """``step 'x': `` for a location inside a step, ``inputs.n: `` and so on elsewhere."""

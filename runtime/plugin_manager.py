@@ -102,7 +102,7 @@ def load_tools(
     for impl in pm.hook.register_tools.get_hookimpls():
         plugin_name = pm.get_name(impl.plugin) or repr(impl.plugin)
         try:
-            declared = impl.function()
+            declared: Any = impl.function()
         except Exception as exc:
             raise PluginError(
                 f"plugin {plugin_name!r}: register_tools() raised {type(exc).__name__}: {exc}",
@@ -129,7 +129,8 @@ def load_commands(plugin_manager: pluggy.PluginManager | None = None) -> dict[st
     groups: dict[str, Any] = {}
     for impl in pm.hook.register_commands.get_hookimpls():
         plugin_name = pm.get_name(impl.plugin) or repr(impl.plugin)
-        for group in impl.function() or ():
+        declared: Any = impl.function()
+        for group in declared or ():
             name = group.info.name if isinstance(group, typer.Typer) else None
             if not name:
                 raise PluginError(

@@ -313,7 +313,7 @@ class Settings(BaseSettings):
         # By model and by section. Read through __pydantic_private__: `self._plugins` takes
         # pydantic's slow path for private attributes, dearer than all the rest here.
         cache: dict[Any, Any] = self.__pydantic_private__["_plugins"]  # type: ignore[index]
-        found = cache.get(model)
+        found: M | None = cache.get(model)
         if found is not None:
             return found
         section = section_of(model)
@@ -327,9 +327,9 @@ class Settings(BaseSettings):
             read = model.model_validate(self._sources.section(section, model))
         except ValidationError as exc:
             raise SettingsError(self._sources.problems((section,), model, exc)) from exc
-        found = cache.setdefault(model, read)
-        cache.setdefault(section, found)
-        return found
+        kept: M = cache.setdefault(model, read)
+        cache.setdefault(section, kept)
+        return kept
 
     def check_sections(self, models: Iterable[type[BaseModel]]) -> None:
         """Check every section against the core's and ``models`` (every installed plugin's

@@ -27,7 +27,7 @@ from .errors import Problem
 
 __all__ = ["PlanSource", "read_plan_source"]
 
-Path_ = tuple[str | int, ...]
+Path_ = tuple[str | int | float, ...]  # mapping keys (YAML allows numbers) and indexes
 _Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _BOOL = "tag:yaml.org,2002:bool"
 

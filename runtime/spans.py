@@ -253,8 +253,8 @@ class FastTracer(trace.Tracer):
         set_status_on_exception: bool = True,
     ) -> FastSpan:
         parent_span = trace.get_current_span(context)
-        parent = parent_span.get_span_context()
-        if parent.is_valid:
+        parent: SpanContext | None = parent_span.get_span_context()
+        if parent is not None and parent.is_valid:
             # dagentic records its spans always (every run gets its trace), but passes the
             # parent's sampling decision on, so the application's sampling still holds
             # for its own spans under ours and for what it propagates.
@@ -283,8 +283,8 @@ class FastTracer(trace.Tracer):
             span.root = parent_span.root
         return span
 
-    @contextmanager
-    def start_as_current_span(
+    @contextmanager  # the SDK's own decorator is private; the context manager is the same
+    def start_as_current_span(  # type: ignore[override]
         self,
         name: str,
         context: Context | None = None,
@@ -311,8 +311,8 @@ class FastTracer(trace.Tracer):
             end_on_exit=end_on_exit,
             record_exception=record_exception,
             set_status_on_exception=set_status_on_exception,
-        ) as current:
-            yield current
+        ):
+            yield span
 
 
 class FastSpan(trace.Span):

@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.metrics import MeterProvider
@@ -44,6 +44,9 @@ from opentelemetry.trace import Span, Status, StatusCode, TracerProvider
 from .attributes import FAILURE_MODE, ROOT
 from .errors import DagenticError, FailureMode, failure_mode_of
 from .spans import FastSpan, FastTracerProvider
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.metrics.export import MetricExporter
 
 __all__ = [
     "CONTENT_LIMIT",
@@ -218,6 +221,7 @@ def current_step_span() -> Span | None:
     """The current span if dagentic started it (the step's span while a tool runs), else
     None — so a tool never writes onto an application's own span."""
     span = trace.get_current_span()
+    scope: Any
     if isinstance(span, FastSpan):
         scope = span.tracer.scope
     else:
@@ -374,6 +378,8 @@ def _build(config: Any, runs_dir: Path) -> Tracing | None:
     if config.exporter == "jsonl":
         from .runfiles import JsonlMetricExporter, JsonlSpanExporter
 
+        spans: SpanExporter
+        metrics: MetricExporter
         spans, metrics = (
             JsonlSpanExporter(runs_dir),
             JsonlMetricExporter(runs_dir / "metrics.jsonl"),

@@ -75,15 +75,16 @@ def _layout() -> _Layout | None:
         return None
     try:
         mounts = _mounts()
-        v1 = {}
+        v1: dict[str, Path | None] = {}
         for fstype, root, point, options in mounts:
             for controller in ("memory", "pids"):
                 own = _own(controller)
                 if fstype == "cgroup" and controller in options and own is not None:
                     v1[controller] = _inside(root, point, own)
-        if v1.get("memory") and v1.get("pids"):
+        memory, pids = v1.get("memory"), v1.get("pids")
+        if memory and pids:
             return _Layout(
-                parents=tuple(dict.fromkeys((v1["memory"], v1["pids"]))),
+                parents=tuple(dict.fromkeys((memory, pids))),
                 limits=(
                     ("memory.limit_in_bytes", "memory"),
                     ("memory.memsw.limit_in_bytes", "memory"),

@@ -140,7 +140,7 @@ def _child(job, out_w, err_w, status_w):
     """In the forked child: limits, then the code. Never returns."""
     limits = job["limits"]
     exit_code = 1
-    status = {}
+    status: dict = {}
     own_pid = os.getpid()
     try:
         os.setsid()
@@ -195,7 +195,9 @@ def _child(job, out_w, err_w, status_w):
                 import traceback
 
                 # Skip the harness's own frame: the traceback starts in the code.
-                traceback.print_exception(type(exc), exc, exc.__traceback__.tb_next)
+                traceback.print_exception(
+                    type(exc), exc, getattr(exc.__traceback__, "tb_next", None)
+                )
         if "result" in namespace:
             try:
                 text = json.dumps(namespace["result"], allow_nan=False)
@@ -251,7 +253,7 @@ def _collect_files(inputs, want_content, content_budget, hash_budget):
     """Regular files in the work dir, new or changed: bounded in number, entries looked
     at, bytes hashed (a file past the budget, say a sparse 1 TiB one, is reported by size
     without a hash) and bytes of content. Symlinks are never followed."""
-    files = []
+    files: list = []
     if not os.listdir("."):
         return files
     import hashlib  # 3 ms to load: only when there are files
@@ -290,7 +292,7 @@ def _collect_files(inputs, want_content, content_budget, hash_budget):
                 info = os.fstat(fd)
                 if not stat.S_ISREG(info.st_mode):
                     continue
-                entry = {"name": path, "size": info.st_size, "sha256": None}
+                found: dict = {"name": path, "size": info.st_size, "sha256": None}
                 if info.st_size <= hash_budget:
                     hash_budget -= info.st_size
                     digest, content = hashlib.sha256(), []
@@ -304,15 +306,15 @@ def _collect_files(inputs, want_content, content_budget, hash_budget):
                         digest.update(chunk)
                         if keep:
                             content.append(chunk)
-                    entry["sha256"] = digest.hexdigest()
+                    found["sha256"] = digest.hexdigest()
                     if keep:
                         content_budget -= info.st_size
-                        entry["content"] = binascii.b2a_base64(
+                        found["content"] = binascii.b2a_base64(
                             b"".join(content), newline=False
                         ).decode()
-            if entry["sha256"] is not None and inputs.get(path) == entry["sha256"]:
+            if found["sha256"] is not None and inputs.get(path) == found["sha256"]:
                 continue  # an input left as it was
-            files.append(entry)
+            files.append(found)
     return files
 
 
@@ -378,7 +380,7 @@ def _supervise(pid, pipes, limits, start):
     data = {fd: bytearray() for fd in pipes}
     streams = set(pipes)  # the ones still open
     truncated = dict.fromkeys(pipes, False)
-    exited = {}
+    exited: dict = {}
     reason = detail = None
     deadline = start + limits["wall_time"]
     pidfd = _pidfd(pid)

@@ -163,9 +163,9 @@ def check_sql(
         )
     used: list[str] = []
     for table, ctes in _table_references(root):
-        name = _check_table(table, ctes, known, short, sql)
-        if name:
-            used.append(name)
+        found = _check_table(table, ctes, known, short, sql)
+        if found:
+            used.append(found)
     for node in root.walk():
         if (
             isinstance(node, exp.Query | exp.DDL | exp.DML | exp.Command)

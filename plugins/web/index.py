@@ -323,10 +323,10 @@ class LocalIndex:
         if not searcher.num_docs:
             return {}
         hits = searcher.search(tantivy.Query.all_query(), limit=searcher.num_docs, count=False).hits
-        known = {}
+        known: dict[str, str] = {}
         for _, address in hits:
             doc = searcher.doc(address)
-            known[doc.get_first("path")] = doc.get_first("fingerprint")
+            known[str(doc.get_first("path"))] = str(doc.get_first("fingerprint"))
         return known
 
     def _to_tantivy(self, document: Document, fingerprint: str) -> tantivy.Document:

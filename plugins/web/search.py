@@ -175,7 +175,11 @@ class SearxngBackend(HttpBackend):
     async def search(
         self, query: str, *, limit: int, site: str | None, recency: str | None
     ) -> list[dict[str, Any]]:
-        params = {"q": f"{query} site:{site}" if site else query, "format": "json", "pageno": 1}
+        params: dict[str, str | int] = {
+            "q": f"{query} site:{site}" if site else query,
+            "format": "json",
+            "pageno": 1,
+        }
         if recency:
             params["time_range"] = recency
         data = await self.request(lambda c: c.get(self.api.url, params=params))

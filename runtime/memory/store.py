@@ -9,6 +9,7 @@ write (its ``version`` moved) is decided again, so concurrent writers never lose
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import json
 import re
@@ -410,7 +411,8 @@ class MemoryStore:
         exclude_untrusted: bool,
         now: dt.datetime,
     ) -> tuple[str, list[Any]]:
-        clauses, params = ["(expires_at IS NULL OR expires_at > ?)"], [now]
+        clauses = ["(expires_at IS NULL OR expires_at > ?)"]
+        params: list[Any] = [now]
         for column, value in (
             ("scope_agent", scope.agent if scope else None),
             ("scope_user", scope.user if scope else None),
@@ -432,13 +434,13 @@ class MemoryStore:
         self,
         *,
         scope: Scope | None = None,
-        provenance: list[str] | None = None,
+        provenance: builtins.list[str] | None = None,
         limit: int = 100,
         now: dt.datetime | None = None,
-    ) -> list[MemoryItem]:
+    ) -> builtins.list[MemoryItem]:
         """Unexpired items, newest first."""
 
-        def work(db: duckdb.DuckDBPyConnection) -> list[MemoryItem]:
+        def work(db: duckdb.DuckDBPyConnection) -> builtins.list[MemoryItem]:
             where, params = self._filters(scope, provenance, False, now or dt.datetime.now(dt.UTC))
             rows = db.execute(
                 f"SELECT * FROM items WHERE {where} ORDER BY updated_at DESC, id LIMIT ?",
@@ -471,7 +473,7 @@ class MemoryStore:
         scope: Scope | None = None,
         importance: float = 0.5,
         ttl: float | None = None,
-        embedding: list[float] | None = None,
+        embedding: builtins.list[float] | None = None,
     ) -> MemoryItem:
         """Store ``text`` as a new item (no policy: see :meth:`remember`)."""
         vector = embedding or (await run_in_thread(self.embedder.embed, [text]))[0]
@@ -482,16 +484,18 @@ class MemoryStore:
 
     async def insert_many(
         self,
-        texts: list[str],
+        texts: builtins.list[str],
         *,
         provenance: str,
         scope: Scope | None = None,
         importance: float = 0.5,
         ttl: float | None = None,
-        embeddings: list[list[float]] | None = None,
-    ) -> list[MemoryItem]:
+        embeddings: builtins.list[builtins.list[float]] | None = None,
+    ) -> builtins.list[MemoryItem]:
         """Store many texts at once (ingest); ``embeddings`` may be precomputed."""
-        vectors = embeddings or await run_in_thread(self.embedder.embed, texts)
+        vectors = embeddings
+        if not vectors:
+            vectors = await run_in_thread(self.embedder.embed, texts)
         return await self._run(
             self._insert_many,
             list(zip(texts, vectors, strict=True)),
@@ -504,15 +508,17 @@ class MemoryStore:
     def _insert_many(
         self,
         db: duckdb.DuckDBPyConnection,
-        pairs: list[tuple[str, list[float]]],
+        pairs: builtins.list[tuple[str, builtins.list[float]]],
         provenance: str,
         scope: Scope,
         importance: float,
         ttl: float | None,
-    ) -> list[MemoryItem]:
+    ) -> builtins.list[MemoryItem]:
         now = dt.datetime.now(dt.UTC)
         expires = now + dt.timedelta(seconds=ttl) if ttl is not None else None
-        items, rows, terms = [], [], []
+        items: builtins.list[MemoryItem] = []
+        rows: builtins.list[tuple[Any, ...]] = []
+        terms: builtins.list[tuple[str, str, int]] = []
         for text, vector in pairs:
             item = MemoryItem(
                 id=uuid.uuid4().hex[:16],
@@ -629,10 +635,10 @@ class MemoryStore:
 
     async def delete(
         self,
-        ids: list[str] | None = None,
+        ids: builtins.list[str] | None = None,
         *,
         scope: Scope | None = None,
-        provenance: list[str] | None = None,
+        provenance: builtins.list[str] | None = None,
         expired: bool = False,
     ) -> int:
         """Delete items by id, or every item matching the filters (``expired=True``: those
