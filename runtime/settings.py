@@ -241,7 +241,12 @@ class Settings(BaseSettings):
     tool_concurrency: dict[str, int] = Field(
         default_factory=dict, description="Calls running at once per tool name."
     )
-    worker_threads: int = Field(16, ge=1, description="Threads for synchronous tools.")
+    worker_threads: int = Field(
+        16,
+        ge=1,
+        description="Worker threads of the whole process: synchronous tools and dagentic's "
+        "blocking calls, shared by every executor (the last one created sets it).",
+    )
     default_timeout: float | None = Field(
         300.0, gt=0, description="Seconds per attempt when neither step nor tool sets one."
     )
