@@ -184,44 +184,8 @@ gift card bundle subscription renewal upgrade downgrade migration setup install 
 guide tutorial video photo picture chart table sheet dashboard query filter export sync
 backup archive history trend pattern spike dip peak baseline benchmark compare versus
 """.split()  # noqa: SIM905
-SYLLABLES = [
-    "ka",
-    "lo",
-    "mi",
-    "ren",
-    "tor",
-    "vas",
-    "bel",
-    "dun",
-    "fir",
-    "gal",
-    "hes",
-    "jor",
-    "kel",
-    "lun",
-    "mar",
-    "nor",
-    "pel",
-    "quin",
-    "ros",
-    "sel",
-    "tam",
-    "ul",
-    "vin",
-    "wes",
-    "yar",
-    "zel",
-    "an",
-    "bro",
-    "cal",
-    "dra",
-    "et",
-    "fen",
-    "gor",
-    "il",
-    "ma",
-    "sta",
-]
+SYLLABLES = """ka lo mi ren tor vas bel dun fir gal hes jor kel lun mar nor pel quin
+ros sel tam ul vin wes yar zel an bro cal dra et fen gor il ma sta""".split()  # noqa: SIM905
 TEMPLATES = [
     "{customer} from {city} in the {region} region bought {qty} {product} for ${amount} on {date}.",
     "{customer} asked for a refund of ${amount} on the {product} ordered on {date}: {reason}.",

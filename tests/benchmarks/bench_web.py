@@ -117,38 +117,8 @@ insulation renovation renovations build building buildings site sites lease leas
 rent rents property properties land planning permit permits council councils mayor
 community local national global international""".split()  # noqa: SIM905
 
-SYLLABLES = [
-    "ka",
-    "lo",
-    "mi",
-    "ren",
-    "tor",
-    "vas",
-    "bel",
-    "dun",
-    "fir",
-    "gal",
-    "hes",
-    "jor",
-    "kel",
-    "lun",
-    "mar",
-    "nor",
-    "pel",
-    "quin",
-    "ros",
-    "sel",
-    "tam",
-    "ul",
-    "vin",
-    "wes",
-    "yar",
-    "zel",
-    "an",
-    "bro",
-    "cal",
-    "dra",
-]
+SYLLABLES = """ka lo mi ren tor vas bel dun fir gal hes jor kel lun mar
+nor pel quin ros sel tam ul vin wes yar zel an bro cal dra""".split()  # noqa: SIM905
 
 
 def vocabulary(size: int = 3000) -> list[str]:
