@@ -25,11 +25,17 @@ from .bounds import (
 )
 from .errors import Problem
 
-__all__ = ["PlanSource", "read_plan_source"]
+__all__ = ["MAX_NUMBER_CHARS", "PlanSource", "read_plan_source"]
+
+MAX_NUMBER_CHARS = 100
+"""Characters of a plain scalar YAML reads as a number. Longer ones are refused before they
+are converted: YAML 1.1 reads ``1:59:59...`` as base 60 at a cost that grows with the
+square of its length, and Python refuses ints of more than 4300 digits."""
 
 Path_ = tuple[str | int | float, ...]  # mapping keys (YAML allows numbers) and indexes
 _Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _BOOL = "tag:yaml.org,2002:bool"
+_NUMBERS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
 
 
 class _Loader(_Base):  # type: ignore[misc, valid-type]
@@ -168,6 +174,13 @@ def _scan(text: str, file: str | None) -> Problem | None:
                 nodes += 1
                 if event.anchor is not None:
                     anchors[event.anchor] = (1, 0)
+                if len(event.value) > MAX_NUMBER_CHARS and _is_number(loader, event):
+                    return at(
+                        event,
+                        f"a number of {len(event.value):,} characters; a plan's numbers may "
+                        f"have at most {MAX_NUMBER_CHARS} characters: quote it to pass it as "
+                        "a string",
+                    )
             elif isinstance(event, yaml.AliasEvent):
                 aliases += 1
                 if aliases > MAX_PLAN_ALIASES:
@@ -195,6 +208,14 @@ def _scan(text: str, file: str | None) -> Problem | None:
     finally:
         loader.dispose()
     return None
+
+
+def _is_number(loader: Any, event: yaml.ScalarEvent) -> bool:
+    """Whether YAML reads this scalar as a number (a plain one that its resolvers, regular
+    expressions of linear cost, tag int or float)."""
+    if event.tag is not None and event.tag != "!":
+        return event.tag in _NUMBERS
+    return loader.resolve(yaml.ScalarNode, event.value, event.implicit) in _NUMBERS
 
 
 def _build(

@@ -85,6 +85,9 @@ class BuildReport:
     seconds: float
 
 
+FRONT_MATTER_CHARS = 8192  # read as YAML up to this size
+
+
 def read_document(path: Path, root: Path, base_url: str | None = None) -> Document:
     """Parse one file into a :class:`Document` (``root`` is the indexed folder)."""
     raw = path.read_bytes().decode("utf-8-sig", errors="replace")
@@ -121,14 +124,17 @@ def read_document(path: Path, root: Path, base_url: str | None = None) -> Docume
 
 
 def _front_matter(text: str) -> dict[str, Any]:
-    """YAML front matter; where it is not valid YAML (``title: a: b`` often is not), its
-    ``key: value`` lines as written."""
-    try:
-        loaded = yaml.safe_load(text)
-    except yaml.YAMLError:
-        loaded = None
+    """YAML front matter's plain values; where it is not valid YAML (``title: a: b`` often
+    is not), or longer than a front matter is (YAML reads some long numbers at a cost that
+    grows with the square of their length), its ``key: value`` lines as written."""
+    loaded = None
+    if len(text) <= FRONT_MATTER_CHARS:
+        try:
+            loaded = yaml.safe_load(text)
+        except (yaml.YAMLError, ValueError, RecursionError):  # ValueError: a 4300+ digit int
+            loaded = None
     if isinstance(loaded, dict):
-        return loaded
+        return {k: v for k, v in loaded.items() if isinstance(v, str | int | float | dt.date)}
     return {
         key.strip().lower(): value.strip().strip("\"'")
         for key, sep, value in (line.partition(":") for line in text.splitlines())

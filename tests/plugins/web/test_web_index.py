@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -1242,3 +1243,23 @@ def test_dagentic_run_of_a_search_plan(tmp_path: Path) -> None:
     assert data["outputs"]["count"] >= 1
     assert "west" in data["outputs"]["message"].lower()
     assert LocalIndex(tmp_path / "index").exists()
+
+
+HOSTILE_FRONT_MATTER = {
+    "a 5000-digit number": "title: T\nn: " + "9" * 5000 + "\n",
+    "a base-60 number": "title: T\nn: 1" + ":59" * 100_000 + "\n",
+    "an alias bomb": "title: T\n"
+    + "a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
+    + "".join(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]\n" for i in range(1, 9)),
+    "a deep value": "title: T\nd: " + "[" * 5000 + "]" * 5000 + "\n",
+}
+
+
+@pytest.mark.parametrize("front", HOSTILE_FRONT_MATTER.values(), ids=list(HOSTILE_FRONT_MATTER))
+def test_hostile_front_matter_is_read_quickly_as_plain_lines(tmp_path: Path, front: str) -> None:
+    """A document is anyone's: its front matter cannot crash indexing or cost minutes
+    (YAML reads long numbers at a cost that grows with the square of their length)."""
+    start = time.monotonic()
+    doc = parse(tmp_path, "hostile.md", "---\n" + front + "---\nbody word\n")
+    assert time.monotonic() - start < 30  # a safety net: it takes milliseconds
+    assert (doc.title, doc.body) == ("T", "body word")
