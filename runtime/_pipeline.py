@@ -245,6 +245,7 @@ class StepPipeline:
                     attempt,
                     self.settings,
                     tuple(sorted(untrusted)),
+                    allow_untrusted=spec.step.allow_untrusted,
                 )
                 if tool.context_param
                 else None

@@ -66,7 +66,9 @@ class ToolContext:
     ``untrusted_inputs`` names where the untrusted data in the arguments came from (tools,
     or stores holding such data). A tool that reads from a store untrusted data was
     written to calls :meth:`mark_untrusted`, so its output is untrusted too (a backend that
-    runs tools elsewhere carries :attr:`untrusted_output` back)."""
+    runs tools elsewhere carries :attr:`untrusted_output` back). ``allow_untrusted`` is the
+    step's opt-in: a tool that finds untrusted data on its way into a write only while it
+    runs (a store's own taint record) refuses that write without it."""
 
     run_id: str
     step_id: str
@@ -74,6 +76,7 @@ class ToolContext:
     settings: Any = None
     untrusted_inputs: tuple[str, ...] = ()  # where the untrusted data in the arguments came from
     untrusted_output: list[str] = field(default_factory=list)
+    allow_untrusted: bool = False  # the step's allow_untrusted: untrusted data may be written
 
     def mark_untrusted(self, *sources: str) -> None:
         """Say that this call's output carries untrusted data from ``sources`` (a store
