@@ -10,7 +10,8 @@ What a ``sql.query`` call does is judged per statement (:func:`.guard.classify_s
 ``write`` (INSERT, UPDATE, DELETE into an ``allow_write`` source) is a write for the
 executor's policies and approvers, a SELECT a read. Untrusted data written to a source
 taints it, in its file, for good; reading a tainted source gives untrusted output
-(``sql:<source>``), in this run and every later one.
+(``sql:<source>``), in this run and every later one, and a write that reads one is
+refused unless the step says ``allow_untrusted: true`` (:attr:`ToolContext.allow_untrusted`).
 """
 
 from __future__ import annotations
@@ -196,7 +197,12 @@ async def query(
         timeout=config.timeout,
         reads=_sources_read(engine.tables, guarded.tables),
         write_to=engine.tables.get(guarded.writes[0]) if guarded.writes else None,
+        write_reads=_sources_read(engine.tables, guarded.reads),
         taint=list(context.untrusted_inputs) if guarded.writes else None,
+        # untrusted data reaches a write only with the step's opt-in: the engine refuses
+        # a write that reads a tainted source without it (the taint is known only there)
+        allow_untrusted=context.allow_untrusted,
+        step=context.step_id,
     )
     tainted = result.pop("tainted", None) or {}
     if tainted:  # what it read holds untrusted data: so does its output

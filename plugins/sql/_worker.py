@@ -15,15 +15,20 @@ Files: every file a source reads must resolve inside ``roots`` (when given). A d
 opened here, checked by the path of what was opened (``/proc/self/fd/N``, so no symlink,
 at any depth, and no swap after the check can redirect it), and DuckDB reads that very open
 file through ``/proc/self/fd/N``. A DuckDB file is attached by its real path, and every file
-DuckDB opened while attaching is checked the same way. Hard links are the file they link
-to: a hard link inside a root is read (making one needs access to the file already).
+DuckDB opened while attaching is checked the same way (and must be the very file checked
+before). A hard link is the file it links to, wherever that lies, and no path tells it
+apart: a file with more than one name (``st_nlink > 1``, of the file held open) is refused
+in a plan-named source, even one whose other name is inside the roots too. Sources from
+``sql.sources`` (the operator's) are read whatever they are.
 
 Taint: a DuckDB source that untrusted data was written to keeps a record of it in a table
 of its own, ``_dagentic_taint`` (where the data came from, which table, when), written in
 the same transaction as the data, so the file carries it to every later run and reader. A
 query's reply says which of the sources it read hold such data (``tainted``); its output
-is then untrusted. The record is hidden from plans: no table of that name is listed, and
-no statement naming it runs.
+is then untrusted, and a write that reads such a source is refused unless the step opted
+in (``allow_untrusted``; checked before the write runs and again before it commits). The
+record is hidden from plans: no table of that name is listed, and no statement naming it
+runs.
 """
 
 from __future__ import annotations
@@ -190,8 +195,10 @@ class Database:
             pinned = f"{PROC_FD}/{fd}"
             real = os.readlink(pinned) if os.path.isdir(PROC_FD) else os.path.realpath(file)
             self._check_inside(file, real, source)  # what was opened, not what was named
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
                 raise Failure("ToolError", f"sql: source {source!r}: {file} is not a regular file")
+            self._check_links(file, info.st_nlink, source)  # of the file held open
         except BaseException:
             os.close(fd)
             raise
@@ -217,19 +224,44 @@ class Database:
             source=source,
         )
 
+    def _check_links(self, shown: Path, links: int, source: str) -> None:
+        """Refuse a file with more than one name (hard links) in a plan-named source: a
+        hard link is the file it links to, wherever that lies, and no path tells it apart."""
+        if self.real_roots is None or links <= 1:
+            return
+        roots = ", ".join(str(r) for r in self.roots or []) or "none are set"
+        raise Failure(
+            "PolicyBlockedError",
+            f"sql: refused: {str(shown)!r} in source {source!r} is a hard link (the file has "
+            f"{links} names); a hard link may point outside the folders plans may read "
+            f"(sql.allowed_roots: {roots}) and no path shows it, so files with more than one "
+            "name are not read; copy the file instead",
+            source=source,
+        )
+
     def _attach(
         self, con: duckdb.DuckDBPyConnection, name: str, path: Path, *, allow_write: bool
     ) -> list[str]:
         pinned = self._pin(path, name)
         real = os.readlink(pinned) if pinned.startswith(PROC_FD) else pinned
+        held = os.stat(pinned)
         wal = real + ".wal"
         if os.path.lexists(wal):
             self._check_inside(Path(wal), os.path.realpath(wal), name)
+            self._check_links(Path(wal), os.lstat(wal).st_nlink, name)
         before = _open_files()
         mode = "" if allow_write else " (READ_ONLY)"
         con.execute(f"ATTACH {_literal(real)} AS {_ident(name)}{mode}")
-        for opened in _open_files() - before:  # what DuckDB itself opened
+        for opened, info in _open_files() - before:  # what DuckDB itself opened
             self._check_inside(path, opened, name)
+            self._check_links(Path(opened), info[2], name)
+            if opened == real and info[:2] != (held.st_dev, held.st_ino) and self.real_roots:
+                raise Failure(  # its name was given to another file after the check
+                    "PolicyBlockedError",
+                    f"sql: refused: {str(path)!r} in source {name!r} changed while it was "
+                    "opened; try again",
+                    source=name,
+                )
         self._read_taint(con, name)
         for (table,) in con.execute(
             "SELECT table_name FROM duckdb_tables() WHERE database_name = ? AND table_name <> ?",
@@ -315,36 +347,102 @@ class Database:
         *,
         reads: list[str] | None = None,
         write_to: str | None = None,
+        write_reads: list[str] | None = None,
         taint: list[str] | None = None,
+        allow_untrusted: bool = False,
+        step: str | None = None,
     ) -> dict[str, Any]:
         """Run one statement; rows as JSON-safe dicts, cut at max_rows and max_bytes.
-        ``reads`` are the sources it reads (None: it may read any); ``write_to`` the source
-        a write statement writes, which is marked tainted when ``taint`` (where untrusted
-        data in its arguments came from) or a tainted source it reads says so."""
-        self._check_statement(sql)
-        origins = set(taint or ())
-        if write_to is not None:
-            origins |= {f"sql:{source}" for source in self.tainted_among(reads)}
-        marking = write_to is not None and bool(origins)
-        if marking:
-            with self.taint_lock:
-                self.tainted.setdefault(str(write_to), set()).update(origins)
-            cursor.execute("BEGIN TRANSACTION")
-        try:
-            if marking:
-                self._mark(cursor, str(write_to), sorted(origins), sql)
+        ``reads`` are the sources it reads (None: it may read any), for the taint of its
+        output; ``write_to`` the source a write statement writes, ``write_reads`` the
+        sources whose rows that write reads (None: any), ``taint`` where untrusted data in
+        its arguments came from, ``allow_untrusted`` the step's opt-in (see
+        :meth:`_write`)."""
+        self._check_statement(sql, writing=write_to is not None)
+        if write_to is None:
             reply = self._execute(cursor, sql, params, max_rows, max_bytes)
-            if marking:
-                cursor.execute("COMMIT")
-        except BaseException:
-            if marking:
-                with contextlib.suppress(duckdb.Error):
-                    cursor.execute("ROLLBACK")
-            raise
+        else:
+            reply = self._write(
+                cursor,
+                sql,
+                params,
+                max_rows,
+                max_bytes,
+                str(write_to),
+                write_reads,
+                set(taint or ()),
+                allow_untrusted=allow_untrusted,
+                step=step,
+            )
         # After the rows were read: a write that put untrusted data where they came from
         # had marked its source before, so this sees that mark.
         reply["tainted"] = self.tainted_among(reads)
         return reply
+
+    def _write(
+        self,
+        cursor: duckdb.DuckDBPyConnection,
+        sql: str,
+        params: list[Any] | None,
+        max_rows: int,
+        max_bytes: int,
+        write_to: str,
+        reads: list[str] | None,
+        taint: set[str],
+        *,
+        allow_untrusted: bool,
+        step: str | None,
+    ) -> dict[str, Any]:
+        """Run a write in a transaction of its own. Untrusted data reaches it only with the
+        step's opt-in: a write reading a source that holds such data is refused without
+        ``allow_untrusted``, and with it ``write_to`` is marked tainted (where the data came
+        from), in the same transaction. The sources read are checked before the statement
+        runs and again before it commits, so a write that tainted one meanwhile (and
+        committed before this statement read it) is seen too."""
+        marked: set[str] = set()
+        check = (cursor, sql, write_to, reads, taint, allow_untrusted, step)
+        cursor.execute("BEGIN TRANSACTION")
+        try:
+            marked = self._taint_write(*check, marked)
+            reply = self._execute(cursor, sql, params, max_rows, max_bytes)
+            self._taint_write(*check, marked)
+            cursor.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(duckdb.Error):
+                cursor.execute("ROLLBACK")
+            raise
+        return reply
+
+    def _taint_write(
+        self,
+        cursor: duckdb.DuckDBPyConnection,
+        sql: str,
+        write_to: str,
+        reads: list[str] | None,
+        taint: set[str],
+        allow_untrusted: bool,
+        step: str | None,
+        marked: set[str],
+    ) -> set[str]:
+        """Refuse untrusted data (a tainted source among ``reads``, ``taint``) on its way
+        into a write without the step's opt-in; with it, mark ``write_to`` with the origins
+        not ``marked`` yet, and return all marked. The mark is made in memory before the
+        data is written, so a reader that saw the data sees the mark."""
+        tainted = self.tainted_among(reads)
+        if (tainted or taint) and not allow_untrusted:
+            raise Failure(
+                "PolicyBlockedError",
+                _untrusted_write(step, tainted, taint),
+                **({"step": step} if step else {}),
+                untrusted=sorted(taint | {f"sql:{source}" for source in tainted}),
+            )
+        # a tainted source writing into itself adds nothing to know
+        new = (taint | {f"sql:{s}" for s in tainted if s != write_to}) - marked
+        if new:
+            with self.taint_lock:
+                self.tainted.setdefault(write_to, set()).update(new)
+            self._mark(cursor, write_to, sorted(new), sql)
+        return marked | new
 
     def _mark(
         self, cursor: duckdb.DuckDBPyConnection, source: str, origins: list[str], sql: str
@@ -396,9 +494,10 @@ class Database:
             truncated = True
         return {"columns": columns, "rows": rows, "row_count": len(rows), "truncated": truncated}
 
-    def _check_statement(self, sql: str) -> None:
-        """DuckDB's own parser must see one SELECT (or, with writes allowed, one INSERT,
-        UPDATE or DELETE): COPY, ATTACH, DETACH, EXPORT... never reach execution."""
+    def _check_statement(self, sql: str, *, writing: bool) -> None:
+        """DuckDB's own parser must see one SELECT (or, with writes allowed and the call
+        made as a write, so its taint is checked, one INSERT, UPDATE or DELETE): COPY,
+        ATTACH, DETACH, EXPORT... never reach execution."""
         if TAINT_TABLE in sql.lower():
             raise Failure(
                 "PolicyBlockedError",
@@ -409,7 +508,7 @@ class Database:
         except duckdb.Error as exc:
             raise Failure("InvalidArgsError", f"sql.query: {str(exc).strip()}") from exc
         allowed = {duckdb.StatementType.SELECT}
-        if self.writable:
+        if self.writable and writing:
             allowed |= {
                 duckdb.StatementType.INSERT,
                 duckdb.StatementType.UPDATE,
@@ -498,6 +597,25 @@ class Database:
         return described
 
 
+def _untrusted_write(step: str | None, tainted: dict[str, list[str]], taint: set[str]) -> str:
+    """Why a write carrying untrusted data is refused, and the fix."""
+    where = f"step '{step}': " if step else ""
+    if tainted:
+        many = len(tainted) > 1
+        origins = sorted({origin for found in tainted.values() for origin in found})
+        what = (
+            f"its statement reads source{'s' if many else ''} "
+            f"{', '.join(repr(source) for source in sorted(tainted))}, which "
+            f"hold{'' if many else 's'} untrusted data (from {', '.join(origins)})"
+        )
+    else:
+        what = f"its arguments carry untrusted data from {', '.join(sorted(taint))}"
+    return (
+        f"{where}tool 'sql.query' writes, and {what}; set 'allow_untrusted: true' on the step "
+        "if that is intended"
+    )
+
+
 def to_json_value(value: Any) -> Any:
     """A DuckDB value as JSON: dates as ISO text, decimals as numbers, blobs as base64,
     NaN and infinities as null, nested lists/structs/maps converted throughout."""
@@ -546,16 +664,18 @@ def limit_address_space(extra: int) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
-def _open_files() -> set[str]:
-    """The paths of the files this process has open (empty where there is no /proc)."""
+def _open_files() -> set[tuple[str, tuple[int, int, int]]]:
+    """The files this process has open (none where there is no /proc): the path and
+    (device, inode, link count) of each, of what is open, not of what its path names now."""
     found = set()
     for fd in os.listdir(PROC_FD) if os.path.isdir(PROC_FD) else []:
         try:
             target = os.readlink(f"{PROC_FD}/{fd}")
+            info = os.stat(f"{PROC_FD}/{fd}")  # the open file itself
         except OSError:
             continue
         if target.startswith("/") and not target.startswith(("/dev/", "/proc/")):
-            found.add(target)
+            found.add((target, (info.st_dev, info.st_ino, info.st_nlink)))
     return found
 
 
@@ -627,7 +747,10 @@ def serve(
                 int(request["max_bytes"]),
                 reads=request.get("reads"),
                 write_to=request.get("write_to"),
+                write_reads=request.get("write_reads"),
                 taint=request.get("taint"),
+                allow_untrusted=bool(request.get("allow_untrusted")),
+                step=request.get("step"),
             )
     except Failure as failure:
         reply["error"] = _error(failure)

@@ -283,12 +283,19 @@ class SqlEngine:
         timeout: float,
         reads: list[str] | None = None,
         write_to: str | None = None,
+        write_reads: list[str] | None = None,
         taint: list[str] | None = None,
+        allow_untrusted: bool = False,
+        step: str | None = None,
     ) -> dict[str, Any]:
         """Run one (already guarded) statement; rows as JSON-safe dicts, and under
-        ``tainted`` the sources of ``reads`` (None: any) that hold untrusted data. A write
-        to source ``write_to`` with ``taint`` (where untrusted data in it came from), or
-        reading a tainted source, marks that source tainted (see ``_worker.py``)."""
+        ``tainted`` the sources of ``reads`` (None: any) that hold untrusted data.
+
+        A write to source ``write_to`` that carries untrusted data (``taint``: where the
+        data in its arguments came from; or a tainted source among ``write_reads``, the
+        sources whose rows it reads, None: any) is refused with ``policy_blocked`` naming
+        ``step``, unless ``allow_untrusted`` (the step's opt-in); with it, the write marks
+        ``write_to`` tainted (see ``_worker.py``)."""
         request = {
             "op": "query",
             "sql": sql,
@@ -297,7 +304,10 @@ class SqlEngine:
             "max_bytes": max_bytes,
             "reads": reads,
             "write_to": write_to,
+            "write_reads": write_reads,
             "taint": taint,
+            "allow_untrusted": allow_untrusted,
+            "step": step,
         }
         message = f"sql.query: the query did not finish within {timeout:g}s and was interrupted"
         return await self._call(request, timeout, message)

@@ -115,12 +115,16 @@ STATEMENT_NAMES = {
 
 @dataclass(frozen=True)
 class GuardedQuery:
-    """SQL that passed layer 1, in DuckDB's dialect."""
+    """SQL that passed layer 1, in DuckDB's dialect. ``tables`` are every known table it
+    names; ``reads`` those whose rows it reads: for a write, every table it names but its
+    target, and the target too when it looks at the rows there (a WHERE, a SET from
+    columns, RETURNING, ON CONFLICT, OR REPLACE)."""
 
     sql: str
     kind: str
     writes: tuple[str, ...] = ()
     tables: tuple[str, ...] = field(default=())
+    reads: tuple[str, ...] = field(default=())
 
 
 def check_sql(
@@ -149,8 +153,10 @@ def check_sql(
         )
     root = statements[0]
     writes: tuple[str, ...] = ()
+    target: exp.Table | None = None
     if isinstance(root, WRITES):
-        writes = _check_write(root, {t.lower() for t in writable})
+        target = _write_target(root)
+        writes = _check_write(root, target, {t.lower() for t in writable})
     elif not isinstance(root, READ_ONLY):
         name = STATEMENT_NAMES.get(type(root).__name__, type(root).__name__.upper())
         if isinstance(root, exp.Command | exp.Column):
@@ -162,10 +168,14 @@ def check_sql(
             construct=name,
         )
     used: list[str] = []
+    read: list[str] = []
+    reads_target = target is not None and _reads_target(root)
     for table, ctes in _table_references(root):
         found = _check_table(table, ctes, known, short, sql)
         if found:
             used.append(found)
+            if table is not target or reads_target:
+                read.append(found)
     for node in root.walk():
         if (
             isinstance(node, exp.Query | exp.DDL | exp.DML | exp.Command)
@@ -180,7 +190,13 @@ def check_sql(
         if isinstance(node, exp.Func) and not isinstance(node.parent, exp.Table):
             _check_function(node, table_fns, sql)  # FROM f(...) was checked as a table
     kind = type(root).__name__.upper()
-    return GuardedQuery(root.sql(dialect="duckdb"), kind, writes, tuple(dict.fromkeys(used)))
+    return GuardedQuery(
+        root.sql(dialect="duckdb"),
+        kind,
+        writes,
+        tuple(dict.fromkeys(used)),
+        tuple(dict.fromkeys(read)),
+    )
 
 
 def classify_sql(sql: str, *, dialect: str = "duckdb") -> Literal["read", "write"]:
@@ -360,9 +376,33 @@ def _check_table(
     )
 
 
-def _check_write(root: exp.Expression, writable: set[str]) -> tuple[str, ...]:
+def _write_target(root: exp.Expression) -> exp.Table | None:
+    """The table node an INSERT/UPDATE/DELETE writes (``INSERT INTO t (a, b)`` wraps it in
+    a schema); None when the statement has another shape."""
+    target = root.this
+    if isinstance(root, exp.Insert) and isinstance(target, exp.Schema):
+        target = target.this
+    return target if isinstance(target, exp.Table) else None
+
+
+def _reads_target(root: exp.Expression) -> bool:
+    """Whether a write looks at the rows of the table it writes: an UPDATE or DELETE that
+    names any column (or ``*``) beyond the columns it sets, an INSERT that may replace or
+    keep rows already there (ON CONFLICT, OR REPLACE, OR IGNORE)."""
+    if isinstance(root, exp.Insert):
+        return bool(root.args.get("conflict") or root.args.get("alternative"))
+    assigned = set()
+    if isinstance(root, exp.Update):
+        assigned = {id(e.this) for e in root.expressions if isinstance(e, exp.EQ)}
+    return any(
+        isinstance(node, exp.Column | exp.Star) and id(node) not in assigned for node in root.walk()
+    )
+
+
+def _check_write(
+    root: exp.Expression, target: exp.Table | None, writable: set[str]
+) -> tuple[str, ...]:
     """The table an INSERT/UPDATE/DELETE writes, if its source allows writes."""
-    target = root.this if isinstance(root.this, exp.Table) else root.find(exp.Table)
     statement = type(root).__name__.upper()
     if target is None:
         raise PolicyBlockedError(

@@ -231,19 +231,99 @@ async def test_every_write_with_untrusted_arguments_taints_its_source(
     assert untrusted_from(later, "back") == ("sql:scratch",)
 
 
-async def test_a_trusted_copy_out_of_a_tainted_source_taints_where_it_lands(
-    settings: Settings, server: WebServer, files: dict[str, Path]
+def copying(sql: str, **extra: Any) -> dict[str, Any]:
+    return {"id": "copy", "tool": "sql.query", "args": {"sql": sql}, **extra}
+
+
+def reads_tainted(*sources: str, origins: str = "web.fetch") -> str:
+    """The refusal of step 'copy' writing what it read from tainted ``sources``."""
+    many = len(sources) > 1
+    return (
+        f"step 'copy': tool 'sql.query' writes, and its statement reads source"
+        f"{'s' if many else ''} {', '.join(repr(s) for s in sources)}, which "
+        f"hold{'' if many else 's'} untrusted data (from {origins}); set 'allow_untrusted: "
+        "true' on the step if that is intended"
+    )
+
+
+def contents(path: Path) -> tuple[list[tuple[Any, ...]], list[str]]:
+    """A DuckDB source's notes and its tables (engines closed first)."""
+    close_engines()
+    with duckdb.connect(str(path), read_only=True) as con:
+        rows = con.execute("SELECT * FROM notes ORDER BY id, body").fetchall()
+        names = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()]
+    return rows, sorted(names)
+
+
+COPIES_OUT = {  # a write into 'other' that reads the tainted 'scratch'
+    "insert select": "INSERT INTO other.notes SELECT id + 10, body FROM scratch.notes",
+    "insert by name": "INSERT INTO other.notes BY NAME SELECT body, id + 10 AS id FROM scratch.notes",
+    "insert from a cte": (
+        "WITH t AS (SELECT id + 10 AS id, body FROM scratch.notes) "
+        "INSERT INTO other.notes SELECT * FROM t"
+    ),
+    "insert values with a subquery": (
+        "INSERT INTO other.notes VALUES (5, (SELECT max(body) FROM scratch.notes))"
+    ),
+    "insert from a nested subquery": (
+        "INSERT INTO other.notes SELECT * FROM (SELECT id + 10, body FROM scratch.notes) AS s"
+    ),
+    "update from": "UPDATE other.notes SET body = s.body FROM scratch.notes AS s WHERE s.id = 2",
+    "update with a subquery": "UPDATE other.notes SET body = (SELECT max(body) FROM scratch.notes)",
+    "delete with a subquery": (
+        "DELETE FROM other.notes WHERE id IN "
+        "(SELECT id - 1 FROM scratch.notes WHERE body LIKE 'IGNORE%')"
+    ),
+    "delete using": "DELETE FROM other.notes USING scratch.notes AS s WHERE s.id = 2",
+    "a plain name both sources have": "INSERT INTO other.notes SELECT id + 10, body FROM notes",
+    "a table the guard cannot place": (
+        "INSERT INTO other.notes SELECT 5, table_name FROM information_schema.tables"
+    ),
+}
+COPIES_IN = {  # a write into the tainted 'scratch' that reads rows there
+    "insert select": "INSERT INTO scratch.notes SELECT id + 10, body FROM scratch.notes",
+    "update from its own rows": "UPDATE scratch.notes SET body = upper(body)",
+    "update where": "UPDATE scratch.notes SET body = 'x' WHERE body LIKE 'IGNORE%'",
+    "delete where": "DELETE FROM scratch.notes WHERE body LIKE 'IGNORE%'",
+    "delete returning": "DELETE FROM scratch.notes WHERE id = 2 RETURNING *",
+    "insert or replace": "INSERT OR REPLACE INTO scratch.notes VALUES (2, 'x')",
+    "insert on conflict": "INSERT INTO scratch.notes VALUES (2, 'x') ON CONFLICT DO NOTHING",
+}
+
+
+@pytest.mark.parametrize("sql", [*COPIES_OUT.values(), *COPIES_IN.values()])
+async def test_a_write_reading_a_tainted_source_needs_the_opt_in(
+    settings: Settings, server: WebServer, files: dict[str, Path], sql: str
+) -> None:
+    """The step's arguments carry nothing untrusted, so the executor lets it through; the
+    engine, which knows what the statement reads, refuses it."""
+    await run(settings, page(server), insert())
+    before = {name: contents(path) for name, path in files.items()}
+
+    result = await run(settings, copying(sql))
+
+    assert failed(result, "copy") == reads_tainted("scratch")
+    error = result.steps["copy"].error
+    assert error is not None and error.details == {"step": "copy", "untrusted": ["sql:scratch"]}
+    assert {name: contents(path) for name, path in files.items()} == before
+    assert "_dagentic_taint" not in before["other"][1]  # nothing was copied, nor marked
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        COPIES_OUT["insert select"],
+        COPIES_OUT["update from"],
+        COPIES_OUT["delete with a subquery"],
+        COPIES_OUT["insert from a cte"],
+    ],
+)
+async def test_with_the_opt_in_a_copy_out_of_a_tainted_source_taints_where_it_lands(
+    settings: Settings, server: WebServer, files: dict[str, Path], sql: str
 ) -> None:
     await run(settings, page(server), insert())
 
-    copied = await run(
-        settings,
-        {
-            "id": "copy",
-            "tool": "sql.query",
-            "args": {"sql": "INSERT INTO other.notes SELECT id + 10, body FROM scratch.notes"},
-        },
-    )
+    copied = await run(settings, copying(sql, allow_untrusted=True))
     later = await run(
         settings,
         {"id": "other", "tool": "sql.query", "args": {"sql": "SELECT body FROM other.notes"}},
@@ -258,6 +338,167 @@ async def test_a_trusted_copy_out_of_a_tainted_source_taints_where_it_lands(
     close_engines()
     with duckdb.connect(str(files["other"]), read_only=True) as con:
         assert con.execute("SELECT origin FROM _dagentic_taint").fetchall() == [("sql:scratch",)]
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        COPIES_IN["insert select"],
+        COPIES_IN["update from its own rows"],
+        COPIES_IN["delete where"],
+    ],
+)
+async def test_with_the_opt_in_a_tainted_source_may_rewrite_its_own_rows(
+    settings: Settings, server: WebServer, files: dict[str, Path], sql: str
+) -> None:
+    await run(settings, page(server), insert())
+
+    result = await run(settings, copying(sql, allow_untrusted=True))
+    later = await run(settings, READ_BACK)
+
+    assert result.status is RunStatus.SUCCEEDED, result.error
+    assert untrusted_from(result, "copy") == ("sql:scratch",)
+    assert untrusted_from(later, "back") == ("sql:scratch",)
+    close_engines()
+    with duckdb.connect(str(files["scratch"]), read_only=True) as con:  # nothing new to say
+        assert con.execute("SELECT origin FROM _dagentic_taint").fetchall() == [("web.fetch",)]
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "INSERT INTO scratch.notes VALUES (3, 'three')",
+        "INSERT INTO scratch.notes (id, body) VALUES (3, 'three') RETURNING *",
+        "UPDATE scratch.notes SET body = 'x'",
+        "DELETE FROM scratch.notes",
+        "INSERT INTO other.notes SELECT id + 10, body FROM other.notes",
+        "UPDATE other.notes SET body = 'y' WHERE id = 1",
+        "DELETE FROM other.notes WHERE id IN (SELECT id FROM other.notes)",
+    ],
+)
+async def test_a_write_that_reads_no_tainted_rows_needs_no_opt_in(
+    settings: Settings, server: WebServer, files: dict[str, Path], sql: str
+) -> None:
+    """Writing trusted values into a tainted source, or copying within a clean one, moves
+    no untrusted data: it runs, and taints nothing new."""
+    await run(settings, page(server), insert())
+
+    result = await run(settings, copying(sql))
+    later = await run(
+        settings,
+        READ_BACK,
+        {"id": "other", "tool": "sql.query", "args": {"sql": "SELECT body FROM other.notes"}},
+    )
+
+    assert result.status is RunStatus.SUCCEEDED, result.error
+    assert untrusted_from(later, "back") == ("sql:scratch",)
+    assert untrusted_from(later, "other") == ()
+    assert "_dagentic_taint" not in contents(files["other"])[1]
+
+
+async def test_a_write_reading_several_tainted_sources_names_them_all(
+    settings: Settings, server: WebServer
+) -> None:
+    await run(settings, page(server), insert())
+    await run(settings, copying(COPIES_OUT["insert select"], allow_untrusted=True))
+
+    result = await run(
+        settings,
+        copying(
+            "INSERT INTO other.notes SELECT id + 100, body FROM scratch.notes "
+            "UNION ALL SELECT id + 200, body FROM other.notes"
+        ),
+    )
+
+    assert failed(result, "copy") == reads_tainted(
+        "other", "scratch", origins="sql:scratch, web.fetch"
+    )
+
+
+async def test_create_table_as_from_a_tainted_source_is_refused_anyway(
+    settings: Settings, server: WebServer
+) -> None:
+    await run(settings, page(server), insert())
+
+    result = await run(
+        settings,
+        copying("CREATE TABLE other.copy AS SELECT * FROM scratch.notes", allow_untrusted=True),
+    )
+
+    assert failed(result, "copy") == (
+        "sql.query: refused: CREATE is not allowed; only read-only queries (SELECT, WITH ... "
+        "SELECT, UNION, VALUES, DESCRIBE, SHOW) run here"
+    )
+
+
+async def test_the_engine_itself_refuses_a_tainted_write_past_the_guard(
+    settings: Settings, server: WebServer, files: dict[str, Path]
+) -> None:
+    """Layer 2 holds without layer 1: a write whose reads it is not told counts as reading
+    every source; one not announced as a write does not run at all."""
+    await run(settings, page(server), insert())
+    close_engines()
+    engine = await engine_for(settings)
+    sql = "INSERT INTO other.notes SELECT id + 10, body FROM scratch.notes"
+
+    with pytest.raises(DagenticError) as told:
+        await engine.run(sql, None, max_rows=10, max_bytes=10_000, timeout=5, write_to="other")
+    with pytest.raises(DagenticError) as untold:
+        await engine.run(sql, None, max_rows=10, max_bytes=10_000, timeout=5)
+
+    assert told.value.failure_mode is FailureMode.POLICY_BLOCKED
+    assert told.value.message == (
+        "tool 'sql.query' writes, and its statement reads source 'scratch', which holds "
+        "untrusted data (from web.fetch); set 'allow_untrusted: true' on the step if that "
+        "is intended"
+    )
+    assert untold.value.failure_mode is FailureMode.POLICY_BLOCKED
+    assert untold.value.message == (
+        "sql.query: refused by the engine: INSERT is not a single read-only query"
+    )
+    assert contents(files["other"]) == ([(1, "hello")], ["notes"])
+
+
+def test_a_source_tainted_while_a_write_runs_is_seen_before_it_commits(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    """A write checks what it reads before it runs and again before it commits: another
+    write that tainted a source and committed in between (so this one may have read its
+    rows) is seen, and this write is rolled back."""
+    from dagentic.plugins.sql._worker import Database, Failure
+
+    db = Database(
+        {name: {"path": str(path), "allow_write": True} for name, path in files.items()},
+        roots=None,
+        memory_limit="128MB",
+        threads=1,
+        temp_directory=str(tmp_path / "spill"),
+    )
+    execute = db._execute
+
+    def meanwhile(*args: Any) -> dict[str, Any]:
+        reply = execute(*args)
+        db.tainted["scratch"] = {"web.fetch"}  # as another write would, before its commit
+        return reply
+
+    db._execute = meanwhile  # type: ignore[method-assign]
+    try:
+        with pytest.raises(Failure) as caught:
+            db.query(
+                db.cursor(),
+                "INSERT INTO other.notes SELECT id + 10, body FROM scratch.notes",
+                None,
+                10,
+                10_000,
+                write_to="other",
+                write_reads=["scratch"],
+                step="copy",
+            )
+        assert caught.value.kind == "PolicyBlockedError"
+        assert caught.value.message == reads_tainted("scratch")
+        assert db.cursor().execute("SELECT count(*) FROM other.notes").fetchall() == [(1,)]
+    finally:
+        db.close()
 
 
 async def test_a_failed_write_leaves_no_record(

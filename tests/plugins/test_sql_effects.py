@@ -24,7 +24,7 @@ from dagentic import (
     load_tools,
 )
 from dagentic.plugins import sql as sql_plugin
-from dagentic.plugins.sql.guard import classify_sql
+from dagentic.plugins.sql.guard import check_sql, classify_sql
 
 from tests.blind import blind_settings
 from tests.plugins.web.webtest import Reply, WebServer
@@ -151,6 +151,38 @@ def test_sql_query_declares_that_it_may_write() -> None:
     query = next(t for t in load_tools() if t.name == "sql.query")
     assert query.side_effects == "write"
     assert query.call_effects({"sql": "SELECT 1", "dialect": "duckdb"}).side_effects == "read"
+
+
+# The tables whose rows a write reads (what the engine checks for taint): every table it
+# names but its target, and the target too when it looks at the rows there.
+KNOWN = ["w.notes", "w2.notes", "notes"]
+WRITE_READS = {
+    "INSERT INTO w2.notes VALUES (1, 'x')": (),
+    "INSERT INTO w2.notes (id, body) VALUES (1, 'x') RETURNING *": (),
+    "INSERT INTO w2.notes SELECT * FROM w.notes": ("w.notes",),
+    "INSERT INTO w2.notes (id, body) SELECT * FROM w2.notes": ("w2.notes",),
+    "WITH t AS (SELECT * FROM w.notes) INSERT INTO w2.notes SELECT * FROM t": ("w.notes",),
+    "INSERT INTO w2.notes VALUES (1, 'x') ON CONFLICT DO NOTHING": ("w2.notes",),
+    "INSERT OR REPLACE INTO w2.notes VALUES (1, 'x')": ("w2.notes",),
+    "UPDATE w2.notes SET body = 'x'": (),
+    "UPDATE w2.notes SET body = 'x' WHERE id = 1": ("w2.notes",),
+    "UPDATE w2.notes SET body = upper(body)": ("w2.notes",),
+    "UPDATE w2.notes SET body = (SELECT max(body) FROM w.notes)": ("w.notes", "w2.notes"),
+    # any column named counts (erring on the side of reading), n.body included
+    "UPDATE w2.notes SET body = n.body FROM w.notes AS n": ("w.notes", "w2.notes"),
+    "DELETE FROM w2.notes": (),
+    "DELETE FROM w2.notes RETURNING *": ("w2.notes",),
+    "DELETE FROM w2.notes WHERE id IN (SELECT id FROM w.notes)": ("w.notes", "w2.notes"),
+    "DELETE FROM w2.notes USING w.notes AS n": ("w.notes",),
+    "SELECT * FROM w.notes JOIN w2.notes USING (id)": ("w.notes", "w2.notes"),
+}
+
+
+@pytest.mark.parametrize("sql", list(WRITE_READS))
+def test_the_guard_says_which_tables_a_statement_reads_rows_of(sql: str) -> None:
+    guarded = check_sql(sql, tables=KNOWN, writable=["w.notes", "w2.notes"])
+    assert sorted(guarded.reads) == sorted(WRITE_READS[sql])
+    assert set(guarded.reads) <= set(guarded.tables)
 
 
 # --------------------------------------------------------------------------- the policy

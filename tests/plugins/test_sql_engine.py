@@ -619,16 +619,25 @@ async def test_a_duckdb_file_is_attached_read_only_even_past_the_guard(
     )
     engine = await engine_for(settings)
     with pytest.raises(DagenticError) as bypass:  # layer 1 skipped: layer 2 must hold
-        await engine.run(
+        await engine.run(  # announced as a write, so it reaches DuckDB when one may be
             "INSERT INTO bank.accounts VALUES (3, 'eve')",
             None,
             max_rows=10,
             max_bytes=10_000,
             timeout=5,
+            write_to="bank",
         )
     with duckdb.connect(str(bank), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM accounts").fetchone() == (2,)
-    assert "read-only" in bypass.value.message
+    if neighbour == "alone":  # no source may be written: the engine's own check refuses
+        assert bypass.value.message == (
+            "sql.query: refused by the engine: INSERT is not a single read-only query"
+        )
+    else:  # the file is attached read-only
+        assert bypass.value.message.startswith(
+            "sql.query: refused by the engine: Invalid Input Error: Cannot execute statement "
+            'of type "INSERT" on database "bank" which is attached in read-only mode'
+        )
     # A guard refusing a write is policy_blocked, whichever layer refused it.
     assert bypass.value.failure_mode is FailureMode.POLICY_BLOCKED
 

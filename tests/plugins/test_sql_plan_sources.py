@@ -260,17 +260,87 @@ async def test_a_symlink_swapped_in_after_the_check_is_not_followed(
     engine.close()
 
 
+def _hard_link_refusal(file: Path, source: str, allowed: Path, links: int = 2) -> str:
+    return (
+        f"sql: refused: {str(file)!r} in source {source!r} is a hard link (the file has "
+        f"{links} names); a hard link may point outside the folders plans may read "
+        f"(sql.allowed_roots: {allowed}) and no path shows it, so files with more than one "
+        "name are not read; copy the file instead"
+    )
+
+
 @pytest.mark.anyio
-async def test_a_hard_link_inside_a_root_is_read_as_the_file_it_is(
+@pytest.mark.parametrize("named", ["the folder", "the file"])
+async def test_a_hard_link_to_a_file_outside_the_roots_is_refused(
+    tools: ToolRegistry, folders: tuple[Path, Path], named: str
+) -> None:
+    """A hard link is the file it links to, and its path says nothing of where else that
+    file is named: one inside the roots to a file outside would read the outside file."""
+    allowed, outside = folders
+    link = allowed / "shop" / "items.csv"
+    link.unlink()
+    os.link(outside / "items.csv", link)
+    result = await _count(tools, allowed, link if named == "the file" else link.parent)
+    source = "items" if named == "the file" else "shop"
+    assert _refused(result) == _hard_link_refusal(link, source, allowed)
+
+
+@pytest.mark.anyio
+async def test_a_hard_link_between_files_inside_the_roots_is_refused_too(
     tools: ToolRegistry, folders: tuple[Path, Path]
 ) -> None:
-    """A hard link is the file itself, not a pointer to a path: making one takes access to
-    the file already, so the engine reads it (documented in the security model)."""
-    allowed, outside = folders
-    (allowed / "shop" / "items.csv").unlink()
-    os.link(outside / "items.csv", allowed / "shop" / "items.csv")
+    """Where the other names of a file are cannot be seen from one of them: any file with
+    more than one name is refused in a plan-named source (documented)."""
+    allowed, _ = folders
+    (allowed / "kept").mkdir()
+    os.link(allowed / "shop" / "items.csv", allowed / "kept" / "items.csv")
+    os.link(allowed / "shop" / "items.csv", allowed / "kept" / "third.csv")
     result = await _count(tools, allowed, allowed / "shop")
-    assert result.outputs == {"n": 1}
+    assert _refused(result) == _hard_link_refusal(
+        allowed / "shop" / "items.csv", "shop", allowed, 3
+    )
+    (allowed / "kept" / "items.csv").unlink()
+    (allowed / "kept" / "third.csv").unlink()  # one name again: read
+    assert (await _count(tools, allowed, allowed / "shop")).outputs == {"n": 3}
+
+
+@pytest.mark.anyio
+async def test_a_hard_linked_duckdb_file_or_wal_is_refused(
+    tools: ToolRegistry, folders: tuple[Path, Path]
+) -> None:
+    allowed, outside = folders
+    with duckdb.connect(str(outside / "secret.duckdb")) as con:
+        con.execute("CREATE TABLE items AS SELECT 'token-7f3a' AS id")
+    os.link(outside / "secret.duckdb", allowed / "shop.duckdb")
+    result = await _count(tools, allowed, allowed / "shop.duckdb")
+    assert _refused(result) == _hard_link_refusal(allowed / "shop.duckdb", "shop", allowed)
+
+    (allowed / "shop.duckdb").unlink()
+    with duckdb.connect(str(allowed / "shop.duckdb")) as con:
+        con.execute("CREATE TABLE items AS SELECT 1 AS id")
+    (outside / "other.wal").write_bytes(b"token-7f3a")
+    os.link(outside / "other.wal", allowed / "shop.duckdb.wal")
+    result = await _count(tools, allowed, allowed / "shop.duckdb")
+    assert _refused(result) == _hard_link_refusal(allowed / "shop.duckdb.wal", "shop", allowed)
+    (allowed / "shop.duckdb.wal").unlink()
+    assert (await _count(tools, allowed, allowed / "shop.duckdb")).outputs == {"n": 1}
+
+
+@pytest.mark.anyio
+async def test_a_configured_source_may_be_a_hard_link(
+    tools: ToolRegistry, folders: tuple[Path, Path]
+) -> None:
+    """Sources in sql.sources are the operator's: they are read whatever they are."""
+    allowed, outside = folders
+    os.link(outside / "items.csv", allowed / "linked.csv")
+    settings = Settings(sql={"sources": {"linked": {"path": str(allowed / "linked.csv")}}})  # type: ignore[arg-type]
+    plan = {
+        "name": "configured",
+        "steps": [{"id": "n", "tool": "sql.query", "args": {"sql": "SELECT secret FROM linked"}}],
+    }
+    result = await Executor(tools, settings=settings).run(plan)
+    assert result.succeeded, result.error
+    assert result.steps["n"].output["rows"] == [{"secret": "token-7f3a"}]
 
 
 @pytest.mark.anyio
@@ -324,3 +394,39 @@ async def test_plans_naming_many_sources_keep_only_a_few_idle_engine_processes(
     rows = await engines[0].run("SELECT id FROM items", None, max_rows=5, max_bytes=999, timeout=30)
     assert rows["rows"] == [{"id": 0}]
     engines[0].close()
+
+
+def test_a_duckdb_file_swapped_after_its_check_is_refused(
+    folders: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DuckDB attaches a file by its path: what it opened must be the very file checked
+    (held open) before, not another one given the name in between."""
+    from dagentic.plugins.sql import _worker
+
+    allowed, _ = folders
+    for name, value in [("shop", 1), ("other", 2)]:
+        with duckdb.connect(str(allowed / f"{name}.duckdb")) as con:
+            con.execute(f"CREATE TABLE items AS SELECT {value} AS id")
+    real = _worker._open_files
+    calls: list[int] = []
+
+    def swapping() -> set[tuple[str, tuple[int, int, int]]]:
+        if not calls:  # checked and held open; now another file takes its name
+            os.replace(allowed / "other.duckdb", allowed / "shop.duckdb")
+        calls.append(1)
+        return real()
+
+    monkeypatch.setattr(_worker, "_open_files", swapping)
+    with pytest.raises(_worker.Failure) as caught:
+        _worker.Database(
+            {"shop": {"path": str(allowed / "shop.duckdb")}},
+            roots=[str(allowed)],
+            memory_limit="128MB",
+            threads=1,
+            temp_directory=str(tmp_path / "spill"),
+        )
+    assert caught.value.kind == "PolicyBlockedError"
+    assert caught.value.message == (
+        f"sql: refused: {str(allowed / 'shop.duckdb')!r} in source 'shop' changed while it "
+        "was opened; try again"
+    )
