@@ -12,6 +12,11 @@ its own module:
 - :mod:`._run_spans`: the spans of the run, its steps and their foreach items;
 - :mod:`._assembly`: the :class:`RunResult` and its :class:`StepResult` objects.
 
+What a run keeps is bounded: every step output it holds (each ``foreach`` item's as it
+arrives, a reused step's too) is paid for out of one budget of
+``settings.max_run_output_size`` characters and items (:meth:`ActiveRun.keep`), and given
+back when the step fails or runs again.
+
 A journal that can resume a run gives :class:`ActiveRun` the finished steps as ``reuse``:
 they are not run again. A backend that runs tools elsewhere (Ray) plugs in below the
 pipeline, at :class:`~dagentic.backend.ExecutionBackend`.
@@ -31,7 +36,8 @@ from ._assembly import run_result, step_result
 from ._pipeline import StepPipeline
 from ._run_spans import RunSpans
 from ._scheduler import Scheduler
-from .errors import FailureMode
+from .bounds import deep_size
+from .errors import FailureMode, ResourceLimitError
 from .graph import CompiledPlan, CompiledStep
 from .journal import StepEvent
 from .result import ErrorInfo, RunResult, RunStatus, StepResult, StepStatus
@@ -54,6 +60,7 @@ class StepState:
         "attempts",
         "error",
         "finished",
+        "kept",
         "output",
         "pending",
         "provenance",
@@ -70,6 +77,7 @@ class StepState:
         self.spec = spec
         self.status = _PENDING
         self.output: Any = None
+        self.kept = 0  # what its output (its foreach items' so far) takes of the run's budget
         self.error: ErrorInfo | None = None
         self.attempts = 0
         self.started: float | None = None
@@ -116,6 +124,8 @@ class ActiveRun:
             for sid in plan.steps
         }
         self.scope: dict[str, Any] = {"inputs": inputs, "steps": self.views}
+        self.output_limit: int = self.settings.max_run_output_size
+        self.output_left = self.output_limit  # what the step outputs may still take
         self.tg: anyio.abc.TaskGroup | None = None
         self.stop_status: StepStatus | None = None
         self.stop_error: ErrorInfo | None = None
@@ -217,6 +227,52 @@ class ActiveRun:
                 state.error = error
             if state.started is not None and state.finished is None:
                 state.finished = now
+
+    # -- what the run keeps ------------------------------------------------------------
+
+    def keep(
+        self, state: StepState, output: Any, item: int | None = None, size: int | None = None
+    ) -> Any:
+        """``output`` (``state``'s, or its ``foreach`` item ``item``'s), paid for out of the
+        run's output budget before the run holds it: its :func:`~dagentic.bounds.deep_size`
+        (``size`` when the caller measured it already), and an item's place in the step's
+        list. Raises :class:`ResourceLimitError` when it does not fit; the output is then
+        not kept."""
+        left = self.output_left
+        if size is None:
+            size = deep_size(output, left)
+        if item is not None:
+            size += 1
+        if size > left:
+            raise self.over_budget(state, item)
+        self.output_left = left - size
+        state.kept += size
+        return output
+
+    def can_keep(self, item: int | None = None) -> bool:
+        """Whether the smallest output (one ``null``; an item's place too) still fits:
+        when not, the step's tool need not be called."""
+        return self.output_left >= (1 if item is None else 2)
+
+    def over_budget(self, state: StepState, item: int | None = None) -> ResourceLimitError:
+        """The error of ``state`` (its item ``item``) returning more than the run may keep.
+        The step names itself; ``foreach`` puts ``item N:`` after it."""
+        sid, limit = state.spec.id, self.output_limit
+        return ResourceLimitError(
+            f"step '{sid}': its output would take the step outputs this run keeps past "
+            f"{limit:,} characters and items, the most a run keeps (setting "
+            f"max_run_output_size; {limit - self.output_left:,} kept before it); return less "
+            "per step (a filter, a limit) or split the plan into smaller runs",
+            step=sid,
+            **({"item": item} if item is not None else {}),
+            limit=limit,
+        )
+
+    def release(self, state: StepState) -> None:
+        """``state``'s output is dropped (the step failed, or runs again): give back what
+        it took of the budget."""
+        self.output_left += state.kept
+        state.kept = 0
 
     # -- state changes -----------------------------------------------------------------
 

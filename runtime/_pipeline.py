@@ -7,7 +7,10 @@ an earlier run already finished is reused; ``when`` may skip it; a ``check:`` st
 the tool (:meth:`~dagentic.Tool.call_effects`), the data policy checked against them,
 approval asked, then per attempt a slot of the tool's concurrency limit, the
 :class:`~dagentic.backend.ExecutionBackend` call under the step's timeout (waiting for the
-slot does not count), and retries with backoff. Whatever fails becomes the step's error.
+slot does not count), and retries with backoff. The output is cut to the bounds of one
+value, then kept only if it fits what the run may still keep (:meth:`ActiveRun.keep
+<dagentic._active_run.ActiveRun.keep>`; a refused output is not retried), and no tool is
+called once nothing more fits. Whatever fails becomes the step's error.
 
 Provenance is followed while the run runs: a step's data is untrusted when the data of a
 step it reads is (as each of those turned out, not only as the plan says) or its tool is
@@ -37,13 +40,14 @@ from pydantic import BaseModel, ValidationError
 from ._checks import run_check
 from .approvals import call_approver
 from .attributes import TOOL_EGRESS, TOOL_SIDE_EFFECTS
-from .bounds import cut_value
+from .bounds import cut_and_size, cut_value
 from .errors import (
     DagenticError,
     EvaluationError,
     FailureMode,
     InvalidArgsError,
     PolicyBlockedError,
+    ResourceLimitError,
     StepTimeoutError,
     ToolError,
     failure_mode_of,
@@ -69,6 +73,7 @@ NEVER_RETRIED = frozenset(
     }
 )
 _SUCCEEDED, _FAILED, _SKIPPED = StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED
+_QUOTED_SIZE = 200  # characters and items of an argument quoted in an error
 
 
 class StepPipeline:
@@ -85,12 +90,21 @@ class StepPipeline:
         """Run ``state``'s step; its status, output, error and times say how it went."""
         spec, run, spans = state.spec, self.run, self.spans
         state.started = time.perf_counter()
+        if state.kept:  # it runs again (a check's retry): its old output is gone
+            run.release(state)
         reused = run.reuse.get(spec.id)
         if spans is not None:
             state.span = spans.start_step(state, reused=reused is not None)
         if reused is not None:
-            state.output, state.status = reused.output, _SUCCEEDED
             state.provenance = reused.provenance
+            try:
+                state.output, state.status = run.keep(state, reused.output), _SUCCEEDED
+            except ResourceLimitError as exc:  # kept by an earlier run, too much for this one
+                state.status, state.error = _FAILED, ErrorInfo.from_exception(exc)
+                state.finished = time.perf_counter()
+                if spans is not None:
+                    spans.record_failure(state, exc)
+                return
             run.event("reused", state)
             return
         state.provenance = _provenance(spec, self.taint(spec.data_deps))
@@ -108,6 +122,7 @@ class StepPipeline:
                 return
             if spec.step.check is not None:
                 await run_check(run, state)
+                state.output = run.keep(state, state.output)
                 return
             assert spec.tool is not None
             if spec.foreach is None:
@@ -116,6 +131,7 @@ class StepPipeline:
                 state.output = await self._fan_out(state)
             state.status = _SUCCEEDED
         except _ItemFailure as failure:
+            run.release(state)  # the items that succeeded are dropped with the step
             state.status = _FAILED
             info = ErrorInfo.from_exception(failure.error)
             named = f"step '{spec.id}': "
@@ -125,6 +141,7 @@ class StepPipeline:
                 update={"message": f"{prefix}item {failure.index}: {message}"}
             )
         except Exception as exc:  # noqa: BLE001 - a step wrapper records any tool failure
+            run.release(state)
             state.status = _FAILED
             state.error = ErrorInfo.from_exception(exc)
             if spans is not None:
@@ -212,6 +229,9 @@ class StepPipeline:
         retried."""
         spec, tool = state.spec, state.spec.tool
         assert tool is not None
+        index = None if item is None else item[0]
+        if not self.run.can_keep(index):  # no output could be kept: the call is not made
+            raise self.run.over_budget(state, index)
         args = _arguments(spec, tool, scope)
         effects = _effects(spec, tool, args, self.settings)
         sent = tuple(sorted(a for a in effects.egress if args.get(a) is not None))
@@ -267,7 +287,7 @@ class StepPipeline:
                         f"step '{spec.id}': tool '{tool.name}' did not finish within {timeout:g}s",
                         timeout=timeout,
                     )
-                return cut_value(
+                output, size = cut_and_size(
                     output.model_dump(mode="json") if isinstance(output, BaseModel) else output
                 )
             except Exception as exc:
@@ -276,6 +296,9 @@ class StepPipeline:
                 if spans is not None:  # the attempt that will be retried, as an event
                     spans.record_retry(exc, attempt)
                 await anyio.sleep(_backoff(retry, attempt))
+                continue
+            # Outside the attempts: an output too large to keep is not asked for again.
+            return self.run.keep(state, output, index, size)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _check_policy(
@@ -359,13 +382,19 @@ def _arguments(spec: CompiledStep, tool: Tool, scope: Mapping[str, Any]) -> dict
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(map(str, e['loc'])) or 'args'}: {e['msg']}"
-            + (f" (got {e['input']!r})" if e["type"] != "missing" else "")
+            + (f" (got {_quoted(e['input'])})" if e["type"] != "missing" else "")
             for e in exc.errors(include_url=False)
         )
         raise InvalidArgsError(
             f"step '{spec.id}': tool '{tool.name}' rejected its arguments: {problems}",
             tool=tool.name,
         ) from None
+
+
+def _quoted(value: Any) -> str:
+    """``value`` as an error message quotes it: its ``repr``, cut (with a marker) to a few
+    hundred characters, so a huge argument does not make a huge error."""
+    return repr(cut_value(value, depth=3, size=_QUOTED_SIZE))
 
 
 def _effects(spec: CompiledStep, tool: Tool, args: dict[str, Any], settings: Any) -> Effects:

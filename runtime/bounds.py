@@ -20,6 +20,12 @@ is spent, never measured after:
 - **A value a tool returns** is cut to :data:`MAX_VALUE_DEPTH` levels and
   :data:`MAX_VALUE_SIZE` characters and items (shared parts counted each time they
   appear); a marker string says what was cut, so a result is shown cut, never lost.
+- **A run** keeps at most :data:`MAX_RUN_OUTPUT_SIZE` characters and items of step outputs
+  in all, as :func:`deep_size` counts them (a ``foreach`` step's list: one per item, plus
+  each item's output); the ``max_run_output_size`` setting changes it. A step, or a
+  ``foreach`` item, whose output would take the run past it fails with ``resource_limit``
+  instead of being kept, and once nothing is left no tool is called. The message of an
+  error a run keeps is at most :data:`MAX_ERROR_SIZE` characters (cut with a marker).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from .errors import EvaluationError
 
 __all__ = [
     "CHARACTERS_PER_UNIT",
+    "MAX_ERROR_SIZE",
     "MAX_EXPRESSION_SIZE",
     "MAX_INT_BITS",
     "MAX_PLAN_ALIASES",
@@ -40,12 +47,14 @@ __all__ = [
     "MAX_PLAN_DEPTH",
     "MAX_PLAN_NODES",
     "MAX_RESOLUTION_SIZE",
+    "MAX_RUN_OUTPUT_SIZE",
     "MAX_STEPS",
     "MAX_VALUE_DEPTH",
     "MAX_VALUE_SIZE",
     "MAX_WORK",
     "Allowance",
     "LimitError",
+    "cut_and_size",
     "cut_value",
     "deep_size",
     "json_text",
@@ -69,6 +78,11 @@ CHARACTERS_PER_UNIT = 16  # reading this many characters is one unit of work
 MAX_INT_BITS = 256  # integers an expression may compute with
 MAX_VALUE_DEPTH = 64  # levels of a tool's output kept
 MAX_VALUE_SIZE = 10_000_000  # characters and items of a tool's output kept
+# ... of all the step outputs one run keeps: ten outputs of the largest size. In memory that
+# is about 100 MB of text, 1.3-2 GB of records or numbers (13-20 bytes an item), at worst
+# about 7 GB (lists of empty objects, 72 bytes an item); setting max_run_output_size.
+MAX_RUN_OUTPUT_SIZE = 10 * MAX_VALUE_SIZE
+MAX_ERROR_SIZE = 10_000  # characters of one error message a run keeps
 
 _CONTAINERS = (dict, list, tuple)
 _NESTED = (Mapping, list, tuple)
@@ -373,23 +387,44 @@ def cut_value(value: Any, depth: int = MAX_VALUE_DEPTH, size: int = MAX_VALUE_SI
     characters and items (shared parts counted each time they appear); otherwise a copy
     cut to fit, with a marker string where something was cut. Never raises, never
     recurses further than ``depth``, and costs at most about ``size`` steps."""
-    if _fits(value, depth, size):
-        return value
-    return _cut(value, depth, [size], f"<cut: nested deeper than {depth} levels>")
+    return cut_and_size(value, depth, size)[0]
 
 
-def _fits(value: Any, depth: int, size: int) -> bool:
+def cut_and_size(
+    value: Any, depth: int = MAX_VALUE_DEPTH, size: int = MAX_VALUE_SIZE
+) -> tuple[Any, int | None]:
+    """:func:`cut_value`, and the :func:`deep_size` of ``value`` when it was not cut
+    (measured in the same walk: what a tool returns is measured once), else None."""
+    measured = _fitting_size(value, depth, size)
+    if measured is not None:
+        return value, measured
+    return _cut(value, depth, [size], f"<cut: nested deeper than {depth} levels>"), None
+
+
+def _fitting_size(value: Any, depth: int, size: int) -> int | None:
+    """The deep size of ``value`` if it fits ``depth`` and ``size`` (object keys' characters
+    not counted against ``size``, as :func:`_cut` keeps them whole), else None."""
     kind = type(value)
     if kind is not dict and kind is not list and kind is not tuple:
-        return kind is not str or len(value) <= size
+        if kind is not str:
+            return 1
+        return len(value) if len(value) <= size else None
     stack: list[tuple[Any, int]] = [(value, 0)]
-    total = 0
+    total = keys = 0
     while stack:
         item, level = stack.pop()  # a container
         total += len(item)
         if level >= depth or total > size:
-            return False
-        for child in item.values() if type(item) is dict else item:
+            return None
+        if type(item) is dict:
+            try:
+                keys += sum(map(len, item))
+            except TypeError:  # a key that is not a string
+                keys += len(item)
+            children: Any = item.values()
+        else:
+            children = item
+        for child in children:
             kind = type(child)
             if kind is str:
                 total += len(child)
@@ -398,8 +433,8 @@ def _fits(value: Any, depth: int, size: int) -> bool:
             else:
                 total += 1
         if total > size:
-            return False
-    return True
+            return None
+    return total + keys
 
 
 def _cut(item: Any, depth: int, left: list[int], too_deep: str) -> Any:

@@ -16,7 +16,9 @@ that Rich would act on, or fail on. Everything the CLI shows goes through here:
   bidi controls, any other non-ASCII) is written as its ``\\uXXXX`` escape, which JSON
   readers turn back into the same text. Every ``--json`` output goes through it.
 - :func:`safe_log_event` is a structlog processor doing the same for log lines: every
-  key and value a step or tool logs is shown escaped.
+  key and value a step or tool logs is shown escaped, and cut to :data:`MAX_LOG_CHARS`
+  characters (a traceback to :data:`MAX_TRACEBACK_CHARS`) with a marker saying how much
+  was cut: a tool may log a message of millions of characters, a line shows the start.
 - :func:`render_value` draws a value: a scalar as itself, a list of flat records as a
   table, anything else as indented JSON; :func:`inline_value` gives one line of it. Both
   are bounded: long strings, long lists and deep nesting are cut with a marker saying how
@@ -38,11 +40,15 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
+from .bounds import deep_size
+
 __all__ = [
     "MAX_CHARS",
     "MAX_DEPTH",
     "MAX_ITEMS",
+    "MAX_LOG_CHARS",
     "MAX_STRING",
+    "MAX_TRACEBACK_CHARS",
     "cut",
     "indented",
     "inline_value",
@@ -58,6 +64,8 @@ MAX_STRING = 500  # characters of one string inside a value
 MAX_ITEMS = 50  # items of a list, or keys of a mapping, shown
 MAX_DEPTH = 6  # levels of nesting shown
 MAX_COLUMNS = 12  # columns of a table of records; more and it is shown as JSON
+MAX_LOG_CHARS = 2000  # characters of one value of a log line (a notify.log message, say)
+MAX_TRACEBACK_CHARS = 20_000  # characters of a traceback in a log line
 
 # C0 controls but newline and tab, DEL, C1 controls, bidi embeddings/overrides/isolates, and
 # the line and paragraph separators (which some terminals take as a line break).
@@ -123,32 +131,49 @@ def safe_json(value: Any, *, indent: int | None = 2) -> str:
 def safe_log_event(logger: Any, method: str, event: MutableMapping[str, Any]) -> dict[str, Any]:
     """A structlog processor (put it just before the renderer): every key and string of
     the event shown as :func:`safe_text` does, other values as their escaped ``repr``, and
-    an exception as its escaped traceback under ``exception``."""
+    an exception as its escaped traceback under ``exception``. Each is cut (see
+    :func:`cut`) to :data:`MAX_LOG_CHARS` characters, a traceback to
+    :data:`MAX_TRACEBACK_CHARS`; a large value is shown as its start at the cost of its
+    start only."""
     shown: dict[str, Any] = {}
     for key, value in event.items():
-        name = safe_text(str(key), one_line=True)
+        name = safe_text(str(key), one_line=True, limit=MAX_LOG_CHARS)
         if key == "exc_info" and value:
             if value is True:
                 value = sys.exc_info()
             elif isinstance(value, BaseException):
                 value = (type(value), value, value.__traceback__)
             if isinstance(value, tuple) and value[0] is not None:
-                shown["exception"] = safe_text("".join(traceback.format_exception(*value)))
+                shown["exception"] = safe_text(
+                    "".join(traceback.format_exception(*value)), limit=MAX_TRACEBACK_CHARS
+                )
             continue
         if isinstance(value, str):
-            shown[name] = safe_text(value, one_line=key not in ("exception", "stack"))
+            long = key in ("exception", "stack")
+            shown[name] = safe_text(
+                value, one_line=not long, limit=MAX_TRACEBACK_CHARS if long else MAX_LOG_CHARS
+            )
         elif value is None or isinstance(value, bool | int | float):
             shown[name] = value
         else:
-            shown[name] = safe_text(repr(value), one_line=True)
+            shown[name] = safe_text(_short_repr(value), one_line=True, limit=MAX_LOG_CHARS)
     return shown
+
+
+def _short_repr(value: Any) -> str:
+    """``repr(value)``, or for a large list, tuple or mapping the ``repr`` of its start
+    (MAX_ITEMS items a level, MAX_STRING characters a string, with markers): what a log line
+    shows of it, without writing all of it first."""
+    if isinstance(value, dict | list | tuple) and deep_size(value, MAX_LOG_CHARS) > MAX_LOG_CHARS:
+        return repr(_bounded(value, 0))
+    return repr(value)
 
 
 def cut(text: str, limit: int) -> str:
     """``text`` cut to ``limit`` characters, with a marker saying how many were cut."""
     if len(text) <= limit:
         return text
-    return f"{text[:limit]}… [{len(text) - limit} more characters cut]"
+    return f"{text[:limit]}… [{len(text) - limit:,} more characters cut]"
 
 
 def _bounded(value: Any, depth: int) -> Any:

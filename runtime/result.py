@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 from pydantic_core import PydanticSerializationError
 
-from .bounds import cut_value
+from .bounds import MAX_ERROR_SIZE, cut_value
 from .errors import DagenticError, FailureMode, failure_mode_of
 from .redact import redact_value
 
@@ -52,6 +52,21 @@ class ErrorInfo(BaseModel):
     # No secret dagentic holds (an API key an endpoint echoed, say) stays in an error.
     _redact_message = field_validator("message", "details")(redact_value)
     _redact_output = field_serializer("message", "details")(redact_value)
+
+    @field_validator("message")
+    @classmethod
+    def _cut_message(cls, message: str) -> str:
+        """At most MAX_ERROR_SIZE characters (after redaction: no secret is cut in two),
+        with a marker saying how many were cut: an error quoting a huge value stays small."""
+        if len(message) <= MAX_ERROR_SIZE:
+            return message
+        return f"{message[:MAX_ERROR_SIZE]}<cut: {len(message) - MAX_ERROR_SIZE:,} more characters>"
+
+    @field_validator("details")
+    @classmethod
+    def _cut_details(cls, details: dict[str, Any]) -> dict[str, Any]:
+        cut: dict[str, Any] = cut_value(details, size=MAX_ERROR_SIZE)
+        return cut
 
     @classmethod
     def from_exception(cls, exc: BaseException) -> ErrorInfo:

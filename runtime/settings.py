@@ -36,6 +36,7 @@ from pydantic_settings import (
 from pydantic_settings import SettingsError as SourceError
 
 from ._sources import Sources, core_only, is_table
+from .bounds import MAX_RUN_OUTPUT_SIZE
 from .errors import PluginError, SettingsError
 from .isolation import Limits
 from .redact import hold
@@ -249,6 +250,13 @@ class Settings(BaseSettings):
     )
     default_timeout: float | None = Field(
         300.0, gt=0, description="Seconds per attempt when neither step nor tool sets one."
+    )
+    max_run_output_size: int = Field(
+        MAX_RUN_OUTPUT_SIZE,
+        ge=1,
+        description="Characters and items of step outputs one run keeps, in all (foreach "
+        "items included); a step whose output would pass it fails with resource_limit. "
+        "In memory: about 1 byte a character of text, 13-20 bytes an item of records.",
     )
     fail_fast: bool = Field(False, description="Cancel the rest of a run at its first failure.")
     runs_dir: Path = Field(

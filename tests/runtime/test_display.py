@@ -11,11 +11,14 @@ import pytest
 from dagentic.display import (
     MAX_DEPTH,
     MAX_ITEMS,
+    MAX_LOG_CHARS,
     MAX_STRING,
+    MAX_TRACEBACK_CHARS,
     cut,
     indented,
     inline_value,
     render_value,
+    safe_log_event,
     safe_markup,
     safe_text,
 )
@@ -201,6 +204,45 @@ def test_inline_value_is_one_line_of_json_cut_with_a_marker() -> None:
 def test_cut_keeps_short_text_and_marks_long_text() -> None:
     assert cut("short", 5) == "short"
     assert cut("longer", 4) == "long… [2 more characters cut]"
+    assert cut("ab" * 450_000, 2000) == "ab" * 1000 + "… [898,000 more characters cut]"
+
+
+def test_a_log_event_keeps_short_values_whole() -> None:
+    event = {"event": "hello\x1b[2J", "n": 3, "ok": None, "data": {"a": [1, 2]}}
+    assert safe_log_event(None, "info", event) == {
+        "event": r"hello\x1b[2J",
+        "n": 3,
+        "ok": None,
+        "data": r"{'a': [1, 2]}",
+    }
+
+
+def test_a_log_event_shows_a_huge_message_cut_with_how_much_was_left_out() -> None:
+    event = {"event": "ab" * 450_000, "run_id": "r", "k" * 5000: "v"}
+    shown = safe_log_event(None, "info", event)
+    assert shown["event"] == "ab" * 1000 + "… [898,000 more characters cut]"
+    assert shown["run_id"] == "r"
+    assert "k" * MAX_LOG_CHARS + "… [3,000 more characters cut]" in shown
+
+
+def test_a_log_event_shows_the_start_of_a_huge_value_without_writing_it_all() -> None:
+    rows = [{"id": i, "name": "x" * 1000} for i in range(100_000)]  # a 100 MB repr
+    shown = safe_log_event(None, "info", {"event": "rows", "rows": rows})["rows"]
+    assert len(shown) <= MAX_LOG_CHARS + 40
+    assert shown.startswith(
+        "[{'id': 0, 'name': '" + "x" * MAX_STRING + "… [500 more characters cut]'}"
+    )
+    assert shown.endswith(" more characters cut]")
+
+
+def test_a_log_events_traceback_is_cut_at_its_own_bound() -> None:
+    try:
+        raise ValueError("v" * 100_000)
+    except ValueError as exc:
+        shown = safe_log_event(None, "error", {"event": "boom", "exc_info": exc})
+    assert shown["exception"].startswith("Traceback (most recent call last):")
+    assert len(shown["exception"]) <= MAX_TRACEBACK_CHARS + 40
+    assert shown["exception"].endswith(" more characters cut]")
 
 
 def test_indented_shifts_each_line_without_trailing_blanks() -> None:

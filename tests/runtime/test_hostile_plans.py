@@ -1,10 +1,11 @@
 """Hostile plans and values: everything an expression, a plan or a tool's output may
 consume is bounded before it is spent (see dagentic.bounds).
 
-Four classes, each tried in several shapes: expressions that would burn unbounded CPU,
+Five classes, each tried in several shapes: expressions that would burn unbounded CPU,
 expressions and templates that would build huge values, plan files that would take
-minutes or gigabytes to read (alias bombs, deep nesting, sheer size), and values nested
-too deeply to be written out. Wall-clock limits here are safety nets far above what a
+minutes or gigabytes to read (alias bombs, deep nesting, sheer size), values nested
+too deeply to be written out, and runs whose steps, each within its bounds, would keep
+gigabytes of outputs in all (or print them). Wall-clock limits here are safety nets far above what a
 bounded implementation takes; what is asserted is the exact message.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -36,16 +38,18 @@ from dagentic import (
     tool,
 )
 from dagentic.bounds import (
+    MAX_ERROR_SIZE,
     MAX_PLAN_BYTES,
     MAX_PLAN_DEPTH,
     MAX_PLAN_NODES,
+    MAX_RUN_OUTPUT_SIZE,
     MAX_STEPS,
     MAX_VALUE_DEPTH,
     cut_value,
     deep_size,
 )
 from dagentic.cli import app
-from dagentic.errors import EvaluationError
+from dagentic.errors import EvaluationError, ToolError
 from dagentic.expressions import compile_expression, compile_template
 from dagentic.models import ScriptedModel
 from dagentic.planner import LLMPlanner
@@ -53,6 +57,7 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from tests.blind import blind_settings
+from tests.cli import invoke, isolate
 
 SAFETY_NET = 20.0  # seconds; a bounded evaluation takes well under one
 
@@ -755,3 +760,316 @@ def test_sandboxed_code_returning_a_deep_list_is_printed_cut_by_run_json(
     output = shown["steps"]["code"]["output"]["result"]
     # the output is {"result": [...]}: its 64 levels are the object and 63 lists
     assert output == _nested(MAX_VALUE_DEPTH - 1, "<cut: nested deeper than 64 levels>")
+
+
+# --------------------------------------------------------------------------- a whole run
+
+SIZED_CALLS: list[int] = []
+
+
+@tool(name="hostile.sized", side_effects="none")
+async def sized(n: int) -> str:
+    """Return `n` characters; a negative `n` fails, with a message of -n characters.
+
+    Args:
+        n: How many.
+    """
+    SIZED_CALLS.append(n)
+    if n < 0:
+        raise ToolError("y" * -n)
+    return "x" * n
+
+
+def run_kept(plan: dict[str, Any] | str, **settings: Any) -> RunResult:
+    """``plan`` run with hostile.echo and hostile.sized under ``settings``."""
+    SIZED_CALLS.clear()
+    executor = Executor(ToolRegistry([echo, sized]), settings=blind_settings(**settings))
+    return anyio.run(lambda: executor.run(plan))
+
+
+def kept(result: RunResult) -> int:
+    """What ``result``'s step outputs hold, as the run's budget counts it."""
+    return sum(
+        deep_size(step.output, 10**10)
+        for step in result.steps.values()
+        if step.status == "succeeded"
+    )
+
+
+def over_budget(
+    step: str, held: int, limit: int = MAX_RUN_OUTPUT_SIZE, item: int | None = None
+) -> str:
+    where = f"step '{step}': " + (f"item {item}: " if item is not None else "")
+    return (
+        f"{where}its output would take the step outputs this run keeps past {limit:,} "
+        f"characters and items, the most a run keeps (setting max_run_output_size; {held:,} "
+        "kept before it); return less per step (a filter, a limit) or split the plan into "
+        "smaller runs"
+    )
+
+
+def test_many_steps_each_with_a_large_argument_keep_no_more_than_the_run_budget() -> None:
+    plan = {
+        "name": "wide",
+        "steps": [
+            {"id": f"s{i}", "tool": "hostile.echo", "args": {"value": "${{ 'x' * 999000 }}"}}
+            for i in range(120)
+        ],
+    }
+    with within():
+        result = run_kept(plan)
+    assert result.status is RunStatus.FAILED
+    succeeded = [s for s in result.steps.values() if s.status == "succeeded"]
+    failed = result.failures()
+    assert len(succeeded) == 100  # 100 * 999,000 fit in 100,000,000; one more does not
+    assert len(failed) == 20
+    for step in failed:
+        assert step.error.failure_mode is FailureMode.RESOURCE_LIMIT
+        assert step.error.message == over_budget(step.id, 99_900_000)
+        assert step.error.details == {"step": step.id, "limit": MAX_RUN_OUTPUT_SIZE}
+        assert step.output is None
+    assert kept(result) == 99_900_000 <= MAX_RUN_OUTPUT_SIZE
+    assert result.error.message == over_budget(failed[0].id, 99_900_000)
+
+
+def test_a_foreach_whose_items_return_large_outputs_stops_at_the_item_that_does_not_fit() -> None:
+    plan = {
+        "name": "fan",
+        "steps": [
+            {
+                "id": "f",
+                "tool": "hostile.sized",
+                "foreach": "${{ split('x,' * 199 + 'x', ',') }}",
+                "max_parallel": 1,
+                "args": {"n": 1_000_000},
+            }
+        ],
+    }
+    with within():
+        result = run_kept(plan)
+    step = result.steps["f"]
+    assert step.status == "failed"
+    # each item takes its million characters and its place in the list
+    assert step.error.message == over_budget("f", 99 * 1_000_001, item=99)
+    assert step.error.details == {"step": "f", "item": 99, "limit": MAX_RUN_OUTPUT_SIZE}
+    assert step.error.failure_mode is FailureMode.RESOURCE_LIMIT
+    assert len(SIZED_CALLS) == 100  # no item after the one that did not fit was called
+    assert step.output is None  # a failed step keeps nothing
+    assert kept(result) == 0
+
+
+def test_a_foreach_running_its_items_in_parallel_keeps_no_more_than_the_budget() -> None:
+    plan = {
+        "name": "fan",
+        "steps": [
+            {
+                "id": "f",
+                "tool": "hostile.sized",
+                "foreach": "${{ split('x,' * 999 + 'x', ',') }}",
+                "max_parallel": 16,
+                "args": {"n": 1_000_000},
+            }
+        ],
+    }
+    with within():
+        result = run_kept(plan)
+    error = result.steps["f"].error
+    assert error.failure_mode is FailureMode.RESOURCE_LIMIT
+    item = error.details["item"]
+    assert error.message == over_budget("f", 99 * 1_000_001, item=item)
+    assert len(SIZED_CALLS) < 99 + 2 * 16  # what was running when it stopped, no more
+
+
+def test_a_mix_of_large_steps_and_a_large_foreach_shares_one_budget() -> None:
+    big = [
+        {"id": f"big{i}", "tool": "hostile.echo", "args": {"value": "${{ 'x' * 999000 }}"}}
+        for i in range(50)
+    ]
+    plan = {
+        "name": "mix",
+        "steps": [
+            *big,
+            {
+                "id": "f",
+                "tool": "hostile.sized",
+                "needs": [step["id"] for step in big],
+                "foreach": "${{ split('x,' * 59 + 'x', ',') }}",
+                "max_parallel": 1,
+                "args": {"n": 1_000_000},
+            },
+        ],
+    }
+    with within():
+        result = run_kept(plan)
+    assert [s.id for s in result.failures()] == ["f"]
+    held = 50 * 999_000 + 50 * 1_000_001
+    assert result.steps["f"].error.message == over_budget("f", held, item=50)
+    assert kept(result) == 50 * 999_000  # the failed foreach's items are not kept
+
+
+def test_a_step_that_fails_gives_back_what_its_items_took() -> None:
+    plan = {
+        "name": "back",
+        "steps": [
+            {
+                "id": "f",
+                "tool": "hostile.sized",
+                "foreach": [300, 300, -5],
+                "max_parallel": 1,
+                "args": {"n": "${{ item }}"},
+            },
+            {"id": "g", "tool": "hostile.sized", "args": {"n": 900}},
+        ],
+    }
+    # one step at a time, in plan order: f keeps 602 of 1,000 and fails; g needs 900
+    result = run_kept(plan, max_run_output_size=1000, concurrency=1)
+    assert result.steps["f"].error.message == "item 2: yyyyy"
+    assert result.steps["g"].status == "succeeded", result.steps["g"].error
+    assert SIZED_CALLS == [300, 300, -5, 900]
+
+
+def test_a_step_run_again_by_a_check_gives_back_its_first_output() -> None:
+    plan = """
+name: again
+steps:
+  - {id: a, tool: hostile.sized, args: {n: 600}}
+  - id: verify
+    retry: {attempts: 2}
+    check: {assert: "${{ len(steps.a.output) == 0 }}", on_fail: retry}
+"""
+    result = run_kept(plan, max_run_output_size=1000)
+    assert result.steps["a"].status == "succeeded", result.steps["a"].error
+    assert SIZED_CALLS == [600, 600]
+    assert result.steps["verify"].error.failure_mode is FailureMode.CHECK_FAILED
+
+
+def test_no_tool_is_called_once_no_output_could_be_kept() -> None:
+    plan = {
+        "name": "full",
+        "steps": [
+            {"id": "a", "tool": "hostile.sized", "args": {"n": 9}},
+            {"id": "b", "tool": "hostile.echo", "needs": ["a"]},
+            {"id": "c", "tool": "hostile.sized", "needs": ["b"], "args": {"n": 0}},
+        ],
+    }
+    result = run_kept(plan, max_run_output_size=10)
+    assert result.steps["b"].status == "succeeded"  # null: 1, the last that fits
+    c = result.steps["c"]
+    assert c.error.message == over_budget("c", 10, limit=10)
+    assert c.attempts == 0
+    assert SIZED_CALLS == [9]
+
+
+def test_a_reused_output_is_kept_within_the_budget_too() -> None:
+    done = StepResult(id="a", tool="hostile.sized", status="succeeded", output="x" * 2000)
+    executor = Executor(
+        ToolRegistry([echo, sized]), settings=blind_settings(max_run_output_size=1000)
+    )
+    plan = {"name": "again", "steps": [{"id": "a", "tool": "hostile.sized", "args": {"n": 1}}]}
+    result = anyio.run(lambda: executor.run(plan, reuse={"a": done}))
+    assert result.steps["a"].error.message == over_budget("a", 0, limit=1000)
+    assert result.steps["a"].output is None
+
+
+def test_a_huge_error_is_kept_cut() -> None:
+    plan = {
+        "name": "loud",
+        "steps": [{"id": "a", "tool": "hostile.sized", "args": {"n": -(10**6)}}],
+    }
+    result = run_kept(plan)
+    message = result.steps["a"].error.message
+    assert message == "y" * MAX_ERROR_SIZE + f"<cut: {10**6 - MAX_ERROR_SIZE:,} more characters>"
+
+
+def test_an_argument_a_tool_rejects_is_quoted_cut_in_its_error() -> None:
+    plan = {
+        "name": "bad",
+        "steps": [
+            {"id": "a", "tool": "hostile.sized", "args": {"n": "${{ 'ab' * 450000 }}"}},
+        ],
+    }
+    result = run_kept(plan)
+    assert result.steps["a"].error.message == (
+        "step 'a': tool 'hostile.sized' rejected its arguments: n: Input should be a valid "
+        f"integer, unable to parse string as an integer (got '{'ab' * 100}<cut: 899,800 more "
+        "characters>')"
+    )
+
+
+# The repro of the red-team finding: 1,000 items, each logging and keeping 900,000 characters.
+REPRO = """version: 1
+name: fe
+steps:
+  - id: a
+    tool: notify.log
+    foreach: ${{ split("x," * 1000, ",") }}
+    args: {message: '${{ "ab" * 450000 }}'}
+"""
+# notify.log keeps {message, level, data, logged_at}: 65 characters and items besides the
+# message (58 when logged_at falls on a whole second), and its place in the list
+PER_ITEM = 1 + 900_000 + 65
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    isolate(tmp_path, monkeypatch)
+    path = tmp_path / "fe.yaml"
+    path.write_text(REPRO, encoding="utf-8")
+    return path
+
+
+def _repro_error(message: str) -> None:
+    """``message`` is the repro's: 111 items fit, the item that did not is named."""
+    found = re.search(r"item (\d+): .*; ([\d,]+) kept before it", message)
+    assert found is not None, message
+    item, held = int(found[1]), int(found[2].replace(",", ""))
+    assert message == over_budget("a", held, item=item)
+    assert 111 * (PER_ITEM - 7) <= held <= 111 * PER_ITEM
+
+
+def test_the_repro_ends_in_resource_limit_and_prints_its_log_lines_cut(in_tmp: Path) -> None:
+    with within():
+        result = invoke("run", in_tmp)
+    assert result.exit_code == 1, result.output
+    # the summary, and at most 127 log lines (111 kept, 16 running) of about 2,000 characters
+    assert len(result.stdout) < 10_000
+    assert len(result.stderr) < 130 * 2200
+    logged = [line for line in result.stderr.splitlines() if "abab" in line]
+    assert 111 <= len(logged) <= 127
+    for line in logged:
+        assert "abab" * 500 + "… [898,000 more characters cut] run_id=" in line
+        assert len(line) < 2200
+    last = result.stdout.splitlines()[-1]
+    assert last.startswith("resource_limit: ")
+    _repro_error(last.removeprefix("resource_limit: "))
+
+
+def test_the_repro_with_json_prints_a_bounded_result(in_tmp: Path) -> None:
+    with within():
+        result = invoke("run", in_tmp, "--json")
+    assert result.exit_code == 1, result.output
+    shown = json.loads(result.stdout)
+    assert shown["status"] == "failed"
+    assert shown["error"]["failure_mode"] == "resource_limit"
+    _repro_error(shown["error"]["message"])
+    assert len(result.stdout) < 10_000  # the failed step keeps none of its items
+
+
+def test_many_large_steps_with_json_print_no_more_than_the_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    isolate(tmp_path, monkeypatch)
+    path = tmp_path / "many.yaml"
+    steps = "".join(
+        f"  - {{id: s{i}, tool: notify.log, args: {{message: '${{{{ \"ab\" * 450000 }}}}'}}}}\n"
+        for i in range(150)
+    )
+    path.write_text(f"version: 1\nname: many\nsteps:\n{steps}", encoding="utf-8")
+    with within():
+        result = invoke("run", path, "--json")
+    assert result.exit_code == 1
+    shown = json.loads(result.stdout)
+    outputs = [step["output"] for step in shown["steps"].values()]
+    assert sum(deep_size(o, 10**10) for o in outputs) <= MAX_RUN_OUTPUT_SIZE
+    assert sum(o is not None for o in outputs) == 111
+    assert len(result.stdout) < MAX_RUN_OUTPUT_SIZE + 1_000_000
