@@ -54,6 +54,7 @@ GRACE = 5.0  # seconds the host waits past the wall-clock limit before killing
 PRELOAD = "numpy,pandas"
 IDLE = 1.0  # seconds without a run after which refills preload numpy/pandas
 _TMP_SIZE = 16 * 2**20  # /tmp, and /dev/shm
+STOP_WAIT = 2.0  # seconds a container that sent no report has to stop, to tell why
 
 
 _OWNER = f"{socket.gethostname()}:{os.getpid()}:{process_started(os.getpid())}"
@@ -159,12 +160,24 @@ class DockerSandbox:
             container = await run_in_thread(self._start, limits, False)
         self._fill_soon()
         timed_out = False
+        hits = None
         try:
+            since = time.time()
             with anyio.move_on_after(limits.wall_time + GRACE) as deadline:
                 raw, diagnostics = await run_in_thread(
                     self._exchange, container, job, abandon_on_cancel=True
                 )
             timed_out = deadline.cancelled_caught
+            if not timed_out and not raw.endswith(b"\n"):
+                # No whole report: the harness died. Was it the OOM killer? What the code
+                # filled memory with outside any process (files in /work, /tmp, /dev/shm:
+                # their pages, inodes and names count against the container's memory)
+                # outlives the code, and the harness is the next to go.
+                with anyio.move_on_after(STOP_WAIT + 3):
+                    oom = await run_in_thread(
+                        self._oom_killed, container, since, abandon_on_cancel=True
+                    )
+                    hits = {"oom": oom}
         finally:
             # Removed off the caller's path; killing it also ends an abandoned exchange.
             self._discard(container)
@@ -185,6 +198,7 @@ class DockerSandbox:
             isolation=ISOLATION,
             duration=duration,
             diagnostics=diagnostics,
+            hits=hits,
         )
 
     async def aclose(self) -> None:
@@ -292,6 +306,38 @@ class DockerSandbox:
         finally:
             container.close()
         return bytes(out), err.decode(errors="replace")
+
+    def _oom_killed(self, container: _Container, since: float) -> bool:
+        """Did the kernel's OOM killer end a process of ``container`` since ``since`` (a
+        wall-clock time)? Asked of Docker once the container stopped, or ``STOP_WAIT``
+        seconds passed: its ``State.OOMKilled`` while the container is there, else its
+        ``oom`` events, which outlive it (a stopped container is removed at once:
+        ``auto_remove``)."""
+        api = self._api
+        with contextlib.suppress(Exception):  # stopped, or removed already
+            api.wait(container.id, timeout=STOP_WAIT, condition="not-running")
+        with contextlib.suppress(Exception):  # removed meanwhile: the events tell
+            if api.inspect_container(container.id)["State"].get("OOMKilled"):
+                return True
+        try:
+            events = api.events(
+                since=since - 1,
+                until=time.time() + 0.1,  # past events, and a moment for a late one
+                filters={"container": container.id, "event": "oom"},
+                decode=True,
+            )
+        except Exception:  # noqa: BLE001 - no engine to ask: the run stays "killed"
+            return False
+        # An engine whose clock runs ahead would stream until its "until": not for long.
+        timer = threading.Timer(STOP_WAIT, events.close)
+        timer.start()
+        try:
+            return any(True for _ in events)
+        except Exception:  # noqa: BLE001 - closed by the timer, or the engine went away
+            return False
+        finally:
+            timer.cancel()
+            events.close()
 
     def _discard(self, container: _Container) -> None:
         """Queue a container for removal by a background thread (started on first use)."""

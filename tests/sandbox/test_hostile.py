@@ -710,6 +710,54 @@ async def test_memory_beside_the_heap_counts_against_the_memory_limit(
     assert (after.exit_reason, after.result) == ("ok", 42)
 
 
+def many_entries(place: str, make: str = "open(path, 'w').close()") -> str:
+    """Code that makes up to 2M entries with 200-character names in ``place``."""
+    return f"""
+        import os
+        for n in range(2_000_000):
+            path = os.path.join({place!r}, '%09d' % n + 'x' * 190)
+            {make}
+    """
+
+
+MEMORY_IN_FILES = {
+    # Empty files and directories with long names: no data for a tmpfs's size to count,
+    # but each inode and name is kernel memory, charged to the sandbox's memory cgroup.
+    # What they hold outlives the code the OOM killer takes, and the harness after it can
+    # be left no room for its report (the Docker backend then asks the engine why).
+    "files-in-work": many_entries("/work"),
+    "dirs-in-work": many_entries("/work", "os.mkdir(path)"),
+    "files-in-tmp": many_entries("/tmp"),
+    "files-in-dev-shm": many_entries("/dev/shm"),
+    # One file larger than the memory limit and within the disk limit.
+    "big-file-in-work": """
+        with open('/work/big', 'wb', buffering=0) as handle:
+            for _ in range(200):
+                handle.write(b'\\xaa' * (1 << 20))
+    """,
+}
+
+
+@pytest.mark.parametrize("kind", list(MEMORY_IN_FILES))
+async def test_memory_used_up_by_files_is_oom_not_killed(sandbox: Any, kind: str) -> None:
+    # A small memory limit runs out fast (a second or two); the disk would hold 256 MiB.
+    limits = Limits(
+        **{
+            **LIMITS.model_dump(),
+            "memory": "64MiB",
+            "disk": "256MiB",
+            "wall_time": 30.0,
+            "cpu_time": 20.0,
+        }
+    )
+    result, _ = await run(sandbox, MEMORY_IN_FILES[kind], limits=limits, bound=40.0)
+    assert result.exit_reason == "oom", result
+    assert result.detail == "the code ran out of memory (limit 64 MiB)", result
+    assert result.exit_code is None, result
+    after, _ = await run(sandbox, "result = 6 * 7")
+    assert (after.exit_reason, after.result) == ("ok", 42)
+
+
 @pytest.mark.parametrize(
     "code",
     [

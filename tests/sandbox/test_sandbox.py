@@ -39,6 +39,7 @@ from dagentic.isolation import (
 )
 from dagentic.plugin_manager import close_sandboxes, open_sandbox
 from dagentic.sandbox import cgroup
+from dagentic.sandbox import container as docker_backend
 from dagentic.sandbox.bubblewrap import ProcessSandbox, prune_process_leftovers
 from dagentic.sandbox.container import (
     _OWNER,
@@ -592,6 +593,50 @@ async def test_first_container_a_sandbox_starts_reaps_leftovers_of_dead_owners(a
     finally:
         await sandbox.aclose()
         remove_quietly(api, orphan)
+
+
+DYING_HARNESS = {
+    # Stand-ins for the harness: each takes its job, then dies without a report.
+    "oom": "import sys\nsys.stdin.buffer.read(1)\nhoard = []\n"
+    "while True:\n    hoard.append(b'x' * (1 << 20))\n",
+    "exit": "import os, sys\nsys.stdin.buffer.read(1)\nos._exit(3)\n",
+}
+
+
+@pytest.mark.parametrize("removed", [False, True], ids=["inspected", "removed"])
+async def test_a_harness_the_oom_killer_took_is_oom_and_one_that_died_otherwise_killed(
+    monkeypatch: pytest.MonkeyPatch, removed: bool
+) -> None:
+    # The container of a harness that died is removed at once (auto_remove): whether the
+    # OOM killer ended it is read from the container while it is there, else from its
+    # events ("removed": asked only once it is gone).
+    sandbox = DockerSandbox(pool_size=0, limits=Limits(memory="64MiB", wall_time=10))
+    if removed:
+        ask = sandbox._oom_killed
+
+        def once_removed(container: Any, since: float) -> bool:
+            with contextlib.suppress(docker.errors.NotFound):
+                sandbox._api.wait(container.id, timeout=10, condition="removed")
+            assert not container_exists(sandbox._api, container.id)
+            return ask(container, since)
+
+        monkeypatch.setattr(sandbox, "_oom_killed", once_removed)
+    try:
+        for harness, reason, detail in [
+            ("oom", "oom", "the code ran out of memory (limit 64 MiB)"),
+            ("exit", "killed", "the sandbox ended without a report"),
+        ]:
+            monkeypatch.setattr(
+                docker_backend, "harness_source", lambda h=harness: DYING_HARNESS[h]
+            )
+            start = time.monotonic()
+            outcome = await sandbox.run("result = 1")
+            elapsed = time.monotonic() - start
+            assert (outcome.exit_reason, outcome.exit_code) == (reason, None), outcome
+            assert outcome.detail == detail
+            assert elapsed < 10, elapsed  # not the wall-clock limit: stopped, asked, done
+    finally:
+        await sandbox.aclose()
 
 
 HOLDER = """
