@@ -3,22 +3,16 @@ the command line was invalid."""
 
 from __future__ import annotations
 
-import logging
-import shutil
-import signal
-import subprocess
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
-import anyio
 import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .approvals import TerminalApprover, approve_all
 from .cli_config import config_app
 from .display import (
     inline_value,
@@ -28,25 +22,19 @@ from .display import (
     safe_text,
 )
 from .errors import DagenticError, PlanError, PluginError
-from .isolation import SandboxResult, SandboxUnavailableError
-from .journal import Journal, LogJournal, StepEvent
-from .plugin_manager import (
-    close_sandboxes,
-    load_commands,
-    load_sandbox_backends,
-    load_settings,
-    load_tools,
-    make_plugin_manager,
-    open_sandbox,
-)
-from .tools import ToolRegistry
 
-# What a command needs loads inside it (plans, settings, the executor with OpenTelemetry,
-# structlog, models, memory): `dagentic --help` and `dagentic validate` stay fast
+# What a command needs loads inside it (plans, settings, plugins and their tools, pydantic,
+# the executor with OpenTelemetry, structlog, models, memory, the sandbox): `dagentic
+# --help` loads typer and rich only, and `dagentic validate` what validating needs
 # (tests/test_startup.py).
 if TYPE_CHECKING:
+    from structlog.typing import Processor
+
     from .executor import Executor
+    from .isolation import SandboxResult
+    from .journal import Journal, StepEvent
     from .settings import Settings
+    from .tools import ToolRegistry
 
 __all__ = ["add_plugin_commands", "app", "main"]
 
@@ -91,6 +79,9 @@ def _configure(
     ] = 0,
 ) -> None:
     """Configure logging at the command-line edge, never on import."""
+    import logging
+
+    _import_sparing_rich("structlog")
     import structlog
 
     from .redact import guard_streams, structlog_processor
@@ -106,7 +97,7 @@ def _configure(
         processors=[
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="%H:%M:%S"),
-            structlog_processor,
+            cast("Processor", structlog_processor),  # typed for the dicts events are
             safe_log_event,  # what a step or tool logs is shown, never performed
             structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()),
         ],
@@ -120,6 +111,8 @@ def _configure(
 
 
 def _tools() -> ToolRegistry:
+    from .plugin_manager import load_settings, load_tools, make_plugin_manager
+
     try:
         plugins = make_plugin_manager()
         load_settings(plugin_manager=plugins)  # an unknown section or bad value stops here
@@ -174,7 +167,10 @@ def run(
     timeout: Annotated[float | None, typer.Option(help="Deadline of the whole run (s).")] = None,
 ) -> None:
     """Validate and run a plan. Exit 0 if it succeeded, 1 if it failed, 2 if it is invalid."""
+    import anyio
+
     from .executor import Executor, resolve_inputs
+    from .journal import LogJournal
     from .progress import LiveProgress, render_result
     from .result import RunStatus
 
@@ -237,12 +233,18 @@ def _approver(yes: bool, interactive: bool, pause: Any = None) -> Any:
     """--yes approves everything; a terminal (standard input and error both) asks, one
     call at a time (``pause`` stops a live display meanwhile); otherwise a step that needs
     approval is refused."""
+    from .approvals import TerminalApprover, approve_all
+
     if yes:
         return approve_all
     return TerminalApprover(_stderr(), pause=pause) if interactive else None
 
 
 async def _cancel_on_signal(executor: Executor) -> None:
+    import signal
+
+    import anyio
+
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for _ in signals:
             executor.cancel()
@@ -272,7 +274,10 @@ def ask(
 ) -> None:
     """Plan the goal with a model, run the plan, check it, replan if needed, and answer.
     Exit 0 if the goal was achieved, 1 if not, 2 if the command line is invalid."""
+    import anyio
+
     from .agent import Agent
+    from .journal import LogJournal
     from .models import make_model
     from .progress import render_answer, render_plan
     from .result import RunStatus
@@ -396,6 +401,9 @@ def graph(
     ] = None,
 ) -> None:
     """Draw a plan's DAG as Mermaid, Graphviz DOT, or a PNG image (needs Graphviz)."""
+    import shutil
+    import subprocess
+
     from .graph import load_plan, to_dot, to_mermaid
 
     try:
@@ -528,6 +536,10 @@ def sandbox_run(
 ) -> None:
     """Run FILE.py in the sandbox and print what it printed and why it ended. Exit 0 if
     the code succeeded, 1 if not, 2 if the sandbox cannot run here."""
+    import anyio
+
+    from .isolation import SandboxUnavailableError
+    from .plugin_manager import close_sandboxes, open_sandbox
     from .settings import Settings
 
     try:
@@ -579,6 +591,9 @@ def sandbox_run(
 def sandbox_prune() -> None:
     """Remove what dagentic processes that died (kill -9, a crash) left behind: sandbox
     containers and cgroups whose owner is gone. Those of running processes are kept."""
+    import anyio
+
+    from .plugin_manager import load_sandbox_backends
     from .settings import Settings
 
     settings = Settings()
@@ -614,6 +629,8 @@ def memory_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print the items as JSON.")] = False,
 ) -> None:
     """List remembered items with where each came from."""
+    import anyio
+
     from .memory import open_memory
     from .settings import Settings
 
@@ -649,6 +666,8 @@ def memory_forget(
     expired: Annotated[bool, typer.Option(help="Forget items past their TTL.")] = False,
 ) -> None:
     """Delete items by id or by filter."""
+    import anyio
+
     from .memory import open_memory
     from .settings import Settings
 
@@ -688,30 +707,125 @@ def _command_names() -> set[str]:
     return commands | {name for name in groups if name}
 
 
-def add_plugin_commands() -> None:
-    """Add the command groups that plugins register (e.g. ``dagentic index``), once."""
-    taken = _command_names()
-    for name, group in load_commands().items():
-        if name in taken:
-            if any(g.typer_instance is group for g in app.registered_groups):
-                continue
+class _StandIn(typer.Typer):
+    """A plugin's command group as its source declares it (name, help), with no commands:
+    what ``dagentic --help`` lists without importing the plugin (:func:`load_commands`)."""
+
+
+# The plugins' command groups added to the app, by name (stand-ins included).
+_PLUGIN_GROUPS: dict[str, typer.Typer] = {}
+
+
+def load_commands() -> dict[str, typer.Typer]:
+    """The plugins' command groups by name, to list them (``dagentic --help``). Those that
+    the installed plugins declare plainly are read from their source, no plugin imported
+    (:func:`~dagentic._plugin_commands.declared_commands`), and come as stand-ins; if one
+    cannot be read so, every plugin is loaded for its groups, as running one does."""
+    from ._plugin_commands import declared_commands
+
+    declared = declared_commands()
+    if declared is None:
+        return _loaded_commands()
+    return {name: _StandIn(**options) for name, options in declared.items()}
+
+
+def _loaded_commands() -> dict[str, typer.Typer]:
+    """Every command group of the installed plugins, each plugin loaded."""
+    from .plugin_manager import load_commands as load_plugin_commands
+
+    return load_plugin_commands()
+
+
+def add_plugin_commands(groups: dict[str, typer.Typer] | None = None) -> None:
+    """Add the command groups that plugins register (e.g. ``dagentic index``), once:
+    ``groups`` (default: every plugin's, the plugins loaded). A stand-in (from
+    :func:`load_commands`) gives way to the plugin's own group when that is added."""
+    if groups is None:
+        groups = _loaded_commands()
+    own = _command_names() - set(_PLUGIN_GROUPS)
+    for name, group in groups.items():
+        added = _PLUGIN_GROUPS.get(name)
+        if added is group or (added is not None and isinstance(group, _StandIn)):
+            continue
+        if name in own or (added is not None and not isinstance(added, _StandIn)):
             raise PluginError(
                 f"a plugin registers command {name!r}, which dagentic has "
                 "already; rename the plugin's command group",
                 command=name,
             )
+        if added is not None:
+            app.registered_groups = [
+                g for g in app.registered_groups if g.typer_instance is not added
+            ]
         app.add_typer(group, name=name)
+        _PLUGIN_GROUPS[name] = group
 
 
-def _needs_plugin_commands(args: list[str]) -> bool:
-    """False when the command line runs one of dagentic's own commands: then no plugin is
-    loaded for its commands (the command loads the plugins it needs, e.g. for their tools)."""
+def _plugin_commands_wanted(args: list[str]) -> Literal["none", "listed", "loaded"]:
+    """What the command line needs of the plugins' command groups: ``none`` when it runs
+    one of dagentic's own commands (which loads the plugins it needs, e.g. for their
+    tools); ``listed`` for dagentic's own help (or a usage error before any command);
+    ``loaded`` to run a plugin's command (or to say that a command does not exist)."""
     for arg in args:
         if arg == "--help":
-            return True
+            return "listed"
         if not arg.startswith("-"):
-            return arg not in _command_names()
-    return True
+            return "none" if arg in _command_names() else "loaded"
+    return "listed"
+
+
+# What typer's help formatter and structlog's console renderer import from rich for what
+# dagentic's command line never shows: Markdown help text (rich_markup_mode="markdown";
+# with markdown-it and pygments) and rich tracebacks (typer's pretty exceptions are off;
+# structlog's renderer gets exceptions already rendered by display.safe_log_event).
+_RARELY_USED = {"rich.markdown": "Markdown", "rich.traceback": "Traceback"}
+
+
+def _import_sparing_rich(name: str) -> None:
+    """Import module ``name`` without loading the modules of ``_RARELY_USED``: while it
+    imports, they are stand-ins holding only the named class, which imports the real one
+    when first used (the real modules were a third of what ``dagentic --help`` took). If
+    ``name`` wants more of them, it is left to be imported as usual."""
+    if name in sys.modules:
+        return
+    import types
+    from importlib import import_module
+
+    stand_ins = {}
+    for module, attribute in _RARELY_USED.items():
+        if module not in sys.modules:
+            stand_ins[module] = types.ModuleType(module)
+            setattr(stand_ins[module], attribute, _deferred_class(module, attribute))
+    sys.modules.update(stand_ins)
+    try:
+        import_module(name)
+    except ImportError:
+        pass
+    finally:
+        for module, stand_in in stand_ins.items():
+            if sys.modules.get(module) is stand_in:
+                del sys.modules[module]
+
+
+def _deferred_class(module: str, name: str) -> type:
+    """A stand-in for class ``name`` of ``module`` that imports it when first used:
+    calling it, its attributes and isinstance() are the real class's."""
+    from importlib import import_module
+
+    def real() -> Any:
+        return getattr(import_module(module), name)
+
+    class Deferred(type):
+        def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+            return real()(*args, **kwargs)
+
+        def __getattr__(cls, attr: str) -> Any:
+            return getattr(real(), attr)
+
+        def __instancecheck__(cls, instance: Any) -> bool:
+            return isinstance(instance, real())
+
+    return Deferred(name, (), {"__module__": module, "__qualname__": name})
 
 
 def _usage_error(error: typer.TyperException) -> int:
@@ -729,12 +843,18 @@ def _usage_error(error: typer.TyperException) -> int:
 
 
 def main() -> None:
-    if _needs_plugin_commands(sys.argv[1:]):
-        try:
+    try:
+        args = sys.argv[1:]
+        wanted = _plugin_commands_wanted(args)
+        if (wanted == "listed" or "--help" in args) and typer.core.HAS_RICH:
+            _import_sparing_rich("typer.rich_utils")
+        if wanted == "listed":
+            add_plugin_commands(load_commands())
+        elif wanted == "loaded":
             add_plugin_commands()
-        except DagenticError as exc:
-            _stderr().print(f"[red]error:[/red] {safe_markup(exc.message)}", highlight=False)
-            sys.exit(INVALID)
+    except DagenticError as exc:
+        _stderr().print(f"[red]error:[/red] {safe_markup(exc.message)}", highlight=False)
+        sys.exit(INVALID)
     try:
         code = app(standalone_mode=False)
     except typer.TyperException as exc:  # typer's click: a usage error

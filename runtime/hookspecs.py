@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING
 
 import pluggy
 
-from .tools import Tool
-
+# Types only: a plugin's `from dagentic import hookimpl` loads pluggy, not pydantic.
 if TYPE_CHECKING:
     import typer
     from pydantic import BaseModel
 
     from .isolation import SandboxBackend
+    from .tools import Tool
 
 __all__ = [
     "PROJECT",
@@ -59,7 +59,13 @@ def register_sandbox_backends() -> Iterable[SandboxBackend]:  # type: ignore[emp
 def register_commands() -> Iterable[typer.Typer]:  # type: ignore[empty-body]
     """Return command groups to add to the ``dagentic`` command line: ``typer.Typer``
     objects made with a ``name`` (``typer.Typer(name="index")`` becomes
-    ``dagentic index ...``). A name that is taken already is an error naming the plugin."""
+    ``dagentic index ...``). A name that is taken already is an error naming the plugin.
+
+    ``dagentic --help`` lists the groups without importing the plugin when it can read
+    them from the module's source: the hook is just ``return [group, ...]``, each group
+    made at module level by ``typer.Typer(name=..., help=...)`` with literal arguments
+    and then only given commands. Otherwise every plugin is imported to list them.
+    """
 
 
 @hookspec

@@ -13,7 +13,6 @@ what the policies, approvers, spans and journal see.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import re
 import typing
@@ -117,7 +116,9 @@ class Tool:
             return None
         adapter = self._adapters.get(name)
         if adapter is None:
-            annotation = (
+            # Any: pydantic types a field's annotation as possibly None (a field's always
+            # has one here: the model is made from annotated parameters).
+            annotation: Any = (
                 typing.Annotated[info.annotation, *info.metadata]
                 if info.metadata
                 else info.annotation
@@ -384,6 +385,8 @@ def _model_name(tool_name: str) -> str:
 
 def suggest(word: str, candidates: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` for the closest candidate, or an empty string."""
+    import difflib
+
     close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
 

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import ast
 import json
+import os
+import re
 import subprocess
 import sys
 import tempfile
 import textwrap
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import dagentic
@@ -114,13 +117,67 @@ def test_public_names_load_on_first_use() -> None:
 )
 def test_cli_commands_that_run_nothing_load_no_heavy_module(args: list[str]) -> None:
     modules = loaded_by(cli(*args))
-    assert "dagentic.plugins.web" in modules or args == ["schema"]
+    assert ("dagentic.plugins.web" in modules) == (args[0] in ("validate", "tools"))
     assert present(modules, HEAVY + HEAVY_OWN + ["opentelemetry"]) == []
 
 
-def test_help_loads_neither_settings_nor_logging() -> None:
+# What `dagentic --help` does without: the plugins' command groups are read from their
+# source (dagentic._plugin_commands), so no plugin, and none of pydantic, is imported; the
+# entry points are read without importlib.metadata; rich's Markdown and tracebacks are not
+# loaded for typer's help formatter.
+NOT_FOR_HELP = [
+    "anyio",
+    "dagentic.plugin_manager",
+    "dagentic.settings",
+    "dagentic.tools",
+    "docstring_parser",
+    "importlib.metadata",
+    "markdown_it",
+    "pluggy",
+    "pydantic",
+    "pydantic_settings",
+    "pygments",
+    "rich.markdown",
+    "rich.traceback",
+    "structlog",
+    "yaml",
+]
+
+
+def test_help_loads_no_plugin_settings_logging_or_pydantic() -> None:
     modules = loaded_by(cli("--help"))
-    assert present(modules, ["pydantic_settings", "structlog", "dagentic.settings"]) == []
+    plugins = sorted(ep.value for ep in entry_points(group="dagentic.plugins"))
+    assert "dagentic.plugins.web" in plugins
+    assert present(modules, NOT_FOR_HELP + plugins) == []
+    assert "typer.rich_utils" in modules
+
+
+def help_text(prepare: str = "") -> str:
+    """What ``dagentic --help`` prints in a fresh interpreter, after ``prepare``."""
+    script = f"{prepare}\n{cli('--help')}"
+    with tempfile.TemporaryDirectory() as cwd:
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            cwd=cwd,
+            env={**os.environ, "COLUMNS": "200", "TERM": "dumb", "NO_COLOR": "1"},
+            timeout=120,
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_help_is_the_same_as_with_every_plugin_and_all_of_rich_loaded() -> None:
+    fast = help_text()
+    assert re.search(r"^\W*index\s+Build and query the local search index", fast, re.MULTILINE)
+    loaded = help_text(
+        "import rich.markdown, rich.traceback, typer.rich_utils\n"
+        "from dagentic.cli import add_plugin_commands\n"
+        "add_plugin_commands()"
+    )
+    assert fast == loaded
 
 
 def test_running_a_plan_loads_what_it_uses_and_no_more() -> None:
@@ -148,3 +205,29 @@ def test_the_lazy_names_agree_with_all_and_the_type_checking_imports() -> None:
     assert typed == lazy
     assert sorted(lazy) == sorted(dagentic.__all__)
     assert set(dagentic.__all__) <= set(dir(dagentic))
+
+
+def test_logging_an_exception_needs_no_rich_traceback() -> None:
+    # structlog is imported without rich.traceback (display.safe_log_event renders the
+    # exceptions the CLI logs); a log line with an exception shows its traceback still.
+    assert present(loaded_by(cli("validate", str(HELLO))), ["rich.traceback", "pygments"]) == []
+    script = cli("validate", str(HELLO)) + textwrap.dedent("""\
+        import structlog
+        try:
+            1 / 0
+        except ZeroDivisionError:
+            structlog.get_logger().error("boom", exc_info=True)
+        """)
+    with tempfile.TemporaryDirectory() as cwd:
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            cwd=cwd,
+            env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
+            timeout=120,
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr
+    assert "] boom\nTraceback (most recent call last):\n" in done.stderr
+    assert "\nZeroDivisionError: division by zero" in done.stderr
