@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import logging
+import re
 import sqlite3
 import time
 from collections.abc import Callable
@@ -493,10 +494,13 @@ IGNORE_TENACITY_DEPRECATION = pytest.mark.filterwarnings(
 async def test_timeout_without_retries_is_a_step_timeout(
     web_server: WebServer, web_settings
 ) -> None:
-    settings = web_settings(**api(web_server, "brave", Reply(200, "{}", delay=1.0), timeout=0.2))
+    settings = web_settings(**api(web_server, "brave", Reply(200, "{}", delay=3.0), timeout=0.5))
     with pytest.raises(StepTimeoutError) as info:
         await run_search(settings)
-    assert info.value.message == "web.search (brave): timed out (ReadTimeout)"
+    # a busy machine may not even connect in time: either way it is the request's timeout
+    assert re.fullmatch(
+        r"web\.search \(brave\): timed out \((Read|Connect)Timeout\)", info.value.message
+    ), info.value.message
 
 
 @IGNORE_TENACITY_DEPRECATION
