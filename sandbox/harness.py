@@ -254,8 +254,9 @@ def _collect_files(inputs, want_content, content_budget, hash_budget):
     at, bytes hashed (a file past the budget, say a sparse 1 TiB one, is reported by size
     without a hash) and bytes of content. Symlinks are never followed."""
     files: list = []
-    if not os.listdir("."):
-        return files
+    with os.scandir(".") as entries:  # one entry read, not a listing of millions
+        if next(entries, None) is None:
+            return files
     import hashlib  # 3 ms to load: only when there are files
 
     entries_left = MAX_ENTRIES
