@@ -63,6 +63,7 @@ FILE_KINDS = {
 DB_SUFFIXES = (".duckdb", ".db")
 TAINT_TABLE = "_dagentic_taint"  # in a DuckDB source: where untrusted data written to it came from
 PROC_FD = "/proc/self/fd"
+MAX_RUNNING = 4  # queries and schema calls at once; more wait their turn, in arrival order
 HEADROOM = 512 * 2**20  # address space past memory_limit: what DuckDB does not count, threads
 MESSAGE_CHARS = 20_000  # longest error message sent back
 FETCH_BATCH = 64  # rows converted at once, so one batch of big values stays small
@@ -785,35 +786,86 @@ def main() -> None:
         return
     limit_address_space(memory_bytes(db.connection) + HEADROOM)
     channel.send({"id": 0, "ok": db.describe()})
-    running: dict[int, duckdb.DuckDBPyConnection] = {}
+    calls = _Calls(channel, db)
     while (request := channel.read()) is not None:
         if request["op"] == "interrupt":
-            cursor = running.get(request["id"])
+            calls.interrupt(request["id"])
+        else:
+            calls.start(request)
+
+
+class _Calls:
+    """The requests being served, each on a thread and a cursor of its own, at most
+    MAX_RUNNING at once: every cursor and thread takes memory inside the process's
+    address-space cap, so twenty parallel steps must not open twenty."""
+
+    def __init__(self, channel: Channel, db: Database) -> None:
+        self.channel, self.db = channel, db
+        self.lock = threading.Lock()
+        self.turns = threading.Condition(self.lock)
+        self.waiting: list[int] = []  # in arrival order
+        self.running: dict[int, duckdb.DuckDBPyConnection | None] = {}
+        self.interrupted: set[int] = set()  # while waiting
+
+    def start(self, request: dict[str, Any]) -> None:
+        with self.lock:
+            self.waiting.append(request["id"])
+        try:
+            threading.Thread(target=self._serve, args=(request,), daemon=True).start()
+        except RuntimeError:  # no thread can start: out of memory
+            with self.lock:
+                self.waiting.remove(request["id"])
+            self.channel.send({"id": request["id"], "error": _error(self.db.out_of_memory())})
+
+    def interrupt(self, request_id: int) -> None:
+        with self.lock:
+            cursor = self.running.get(request_id)
             if cursor is not None:
                 cursor.interrupt()
-            continue
+            elif request_id in self.waiting or request_id in self.running:  # no cursor yet
+                self.interrupted.add(request_id)
+                self.turns.notify_all()
+
+    def _serve(self, request: dict[str, Any]) -> None:
+        request_id = request["id"]
+        with self.turns:
+            self.turns.wait_for(
+                lambda: (
+                    request_id in self.interrupted
+                    or (
+                        len(self.running) < MAX_RUNNING
+                        and self.waiting.index(request_id) < MAX_RUNNING - len(self.running)
+                    )
+                )
+            )
+            self.waiting.remove(request_id)
+            if request_id in self.interrupted:
+                self.interrupted.discard(request_id)
+                self.turns.notify_all()
+                interrupted = {"kind": "interrupted", "message": "interrupted", "fields": {}}
+                self.channel.send({"id": request_id, "error": interrupted})
+                return
+            self.running[request_id] = None  # its turn, before its cursor exists
         try:
-            cursor = db.cursor()
-            running[request["id"]] = cursor
-            threading.Thread(
-                target=_serve_and_forget, args=(channel, db, request, cursor, running), daemon=True
-            ).start()
+            cursor = self.db.cursor()
         except (MemoryError, RuntimeError, duckdb.OutOfMemoryException):
-            running.pop(request["id"], None)
-            channel.send({"id": request["id"], "error": _error(db.out_of_memory())})
+            self._done(request_id)
+            self.channel.send({"id": request_id, "error": _error(self.db.out_of_memory())})
+            return
+        with self.lock:
+            self.running[request_id] = cursor
+            if request_id in self.interrupted:  # while its cursor was being made
+                self.interrupted.discard(request_id)
+                cursor.interrupt()
+        try:
+            serve(self.channel, self.db, request, cursor)
+        finally:
+            self._done(request_id)
 
-
-def _serve_and_forget(
-    channel: Channel,
-    db: Database,
-    request: dict[str, Any],
-    cursor: duckdb.DuckDBPyConnection,
-    running: dict[int, duckdb.DuckDBPyConnection],
-) -> None:
-    try:
-        serve(channel, db, request, cursor)
-    finally:
-        running.pop(request["id"], None)
+    def _done(self, request_id: int) -> None:
+        with self.turns:
+            self.running.pop(request_id, None)
+            self.turns.notify_all()
 
 
 if __name__ == "__main__":

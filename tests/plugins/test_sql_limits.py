@@ -255,3 +255,32 @@ async def test_the_engine_process_gets_no_secret_of_this_process(
     assert engine.pid is not None
     environ = Path(f"/proc/{engine.pid}/environ").read_bytes().split(b"\0")
     assert not [v for v in environ if b"sk-not-for-duckdb" in v or v.startswith(b"DAGENTIC_")]
+
+
+async def test_queries_past_the_running_limit_wait_their_turn_and_can_time_out_waiting(
+    engine: SqlEngine,
+) -> None:
+    """At most MAX_RUNNING queries run at once in an engine process (each cursor and
+    thread takes memory inside its cap); the others wait, and one whose time runs out
+    while waiting is answered as a timeout at once, with no restart of the engine."""
+    from dagentic.plugins.sql._worker import MAX_RUNNING
+
+    pid = engine.pid
+    heavy = "SELECT sum(range) AS n FROM range(1000000000000)"  # long, in little memory
+    outcomes: list[str] = []
+
+    async def busy() -> None:
+        with pytest.raises(StepTimeoutError):
+            await run(engine, heavy, timeout=3)
+        outcomes.append("busy timed out")
+
+    async with anyio.create_task_group() as group:
+        for _ in range(MAX_RUNNING):
+            group.start_soon(busy)
+        await anyio.sleep(0.5)  # they hold every turn
+        with pytest.raises(StepTimeoutError):
+            await run(engine, "SELECT 1 AS n", timeout=0.5)
+        outcomes.append("waiting timed out")
+    assert outcomes == ["waiting timed out", *["busy timed out"] * MAX_RUNNING]
+    assert engine.pid == pid  # interrupted, not killed
+    assert (await run(engine, "SELECT 7 AS n"))["rows"] == [{"n": 7}]
