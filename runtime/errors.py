@@ -54,7 +54,7 @@ __all__ = [
 
 
 class FailureMode(StrEnum):
-    """The fixed taxonomy of what can go wrong in a run (see ARCHITECTURE.md)."""
+    """The fixed taxonomy of what can go wrong in a run (docs: reference/results.md)."""
 
     PLAN_INVALID = "plan_invalid"
     INVALID_TOOL = "invalid_tool"
