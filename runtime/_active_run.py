@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -37,20 +38,35 @@ from ._pipeline import StepPipeline
 from ._run_spans import RunSpans
 from ._scheduler import Scheduler
 from .bounds import deep_size
-from .errors import FailureMode, ResourceLimitError
+from .durable.resume import StoredItem
+from .durable.store import ApprovalRecord, owner_id
+from .errors import FailureMode, JournalError, ResourceLimitError
 from .graph import CompiledPlan, CompiledStep
 from .journal import StepEvent
 from .result import ErrorInfo, RunResult, RunStatus, StepResult, StepStatus
 
 if TYPE_CHECKING:
+    from .durable import DurableJournal
     from .executor import Executor
 
-_PENDING, _FAILED, _SKIPPED, _CANCELLED = (
+_PENDING, _FAILED, _SKIPPED, _CANCELLED, _WAITING = (
     StepStatus.PENDING,
     StepStatus.FAILED,
     StepStatus.SKIPPED,
     StepStatus.CANCELLED,
+    StepStatus.WAITING,
 )
+
+
+@dataclass(slots=True)
+class Resumption:
+    """What a resumed run takes from its journal (see :meth:`Executor.resume
+    <dagentic.Executor.resume>`)."""
+
+    owner: str  # who holds the run's lease now
+    items: dict[str, dict[int, StoredItem]] = field(default_factory=dict)
+    gates: set[tuple[str, int | None]] = field(default_factory=set)
+    decisions: dict[tuple[str, int | None], ApprovalRecord] = field(default_factory=dict)
 
 
 class StepState:
@@ -104,12 +120,26 @@ class ActiveRun:
         timeout: float | None = None,
         reuse: Mapping[str, StepResult] | None = None,
         trace_attributes: Mapping[str, Any] | None = None,
+        resumed: Resumption | None = None,
+        kind: str = "plan",
+        parent_id: str | None = None,
     ) -> None:
         self.executor = executor
         self.plan = plan
         self.run_id = run_id
         self.timeout = timeout
         self.journal = executor.journal
+        self.durable: DurableJournal | None = getattr(self.journal, "durable", None)
+        self.resumed = resumed
+        self.kind, self.parent_id = kind, parent_id
+        self.owner = resumed.owner if resumed is not None else owner_id()
+        # what a resumed run takes from its journal: foreach items done, calls a person
+        # must allow to run again, and decisions made on approvals
+        self.done_items: dict[str, dict[int, StoredItem]] = resumed.items if resumed else {}
+        self.rerun_gates: set[tuple[str, int | None]] = resumed.gates if resumed else set()
+        self.decisions: dict[tuple[str, int | None], ApprovalRecord] = (
+            resumed.decisions if resumed else {}
+        )
         self.settings = executor.settings
         self.reuse: dict[str, StepResult] = dict(reuse or {})  # steps that need not run
         self.states = {sid: StepState(spec) for sid, spec in plan.steps.items()}
@@ -168,23 +198,40 @@ class ActiveRun:
         return result
 
     async def _run_all(self) -> RunResult:
+        durable = self.durable
+        if durable is not None:
+            durable.start_run(
+                self.run_id,
+                self.plan,
+                self.scope["inputs"],
+                owner=self.owner,
+                kind=self.kind,
+                parent_id=self.parent_id,
+                resumed=self.resumed is not None,
+            )
         self.event("run_started")
         self.deadline = deadline = (
             float("inf") if self.timeout is None else anyio.current_time() + self.timeout
         )
         try:
-            with anyio.CancelScope(deadline=deadline) as scope:
-                async with anyio.create_task_group() as tg:
-                    self.tg = tg
-                    self.scheduler.start(tg)
+            async with anyio.create_task_group() as keeper:
+                if durable is not None:
+                    keeper.start_soon(self._keep_lease, durable)
+                with anyio.CancelScope(deadline=deadline) as scope:
+                    async with anyio.create_task_group() as tg:
+                        self.tg = tg
+                        self.scheduler.start(tg)
+                keeper.cancel_scope.cancel()
         except BaseException:
-            self.close_unfinished(
-                ErrorInfo(
-                    failure_mode=FailureMode.CANCELLED,
-                    message="the run was cancelled by its caller",
-                )
+            error = ErrorInfo(
+                failure_mode=FailureMode.CANCELLED,
+                message="the run was cancelled by its caller",
             )
+            self.close_unfinished(error)
             self.event("run_finished", status=RunStatus.CANCELLED)
+            if durable is not None:
+                with anyio.CancelScope(shield=True):
+                    await self._end_durably(durable, RunStatus.CANCELLED, error, None)
             raise
         if scope.cancelled_caught:
             self.stop_error = ErrorInfo(
@@ -195,15 +242,45 @@ class ActiveRun:
             for state in self.states.values():
                 if state.status is _CANCELLED and state.started is not None:
                     state.error, state.result = self.stop_error, None
-        self.close_unfinished(
-            self.stop_error
-            or ErrorInfo(
-                failure_mode=FailureMode.CANCELLED, message="the run ended before this step"
+        waits = self.stop_status is None and any(s.status is _WAITING for s in self.states.values())
+        if not waits:  # a waiting run's other steps wait with it
+            self.close_unfinished(
+                self.stop_error
+                or ErrorInfo(
+                    failure_mode=FailureMode.CANCELLED, message="the run ended before this step"
+                )
             )
-        )
         result = run_result(self)
         self.event("run_finished", status=result.status.value, error=result.error)
+        if durable is not None:
+            failure = await self._end_durably(durable, result.status, result.error, result.outputs)
+            if failure is not None:  # it is not durable: it did not succeed
+                result = result.model_copy(
+                    update={"status": RunStatus.FAILED, "error": result.error or failure}
+                )
         return result
+
+    async def _end_durably(
+        self, durable: DurableJournal, status: str, error: Any, outputs: Any
+    ) -> ErrorInfo | None:
+        """Record the run's end and wait until the journal has it: a run is reported
+        succeeded only once its journal says so. The journal's failure, if it failed."""
+        try:
+            durable.end_run(self.run_id, status, error, outputs)
+            await durable.flush()
+        except JournalError as exc:
+            return ErrorInfo.from_exception(exc)
+        return None
+
+    async def _keep_lease(self, durable: DurableJournal) -> None:
+        """Renew the run's lease while it runs, three times per lease."""
+        while True:
+            await anyio.sleep(durable.lease / 3)
+            try:
+                durable.renew(self.run_id, self.owner)
+            except JournalError as exc:
+                self.stop(_FAILED, ErrorInfo.from_exception(exc))
+                return
 
     def stop(self, status: StepStatus, error: ErrorInfo) -> None:
         """End the run early: running steps are cancelled, nothing new starts."""
@@ -295,20 +372,26 @@ class ActiveRun:
     def event(self, kind: Any, state: StepState | None = None, **extra: Any) -> None:
         """Tell the journal (if any) about a state change of the run or of ``state``
         (``extra``: more fields of the :class:`StepEvent`)."""
-        if self.journal is None:
+        journal = self.journal
+        if journal is None:
             return
-        if state is None:
-            self.journal.record(StepEvent(kind, self.run_id, **extra))
-        else:
-            self.journal.record(
-                StepEvent(
-                    kind,
-                    self.run_id,
-                    state.spec.id,
-                    attempt=state.attempts,
-                    status=state.status.value,
-                    output=state.output,
-                    error=state.error,
-                    **extra,
+        try:
+            if state is None:
+                journal.record(StepEvent(kind, self.run_id, **extra))
+            else:
+                extra.setdefault("status", state.status.value)
+                extra.setdefault("output", state.output)
+                journal.record(
+                    StepEvent(
+                        kind,
+                        self.run_id,
+                        state.spec.id,
+                        attempt=state.attempts,
+                        error=state.error,
+                        provenance=state.provenance,
+                        **extra,
+                    )
                 )
-            )
+        except JournalError as exc:  # the run cannot stay durable: it stops here
+            if self.stop_status is None:
+                self.stop(_FAILED, ErrorInfo.from_exception(exc))

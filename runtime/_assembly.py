@@ -54,6 +54,7 @@ def run_result(run: ActiveRun) -> RunResult:
         ran += state.started is not None and state.status is not _SKIPPED
         steps[sid] = state.result or step_result(run, state)
     failed = next((s for s in run.states.values() if s.status is _FAILED), None)
+    waiting = [sid for sid, s in run.states.items() if s.status is StepStatus.WAITING]
     if run.stop_status is _CANCELLED:
         status, error = RunStatus.CANCELLED, run.stop_error
     elif run.stop_error is not None and run.stop_error.failure_mode is FailureMode.TIMEOUT:
@@ -65,6 +66,8 @@ def run_result(run: ActiveRun) -> RunResult:
         if not message.startswith(f"step '{failed.spec.id}'"):
             message = f"step '{failed.spec.id}' failed: {message}"
         error = failed.error.model_copy(update={"message": message})
+    elif waiting:
+        status, error = RunStatus.WAITING, None
     else:
         status, error = RunStatus.SUCCEEDED, None
     outputs, output_error = _outputs(run, strict=status is RunStatus.SUCCEEDED)
@@ -82,6 +85,7 @@ def run_result(run: ActiveRun) -> RunResult:
         started_at=run.started_at,
         finished_at=run.started_at + timedelta(seconds=wall),
         replan_requested=run.replan_requested,
+        waiting=waiting,
     )
 
 

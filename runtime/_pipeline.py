@@ -25,6 +25,7 @@ goes (a URL).
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
 from collections.abc import Iterable, Mapping
@@ -38,9 +39,10 @@ from opentelemetry import trace
 from pydantic import BaseModel, ValidationError
 
 from ._checks import run_check
-from .approvals import call_approver
+from .approvals import LATER, approver_name, call_approver
 from .attributes import TOOL_EGRESS, TOOL_SIDE_EFFECTS
 from .bounds import cut_and_size, cut_value
+from .durable.store import ApprovalRecord, dumps
 from .errors import (
     DagenticError,
     EvaluationError,
@@ -72,7 +74,12 @@ NEVER_RETRIED = frozenset(
         FailureMode.CANCELLED,
     }
 )
-_SUCCEEDED, _FAILED, _SKIPPED = StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED
+_SUCCEEDED, _FAILED, _SKIPPED, _WAITING = (
+    StepStatus.SUCCEEDED,
+    StepStatus.FAILED,
+    StepStatus.SKIPPED,
+    StepStatus.WAITING,
+)
 _QUOTED_SIZE = 200  # characters and items of an argument quoted in an error
 
 
@@ -130,6 +137,9 @@ class StepPipeline:
             else:
                 state.output = await self._fan_out(state)
             state.status = _SUCCEEDED
+        except StepWaiting:
+            run.release(state)
+            state.status = _WAITING
         except _ItemFailure as failure:
             run.release(state)  # the items that succeeded are dropped with the step
             state.status = _FAILED
@@ -178,11 +188,23 @@ class StepPipeline:
             )
         results: list[Any] = [None] * len(items)
         failure: list[tuple[int, Exception]] = []
+        waiting: list[int] = []
+        done = self.run.done_items.get(spec.id, {})
         work = iter(enumerate(items))
         width = spec.step.max_parallel or self.settings.foreach_concurrency
+        run = self.run
 
         async def worker(group: anyio.abc.TaskGroup) -> None:
             for index, item in work:
+                stored = done.get(index)
+                if stored is not None and stored.item_hash == item_hash(item):
+                    # done before the run was resumed: its output (and taint) stands
+                    results[index] = run.keep(state, stored.output, index)
+                    if not stored.provenance.trusted:
+                        state.provenance = _tainted(
+                            state.provenance, stored.provenance.untrusted_from
+                        )
+                    continue
                 span = spans.start_item(state, index) if spans is not None else None
                 token = (
                     otel_context.attach(trace.set_span_in_context(span))
@@ -193,6 +215,18 @@ class StepPipeline:
                     results[index] = await self.call(
                         state, {**scope, "item": item}, item=(index, len(items))
                     )
+                    run.event(
+                        "item_finished",
+                        state,
+                        item=index,
+                        status="succeeded",
+                        output=results[index],
+                        detail={"item_hash": item_hash(item)},
+                    )
+                except StepWaiting:
+                    waiting.append(index)  # the other items go on
+                    if span is not None:
+                        span.set_attribute("dagentic.status", "waiting")
                 except Exception as exc:  # noqa: BLE001 - re-raised below for the step
                     if span is not None:
                         fail_span(span, exc)
@@ -219,6 +253,8 @@ class StepPipeline:
                 group.start_soon(worker, group)
         if failure:
             raise _ItemFailure(*failure[0])
+        if waiting:
+            raise StepWaiting
         return results
 
     async def call(
@@ -237,13 +273,16 @@ class StepPipeline:
         sent = tuple(sorted(a for a in effects.egress if args.get(a) is not None))
         untrusted = self.taint(spec.data_deps)
         self._check_policy(spec, tool, effects, sent, untrusted)
-        if spec.step.approval == "required":  # the approver sees what this call does
+        rerun = (spec.id, index) in self.run.rerun_gates
+        if spec.step.approval == "required" or rerun:  # the approver sees what it does
             called = (
                 tool
                 if (effects.side_effects, effects.egress) == (tool.side_effects, tool.egress)
                 else replace(tool, side_effects=effects.side_effects, egress=effects.egress)
             )
-            await self._approve(spec, called, args, item)
+            await self._approve(spec, called, args, item, rerun=rerun)
+        key = f"{self.run.run_id}/{spec.id}" + ("" if index is None else f"/{index}")
+        durable = self.run.durable
         retry = spec.step.retry
         attempts = retry.attempts if retry else 1
         timeout = spec.step.timeout or tool.timeout or self.settings.default_timeout
@@ -257,7 +296,12 @@ class StepPipeline:
             )
         for attempt in range(1, attempts + 1):
             state.attempts += 1
-            self.run.event("attempt", state, side_effects=effects.side_effects, egress=sent)
+            self.run.event(
+                "attempt", state, side_effects=effects.side_effects, egress=sent, item=index
+            )
+            if durable is not None and effects.side_effects == "write":
+                # No write starts before what it depends on, and this attempt, is durable.
+                await durable.flush()
             context = (
                 ToolContext(
                     self.run.run_id,
@@ -266,6 +310,7 @@ class StepPipeline:
                     self.settings,
                     tuple(sorted(untrusted)),
                     allow_untrusted=spec.step.allow_untrusted,
+                    idempotency_key=key,
                 )
                 if tool.context_param
                 else None
@@ -349,16 +394,92 @@ class StepPipeline:
                 )
 
     async def _approve(
-        self, spec: CompiledStep, tool: Tool, args: dict[str, Any], item: tuple[int, int] | None
+        self,
+        spec: CompiledStep,
+        tool: Tool,
+        args: dict[str, Any],
+        item: tuple[int, int] | None,
+        *,
+        rerun: bool = False,
     ) -> None:
+        """Ask for this call's approval: a decision already in the journal stands, else the
+        approver is asked; "later" (or no approver, with a durable journal) makes the step
+        wait. ``rerun``: the call was running when the run stopped, and its tool may not
+        run twice safely, so a person decides whether it runs again."""
+        run = self.run
+        index = None if item is None else item[0]
+        durable = run.durable
+        decided = run.decisions.get((spec.id, index))
+        if decided is not None and decided.decision is not None:
+            if decided.decision == "approved":
+                return
+            why = f": {decided.reason}" if decided.reason else ""
+            raise PolicyBlockedError(
+                f"step '{spec.id}': {'running it again' if rerun else 'approval'} was denied "
+                f"by {decided.decided_by}{why}",
+                step=spec.id,
+                decided_by=decided.decided_by,
+            )
         approver = self.executor.approver
-        if approver is None:
+        if rerun:
+            answer: Any = LATER  # a person, not a policy, decides whether it may write twice
+        elif approver is not None:
+            answer = await call_approver(approver, spec.id, tool, args, item)
+        elif durable is not None:
+            answer = LATER
+        else:
             raise PolicyBlockedError(
                 f"step '{spec.id}' requires approval and no approver "
                 "is configured (CLI: --yes approves every step)"
             )
-        if not await call_approver(approver, spec.id, tool, args, item):
+        asked = "rerun" if rerun else "approval"
+        if answer == LATER:
+            if durable is None:
+                raise PolicyBlockedError(
+                    f"step '{spec.id}': the approver answered 'later', and this run has no "
+                    "durable journal to wait in (journal.enabled is false)"
+                )
+            durable.store.ask(
+                ApprovalRecord(
+                    run.run_id,
+                    spec.id,
+                    index,
+                    asked,
+                    tool.name,
+                    cut_value(args),
+                    tool.side_effects,
+                    time.time(),
+                )
+            )
+            raise StepWaiting
+        if durable is not None:
+            durable.store.record_decision(
+                ApprovalRecord(
+                    run.run_id,
+                    spec.id,
+                    index,
+                    asked,
+                    tool.name,
+                    cut_value(args),
+                    tool.side_effects,
+                    time.time(),
+                    decision="approved" if answer else "denied",
+                    decided_by=approver_name(approver),
+                    decided_at=time.time(),
+                )
+            )
+        if not answer:
             raise PolicyBlockedError(f"step '{spec.id}': approval was denied")
+
+
+class StepWaiting(Exception):
+    """A call of the step waits for a person's decision."""
+
+
+def item_hash(item: Any) -> str:
+    """What a ``foreach`` item is, in short: a resumed run reuses an item's stored output
+    only for the same item."""
+    return hashlib.sha256(dumps(item).encode()).hexdigest()[:16]
 
 
 class _ItemFailure(Exception):

@@ -24,12 +24,13 @@ if TYPE_CHECKING:
     from ._active_run import ActiveRun, StepState
 
 YIELD_EVERY = 0.001  # seconds a worker may run steps back to back without yielding
-_PENDING, _SUCCEEDED, _FAILED, _SKIPPED, _CANCELLED = (
+_PENDING, _SUCCEEDED, _FAILED, _SKIPPED, _CANCELLED, _WAITING = (
     StepStatus.PENDING,
     StepStatus.SUCCEEDED,
     StepStatus.FAILED,
     StepStatus.SKIPPED,
     StepStatus.CANCELLED,
+    StepStatus.WAITING,
 )
 
 
@@ -106,8 +107,8 @@ class Scheduler:
                     message=f"cancelled: step '{state.spec.id}' failed and fail_fast is on",
                 ),
             )
-        if run.stop_status is not None or state.status is _CANCELLED:
-            return  # what waits on it stays pending and is closed with the run's reason
+        if run.stop_status is not None or state.status in (_CANCELLED, _WAITING):
+            return  # what waits on it stays pending (closed with the run's reason, if any)
         states = run.states
         done = [state]
         while done:

@@ -40,10 +40,12 @@ if TYPE_CHECKING:
     from .tools import Tool
 
 __all__ = [
+    "LATER",
     "ApprovalPolicy",
     "PolicyApprover",
     "TerminalApprover",
     "approve_all",
+    "approver_name",
     "call_approver",
     "gate_plan",
     "may_need_approval",
@@ -51,6 +53,10 @@ __all__ = [
 ]
 
 ApprovalPolicy = Literal["writes", "all", "none"]
+# An approver's third answer: not now. With a durable journal the call waits (the run ends
+# ``waiting``) until `dagentic approve` or `deny` decides and `dagentic resume` goes on.
+LATER: Literal["later"] = "later"
+Answer = bool | Literal["later"]
 Item = tuple[int, int]  # a foreach item: (index from 0, number of items)
 
 # One prompt and its answer at a time in the whole process: parallel steps and foreach items
@@ -74,13 +80,31 @@ def _takes_item(approver: Any) -> bool:
 
 async def call_approver(
     approver: Approver, step_id: str, tool: Tool, args: dict[str, Any], item: Item | None
-) -> bool:
+) -> Answer:
     """Ask ``approver`` about one call; ``item`` (which ``foreach`` item, as ``(index,
     count)``) goes to an approver that takes an ``item`` keyword, so approvers written for
-    ``(step_id, tool, args)`` keep working."""
+    ``(step_id, tool, args)`` keep working. The answer: yes, no, or :data:`LATER`."""
     if _takes_item(approver):
-        return bool(await approver(step_id, tool, args, item=item))  # type: ignore[call-arg]
-    return bool(await approver(step_id, tool, args))
+        answer = await approver(step_id, tool, args, item=item)  # type: ignore[call-arg]
+    else:
+        answer = await approver(step_id, tool, args)
+    return LATER if answer == LATER else bool(answer)
+
+
+def approver_name(approver: Any) -> str:
+    """Who an approver's decisions are recorded as: ``terminal:USER``, ``--yes``, or
+    ``approver:NAME`` of the function or class."""
+    inner = getattr(approver, "approver", None)  # a PolicyApprover asks another
+    if inner is not None:
+        return approver_name(inner)
+    if isinstance(approver, TerminalApprover):
+        import getpass
+
+        return f"terminal:{getpass.getuser()}"
+    if approver is approve_all:
+        return "--yes"
+    name = getattr(approver, "__qualname__", None) or type(approver).__qualname__
+    return f"approver:{name}"
 
 
 def _describe_call(step_id: str, item: Item | None) -> str:
@@ -270,19 +294,25 @@ def gate_plan(compiled: CompiledPlan, policy: ApprovalPolicy) -> CompiledPlan:
 class PolicyApprover:
     """The approver of a model's plan under ``agent.approve``: a call the policy does not
     gate (a ``sql.query`` that only reads, under ``writes``) runs; any other is asked of
-    ``approver``, or, when there is none, refused with ``policy_blocked`` and the fix."""
+    ``approver``, or, when there is none, waits for a person (``can_wait``: the run has a
+    durable journal) or is refused with ``policy_blocked`` and the fix."""
 
-    def __init__(self, approver: Approver | None, policy: ApprovalPolicy) -> None:
+    def __init__(
+        self, approver: Approver | None, policy: ApprovalPolicy, *, can_wait: bool = False
+    ) -> None:
         self.approver = approver
         self.policy = policy
+        self.can_wait = can_wait
 
     async def __call__(
         self, step_id: str, tool: Tool, args: dict[str, Any], *, item: Item | None = None
-    ) -> bool:
+    ) -> Answer:
         if not needs_approval(tool, args, self.policy):
             return True
         if self.approver is not None:
             return await call_approver(self.approver, step_id, tool, args, item)
+        if self.can_wait:
+            return LATER
         if self.policy == "all":
             why = "it calls a tool"
         elif tool.side_effects == "write":

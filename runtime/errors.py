@@ -10,6 +10,7 @@ built-in exception, so ``except ValueError`` keeps working::
     ├── ToolDefinitionError (TypeError)         -             - a @tool function is ill-defined
     ├── PluginError (RuntimeError)              -             - a plugin could not be loaded
     ├── SettingsError (ValueError)              -             - a setting is unknown or invalid
+    ├── JournalError (RuntimeError)             resource_limit - the run journal cannot be used
     ├── ToolNotFoundError (LookupError)         invalid_tool
     ├── InvalidArgsError (ValueError)           invalid_args
     ├── ToolError (RuntimeError)                tool_error    - raised by tools; `retryable`
@@ -37,6 +38,7 @@ __all__ = [
     "ExpressionError",
     "FailureMode",
     "InvalidArgsError",
+    "JournalError",
     "MissingCapabilityError",
     "ModelError",
     "PlanError",
@@ -173,6 +175,14 @@ class SettingsError(DagenticError, ValueError):
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
         super().__init__("\n".join(problems), problems=problems)
+
+
+class JournalError(DagenticError, RuntimeError):
+    """The durable run journal cannot be used: it cannot be written (a full disk, say; the
+    run stops rather than go on without durability), a run is not in it, or another
+    process holds the run."""
+
+    failure_mode = FailureMode.RESOURCE_LIMIT
 
 
 class ToolNotFoundError(DagenticError, LookupError):

@@ -11,29 +11,36 @@ have a module of their own).
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import anyio
 from anyio.lowlevel import RunVar
 from pydantic import TypeAdapter, ValidationError
 
-from ._active_run import ActiveRun
+from ._active_run import ActiveRun, Resumption
 from .backend import ExecutionBackend, InProcessBackend
 from .bounds import load_json
-from .errors import FailureMode, PlanError, Problem
+from .durable import open_journal
+from .durable.store import owner_id
+from .errors import FailureMode, JournalError, PlanError, Problem
 from .graph import CompiledPlan, compile_plan, load_plan
 from .journal import Journal
 from .plan import InputSpec, Plan
 from .plugin_manager import load_tools
 from .result import ErrorInfo, RunResult, StepResult, StepStatus
 from .settings import Settings
-from .threads import set_worker_threads
+from .threads import run_in_thread, set_worker_threads
 from .tools import Tool, ToolRegistry
 from .tracing import Tracing, tracing_from_settings
+
+if TYPE_CHECKING:
+    from .durable import DurableJournal
 
 __all__ = ["Approver", "Executor", "Judge", "Verdict", "resolve_inputs", "run_plan"]
 
@@ -41,12 +48,16 @@ SETTINGS: Any = object()  # "take it from the settings"
 
 
 class Approver(Protocol):
-    async def __call__(self, step_id: str, tool: Tool, args: dict[str, Any]) -> bool:
-        """Return True to let the call run; False refuses it (``policy_blocked``). ``tool``
-        carries what this call does (its per-call side effects and egress). An approver
-        that also takes an ``item`` keyword is told which ``foreach`` item the call is
-        for, as ``(index, count)`` with ``index`` from 0, or None (see
-        :mod:`dagentic.approvals`)."""
+    async def __call__(
+        self, step_id: str, tool: Tool, args: dict[str, Any]
+    ) -> bool | Literal["later"]:
+        """Return True to let the call run; False refuses it (``policy_blocked``);
+        ``"later"`` (:data:`dagentic.approvals.LATER`) lets it wait for a person: with a
+        durable journal the step waits and the run ends ``waiting``, to be decided with
+        ``dagentic approve``/``deny`` and resumed. ``tool`` carries what this call does
+        (its per-call side effects and egress). An approver that also takes an ``item``
+        keyword is told which ``foreach`` item the call is for, as ``(index, count)`` with
+        ``index`` from 0, or None (see :mod:`dagentic.approvals`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +80,9 @@ class Executor:
         settings: concurrency, timeouts and limits (default: :class:`Settings` from files
             and environment).
         backend: where tool calls run (default: in process).
-        journal: receives every state change (see :mod:`dagentic.journal`).
+        journal: receives every state change (see :mod:`dagentic.journal`); default: the
+            durable journal of the settings (``journal.*``), which :meth:`resume` reads.
+            ``None`` keeps runs in memory only.
         approver: asked before a step with ``approval: required`` runs.
         judge: decides ``check.criteria``; without one, plans using criteria are invalid.
         fail_fast: cancel the rest of the run at its first failure.
@@ -83,7 +96,7 @@ class Executor:
         *,
         settings: Settings | None = None,
         backend: ExecutionBackend | None = None,
-        journal: Journal | None = None,
+        journal: Journal | Any | None = SETTINGS,
         approver: Approver | None = None,
         judge: Judge | None = None,
         fail_fast: bool | None = None,
@@ -97,7 +110,9 @@ class Executor:
         # Worker threads are the process's, shared by every executor (see threads.py).
         set_worker_threads(self.settings.worker_threads)
         self.backend = backend or InProcessBackend()
-        self.journal = journal
+        self.journal: Journal | None = (
+            open_journal(self.settings) if journal is SETTINGS else journal
+        )
         self.approver = approver
         self.judge = judge
         self.fail_fast = self.settings.fail_fast if fail_fast is None else fail_fast
@@ -168,6 +183,113 @@ class Executor:
             return await run.execute()
         finally:
             del self._runs[run.run_id]
+
+    @property
+    def durable(self) -> DurableJournal | None:
+        """The durable journal among this executor's journals, if any."""
+        return getattr(self.journal, "durable", None)
+
+    async def resume(
+        self,
+        run_id: str,
+        *,
+        plan: Plan | CompiledPlan | Mapping[str, Any] | str | Path | None = None,
+        plan_changed: Literal["refuse", "rerun"] = "refuse",
+        timeout: float | None = None,
+    ) -> RunResult:
+        """Go on with a run of the durable journal that crashed, was cancelled, or waits.
+
+        Steps that succeeded are not run again: their stored outputs (and provenance) feed
+        the steps after them, and so do the ``foreach`` items that succeeded. A call that
+        was running when the run stopped runs again if that is safe (it only read, or its
+        tool is idempotent or uses :attr:`~dagentic.ToolContext.idempotency_key`); any
+        other waits for a person (``dagentic approve``). Decisions made on approvals
+        stand. ``plan``: the plan as it is now (a plan file that may have changed); if its
+        steps differ from the run's, resuming is refused naming them, unless
+        ``plan_changed="rerun"``: then the succeeded steps that did not change (nor what
+        they read) are reused and the rest run. Raises :class:`~dagentic.JournalError`
+        when the run is not in the journal, has finished, or another process runs it."""
+        from .durable.resume import changed_steps, fold, reusable, step_results
+
+        durable = self.durable
+        if durable is None:
+            raise JournalError(
+                "resuming needs the durable journal, and this executor has none "
+                "(journal.enabled is false, or journal=None was given)"
+            )
+        store = durable.store
+        record = await run_in_thread(store.run, run_id)
+        if record is None:
+            raise JournalError(f"there is no run '{run_id}' in the journal {store.label}")
+        if record.status in ("succeeded", "failed"):
+            raise JournalError(
+                f"run '{run_id}' {record.status} already: there is nothing to resume "
+                "(start the plan again to run it again)"
+            )
+        stored = self.compile(record.plan)
+        compiled = stored if plan is None else self.compile(plan)
+        changed = changed_steps(stored, compiled) if plan is not None else []
+        if changed and plan_changed != "rerun":
+            raise JournalError(
+                f"the plan of run '{run_id}' changed since it started (steps: "
+                f"{', '.join(changed)}); resume with plan_changed='rerun' (CLI: "
+                "--plan-changed rerun) to run the changed steps and reuse the rest",
+                changed=changed,
+            )
+        owner = owner_id()
+        if not await run_in_thread(store.take_lease, run_id, owner, time.time() + durable.lease):
+            held = await run_in_thread(store.run, run_id)
+            who = held.owner if held is not None else None
+            raise JournalError(
+                f"run '{run_id}' is being run by another process ({who}); it can be resumed "
+                "when that one stops, or after its lease runs out",
+                owner=who,
+            )
+        try:
+            steps = fold(await run_in_thread(store.events, run_id))
+            previous = step_results(steps, stored)
+            reuse = (
+                reusable(stored, previous, compiled)
+                if changed
+                else {sid: r for sid, r in previous.items() if r.status is StepStatus.SUCCEEDED}
+            )
+            decisions = {
+                (a.step_id, a.item): a
+                for a in await run_in_thread(partial(store.approvals, run_id, waiting=False))
+            }
+            gates = {key for key, a in decisions.items() if a.reason_asked == "rerun"}
+            for sid, step in steps.items():
+                spec = compiled.steps.get(sid)
+                if spec is None or spec.tool is None or sid in reuse:
+                    continue
+                tool = spec.tool
+                for item, effects in step.in_flight.items():
+                    if effects == "write" and not (tool.idempotent or tool.uses_idempotency_key):
+                        gates.add((sid, item))
+            items = {
+                sid: dict(step.items)
+                for sid, step in steps.items()
+                if step.items and sid not in reuse and sid not in changed
+            }
+        except BaseException:
+            await run_in_thread(store.release_lease, run_id, owner)
+            raise
+        run = ActiveRun(
+            self,
+            compiled,
+            dict(record.inputs),
+            run_id,
+            timeout=timeout,
+            reuse=reuse,
+            resumed=Resumption(owner, items, gates, decisions),
+            kind=record.kind,
+            parent_id=record.parent_id,
+        )
+        self._runs[run_id] = run
+        try:
+            return await run.execute()
+        finally:
+            del self._runs[run_id]
 
     def cancel(self, run_id: str | None = None) -> None:
         """Cancel one run (or every active run): running steps are cancelled and the run

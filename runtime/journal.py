@@ -1,7 +1,10 @@
 """The run journal: every state change of a run and its steps, through one interface.
 
 The executor reports ``run_started``, then per step ``scheduled``, ``started``, ``attempt``
-and ``finished`` (or ``skipped``), then ``run_finished``. A durable store implements
+(per call: a ``foreach`` step's items each have theirs, and ``item_finished``) and
+``finished`` (or ``skipped``, or ``reused`` for a step an earlier run did), then
+``run_finished``. A step that waits for a person's decision finishes with status
+``waiting``. A durable store implements
 :class:`Journal` to persist them; :class:`LogJournal` turns them into structlog events.
 """
 
@@ -12,7 +15,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-__all__ = ["EventKind", "Journal", "LogJournal", "MemoryJournal", "StepEvent", "get_logger"]
+__all__ = [
+    "EventKind",
+    "Journal",
+    "Journals",
+    "LogJournal",
+    "MemoryJournal",
+    "StepEvent",
+    "get_logger",
+]
 
 EventKind = Literal[
     "run_started",
@@ -22,6 +33,7 @@ EventKind = Literal[
     "attempt",
     "finished",
     "skipped",
+    "item_finished",
     "run_finished",
 ]
 
@@ -38,11 +50,29 @@ class StepEvent:
     at: float = field(default_factory=time.time)
     side_effects: str | None = None  # on "attempt": what this call does (none, read, write)
     egress: tuple[str, ...] = ()  # on "attempt": the arguments it sends off the machine
+    item: int | None = None  # which foreach item (from 0), on "attempt" and "item_finished"
+    provenance: Any = None  # Provenance, on "finished" and "item_finished"
+    detail: dict[str, Any] | None = None  # more, for a durable journal (an idempotency key)
 
 
 class Journal(Protocol):
     def record(self, event: StepEvent) -> None:
         """Called on the event loop; must not block."""
+
+
+class Journals:
+    """Several journals told of every event, in order; the durable one among them (if
+    any) is :attr:`durable`."""
+
+    def __init__(self, *journals: Journal | None) -> None:
+        self.journals = tuple(j for j in journals if j is not None)
+        self.durable = next(
+            (d for j in self.journals if (d := getattr(j, "durable", None)) is not None), None
+        )
+
+    def record(self, event: StepEvent) -> None:
+        for journal in self.journals:
+            journal.record(event)
 
 
 class MemoryJournal:

@@ -29,6 +29,7 @@ class RunStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    WAITING = "waiting"  # a step waits for a person's decision; `dagentic resume` goes on
 
 
 class StepStatus(StrEnum):
@@ -37,6 +38,7 @@ class StepStatus(StrEnum):
     FAILED = "failed"
     SKIPPED = "skipped"
     CANCELLED = "cancelled"
+    WAITING = "waiting"  # for a person's decision (approval); the run waits, durably
 
 
 class ErrorInfo(BaseModel):
@@ -142,6 +144,12 @@ class RunResult(BaseModel):
     replan_requested: list[str] = Field(
         default_factory=list,
         description="Check steps that failed with on_fail: replan; an agent replans on these.",
+    )
+    waiting: list[str] = Field(
+        default_factory=list,
+        description="Steps that wait for a person's decision (status waiting): `dagentic "
+        "approvals` lists them, `dagentic approve` or `deny` decides, `dagentic resume` "
+        "goes on.",
     )
 
     def __repr__(self) -> str:

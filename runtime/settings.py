@@ -43,6 +43,7 @@ from .redact import hold
 
 __all__ = [
     "AgentSettings",
+    "JournalSettings",
     "MemorySettings",
     "ModelPrice",
     "ModelSettings",
@@ -212,6 +213,35 @@ class TracingSettings(BaseModel):
     service_name: str = Field("dagentic", description="The service.name resource attribute.")
 
 
+class JournalSettings(BaseModel):
+    """The durable run journal: every state change of a run, so that it can be resumed
+    (``dagentic resume``), wait for approvals across restarts, and be listed
+    (``dagentic runs``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="Keep a durable journal of runs.")
+    url: SecretStr | None = Field(
+        None,
+        description="Where: sqlite:///PATH or postgresql://USER@HOST:PORT/DB (psycopg, the "
+        "postgres extra; several processes or machines then share it). Default: "
+        "runs_dir/journal.sqlite.",
+    )
+    keep_days: float | None = Field(
+        30.0,
+        gt=0,
+        description="Finished runs older than this many days are removed by `dagentic runs "
+        "prune` (none: keep every run).",
+    )
+    lease: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a run's owner holds it without renewing (renewed every third); "
+        "another process may resume it after that, or at once when its owner's process on "
+        "the same machine is gone.",
+    )
+
+
 class _CoreToml(TomlConfigSettingsSource):
     def __call__(self) -> dict[str, Any]:
         return core_only(self.settings_cls, super().__call__())
@@ -268,6 +298,7 @@ class Settings(BaseSettings):
     agent: AgentSettings = Field(default_factory=AgentSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
+    journal: JournalSettings = Field(default_factory=JournalSettings)
 
     _sources: Sources = PrivateAttr(default_factory=Sources)
     _plugins: dict[type[BaseModel] | str, BaseModel] = PrivateAttr(default_factory=dict)

@@ -67,7 +67,12 @@ class ToolContext:
     written to calls :meth:`mark_untrusted`, so its output is untrusted too (a backend that
     runs tools elsewhere carries :attr:`untrusted_output` back). ``allow_untrusted`` is the
     step's opt-in: a tool that finds untrusted data on its way into a write only while it
-    runs (a store's own taint record) refuses that write without it."""
+    runs (a store's own taint record) refuses that write without it.
+
+    ``idempotency_key`` names this call (run, step and ``foreach`` item) and stays the same
+    across its attempts and when its run is resumed after a crash: a tool that writes and
+    says ``@tool(uses_idempotency_key=True)`` stores the key with its write and does not
+    write again for a key it has seen, so a resumed run never writes twice."""
 
     run_id: str
     step_id: str
@@ -76,6 +81,9 @@ class ToolContext:
     untrusted_inputs: tuple[str, ...] = ()  # where the untrusted data in the arguments came from
     untrusted_output: list[str] = field(default_factory=list)
     allow_untrusted: bool = False  # the step's allow_untrusted: untrusted data may be written
+    # The same for every attempt of this call, and when a run is resumed: a tool that
+    # writes records it with its write, and does not write again for a key it has seen.
+    idempotency_key: str = ""
 
     def mark_untrusted(self, *sources: str) -> None:
         """Say that this call's output carries untrusted data from ``sources`` (a store
@@ -97,6 +105,7 @@ class Tool:
     max_concurrency: int | None = None
     side_effects: SideEffects = "read"
     idempotent: bool = True
+    uses_idempotency_key: bool = False
     trusted: bool = True
     plugin: str | None = None
     returns: str | None = None
@@ -158,6 +167,7 @@ class Tool:
             "effects_per_call": self.effects is not None,
             "egress": dict(self.egress),
             "idempotent": self.idempotent,
+            "uses_idempotency_key": self.uses_idempotency_key,
             "trusted": self.trusted,
             "plugin": self.plugin,
             "returns": self.returns,
@@ -178,6 +188,7 @@ def tool(
     max_concurrency: int | None = None,
     side_effects: SideEffects = "read",
     idempotent: bool = True,
+    uses_idempotency_key: bool = False,
     trusted: bool = True,
     planning_context: bool = False,
     egress: Mapping[str, Egress] | None = None,
@@ -195,6 +206,7 @@ def tool(
     max_concurrency: int | None = None,
     side_effects: SideEffects = "read",
     idempotent: bool = True,
+    uses_idempotency_key: bool = False,
     trusted: bool = True,
     planning_context: bool = False,
     egress: Mapping[str, Egress] | None = None,
@@ -204,7 +216,10 @@ def tool(
 
     The name defaults to ``<module>.<function>`` (``plugins/notify.py: def log`` gives
     ``notify.log``). ``side_effects``, ``idempotent`` and ``trusted`` describe the tool to
-    the executor and its policies: an untrusted tool's output (web pages, say) may not
+    the executor and its policies (``uses_idempotency_key=True``: a tool that writes does
+    not write twice for one :attr:`ToolContext.idempotency_key`, so a call that was running
+    when its run crashed may run again when the run is resumed; a tool that writes without
+    either is asked about first): an untrusted tool's output (web pages, say) may not
     flow into a call that writes unless the step says ``allow_untrusted: true``.
     ``egress`` maps the arguments whose values leave the machine to how they do
     (``"destination"``: where data goes, a URL; ``"content"``: sent to a place the
@@ -226,6 +241,7 @@ def tool(
             max_concurrency=max_concurrency,
             side_effects=side_effects,
             idempotent=idempotent,
+            uses_idempotency_key=uses_idempotency_key,
             trusted=trusted,
             egress=egress or {},
             effects=effects,
@@ -254,6 +270,7 @@ def _build_tool(
     max_concurrency: int | None,
     side_effects: SideEffects,
     idempotent: bool,
+    uses_idempotency_key: bool,
     trusted: bool,
     egress: Mapping[str, Egress],
     effects: EffectsFunction | None,
@@ -370,6 +387,7 @@ def _build_tool(
         max_concurrency=max_concurrency,
         side_effects=side_effects,
         idempotent=idempotent,
+        uses_idempotency_key=uses_idempotency_key,
         trusted=trusted,
         egress=dict(egress),
         effects=effects,

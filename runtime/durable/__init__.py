@@ -1,0 +1,223 @@
+"""Durable runs: the run journal in a database, so that a run can be resumed after a crash,
+wait for a person's approval across restarts, and be listed afterwards.
+
+:func:`open_journal` gives the :class:`DurableJournal` the settings ask for (``journal.*``:
+an embedded SQLite file under ``runs_dir`` by default, or PostgreSQL), one per database in a
+process. The executor tells it every state change (:class:`~dagentic.journal.Journal`);
+:meth:`Executor.resume <dagentic.Executor.resume>` reads it back (:mod:`.resume`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import JournalError
+from ..journal import StepEvent
+from .store import INSERT_EVENT, ApprovalRecord, RunRecord, RunStore, dumps, pack_output
+
+if TYPE_CHECKING:
+    from ..graph import CompiledPlan
+    from ..settings import Settings
+
+__all__ = [
+    "ApprovalRecord",
+    "DurableJournal",
+    "RunRecord",
+    "RunStore",
+    "open_journal",
+    "open_store",
+    "plan_json",
+]
+
+_OPEN: dict[str, DurableJournal] = {}
+_OPEN_LOCK = threading.Lock()
+_OUTPUT_KINDS = frozenset({"finished", "item_finished"})
+
+
+def store_location(settings: Settings) -> str:
+    """The journal's URL: ``journal.url``, else the SQLite file in ``runs_dir``."""
+    url = settings.journal.url
+    if url is not None:
+        return url.get_secret_value()
+    return f"sqlite:///{Path(settings.runs_dir).resolve() / 'journal.sqlite'}"
+
+
+def open_store(url: str) -> RunStore:
+    """A store for ``url``: ``sqlite:///PATH`` (or a plain path) or ``postgresql://...``."""
+    if url.startswith(("postgresql://", "postgres://")):
+        from .postgres import PostgresStore
+
+        return PostgresStore(url)
+    path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url
+    if "://" in path:
+        raise JournalError(
+            f"journal.url {url.split('://')[0]}://... is not a journal database: use "
+            "sqlite:///PATH or postgresql://USER@HOST:PORT/DB"
+        )
+    from .sqlite import SqliteStore
+
+    return SqliteStore(path)
+
+
+def open_journal(settings: Settings) -> DurableJournal | None:
+    """The durable journal of ``settings`` (shared by every executor of the process that
+    uses the same database), or None when ``journal.enabled`` is false."""
+    if not settings.journal.enabled:
+        return None
+    url = store_location(settings)
+    with _OPEN_LOCK:
+        journal = _OPEN.get(url)
+        if journal is None or journal.store.failure is not None or journal.closed:
+            journal = _OPEN[url] = DurableJournal(open_store(url), lease=settings.journal.lease)
+        return journal
+
+
+def close_journals() -> None:
+    """Commit and close every journal this process opened (tests; the process's exit
+    does it too)."""
+    with _OPEN_LOCK:
+        for journal in _OPEN.values():
+            journal.close()
+        _OPEN.clear()
+
+
+def plan_json(compiled: CompiledPlan) -> tuple[str, str]:
+    """The plan as canonical JSON (what the journal stores) and its SHA-256."""
+    text = dumps_canonical(
+        compiled.plan.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+    )
+    return text, hashlib.sha256(text.encode()).hexdigest()
+
+
+def dumps_canonical(value: Any) -> str:
+    import json
+
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+class DurableJournal:
+    """A :class:`~dagentic.journal.Journal` that persists every event in ``store``.
+
+    :meth:`record` queues (it never blocks the event loop); :meth:`flush` waits for the
+    commit. ``lease`` is how long a run's owner holds it without renewing."""
+
+    def __init__(self, store: RunStore, *, lease: float = 30.0) -> None:
+        self.store = store
+        self.lease = lease
+        self.closed = False
+        self._seq: dict[str, int] = {}
+
+    @property
+    def durable(self) -> DurableJournal:
+        return self
+
+    # -- runs -----------------------------------------------------------------------------
+
+    def start_run(
+        self,
+        run_id: str,
+        compiled: CompiledPlan,
+        inputs: Mapping[str, Any],
+        *,
+        owner: str,
+        kind: str = "plan",
+        parent_id: str | None = None,
+        resumed: bool = False,
+    ) -> None:
+        """Queue the run's start: a new run's plan and inputs, or a resumed run's new
+        owner (whose lease :meth:`Executor.resume` took already)."""
+        now = time.time()
+        if resumed:
+            self._seq[run_id] = self.store.last_seq(run_id)
+        else:
+            self._seq[run_id] = 0
+        text, digest = plan_json(compiled)
+        self.store.add_run(
+            {
+                "run_id": run_id,
+                "kind": kind,
+                "parent_id": parent_id,
+                "plan_name": compiled.name,
+                "plan_json": text,
+                "plan_hash": digest,
+                "plan_file": str(compiled.file) if compiled.file else None,
+                "goal": compiled.plan.goal,
+                "inputs_json": dumps(dict(inputs)),
+                "at": now,
+                "owner": owner,
+                "lease_until": now + self.lease,
+            }
+        )
+
+    def renew(self, run_id: str, owner: str) -> None:
+        self.store.renew_lease(run_id, owner, time.time() + self.lease)
+
+    def end_run(
+        self, run_id: str, status: str, error: Any, outputs: Mapping[str, Any] | None
+    ) -> None:
+        self.store.end_run(
+            run_id,
+            status,
+            None if error is None else error.model_dump(mode="json"),
+            None if outputs is None else (lambda: dict(outputs)),
+            time.time(),
+        )
+        self._seq.pop(run_id, None)
+
+    # -- events ---------------------------------------------------------------------------
+
+    def record(self, event: StepEvent) -> None:
+        if event.kind in ("run_started", "run_finished"):
+            return  # the runs table has them (start_run, end_run)
+        run_id = event.run_id
+        seq = self._seq[run_id] = self._seq.get(run_id, 0) + 1
+        self.store.write(INSERT_EVENT, lambda: _event_row(event, seq))
+
+    async def flush(self) -> None:
+        """Wait (off the event loop) until everything recorded so far is committed."""
+        from ..threads import run_in_thread
+
+        token = self.store.write("", ())  # a marker: committed with everything before it
+        await run_in_thread(self.store.flush, token)
+
+    def close(self) -> None:
+        self.closed = True
+        self.store.close()
+
+
+def _event_row(event: StepEvent, seq: int) -> tuple[Any, ...]:
+    """An event as a row of ``events`` (built by the writer thread, off the event loop)."""
+    data: dict[str, Any] = {}
+    if event.error is not None:
+        data["error"] = event.error.model_dump(mode="json")
+    if event.provenance is not None and event.kind in _OUTPUT_KINDS:
+        data["provenance"] = event.provenance.model_dump(mode="json")
+    if event.side_effects is not None:
+        data["side_effects"] = event.side_effects
+    if event.egress:
+        data["egress"] = list(event.egress)
+    if event.detail:
+        data.update(event.detail)
+    text = dumps(data) if data else None
+    blob = None
+    if event.kind in _OUTPUT_KINDS and event.status == "succeeded":
+        output, blob = pack_output(event.output)
+        if output is not None:  # spliced in as it is: JSON already
+            text = f'{{"output":{output}{"," + text[1:] if text else "}"}'
+    return (
+        event.run_id,
+        seq,
+        event.kind,
+        event.step_id,
+        event.item,
+        event.attempt,
+        event.status,
+        event.at,
+        text,
+        blob,
+    )

@@ -1,0 +1,171 @@
+"""Reading a run back from its journal: where each step got to, what a resumed run may
+reuse, what it must ask a person about before running it again, and how a changed plan
+differs from the stored one."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from ..result import ErrorInfo, Provenance, StepResult, StepStatus
+
+if TYPE_CHECKING:
+    from ..graph import CompiledPlan
+
+__all__ = ["StoredItem", "StoredStep", "changed_steps", "fold", "reusable", "step_results"]
+
+_ENDED = {"succeeded", "failed", "cancelled", "waiting", "skipped"}
+
+
+@dataclass(slots=True)
+class StoredItem:
+    """A ``foreach`` item that succeeded."""
+
+    output: Any
+    provenance: Provenance
+    item_hash: str | None
+
+
+@dataclass(slots=True)
+class StoredStep:
+    """Where a step got to, as its events tell."""
+
+    id: str
+    status: str = "pending"  # pending, scheduled, running, or how it ended
+    attempts: int = 0
+    output: Any = None
+    error: ErrorInfo | None = None
+    provenance: Provenance | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    # calls started and not finished when the journal ends: item (None: the step's own
+    # call) -> the side effects of that call
+    in_flight: dict[int | None, str] = field(default_factory=dict)
+    items: dict[int, StoredItem] = field(default_factory=dict)
+
+    @property
+    def ended(self) -> bool:
+        return self.status in _ENDED
+
+
+def fold(events: list[dict[str, Any]]) -> dict[str, StoredStep]:
+    """Every step's state after ``events`` (in order)."""
+    steps: dict[str, StoredStep] = {}
+    for event in events:
+        sid = event["step_id"]
+        if sid is None:
+            continue
+        step = steps.get(sid)
+        if step is None:
+            step = steps[sid] = StoredStep(sid)
+        kind = event["kind"]
+        item = event["item"]
+        if kind == "scheduled":
+            step.status = "scheduled"
+        elif kind == "started":
+            step.status, step.started_at = "running", event["at"]
+            step.in_flight.clear()
+            step.output, step.error = None, None
+        elif kind == "attempt":
+            step.attempts = max(step.attempts, event["attempt"])
+            step.in_flight[item] = event.get("side_effects") or "read"
+        elif kind == "item_finished":
+            step.in_flight.pop(item, None)
+            if event["status"] == "succeeded":
+                step.items[item] = StoredItem(
+                    event.get("output"),
+                    Provenance.model_validate(event.get("provenance") or {}),
+                    event.get("item_hash"),
+                )
+        elif kind in ("finished", "skipped"):
+            step.status = event["status"] or ("skipped" if kind == "skipped" else "failed")
+            step.finished_at = event["at"]
+            step.attempts = max(step.attempts, event["attempt"])
+            if step.status != "waiting":
+                step.in_flight.clear()
+            if "output" in event:
+                step.output = event["output"]
+            if event.get("error"):
+                step.error = ErrorInfo.model_validate(event["error"])
+            if event.get("provenance"):
+                step.provenance = Provenance.model_validate(event["provenance"])
+        elif kind == "reused":
+            step.status = "succeeded"
+            step.started_at = step.finished_at = event["at"]
+    return steps
+
+
+def step_results(steps: Mapping[str, StoredStep], plan: CompiledPlan) -> dict[str, StepResult]:
+    """The :class:`StepResult` of every step of ``plan`` as the journal has it."""
+    results = {}
+    for sid, spec in plan.steps.items():
+        stored = steps.get(sid)
+        if stored is None:
+            results[sid] = StepResult(id=sid, tool=spec.step.tool)
+            continue
+        status = stored.status if stored.ended else "pending"
+        started = _time(stored.started_at)
+        finished = _time(stored.finished_at) if stored.ended else None
+        results[sid] = StepResult(
+            id=sid,
+            tool=spec.step.tool,
+            status=StepStatus(status),
+            output=stored.output if status == "succeeded" else None,
+            error=stored.error,
+            attempts=stored.attempts,
+            started_at=started,
+            finished_at=finished,
+            duration=(stored.finished_at - stored.started_at)
+            if finished is not None
+            and stored.started_at is not None
+            and stored.finished_at is not None
+            else None,
+            provenance=stored.provenance or Provenance(),
+        )
+    return results
+
+
+def _time(at: float | None) -> datetime | None:
+    return None if at is None else datetime.fromtimestamp(at, UTC)
+
+
+def reusable(
+    before: CompiledPlan, previous: Mapping[str, StepResult], after: CompiledPlan
+) -> dict[str, StepResult]:
+    """Steps of ``after`` that a succeeded step of a run of ``before`` stands for: same id,
+    tool, args, foreach and when, and every step it reads reused too (replans, and resumed
+    runs of a changed plan)."""
+    reuse: dict[str, StepResult] = {}
+    for sid in after.order:
+        spec, old, done = after.steps[sid], before.steps.get(sid), previous.get(sid)
+        if (
+            old is None
+            or done is None
+            or done.status is not StepStatus.SUCCEEDED
+            or spec.tool is None
+            or not all(dep in reuse for dep in spec.deps)
+        ):
+            continue
+        new, was = spec.step, old.step
+        if (new.tool, new.args, new.foreach, new.when) == (
+            was.tool,
+            was.args,
+            was.foreach,
+            was.when,
+        ):
+            reuse[sid] = done
+    return reuse
+
+
+def changed_steps(before: CompiledPlan, after: CompiledPlan) -> list[str]:
+    """Ids of the steps that differ between two versions of a plan (added, removed or
+    changed), in the order of ``after`` then the removed ones."""
+    old = {s.id: s.model_dump(mode="json", exclude={"description"}) for s in before.plan.steps}
+    new = {s.id: s.model_dump(mode="json", exclude={"description"}) for s in after.plan.steps}
+    changed = [sid for sid in new if old.get(sid) != new[sid]]
+    changed += [sid for sid in old if sid not in new]
+    if before.plan.outputs != after.plan.outputs or before.plan.inputs != after.plan.inputs:
+        changed.append("(inputs or outputs)")
+    return changed
