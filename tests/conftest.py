@@ -128,3 +128,6 @@ def tools() -> ToolRegistry:
 def settings() -> Settings:
     """Settings that ignore any dagentic.toml or DAGENTIC_* variables around the tests."""
     return blind_settings()
+
+
+from tests.postgres import postgres_server  # noqa: E402,F401  (a real PostgreSQL server for journal tests)
