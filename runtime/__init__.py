@@ -23,6 +23,7 @@ if TYPE_CHECKING:
         ExpressionError,
         FailureMode,
         InvalidArgsError,
+        JournalError,
         MissingCapabilityError,
         ModelError,
         PlanError,
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
         SandboxResult,
         SandboxUnavailableError,
     )
-    from .journal import Journal, LogJournal, MemoryJournal, StepEvent
+    from .journal import Journal, Journals, LogJournal, MemoryJournal, StepEvent
     from .models import Message, Model, ModelReply, ScriptedModel, make_model
     from .plan import Check, InputSpec, Plan, Retry, Step
     from .planner import LLMPlanner, PlanningResult
@@ -90,6 +91,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "ExpressionError",
         "FailureMode",
         "InvalidArgsError",
+        "JournalError",
         "MissingCapabilityError",
         "ModelError",
         "PlanError",
@@ -115,7 +117,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "SandboxResult",
         "SandboxUnavailableError",
     ),
-    "journal": ("Journal", "LogJournal", "MemoryJournal", "StepEvent"),
+    "journal": ("Journal", "Journals", "LogJournal", "MemoryJournal", "StepEvent"),
     "models": ("Message", "Model", "ModelReply", "ScriptedModel", "make_model"),
     "plan": ("Check", "InputSpec", "Plan", "Retry", "Step"),
     "planner": ("LLMPlanner", "PlanningResult"),
@@ -183,6 +185,8 @@ __all__ = [
     "InputSpec",
     "InvalidArgsError",
     "Journal",
+    "JournalError",
+    "Journals",
     "Judge",
     "LLMPlanner",
     "Limits",

@@ -22,14 +22,16 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from pydantic import Field
 
 from .approvals import PolicyApprover, gate_plan
 from .attributes import RUN_ID
-from .errors import BudgetExceededError, DagenticError, FailureMode
+from .durable.resume import reusable
+from .durable.store import owner_id
+from .errors import BudgetExceededError, DagenticError, FailureMode, JournalError
 from .executor import SETTINGS, Approver, Executor
 from .graph import CompiledPlan
 from .journal import Journal
@@ -45,12 +47,23 @@ from .reflection import (
     quote_data,
     verify_answer,
 )
-from .result import ErrorInfo, ModelCall, RunResult, RunStatus, StepResult, StepStatus, Usage
+from .result import ErrorInfo, ModelCall, RunResult, RunStatus, StepStatus, Usage
 from .settings import AgentSettings, Settings
+from .threads import run_in_thread
 from .tools import ToolRegistry
 from .tracing import Tracing, fail_span, maybe_span, tracing_from_settings
 
-__all__ = ["Agent", "AgentResult", "Budgets", "answer_schema", "planning_context"]
+if TYPE_CHECKING:
+    from .durable import DurableJournal
+
+__all__ = [
+    "Agent",
+    "AgentResult",
+    "Budgets",
+    "answer_schema",
+    "planning_context",
+    "resume_agent_run",
+]
 
 Budgets = AgentSettings
 
@@ -109,6 +122,8 @@ class Agent:
             steps with ``approval: required``) as soon as it is made, before it runs.
         tracing: where spans and metrics go (default: the ``tracing`` settings; ``None``
             turns them off).
+        journal: every state change of its runs, and its plans, model calls and answer
+            (default: the durable journal of the settings, which :meth:`resume` reads).
     """
 
     def __init__(
@@ -119,11 +134,12 @@ class Agent:
         memory: Any = None,
         budgets: AgentSettings | None = None,
         settings: Settings | None = None,
-        journal: Journal | None = None,
+        journal: Journal | Any | None = SETTINGS,
         approver: Approver | None = None,
         on_plan: Callable[[dict[str, Any]], Any] | None = None,
         tracing: Tracing | Any | None = SETTINGS,
     ) -> None:
+        from .durable import open_journal
         from .plugin_manager import load_tools
 
         self.model = model
@@ -131,7 +147,9 @@ class Agent:
         self.memory = memory
         self.settings = settings or Settings()
         self.budgets = budgets or self.settings.agent
-        self.journal = journal
+        self.journal: Journal | None = (
+            open_journal(self.settings) if journal is SETTINGS else journal
+        )
         self.approver = approver
         self.on_plan = on_plan
         self.tracing: Tracing | None = (
@@ -141,7 +159,52 @@ class Agent:
     async def run(self, goal: str, inputs: dict[str, Any] | None = None) -> AgentResult:
         """Achieve ``goal`` as far as the budgets allow; never raises for a failed goal —
         the result's ``status`` and ``error`` (with its failure mode) say what happened."""
-        loop = _Loop(self, goal, inputs or {})
+        return await self._drive(_Loop(self, goal, inputs or {}))
+
+    async def resume(self, run_id: str) -> AgentResult:
+        """Go on with an agent run of the durable journal that crashed, was cancelled, or
+        waits for an approval: model calls whose replies are in the journal are not made
+        again, finished plan runs are not run again, and an unfinished one is resumed
+        (:meth:`Executor.resume`). Raises :class:`~dagentic.JournalError` when the run is
+        not in the journal, has finished, or another process runs it."""
+        durable = getattr(self.journal, "durable", None)
+        if durable is None:
+            raise JournalError(
+                "resuming needs the durable journal, and this agent has none "
+                "(journal.enabled is false, or journal=None was given)"
+            )
+        store = durable.store
+        record = await run_in_thread(store.run, run_id)
+        if record is None or record.kind != "agent":
+            raise JournalError(f"there is no agent run '{run_id}' in the journal {store.label}")
+        if record.status in ("succeeded", "failed"):
+            raise JournalError(
+                f"agent run '{run_id}' {record.status} already: there is nothing to resume "
+                "(ask again to run it again)"
+            )
+        owner = owner_id()
+        if not await run_in_thread(store.take_lease, run_id, owner, time.time() + durable.lease):
+            raise JournalError(
+                f"agent run '{run_id}' is being run by another process ({record.owner}); it "
+                "can be resumed when that one stops, or after its lease runs out"
+            )
+        records = await run_in_thread(store.records, run_id)
+        replay: dict[str, list[dict[str, Any]]] = {}
+        for _, kind, data in records:
+            if kind == "model_call":
+                replay.setdefault(data["digest"], []).append(data["reply"])
+        loop = _Loop(
+            self,
+            record.goal or "",
+            dict(record.inputs),
+            run_id=run_id,
+            replay=replay,
+            owner=owner,
+            records=len(records),
+        )
+        return await self._drive(loop)
+
+    async def _drive(self, loop: _Loop) -> AgentResult:
         attributes = {
             "gen_ai.operation.name": "invoke_agent",
             "gen_ai.agent.name": "dagentic",
@@ -149,13 +212,17 @@ class Agent:
             RUN_ID: loop.run_id,
         }
         if self.tracing is not None and self.tracing.record_content:
-            attributes["dagentic.goal"] = self.tracing.content(goal)
+            attributes["dagentic.goal"] = self.tracing.content(loop.goal)
         with maybe_span(
             self.tracing, "invoke_agent dagentic", attributes, root_run_id=loop.run_id
         ) as span:
             try:
-                with anyio.CancelScope(deadline=loop.deadline) as deadline:
-                    await loop.run()
+                async with anyio.create_task_group() as keeper:
+                    if loop.durable is not None:
+                        keeper.start_soon(loop.keep_lease)
+                    with anyio.CancelScope(deadline=loop.deadline) as deadline:
+                        await loop.run()
+                    keeper.cancel_scope.cancel()
                 if deadline.cancelled_caught:
                     loop.fail(loop.out_of_time())
             except anyio.get_cancelled_exc_class():
@@ -167,24 +234,60 @@ class Agent:
                         mode=FailureMode.CANCELLED,
                         message="the agent run was cancelled by its caller",
                     )
+                with anyio.CancelScope(shield=True):
+                    await loop.end_durably(RunStatus.CANCELLED, None)
                 raise
             except DagenticError as exc:
                 loop.fail(exc)
             result = loop.result()
+            await loop.end_durably(result.status, result.error)
             if span is not None:
                 _describe(span, result)
         return result
 
 
+async def resume_agent_run(
+    run_id: str,
+    *,
+    model: Model | None = None,
+    settings: Settings | None = None,
+    **options: Any,
+) -> AgentResult:
+    """Resume agent run ``run_id`` with ``model`` (default: the model settings) and
+    ``options`` for :class:`Agent` (tools, approver, memory, ...)."""
+    settings = settings or Settings()
+    if model is None:
+        from .models import make_model
+
+        model = make_model(settings, None)
+    return await Agent(model, settings=settings, **options).resume(run_id)
+
+
 class _Loop:
     """One ``Agent.run``."""
 
-    def __init__(self, agent: Agent, goal: str, inputs: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        agent: Agent,
+        goal: str,
+        inputs: dict[str, Any],
+        *,
+        run_id: str | None = None,
+        replay: dict[str, list[dict[str, Any]]] | None = None,
+        owner: str | None = None,
+        records: int = 0,
+    ) -> None:
         self.agent = agent
         self.goal = goal
         self.inputs = inputs
         budgets = agent.budgets
-        self.run_id = uuid.uuid4().hex
+        self.run_id = run_id or uuid.uuid4().hex
+        self.durable: DurableJournal | None = getattr(agent.journal, "durable", None)
+        self.owner = owner or owner_id()
+        if self.durable is not None:
+            self.durable.start_agent_run(
+                self.run_id, goal, inputs, owner=self.owner, records=records
+            )
         self.tracing = agent.tracing
         self.started_at = datetime.now(UTC)
         self.t0 = time.perf_counter()
@@ -197,6 +300,8 @@ class _Loop:
             max_cost=budgets.max_cost,
             tracing=agent.tracing,
             deadline=self.deadline,
+            replay=replay,
+            on_reply=self._keep_reply if self.durable is not None else None,
         )
         self.executor = Executor(
             agent.tools,
@@ -205,7 +310,9 @@ class _Loop:
             approver=(
                 agent.approver
                 if budgets.approve == "none"
-                else PolicyApprover(agent.approver, budgets.approve)
+                else PolicyApprover(
+                    agent.approver, budgets.approve, can_wait=self.durable is not None
+                )
             ),
             judge=ModelJudge(self.metered.using("judge")),
             tracing=agent.tracing,
@@ -261,6 +368,7 @@ class _Loop:
                     **compiled.plan.model_dump(mode="json", by_alias=True, exclude_defaults=True),
                 }
             )
+            self.keep("plan", self.plans[-1])
             if self.agent.on_plan is not None:
                 self.agent.on_plan(self.plans[-1])
             if self.agent.budgets.critique:
@@ -272,11 +380,54 @@ class _Loop:
                     report = "A review of the plan found: " + "; ".join(issues)
                     continue
             result = await self._execute(compiled, version)
+            if result.status is RunStatus.WAITING:
+                return  # a person decides; `dagentic resume` goes on from here
             if result.succeeded:
                 break
             report = _failure_report(result)
         await self._answer()
         await self.remember_outcome()
+
+    def keep(self, kind: str, data: Any) -> None:
+        """Put a record of this run in the durable journal, if there is one."""
+        if self.durable is not None:
+            self.durable.add_record(self.run_id, kind, data)
+
+    def _keep_reply(self, purpose: str, digest: str, reply: Any, call: ModelCall) -> None:
+        self.keep(
+            "model_call",
+            {
+                "purpose": purpose,
+                "digest": digest,
+                "reply": {
+                    "text": reply.text,
+                    "model": reply.model,
+                    "input_tokens": reply.input_tokens,
+                    "output_tokens": reply.output_tokens,
+                    "finish_reason": reply.finish_reason,
+                    "structured": reply.structured,
+                    "cost": call.cost,
+                },
+            },
+        )
+
+    async def keep_lease(self) -> None:
+        """Renew the agent run's lease while it runs, three times per lease."""
+        durable = self.durable
+        assert durable is not None
+        while True:
+            await anyio.sleep(durable.lease / 3)
+            durable.renew(self.run_id, self.owner)
+
+    async def end_durably(self, status: RunStatus, error: ErrorInfo | None) -> None:
+        """Record the agent run's end, and wait until the journal has it."""
+        if self.durable is None:
+            return
+        try:
+            self.durable.end_run(self.run_id, status.value, error, None)
+            await self.durable.flush()
+        except JournalError:
+            pass  # its plan runs said so already; the agent's result stands
 
     def out_of_time(self) -> BudgetExceededError:
         budget = self.agent.budgets.max_wall_time
@@ -335,7 +486,7 @@ class _Loop:
         )
 
     async def _execute(self, compiled: CompiledPlan, version: int) -> RunResult:
-        reuse = _reusable(self.compiled[-1], self.runs[-1], compiled) if self.runs else {}
+        reuse = reusable(self.compiled[-1], self.runs[-1].steps, compiled) if self.runs else {}
         planned_steps = sum(
             1 for sid, s in compiled.steps.items() if s.tool is not None and sid not in reuse
         )
@@ -348,16 +499,25 @@ class _Loop:
         self.doing = f"running plan v{version}"
         # The run ends a little before the deadline, so that it returns what its steps did.
         remaining = self.deadline - anyio.current_time() - RUN_GRACE
-        result = await self.executor.run(
-            compiled,
-            self.inputs,
-            timeout=max(remaining, 0.001),
-            reuse=reuse,
-            trace_attributes={
-                "dagentic.plan.version": version,
-                "dagentic.steps.reused": len(reuse),
-            },
-        )
+        child = f"{self.run_id}-v{version}"  # the same when the agent run is resumed
+        stored = await self._stored_run(child, compiled)
+        if stored is not None:
+            result = stored
+        elif self.durable is not None and await run_in_thread(self.durable.store.run, child):
+            result = await self.executor.resume(child, timeout=max(remaining, 0.001))
+        else:
+            result = await self.executor.run(
+                compiled,
+                self.inputs,
+                run_id=child,
+                parent_id=self.run_id,
+                timeout=max(remaining, 0.001),
+                reuse=reuse,
+                trace_attributes={
+                    "dagentic.plan.version": version,
+                    "dagentic.steps.reused": len(reuse),
+                },
+            )
         self.steps_used += result.usage.steps - len(reuse)
         self.runs.append(result)
         self.compiled.append(compiled)
@@ -368,6 +528,15 @@ class _Loop:
         ):
             raise self.out_of_time()
         return result
+
+    async def _stored_run(self, run_id: str, compiled: CompiledPlan) -> RunResult | None:
+        """The result of plan run ``run_id`` if the journal has it finished (an agent run
+        being resumed does not run it again)."""
+        if self.durable is None:
+            return None
+        from .durable.resume import stored_result
+
+        return await run_in_thread(stored_result, self.durable.store, run_id, compiled)
 
     async def _answer(self) -> None:
         if not self.runs:
@@ -419,6 +588,7 @@ class _Loop:
             data = {"answer": reply.text.strip(), "cited_steps": [], "complete": False}
         self.answer = str(data.get("answer") or "").strip()
         self.cited = list(dict.fromkeys(str(s) for s in data.get("cited_steps") or []))
+        self.keep("answer", {"answer": self.answer, "cited_steps": self.cited})
         self.doing = "verifying the answer"
         self.verification = await verify_answer(
             self.metered.using("verify"),
@@ -567,33 +737,6 @@ def _failure_report(result: RunResult) -> str:
     if result.replan_requested:
         lines.append(f"- checks asking for a new plan: {', '.join(result.replan_requested)}")
     return "\n".join(lines)
-
-
-def _reusable(
-    before: CompiledPlan, previous: RunResult, compiled: CompiledPlan
-) -> dict[str, StepResult]:
-    """Steps of the new plan that a succeeded step of the previous run stands for: same
-    id, tool, args, foreach and when, and every step it reads reused too."""
-    reuse: dict[str, StepResult] = {}
-    for sid in compiled.order:
-        spec, old, done = compiled.steps[sid], before.steps.get(sid), previous.steps.get(sid)
-        if (
-            old is None
-            or done is None
-            or done.status is not StepStatus.SUCCEEDED
-            or spec.tool is None
-            or not all(dep in reuse for dep in spec.deps)
-        ):
-            continue
-        new, was = spec.step, old.step
-        if (new.tool, new.args, new.foreach, new.when) == (
-            was.tool,
-            was.args,
-            was.foreach,
-            was.when,
-        ):
-            reuse[sid] = done
-    return reuse
 
 
 def _same_steps(before: CompiledPlan, after: CompiledPlan) -> bool:

@@ -158,6 +158,7 @@ class Executor:
         timeout: float | None = None,
         reuse: Mapping[str, StepResult] | None = None,
         trace_attributes: Mapping[str, Any] | None = None,
+        parent_id: str | None = None,
     ) -> RunResult:
         """Run ``plan`` to the end and return its :class:`RunResult`.
 
@@ -165,7 +166,8 @@ class Executor:
         cancellation; :meth:`cancel` ends a run early and still returns its result.
         ``reuse`` maps step ids to results of an earlier run that stand for this run's
         steps (a replan keeps what succeeded): those steps are not run again.
-        ``trace_attributes`` are added to the run's span.
+        ``trace_attributes`` are added to the run's span; ``parent_id`` is the run (an
+        agent run) this one is part of, in the journal.
         """
         compiled = self.compile(plan)
         values = resolve_inputs(compiled.plan, inputs or {})
@@ -177,6 +179,7 @@ class Executor:
             timeout=timeout,
             reuse=reuse,
             trace_attributes=trace_attributes,
+            parent_id=parent_id,
         )
         self._runs[run.run_id] = run
         try:

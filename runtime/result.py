@@ -128,6 +128,11 @@ class ModelCall(BaseModel):
     started_at: datetime
     duration: float = 0.0
     error: ErrorInfo | None = None
+    replayed: bool = Field(
+        False,
+        description="The reply came from the journal of the run being resumed: no model "
+        "call was made, nothing was spent.",
+    )
 
 
 class RunResult(BaseModel):

@@ -34,6 +34,8 @@ PUBLIC_API = [
     "InputSpec",
     "InvalidArgsError",
     "Journal",
+    "JournalError",
+    "Journals",
     "Judge",
     "LLMPlanner",
     "Limits",

@@ -154,6 +154,38 @@ class DurableJournal:
             }
         )
 
+    def start_agent_run(
+        self,
+        run_id: str,
+        goal: str,
+        inputs: Mapping[str, Any],
+        *,
+        owner: str,
+        records: int = 0,
+    ) -> None:
+        """Queue an agent run's start (``records``: how many records a resumed one has)."""
+        now = time.time()
+        self._seq[run_id] = records
+        self.store.add_run(
+            {
+                "run_id": run_id,
+                "kind": "agent",
+                "plan_name": "(agent)",
+                "plan_json": "{}",
+                "plan_hash": "",
+                "goal": goal,
+                "inputs_json": dumps(dict(inputs)),
+                "at": now,
+                "owner": owner,
+                "lease_until": now + self.lease,
+            }
+        )
+
+    def add_record(self, run_id: str, kind: str, data: Any) -> None:
+        """Queue a record of an agent run: a plan version, a model call, the answer."""
+        seq = self._seq[run_id] = self._seq.get(run_id, 0) + 1
+        self.store.add_record(run_id, seq, kind, data)
+
     def renew(self, run_id: str, owner: str) -> None:
         self.store.renew_lease(run_id, owner, time.time() + self.lease)
 

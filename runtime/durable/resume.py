@@ -9,12 +9,29 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from ..result import ErrorInfo, Provenance, StepResult, StepStatus
+from ..result import (
+    ErrorInfo,
+    Provenance,
+    RunResult,
+    RunStatus,
+    StepResult,
+    StepStatus,
+    Usage,
+)
 
 if TYPE_CHECKING:
     from ..graph import CompiledPlan
+    from .store import RunStore
 
-__all__ = ["StoredItem", "StoredStep", "changed_steps", "fold", "reusable", "step_results"]
+__all__ = [
+    "StoredItem",
+    "StoredStep",
+    "changed_steps",
+    "fold",
+    "reusable",
+    "step_results",
+    "stored_result",
+]
 
 _ENDED = {"succeeded", "failed", "cancelled", "waiting", "skipped"}
 
@@ -40,8 +57,8 @@ class StoredStep:
     provenance: Provenance | None = None
     started_at: float | None = None
     finished_at: float | None = None
-    # calls started and not finished when the journal ends: item (None: the step's own
-    # call) -> the side effects of that call
+    # calls made and not known to have succeeded (running at a crash, cancelled, failed):
+    # item (None: the step's own call) -> the side effects of that call
     in_flight: dict[int | None, str] = field(default_factory=dict)
     items: dict[int, StoredItem] = field(default_factory=dict)
 
@@ -83,8 +100,8 @@ def fold(events: list[dict[str, Any]]) -> dict[str, StoredStep]:
             step.status = event["status"] or ("skipped" if kind == "skipped" else "failed")
             step.finished_at = event["at"]
             step.attempts = max(step.attempts, event["attempt"])
-            if step.status != "waiting":
-                step.in_flight.clear()
+            if step.status in ("succeeded", "skipped"):
+                step.in_flight.clear()  # else a call it made may have done its work
             if "output" in event:
                 step.output = event["output"]
             if event.get("error"):
@@ -125,6 +142,34 @@ def step_results(steps: Mapping[str, StoredStep], plan: CompiledPlan) -> dict[st
             provenance=stored.provenance or Provenance(),
         )
     return results
+
+
+def stored_result(store: RunStore, run_id: str, plan: CompiledPlan) -> RunResult | None:
+    """The :class:`RunResult` of a run the journal has finished (succeeded or failed),
+    else None."""
+    record = store.run(run_id)
+    if record is None or record.status not in ("succeeded", "failed"):
+        return None
+    steps = step_results(fold(store.events(run_id)), plan)
+    started = _time(record.created_at)
+    finished = _time(record.finished_at or record.updated_at)
+    assert started is not None and finished is not None
+    return RunResult(
+        run_id=run_id,
+        plan=record.plan_name,
+        goal=record.goal,
+        status=RunStatus(record.status),
+        steps=steps,
+        outputs=record.outputs or {},
+        error=ErrorInfo.model_validate(record.error) if record.error else None,
+        usage=Usage(
+            steps=sum(1 for s in steps.values() if s.started_at is not None),
+            tool_calls=sum(s.attempts for s in steps.values() if s.tool),
+            wall_time=(finished - started).total_seconds(),
+        ),
+        started_at=started,
+        finished_at=finished,
+    )
 
 
 def _time(at: float | None) -> datetime | None:

@@ -15,13 +15,14 @@ from ..errors import DagenticError
 from .context import ContextBuilder, ContextItem, model_summarizer
 from .embeddings import Embedder, MiniLMEmbedder
 from .policy import Decision, ModelPolicy, ThresholdPolicy, WritePolicy
-from .store import MemoryItem, MemoryStore, Recalled, Scope, tokenize
+from .store import KeyUsed, MemoryItem, MemoryStore, Recalled, Scope, tokenize
 
 __all__ = [
     "ContextBuilder",
     "ContextItem",
     "Decision",
     "Embedder",
+    "KeyUsed",
     "LongTermMemory",
     "MemoryItem",
     "MemoryStore",
@@ -43,17 +44,20 @@ _WRITE_LOCKS: RunVar[dict[str, anyio.Lock]] = RunVar("dagentic-memory-write-lock
 
 @dataclass(frozen=True, slots=True)
 class Written:
-    """What :meth:`LongTermMemory.remember` did."""
+    """What :meth:`LongTermMemory.remember` did. ``replayed``: nothing was done now, this
+    is what an earlier call with the same idempotency key did."""
 
     action: str
     item: MemoryItem | None
     reason: str = ""
+    replayed: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "action": self.action,
             "reason": self.reason,
             "item": self.item.to_dict() if self.item else None,
+            "replayed": self.replayed,
         }
 
 
@@ -101,14 +105,38 @@ class LongTermMemory:
         scope: Scope | None = None,
         importance: float = 0.5,
         ttl: float | None = None,
+        key: str = "",
     ) -> Written:
-        """Decide (with the policy) and write ``text``; see :class:`Decision`."""
+        """Decide (with the policy) and write ``text``; see :class:`Decision`.
+
+        ``key``: an idempotency key (:attr:`~dagentic.ToolContext.idempotency_key`). It is
+        stored with the write, in the same transaction; a call with a key stored before
+        writes nothing and returns what that call did (``replayed=True``), so a resumed
+        run that calls again does not remember twice."""
         text = text.strip()
         if not text:
             raise DagenticError("memory: nothing to remember: the text is empty")
         scope = scope or self.scope
         async with self._write_lock():  # parallel steps decide one after another
-            return await self._remember(text, provenance, scope, importance, ttl)
+            if key:
+                earlier = await self._replay(key)
+                if earlier is not None:
+                    return earlier
+            try:
+                return await self._remember(text, provenance, scope, importance, ttl, key)
+            except KeyUsed:  # stored meanwhile (another event loop or thread)
+                earlier = await self._replay(key)
+                if earlier is None:
+                    raise
+                return earlier
+
+    async def _replay(self, key: str) -> Written | None:
+        """What the call that stored ``key`` did, if one did."""
+        found = await self.store.written(key)
+        if found is None:
+            return None
+        action, reason, item = found
+        return Written(action, item, reason, replayed=True)
 
     def _write_lock(self) -> anyio.Lock:
         """One writer at a time per memory file and event loop: two steps remembering the
@@ -121,24 +149,41 @@ class LongTermMemory:
         return locks.setdefault(str(self.store.path), anyio.Lock())
 
     async def _remember(
-        self, text: str, provenance: str, scope: Scope, importance: float, ttl: float | None
+        self,
+        text: str,
+        provenance: str,
+        scope: Scope,
+        importance: float,
+        ttl: float | None,
+        key: str = "",
     ) -> Written:
         for _ in range(RETRIES):  # another event loop or thread may still write meanwhile
             neighbours = await self.store.recall(text, limit=5, scope=scope)
             decision = await self.policy.decide(text, neighbours)
             if decision.action == "insert":
                 item = await self.store.insert(
-                    text, provenance=provenance, scope=scope, importance=importance, ttl=ttl
+                    text,
+                    provenance=provenance,
+                    scope=scope,
+                    importance=importance,
+                    ttl=ttl,
+                    key=key,
+                    reason=decision.reason,
                 )
                 return Written("insert", item, decision.reason)
             assert decision.target is not None
             if decision.action == "ignore":
+                if key:  # nothing written, but a repeat answers the same
+                    await self.store.record(key, "ignore", decision.reason, decision.target)
                 return Written("ignore", decision.target, decision.reason)
             updated = await self.store.update(
                 decision.target,
                 decision.text or text,
                 provenance=_less_trusted(decision.target.provenance, provenance),
                 importance=importance,
+                key=key,
+                action=decision.action,
+                reason=decision.reason,
             )
             if updated is not None:
                 return Written(decision.action, updated, decision.reason)

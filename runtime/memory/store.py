@@ -5,6 +5,12 @@ decided by a policy (insert, merge, replace or ignore); deletes by id or filter;
 One connection per file and process, used from worker threads under a lock. Merges and
 replacements are optimistic: an item changed by someone else between the decision and the
 write (its ``version`` moved) is decided again, so concurrent writers never lose an update.
+
+A write may carry an idempotency key (a tool call's
+:attr:`~dagentic.ToolContext.idempotency_key`): it is stored in table ``idempotency_keys``
+with what the write did, in the same transaction as the write, and a key stored already
+makes the write fail with :class:`KeyUsed` (nothing written); :meth:`MemoryStore.written`
+says what the first write did.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from .embeddings import Embedder
 if TYPE_CHECKING:
     import duckdb
 
-__all__ = ["MemoryItem", "MemoryStore", "Recalled", "Scope", "tokenize"]
+__all__ = ["KeyUsed", "MemoryItem", "MemoryStore", "Recalled", "Scope", "tokenize"]
 
 WORD = re.compile(r"\w+")
 STOP = frozenset(
@@ -71,6 +77,11 @@ _OPENING = threading.Lock()
 def tokenize(text: str) -> list[str]:
     """Lower-case words without stop words: the lexical side of recall."""
     return [w for w in WORD.findall(text.lower()) if w not in STOP and len(w) < 40]
+
+
+class KeyUsed(DagenticError):
+    """A write carried an idempotency key that an earlier write stored: nothing was
+    written (:meth:`MemoryStore.written` says what the earlier one did)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +277,12 @@ class MemoryStore:
         db.execute(
             "CREATE TABLE IF NOT EXISTS terms (item_id VARCHAR NOT NULL, "
             "term VARCHAR NOT NULL, tf INTEGER NOT NULL)"
+        )
+        # Added after the first release: files from before get it when next opened.
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS idempotency_keys (key VARCHAR PRIMARY KEY, "
+            "action VARCHAR NOT NULL, reason VARCHAR NOT NULL, item VARCHAR, "
+            "written_at TIMESTAMPTZ NOT NULL)"
         )
 
     async def _run(self, work: Any, *args: Any) -> Any:
@@ -463,6 +480,20 @@ class MemoryStore:
     async def count(self) -> int:
         return await self._run(lambda db: db.execute("SELECT count(*) FROM items").fetchone()[0])
 
+    async def written(self, key: str) -> tuple[str, str, MemoryItem | None] | None:
+        """What the write that stored idempotency ``key`` did: its action, its reason and
+        the item as it wrote it (None for a key no write stored)."""
+
+        def work(db: duckdb.DuckDBPyConnection) -> tuple[str, str, MemoryItem | None] | None:
+            row = db.execute(
+                "SELECT action, reason, item FROM idempotency_keys WHERE key = ?", [key]
+            ).fetchone()
+            if row is None:
+                return None
+            return row[0], row[1], None if row[2] is None else _item_from_dict(json.loads(row[2]))
+
+        return await self._run(work)
+
     # -- writing -------------------------------------------------------------------------
 
     async def insert(
@@ -474,11 +505,21 @@ class MemoryStore:
         importance: float = 0.5,
         ttl: float | None = None,
         embedding: builtins.list[float] | None = None,
+        key: str = "",
+        reason: str = "",
     ) -> MemoryItem:
-        """Store ``text`` as a new item (no policy: see :meth:`remember`)."""
+        """Store ``text`` as a new item (no policy: see :meth:`remember`). With an
+        idempotency ``key``, the key is stored with it (action ``insert``, ``reason``), or
+        :class:`KeyUsed` is raised if a write stored it before."""
         vector = embedding or (await run_in_thread(self.embedder.embed, [text]))[0]
         items = await self._run(
-            self._insert_many, [(text, vector)], provenance, scope or Scope(), importance, ttl
+            self._insert_many,
+            [(text, vector)],
+            provenance,
+            scope or Scope(),
+            importance,
+            ttl,
+            (key, "insert", reason) if key else None,
         )
         return items[0]
 
@@ -513,6 +554,7 @@ class MemoryStore:
         scope: Scope,
         importance: float,
         ttl: float | None,
+        keyed: tuple[str, str, str] | None = None,
     ) -> builtins.list[MemoryItem]:
         now = dt.datetime.now(dt.UTC)
         expires = now + dt.timedelta(seconds=ttl) if ttl is not None else None
@@ -562,6 +604,9 @@ class MemoryStore:
                     "INSERT INTO terms SELECT unnest($1), unnest($2), unnest($3)",
                     [list(c) for c in zip(*terms, strict=True)],
                 )
+            if keyed is not None:
+                key, action, reason = keyed
+                _store_key(db, key, action, reason, items[0], now)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -582,9 +627,14 @@ class MemoryStore:
         *,
         provenance: str | None = None,
         importance: float | None = None,
+        key: str = "",
+        action: str = "merge",
+        reason: str = "",
     ) -> MemoryItem | None:
         """Rewrite ``item`` (merge or replace) if nobody changed it since it was read;
-        None if they did (decide again)."""
+        None if they did (decide again). With an idempotency ``key``, the key is stored
+        with the rewrite (``action``, ``reason``), or :class:`KeyUsed` is raised if a write
+        stored it before."""
         vector = (await run_in_thread(self.embedder.embed, [text]))[0]
 
         def work(db: duckdb.DuckDBPyConnection) -> MemoryItem | None:
@@ -614,24 +664,45 @@ class MemoryStore:
                 pairs = [(item.id, t, tf) for t, tf in Counter(words).items()]
                 if pairs:
                     db.executemany("INSERT INTO terms VALUES (?, ?, ?)", pairs)
+                rewritten = MemoryItem(
+                    id=item.id,
+                    text=text,
+                    provenance=provenance or item.provenance,
+                    scope=item.scope,
+                    importance=max(importance or 0.0, item.importance),
+                    created_at=item.created_at,
+                    updated_at=now,
+                    expires_at=item.expires_at,
+                    version=changed[0][0],
+                )
+                if key:
+                    _store_key(db, key, action, reason, rewritten, now)
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
             self._cached(db, lambda v: v.replace(item.id, vector))
-            return MemoryItem(
-                id=item.id,
-                text=text,
-                provenance=provenance or item.provenance,
-                scope=item.scope,
-                importance=max(importance or 0.0, item.importance),
-                created_at=item.created_at,
-                updated_at=now,
-                expires_at=item.expires_at,
-                version=changed[0][0],
-            )
+            return rewritten
 
         return await self._run(work)
+
+    async def record(
+        self, key: str, action: str, reason: str = "", item: MemoryItem | None = None
+    ) -> None:
+        """Store idempotency ``key`` for a call that wrote nothing (``ignore``: ``item`` is
+        the one already known), so a repeat gives the same answer; :class:`KeyUsed` if a
+        write stored it before."""
+
+        def work(db: duckdb.DuckDBPyConnection) -> None:
+            db.execute("BEGIN")
+            try:
+                _store_key(db, key, action, reason, item, dt.datetime.now(dt.UTC))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+        await self._run(work)
 
     async def delete(
         self,
@@ -678,6 +749,48 @@ class MemoryStore:
             return len(gone)
 
         return await self._run(work)
+
+
+def _store_key(
+    db: duckdb.DuckDBPyConnection,
+    key: str,
+    action: str,
+    reason: str,
+    item: MemoryItem | None,
+    now: dt.datetime,
+) -> None:
+    """Store an idempotency key with what its write did, in the caller's transaction;
+    :class:`KeyUsed` (the caller rolls back) if it is stored already."""
+    import duckdb
+
+    snapshot = None if item is None else json.dumps(item.to_dict())
+    try:
+        db.execute(
+            "INSERT INTO idempotency_keys VALUES (?, ?, ?, ?, ?)",
+            [key, action, reason, snapshot, now],
+        )
+    except duckdb.ConstraintException as exc:
+        raise KeyUsed(f"memory: idempotency key {key!r} was used by an earlier write") from exc
+
+
+def _item_from_dict(data: dict[str, Any]) -> MemoryItem:
+    """An item from its :meth:`MemoryItem.to_dict`."""
+
+    def when(value: str | None) -> dt.datetime | None:
+        return None if value is None else dt.datetime.fromisoformat(value)
+
+    scope = data.get("scope") or {}
+    return MemoryItem(
+        id=data["id"],
+        text=data["text"],
+        provenance=data["provenance"],
+        scope=Scope(scope.get("agent"), scope.get("user"), scope.get("session")),
+        importance=data["importance"],
+        created_at=when(data.get("created_at")),
+        updated_at=when(data.get("updated_at")),
+        expires_at=when(data.get("expires_at")),
+        version=data["version"],
+    )
 
 
 def _item(data: dict[str, Any]) -> MemoryItem:

@@ -1,10 +1,16 @@
 """Model calls as part of a run: each one recorded (purpose, tokens, cost, time), traced
 as a ``chat`` span, and checked against the run's token and cost budgets before it is
 made. A call cut off by cancellation is recorded too: ``budget_exceeded`` once the run's
-deadline has passed, ``cancelled`` otherwise."""
+deadline has passed, ``cancelled`` otherwise.
+
+A durable agent run keeps every reply in its journal under the digest of its request
+(:func:`request_digest`): ``on_reply`` is told of each, and a resumed run gives them back
+as ``replay``, so a call whose reply is in the journal is not made again."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -17,7 +23,7 @@ from ..result import ErrorInfo, ModelCall
 from ..tracing import Tracing, fail_span
 from .base import Message, Model, ModelReply, Price
 
-__all__ = ["Metered"]
+__all__ = ["Metered", "request_digest"]
 
 
 class Metered:
@@ -36,8 +42,12 @@ class Metered:
         on_call: Callable[[ModelCall], None] | None = None,
         tracing: Tracing | None = None,
         deadline: float | None = None,
+        replay: dict[str, list[dict[str, Any]]] | None = None,
+        on_reply: Callable[[str, str, ModelReply, ModelCall], None] | None = None,
     ) -> None:
         self.model = model
+        self.replay = replay or {}  # request digest -> replies the journal has, in order
+        self.on_reply = on_reply
         self.deadline = deadline
         self.tracing = tracing
         self.prices = {
@@ -99,6 +109,25 @@ class Metered:
     ) -> ModelReply:
         started_at = datetime.now(UTC)
         t0 = time.perf_counter()
+        digest = request_digest(self.model.name, purpose, messages, kwargs)
+        kept = self.replay.get(digest)
+        if kept:  # its reply is in the journal of the run being resumed: not asked again
+            data = dict(kept.pop(0))
+            cost = float(data.pop("cost", 0.0))
+            reply = ModelReply(**data)
+            call = ModelCall(
+                purpose=purpose,
+                model=reply.model,
+                input_tokens=reply.input_tokens,
+                output_tokens=reply.output_tokens,
+                cost=cost,  # spent once, by the run before; it counts against the budget
+                started_at=started_at,
+                replayed=True,
+            )
+            self._record(call)
+            if span is not None:
+                span.set_attribute("dagentic.replayed", True)
+            return reply
         try:
             reply = await self.model.chat(messages, **kwargs)
         except Exception as exc:
@@ -121,6 +150,8 @@ class Metered:
             duration=time.perf_counter() - t0,
         )
         self._record(call)
+        if self.on_reply is not None:
+            self.on_reply(purpose, digest, reply, call)
         if span is not None:
             span.set_attributes(
                 {
@@ -167,6 +198,20 @@ class Metered:
         self.calls.append(call)
         if self.on_call is not None:
             self.on_call(call)
+
+
+def request_digest(
+    model: str, purpose: str, messages: list[Message], options: dict[str, Any]
+) -> str:
+    """What identifies a model call: the model, its purpose, the messages and the options
+    (schema, sampling), as a SHA-256."""
+    text = json.dumps(
+        [model, purpose, [m.to_dict() for m in messages], options],
+        sort_keys=True,
+        default=str,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class _Purpose:

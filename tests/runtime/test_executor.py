@@ -1109,11 +1109,13 @@ steps:
     assert step.error.type == error_type
 
 
-async def test_policy_blocked_when_approval_is_required_and_no_approver_is_set(
+async def test_policy_blocked_when_approval_is_required_and_no_approver_nor_journal(
     tools: ToolRegistry, settings: Settings
 ) -> None:
+    # With a durable journal the step would wait instead (tests/runtime/test_durable.py).
     gauge = Gauge()
-    result = await Executor(registry(tools, gauge_tool(gauge)), settings=settings).run("""
+    executor = Executor(registry(tools, gauge_tool(gauge)), settings=settings, journal=None)
+    result = await executor.run("""
 name: approval
 steps:
   - {id: risky, tool: probe.gauge, approval: required}
