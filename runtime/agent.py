@@ -220,11 +220,15 @@ class Agent:
                 async with anyio.create_task_group() as keeper:
                     if loop.durable is not None:
                         keeper.start_soon(loop.keep_lease)
-                    with anyio.CancelScope(deadline=loop.deadline) as deadline:
-                        await loop.run()
-                    keeper.cancel_scope.cancel()
-                if deadline.cancelled_caught:
-                    loop.fail(loop.out_of_time())
+                    try:  # caught here, in the group's own task: not wrapped in a group
+                        with anyio.CancelScope(deadline=loop.deadline) as deadline:
+                            await loop.run()
+                        if deadline.cancelled_caught:
+                            loop.fail(loop.out_of_time())
+                    except DagenticError as exc:
+                        loop.fail(exc)
+                    finally:
+                        keeper.cancel_scope.cancel()
             except anyio.get_cancelled_exc_class():
                 if span is not None:
                     span.set_attribute("dagentic.status", "cancelled")
@@ -237,8 +241,6 @@ class Agent:
                 with anyio.CancelScope(shield=True):
                     await loop.end_durably(RunStatus.CANCELLED, None)
                 raise
-            except DagenticError as exc:
-                loop.fail(exc)
             result = loop.result()
             await loop.end_durably(result.status, result.error)
             if span is not None:

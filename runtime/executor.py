@@ -165,12 +165,18 @@ class Executor:
         A run whose caller is cancelled cancels every running step and re-raises the
         cancellation; :meth:`cancel` ends a run early and still returns its result.
         ``reuse`` maps step ids to results of an earlier run that stand for this run's
-        steps (a replan keeps what succeeded): those steps are not run again.
+        steps (a replan keeps what succeeded): those steps are not run again. A
+        ``run_id`` of a run already in the durable journal starts that run anew (what the
+        journal held of it is forgotten; :meth:`resume` keeps it), unless it is running
+        elsewhere: then :class:`~dagentic.JournalError`.
         ``trace_attributes`` are added to the run's span; ``parent_id`` is the run (an
         agent run) this one is part of, in the journal.
         """
         compiled = self.compile(plan)
         values = resolve_inputs(compiled.plan, inputs or {})
+        durable = self.durable
+        if run_id is not None and durable is not None:
+            await run_in_thread(durable.store.claim, run_id)
         run = ActiveRun(
             self,
             compiled,

@@ -39,6 +39,7 @@ _STYLE = {
     "running": "cyan",
     "queued": "blue",
     "pending": "dim",
+    "waiting": "bold magenta",
 }
 
 
@@ -121,6 +122,8 @@ class LiveProgress:
             row["status"], row["started"] = "running", time.perf_counter()
         elif event.kind == "attempt":
             row["attempts"] = event.attempt
+        elif event.kind == "item_finished":
+            return  # one item of a foreach step: the step runs on
         else:
             row["status"], row["ended"] = event.status or event.kind, time.perf_counter()
             row["attempts"] = event.attempt or row["attempts"]

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import JournalError
 from ..journal import StepEvent
-from .store import INSERT_EVENT, ApprovalRecord, RunRecord, RunStore, dumps, pack_output
+from .store import INSERT_EVENT, ApprovalRecord, RunRecord, RunStore, dumps, pack_output, text
 
 if TYPE_CHECKING:
     from ..graph import CompiledPlan
@@ -97,7 +97,7 @@ def plan_json(compiled: CompiledPlan) -> tuple[str, str]:
 def dumps_canonical(value: Any) -> str:
     import json
 
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 class DurableJournal:
@@ -222,27 +222,43 @@ class DurableJournal:
         self.store.close()
 
 
+_PROVENANCE: dict[tuple[Any, ...], str] = {}
+
+
+def _provenance(provenance: Any) -> str:
+    """A provenance as stored, JSON (most steps share a few: each is encoded once)."""
+    key = (provenance.trusted, provenance.source, provenance.untrusted_from)
+    found = _PROVENANCE.get(key)
+    if found is None:
+        if len(_PROVENANCE) > 4096:
+            _PROVENANCE.clear()
+        found = _PROVENANCE[key] = dumps(provenance.model_dump(mode="json"))
+    return found
+
+
 def _event_row(event: StepEvent, seq: int) -> tuple[Any, ...]:
-    """An event as a row of ``events`` (built by the writer thread, off the event loop)."""
-    data: dict[str, Any] = {}
-    if event.error is not None:
-        data["error"] = event.error.model_dump(mode="json")
-    if event.provenance is not None and event.kind in _OUTPUT_KINDS:
-        data["provenance"] = event.provenance.model_dump(mode="json")
-    if event.side_effects is not None:
-        data["side_effects"] = event.side_effects
-    if event.egress:
-        data["egress"] = list(event.egress)
-    if event.detail:
-        data.update(event.detail)
-    text = dumps(data) if data else None
+    """An event as a row of ``events`` (built by the writer thread, off the event loop).
+    Its ``data`` column is a JSON object put together from parts that are JSON already:
+    this runs for every event, and most parts repeat."""
+    parts = []
     blob = None
-    if event.kind in _OUTPUT_KINDS and event.status == "succeeded":
-        output, blob = pack_output(event.output)
-        if output is not None:  # spliced in as it is: JSON already
-            text = f'{{"output":{output}{"," + text[1:] if text else "}"}'
+    if event.kind in _OUTPUT_KINDS:
+        if event.status == "succeeded":
+            output, blob = pack_output(event.output)
+            if output is not None:
+                parts.append(f'"output":{output}')
+        if event.provenance is not None:
+            parts.append(f'"provenance":{_provenance(event.provenance)}')
+    if event.error is not None:
+        parts.append(f'"error":{dumps(event.error.model_dump(mode="json"))}')
+    if event.side_effects is not None:
+        parts.append(f'"side_effects":{dumps(event.side_effects)}')
+    if event.egress:
+        parts.append(f'"egress":{dumps(list(event.egress))}')
+    if event.detail:
+        parts.extend(f"{dumps(str(k))}:{dumps(v)}" for k, v in event.detail.items())
     return (
-        event.run_id,
+        text(event.run_id),
         seq,
         event.kind,
         event.step_id,
@@ -250,6 +266,6 @@ def _event_row(event: StepEvent, seq: int) -> tuple[Any, ...]:
         event.attempt,
         event.status,
         event.at,
-        text,
+        f"{{{','.join(parts)}}}" if parts else None,
         blob,
     )

@@ -18,6 +18,7 @@ class PostgresStore(RunStore):
 
     placeholder = "%s"
     blob_type = "BYTEA"
+    without_rowid = ""
 
     def __init__(self, url: str) -> None:
         try:

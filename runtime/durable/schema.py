@@ -2,7 +2,9 @@
 it to its own, and a store opens a database of any earlier version by applying the ones it
 lacks (in one transaction each). Add a migration at the end; never change one that shipped.
 
-The SQL is the same for SQLite and PostgreSQL but for the binary type (``{blob}``).
+The SQL is the same for SQLite and PostgreSQL but for the binary type (``{blob}``) and
+SQLite's clustered tables (``{without_rowid}``: events are stored in key order, which
+makes appending them about twice as cheap).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             data TEXT,
             output {blob},
             PRIMARY KEY (run_id, seq)
-        )""",
+        ){without_rowid}""",
     ),
     (
         """CREATE TABLE approvals (

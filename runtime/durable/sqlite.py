@@ -7,6 +7,8 @@ crash needs); a power cut may lose the last commits. Use PostgreSQL for more.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,9 @@ class SqliteStore(RunStore):
                 f"the run journal {self.path} cannot be made: {exc.strerror or exc}; set "
                 "journal.url, or journal.enabled = false"
             ) from exc
+        if not self.path.exists():  # it will hold step outputs: its owner's only
+            with contextlib.suppress(OSError):
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
         try:
             super().__init__()
         except sqlite3.DatabaseError as exc:

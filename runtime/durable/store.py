@@ -25,9 +25,11 @@ import weakref
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from queue import Empty, SimpleQueue
 from typing import Any
 
+from ..bounds import cut_value
 from ..errors import JournalError
 from .schema import MIGRATIONS, VERSION
 
@@ -51,18 +53,36 @@ def owner_alive(owner: str) -> bool | None:
     pid = rest.partition(":")[0]
     if host != socket.gethostname() or not pid.isdigit():
         return None
+    if int(pid) == os.getpid():
+        return None  # this process: its lease is its own to judge
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return int(pid) != os.getpid() or None  # this process: its lease is its own to judge
+    try:  # killed, and not yet reaped by its parent: gone all the same
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 def dumps(value: Any) -> str:
-    """JSON text of a stored value (whatever is not JSON is stored as its text)."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+    """JSON text of a stored value, in ASCII (a lone surrogate in a tool's text is kept as
+    its escape). Whatever is not JSON is stored as its text, and a value too deep to be
+    written whole is stored cut, with a marker where it was cut."""
+    try:
+        return json.dumps(value, separators=(",", ":"), default=str)
+    except (RecursionError, ValueError):
+        return json.dumps(cut_value(value), separators=(",", ":"), default=str)
+
+
+def text(value: str | None) -> str | None:
+    """A string as a database takes it: a lone surrogate (from a file name, say) escaped."""
+    if value is None:
+        return None
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def pack_output(value: Any) -> tuple[Any, bytes | None]:
@@ -156,6 +176,7 @@ class RunStore:
 
     placeholder = "?"
     blob_type = "BLOB"
+    without_rowid = " WITHOUT ROWID"
     label = "journal"  # where it is, for messages (never a password)
 
     def __init__(self) -> None:
@@ -226,7 +247,9 @@ class RunStore:
             try:
                 self.begin(cur)
                 for statement in MIGRATIONS[number - 1]:
-                    cur.execute(statement.format(blob=self.blob_type))
+                    cur.execute(
+                        statement.format(blob=self.blob_type, without_rowid=self.without_rowid)
+                    )
                 if number == 1:
                     cur.execute("INSERT INTO dagentic_schema (version) VALUES (1)")
                 else:
@@ -265,7 +288,9 @@ class RunStore:
             cur = conn.cursor()
             try:
                 self.begin(cur)
-                cur.execute(self.sql(sql), tuple(params))
+                cur.execute(
+                    self.sql(sql), tuple(text(p) if isinstance(p, str) else p for p in params)
+                )
                 count = cur.rowcount
                 conn.commit()
             except BaseException:
@@ -391,14 +416,14 @@ class RunStore:
             "excluded.updated_at, finished_at = NULL, owner = excluded.owner, "
             "lease_until = excluded.lease_until",
             (
-                row["run_id"],
+                text(row["run_id"]),
                 row["kind"],
-                row.get("parent_id"),
-                row["plan_name"],
+                text(row.get("parent_id")),
+                text(row["plan_name"]),
                 row["plan_json"],
                 row["plan_hash"],
-                row.get("plan_file"),
-                row.get("goal"),
+                text(row.get("plan_file")),
+                text(row.get("goal")),
                 row["inputs_json"],
                 row["at"],
                 row["at"],
@@ -538,6 +563,24 @@ class RunStore:
         rows = self.read("SELECT MAX(seq) FROM events WHERE run_id = ?", (run_id,))
         return int(rows[0][0] or 0) if rows else 0
 
+    def forget(self, run_id: str) -> None:
+        """Remove a run and everything the journal holds of it."""
+        for table in ("events", "approvals", "records", "runs"):
+            self.change(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
+
+    def claim(self, run_id: str) -> None:
+        """Make ``run_id`` free for a new run: a run of that id that nobody runs now is
+        forgotten; one that runs is a :class:`JournalError`."""
+        record = self.run(run_id)
+        if record is None:
+            return
+        if record.status == "running" and not record.interrupted:
+            raise JournalError(
+                f"run '{run_id}' is running in another process ({record.owner}); choose "
+                "another run id"
+            )
+        self.forget(run_id)
+
     def prune(self, before: float) -> list[str]:
         """Remove finished runs (and what they hold) that ended before ``before``; their
         ids."""
@@ -548,8 +591,7 @@ class RunStore:
         )
         ids = [r[0] for r in rows]
         for run_id in ids:
-            for table in ("events", "approvals", "records", "runs"):
-                self.change(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
+            self.forget(run_id)
         return ids
 
     # -- approvals ------------------------------------------------------------------------

@@ -436,7 +436,7 @@ def test_a_database_of_the_previous_schema_is_migrated_and_resumes(
     path = tmp_path / "old.sqlite"
     conn = sqlite3.connect(path)
     for statement in MIGRATIONS[0]:
-        conn.execute(statement.format(blob="BLOB"))
+        conn.execute(statement.format(blob="BLOB", without_rowid=" WITHOUT ROWID"))
     conn.execute("INSERT INTO dagentic_schema (version) VALUES (1)")
     conn.execute(
         "INSERT INTO runs (run_id, kind, plan_name, plan_json, plan_hash, inputs_json, status, "

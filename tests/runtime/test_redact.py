@@ -282,7 +282,9 @@ def ask(tmp_path: Path, echo: str, key: str, **env: str) -> tuple[Any, list[str]
         drop=("DAGENTIC_", "OTEL_", "OPENAI_"),
         timeout=120,
     )
-    files = [p.read_text(encoding="utf-8") for p in runs.rglob("*") if p.is_file()]
+    files = [  # the journal (SQLite) too: no secret in any file
+        p.read_bytes().decode("utf-8", "replace") for p in runs.rglob("*") if p.is_file()
+    ]
     return done, files
 
 

@@ -173,6 +173,7 @@ def test_spec_describes_the_tool_to_planners() -> None:
         "effects_per_call": False,
         "egress": {},
         "idempotent": True,
+        "uses_idempotency_key": False,
         "trusted": True,
         "plugin": None,
         "returns": None,

@@ -557,7 +557,9 @@ async def test_the_run_deadline_is_timeout_on_the_run_and_its_running_steps(
 async def test_policy_blocked_without_an_approver(
     registry: ToolRegistry, settings: Settings, traced: Traced
 ) -> None:
-    _, spans = await run_one(registry, settings, traced, [echo("risky", 1, approval="required")])
+    _, spans = await run_one(
+        registry, settings, traced, [echo("risky", 1, approval="required")], journal=None
+    )
     assert_failed(
         step_span(spans, "risky"),
         "policy_blocked",
@@ -1525,7 +1527,8 @@ async def test_exporter_none_means_no_tracing_and_no_files(
     )
     assert agent.tracing is None
     assert (await agent.run(GOAL)).status is RunStatus.SUCCEEDED
-    assert not (tmp_path / "runs").exists()
+    # no run files; the durable journal is a setting of its own
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["journal.sqlite"]
 
 
 def jsonl_settings(tmp_path: Path) -> Settings:
