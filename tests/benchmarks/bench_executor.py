@@ -103,7 +103,7 @@ def mixed() -> Plan:
 def _executor() -> Executor:
     # Defaults, but blind to any dagentic.toml or DAGENTIC_* variables around the benchmark.
     settings = Settings(_env_prefix="DAGENTIC_BENCH_UNUSED_")  # type: ignore[call-arg]
-    return Executor(TOOLS, settings=settings, tracing=None)
+    return Executor(TOOLS, settings=settings, tracing=None, journal=None)
 
 
 def time_run(plan: Plan, repeat: int) -> dict[str, Any]:

@@ -72,7 +72,9 @@ def time_modes(
     """Median loop and total time per step of each mode, the modes taking turns so that
     the machine's slow moments spread over all of them."""
     compiled = compile_plan(plan, TOOLS)
-    executors = {name: Executor(TOOLS, tracing=tracing) for name, tracing in tracings.items()}
+    executors = {
+        name: Executor(TOOLS, tracing=tracing, journal=None) for name, tracing in tracings.items()
+    }
     times: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in tracings}
 
     def once(name: str) -> tuple[float, float]:
