@@ -503,9 +503,12 @@ class _Loop:
         remaining = self.deadline - anyio.current_time() - RUN_GRACE
         child = f"{self.run_id}-v{version}"  # the same when the agent run is resumed
         stored = await self._stored_run(child, compiled)
+        begun = self.durable is not None and (
+            await run_in_thread(self.durable.store.run, child) is not None
+        )
         if stored is not None:
             result = stored
-        elif self.durable is not None and await run_in_thread(self.durable.store.run, child):
+        elif begun:  # it stopped (a crash, a wait): it goes on where it was
             result = await self.executor.resume(child, timeout=max(remaining, 0.001))
         else:
             result = await self.executor.run(

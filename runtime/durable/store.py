@@ -514,7 +514,8 @@ class RunStore:
         parent_id: str | None = None,
         limit: int = 100,
     ) -> list[RunRecord]:
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         statuses = list(status)
         if statuses:
             where.append(f"status IN ({', '.join('?' * len(statuses))})")
@@ -672,7 +673,8 @@ class RunStore:
 
     def approvals(self, run_id: str | None = None, *, waiting: bool = True) -> list[ApprovalRecord]:
         """Requests (of one run, or all), only those without a decision when ``waiting``."""
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         if run_id is not None:
             where.append("a.run_id = ?")
             params.append(run_id)
