@@ -1,12 +1,14 @@
 """The ``dagentic`` command line. Exit codes: 0 succeeded, 1 the run failed, 2 the plan or
-the command line was invalid."""
+the command line was invalid, 3 the run waits for a person's approval (it is kept in the
+durable journal: ``dagentic approvals`` lists what waits, ``dagentic approve`` or ``deny``
+decides, ``dagentic resume`` goes on)."""
 
 from __future__ import annotations
 
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, cast
 
 import typer
 from rich.console import Console
@@ -14,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .cli_config import config_app
+from .cli_runs import approvals, approve, deny, runs_app
 from .display import (
     inline_value,
     safe_json,
@@ -21,18 +24,21 @@ from .display import (
     safe_markup,
     safe_text,
 )
-from .errors import DagenticError, PlanError, PluginError
+from .errors import DagenticError, JournalError, PlanError, PluginError
 
 # What a command needs loads inside it (plans, settings, plugins and their tools, pydantic,
 # the executor with OpenTelemetry, structlog, models, memory, the sandbox): `dagentic
 # --help` loads typer and rich only, and `dagentic validate` what validating needs
 # (tests/test_startup.py).
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from structlog.typing import Processor
 
     from .executor import Executor
+    from .graph import CompiledPlan
     from .isolation import SandboxResult
-    from .journal import Journal, StepEvent
+    from .result import RunResult, RunStatus
     from .settings import Settings
     from .tools import ToolRegistry
 
@@ -47,6 +53,7 @@ app = typer.Typer(
 )
 INVALID = 2
 FAILED = 1
+WAITING = 3  # a step waits for a person's decision: not a failure, the run goes on later
 YesOption = Annotated[
     bool, typer.Option("--yes", "-y", help="Approve every step that asks for approval.")
 ]
@@ -143,15 +150,6 @@ def _parse_inputs(pairs: list[str]) -> dict[str, str]:
     return values
 
 
-class _Fanout:
-    def __init__(self, *journals: Journal) -> None:
-        self.journals = journals
-
-    def record(self, event: StepEvent) -> None:
-        for journal in self.journals:
-            journal.record(event)
-
-
 @app.command()
 def run(
     plan: Annotated[Path, typer.Argument(help="The YAML plan file.")],
@@ -166,50 +164,229 @@ def run(
     ] = False,
     timeout: Annotated[float | None, typer.Option(help="Deadline of the whole run (s).")] = None,
 ) -> None:
-    """Validate and run a plan. Exit 0 if it succeeded, 1 if it failed, 2 if it is invalid."""
-    import anyio
+    """Validate and run a plan. Exit 0 succeeded, 1 failed, 2 invalid, 3 waits for approval.
 
-    from .executor import Executor, resolve_inputs
-    from .journal import LogJournal
-    from .progress import LiveProgress, render_result
-    from .result import RunStatus
+    Exit 0 if the run succeeded, 1 if it failed, 2 if the plan or the command line is
+    invalid, 3 if it waits for approval: a step asks, and neither --yes nor a terminal
+    answers. The waiting run is kept in the durable journal: `dagentic approvals` lists what
+    waits, `dagentic approve` or `dagentic deny` decides, `dagentic resume` goes on."""
+    from .executor import resolve_inputs
 
     tools = _tools()
-    interactive = sys.stderr.isatty() and not as_json
-    try:
-        executor = Executor(tools, fail_fast=fail_fast or None)
-    except DagenticError as exc:  # e.g. the tracing exporter is not installed
-        raise _fail(exc.message) from exc
+    executor = _executor(tools, fail_fast=fail_fast or None)
     try:
         compiled = executor.compile(plan)
         values = _parse_inputs(inputs or [])
         resolve_inputs(compiled.plan, values)
     except PlanError as exc:
         raise _report_plan_error(exc) from exc
+    if compiled.file is not None:  # the journal keeps where it is, for `dagentic resume`
+        compiled.file = str(Path(compiled.file).resolve())
+    result, live = _execute(
+        executor,
+        compiled,
+        lambda: executor.run(compiled, values, timeout=timeout),
+        yes=yes,
+        as_json=as_json,
+    )
+    _report_run(result, executor, compiled, as_json=as_json, live=live)
 
-    async def main() -> Any:
-        async with anyio.create_task_group() as group:
-            group.start_soon(_cancel_on_signal, executor)
-            outcome = await executor.run(compiled, values, timeout=timeout)
-            group.cancel_scope.cancel()
-        return outcome
 
+class PlanChanged(StrEnum):
+    refuse = "refuse"
+    rerun = "rerun"
+
+
+@app.command()
+def resume(
+    run_id: Annotated[
+        str, typer.Argument(help="The run to go on with: its id, or its start (unique).")
+    ],
+    plan_changed: Annotated[
+        PlanChanged,
+        typer.Option(
+            "--plan-changed",
+            help="If the plan file changed since the run started: refuse (naming the "
+            "changed steps), or rerun the changed steps and reuse the rest.",
+        ),
+    ] = PlanChanged.refuse,
+    yes: YesOption = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the RunResult as JSON.")] = False,
+    timeout: Annotated[float | None, typer.Option(help="Deadline of the resumed run (s).")] = None,
+) -> None:
+    """Go on with a run that waits, crashed or was cancelled. Exit codes as `dagentic run`.
+
+    The run is read from the durable journal: here, or in another process or on another
+    machine that shares it. Steps that succeeded are not run again; decisions made with
+    `dagentic approve` or `dagentic deny` stand. If the plan file changed since the run
+    started, resuming is refused naming the changed steps, unless --plan-changed rerun.
+    Exit 0 if the run succeeded, 1 if it failed or cannot be resumed, 2 if the command line
+    is invalid, 3 if it waits for approval again."""
+    from .cli_runs import find_run, open_run_store
+    from .settings import Settings
+
+    tools = _tools()
+    settings = Settings()
+    store = open_run_store(settings)
+    record = find_run(store, run_id)
+    parent = store.run(record.parent_id) if record.parent_id is not None else None
+    if parent is not None and parent.kind == "agent":  # its agent goes on, and runs it
+        _stderr().print(
+            f"[dim]run {safe_markup(record.run_id)} is a plan run of agent run "
+            f"{safe_markup(parent.run_id)}: resuming that[/dim]",
+            highlight=False,
+        )
+        record = parent
+    if record.kind == "agent":
+        _resume_agent(record.run_id, settings, tools, yes=yes, as_json=as_json)
+    executor = _executor(tools, settings=settings)
+    plan: CompiledPlan | None = None
+    try:
+        if record.plan_file is not None and Path(record.plan_file).is_file():
+            plan = executor.compile(Path(record.plan_file))  # a change is told, and refused
+        shown = plan or executor.compile(record.plan)
+    except PlanError as exc:
+        raise _report_plan_error(exc) from exc
+    result, live = _execute(
+        executor,
+        shown,
+        lambda: executor.resume(
+            record.run_id, plan=plan, plan_changed=plan_changed.value, timeout=timeout
+        ),
+        yes=yes,
+        as_json=as_json,
+    )
+    _report_run(result, executor, shown, as_json=as_json, live=live)
+
+
+def _resume_agent(
+    run_id: str, settings: Settings, tools: ToolRegistry, *, yes: bool, as_json: bool
+) -> NoReturn:
+    """Resume an agent run (``dagentic ask``), and exit as ``ask`` does."""
+    import anyio
+
+    from .agent import resume_agent_run
+    from .progress import render_answer
+
+    asks = not yes and not as_json and sys.stdin.isatty() and sys.stderr.isatty()
+    approver = _approver(yes, asks)
+    try:
+        result = anyio.run(
+            lambda: resume_agent_run(run_id, settings=settings, tools=tools, approver=approver)
+        )
+    except DagenticError as exc:
+        raise _fail(exc.message, FAILED) from exc
+    if as_json:
+        _print_json(result)
+    else:
+        render_answer(result, _stdout())
+    if result.waiting:
+        _say_waiting(result, run_id)
+    raise typer.Exit(_exit_code(result.status))
+
+
+def _executor(tools: ToolRegistry, **options: Any) -> Executor:
+    """An executor with the settings' durable journal; exits 1 if the journal cannot be
+    opened, 2 if the settings ask for what is not installed (a tracing exporter, say)."""
+    from .executor import Executor
+
+    try:
+        return Executor(tools, **options)
+    except JournalError as exc:
+        raise _fail(exc.message, FAILED) from exc
+    except DagenticError as exc:
+        raise _fail(exc.message) from exc
+
+
+def _execute(
+    executor: Executor,
+    compiled: CompiledPlan,
+    start: Callable[[], Awaitable[RunResult]],
+    *,
+    yes: bool,
+    as_json: bool,
+) -> tuple[RunResult, bool]:
+    """Run ``start()`` (a run or a resumption of ``compiled``) as the command line does:
+    a live table on a terminal (then also the approver that asks there, else --yes or
+    none: a step that asks waits), the durable journal kept, Ctrl-C and SIGTERM cancelling
+    the run. Returns the result and whether the live table showed its steps; exits 1 if
+    the journal fails or refuses (a finished run, a changed plan, another owner)."""
+    import anyio
+
+    from .journal import Journals, LogJournal
+    from .progress import LiveProgress
+
+    interactive = sys.stderr.isatty() and not as_json
     progress = LiveProgress(compiled, _stderr()) if interactive else None
     executor.approver = _approver(
         yes, interactive and sys.stdin.isatty(), pause=progress.paused if progress else None
     )
-    executor.journal = _Fanout(LogJournal(), *([progress] if progress else []))
+    executor.journal = Journals(executor.journal, LogJournal(), progress)
+
+    async def main() -> RunResult | DagenticError:
+        async with anyio.create_task_group() as group:
+            group.start_soon(_cancel_on_signal, executor)
+            try:
+                outcome: RunResult | DagenticError = await start()
+            except DagenticError as exc:  # told as itself, not in an exception group
+                outcome = exc
+            group.cancel_scope.cancel()
+        return outcome
+
     if progress is not None:
         with progress:
             result = anyio.run(main)
     else:
         result = anyio.run(main)
+    if isinstance(result, PlanError):  # the stored plan no longer compiles (a tool is gone)
+        raise _report_plan_error(result)
+    if isinstance(result, DagenticError):  # the journal cannot be used, or refuses
+        raise _fail(result.message, FAILED)
+    return result, progress is not None
+
+
+def _exit_code(status: RunStatus) -> int:
+    value = str(status)
+    return 0 if value == "succeeded" else WAITING if value == "waiting" else FAILED
+
+
+def _report_run(
+    result: RunResult, executor: Executor, compiled: CompiledPlan, *, as_json: bool, live: bool
+) -> NoReturn:
+    """Print a run's result (the steps too unless the live table showed them), say what
+    waits and what to do next, export its trace, and exit with its code."""
+    from .progress import render_result
+
     if as_json:
         _print_json(result)
     else:
-        render_result(result, _stdout(), steps=progress is None, plan=compiled.plan)
+        render_result(result, _stdout(), steps=not live, plan=compiled.plan)
+    if result.waiting:
+        _say_waiting(result)
     _flush_trace(executor.tracing, executor.settings, result.run_id)
-    raise typer.Exit(0 if result.status is RunStatus.SUCCEEDED else FAILED)
+    raise typer.Exit(_exit_code(result.status))
+
+
+def _say_waiting(result: RunResult, resume_id: str | None = None) -> None:
+    """Which steps wait for a decision, and the commands that go on (standard error):
+    the calls are decided in the run that waits, and ``resume_id`` (default: that run; an
+    agent's run for its plan runs) is resumed."""
+    console = _stderr()
+    rid = safe_markup(result.run_id, one_line=True)
+    again = safe_markup(resume_id or result.run_id, one_line=True)
+    steps = [safe_markup(s, one_line=True) for s in result.waiting]
+    console.print(
+        f"[yellow]waiting:[/yellow] run {rid} waits for a decision on "
+        f"{'step' if len(steps) == 1 else 'steps'} {', '.join(steps)}; next:",
+        highlight=False,
+    )
+    console.print("  dagentic approvals", highlight=False)
+    for step in steps:
+        console.print(
+            f"  dagentic approve {rid} {step}    (or: dagentic deny {rid} {step} --reason TEXT)",
+            highlight=False,
+        )
+    console.print(f"  dagentic resume {again}", highlight=False)
 
 
 def _flush_trace(tracing: Any, settings: Settings, run_id: str) -> None:
@@ -273,14 +450,14 @@ def ask(
     ] = False,
 ) -> None:
     """Plan the goal with a model, run the plan, check it, replan if needed, and answer.
-    Exit 0 if the goal was achieved, 1 if not, 2 if the command line is invalid."""
+    Exit 0 if the goal was achieved, 1 if not, 2 if the command line is invalid, 3 if a
+    step waits for approval."""
     import anyio
 
     from .agent import Agent
     from .journal import LogJournal
     from .models import make_model
     from .progress import render_answer, render_plan
-    from .result import RunStatus
     from .settings import Settings
 
     tools = _tools()
@@ -322,8 +499,10 @@ def ask(
         _print_json(result)
     else:
         render_answer(result, _stdout())
+    if result.waiting:
+        _say_waiting(result, result.agent_run_id)
     _flush_trace(agent.tracing, settings, result.agent_run_id)
-    raise typer.Exit(0 if result.status is RunStatus.SUCCEEDED else FAILED)
+    raise typer.Exit(_exit_code(result.status))
 
 
 @app.command()
@@ -617,6 +796,10 @@ def sandbox_prune() -> None:
 memory_app = typer.Typer(help="Look at and prune long-term memory.", no_args_is_help=True)
 app.add_typer(memory_app, name="memory")
 app.add_typer(config_app, name="config")
+app.add_typer(runs_app, name="runs")
+app.command("approvals")(approvals)
+app.command("approve")(approve)
+app.command("deny")(deny)
 
 
 @memory_app.command("list")
