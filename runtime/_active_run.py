@@ -132,9 +132,7 @@ class ActiveRun:
         self.durable: DurableJournal | None = getattr(self.journal, "durable", None)
         self.resumed = resumed
         self.kind, self.parent_id = kind, parent_id
-        self.owner = (
-            resumed.owner if resumed is not None else owner_id() if self.durable else ""
-        )
+        self.owner = resumed.owner if resumed is not None else owner_id() if self.durable else ""
         # what a resumed run takes from its journal: foreach items done, calls a person
         # must allow to run again, and decisions made on approvals
         self.done_items: dict[str, dict[int, StoredItem]] = resumed.items if resumed else {}

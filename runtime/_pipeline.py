@@ -409,7 +409,10 @@ class StepPipeline:
         run = self.run
         index = None if item is None else item[0]
         durable = run.durable
+        shown = cut_value(args)  # what a person is shown, and decides on
         decided = run.decisions.get((spec.id, index))
+        if decided is not None and dumps(decided.args) != dumps(shown):
+            decided = None  # decided on other arguments (the plan changed): asked again
         if decided is not None and decided.decision is not None:
             if decided.decision == "approved":
                 return
@@ -446,7 +449,7 @@ class StepPipeline:
                     index,
                     asked,
                     tool.name,
-                    cut_value(args),
+                    shown,
                     tool.side_effects,
                     time.time(),
                 )
@@ -460,7 +463,7 @@ class StepPipeline:
                     index,
                     asked,
                     tool.name,
-                    cut_value(args),
+                    shown,
                     tool.side_effects,
                     time.time(),
                     decision="approved" if answer else "denied",

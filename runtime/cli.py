@@ -455,7 +455,7 @@ def ask(
     import anyio
 
     from .agent import Agent
-    from .journal import LogJournal
+    from .journal import Journals, LogJournal
     from .models import make_model
     from .progress import render_answer, render_plan
     from .settings import Settings
@@ -483,17 +483,19 @@ def ask(
 
         memory = open_memory(settings, chosen)
     try:
+        from .durable import open_journal
+
         agent = Agent(
             chosen,
             tools,
             settings=settings,
-            journal=LogJournal(),
+            journal=Journals(open_journal(settings), LogJournal()),
             approver=approver,
             memory=memory,
             on_plan=on_plan,
         )
     except DagenticError as exc:
-        raise _fail(exc.message) from exc
+        raise _fail(exc.message, FAILED if isinstance(exc, JournalError) else INVALID) from exc
     result = anyio.run(agent.run, goal)
     if as_json:
         _print_json(result)

@@ -527,10 +527,10 @@ def runs_prune(
     settings = Settings()
     days = older_than if older_than is not None else settings.journal.keep_days
     console = _stdout()
-    if days is None:
+    if older_than is None and days == 0:
         _say(
             console,
-            "journal.keep_days is none: every run is kept, none was removed "
+            "journal.keep_days is 0: every run is kept, none was removed "
             "(--older-than DAYS removes older ones)",
         )
         return

@@ -227,11 +227,11 @@ class JournalSettings(BaseModel):
         "postgres extra; several processes or machines then share it). Default: "
         "runs_dir/journal.sqlite.",
     )
-    keep_days: float | None = Field(
+    keep_days: float = Field(
         30.0,
-        gt=0,
+        ge=0,
         description="Finished runs older than this many days are removed by `dagentic runs "
-        "prune` (none: keep every run).",
+        "prune` (0: keep every run).",
     )
     lease: float = Field(
         30.0,

@@ -598,12 +598,16 @@ class RunStore:
     # -- approvals ------------------------------------------------------------------------
 
     def ask(self, record: ApprovalRecord) -> int:
-        """Queue a request for a person's decision; one already there (decided or not)
-        stands."""
+        """Queue a request for a person's decision on this call. It replaces one already
+        there for the same step and item: that one was asked about other arguments (the
+        plan changed), and what was decided on them does not stand for these."""
         return self.write(
             "INSERT INTO approvals (run_id, step_id, item, reason_asked, tool, args_json, "
             "side_effects, requested_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (run_id, step_id, item) DO NOTHING",
+            "ON CONFLICT (run_id, step_id, item) DO UPDATE SET reason_asked = "
+            "excluded.reason_asked, tool = excluded.tool, args_json = excluded.args_json, "
+            "side_effects = excluded.side_effects, requested_at = excluded.requested_at, "
+            "decision = NULL, decided_by = NULL, decided_at = NULL, reason = NULL",
             lambda: (
                 record.run_id,
                 record.step_id,

@@ -533,12 +533,30 @@ def scripted(monkeypatch: pytest.MonkeyPatch, replies: list[Any]) -> None:
     monkeypatch.setattr(dagentic.models, "make_model", lambda *_: ScriptedModel(list(replies)))
 
 
-def test_ask_without_a_terminal_refuses_a_models_write_and_says_how_to_allow_it(
+def test_ask_without_a_terminal_lets_a_models_write_wait_for_approval(
     ask_tools: ToolRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     scripted(monkeypatch, [WRITE_PLAN, ANSWER, PASS])
 
     result = invoke("ask", "Save it", "--no-memory", env={"DAGENTIC_AGENT__MAX_REPLANS": "0"})
+
+    assert result.exit_code == 3, result.output
+    waits = next(line for line in result.stdout.splitlines() if "│ save " in line)
+    assert "waiting" in waits
+    assert "dagentic approve" in result.stderr
+
+
+def test_ask_without_a_terminal_nor_journal_refuses_a_models_write_and_says_how_to_allow_it(
+    ask_tools: ToolRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scripted(monkeypatch, [WRITE_PLAN, ANSWER, PASS])
+
+    result = invoke(
+        "ask",
+        "Save it",
+        "--no-memory",
+        env={"DAGENTIC_AGENT__MAX_REPLANS": "0", "DAGENTIC_JOURNAL__ENABLED": "false"},
+    )
 
     assert result.exit_code == 1, result.output
     failure = next(line for line in result.stdout.splitlines() if "│ save " in line)

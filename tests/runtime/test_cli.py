@@ -196,9 +196,20 @@ def test_approval_step_runs_with_yes(tmp_path: Path) -> None:
     assert data["outputs"] == {"sent": "sending"}
 
 
-def test_approval_step_without_yes_and_without_a_terminal_is_policy_blocked(tmp_path: Path) -> None:
+def test_approval_step_without_yes_and_without_a_terminal_waits(tmp_path: Path) -> None:
     plan = write(tmp_path, "approval.yaml", APPROVAL_PLAN)
     result = invoke("run", plan, "--json")
+    assert result.exit_code == 3, result.output
+    data = json.loads(result.stdout)
+    assert data["status"] == "waiting"
+    assert data["waiting"] == ["send"]
+    assert data["steps"]["send"]["status"] == "waiting"
+    assert data["steps"]["send"]["attempts"] == 0
+
+
+def test_approval_step_without_a_terminal_nor_journal_is_policy_blocked(tmp_path: Path) -> None:
+    plan = write(tmp_path, "approval.yaml", APPROVAL_PLAN)
+    result = invoke("run", plan, "--json", env={"DAGENTIC_JOURNAL__ENABLED": "false"})
     assert result.exit_code == 1, result.output
     data = json.loads(result.stdout)
     assert data["status"] == "failed"

@@ -672,3 +672,17 @@ def test_an_agent_run_that_waits_is_resumed_through_its_agent(
     assert (listed[agent_id]["kind"], listed[agent_id]["status"]) == ("agent", "succeeded")
     shown = json.loads(invoke("runs", "show", agent_id, "--json").stdout)
     assert [r["run_id"] for r in shown["runs"]] == [plan_id]
+
+
+def test_keep_days_0_keeps_every_run(tmp_path: Path) -> None:
+    (tmp_path / "dagentic.toml").write_text("[journal]\nkeep_days = 0\n", "utf-8")
+    hello = tmp_path / "hello.yaml"
+    hello.write_text(textwrap.dedent(HELLO), encoding="utf-8")
+    invoke("run", hello)
+
+    result = invoke("runs", "prune")
+
+    assert result.stdout == (
+        "journal.keep_days is 0: every run is kept, none was removed (--older-than DAYS "
+        "removes older ones)\n"
+    )

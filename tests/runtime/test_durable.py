@@ -531,3 +531,20 @@ async def test_an_agent_run_waits_and_resumes_without_asking_the_model_again(
     kinds = [kind for _, kind, _ in journal.store.records(first.agent_run_id)]
     assert kinds[:2] == ["model_call", "plan"] and "answer" in kinds
     assert journal.store.run(first.agent_run_id).status == "succeeded"
+
+
+async def test_a_decision_stands_only_for_the_arguments_it_was_made_on(
+    tools: ToolRegistry, journal: DurableJournal, calls: Calls
+) -> None:
+    first = await executor(tools, journal).run(
+        plan(step("g", "d.write", value=1, approval="required"))
+    )
+    journal.store.decide(first.run_id, "g", None, approved=True, by="ann", reason=None)
+    changed = plan(step("g", "d.write", value=2, approval="required"))
+
+    again = await executor(tools, journal).resume(first.run_id, plan=changed, plan_changed="rerun")
+
+    assert again.status is RunStatus.WAITING
+    [asked] = journal.store.approvals(first.run_id)
+    assert (asked.args, asked.decision) == ({"key": "g", "value": 2}, None)
+    assert calls.count("write:g") == 0
