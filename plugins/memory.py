@@ -60,7 +60,7 @@ async def recall(
     }
 
 
-@tool(name="memory.remember", side_effects="write")
+@tool(name="memory.remember", side_effects="write", idempotent=False, uses_idempotency_key=True)
 async def remember(
     text: Annotated[str, Field(min_length=1, max_length=4000)],
     context: ToolContext,
@@ -76,7 +76,8 @@ async def remember(
         ttl_days: Forget it after this many days.
 
     Returns:
-        dict: {action: insert | merge | replace | ignore, reason, item: {id, text, ...}}.
+        dict: {action: insert | merge | replace | ignore, reason, item: {id, text, ...},
+        replayed: true when a resumed run called again and nothing was written}.
     """
     provenance = (
         f"untrusted:{','.join(context.untrusted_inputs)}"
@@ -88,6 +89,7 @@ async def remember(
         provenance=provenance,
         importance=importance,
         ttl=ttl_days * 86400 if ttl_days else None,
+        key=context.idempotency_key,  # stored with the write: a resumed run writes once
     )
     return written.to_dict()
 

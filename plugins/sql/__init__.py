@@ -12,6 +12,11 @@ executor's policies and approvers, a SELECT a read. Untrusted data written to a 
 taints it, in its file, for good; reading a tainted source gives untrusted output
 (``sql:<source>``), in this run and every later one, and a write that reads one is
 refused unless the step says ``allow_untrusted: true`` (:attr:`ToolContext.allow_untrusted`).
+
+A write records the call's :attr:`ToolContext.idempotency_key` in its source's file, in its
+own transaction (table ``_dagentic_idempotency``, hidden like the taint record): run again
+with that key (a resumed run), it writes nothing and returns the first reply, with
+``replayed: true``. Reads are not recorded.
 """
 
 from __future__ import annotations
@@ -146,7 +151,13 @@ def statement_effects(
     return classify_sql(args["sql"], dialect=args.get("dialect") or "duckdb")
 
 
-@tool(name="sql.query", side_effects="write", effects=statement_effects)
+@tool(
+    name="sql.query",
+    side_effects="write",
+    effects=statement_effects,
+    idempotent=False,
+    uses_idempotency_key=True,
+)
 async def query(
     sql: str,
     context: ToolContext,
@@ -169,7 +180,8 @@ async def query(
 
     Returns:
         dict: {columns: [{name, type}], rows: [{column: value}], row_count, truncated}; read a
-        value as output.rows[0].column.
+        value as output.rows[0].column. A write also says replayed: true when a resumed run
+        called again and nothing was written (the rows are the first call's).
     """
     from .guard import check_sql, classify_sql
 
@@ -203,12 +215,16 @@ async def query(
         # a write that reads a tainted source without it (the taint is known only there)
         allow_untrusted=context.allow_untrusted,
         step=context.step_id,
+        # recorded with the write, in its transaction: a resumed run does not write twice
+        key=context.idempotency_key if guarded.writes else None,
     )
     tainted = result.pop("tainted", None) or {}
+    replayed = bool(result.pop("replayed", False))
     if tainted:  # what it read holds untrusted data: so does its output
         context.mark_untrusted(*(f"sql:{source}" for source in sorted(tainted)))
     if guarded.writes:
         result["side_effects"] = {"statement": guarded.kind, "tables": list(guarded.writes)}
+        result["replayed"] = replayed
     return result
 
 

@@ -29,6 +29,13 @@ is then untrusted, and a write that reads such a source is refused unless the st
 in (``allow_untrusted``; checked before the write runs and again before it commits). The
 record is hidden from plans: no table of that name is listed, and no statement naming it
 runs.
+
+Idempotency keys: a write that comes with a key (a tool call's, stable across the attempts
+of a step and across resumes of its run) records it in its source's table
+``_dagentic_idempotency`` (key, when, rows changed, and the reply), in the same transaction
+as the write. A write whose key is recorded there runs no statement: it gets the first
+one's reply, marked ``replayed``. Writes with one key run one at a time. The table is
+hidden from plans as the taint record is.
 """
 
 from __future__ import annotations
@@ -62,6 +69,8 @@ FILE_KINDS = {
 }
 DB_SUFFIXES = (".duckdb", ".db")
 TAINT_TABLE = "_dagentic_taint"  # in a DuckDB source: where untrusted data written to it came from
+KEYS_TABLE = "_dagentic_idempotency"  # in a DuckDB source: the idempotency keys of its writes
+INTERNAL_TABLES = (TAINT_TABLE, KEYS_TABLE)  # dagentic's own: never listed, never named
 PROC_FD = "/proc/self/fd"
 MAX_RUNNING = 4  # queries and schema calls at once; more wait their turn, in arrival order
 HEADROOM = 512 * 2**20  # address space past memory_limit: what DuckDB does not count, threads
@@ -104,6 +113,10 @@ class Database:
         # before the data is written, so a reader that saw the data sees the mark
         self.tainted: dict[str, set[str]] = {}
         self.taint_lock = threading.Lock()
+        self.keyed: set[str] = set()  # sources whose file has a KEYS_TABLE
+        self.key_locks: dict[tuple[str, str], tuple[threading.Lock, list[int]]] = {}
+        self.keys_lock = threading.Lock()  # key_locks, creating
+        self.creating: dict[str, threading.Lock] = {}  # a source's KEYS_TABLE, until it is
         self.search_path: str | None = None
         self.connection = self._connect(sources, memory_limit, threads, temp_directory)
         self.table_functions = sorted(
@@ -265,8 +278,9 @@ class Database:
                 )
         self._read_taint(con, name)
         for (table,) in con.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE database_name = ? AND table_name <> ?",
-            [name, TAINT_TABLE],
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = ? "
+            "AND table_name NOT IN (SELECT unnest(?::VARCHAR[]))",
+            [name, list(INTERNAL_TABLES)],
         ).fetchall():
             self.tables[f"{name}.{table}".lower()] = name
             self.tables.setdefault(table.lower(), name)
@@ -277,13 +291,19 @@ class Database:
                     self.writable.add(table.lower())
         return [real, wal]
 
-    def _read_taint(self, con: duckdb.DuckDBPyConnection, name: str) -> None:
-        """What the source's taint record says (kept in the file by earlier writes)."""
+    def _has_table(self, con: duckdb.DuckDBPyConnection, name: str, table: str) -> bool:
         found = con.execute(
             "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND table_name = ?",
-            [name, TAINT_TABLE],
+            [name, table],
         ).fetchone()
-        if found and found[0]:
+        return bool(found and found[0])
+
+    def _read_taint(self, con: duckdb.DuckDBPyConnection, name: str) -> None:
+        """What the source's taint record says (kept in the file by earlier writes), and
+        whether it keeps idempotency keys."""
+        if self._has_table(con, name, KEYS_TABLE):
+            self.keyed.add(name)
+        if self._has_table(con, name, TAINT_TABLE):
             origins = con.execute(
                 f"SELECT DISTINCT origin FROM {_ident(name)}.{_ident(TAINT_TABLE)}"
             ).fetchall()
@@ -352,13 +372,14 @@ class Database:
         taint: list[str] | None = None,
         allow_untrusted: bool = False,
         step: str | None = None,
+        key: str | None = None,
     ) -> dict[str, Any]:
         """Run one statement; rows as JSON-safe dicts, cut at max_rows and max_bytes.
         ``reads`` are the sources it reads (None: it may read any), for the taint of its
         output; ``write_to`` the source a write statement writes, ``write_reads`` the
         sources whose rows that write reads (None: any), ``taint`` where untrusted data in
-        its arguments came from, ``allow_untrusted`` the step's opt-in (see
-        :meth:`_write`)."""
+        its arguments came from, ``allow_untrusted`` the step's opt-in, ``key`` the write's
+        idempotency key (see :meth:`_write`)."""
         self._check_statement(sql, writing=write_to is not None)
         if write_to is None:
             reply = self._execute(cursor, sql, params, max_rows, max_bytes)
@@ -374,6 +395,7 @@ class Database:
                 set(taint or ()),
                 allow_untrusted=allow_untrusted,
                 step=step,
+                key=key or None,
             )
         # After the rows were read: a write that put untrusted data where they came from
         # had marked its source before, so this sees that mark.
@@ -393,26 +415,116 @@ class Database:
         *,
         allow_untrusted: bool,
         step: str | None,
+        key: str | None = None,
     ) -> dict[str, Any]:
         """Run a write in a transaction of its own. Untrusted data reaches it only with the
         step's opt-in: a write reading a source that holds such data is refused without
         ``allow_untrusted``, and with it ``write_to`` is marked tainted (where the data came
         from), in the same transaction. The sources read are checked before the statement
         runs and again before it commits, so a write that tainted one meanwhile (and
-        committed before this statement read it) is seen too."""
+        committed before this statement read it) is seen too.
+
+        With an idempotency ``key``: if ``write_to`` recorded it, nothing runs and the
+        reply is the recorded one, marked ``replayed``; else the key is recorded with the
+        write, in its transaction (its primary key keeps a second record out even if
+        this check were bypassed). Writes with one key wait for each other."""
         marked: set[str] = set()
         check = (cursor, sql, write_to, reads, taint, allow_untrusted, step)
-        cursor.execute("BEGIN TRANSACTION")
-        try:
-            marked = self._taint_write(*check, marked)
-            reply = self._execute(cursor, sql, params, max_rows, max_bytes)
-            self._taint_write(*check, marked)
-            cursor.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(duckdb.Error):
-                cursor.execute("ROLLBACK")
-            raise
+        creating = bool(key) and write_to not in self.keyed  # its first keys: make the table
+        with contextlib.ExitStack() as held:
+            if key:
+                held.enter_context(self._key_turn(write_to, key))
+            if creating:
+                held.enter_context(self._creating(write_to))
+            cursor.execute("BEGIN TRANSACTION")
+            try:
+                earlier = self._recorded(cursor, write_to, key) if key else None
+                if earlier is not None:
+                    cursor.execute("ROLLBACK")
+                    return earlier
+                marked = self._taint_write(*check, marked)
+                reply = self._execute(cursor, sql, params, max_rows, max_bytes)
+                self._taint_write(*check, marked)
+                if key:
+                    self._record(cursor, write_to, key, reply, create=creating)
+                cursor.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(duckdb.Error):
+                    cursor.execute("ROLLBACK")
+                raise
+            if key:
+                self.keyed.add(write_to)
         return reply
+
+    @contextlib.contextmanager
+    def _key_turn(self, source: str, key: str) -> Any:
+        """Hold the turn of writes to ``source`` with idempotency ``key``."""
+        with self.keys_lock:
+            lock, users = self.key_locks.setdefault((source, key), (threading.Lock(), [0]))
+            users[0] += 1
+        try:
+            with lock:
+                yield
+        finally:
+            with self.keys_lock:
+                users[0] -= 1
+                if not users[0]:
+                    del self.key_locks[(source, key)]
+
+    @contextlib.contextmanager
+    def _creating(self, source: str) -> Any:
+        """Hold the making of ``source``'s key table, for the whole transaction that may
+        make it: DuckDB refuses a second transaction making the same table at once, and a
+        transaction whose snapshot is older than the table can neither see nor make it.
+        Only the first keyed writes to a source wait for each other here."""
+        with self.keys_lock:
+            lock = self.creating.setdefault(source, threading.Lock())
+        with lock:
+            yield
+
+    def _recorded(
+        self, cursor: duckdb.DuckDBPyConnection, source: str, key: str
+    ) -> dict[str, Any] | None:
+        """The reply of the write to ``source`` that recorded ``key``, marked replayed."""
+        if source not in self.keyed:
+            return None
+        row = cursor.execute(
+            f"SELECT reply FROM {_ident(source)}.{_ident(KEYS_TABLE)} WHERE key = ?", [key]
+        ).fetchone()
+        if row is None:
+            return None
+        reply = json.loads(row[0])
+        reply["replayed"] = True
+        return reply
+
+    def _record(
+        self,
+        cursor: duckdb.DuckDBPyConnection,
+        source: str,
+        key: str,
+        reply: dict[str, Any],
+        *,
+        create: bool,
+    ) -> None:
+        """Record ``key`` in ``source``'s file, in the write's transaction, with the rows
+        the write changed (its ``Count``, or the rows it returned; NULL when a RETURNING
+        reply was cut) and its reply; ``create``: make the table if it is not there."""
+        table = f"{_ident(source)}.{_ident(KEYS_TABLE)}"
+        columns = [(c["name"], c["type"]) for c in reply["columns"]]
+        if columns == [("Count", "BIGINT")] and reply["row_count"] == 1:
+            changed = reply["rows"][0]["Count"]  # INSERT, UPDATE or DELETE
+        else:
+            changed = None if reply["truncated"] else reply["row_count"]
+        if create:
+            cursor.execute(
+                f"CREATE TABLE IF NOT EXISTS {table} (key VARCHAR PRIMARY KEY, "
+                '"at" TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT current_timestamp, '
+                '"rows" BIGINT, reply VARCHAR NOT NULL)'
+            )
+        cursor.execute(
+            f'INSERT INTO {table} (key, "rows", reply) VALUES (?, ?, ?)',
+            [key, changed, json.dumps(reply, ensure_ascii=False)],
+        )
 
     def _taint_write(
         self,
@@ -499,11 +611,12 @@ class Database:
         """DuckDB's own parser must see one SELECT (or, with writes allowed and the call
         made as a write, so its taint is checked, one INSERT, UPDATE or DELETE): COPY,
         ATTACH, DETACH, EXPORT... never reach execution."""
-        if TAINT_TABLE in sql.lower():
-            raise Failure(
-                "PolicyBlockedError",
-                f"sql.query: refused by the engine: {TAINT_TABLE} is dagentic's own record",
-            )
+        for table in INTERNAL_TABLES:
+            if table in sql.lower():
+                raise Failure(
+                    "PolicyBlockedError",
+                    f"sql.query: refused by the engine: {table} is dagentic's own record",
+                )
         try:
             statements = duckdb.extract_statements(sql)
         except duckdb.Error as exc:
@@ -752,6 +865,7 @@ def serve(
                 taint=request.get("taint"),
                 allow_untrusted=bool(request.get("allow_untrusted")),
                 step=request.get("step"),
+                key=request.get("key"),
             )
     except Failure as failure:
         reply["error"] = _error(failure)

@@ -287,6 +287,7 @@ class SqlEngine:
         taint: list[str] | None = None,
         allow_untrusted: bool = False,
         step: str | None = None,
+        key: str | None = None,
     ) -> dict[str, Any]:
         """Run one (already guarded) statement; rows as JSON-safe dicts, and under
         ``tainted`` the sources of ``reads`` (None: any) that hold untrusted data.
@@ -295,7 +296,11 @@ class SqlEngine:
         data in its arguments came from; or a tainted source among ``write_reads``, the
         sources whose rows it reads, None: any) is refused with ``policy_blocked`` naming
         ``step``, unless ``allow_untrusted`` (the step's opt-in); with it, the write marks
-        ``write_to`` tainted (see ``_worker.py``)."""
+        ``write_to`` tainted (see ``_worker.py``).
+
+        ``key``: the write's idempotency key. It is recorded in ``write_to``'s file with
+        the write, in its transaction; a write whose key is recorded there runs nothing
+        and answers what the first one did, with ``replayed: true``."""
         request = {
             "op": "query",
             "sql": sql,
@@ -308,6 +313,7 @@ class SqlEngine:
             "taint": taint,
             "allow_untrusted": allow_untrusted,
             "step": step,
+            "key": key or None,
         }
         message = f"sql.query: the query did not finish within {timeout:g}s and was interrupted"
         return await self._call(request, timeout, message)
