@@ -65,6 +65,10 @@ class Resumption:
 
     owner: str  # who holds the run's lease now
     items: dict[str, dict[int, StoredItem]] = field(default_factory=dict)
+    # the idempotency keys calls had before (a call keeps its key), and a new suffix for
+    # the steps of a changed plan that are not the same calls any more
+    keys: dict[tuple[str, int | None], str] = field(default_factory=dict)
+    rekeyed: dict[str, str] = field(default_factory=dict)
     gates: set[tuple[str, int | None]] = field(default_factory=set)
     decisions: dict[tuple[str, int | None], ApprovalRecord] = field(default_factory=dict)
 
@@ -304,6 +308,20 @@ class ActiveRun:
                 state.error = error
             if state.started is not None and state.finished is None:
                 state.finished = now
+
+    def idempotency_key(self, step_id: str, item: int | None) -> str:
+        """The key of a call (see :attr:`~dagentic.ToolContext.idempotency_key`): the same
+        for every attempt and resume; a step a changed plan made another call gets a new
+        one."""
+        resumed = self.resumed
+        if resumed is not None:
+            kept = resumed.keys.get((step_id, item))
+            if kept is not None:
+                return kept
+            suffix = resumed.rekeyed.get(step_id, "")
+        else:
+            suffix = ""
+        return f"{self.run_id}/{step_id}" + ("" if item is None else f"/{item}") + suffix
 
     # -- what the run keeps ------------------------------------------------------------
 

@@ -281,7 +281,7 @@ class StepPipeline:
                 else replace(tool, side_effects=effects.side_effects, egress=effects.egress)
             )
             await self._approve(spec, called, args, item, rerun=rerun)
-        key = f"{self.run.run_id}/{spec.id}" + ("" if index is None else f"/{index}")
+        key = self.run.idempotency_key(spec.id, index)
         durable = self.run.durable
         retry = spec.step.retry
         attempts = retry.attempts if retry else 1
@@ -297,7 +297,12 @@ class StepPipeline:
         for attempt in range(1, attempts + 1):
             state.attempts += 1
             self.run.event(
-                "attempt", state, side_effects=effects.side_effects, egress=sent, item=index
+                "attempt",
+                state,
+                side_effects=effects.side_effects,
+                egress=sent,
+                item=index,
+                detail={"key": key} if tool.uses_idempotency_key else None,
             )
             if durable is not None and effects.side_effects == "write":
                 # No write starts before what it depends on, and this attempt, is durable.

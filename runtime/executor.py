@@ -218,7 +218,14 @@ class Executor:
         ``plan_changed="rerun"``: then the succeeded steps that did not change (nor what
         they read) are reused and the rest run. Raises :class:`~dagentic.JournalError`
         when the run is not in the journal, has finished, or another process runs it."""
-        from .durable.resume import changed_steps, fold, reusable, step_results
+        from .durable import plan_json
+        from .durable.resume import (
+            changed_and_after,
+            changed_steps,
+            fold,
+            reusable,
+            step_results,
+        )
 
         durable = self.durable
         if durable is None:
@@ -275,11 +282,20 @@ class Executor:
                 for item, effects in step.in_flight.items():
                     if effects == "write" and not (tool.idempotent or tool.uses_idempotency_key):
                         gates.add((sid, item))
+            affected = changed_and_after(compiled, changed)
             items = {
                 sid: dict(step.items)
                 for sid, step in steps.items()
-                if step.items and sid not in reuse and sid not in changed
+                if step.items and sid not in reuse and sid not in affected
             }
+            keys = {
+                (sid, item): key
+                for sid, step in steps.items()
+                if sid not in affected
+                for item, key in step.keys.items()
+            }
+            suffix = f"~{plan_json(compiled)[1][:12]}"
+            rekeyed = {sid: suffix for sid in affected}
         except BaseException:
             await run_in_thread(store.release_lease, run_id, owner)
             raise
@@ -290,7 +306,9 @@ class Executor:
             run_id,
             timeout=timeout,
             reuse=reuse,
-            resumed=Resumption(owner, items, gates, decisions),
+            resumed=Resumption(
+                owner, items=items, gates=gates, decisions=decisions, keys=keys, rekeyed=rekeyed
+            ),
             kind=record.kind,
             parent_id=record.parent_id,
         )

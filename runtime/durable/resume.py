@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "StoredItem",
     "StoredStep",
+    "changed_and_after",
     "changed_steps",
     "fold",
     "reusable",
@@ -61,6 +62,7 @@ class StoredStep:
     # item (None: the step's own call) -> the side effects of that call
     in_flight: dict[int | None, str] = field(default_factory=dict)
     items: dict[int, StoredItem] = field(default_factory=dict)
+    keys: dict[int | None, str] = field(default_factory=dict)  # item -> its last call's key
 
     @property
     def ended(self) -> bool:
@@ -88,6 +90,8 @@ def fold(events: list[dict[str, Any]]) -> dict[str, StoredStep]:
         elif kind == "attempt":
             step.attempts = max(step.attempts, event["attempt"])
             step.in_flight[item] = event.get("side_effects") or "read"
+            if "key" in event:
+                step.keys[item] = event["key"]
         elif kind == "item_finished":
             step.in_flight.pop(item, None)
             if event["status"] == "succeeded":
@@ -202,6 +206,16 @@ def reusable(
         ):
             reuse[sid] = done
     return reuse
+
+
+def changed_and_after(plan: CompiledPlan, changed: list[str]) -> set[str]:
+    """The steps of ``plan`` in ``changed``, and every step that reads one of them
+    (directly or not): their calls are not the ones the run made before."""
+    affected: set[str] = set()
+    for sid in plan.order:
+        if sid in changed or any(dep in affected for dep in plan.steps[sid].deps):
+            affected.add(sid)
+    return affected
 
 
 def changed_steps(before: CompiledPlan, after: CompiledPlan) -> list[str]:

@@ -407,14 +407,17 @@ class RunStore:
 
     def add_run(self, row: dict[str, Any]) -> int:
         """Queue a new run (``row``: the columns of ``runs``), or a resumed one's new
-        start (its status, owner and lease; the rest stands)."""
+        start (its status, owner and lease, and its plan as it is now: a changed plan
+        that was resumed with ``plan_changed="rerun"``); its inputs and start stand."""
         return self.write(
             "INSERT INTO runs (run_id, kind, parent_id, plan_name, plan_json, plan_hash, "
             "plan_file, goal, inputs_json, status, created_at, updated_at, owner, lease_until) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?) "
             "ON CONFLICT (run_id) DO UPDATE SET status = 'running', updated_at = "
             "excluded.updated_at, finished_at = NULL, owner = excluded.owner, "
-            "lease_until = excluded.lease_until",
+            "lease_until = excluded.lease_until, plan_name = excluded.plan_name, "
+            "plan_json = excluded.plan_json, plan_hash = excluded.plan_hash, "
+            "plan_file = COALESCE(excluded.plan_file, runs.plan_file)",
             (
                 text(row["run_id"]),
                 row["kind"],

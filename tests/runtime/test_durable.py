@@ -548,3 +548,30 @@ async def test_a_decision_stands_only_for_the_arguments_it_was_made_on(
     [asked] = journal.store.approvals(first.run_id)
     assert (asked.args, asked.decision) == ({"key": "g", "value": 2}, None)
     assert calls.count("write:g") == 0
+
+
+async def test_calls_keep_their_idempotency_key_unless_a_changed_plan_made_them_new(
+    tools: ToolRegistry, journal: DurableJournal, calls: Calls
+) -> None:
+    before = plan(
+        step("a", value=1),
+        step("k", "d.keyed", needs=["a"]),
+        step("k2", "d.keyed", needs=["a"]),
+        step("g", approval="required", needs=["k", "k2"]),
+    )
+    first = await executor(tools, journal).run(before)
+    rid = first.run_id
+    assert first.steps["k"].output == f"{rid}/k"
+    journal.store.decide(rid, "g", None, approved=True, by="ann", reason=None)
+    after = plan(
+        step("a", value=2),  # changed: k and k2 read it, so their calls are new ones
+        step("k", "d.keyed", needs=["a"]),
+        step("k2", "d.keyed", needs=["a"]),
+        step("g", approval="required", needs=["k", "k2"]),
+    )
+
+    resumed = await executor(tools, journal).resume(rid, plan=after, plan_changed="rerun")
+
+    new_key = resumed.steps["k"].output
+    assert new_key.startswith(f"{rid}/k~") and new_key != f"{rid}/k"
+    assert journal.store.run(rid).plan["steps"][0]["args"]["value"] == 2  # the plan now
