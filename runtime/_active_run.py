@@ -396,7 +396,7 @@ class ActiveRun:
         try:
             if state is None:
                 journal.record(StepEvent(kind, self.run_id, **extra))
-            else:
+            elif extra:
                 extra.setdefault("status", state.status.value)
                 extra.setdefault("output", state.output)
                 journal.record(
@@ -408,6 +408,23 @@ class ActiveRun:
                         error=state.error,
                         provenance=state.provenance,
                         **extra,
+                    )
+                )
+            else:  # the common case, for every step: positional is cheapest
+                journal.record(
+                    StepEvent(
+                        kind,
+                        self.run_id,
+                        state.spec.id,
+                        state.attempts,
+                        state.status.value,
+                        state.output,
+                        state.error,
+                        time.time(),
+                        None,
+                        (),
+                        None,
+                        state.provenance,
                     )
                 )
         except JournalError as exc:  # the run cannot stay durable: it stops here

@@ -104,13 +104,16 @@ class DurableJournal:
     """A :class:`~dagentic.journal.Journal` that persists every event in ``store``.
 
     :meth:`record` queues (it never blocks the event loop); :meth:`flush` waits for the
-    commit. ``lease`` is how long a run's owner holds it without renewing."""
+    commit. ``lease`` is how long a run's owner holds it without renewing. A step's
+    ``scheduled`` is stored with its ``started`` (as ``scheduled_at``) when that comes
+    next, as it nearly always does at once, else as a row of its own."""
 
     def __init__(self, store: RunStore, *, lease: float = 30.0) -> None:
         self.store = store
         self.lease = lease
         self.closed = False
         self._seq: dict[str, int] = {}
+        self._scheduled: dict[tuple[str, str | None], StepEvent] = {}
 
     @property
     def durable(self) -> DurableJournal:
@@ -204,11 +207,29 @@ class DurableJournal:
     # -- events ---------------------------------------------------------------------------
 
     def record(self, event: StepEvent) -> None:
-        if event.kind in ("run_started", "run_finished"):
-            return  # the runs table has them (start_run, end_run)
+        kind = event.kind
+        if kind == "scheduled":
+            # Kept until the step's next event, microseconds later (its start, mostly),
+            # and stored with it: one row, not two, for most steps.
+            self._scheduled[event.run_id, event.step_id] = event
+            return
+        held = self._scheduled.pop((event.run_id, event.step_id), None) if self._scheduled else None
+        if kind in ("run_started", "run_finished"):  # the runs table has them
+            if kind == "run_finished" and self._scheduled:
+                for key in [k for k in self._scheduled if k[0] == event.run_id]:
+                    self._write(self._scheduled.pop(key))
+            return
+        if held is not None:
+            if kind == "started":
+                self._write(event, held.at)
+                return
+            self._write(held)
+        self._write(event)
+
+    def _write(self, event: StepEvent, scheduled_at: float | None = None) -> None:
         run_id = event.run_id
         seq = self._seq[run_id] = self._seq.get(run_id, 0) + 1
-        self.store.write(INSERT_EVENT, lambda: _event_row(event, seq))
+        self.store.write(INSERT_EVENT, lambda: _event_row(event, seq, scheduled_at))
 
     async def flush(self) -> None:
         """Wait (off the event loop) until everything recorded so far is committed."""
@@ -236,7 +257,7 @@ def _provenance(provenance: Any) -> str:
     return found
 
 
-def _event_row(event: StepEvent, seq: int) -> tuple[Any, ...]:
+def _event_row(event: StepEvent, seq: int, scheduled_at: float | None) -> tuple[Any, ...]:
     """An event as a row of ``events`` (built by the writer thread, off the event loop).
     Its ``data`` column is a JSON object put together from parts that are JSON already:
     this runs for every event, and most parts repeat."""
@@ -257,6 +278,8 @@ def _event_row(event: StepEvent, seq: int) -> tuple[Any, ...]:
         parts.append(f'"egress":{dumps(list(event.egress))}')
     if event.detail:
         parts.extend(f"{dumps(str(k))}:{dumps(v)}" for k, v in event.detail.items())
+    if scheduled_at is not None:
+        parts.append(f'"scheduled_at":{scheduled_at!r}')
     return (
         text(event.run_id),
         seq,
