@@ -17,7 +17,12 @@ from .result import ErrorInfo, RunResult, RunStatus, StepResult, StepStatus, Usa
 if TYPE_CHECKING:
     from ._active_run import ActiveRun, StepState
 
-_FAILED, _SKIPPED, _CANCELLED = StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELLED
+_FAILED, _SKIPPED, _CANCELLED, _WAITING = (
+    StepStatus.FAILED,
+    StepStatus.SKIPPED,
+    StepStatus.CANCELLED,
+    StepStatus.WAITING,
+)
 
 
 def step_result(run: ActiveRun, state: StepState) -> StepResult:
@@ -51,7 +56,7 @@ def run_result(run: ActiveRun) -> RunResult:
     calls = ran = 0
     for sid, state in run.states.items():
         calls += state.attempts if state.spec.tool else 0
-        ran += state.started is not None and state.status is not _SKIPPED
+        ran += state.started is not None and state.status not in (_SKIPPED, _WAITING)
         steps[sid] = state.result or step_result(run, state)
     failed = next((s for s in run.states.values() if s.status is _FAILED), None)
     waiting = [sid for sid, s in run.states.items() if s.status is StepStatus.WAITING]
@@ -70,7 +75,10 @@ def run_result(run: ActiveRun) -> RunResult:
         status, error = RunStatus.WAITING, None
     else:
         status, error = RunStatus.SUCCEEDED, None
-    outputs, output_error = _outputs(run, strict=status is RunStatus.SUCCEEDED)
+    if status is RunStatus.WAITING:  # not yet: they come when the run is resumed
+        outputs, output_error = {}, None
+    else:
+        outputs, output_error = _outputs(run, strict=status is RunStatus.SUCCEEDED)
     if output_error is not None:
         status, error = RunStatus.FAILED, output_error
     return RunResult(

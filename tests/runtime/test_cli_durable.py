@@ -686,3 +686,32 @@ def test_keep_days_0_keeps_every_run(tmp_path: Path) -> None:
         "journal.keep_days is 0: every run is kept, none was removed (--older-than DAYS "
         "removes older ones)\n"
     )
+
+
+# --------------------------------------------------------------------------- as a user would
+
+
+def test_the_publish_plan_waits_in_one_process_and_is_approved_and_resumed_in_others(
+    tmp_path: Path,
+) -> None:
+    plan = Path(__file__).resolve().parents[2] / "plans" / "publish.yaml"
+
+    waits = run_script("run", plan, "--json", cwd=tmp_path)
+
+    assert waits.returncode == 3, waits.stderr
+    data = json.loads(waits.stdout)
+    assert (data["status"], data["waiting"], data["outputs"]) == ("waiting", ["post"], {})
+    assert data["usage"]["steps"] == 1  # the query ran; the post waits
+    rid = data["run_id"]
+    listed = run_script("approvals", "--json", cwd=tmp_path)
+    [asked] = json.loads(listed.stdout)
+    assert asked["args"]["message"] == "West led 2026Q3 with 38326.53 in revenue"
+    approved = run_script("approve", rid[:8], "post", "--reason", "checked", cwd=tmp_path)
+    assert approved.returncode == 0, approved.stderr
+
+    done = run_script("resume", rid[:8], "--json", cwd=tmp_path)
+
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["outputs"] == {"posted": "West led 2026Q3 with 38326.53 in revenue"}
+    assert result["steps"]["leader"]["attempts"] == 0  # not queried again
