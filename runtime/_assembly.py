@@ -56,7 +56,11 @@ def run_result(run: ActiveRun) -> RunResult:
     calls = ran = 0
     for sid, state in run.states.items():
         calls += state.attempts if state.spec.tool else 0
-        ran += state.started is not None and state.status not in (_SKIPPED, _WAITING)
+        ran += (
+            state.started is not None
+            and state.status not in (_SKIPPED, _WAITING)
+            and sid not in run.reuse  # done by an earlier run (a replan, a resume)
+        )
         steps[sid] = state.result or step_result(run, state)
     failed = next((s for s in run.states.values() if s.status is _FAILED), None)
     waiting = [sid for sid, s in run.states.items() if s.status is StepStatus.WAITING]

@@ -523,7 +523,7 @@ class _Loop:
                     "dagentic.steps.reused": len(reuse),
                 },
             )
-        self.steps_used += result.usage.steps - len(reuse)
+        self.steps_used += result.usage.steps  # reused steps are not counted
         self.runs.append(result)
         self.compiled.append(compiled)
         if (

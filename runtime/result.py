@@ -108,7 +108,11 @@ class StepResult(BaseModel):
 
 
 class Usage(BaseModel):
-    steps: int = Field(0, description="Steps that ran (not skipped or never started).")
+    steps: int = Field(
+        0,
+        description="Steps that ran in this run (not skipped, never started, waiting, or "
+        "reused from an earlier run).",
+    )
     tool_calls: int = Field(0, description="Tool invocations, every attempt and item included.")
     model_calls: int = 0
     input_tokens: int = 0
