@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +37,7 @@ from ._pipeline import StepPipeline
 from ._run_spans import RunSpans
 from ._scheduler import Scheduler
 from .bounds import deep_size
-from .durable.resume import StoredItem
+from .durable.resume import Resumption, StoredItem
 from .durable.store import ApprovalRecord, owner_id
 from .errors import FailureMode, JournalError, ResourceLimitError
 from .graph import CompiledPlan, CompiledStep
@@ -56,21 +55,6 @@ _PENDING, _FAILED, _SKIPPED, _CANCELLED, _WAITING = (
     StepStatus.CANCELLED,
     StepStatus.WAITING,
 )
-
-
-@dataclass(slots=True)
-class Resumption:
-    """What a resumed run takes from its journal (see :meth:`Executor.resume
-    <dagentic.Executor.resume>`)."""
-
-    owner: str  # who holds the run's lease now
-    items: dict[str, dict[int, StoredItem]] = field(default_factory=dict)
-    # the idempotency keys calls had before (a call keeps its key), and a new suffix for
-    # the steps of a changed plan that are not the same calls any more
-    keys: dict[tuple[str, int | None], str] = field(default_factory=dict)
-    rekeyed: dict[str, str] = field(default_factory=dict)
-    gates: set[tuple[str, int | None]] = field(default_factory=set)
-    decisions: dict[tuple[str, int | None], ApprovalRecord] = field(default_factory=dict)
 
 
 class StepState:

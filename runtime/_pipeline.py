@@ -440,42 +440,29 @@ class StepPipeline:
                 f"step '{spec.id}' requires approval and no approver "
                 "is configured (CLI: --yes approves every step)"
             )
-        asked = "rerun" if rerun else "approval"
+        request = ApprovalRecord(
+            run.run_id,
+            spec.id,
+            index,
+            "rerun" if rerun else "approval",
+            tool.name,
+            shown,
+            tool.side_effects,
+            time.time(),
+        )
         if answer == LATER:
             if durable is None:
                 raise PolicyBlockedError(
                     f"step '{spec.id}': the approver answered 'later', and this run has no "
                     "durable journal to wait in (journal.enabled is false)"
                 )
-            durable.store.ask(
-                ApprovalRecord(
-                    run.run_id,
-                    spec.id,
-                    index,
-                    asked,
-                    tool.name,
-                    shown,
-                    tool.side_effects,
-                    time.time(),
-                )
-            )
+            durable.store.ask(request)
             raise StepWaiting
-        if durable is not None:
-            durable.store.record_decision(
-                ApprovalRecord(
-                    run.run_id,
-                    spec.id,
-                    index,
-                    asked,
-                    tool.name,
-                    shown,
-                    tool.side_effects,
-                    time.time(),
-                    decision="approved" if answer else "denied",
-                    decided_by=approver_name(approver),
-                    decided_at=time.time(),
-                )
-            )
+        if durable is not None:  # the approver's decision, kept with who made it
+            request.decision = "approved" if answer else "denied"
+            request.decided_by = approver_name(approver)
+            request.decided_at = request.requested_at
+            durable.store.ask(request)
         if not answer:
             raise PolicyBlockedError(f"step '{spec.id}': approval was denied")
 

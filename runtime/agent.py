@@ -29,6 +29,7 @@ from pydantic import Field
 
 from .approvals import PolicyApprover, gate_plan
 from .attributes import RUN_ID
+from .durable import durable_of
 from .durable.resume import reusable
 from .durable.store import owner_id
 from .errors import BudgetExceededError, DagenticError, FailureMode, JournalError
@@ -167,27 +168,9 @@ class Agent:
         again, finished plan runs are not run again, and an unfinished one is resumed
         (:meth:`Executor.resume`). Raises :class:`~dagentic.JournalError` when the run is
         not in the journal, has finished, or another process runs it."""
-        durable = getattr(self.journal, "durable", None)
-        if durable is None:
-            raise JournalError(
-                "resuming needs the durable journal, and this agent has none "
-                "(journal.enabled is false, or journal=None was given)"
-            )
+        durable = durable_of(self.journal, "agent")
         store = durable.store
-        record = await run_in_thread(store.run, run_id)
-        if record is None or record.kind != "agent":
-            raise JournalError(f"there is no agent run '{run_id}' in the journal {store.label}")
-        if record.status in ("succeeded", "failed"):
-            raise JournalError(
-                f"agent run '{run_id}' {record.status} already: there is nothing to resume "
-                "(ask again to run it again)"
-            )
-        owner = owner_id()
-        if not await run_in_thread(store.take_lease, run_id, owner, time.time() + durable.lease):
-            raise JournalError(
-                f"agent run '{run_id}' is being run by another process ({record.owner}); it "
-                "can be resumed when that one stops, or after its lease runs out"
-            )
+        record, owner = await durable.claim_run(run_id, "agent")
         records = await run_in_thread(store.records, run_id)
         replay: dict[str, list[dict[str, Any]]] = {}
         for _, kind, data in records:

@@ -11,11 +11,9 @@ have a module of their own).
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -23,11 +21,10 @@ import anyio
 from anyio.lowlevel import RunVar
 from pydantic import TypeAdapter, ValidationError
 
-from ._active_run import ActiveRun, Resumption
+from ._active_run import ActiveRun
 from .backend import ExecutionBackend, InProcessBackend
 from .bounds import load_json
 from .durable import open_journal
-from .durable.store import owner_id
 from .errors import FailureMode, JournalError, PlanError, Problem
 from .graph import CompiledPlan, compile_plan, load_plan
 from .journal import Journal
@@ -218,84 +215,26 @@ class Executor:
         ``plan_changed="rerun"``: then the succeeded steps that did not change (nor what
         they read) are reused and the rest run. Raises :class:`~dagentic.JournalError`
         when the run is not in the journal, has finished, or another process runs it."""
-        from .durable import plan_json
-        from .durable.resume import (
-            changed_and_after,
-            changed_steps,
-            fold,
-            reusable,
-            step_results,
-        )
+        from .durable import durable_of
+        from .durable.resume import changed_steps, resumption
 
-        durable = self.durable
-        if durable is None:
-            raise JournalError(
-                "resuming needs the durable journal, and this executor has none "
-                "(journal.enabled is false, or journal=None was given)"
-            )
+        durable = durable_of(self.journal, "executor")
         store = durable.store
-        record = await run_in_thread(store.run, run_id)
-        if record is None:
-            raise JournalError(f"there is no run '{run_id}' in the journal {store.label}")
-        if record.status in ("succeeded", "failed"):
-            raise JournalError(
-                f"run '{run_id}' {record.status} already: there is nothing to resume "
-                "(start the plan again to run it again)"
-            )
-        stored = self.compile(record.plan)
-        compiled = stored if plan is None else self.compile(plan)
-        changed = changed_steps(stored, compiled) if plan is not None else []
-        if changed and plan_changed != "rerun":
-            raise JournalError(
-                f"the plan of run '{run_id}' changed since it started (steps: "
-                f"{', '.join(changed)}); resume with plan_changed='rerun' (CLI: "
-                "--plan-changed rerun) to run the changed steps and reuse the rest",
-                changed=changed,
-            )
-        owner = owner_id()
-        if not await run_in_thread(store.take_lease, run_id, owner, time.time() + durable.lease):
-            held = await run_in_thread(store.run, run_id)
-            who = held.owner if held is not None else None
-            raise JournalError(
-                f"run '{run_id}' is being run by another process ({who}); it can be resumed "
-                "when that one stops, or after its lease runs out",
-                owner=who,
-            )
+        record, owner = await durable.claim_run(run_id)
         try:
-            steps = fold(await run_in_thread(store.events, run_id))
-            previous = step_results(steps, stored)
-            reuse = (
-                reusable(stored, previous, compiled)
-                if changed
-                else {sid: r for sid, r in previous.items() if r.status is StepStatus.SUCCEEDED}
+            stored = self.compile(record.plan)
+            compiled = stored if plan is None else self.compile(plan)
+            changed = changed_steps(stored, compiled) if plan is not None else []
+            if changed and plan_changed != "rerun":
+                raise JournalError(
+                    f"the plan of run '{run_id}' changed since it started (steps: "
+                    f"{', '.join(changed)}); resume with plan_changed='rerun' (CLI: "
+                    "--plan-changed rerun) to run the changed steps and reuse the rest",
+                    changed=changed,
+                )
+            reuse, resumed = await run_in_thread(
+                resumption, store, run_id, owner, stored, compiled, changed
             )
-            decisions = {
-                (a.step_id, a.item): a
-                for a in await run_in_thread(partial(store.approvals, run_id, waiting=False))
-            }
-            gates = {key for key, a in decisions.items() if a.reason_asked == "rerun"}
-            for sid, step in steps.items():
-                spec = compiled.steps.get(sid)
-                if spec is None or spec.tool is None or sid in reuse:
-                    continue
-                tool = spec.tool
-                for item, effects in step.in_flight.items():
-                    if effects == "write" and not (tool.idempotent or tool.uses_idempotency_key):
-                        gates.add((sid, item))
-            affected = changed_and_after(compiled, changed)
-            items = {
-                sid: dict(step.items)
-                for sid, step in steps.items()
-                if step.items and sid not in reuse and sid not in affected
-            }
-            keys = {
-                (sid, item): key
-                for sid, step in steps.items()
-                if sid not in affected
-                for item, key in step.keys.items()
-            }
-            suffix = f"~{plan_json(compiled)[1][:12]}"
-            rekeyed = {sid: suffix for sid in affected}
         except BaseException:
             await run_in_thread(store.release_lease, run_id, owner)
             raise
@@ -306,9 +245,7 @@ class Executor:
             run_id,
             timeout=timeout,
             reuse=reuse,
-            resumed=Resumption(
-                owner, items=items, gates=gates, decisions=decisions, keys=keys, rekeyed=rekeyed
-            ),
+            resumed=resumed,
             kind=record.kind,
             parent_id=record.parent_id,
         )

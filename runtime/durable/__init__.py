@@ -18,7 +18,16 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import JournalError
 from ..journal import StepEvent
-from .store import INSERT_EVENT, ApprovalRecord, RunRecord, RunStore, dumps, pack_output, text
+from .store import (
+    INSERT_EVENT,
+    ApprovalRecord,
+    RunRecord,
+    RunStore,
+    dumps,
+    owner_id,
+    pack_output,
+    text,
+)
 
 if TYPE_CHECKING:
     from ..graph import CompiledPlan
@@ -29,6 +38,7 @@ __all__ = [
     "DurableJournal",
     "RunRecord",
     "RunStore",
+    "durable_of",
     "open_journal",
     "open_store",
     "plan_json",
@@ -62,6 +72,19 @@ def open_store(url: str) -> RunStore:
     from .sqlite import SqliteStore
 
     return SqliteStore(path)
+
+
+def durable_of(journal: Any, holder: str) -> DurableJournal:
+    """The durable journal among ``journal``'s, which resuming needs; else a
+    :class:`~dagentic.JournalError` saying that ``holder`` (an executor, an agent) has
+    none."""
+    durable: DurableJournal | None = getattr(journal, "durable", None)
+    if durable is None:
+        raise JournalError(
+            f"resuming needs the durable journal, and this {holder} has none "
+            "(journal.enabled is false, or journal=None was given)"
+        )
+    return durable
 
 
 def open_journal(settings: Settings) -> DurableJournal | None:
@@ -188,6 +211,34 @@ class DurableJournal:
         """Queue a record of an agent run: a plan version, a model call, the answer."""
         seq = self._seq[run_id] = self._seq.get(run_id, 0) + 1
         self.store.add_record(run_id, seq, kind, data)
+
+    async def claim_run(self, run_id: str, kind: str = "plan") -> tuple[RunRecord, str]:
+        """Run ``run_id`` (a run of ``kind``: plan or agent) to resume, and the owner id
+        this process now holds it as. Raises :class:`~dagentic.JournalError` when it is
+        not in the journal, has finished, or another process runs it."""
+        from ..threads import run_in_thread
+
+        store = self.store
+        what = "agent run" if kind == "agent" else "run"
+        record = await run_in_thread(store.run, run_id)
+        if record is None or record.kind != kind:
+            raise JournalError(f"there is no {what} '{run_id}' in the journal {store.label}")
+        if record.status in ("succeeded", "failed"):
+            again = "ask again" if kind == "agent" else "start the plan again"
+            raise JournalError(
+                f"{what} '{run_id}' {record.status} already: there is nothing to resume "
+                f"({again} to run it again)"
+            )
+        owner = owner_id()
+        if not await run_in_thread(store.take_lease, run_id, owner, time.time() + self.lease):
+            held = await run_in_thread(store.run, run_id)
+            who = held.owner if held is not None else None
+            raise JournalError(
+                f"{what} '{run_id}' is being run by another process ({who}); it can be "
+                "resumed when that one stops, or after its lease runs out",
+                owner=who,
+            )
+        return record, owner
 
     def renew(self, run_id: str, owner: str) -> None:
         self.store.renew_lease(run_id, owner, time.time() + self.lease)

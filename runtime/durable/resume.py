@@ -21,14 +21,16 @@ from ..result import (
 
 if TYPE_CHECKING:
     from ..graph import CompiledPlan
-    from .store import RunStore
+    from .store import ApprovalRecord, RunStore
 
 __all__ = [
+    "Resumption",
     "StoredItem",
     "StoredStep",
     "changed_and_after",
     "changed_steps",
     "fold",
+    "resumption",
     "reusable",
     "step_results",
     "stored_result",
@@ -67,6 +69,76 @@ class StoredStep:
     @property
     def ended(self) -> bool:
         return self.status in _ENDED
+
+
+@dataclass(slots=True)
+class Resumption:
+    """What a resumed run takes from its journal (see :meth:`Executor.resume
+    <dagentic.Executor.resume>`), besides the steps it reuses."""
+
+    owner: str  # who holds the run's lease now
+    items: dict[str, dict[int, StoredItem]] = field(default_factory=dict)
+    # the idempotency keys calls had before (a call keeps its key), and a new suffix for
+    # the steps of a changed plan that are not the same calls any more
+    keys: dict[tuple[str, int | None], str] = field(default_factory=dict)
+    rekeyed: dict[str, str] = field(default_factory=dict)
+    gates: set[tuple[str, int | None]] = field(default_factory=set)
+    decisions: dict[tuple[str, int | None], ApprovalRecord] = field(default_factory=dict)
+
+
+def resumption(
+    store: RunStore,
+    run_id: str,
+    owner: str,
+    stored: CompiledPlan,
+    compiled: CompiledPlan,
+    changed: list[str],
+) -> tuple[dict[str, StepResult], Resumption]:
+    """What resuming run ``run_id`` (whose plan was ``stored`` and is ``compiled`` now,
+    ``changed`` naming the steps that differ) takes from the journal: the steps it reuses,
+    the ``foreach`` items done, the calls a person must allow to run again (a write that
+    was running at a crash, by a tool that may not run twice), the decisions made, and
+    the idempotency keys of calls (new ones for the calls a changed plan made new)."""
+    from . import plan_json
+
+    steps = fold(store.events(run_id))
+    previous = step_results(steps, stored)
+    reuse = (
+        reusable(stored, previous, compiled)
+        if changed
+        else {sid: r for sid, r in previous.items() if r.status is StepStatus.SUCCEEDED}
+    )
+    decisions = {(a.step_id, a.item): a for a in store.approvals(run_id, waiting=False)}
+    gates = {key for key, a in decisions.items() if a.reason_asked == "rerun"}
+    for sid, step in steps.items():
+        spec = compiled.steps.get(sid)
+        if spec is None or spec.tool is None or sid in reuse:
+            continue
+        tool = spec.tool
+        for item, effects in step.in_flight.items():
+            if effects == "write" and not (tool.idempotent or tool.uses_idempotency_key):
+                gates.add((sid, item))
+    affected = changed_and_after(compiled, changed)
+    items = {
+        sid: dict(step.items)
+        for sid, step in steps.items()
+        if step.items and sid not in reuse and sid not in affected
+    }
+    keys = {
+        (sid, item): key
+        for sid, step in steps.items()
+        if sid not in affected
+        for item, key in step.keys.items()
+    }
+    suffix = f"~{plan_json(compiled)[1][:12]}"
+    return reuse, Resumption(
+        owner,
+        items=items,
+        gates=gates,
+        decisions=decisions,
+        keys=keys,
+        rekeyed=dict.fromkeys(affected, suffix),
+    )
 
 
 def fold(events: list[dict[str, Any]]) -> dict[str, StoredStep]:

@@ -601,16 +601,19 @@ class RunStore:
     # -- approvals ------------------------------------------------------------------------
 
     def ask(self, record: ApprovalRecord) -> int:
-        """Queue a request for a person's decision on this call. It replaces one already
-        there for the same step and item: that one was asked about other arguments (the
-        plan changed), and what was decided on them does not stand for these."""
+        """Queue a request for a person's decision on a call, or (``record.decision`` set)
+        the decision an approver made at once. It replaces what was there for the same
+        step and item: a request about other arguments (the plan changed), whose decision
+        does not stand for these."""
         return self.write(
             "INSERT INTO approvals (run_id, step_id, item, reason_asked, tool, args_json, "
-            "side_effects, requested_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "side_effects, requested_at, decision, decided_by, decided_at, reason) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (run_id, step_id, item) DO UPDATE SET reason_asked = "
             "excluded.reason_asked, tool = excluded.tool, args_json = excluded.args_json, "
             "side_effects = excluded.side_effects, requested_at = excluded.requested_at, "
-            "decision = NULL, decided_by = NULL, decided_at = NULL, reason = NULL",
+            "decision = excluded.decision, decided_by = excluded.decided_by, "
+            "decided_at = excluded.decided_at, reason = excluded.reason",
             lambda: (
                 record.run_id,
                 record.step_id,
@@ -620,6 +623,10 @@ class RunStore:
                 dumps(record.args),
                 record.side_effects,
                 record.requested_at,
+                record.decision,
+                record.decided_by,
+                record.decided_at,
+                record.reason,
             ),
         )
 
@@ -651,31 +658,6 @@ class RunStore:
             f"UPDATE approvals SET decision = ?, decided_by = ?, decided_at = ?, reason = ? "
             f"WHERE {where}",
             params,
-        )
-
-    def record_decision(self, record: ApprovalRecord) -> int:
-        """Queue a decision made while the run ran (an approver answered at once)."""
-        return self.write(
-            "INSERT INTO approvals (run_id, step_id, item, reason_asked, tool, args_json, "
-            "side_effects, requested_at, decision, decided_by, decided_at, reason) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (run_id, step_id, item) DO UPDATE SET decision = excluded.decision, "
-            "decided_by = excluded.decided_by, decided_at = excluded.decided_at, "
-            "reason = excluded.reason",
-            lambda: (
-                record.run_id,
-                record.step_id,
-                -1 if record.item is None else record.item,
-                record.reason_asked,
-                record.tool,
-                dumps(record.args),
-                record.side_effects,
-                record.requested_at,
-                record.decision,
-                record.decided_by,
-                record.decided_at,
-                record.reason,
-            ),
         )
 
     def approvals(self, run_id: str | None = None, *, waiting: bool = True) -> list[ApprovalRecord]:
