@@ -79,9 +79,9 @@ def run_result(run: ActiveRun) -> RunResult:
         status, error = RunStatus.WAITING, None
     else:
         status, error = RunStatus.SUCCEEDED, None
-    if status is RunStatus.WAITING:  # not yet: they come when the run is resumed
-        outputs, output_error = {}, None
-    else:
+    outputs: dict[str, Any] = {}  # a waiting run's come when it is resumed
+    output_error = None
+    if status is not RunStatus.WAITING:
         outputs, output_error = _outputs(run, strict=status is RunStatus.SUCCEEDED)
     if output_error is not None:
         status, error = RunStatus.FAILED, output_error
