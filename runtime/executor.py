@@ -207,9 +207,9 @@ class Executor:
 
         Steps that succeeded are not run again: their stored outputs (and provenance) feed
         the steps after them, and so do the ``foreach`` items that succeeded. A call that
-        was running when the run stopped runs again if that is safe (it only read, or its
-        tool is idempotent or uses :attr:`~dagentic.ToolContext.idempotency_key`); any
-        other waits for a person (``dagentic approve``). Decisions made on approvals
+        was running when the run stopped runs again if that is safe (its tool is
+        idempotent or uses :attr:`~dagentic.ToolContext.idempotency_key`); any other waits
+        for a person (``dagentic approve``). Decisions made on approvals
         stand. ``plan``: the plan as it is now (a plan file that may have changed); if its
         steps differ from the run's, resuming is refused naming them, unless
         ``plan_changed="rerun"``: then the succeeded steps that did not change (nor what

@@ -96,8 +96,9 @@ def resumption(
 ) -> tuple[dict[str, StepResult], Resumption]:
     """What resuming run ``run_id`` (whose plan was ``stored`` and is ``compiled`` now,
     ``changed`` naming the steps that differ) takes from the journal: the steps it reuses,
-    the ``foreach`` items done, the calls a person must allow to run again (a write that
-    was running at a crash, by a tool that may not run twice), the decisions made, and
+    the ``foreach`` items done, the calls a person must allow to run again (one that may
+    have done its work before the run stopped, by a tool that is neither idempotent nor
+    uses its idempotency key), the decisions made, and
     the idempotency keys of calls (new ones for the calls a changed plan made new)."""
     from . import plan_json
 
@@ -114,10 +115,8 @@ def resumption(
         spec = compiled.steps.get(sid)
         if spec is None or spec.tool is None or sid in reuse:
             continue
-        tool = spec.tool
-        for item, effects in step.in_flight.items():
-            if effects == "write" and not (tool.idempotent or tool.uses_idempotency_key):
-                gates.add((sid, item))
+        if not (spec.tool.idempotent or spec.tool.uses_idempotency_key):
+            gates.update((sid, item) for item in step.in_flight)
     affected = changed_and_after(compiled, changed)
     items = {
         sid: dict(step.items)
