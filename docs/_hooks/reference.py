@@ -359,6 +359,8 @@ def generate_builtin_tools() -> str:
             facts.append(f"egress: {sent}")
         if not item.idempotent:
             facts.append("not idempotent")
+        if item.uses_idempotency_key:
+            facts.append("writes once per idempotency key")
         if item.planning_context:
             facts.append("planning context")
         rows = ["| argument | type | default | meaning |", "|---|---|---|---|"]
