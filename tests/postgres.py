@@ -24,6 +24,7 @@ import pwd
 import re
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -158,7 +159,53 @@ def port_collision(log: str) -> bool:
     return "could not bind" in log or "Address already in use" in log
 
 
-def start_server() -> tuple[PostgresServer, subprocess.Popen[bytes]]:
+# Starts the watchdog detached (its parent exits at once), prints its pid, and hands it
+# its own standard input: no process of the test session's stays a child of pytest (the
+# sandbox's host guards look for leftover descendants).
+SPAWN = """\
+import subprocess, sys
+child = subprocess.Popen(sys.argv[1:], stdin=sys.stdin, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+print(child.pid, flush=True)
+"""
+
+
+class Watchdog:
+    """The watchdog process: it cleans up when the pipe to it closes (pytest ended)."""
+
+    def __init__(self, args: list[str]) -> None:
+        spawner = subprocess.Popen(
+            [sys.executable, "-c", SPAWN, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C in the terminal does not reach it
+        )
+        assert spawner.stdout is not None
+        with spawner.stdout:
+            self.pid = int(spawner.stdout.readline())
+        spawner.wait()
+        self.pipe = spawner.stdin
+
+    def close(self, timeout: float = 60) -> None:
+        """Close the pipe, then wait until the watchdog has done its work and exited."""
+        if self.pipe is not None:
+            self.pipe.close()
+            self.pipe = None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with open(f"/proc/{self.pid}/stat", encoding="utf-8") as stat:
+                    if stat.read().rpartition(")")[2].split()[0] == "Z":
+                        return  # done; its new parent has not reaped it yet
+            except OSError:
+                return
+            time.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+
+
+def start_server() -> tuple[PostgresServer, Watchdog]:
     """initdb and start a cluster in a fresh directory; also the watchdog that cleans up."""
     bindir = find_bindir()
     as_user: list[str] = []
@@ -175,13 +222,7 @@ def start_server() -> tuple[PostgresServer, subprocess.Popen[bytes]]:
     if as_user:
         os.chown(base, owner.pw_uid, owner.pw_gid)
     server = PostgresServer(bindir, base, free_port(), as_user)
-    watchdog = subprocess.Popen(
-        [sys.executable, "-c", WATCHDOG, str(base), *as_user, *server.stop_args()],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # Ctrl-C in the terminal does not reach it
-    )
+    watchdog = Watchdog([sys.executable, "-c", WATCHDOG, str(base), *as_user, *server.stop_args()])
     try:
         server.initdb()
         for attempt in (1, 2):
@@ -201,18 +242,8 @@ def start_server() -> tuple[PostgresServer, subprocess.Popen[bytes]]:
             )
         raise AssertionError("unreachable")
     except BaseException:
-        close_watchdog(watchdog)  # it stops what may have started and removes the directory
+        watchdog.close()  # it stops what may have started and removes the directory
         raise
-
-
-def close_watchdog(watchdog: subprocess.Popen[bytes]) -> None:
-    if watchdog.stdin is not None:
-        watchdog.stdin.close()
-    try:
-        watchdog.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        watchdog.kill()
-        watchdog.wait()
 
 
 @pytest.fixture(scope="session")
@@ -231,6 +262,6 @@ def postgres_server() -> Iterator[PostgresServer]:
             server.stop()
         finally:
             # Nothing left for it to stop; it removes the directory and exits.
-            close_watchdog(watchdog)
+            watchdog.close()
             with contextlib.suppress(OSError):
                 shutil.rmtree(server.base)
