@@ -202,14 +202,13 @@ class ActiveRun:
             float("inf") if self.timeout is None else anyio.current_time() + self.timeout
         )
         try:
-            async with anyio.create_task_group() as keeper:
-                if durable is not None:
+            if durable is None:
+                scope = await self._schedule(deadline)
+            else:
+                async with anyio.create_task_group() as keeper:
                     keeper.start_soon(self._keep_lease, durable)
-                with anyio.CancelScope(deadline=deadline) as scope:
-                    async with anyio.create_task_group() as tg:
-                        self.tg = tg
-                        self.scheduler.start(tg)
-                keeper.cancel_scope.cancel()
+                    scope = await self._schedule(deadline)
+                    keeper.cancel_scope.cancel()
         except BaseException:
             error = ErrorInfo(
                 failure_mode=FailureMode.CANCELLED,
@@ -247,6 +246,14 @@ class ActiveRun:
                     update={"status": RunStatus.FAILED, "error": result.error or failure}
                 )
         return result
+
+    async def _schedule(self, deadline: float) -> anyio.CancelScope:
+        """Run the steps until none is left or ``deadline`` passes; the deadline's scope."""
+        with anyio.CancelScope(deadline=deadline) as scope:
+            async with anyio.create_task_group() as tg:
+                self.tg = tg
+                self.scheduler.start(tg)
+        return scope
 
     async def _end_durably(
         self, durable: DurableJournal, status: str, error: Any, outputs: Any

@@ -196,7 +196,7 @@ class StepPipeline:
 
         async def worker(group: anyio.abc.TaskGroup) -> None:
             for index, item in work:
-                stored = done.get(index)
+                stored = done.get(index) if done else None
                 if stored is not None and stored.item_hash == item_hash(item):
                     # done before the run was resumed: its output (and taint) stands
                     results[index] = run.keep(state, stored.output, index)
@@ -215,14 +215,15 @@ class StepPipeline:
                     results[index] = await self.call(
                         state, {**scope, "item": item}, item=(index, len(items))
                     )
-                    run.event(
-                        "item_finished",
-                        state,
-                        item=index,
-                        status="succeeded",
-                        output=results[index],
-                        detail={"item_hash": item_hash(item)},
-                    )
+                    if run.journal is not None:
+                        run.event(
+                            "item_finished",
+                            state,
+                            item=index,
+                            status="succeeded",
+                            output=results[index],
+                            detail={"item_hash": item_hash(item)} if run.durable else None,
+                        )
                 except StepWaiting:
                     waiting.append(index)  # the other items go on
                     if span is not None:
