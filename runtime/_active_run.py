@@ -195,7 +195,7 @@ class ActiveRun:
                 owner=self.owner,
                 kind=self.kind,
                 parent_id=self.parent_id,
-                resumed=self.resumed is not None,
+                last_seq=self.resumed.last_seq if self.resumed is not None else 0,
             )
         self.event("run_started")
         self.deadline = deadline = (

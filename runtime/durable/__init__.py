@@ -10,6 +10,7 @@ process. The executor tells it every state change (:class:`~dagentic.journal.Jou
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 from collections.abc import Mapping
@@ -38,10 +39,12 @@ __all__ = [
     "DurableJournal",
     "RunRecord",
     "RunStore",
+    "close_journals",
     "durable_of",
     "open_journal",
     "open_store",
     "plan_json",
+    "store_location",
 ]
 
 _OPEN: dict[str, DurableJournal] = {}
@@ -111,16 +114,12 @@ def close_journals() -> None:
 
 def plan_json(compiled: CompiledPlan) -> tuple[str, str]:
     """The plan as canonical JSON (what the journal stores) and its SHA-256."""
-    text = dumps_canonical(
-        compiled.plan.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+    encoded = json.dumps(
+        compiled.plan.model_dump(mode="json", by_alias=True, exclude_defaults=True),
+        sort_keys=True,
+        separators=(",", ":"),
     )
-    return text, hashlib.sha256(text.encode()).hexdigest()
-
-
-def dumps_canonical(value: Any) -> str:
-    import json
-
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return encoded, hashlib.sha256(encoded.encode()).hexdigest()
 
 
 class DurableJournal:
@@ -153,23 +152,21 @@ class DurableJournal:
         owner: str,
         kind: str = "plan",
         parent_id: str | None = None,
-        resumed: bool = False,
+        last_seq: int = 0,
     ) -> None:
         """Queue the run's start: a new run's plan and inputs, or a resumed run's new
-        owner (whose lease :meth:`Executor.resume` took already)."""
+        owner (whose lease :meth:`Executor.resume` took already), its events going on
+        after the ``last_seq`` th."""
         now = time.time()
-        if resumed:
-            self._seq[run_id] = self.store.last_seq(run_id)
-        else:
-            self._seq[run_id] = 0
-        text, digest = plan_json(compiled)
+        self._seq[run_id] = last_seq
+        encoded, digest = plan_json(compiled)
         self.store.add_run(
             {
                 "run_id": run_id,
                 "kind": kind,
                 "parent_id": parent_id,
                 "plan_name": compiled.name,
-                "plan_json": text,
+                "plan_json": encoded,
                 "plan_hash": digest,
                 "plan_file": str(compiled.file) if compiled.file else None,
                 "goal": compiled.plan.goal,

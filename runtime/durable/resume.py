@@ -82,6 +82,7 @@ class Resumption:
     # the steps of a changed plan that are not the same calls any more
     keys: dict[tuple[str, int | None], str] = field(default_factory=dict)
     rekeyed: dict[str, str] = field(default_factory=dict)
+    last_seq: int = 0  # the number of the run's last event: its new ones come after it
     gates: set[tuple[str, int | None]] = field(default_factory=set)
     decisions: dict[tuple[str, int | None], ApprovalRecord] = field(default_factory=dict)
 
@@ -102,7 +103,8 @@ def resumption(
     the idempotency keys of calls (new ones for the calls a changed plan made new)."""
     from . import plan_json
 
-    steps = fold(store.events(run_id))
+    events = store.events(run_id)
+    steps = fold(events)
     previous = step_results(steps, stored)
     reuse = (
         reusable(stored, previous, compiled)
@@ -137,6 +139,7 @@ def resumption(
         decisions=decisions,
         keys=keys,
         rekeyed=dict.fromkeys(affected, suffix),
+        last_seq=events[-1]["seq"] if events else 0,
     )
 
 
