@@ -18,6 +18,7 @@ the plan before being asked about its calls.
 
 from __future__ import annotations
 
+import inspect
 import time
 import uuid
 from collections.abc import Callable
@@ -30,8 +31,8 @@ from pydantic import Field
 from .approvals import PolicyApprover, gate_plan
 from .attributes import RUN_ID
 from .durable import durable_of
-from .durable.resume import reusable
-from .durable.store import owner_id
+from .durable.resume import reusable, stored_result
+from .durable.store import RunRecord, owner_id
 from .errors import BudgetExceededError, DagenticError, FailureMode, JournalError
 from .executor import SETTINGS, Approver, Executor
 from .graph import CompiledPlan
@@ -267,6 +268,7 @@ class _Loop:
         self.inputs = inputs
         budgets = agent.budgets
         self.run_id = run_id or uuid.uuid4().hex
+        self.resuming = replay is not None  # plan runs may be in the journal already
         self.durable: DurableJournal | None = getattr(agent.journal, "durable", None)
         self.owner = owner or owner_id()
         if self.durable is not None:
@@ -466,8 +468,11 @@ class _Loop:
             }
         )
         provenance = f"untrusted:{','.join(untrusted)}" if untrusted else "agent"
+        options: dict[str, Any] = {"provenance": provenance}
+        if "key" in inspect.signature(memory.remember).parameters:
+            options["key"] = f"{self.run_id}/remember"  # a resumed run does not write twice
         self.remembered = await memory.remember(
-            f"{self.goal} Answer: {self.answer}"[:2000], provenance=provenance
+            f"{self.goal} Answer: {self.answer}"[:2000], **options
         )
 
     async def _execute(self, compiled: CompiledPlan, version: int) -> RunResult:
@@ -485,13 +490,11 @@ class _Loop:
         # The run ends a little before the deadline, so that it returns what its steps did.
         remaining = self.deadline - anyio.current_time() - RUN_GRACE
         child = f"{self.run_id}-v{version}"  # the same when the agent run is resumed
-        stored = await self._stored_run(child, compiled)
-        begun = self.durable is not None and (
-            await run_in_thread(self.durable.store.run, child) is not None
-        )
-        if stored is not None:
-            result = stored
-        elif begun:  # it stopped (a crash, a wait): it goes on where it was
+        begun = await self._begun(child)
+        if begun is not None and begun.status in ("succeeded", "failed"):
+            assert self.durable is not None
+            result = await run_in_thread(stored_result, self.durable.store, begun, compiled)
+        elif begun is not None:  # it stopped (a crash, a wait): it goes on where it was
             result = await self.executor.resume(child, timeout=max(remaining, 0.001))
         else:
             result = await self.executor.run(
@@ -517,14 +520,12 @@ class _Loop:
             raise self.out_of_time()
         return result
 
-    async def _stored_run(self, run_id: str, compiled: CompiledPlan) -> RunResult | None:
-        """The result of plan run ``run_id`` if the journal has it finished (an agent run
-        being resumed does not run it again)."""
-        if self.durable is None:
+    async def _begun(self, run_id: str) -> RunRecord | None:
+        """Plan run ``run_id`` as the journal has it, when this agent run is resumed:
+        finished (it is not run again) or not (it is resumed)."""
+        if not self.resuming or self.durable is None:
             return None
-        from .durable.resume import stored_result
-
-        return await run_in_thread(stored_result, self.durable.store, run_id, compiled)
+        return await run_in_thread(self.durable.store.run, run_id)
 
     async def _answer(self) -> None:
         if not self.runs:

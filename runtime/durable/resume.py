@@ -21,7 +21,7 @@ from ..result import (
 
 if TYPE_CHECKING:
     from ..graph import CompiledPlan
-    from .store import ApprovalRecord, RunStore
+    from .store import ApprovalRecord, RunRecord, RunStore
 
 __all__ = [
     "Resumption",
@@ -222,12 +222,10 @@ def step_results(steps: Mapping[str, StoredStep], plan: CompiledPlan) -> dict[st
     return results
 
 
-def stored_result(store: RunStore, run_id: str, plan: CompiledPlan) -> RunResult | None:
-    """The :class:`RunResult` of a run the journal has finished (succeeded or failed),
-    else None."""
-    record = store.run(run_id)
-    if record is None or record.status not in ("succeeded", "failed"):
-        return None
+def stored_result(store: RunStore, record: RunRecord, plan: CompiledPlan) -> RunResult:
+    """The :class:`RunResult` of a run the journal has finished (``record``: succeeded or
+    failed), whose plan is ``plan``."""
+    run_id = record.run_id
     steps = step_results(fold(store.events(run_id)), plan)
     started = _time(record.created_at)
     finished = _time(record.finished_at or record.updated_at)

@@ -20,6 +20,7 @@ from dagentic import (
     ScriptedModel,
     StepStatus,
     ToolContext,
+    ToolError,
     ToolRegistry,
     tool,
 )
@@ -101,7 +102,17 @@ def tools(calls: Calls) -> ToolRegistry:
         calls.log.append(f"block:{key}")
         await anyio.sleep_forever()
 
-    return ToolRegistry([read, web, write, keyed, block])
+    @tool(name="d.boom", side_effects="read")
+    async def boom(key: str) -> None:
+        """Fail (counted).
+
+        Args:
+            key: What fails.
+        """
+        calls.log.append(f"boom:{key}")
+        raise ToolError(f"{key} broke")
+
+    return ToolRegistry([read, web, write, keyed, block, boom])
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -577,3 +588,35 @@ async def test_calls_keep_their_idempotency_key_unless_a_changed_plan_made_them_
     new_key = resumed.steps["k"].output
     assert new_key.startswith(f"{rid}/k~") and new_key != f"{rid}/k"
     assert journal.store.run(rid).plan["steps"][0]["args"]["value"] == 2  # the plan now
+
+
+async def test_a_resumed_agent_run_takes_finished_plan_runs_from_the_journal(
+    tools: ToolRegistry, journal: DurableJournal, calls: Calls
+) -> None:
+    broken = {"steps": [{"id": "x", "tool": "d.boom", "args": {"key": "x"}}]}
+    fixed = {
+        "steps": [
+            {"id": "a", "tool": "d.read", "args": {"key": "a", "value": 7}},
+            {"id": "w", "tool": "d.write", "args": {"key": "w", "value": "${{ steps.a.output }}"}},
+        ]
+    }
+    answer = {"answer": "Wrote 7 [w].", "cited_steps": ["w"], "complete": True}
+    settings = blind_settings()
+    agent = Agent(
+        ScriptedModel([broken, fixed]), tools, settings=settings, journal=journal, tracing=None
+    )
+    first = await agent.run("Write seven.")
+    assert first.status is RunStatus.WAITING
+    assert first.run_ids == [f"{first.agent_run_id}-v1", f"{first.agent_run_id}-v2"]
+    journal.store.decide(first.run_ids[1], "w", None, approved=True, by="ann", reason=None)
+
+    model = ScriptedModel([answer, PASS])
+    again = Agent(model, tools, settings=settings, journal=journal, tracing=None)
+    resumed = await again.resume(first.agent_run_id)
+
+    assert resumed.status is RunStatus.SUCCEEDED, resumed.error
+    # the replanning prompt, built from v1's result read back from the journal, is the
+    # same as the first time: its reply came from the journal too
+    assert [c.replayed for c in resumed.model_calls] == [True, True, False, False]
+    assert calls.count("boom:x") == 1 and calls.count("read:a") == 1
+    assert calls.count("write:w") == 1
