@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 import time
 from collections.abc import Mapping
@@ -49,6 +50,16 @@ __all__ = [
 
 _OPEN: dict[str, DurableJournal] = {}
 _OPEN_LOCK = threading.Lock()
+
+
+def _after_fork() -> None:
+    """A forked child has none of its parent's writer threads: it opens its own."""
+    global _OPEN_LOCK
+    _OPEN.clear()
+    _OPEN_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 _OUTPUT_KINDS = frozenset({"finished", "item_finished"})
 
 
