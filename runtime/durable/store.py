@@ -267,36 +267,56 @@ class RunStore:
     def read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Rows of a query, on this store's reading connection."""
         with self._read_lock:
-            if self._reader is None:
-                self._reader = self.connect()
-            conn = self._reader
-            cur = conn.cursor()
             try:
-                cur.execute(self.sql(sql), tuple(params))
-                rows = list(cur.fetchall())
-            finally:
-                conn.rollback()  # never hold a snapshot (SQLite's WAL) or a transaction open
-            return rows
+                if self._reader is None:
+                    self._reader = self.connect()
+                conn = self._reader
+                cur = conn.cursor()
+                try:
+                    cur.execute(self.sql(sql), tuple(params))
+                    return list(cur.fetchall())
+                finally:
+                    conn.rollback()  # never hold a snapshot (SQLite's WAL) or a transaction
+            except JournalError:
+                raise
+            except Exception as exc:
+                self._drop_reader()
+                raise JournalError(
+                    f"the run journal {self.label} cannot be read ({self.explain(exc)})"
+                ) from exc
 
     def change(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one statement now, in its own transaction; how many rows it changed. For
         what must be decided at once (a lease, a decision), not for events."""
         with self._read_lock:
-            if self._reader is None:
-                self._reader = self.connect()
-            conn = self._reader
-            cur = conn.cursor()
             try:
-                self.begin(cur)
-                cur.execute(
-                    self.sql(sql), tuple(text(p) if isinstance(p, str) else p for p in params)
-                )
-                count = cur.rowcount
-                conn.commit()
-            except BaseException:
-                conn.rollback()
-                raise
-            return int(count)
+                if self._reader is None:
+                    self._reader = self.connect()
+                conn = self._reader
+                cur = conn.cursor()
+                try:
+                    self.begin(cur)
+                    cur.execute(
+                        self.sql(sql), tuple(text(p) if isinstance(p, str) else p for p in params)
+                    )
+                    count = cur.rowcount
+                    conn.commit()
+                except BaseException:
+                    conn.rollback()
+                    raise
+                return int(count)
+            except Exception as exc:
+                self._drop_reader()
+                raise JournalError(
+                    f"the run journal {self.label} cannot be written ({self.explain(exc)})"
+                ) from exc
+
+    def _drop_reader(self) -> None:
+        """Forget the reading connection after a failure (the next use opens another)."""
+        if self._reader is not None:
+            with contextlib.suppress(Exception):
+                self._reader.close()
+            self._reader = None
 
     # -- the writer -----------------------------------------------------------------------
 
