@@ -620,3 +620,14 @@ async def test_a_resumed_agent_run_takes_finished_plan_runs_from_the_journal(
     assert [c.replayed for c in resumed.model_calls] == [True, True, False, False]
     assert calls.count("boom:x") == 1 and calls.count("read:a") == 1
     assert calls.count("write:w") == 1
+
+
+def test_a_file_that_is_not_a_journal_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite"
+    path.write_bytes(b"not a database" * 500)
+    with pytest.raises(JournalError) as refused:
+        open_store(str(path))
+    assert refused.value.message == (
+        f"the run journal {path} cannot be opened: file is not a database; move it aside "
+        "to start a new one"
+    )
