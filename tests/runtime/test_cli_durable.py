@@ -715,3 +715,27 @@ def test_the_publish_plan_waits_in_one_process_and_is_approved_and_resumed_in_ot
     result = json.loads(done.stdout)
     assert result["outputs"] == {"posted": "West led 2026Q3 with 38326.53 in revenue"}
     assert result["steps"]["leader"]["attempts"] == 0  # not queried again
+
+
+def test_processes_in_other_folders_share_a_postgresql_journal(
+    tmp_path: Path, postgres_server: Any
+) -> None:
+    url = postgres_server.new_database("cli_shared")
+    env = {"DAGENTIC_JOURNAL__URL": url}
+    plan = Path(__file__).resolve().parents[2] / "plans" / "publish.yaml"
+    here, there = tmp_path / "machine_a", tmp_path / "machine_b"
+    here.mkdir()
+    there.mkdir()
+
+    waits = run_script("run", plan, "--json", cwd=here, env=env)
+
+    assert waits.returncode == 3, waits.stderr
+    rid = json.loads(waits.stdout)["run_id"]
+    assert not (here / ".dagentic" / "runs" / "journal.sqlite").exists()
+    listed = run_script("runs", "--status", "waiting", "--json", cwd=there, env=env)
+    assert [r["run_id"] for r in json.loads(listed.stdout)] == [rid]
+    decided = run_script("approve", rid, "post", "--by", "ann", cwd=there, env=env)
+    assert decided.returncode == 0, decided.stderr
+    done = run_script("resume", rid, "--json", cwd=there, env=env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["outputs"]["posted"].startswith("West led 2026Q3")
