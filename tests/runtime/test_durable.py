@@ -631,3 +631,13 @@ def test_a_file_that_is_not_a_journal_is_refused_with_what_to_do(tmp_path: Path)
         f"the run journal {path} cannot be opened: file is not a database; move it aside "
         "to start a new one"
     )
+
+
+def test_a_postgresql_journal_that_cannot_be_reached_is_named_without_its_password() -> None:
+    with pytest.raises(JournalError) as refused:
+        open_store("postgresql://dagentic:s3cret-pw@127.0.0.1:1/runs")
+    message = refused.value.message
+    assert message.startswith(
+        "the run journal postgresql://dagentic:***@127.0.0.1:1/runs cannot be opened: "
+    )
+    assert "s3cret-pw" not in message
