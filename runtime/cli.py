@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .cli_config import config_app
+from .cli_plugin import plugin_app
 from .cli_runs import approvals, approve, deny, runs_app
 from .display import (
     inline_value,
@@ -798,6 +799,7 @@ def sandbox_prune() -> None:
 memory_app = typer.Typer(help="Look at and prune long-term memory.", no_args_is_help=True)
 app.add_typer(memory_app, name="memory")
 app.add_typer(config_app, name="config")
+app.add_typer(plugin_app, name="plugin")
 app.add_typer(runs_app, name="runs")
 app.command("approvals")(approvals)
 app.command("approve")(approve)
