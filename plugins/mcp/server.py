@@ -26,9 +26,11 @@ import ipaddress
 import json
 import re
 import sys
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
+from dagentic.approvals import LATER
 from dagentic.bounds import MAX_PLAN_BYTES
 from dagentic.display import safe_json, safe_text
 from dagentic.errors import DagenticError, PlanError, PolicyBlockedError, Problem
@@ -187,9 +189,25 @@ class _Approval(BaseModel):
     approve: bool = Field(description="Run this call?")
 
 
+MODERN = "2026-07-28"  # from this protocol on, a call asks its client by returning
+
+
+def _asks_by_returning(ctx: Context[Any, Any]) -> bool:
+    """Whether the connection of ``ctx`` asks the client by ending the call with an
+    ``InputRequiredResult`` (2026-07-28 on) rather than by a request mid-call."""
+    version = ctx.protocol_version  # a date, YYYY-MM-DD
+    return isinstance(version, str) and len(version) == len(MODERN) and version >= MODERN
+
+
 class ClientApprover:
     """Asks the MCP client of the call whose run needs an approval, through elicitation;
-    refuses (``policy_blocked``) when that client cannot be asked."""
+    refuses (``policy_blocked``) when that client cannot be asked. On a 2026-07-28
+    connection the question cannot be sent mid-call: with a durable journal (``can_wait``)
+    the call waits (the run ends ``waiting``) and the tool asks the client in its answer
+    (an ``InputRequiredResult``), then resumes the run with the client's decisions."""
+
+    def __init__(self, *, can_wait: bool = False) -> None:
+        self.can_wait = can_wait
 
     async def __call__(
         self,
@@ -198,7 +216,7 @@ class ClientApprover:
         args: dict[str, Any],
         *,
         item: tuple[int, int] | None = None,
-    ) -> bool:
+    ) -> bool | Literal["later"]:
         from mcp.server.mcpserver import AcceptedElicitation
         from mcp.shared.exceptions import MCPError
 
@@ -214,14 +232,17 @@ class ClientApprover:
                 step_id=step_id,
                 tool=tool.name,
             )
-        effects = f"side effects: {tool.side_effects}"
+        if _asks_by_returning(ctx):
+            if self.can_wait:
+                return LATER
+            raise PolicyBlockedError(
+                f"{what} requires approval, and this server has no durable journal to "
+                "wait in while the MCP client is asked (journal.enabled is false): refused",
+                step_id=step_id,
+                tool=tool.name,
+            )
         sent = [a for a in getattr(tool, "egress", None) or {} if args.get(a) is not None]
-        if sent:
-            effects += f"; sends {', '.join(sent)} off this machine"
-        message = (
-            f"{what} wants to call {tool.name} ({effects}) with these arguments:\n"
-            f"{safe_json(args)}\nApprove this call?"
-        )
+        message = _question(what, tool.name, tool.side_effects, sent, args)
         try:
             answer = await ctx.elicit(message, _Approval)
         except (MCPError, ValueError) as exc:
@@ -232,6 +253,85 @@ class ClientApprover:
                 tool=tool.name,
             ) from exc
         return isinstance(answer, AcceptedElicitation) and answer.data.approve
+
+
+def _question(what: str, tool: str, side_effects: str | None, sent: list[str], args: Any) -> str:
+    effects = f"side effects: {side_effects}"
+    if sent:
+        effects += f"; sends {', '.join(sent)} off this machine"
+    return (
+        f"{what} wants to call {safe_text(tool, one_line=True)} ({effects}) with these "
+        f"arguments:\n{safe_json(args)}\nApprove this call?"
+    )
+
+
+def _answer_key(step_id: str, item: int | None) -> str:
+    return f"approve:{step_id}:{'' if item is None else item}"
+
+
+async def _input_required(executor: Executor, result: RunResult, plan: str) -> Any:
+    """The questions of a run that waits for approvals, as an ``InputRequiredResult``
+    (None if nothing it waits for can be asked)."""
+    from dagentic.threads import run_in_thread
+    from mcp.server.elicitation import render_elicitation_schema
+    from mcp.types import ElicitRequest, ElicitRequestFormParams, InputRequiredResult
+
+    durable = executor.durable
+    if durable is None:
+        return None
+    waiting = await run_in_thread(durable.store.approvals, result.run_id)
+    if not waiting:
+        return None
+    schema = render_elicitation_schema(_Approval)
+    requests: dict[str, Any] = {}
+    for record in waiting:
+        what = f"step '{safe_text(record.step_id, one_line=True)}'"
+        if record.item is not None:
+            what += f", item {record.item} (numbered from 0)"
+        if record.reason_asked == "rerun":
+            what += " (it was running when the run stopped: run it again?)"
+        message = _question(what, record.tool, record.side_effects, [], record.args)
+        requests[_answer_key(record.step_id, record.item)] = ElicitRequest(
+            params=ElicitRequestFormParams(message=message, requested_schema=schema)
+        )
+    state = json.dumps({"run_id": result.run_id, "plan": plan})
+    return InputRequiredResult(input_requests=requests, request_state=state)
+
+
+async def _decide(executor: Executor, ctx: Context[Any, Any], plan: str) -> str | None:
+    """Record the client's answers to the questions of the run ``ctx.request_state``
+    names (sealed by the SDK: the client cannot forge it); a question left unanswered is
+    denied. The run's id, or None if the state is not one of this plan's runs."""
+    from dagentic.threads import run_in_thread
+
+    durable = executor.durable
+    try:
+        state = json.loads(ctx.request_state or "")
+    except ValueError:
+        return None
+    if durable is None or not isinstance(state, dict) or state.get("plan") != plan:
+        return None
+    run_id = state.get("run_id")
+    if not isinstance(run_id, str):
+        return None
+    answers = ctx.input_responses or {}
+    for record in await run_in_thread(durable.store.approvals, run_id):
+        answer = answers.get(_answer_key(record.step_id, record.item))
+        content = getattr(answer, "content", None) or {}
+        approved = getattr(answer, "action", None) == "accept" and content.get("approve") is True
+        reason = None if approved else "the MCP client did not approve it"
+        await run_in_thread(
+            partial(
+                durable.store.decide,
+                run_id,
+                record.step_id,
+                record.item,
+                approved=approved,
+                by="mcp-client",
+                reason=reason,
+            )
+        )
+    return run_id
 
 
 # --------------------------------------------------------------------------- the server
@@ -291,18 +391,27 @@ def _plan_tool(compiled: CompiledPlan, name: str, executor: Executor) -> Any:
         def model_dump_one_level(self) -> dict[str, Any]:
             return {"inputs": dict(self.model_extra or {})}
 
-    async def run(inputs: dict[str, Any], ctx: Context[Any, Any]) -> CallToolResult:
-        try:
-            values = resolve_inputs(compiled.plan, inputs)
-        except PlanError as exc:
-            return _error_result("\n".join(p.message for p in exc.problems))
+    async def run(inputs: dict[str, Any], ctx: Context[Any, Any]) -> Any:
+        resumed = await _decide(executor, ctx, name) if ctx.request_state else None
+        if resumed is None:
+            try:
+                values = resolve_inputs(compiled.plan, inputs)
+            except PlanError as exc:
+                return _error_result("\n".join(p.message for p in exc.problems))
         token = _CALLER.set(ctx)
         try:
-            result = await executor.run(compiled, values)
+            if resumed is not None:  # the client answered: go on with its decisions
+                result = await executor.resume(resumed, plan=compiled)
+            else:
+                result = await executor.run(compiled, values)
         except DagenticError as exc:  # the journal refuses, say
             return _error_result(exc.message)
         finally:
             _CALLER.reset(token)
+        if result.waiting and _asks_by_returning(ctx):
+            asked = await _input_required(executor, result, name)
+            if asked is not None:
+                return asked
         data = run_content(result)
         return CallToolResult(
             content=[TextContent(type="text", text=safe_json(data, indent=None))],
@@ -388,6 +497,7 @@ def build_server(
     approver = ClientApprover()
     if executor is None:
         executor = Executor(tools, settings=settings, approver=approver)
+    approver.can_wait = executor.durable is not None
     compiled = load_plans(plans, tools)
     taken = set(RESERVED)
     plan_tools = []
@@ -437,7 +547,7 @@ def build_server(
                 tools,
                 settings=settings,
                 journal=executor.journal,
-                approver=approver,
+                approver=ClientApprover(),  # an agent's run is not resumed here: no waiting
                 tracing=executor.tracing,
             )
             token = _CALLER.set(ctx)

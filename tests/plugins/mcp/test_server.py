@@ -207,25 +207,34 @@ async def test_approval_without_elicitation_is_refused(server: Any) -> None:
 
 
 @pytest.mark.anyio
-async def test_approval_is_asked_through_elicitation() -> None:
-    # Asking mid-call needs a connection that carries requests to the client: the
-    # handshake-era protocol. On 2026-07-28 connections the call is refused.
-    server = build_server([PLANS / "publish.yaml"], blind_settings())
-    async with Client(server, mode="legacy", elicitation_callback=_approve) as client:
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_approval_is_asked_through_elicitation(mode: str, tmp_path: Path) -> None:
+    # 2026-07-28 (auto): the run waits in the durable journal, the call answers with the
+    # question (InputRequiredResult), and the client's retry resumes the run with its
+    # decision. Handshake era (legacy): the question is asked mid-call.
+    server = build_server([PLANS / "publish.yaml"], blind_settings(runs_dir=tmp_path))
+    async with Client(server, mode=mode, elicitation_callback=_approve) as client:
         approved = await client.call_tool("publish", {"quarter": "2026Q2"})
     assert not approved.is_error and approved.structured_content is not None
+    assert approved.structured_content["status"] == "succeeded"
     assert approved.structured_content["outputs"]["posted"].startswith("West led 2026Q2")
 
-    async with Client(server, mode="legacy", elicitation_callback=_decline) as client:
+    async with Client(server, mode=mode, elicitation_callback=_decline) as client:
         declined = await client.call_tool("publish", {})
     assert declined.is_error and declined.structured_content is not None
-    assert declined.structured_content["failures"][0]["failure_mode"] == "policy_blocked"
-    assert "denied" in declined.structured_content["failures"][0]["message"]
+    (failure,) = declined.structured_content["failures"]
+    assert failure["step"] == "post" and failure["failure_mode"] == "policy_blocked"
+    assert "denied" in failure["message"]
 
+
+@pytest.mark.anyio
+async def test_a_question_cannot_wait_without_a_journal() -> None:
+    server = build_server([PLANS / "publish.yaml"], blind_settings(journal={"enabled": False}))
     async with Client(server, elicitation_callback=_approve) as client:  # 2026-07-28
         refused = await client.call_tool("publish", {})
     assert refused.is_error and refused.structured_content is not None
-    assert refused.structured_content["failures"][0]["failure_mode"] == "policy_blocked"
+    (failure,) = refused.structured_content["failures"]
+    assert failure["failure_mode"] == "policy_blocked" and "durable journal" in failure["message"]
 
 
 # --------------------------------------------------------------------------- processes
@@ -245,7 +254,7 @@ async def test_stdio_dagentic_mcp_serve(tmp_path: Path) -> None:
         env=_env(tmp_path),
         cwd=tmp_path,
     )
-    async with Client(params) as client:
+    async with Client(params, elicitation_callback=_approve) as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
         assert "revenue" in tools and "hello" in tools
         assert tools["revenue"].input_schema["properties"]["limit"]["default"] == 3
@@ -256,7 +265,9 @@ async def test_stdio_dagentic_mcp_serve(tmp_path: Path) -> None:
         assert 0 < outputs["share"] <= 1
         assert len(outputs["top_categories"]) == 2
         assert outputs["news"]
-    # The run went to the durable journal of the server's settings.
+        published = await client.call_tool("publish", {})  # approved by the client
+        assert not published.is_error, published.content
+    # The runs went to the durable journal of the server's settings.
     assert (tmp_path / "runs" / "journal.sqlite").exists()
 
 
@@ -314,8 +325,10 @@ async def test_streamable_http_with_a_token(http_server: tuple[str, str]) -> Non
         assert not result.is_error
         assert result.structured_content is not None
         assert result.structured_content["outputs"]["summary"] == "greeted 1 people"
-        refused = await client.call_tool("publish", {})
+        refused = await client.call_tool("publish", {})  # no elicitation: refused
         assert refused.is_error
+        assert refused.structured_content is not None
+        assert refused.structured_content["failures"][0]["failure_mode"] == "policy_blocked"
 
     body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
     accept = {"Accept": "application/json, text/event-stream"}
