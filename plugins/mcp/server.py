@@ -36,6 +36,7 @@ from dagentic.display import safe_json, safe_text
 from dagentic.errors import DagenticError, PlanError, PolicyBlockedError, Problem
 from dagentic.journal import get_logger
 from dagentic.settings import Settings
+from mcp.server.mcpserver import Context, MCPServer  # the mcp extra
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
@@ -43,7 +44,6 @@ if TYPE_CHECKING:
     from dagentic.graph import CompiledPlan
     from dagentic.result import RunResult
     from dagentic.tools import Tool, ToolRegistry
-    from mcp.server.mcpserver import Context, MCPServer
     from mcp.types import CallToolResult
 
 __all__ = ["ClientApprover", "build_server", "input_schema", "parse_http", "serve"]
@@ -490,7 +490,6 @@ def build_server(
     from dagentic.executor import Executor
     from dagentic.graph import compile_plan
     from dagentic.plugin_manager import load_tools
-    from mcp.server.mcpserver import MCPServer
 
     settings = settings or Settings()
     tools = tools if tools is not None else load_tools()

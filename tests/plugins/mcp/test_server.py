@@ -340,3 +340,31 @@ async def test_streamable_http_with_a_token(http_server: tuple[str, str]) -> Non
     with pytest.raises(Exception):  # noqa: B017 - the SDK's error for a 401
         async with Client(url) as client:
             await client.list_tools()
+
+
+@pytest.mark.anyio
+async def test_ask_is_offered_with_a_model(tools: Any, tmp_path: Path) -> None:
+    from dagentic.models.scripted import ScriptedModel
+
+    plan = {
+        "steps": [{"id": "total", "tool": "test.echo", "args": {"value": 42}}],
+        "outputs": {"total": "${{ steps.total.output }}"},
+    }
+    replies = [
+        plan,
+        {"answer": "The total is 42 [total].", "cited_steps": ["total"], "complete": True},
+        {"passed": True, "reason": "the answer achieves the goal"},
+    ]
+    server = build_server(
+        [PLANS / "hello.yaml"],
+        blind_settings(runs_dir=tmp_path, memory={"enabled": False}),
+        tools=tools,
+        model=ScriptedModel(replies),
+    )
+    async with Client(server) as client:
+        assert "ask" in {t.name for t in (await client.list_tools()).tools}
+        result = await client.call_tool("ask", {"goal": "What is the total?"})
+    assert not result.is_error, result.content
+    data = result.structured_content
+    assert data is not None and data["status"] == "succeeded"
+    assert data["answer"] == "The total is 42 [total]." and data["outputs"] == {"total": 42}
