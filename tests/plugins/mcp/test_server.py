@@ -97,7 +97,8 @@ def test_http_addresses() -> None:
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.2")
 
 
-def test_non_loopback_without_token_refuses_to_start() -> None:
+def test_non_loopback_without_token_refuses_to_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DAGENTIC_MCP_TOKEN", raising=False)
     with pytest.raises(typer.BadParameter, match="needs --token"):
         serve(plans=[PLANS], http="0.0.0.0:1")
     with pytest.raises(typer.BadParameter, match="empty"):
@@ -279,12 +280,13 @@ def _free_port() -> int:
 
 @pytest.fixture
 def http_server(tmp_path: Path) -> Iterator[tuple[str, str]]:
-    """``dagentic mcp serve --http 127.0.0.1:PORT --token TOKEN``: its URL and token."""
+    """``dagentic mcp serve --http 127.0.0.1:PORT`` with its token in DAGENTIC_MCP_TOKEN (out
+    of the process list): its URL and token."""
     port, token = _free_port(), "s3cret-token"
     command = [_dagentic(), "mcp", "serve", "--plans", str(PLANS)]
     process = subprocess.Popen(
-        [*command, "--http", f"127.0.0.1:{port}", "--token", token],
-        env=_env(tmp_path),
+        [*command, "--http", f"127.0.0.1:{port}"],
+        env={**_env(tmp_path), "DAGENTIC_MCP_TOKEN": token},
         cwd=tmp_path,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
