@@ -1,0 +1,348 @@
+"""MCP servers' tools as dagentic tools, against real servers: the fixture server written
+with the SDK (tests/data/mcp_fixture_server.py) over stdio and streamable HTTP, and
+mcp-server-time and mcp-server-git from PyPI over stdio."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dagentic import (
+    Executor,
+    FailureMode,
+    PlanError,
+    Settings,
+    StepStatus,
+    ToolRegistry,
+)
+from dagentic.graph import load_plan
+from dagentic.plugins.mcp import close_servers
+from dagentic.plugins.mcp.client import mcp_tools
+
+ROOT = Path(__file__).resolve().parents[3]
+FIXTURE = ROOT / "tests" / "data" / "mcp_fixture_server.py"
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+def log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("mcp") / "fixture.log"
+
+
+def _settings(**servers: Any) -> Settings:
+    return Settings(mcp={"servers": servers})  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def settings(log: Path) -> Settings:
+    return _settings(
+        fx={
+            "command": sys.executable,
+            "args": [str(FIXTURE), "stdio"],
+            "env": {"FIXTURE_LOG": str(log)},
+            "tools": {"echo": {"side_effects": "read", "trusted": True, "egress": {}}},
+        },
+        time={"command": str(BIN / "mcp-server-time")},
+    )
+
+
+@pytest.fixture(scope="module")
+def tools(settings: Settings) -> ToolRegistry:
+    return ToolRegistry(mcp_tools(settings))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_tools_are_listed_as_server_dot_tool(tools: ToolRegistry) -> None:
+    names = tools.names()
+    assert {"fx.add", "fx.echo", "fx.fail", "fx.slow", "fx.crash"} <= set(names)
+    assert {"time.get_current_time", "time.convert_time"} <= set(names)
+    assert tools.get("fx.add").args_schema()["required"] == ["a", "b"]
+
+
+def test_annotations_map_onto_side_effects_trust_and_egress(tools: ToolRegistry) -> None:
+    add = tools.get("fx.add")  # readOnly, idempotent, closed world
+    assert (add.side_effects, add.idempotent, add.trusted, dict(add.egress)) == (
+        "read",
+        True,
+        True,
+        {},
+    )
+    fail = tools.get("fx.fail")  # no annotations: an untrusted write
+    assert (fail.side_effects, fail.idempotent, fail.trusted) == ("write", False, False)
+    assert dict(fail.egress) == {"message": "content"}
+    echo = tools.get("fx.echo")  # no annotations, but the settings say otherwise
+    assert (echo.side_effects, echo.trusted, dict(echo.egress)) == ("read", True, {})
+    assert tools.get("time.get_current_time").side_effects == "read"
+
+
+def test_a_wrong_argument_in_a_plan_file_is_a_problem_at_its_line(
+    tools: ToolRegistry, tmp_path: Path
+) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        textwrap.dedent("""\
+        name: wrong
+        steps:
+          - id: add
+            tool: fx.add
+            args:
+              a: one
+              c: 2
+          - id: now
+            tool: time.get_current_time
+            args: {}
+        """)
+    )
+    with pytest.raises(PlanError) as caught:
+        load_plan(plan, tools)
+    problems = [str(p) for p in caught.value.problems]
+    assert any(p.startswith(f"{plan}:6:") and "argument 'a'" in p for p in problems), problems
+    assert any(p.startswith(f"{plan}:7:") and "no argument 'c'" in p for p in problems), problems
+    assert any("needs argument 'b'" in p for p in problems), problems
+    assert any("needs argument 'timezone'" in p for p in problems), problems
+
+
+@pytest.mark.anyio
+async def test_a_plan_calls_tools_with_structured_and_text_output(
+    tools: ToolRegistry, settings: Settings
+) -> None:
+    result = await Executor(tools, settings=settings).run("""
+name: calls
+steps:
+  - {id: add, tool: fx.add, args: {a: 2, b: 3}}
+  - {id: echo, tool: fx.echo, args: {text: "hi", times: 2}}
+  - {id: now, tool: time.get_current_time, args: {timezone: "UTC"}}
+outputs:
+  sum: ${{ steps.add.output.sum }}
+  echo: ${{ steps.echo.output }}
+  tz: ${{ steps.now.output.timezone }}
+""")
+    assert result.succeeded, result.error
+    assert result.outputs == {"sum": 5, "echo": "hi hi", "tz": "UTC"}
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+@pytest.mark.anyio
+async def test_calls_from_a_trio_loop_share_the_session(tools: ToolRegistry) -> None:
+    settings = Settings()
+    result = await Executor(tools, settings=settings).run("""
+name: parallel
+steps:
+  - {id: one, tool: fx.add, args: {a: 1, b: 1}}
+  - {id: two, tool: fx.add, args: {a: 2, b: 2}}
+outputs:
+  pids: ["${{ steps.one.output.pid }}", "${{ steps.two.output.pid }}"]
+""")
+    assert result.succeeded, result.error
+    first, second = result.outputs["pids"]
+    assert first == second  # one session, one server process
+
+
+@pytest.mark.anyio
+async def test_a_server_error_is_a_tool_error(tools: ToolRegistry, settings: Settings) -> None:
+    result = await Executor(tools, settings=settings).run("""
+name: fails
+steps:
+  - {id: fail, tool: fx.fail, args: {message: "no luck"}}
+""")
+    step = result.steps["fail"]
+    assert step.status is StepStatus.FAILED
+    assert step.error is not None
+    assert step.error.failure_mode is FailureMode.TOOL_ERROR
+    assert "fixture failure: no luck" in step.error.message
+
+
+@pytest.mark.anyio
+async def test_a_step_timeout_cancels_the_request_on_the_server(
+    tools: ToolRegistry, settings: Settings, log: Path
+) -> None:
+    started = time.perf_counter()
+    result = await Executor(tools, settings=settings).run("""
+name: slow
+steps:
+  - {id: slow, tool: fx.slow, args: {seconds: 30}, timeout: 1s}
+""")
+    assert time.perf_counter() - started < 10
+    step = result.steps["slow"]
+    assert step.error is not None
+    assert step.error.failure_mode is FailureMode.TIMEOUT
+    deadline = time.monotonic() + 10
+    while "slow cancelled" not in (log.read_text() if log.exists() else ""):
+        assert time.monotonic() < deadline, "the server never saw the cancellation"
+        time.sleep(0.05)
+
+
+@pytest.mark.anyio
+async def test_a_crash_is_a_tool_error_with_stderr_and_the_next_call_restarts(
+    tools: ToolRegistry, settings: Settings
+) -> None:
+    executor = Executor(tools, settings=settings)
+    before = await executor.run("""
+name: pid
+steps: [{id: add, tool: fx.add, args: {a: 0, b: 0}}]
+outputs: {pid: "${{ steps.add.output.pid }}"}
+""")
+    assert before.succeeded, before.error
+    crashed = await executor.run("""
+name: crash
+steps: [{id: crash, tool: fx.crash}]
+""")
+    step = crashed.steps["crash"]
+    assert step.error is not None
+    assert step.error.failure_mode is FailureMode.TOOL_ERROR
+    assert "fixture: crashing now, as asked" in step.error.message
+    after = await executor.run("""
+name: pid
+steps: [{id: add, tool: fx.add, args: {a: 0, b: 0}}]
+outputs: {pid: "${{ steps.add.output.pid }}"}
+""")
+    assert after.succeeded, after.error
+    assert after.outputs["pid"] != before.outputs["pid"]
+    assert not _alive(before.outputs["pid"])
+
+
+@pytest.mark.anyio
+async def test_a_tool_list_change_is_seen_on_the_next_listing(log: Path) -> None:
+    settings = _settings(
+        grow={"command": sys.executable, "args": [str(FIXTURE), "stdio"]},
+    )
+    assert "grow.extra" not in {t.name for t in mcp_tools(settings)}
+    result = await Executor(ToolRegistry(mcp_tools(settings)), settings=settings).run("""
+name: grow
+steps: [{id: grow, tool: grow.grow}]
+""")
+    assert result.succeeded, result.error
+    deadline = time.monotonic() + 10
+    while "grow.extra" not in {t.name for t in mcp_tools(settings)}:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def http_server(log: Path) -> Iterator[str]:
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, str(FIXTURE), "http", str(port)],
+        env={**os.environ, "FIXTURE_LOG": str(log)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert process.poll() is None, "the fixture server exited"
+                assert time.monotonic() < deadline, "the fixture server did not listen"
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        close_servers()
+        process.terminate()
+        process.wait(10)
+
+
+@pytest.mark.anyio
+async def test_streamable_http_server(http_server: str) -> None:
+    settings = _settings(web={"url": http_server, "headers": {"X-Test": "yes"}})
+    tools = ToolRegistry(mcp_tools(settings))
+    assert "web.add" in tools
+    result = await Executor(tools, settings=settings).run("""
+name: http
+steps:
+  - {id: add, tool: web.add, args: {a: 20, b: 22, label: answer}}
+  - {id: fail, tool: web.fail, args: {message: "over http"}}
+  - {id: slow, tool: web.slow, args: {seconds: 30}, timeout: 1s}
+outputs: {answer: "${{ steps.add.output.answer }}"}
+""")
+    assert result.steps["add"].status is StepStatus.SUCCEEDED
+    assert result.steps["add"].output["answer"] == 42
+    fail, slow = result.steps["fail"].error, result.steps["slow"].error
+    assert fail is not None and fail.failure_mode is FailureMode.TOOL_ERROR
+    assert "over http" in fail.message
+    assert slow is not None and slow.failure_mode is FailureMode.TIMEOUT
+
+
+@pytest.mark.anyio
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+async def test_mcp_server_git(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / "hello.txt").write_text("hello\n")
+    settings = _settings(
+        git={"command": str(BIN / "mcp-server-git"), "args": ["--repository", str(repo)]}
+    )
+    tools = ToolRegistry(mcp_tools(settings))
+    assert "git.git_status" in tools
+    result = await Executor(tools, settings=settings).run(f"""
+name: status
+steps:
+  - {{id: status, tool: git.git_status, args: {{repo_path: "{repo}"}}}}
+outputs: {{status: "${{{{ steps.status.output }}}}"}}
+""")
+    assert result.succeeded, result.error
+    assert "hello.txt" in str(result.outputs["status"])
+
+
+def test_no_server_process_is_left_behind(settings: Settings) -> None:
+    code = textwrap.dedent(f"""
+        import sys
+        from dagentic import Settings
+        from dagentic.plugins.mcp.client import _portal, connection, mcp_tools
+        from dagentic.plugins.mcp.settings import McpSettings
+        settings = Settings(mcp={{"servers": {{"fx": {{"command": sys.executable,
+            "args": [{str(FIXTURE)!r}, "stdio"]}}}}}})
+        mcp_tools(settings)
+        conn = connection("fx", settings.plugin(McpSettings).servers["fx"])
+        print(_portal().call(conn.call, "add", {{"a": 1, "b": 1}})["pid"])
+    """)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    pid = int(done.stdout.split()[-1])
+    deadline = time.monotonic() + 5
+    while _alive(pid):  # stopped at exit, without close_servers()
+        assert time.monotonic() < deadline, f"server process {pid} outlived its parent"
+        time.sleep(0.05)
+
+
+def test_close_servers_stops_them(settings: Settings) -> None:
+    from dagentic.plugins.mcp.client import _portal, connection
+    from dagentic.plugins.mcp.settings import McpSettings
+
+    conn = connection("fx", settings.plugin(McpSettings).servers["fx"])
+    pid = _portal().call(conn.call, "add", {"a": 1, "b": 1})["pid"]
+    assert _alive(pid)
+    close_servers()
+    assert not _alive(pid)
