@@ -379,6 +379,15 @@ def _error_result(message: str, data: dict[str, Any] | None = None) -> CallToolR
     )
 
 
+async def _flush(executor: Executor) -> None:
+    """Export the run's spans now, as ``dagentic run`` does at its end: a server may be
+    stopped at any time after it answers."""
+    from dagentic.threads import run_in_thread
+
+    if executor.tracing is not None:
+        await run_in_thread(executor.tracing.flush, 5_000)
+
+
 def _plan_tool(compiled: CompiledPlan, name: str, executor: Executor) -> Any:
     from dagentic.executor import resolve_inputs
     from mcp.server.mcpserver.tools import Tool as MCPTool
@@ -410,6 +419,7 @@ def _plan_tool(compiled: CompiledPlan, name: str, executor: Executor) -> Any:
             return _error_result(exc.message)
         finally:
             _CALLER.reset(token)
+        await _flush(executor)
         if result.waiting and _asks_by_returning(ctx):
             asked = await _input_required(executor, result, name)
             if asked is not None:
