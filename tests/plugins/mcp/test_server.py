@@ -241,6 +241,28 @@ async def test_a_question_cannot_wait_without_a_journal() -> None:
 # --------------------------------------------------------------------------- processes
 
 
+def _processes_in(folder: Path) -> list[str]:
+    """The processes working in ``folder`` (a server and what it started), by /proc."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if Path(os.readlink(proc / "cwd")) == folder.resolve():
+                found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:
+            continue
+    return found
+
+
+def _none_left(folder: Path) -> None:
+    """No process started in ``folder`` outlives its test (a few seconds to exit)."""
+    if not Path("/proc/self/cwd").exists():
+        return
+    deadline = time.monotonic() + 10
+    while _processes_in(folder) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _processes_in(folder) == []
+
+
 def _dagentic() -> str:
     found = shutil.which("dagentic", path=str(BIN))
     assert found, "the dagentic command is not installed next to this Python"
@@ -270,6 +292,7 @@ async def test_stdio_dagentic_mcp_serve(tmp_path: Path) -> None:
         assert not published.is_error, published.content
     # The runs went to the durable journal of the server's settings.
     assert (tmp_path / "runs" / "journal.sqlite").exists()
+    _none_left(tmp_path)
 
 
 def _free_port() -> int:
@@ -311,6 +334,7 @@ def http_server(tmp_path: Path) -> Iterator[tuple[str, str]]:
             process.kill()
             process.wait()
         process.stderr.close()  # type: ignore[union-attr]
+    _none_left(tmp_path)
 
 
 @pytest.mark.anyio
