@@ -266,6 +266,12 @@ class ServerConnection:
                 await self._done.wait()
         self.session = None
 
+    async def _lost(self, session: Any) -> None:
+        """Stop ``session``'s server after its connection ended, unless another call has
+        started a new one already."""
+        if self.session is session or self.session is None:
+            await self.stop()
+
     async def list_tools(self) -> list[Any]:
         if self.tools is not None and self.session is not None:
             return self.tools
@@ -293,7 +299,7 @@ class ServerConnection:
             result = await session.call_tool(tool, arguments)
         except MCPError as exc:
             if exc.error.code == CONNECTION_CLOSED or (self._done and self._done.is_set()):
-                await self.stop()  # the connection ended: start again on the next call
+                await self._lost(session)  # the connection ended: start again on the next call
                 raise ToolError(
                     f"MCP server '{self.name}' stopped during '{tool}' ({exc}); it is started "
                     f"again on the next call{self.stderr_tail()}",
@@ -303,7 +309,7 @@ class ServerConnection:
                 f"MCP server '{self.name}' refused '{tool}': {exc}", tool=f"{self.name}.{tool}"
             ) from None
         except (anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
-            await self.stop()
+            await self._lost(session)
             raise ToolError(
                 f"MCP server '{self.name}' stopped during '{tool}' ({type(exc).__name__}); it "
                 f"is started again on the next call{self.stderr_tail()}",

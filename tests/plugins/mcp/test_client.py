@@ -346,3 +346,84 @@ def test_close_servers_stops_them(settings: Settings) -> None:
     assert _alive(pid)
     close_servers()
     assert not _alive(pid)
+
+
+def test_a_server_that_fails_to_start_is_named_with_its_stderr() -> None:
+    from dagentic import ToolError
+
+    settings = _settings(
+        broken={
+            "command": sys.executable,
+            "args": [
+                "-c",
+                "import sys; sys.stderr.write('broken: no config file\\n'); sys.exit(1)",
+            ],
+            "startup_timeout": 10,
+        }
+    )
+    with pytest.raises(ToolError) as caught:
+        mcp_tools(settings)
+    message = caught.value.message
+    assert "MCP server 'broken'" in message
+    assert "broken: no config file" in message
+
+
+def test_servers_configured_without_the_sdk_name_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dagentic import PluginError
+
+    monkeypatch.setitem(sys.modules, "mcp", None)  # import mcp fails, as in a plain install
+    settings = _settings(fx={"command": sys.executable})
+    with pytest.raises(PluginError, match=r"pip install 'dagentic\[mcp\]'"):
+        mcp_tools(settings)
+
+
+def test_a_server_needs_one_transport_and_a_plain_name() -> None:
+    from dagentic import SettingsError
+    from dagentic.plugins.mcp import McpSettings
+
+    with pytest.raises(SettingsError, match="either command"):
+        _settings(both={"command": "x", "url": "http://127.0.0.1:1/mcp"}).plugin(McpSettings)
+    with pytest.raises(SettingsError, match="lowercase"):
+        _settings(**{"Bad-Name": {"command": "x"}}).plugin(McpSettings)
+    secret = _settings(h={"url": "http://127.0.0.1:1/mcp", "headers": {"Authorization": "t0k"}})
+    assert "t0k" not in repr(secret.plugin(McpSettings))
+
+
+def test_the_command_group_reads_from_source() -> None:
+    from dagentic.plugins.mcp import mcp_app, register_commands
+
+    assert register_commands() == [mcp_app]
+    assert {c.name for c in mcp_app.registered_commands} == {"serve", "tools"}
+
+
+def test_dagentic_mcp_tools_and_dagentic_tools_list_a_configured_server(tmp_path: Path) -> None:
+    import json
+
+    (tmp_path / "dagentic.toml").write_text(
+        f"[mcp.servers.fx]\ncommand = {json.dumps(sys.executable)}\n"
+        f"args = [{json.dumps(str(FIXTURE))}, 'stdio']\n"
+    )
+    dagentic = str(BIN / "dagentic")
+    listed = subprocess.run(
+        [dagentic, "mcp", "tools", "--json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert listed.returncode == 0, listed.stderr
+    add = next(t for t in json.loads(listed.stdout)["fx"] if t["name"] == "fx.add")
+    assert add["annotations"]["readOnlyHint"] is True
+    tools = subprocess.run(
+        [dagentic, "tools", "--json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert tools.returncode == 0, tools.stderr
+    assert "fx.add" in tools.stdout
