@@ -169,6 +169,20 @@ async def test_calling_a_plan_runs_it_and_answers_its_outputs(server: Any) -> No
 
 
 @pytest.mark.anyio
+async def test_what_a_call_answers_is_escaped(server: Any) -> None:
+    hostile = "\x1b]0;owned\x07\x1b[2J\u202eevil"
+    async with Client(server) as client:
+        result = await client.call_tool("hello", {"names": [hostile]})
+        refused = await client.call_tool("hello", {"names": "\x1b[2J"})
+    assert result.structured_content is not None  # the data itself, exact
+    assert result.structured_content["outputs"]["greetings"][0]["message"] == f"Hello, {hostile}!"
+    text = result.content[0].text  # type: ignore[union-attr]
+    assert text.isascii() and "\x1b" not in text and "\x07" not in text
+    message = refused.content[0].text  # type: ignore[union-attr]
+    assert refused.is_error and "\x1b" not in message
+
+
+@pytest.mark.anyio
 async def test_validate_plan_reports_problems_with_line_and_column(server: Any) -> None:
     async with Client(server) as client:
         result = await client.call_tool("validate_plan", {"plan": BROKEN})
