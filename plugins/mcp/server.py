@@ -55,6 +55,7 @@ MAX_TOOL_NAME = 128
 _NOT_IN_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 LOOPBACK_NAMES = ("localhost",)
 TOKEN_VARIABLE = "DAGENTIC_MCP_TOKEN"
+DEFAULT_HOST = "127.0.0.1"
 
 # The MCP call a plan run is serving: its approver asks that call's client.
 _CALLER: contextvars.ContextVar[Context[Any, Any] | None] = contextvars.ContextVar(
@@ -585,14 +586,19 @@ def build_server(
 
 
 def parse_http(http: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) as host and port."""
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) as host and port; ``PORT`` or ``:PORT``
+    alone is on 127.0.0.1 (loopback by default)."""
     import typer
 
-    host, sep, port = http.rpartition(":")
-    host = host.strip("[]") if host.startswith("[") else host
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    host, sep, port = http.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host and not (sep and not port):
+        host = DEFAULT_HOST
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise typer.BadParameter(
-            f"expected HOST:PORT, e.g. 127.0.0.1:8765; got {http!r}", param_hint="--http"
+            f"expected HOST:PORT, e.g. 127.0.0.1:8765 (or a port: 127.0.0.1); got {http!r}",
+            param_hint="--http",
         )
     return host, int(port)
 

@@ -90,7 +90,8 @@ def test_tool_names_are_mcp_names_and_never_clash() -> None:
 def test_http_addresses() -> None:
     assert parse_http("127.0.0.1:8765") == ("127.0.0.1", 8765)
     assert parse_http("[::1]:80") == ("::1", 80)
-    for bad in ("8765", "127.0.0.1:", "host:99999", ":80"):
+    assert parse_http("8765") == parse_http(":8765") == ("127.0.0.1", 8765)
+    for bad in ("127.0.0.1:", "host:99999", ":", "", "[::1]:x", "0"):
         with pytest.raises(typer.BadParameter):
             parse_http(bad)
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
