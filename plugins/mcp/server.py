@@ -404,7 +404,10 @@ def _plan_tool(compiled: CompiledPlan, name: str, executor: Executor) -> Any:
             return {"inputs": dict(self.model_extra or {})}
 
     async def run(inputs: dict[str, Any], ctx: Context[Any, Any]) -> Any:
-        resumed = await _decide(executor, ctx, name) if ctx.request_state else None
+        try:
+            resumed = await _decide(executor, ctx, name) if ctx.request_state else None
+        except DagenticError as exc:  # the journal cannot record the decisions
+            return _error_result(exc.message)
         if resumed is None:
             try:
                 values = resolve_inputs(compiled.plan, inputs)
