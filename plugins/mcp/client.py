@@ -103,10 +103,10 @@ def connection(name: str, config: McpServer) -> ServerConnection:
             _CONNECTIONS[name] = conn
         else:
             old = None
-    if old is not None and _PORTAL is not None:  # settings changed: the old one stops
-        with contextlib.suppress(Exception):
-            _PORTAL.call(old.stop)
-        old.close_log()
+    portal = _PORTAL
+    if old is not None and portal is not None:  # settings changed: the old one stops
+        stopping = portal.start_task_soon(old.stop)  # without waiting: this may be a loop
+        stopping.add_done_callback(lambda _: old.close_log())
     return conn
 
 
@@ -522,6 +522,8 @@ def _make_tool(server: str, config: McpServer, listed: Any) -> Tool | None:
         return await _wait(future)
 
     description = listed.description or listed.title or f"{remote} (MCP server '{server}')"
+    output = (listed.output_schema or {}).get("properties")
+    returns = f"dict: {{{', '.join(output)}}}" if isinstance(output, Mapping) and output else None
     return Tool(
         name=name,
         description=description,
@@ -534,6 +536,7 @@ def _make_tool(server: str, config: McpServer, listed: Any) -> Tool | None:
         idempotent=meta["idempotent"],
         trusted=meta["trusted"],
         egress=meta["egress"],
+        returns=returns,
     )
 
 
@@ -553,10 +556,21 @@ def mcp_tools(settings: Any) -> list[Tool]:
     _import_sdk()
     tools: list[Tool] = []
     for server, server_config in sorted(config.servers.items()):
-        for listed in connection(server, server_config).list_tools_sync():
+        listed_tools = connection(server, server_config).list_tools_sync()
+        for listed in listed_tools:
             made = _make_tool(server, server_config, listed)
             if made is not None:
                 tools.append(made)
+        names = [t.name for t in listed_tools]
+        for unknown in sorted(set(server_config.tools) - set(names)):
+            from dagentic.journal import get_logger
+            from dagentic.tools import suggest
+
+            get_logger().warning(
+                "mcp_unknown_tool_setting",
+                message=f"[mcp.servers.{server}.tools.{unknown}]: server '{server}' has no "
+                f"tool '{unknown}'{suggest(unknown, names)}",
+            )
     return tools
 
 

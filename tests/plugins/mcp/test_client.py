@@ -427,3 +427,24 @@ def test_dagentic_mcp_tools_and_dagentic_tools_list_a_configured_server(tmp_path
     )
     assert tools.returncode == 0, tools.stderr
     assert "fx.add" in tools.stdout
+
+
+def test_changed_settings_replace_the_session_and_stop_the_old_server() -> None:
+    from dagentic.plugins.mcp.client import _portal, connection
+    from dagentic.plugins.mcp.settings import McpServer
+
+    first = McpServer(command=sys.executable, args=[str(FIXTURE), "stdio"])
+    old = connection("swap", first)
+    old_pid = _portal().call(old.call, "add", {"a": 1, "b": 1})["pid"]
+    assert connection("swap", first) is old  # the same settings: the same session
+    second = McpServer(
+        command=sys.executable, args=[str(FIXTURE), "stdio"], env={"FIXTURE_LOG": os.devnull}
+    )
+    new = connection("swap", second)
+    assert new is not old
+    new_pid = _portal().call(new.call, "add", {"a": 1, "b": 1})["pid"]
+    assert new_pid != old_pid
+    deadline = time.monotonic() + 10
+    while _alive(old_pid):
+        assert time.monotonic() < deadline, "the replaced server still runs"
+        time.sleep(0.05)
