@@ -4,9 +4,9 @@
     python mcp_fixture_server.py http PORT
 
 Tools: ``add`` (structured output, read-only and closed-world), ``echo`` (text, no
-annotations), ``fail`` (an error), ``slow`` (sleeps; a cancelled call is written to the
-file named by ``FIXTURE_LOG``), ``crash`` (writes to stderr and exits at once), ``grow``
-(adds a tool and says the list changed).
+annotations), ``picture`` (text and an image), ``fail`` (an error), ``slow`` (sleeps; a
+cancelled call is written to the file named by ``FIXTURE_LOG``), ``crash`` (writes to
+stderr and exits at once), ``grow`` (adds a tool and says the list changed).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.utilities.types import Image
 from mcp.types import ToolAnnotations
 
 server = MCPServer("fixture")
@@ -49,6 +50,12 @@ def add(a: int, b: int, label: str = "sum") -> dict[str, Any]:
 def echo(text: str, times: int = 1) -> str:
     """Say the text back."""
     return " ".join([text] * times)
+
+
+@server.tool(structured_output=False)
+def picture() -> list[Any]:
+    """A caption and a (tiny) PNG image."""
+    return ["a dot", Image(data=b"\x89PNG\r\n\x1a\n", format="png")]
 
 
 @server.tool(structured_output=False)

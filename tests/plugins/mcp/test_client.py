@@ -133,6 +133,7 @@ steps:
   - {id: add, tool: fx.add, args: {a: 2, b: 3}}
   - {id: echo, tool: fx.echo, args: {text: "hi", times: 2}}
   - {id: now, tool: time.get_current_time, args: {timezone: "UTC"}}
+  - {id: picture, tool: fx.picture}
 outputs:
   sum: ${{ steps.add.output.sum }}
   echo: ${{ steps.echo.output }}
@@ -140,6 +141,12 @@ outputs:
 """)
     assert result.succeeded, result.error
     assert result.outputs == {"sum": 5, "echo": "hi hi", "tz": "UTC"}
+    text, image = result.steps["picture"].output
+    assert text == {"type": "text", "text": "a dot"}
+    assert (image["type"], image["mime_type"]) == ("image", "image/png")
+    # what a server returns is untrusted unless its annotations say otherwise
+    assert result.steps["picture"].provenance.trusted is False
+    assert result.steps["add"].provenance.trusted is True
 
 
 @pytest.mark.parametrize("anyio_backend", ["trio"])
