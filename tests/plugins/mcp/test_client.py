@@ -151,19 +151,27 @@ outputs:
 
 @pytest.mark.parametrize("anyio_backend", ["trio"])
 @pytest.mark.anyio
-async def test_calls_from_a_trio_loop_share_the_session(tools: ToolRegistry) -> None:
-    settings = Settings()
-    result = await Executor(tools, settings=settings).run("""
+async def test_calls_from_a_trio_loop_share_the_session_and_time_out(
+    tools: ToolRegistry, log: Path
+) -> None:
+    cancelled = log.read_text().count("slow cancelled") if log.exists() else 0
+    result = await Executor(tools, settings=Settings()).run("""
 name: parallel
 steps:
   - {id: one, tool: fx.add, args: {a: 1, b: 1}}
   - {id: two, tool: fx.add, args: {a: 2, b: 2}}
+  - {id: slow, tool: fx.slow, args: {seconds: 30}, timeout: 1s}
 outputs:
   pids: ["${{ steps.one.output.pid }}", "${{ steps.two.output.pid }}"]
 """)
-    assert result.succeeded, result.error
-    first, second = result.outputs["pids"]
+    first, second = (result.steps[s].output["pid"] for s in ("one", "two"))
     assert first == second  # one session, one server process
+    slow = result.steps["slow"].error
+    assert slow is not None and slow.failure_mode is FailureMode.TIMEOUT
+    deadline = time.monotonic() + 10
+    while (log.read_text() if log.exists() else "").count("slow cancelled") <= cancelled:
+        assert time.monotonic() < deadline, "the server never saw the cancellation"
+        time.sleep(0.05)
 
 
 @pytest.mark.anyio
