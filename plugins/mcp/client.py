@@ -261,6 +261,8 @@ class ServerConnection:
         """Stop the session and the server (a stdio server's process ends)."""
         if self._stop is not None:
             self._stop.set()
+        if self.session is None and self._task is not None and not self._task.done():
+            self._task.cancel()  # still starting (it may never answer): the process is ended
         if self._done is not None:
             with anyio.move_on_after(10):
                 await self._done.wait()

@@ -463,3 +463,30 @@ def test_changed_settings_replace_the_session_and_stop_the_old_server() -> None:
     while _alive(old_pid):
         assert time.monotonic() < deadline, "the replaced server still runs"
         time.sleep(0.05)
+
+
+def test_a_server_that_never_answers_times_out_and_is_stopped() -> None:
+    from dagentic import ToolError
+
+    settings = _settings(
+        mute={
+            "command": sys.executable,
+            "args": [
+                "-c",
+                "import os, sys, time; print('pid', os.getpid(), file=sys.stderr, flush=True); "
+                "time.sleep(60)",
+            ],
+            "startup_timeout": 1,
+        }
+    )
+    started = time.monotonic()
+    with pytest.raises(ToolError) as caught:
+        mcp_tools(settings)
+    assert time.monotonic() - started < 15
+    message = caught.value.message
+    assert "MCP server 'mute' did not start within 1s" in message
+    pid = int(message.split("pid ")[-1].split()[0])
+    deadline = time.monotonic() + 10
+    while _alive(pid):
+        assert time.monotonic() < deadline, "the server that never answered still runs"
+        time.sleep(0.05)
