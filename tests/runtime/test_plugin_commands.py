@@ -135,15 +135,16 @@ def test_a_stand_in_gives_way_to_the_plugins_own_group(monkeypatch: pytest.Monke
     monkeypatch.setattr(cli, "app", app)
     monkeypatch.setattr(cli, "_PLUGIN_GROUPS", {})
     stand_ins = cli.load_commands()
-    assert isinstance(stand_ins["index"], cli._StandIn)
+    assert sorted(stand_ins) == ["index", "mcp"]
+    assert all(isinstance(g, cli._StandIn) for g in stand_ins.values())
     cli.add_plugin_commands(stand_ins)
     cli.add_plugin_commands(cli.load_commands())  # listed again: nothing changes
-    assert [g.typer_instance for g in app.registered_groups] == [stand_ins["index"]]
+    assert [g.typer_instance for g in app.registered_groups] == list(stand_ins.values())
     cli.add_plugin_commands()
-    (group,) = [g.typer_instance for g in app.registered_groups]
-    assert group is load_commands()["index"]
-    cli.add_plugin_commands(cli.load_commands())  # the plugin's own group stays
-    assert [g.typer_instance for g in app.registered_groups] == [group]
+    groups = [g.typer_instance for g in app.registered_groups]
+    assert groups == [load_commands()[name] for name in stand_ins]
+    cli.add_plugin_commands(cli.load_commands())  # the plugins' own groups stay
+    assert [g.typer_instance for g in app.registered_groups] == groups
 
 
 def test_a_plugin_group_named_like_a_command_is_refused_even_listed(
