@@ -25,15 +25,19 @@ goes (a URL).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import random
+import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
+import anyio.from_thread
+import anyio.lowlevel
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from pydantic import BaseModel, ValidationError
@@ -317,6 +321,7 @@ class StepPipeline:
                     tuple(sorted(untrusted)),
                     allow_untrusted=spec.step.allow_untrusted,
                     idempotency_key=key,
+                    progress=self._progress(state, index),
                 )
                 if tool.context_param
                 else None
@@ -351,6 +356,31 @@ class StepPipeline:
             # Outside the attempts: an output too large to keep is not asked for again.
             return self.run.keep(state, output, index, size)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _progress(
+        self, state: StepState, index: int | None
+    ) -> Callable[[float, float | None, str | None], None] | None:
+        """What a tool calls to report its progress: a ``progress`` event of the step (the
+        live table shows it), brought to the run's event loop from whatever thread the
+        tool reports from."""
+        run = self.run
+        if run.journal is None:
+            return None
+        token = anyio.lowlevel.current_token()
+        loop_thread = threading.get_ident()
+
+        def emit(done: float, total: float | None, message: str | None) -> None:
+            detail = {"done": done, "total": total, "message": message}
+            run.event("progress", state, item=index, detail=detail)
+
+        def report(done: float, total: float | None, message: str | None) -> None:
+            if threading.get_ident() == loop_thread:
+                emit(done, total, message)
+                return
+            with contextlib.suppress(Exception):  # the run ended meanwhile: nobody watches
+                anyio.from_thread.run_sync(emit, done, total, message, token=token)
+
+        return report
 
     def _check_policy(
         self,

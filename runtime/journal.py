@@ -3,7 +3,8 @@
 The executor reports ``run_started``, then per step ``scheduled``, ``started``, ``attempt``
 (per call: a ``foreach`` step's items each have theirs, and ``item_finished``) and
 ``finished`` (or ``skipped``, or ``reused`` for a step an earlier run did), then
-``run_finished``. A step that waits for a person's decision finishes with status
+``run_finished``. A tool may report ``progress`` meanwhile (not a state change: the durable
+journal does not keep it). A step that waits for a person's decision finishes with status
 ``waiting``. A durable store implements
 :class:`Journal` to persist them; :class:`LogJournal` turns them into structlog events.
 """
@@ -34,6 +35,7 @@ EventKind = Literal[
     "finished",
     "skipped",
     "item_finished",
+    "progress",
     "run_finished",
 ]
 

@@ -66,6 +66,19 @@ def tries(step: Step | None, attempts: int, output: Any = None) -> str:
     return f"{calls}, {items} item{'' if items == 1 else 's'}" if items is not None else calls
 
 
+def _progress_text(detail: dict[str, Any], item: int | None) -> Text:
+    """A call's progress, as the note column shows it: ``[item 2] 40% downloading``."""
+    done, total, message = detail.get("done"), detail.get("total"), detail.get("message")
+    parts = [f"item {item}:"] if item is not None else []
+    if isinstance(done, int | float) and isinstance(total, int | float) and total > 0:
+        parts.append(f"{min(max(done / total, 0), 1):.0%}")
+    elif isinstance(done, int | float):
+        parts.append(f"{done:g}")
+    if message:
+        parts.append(str(message))
+    return Text(safe_text(" ".join(parts), one_line=True, limit=NOTE_CHARS), style="cyan")
+
+
 def _error_text(error: Any, limit: int, *, one_line: bool = False) -> Text:
     return Text(
         safe_text(f"{error.failure_mode}: {error.message}", one_line=one_line, limit=limit),
@@ -124,6 +137,8 @@ class LiveProgress:
             row["attempts"] = event.attempt
         elif event.kind == "item_finished":
             return  # one item of a foreach step: the step runs on
+        elif event.kind == "progress":
+            row["note"] = _progress_text(event.detail or {}, event.item)
         else:
             row["status"], row["ended"] = event.status or event.kind, time.perf_counter()
             row["attempts"] = event.attempt or row["attempts"]

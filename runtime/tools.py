@@ -84,6 +84,18 @@ class ToolContext:
     # The same for every attempt of this call, and when a run is resumed: a tool that
     # writes records it with its write, and does not write again for a key it has seen.
     idempotency_key: str = ""
+    # Set by the executor: shows a call's progress (the CLI's live table); from any thread.
+    progress: Callable[[float, float | None, str | None], None] | None = field(
+        default=None, repr=False, compare=False
+    )
+
+    def report_progress(
+        self, done: float, total: float | None = None, message: str | None = None
+    ) -> None:
+        """Say how far this call got (``done`` of ``total``, and a few words): shown in
+        ``dagentic run``'s live table. Callable from the tool's own thread or event loop."""
+        if self.progress is not None:
+            self.progress(done, total, message)
 
     def mark_untrusted(self, *sources: str) -> None:
         """Say that this call's output carries untrusted data from ``sources`` (a store

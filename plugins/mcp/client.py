@@ -293,12 +293,20 @@ class ServerConnection:
         self.tools = tools
         return tools
 
-    async def call(self, tool: str, arguments: dict[str, Any]) -> Any:
+    async def call(
+        self, tool: str, arguments: dict[str, Any], context: ToolContext | None = None
+    ) -> Any:
         from mcp import MCPError
 
         session = await self.ensure()
+        progress = None
+        if context is not None:
+
+            async def progress(done: float, total: float | None, message: str | None) -> None:
+                context.report_progress(done, total, message)  # the live table shows it
+
         try:
-            result = await session.call_tool(tool, arguments)
+            result = await session.call_tool(tool, arguments, progress_callback=progress)
         except MCPError as exc:
             if exc.error.code == CONNECTION_CLOSED or (self._done and self._done.is_set()):
                 await self._lost(session)  # the connection ended: start again on the next call
@@ -520,7 +528,7 @@ def _make_tool(server: str, config: McpServer, listed: Any) -> Tool | None:
             k: v for k, v in kwargs.items() if v is not None or k in required
         }  # unset optional arguments are left to the server's defaults
         conn = connection(server, _current_config(context, server, config))
-        future = _portal().start_task_soon(conn.call, remote, arguments)
+        future = _portal().start_task_soon(conn.call, remote, arguments, context)
         return await _wait(future)
 
     description = listed.description or listed.title or f"{remote} (MCP server '{server}')"

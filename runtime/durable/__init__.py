@@ -267,6 +267,8 @@ class DurableJournal:
 
     def record(self, event: StepEvent) -> None:
         kind = event.kind
+        if kind == "progress":
+            return  # how far a call got is shown, not kept
         if kind == "scheduled":
             # Kept until the step's next event, microseconds later (its start, mostly),
             # and stored with it: one row, not two, for most steps.

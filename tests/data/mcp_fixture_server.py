@@ -6,7 +6,8 @@
 Tools: ``add`` (structured output, read-only and closed-world), ``echo`` (text, no
 annotations), ``picture`` (text and an image), ``fail`` (an error), ``slow`` (sleeps; a
 cancelled call is written to the file named by ``FIXTURE_LOG``), ``crash`` (writes to
-stderr and exits at once), ``grow`` (adds a tool and says the list changed).
+stderr and exits at once), ``grow`` (adds a tool and says the list changed), ``steps``
+(reports its progress).
 """
 
 from __future__ import annotations
@@ -74,6 +75,14 @@ async def slow(seconds: float) -> str:
         _log("slow cancelled")
         raise
     return "slept"
+
+
+@server.tool(structured_output=False)
+async def steps(count: int, ctx: Context) -> str:
+    """Report progress ``count`` times, then answer."""
+    for done in range(1, count + 1):
+        await ctx.report_progress(done, count, f"step {done}")
+    return "done"
 
 
 @server.tool(structured_output=False)

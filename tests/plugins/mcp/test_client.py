@@ -4,6 +4,7 @@ mcp-server-time and mcp-server-git from PyPI over stdio."""
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import socket
@@ -147,6 +148,37 @@ outputs:
     # what a server returns is untrusted unless its annotations say otherwise
     assert result.steps["picture"].provenance.trusted is False
     assert result.steps["add"].provenance.trusted is True
+
+
+@pytest.mark.anyio
+async def test_a_servers_progress_notifications_reach_the_journal_and_the_live_table(
+    tools: ToolRegistry, settings: Settings
+) -> None:
+    from dagentic import MemoryJournal
+    from dagentic.graph import compile_plan
+    from dagentic.progress import LiveProgress
+    from rich.console import Console
+
+    plan = compile_plan(
+        {"name": "p", "steps": [{"id": "s", "tool": "fx.steps", "args": {"count": 3}}]}, tools
+    )
+    journal = MemoryJournal()
+    live = LiveProgress(plan, Console(file=io.StringIO()))
+    shown = []
+
+    class Both:
+        def record(self, event: Any) -> None:
+            journal.record(event)
+            live.record(event)
+            if event.kind == "progress":
+                shown.append(str(live.rows["s"]["note"]))
+
+    result = await Executor(tools, settings=settings, journal=Both(), tracing=None).run(plan)
+
+    assert result.succeeded, result.error
+    progress = [e.detail for e in journal.events if e.kind == "progress"]
+    assert progress == [{"done": float(n), "total": 3.0, "message": f"step {n}"} for n in (1, 2, 3)]
+    assert shown == ["33% step 1", "67% step 2", "100% step 3"]
 
 
 @pytest.mark.parametrize("anyio_backend", ["trio"])
