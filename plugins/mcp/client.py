@@ -17,6 +17,7 @@ from __future__ import annotations
 import atexit
 import concurrent.futures
 import contextlib
+import os
 import re
 import tempfile
 import threading
@@ -92,6 +93,17 @@ def close_servers() -> None:
 
 
 atexit.register(close_servers)
+
+
+def _after_fork() -> None:
+    """A forked child has neither the background loop nor the servers: it starts its own."""
+    global _LOCK, _PORTAL, _PORTAL_CM
+    _LOCK = threading.Lock()
+    _PORTAL = _PORTAL_CM = None
+    _CONNECTIONS.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def connection(name: str, config: McpServer) -> ServerConnection:
