@@ -264,52 +264,49 @@ class RunStore:
                     continue
                 raise
 
-    def read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Rows of a query, on this store's reading connection."""
+    @contextlib.contextmanager
+    def _reading(self, what: str) -> Iterator[Any]:
+        """This store's reading connection, for one caller at a time; a failure of the
+        database is a :class:`JournalError` saying the journal cannot be ``what``."""
         with self._read_lock:
             try:
                 if self._reader is None:
                     self._reader = self.connect()
-                conn = self._reader
-                cur = conn.cursor()
-                try:
-                    cur.execute(self.sql(sql), tuple(params))
-                    return list(cur.fetchall())
-                finally:
-                    conn.rollback()  # never hold a snapshot (SQLite's WAL) or a transaction
+                yield self._reader
             except JournalError:
                 raise
             except Exception as exc:
                 self._drop_reader()
                 raise JournalError(
-                    f"the run journal {self.label} cannot be read ({self.explain(exc)})"
+                    f"the run journal {self.label} cannot be {what} ({self.explain(exc)})"
                 ) from exc
+
+    def read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a query, on this store's reading connection."""
+        with self._reading("read") as conn:
+            cur = conn.cursor()
+            try:
+                cur.execute(self.sql(sql), tuple(params))
+                return list(cur.fetchall())
+            finally:
+                conn.rollback()  # never hold a snapshot (SQLite's WAL) or a transaction open
 
     def change(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one statement now, in its own transaction; how many rows it changed. For
         what must be decided at once (a lease, a decision), not for events."""
-        with self._read_lock:
+        with self._reading("written") as conn:
+            cur = conn.cursor()
             try:
-                if self._reader is None:
-                    self._reader = self.connect()
-                conn = self._reader
-                cur = conn.cursor()
-                try:
-                    self.begin(cur)
-                    cur.execute(
-                        self.sql(sql), tuple(text(p) if isinstance(p, str) else p for p in params)
-                    )
-                    count = cur.rowcount
-                    conn.commit()
-                except BaseException:
-                    conn.rollback()
-                    raise
-                return int(count)
-            except Exception as exc:
-                self._drop_reader()
-                raise JournalError(
-                    f"the run journal {self.label} cannot be written ({self.explain(exc)})"
-                ) from exc
+                self.begin(cur)
+                cur.execute(
+                    self.sql(sql), tuple(text(p) if isinstance(p, str) else p for p in params)
+                )
+                count = cur.rowcount
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+            return int(count)
 
     def _drop_reader(self) -> None:
         """Forget the reading connection after a failure (the next use opens another)."""

@@ -10,7 +10,6 @@ end was recorded, as a crash would) and resumes it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +43,6 @@ KEYS = "_dagentic_idempotency"
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture(autouse=True)
-def _close_engines() -> Iterator[None]:
-    yield
-    close_engines()
 
 
 @pytest.fixture
