@@ -467,7 +467,7 @@ def _render_run(
         table.add_row(
             _cell(sid),
             _cell(step.get("tool") or ("check" if "tool" in step else "")),
-            Text(status, style=STYLE.get(status, "")),
+            Text(safe_text(status, one_line=True), style=STYLE.get(status, "")),
             str(step.get("attempts") or ""),
             f"{seconds:.2f}s" if seconds is not None else "",
             Text(
