@@ -61,8 +61,8 @@ class StoredStep:
     started_at: float | None = None
     finished_at: float | None = None
     # calls made and not known to have succeeded (running at a crash, cancelled, failed):
-    # item (None: the step's own call) -> the side effects of that call
-    in_flight: dict[int | None, str] = field(default_factory=dict)
+    # the items (None: the step's own call)
+    in_flight: set[int | None] = field(default_factory=set)
     items: dict[int, StoredItem] = field(default_factory=dict)
     keys: dict[int | None, str] = field(default_factory=dict)  # item -> its last call's key
 
@@ -163,11 +163,11 @@ def fold(events: list[dict[str, Any]]) -> dict[str, StoredStep]:
             step.output, step.error = None, None
         elif kind == "attempt":
             step.attempts = max(step.attempts, event["attempt"])
-            step.in_flight[item] = event.get("side_effects") or "read"
+            step.in_flight.add(item)
             if "key" in event:
                 step.keys[item] = event["key"]
         elif kind == "item_finished":
-            step.in_flight.pop(item, None)
+            step.in_flight.discard(item)
             if event["status"] == "succeeded":
                 step.items[item] = StoredItem(
                     event.get("output"),

@@ -580,10 +580,6 @@ class RunStore:
             found.append(event)
         return found
 
-    def last_seq(self, run_id: str) -> int:
-        rows = self.read("SELECT MAX(seq) FROM events WHERE run_id = ?", (run_id,))
-        return int(rows[0][0] or 0) if rows else 0
-
     def forget(self, run_id: str) -> None:
         """Remove a run and everything the journal holds of it."""
         for table in ("events", "approvals", "records", "runs"):

@@ -346,7 +346,7 @@ async def test_taint_survives_the_journal(
 
 def _crash_in_flight(store: RunStore, run_id: str, sid: str, effects: str) -> None:
     """Make the journal say ``sid``'s call was running when the process died."""
-    seq = store.last_seq(run_id)
+    seq = store.events(run_id)[-1]["seq"]
     for n, kind in enumerate(("scheduled", "started", "attempt"), start=1):
         store.change(
             "INSERT INTO events (run_id, seq, kind, step_id, item, attempt, status, at, data) "
@@ -641,3 +641,27 @@ def test_a_postgresql_journal_that_cannot_be_reached_is_named_without_its_passwo
         "the run journal postgresql://dagentic:***@127.0.0.1:1/runs cannot be opened: "
     )
     assert "s3cret-pw" not in message
+
+
+async def test_resuming_without_a_journal_and_reusing_a_running_id_are_refused(
+    tools: ToolRegistry, journal: DurableJournal
+) -> None:
+    with pytest.raises(JournalError) as without:
+        await Executor(tools, settings=blind_settings(), journal=None, tracing=None).resume("x")
+    assert without.value.message == (
+        "resuming needs the durable journal, and this executor has none (journal.enabled is "
+        "false, or journal=None was given)"
+    )
+    agent = Agent(ScriptedModel([]), tools, settings=blind_settings(), journal=journal)
+    with pytest.raises(JournalError, match=r"^there is no agent run 'nope' in the journal "):
+        await agent.resume("nope")
+
+    waiting = await executor(tools, journal).run(plan(step("g", approval="required")))
+    journal.store.take_lease(waiting.run_id, "elsewhere:1:x", 4e9)
+    journal.store.change("UPDATE runs SET status = 'running' WHERE run_id = ?", (waiting.run_id,))
+    with pytest.raises(JournalError) as taken:
+        await executor(tools, journal).run(plan(step("a")), run_id=waiting.run_id)
+    assert taken.value.message == (
+        f"run '{waiting.run_id}' is running in another process (elsewhere:1:x); choose "
+        "another run id"
+    )
