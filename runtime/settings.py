@@ -43,11 +43,13 @@ from .redact import hold
 
 __all__ = [
     "AgentSettings",
+    "ExecutionSettings",
     "JournalSettings",
     "MemorySettings",
     "ModelPrice",
     "ModelSettings",
     "OtlpSettings",
+    "RaySettings",
     "SandboxSettings",
     "Settings",
     "TracingSettings",
@@ -242,6 +244,53 @@ class JournalSettings(BaseModel):
     )
 
 
+class RaySettings(BaseModel):
+    """The Ray cluster tool calls run on when ``execution.backend = "ray"`` (the ``ray``
+    extra)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    address: str | None = Field(
+        None,
+        description="The cluster: HOST:PORT of its head (GCS), ray://HOST:PORT for Ray "
+        "Client, or auto (RAY_ADDRESS, else the cluster started on this machine). None "
+        "starts a local Ray on 127.0.0.1 for this process.",
+    )
+    namespace: str = Field("dagentic", description="The Ray namespace of tasks and actors.")
+    connect_timeout: float = Field(
+        30.0, gt=0, description="Seconds to reach the cluster before the run fails."
+    )
+    lost_call_retries: int = Field(
+        3,
+        ge=0,
+        description="Times a call of an idempotent tool is run again when its worker or node "
+        "dies under it (Ray's own task retries are off: this is the one count).",
+    )
+    by_reference_bytes: int = Field(
+        1 << 20,
+        ge=0,
+        description="Outputs larger than this (pickled) stay in Ray's object store: a step "
+        "that takes one as an argument gets it from the node that made it, not from the "
+        "driver.",
+    )
+    num_cpus: int | None = Field(
+        None, ge=1, description="A local Ray (no address): CPUs it may use (default: all)."
+    )
+
+
+class ExecutionSettings(BaseModel):
+    """Where tool calls run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["process", "ray"] = Field(
+        "process",
+        description="process: in this process (async tools on the event loop, others in "
+        "worker threads); ray: each call a Ray task, or a call on a Ray actor for tools "
+        "that keep state.",
+    )
+
+
 class _CoreToml(TomlConfigSettingsSource):
     def __call__(self) -> dict[str, Any]:
         return core_only(self.settings_cls, super().__call__())
@@ -299,6 +348,8 @@ class Settings(BaseSettings):
     memory: MemorySettings = Field(default_factory=MemorySettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
     journal: JournalSettings = Field(default_factory=JournalSettings)
+    execution: ExecutionSettings = Field(default_factory=ExecutionSettings)
+    ray: RaySettings = Field(default_factory=RaySettings)
 
     _sources: Sources = PrivateAttr(default_factory=Sources)
     _plugins: dict[type[BaseModel] | str, BaseModel] = PrivateAttr(default_factory=dict)
