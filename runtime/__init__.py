@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .errors import (
         BudgetExceededError,
         CheckFailedError,
+        ClusterError,
         DagenticError,
         EvaluationError,
         ExpressionError,
@@ -86,6 +87,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "errors": (
         "BudgetExceededError",
         "CheckFailedError",
+        "ClusterError",
         "DagenticError",
         "EvaluationError",
         "ExpressionError",
@@ -172,6 +174,7 @@ __all__ = [
     "Budgets",
     "Check",
     "CheckFailedError",
+    "ClusterError",
     "CompiledPlan",
     "DagenticError",
     "Effects",

@@ -33,6 +33,7 @@ from typing import Any
 __all__ = [
     "BudgetExceededError",
     "CheckFailedError",
+    "ClusterError",
     "DagenticError",
     "EvaluationError",
     "ExpressionError",
@@ -183,6 +184,14 @@ class JournalError(DagenticError, RuntimeError):
     process holds the run."""
 
     failure_mode = FailureMode.RESOURCE_LIMIT
+
+
+class ClusterError(DagenticError, ConnectionError):
+    """The cluster tool calls should run on (``execution.backend = "ray"``) cannot be
+    used: it cannot be reached, or Ray is not installed. The calls it stops fail with
+    ``tool_error``."""
+
+    failure_mode = FailureMode.TOOL_ERROR
 
 
 class ToolNotFoundError(DagenticError, LookupError):

@@ -19,6 +19,7 @@ PUBLIC_API = [
     "Budgets",
     "Check",
     "CheckFailedError",
+    "ClusterError",
     "CompiledPlan",
     "DagenticError",
     "ENTRY_POINT_GROUP",

@@ -1,0 +1,203 @@
+"""What runs in a Ray worker: one tool call under the caller's trace context.
+
+A call reports where it ran (node, worker, process), the spans it made (its own and any
+the tool made: they carry the run's trace id and are filed by the driver with the run's
+other spans), the untrusted sources it read, and its error, picklable. Its output is the
+task's second return value, so a large one can stay in the object store.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import threading
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import anyio
+import anyio.to_thread
+from opentelemetry import trace
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+from pydantic import BaseModel
+
+from ..errors import ToolError
+from ..spans import FastSpan, FastTracerProvider
+from ..tracing import SCOPE, fail_span
+
+__all__ = ["ByReference", "Report", "SpanRecord", "ToolHost", "run_call"]
+
+# name, span id, parent span id, kind, attributes, events, status code, description,
+# start and end (ns)
+SpanRecord = tuple[str, int, int, int, dict[str, Any], list[tuple[str, int, dict[str, Any]]],
+                   int, str | None, int, int]  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class ByReference:
+    """An argument that is a large output of an earlier call, left in the object store:
+    the worker fetches it from the node that holds it."""
+
+    ref: Any
+
+
+@dataclass(slots=True)
+class Report:
+    """How one call went, without its output."""
+
+    node_id: str
+    worker_id: str
+    pid: int
+    started: int
+    ended: int
+    error: BaseException | None = None
+    untrusted: list[str] = field(default_factory=list)
+    spans: list[SpanRecord] = field(default_factory=list)
+    by_reference: list[str] = field(default_factory=list)
+    output_bytes: int = 0
+
+
+class _Collector(FastTracerProvider):
+    """Keeps the spans of this worker's calls, by call, for the report."""
+
+    def __init__(self) -> None:
+        super().__init__([], shutdown_on_exit=False)
+        self.calls: dict[str, list[FastSpan]] = {}
+        self.guard = threading.Lock()
+
+    def _finished(self, span: FastSpan) -> None:
+        with self.guard:
+            kept = self.calls.get(span.root or "")
+            if kept is not None:
+                kept.append(span)
+
+
+_collector: _Collector | None = None
+
+
+def _tracer() -> tuple[_Collector, Any]:
+    global _collector
+    if _collector is None:
+        _collector = _Collector()
+    return _collector, _collector.get_tracer(SCOPE)
+
+
+def run_call(
+    fn: Any,
+    is_async: bool,
+    tool_name: str,
+    args: dict[str, Any],
+    context_param: str | None,
+    context: Any,
+    parent: tuple[int, int, int] | None,
+    adapters: dict[str, Any],
+) -> tuple[Report, Any]:
+    """Call ``fn(**args)`` here; arguments passed :class:`ByReference` are fetched and
+    validated with their field's ``adapters`` (as the driver validated the others)."""
+    import ray
+
+    runtime = ray.get_runtime_context()
+    collector, tracer = _tracer()
+    by_reference = []
+    for name, value in list(args.items()):
+        if isinstance(value, ByReference):
+            fetched = ray.get(value.ref)
+            adapter = adapters.get(name)
+            args[name] = fetched if adapter is None else adapter.validate_python(fetched)
+            by_reference.append(name)
+    if context_param is not None:
+        args[context_param] = context
+    token = f"{os.getpid()}:{threading.get_ident()}:{time.monotonic_ns()}"
+    parent_context = None
+    if parent is not None:
+        remote = SpanContext(parent[0], parent[1], True, TraceFlags(parent[2]))
+        parent_context = trace.set_span_in_context(NonRecordingSpan(remote))
+    node_id, worker_id = runtime.get_node_id(), runtime.get_worker_id()
+    with collector.guard:
+        collector.calls[token] = []
+    span = tracer.start_span(
+        f"ray.task {tool_name}",
+        context=parent_context,
+        attributes={
+            "dagentic.ray.node_id": node_id,
+            "dagentic.ray.worker_id": worker_id,
+            "dagentic.ray.pid": os.getpid(),
+            "gen_ai.tool.name": tool_name,
+        },
+    )
+    span.root = token
+    report = Report(node_id, worker_id, os.getpid(), span.start_time, 0)
+    report.by_reference = by_reference
+    output = None
+    try:
+        with trace.use_span(
+            span, end_on_exit=False, record_exception=False, set_status_on_exception=False
+        ):
+            output = anyio.run(_call, fn, is_async, args)
+        if isinstance(output, BaseModel):
+            output = output.model_dump(mode="json")
+        report.output_bytes = len(pickle.dumps(output, protocol=5))
+    except Exception as exc:  # noqa: BLE001 - the driver raises it as the call's error
+        output = None
+        fail_span(span, exc)
+        report.error = _portable(exc)
+    finally:
+        span.end()
+        with collector.guard:
+            spans = collector.calls.pop(token, [])
+    report.ended = span.end_time or time.time_ns()
+    report.spans = [_record(s) for s in spans]
+    if context is not None:
+        report.untrusted = list(context.untrusted_output)
+    return report, output
+
+
+async def _call(fn: Any, is_async: bool, args: dict[str, Any]) -> Any:
+    """As in process: async tools on an event loop, sync ones in a worker thread (where
+    ``anyio.from_thread.check_cancelled()`` works as it does in process)."""
+    if is_async:
+        return await fn(**args)
+    return await anyio.to_thread.run_sync(partial(fn, **args))
+
+
+def _record(span: FastSpan) -> SpanRecord:
+    return (
+        span.name,
+        span.get_span_context().span_id,
+        span.parent.span_id if span.parent is not None else 0,
+        span.kind.value,
+        dict(span.attributes),
+        [(e.name, e.timestamp, dict(e.attributes or {})) for e in span.events or ()],
+        span.status.status_code.value,
+        span.status.description,
+        span.start_time,
+        span.end_time or span.start_time,
+    )
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """``exc`` if it survives pickling as it is, else a :class:`ToolError` saying what it
+    was (keeping ``retryable`` when it had one)."""
+    try:
+        back = pickle.loads(pickle.dumps(exc))
+        if type(back) is type(exc) and str(back) == str(exc):
+            return exc
+    except Exception:  # noqa: BLE001 - not picklable: described below
+        pass
+    return ToolError(
+        f"{type(exc).__name__}: {exc}", retryable=bool(getattr(exc, "retryable", False))
+    )
+
+
+class ToolHost:
+    """A Ray actor for a tool that keeps state (a warm pool, a connection, a loaded model):
+    its calls run here, in this one process, a few at once (threads)."""
+
+    def call(self, *call: Any) -> tuple[Report, Any]:
+        return run_call(*call)
+
+    def ready(self) -> str:
+        import ray
+
+        return str(ray.get_runtime_context().get_node_id())
