@@ -22,7 +22,7 @@ __all__ = ["python", "register_tools"]
 _TAIL = 2000  # characters of stderr quoted in an error
 
 
-@tool(name="code.python", side_effects="none")
+@tool(name="code.python", side_effects="none", typical_latency=0.5)
 async def python(
     code: str,
     context: ToolContext,
@@ -30,8 +30,9 @@ async def python(
     files: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run Python 3 code in an isolated sandbox (no network, limited time, memory and
-    processes; numpy and pandas are available) and return the JSON value of its `result`
-    variable, its stdout and stderr, and the files it wrote.
+    processes; numpy and pandas are available) to compute, calculate or transform data,
+    and return the JSON value of its `result` variable, its stdout and stderr, and the files
+    it wrote.
 
     Args:
         code: Python source. Assign a JSON value to a variable named `result` to return it.

@@ -27,7 +27,7 @@ def _memory(context: ToolContext) -> LongTermMemory:
     return memory
 
 
-@tool(name="memory.recall", side_effects="read", trusted=False)
+@tool(name="memory.recall", side_effects="read", trusted=False, typical_latency=0.3)
 async def recall(
     query: Annotated[str, Field(min_length=1)],
     context: ToolContext,
@@ -60,7 +60,13 @@ async def recall(
     }
 
 
-@tool(name="memory.remember", side_effects="write", idempotent=False, uses_idempotency_key=True)
+@tool(
+    name="memory.remember",
+    typical_latency=0.5,
+    side_effects="write",
+    idempotent=False,
+    uses_idempotency_key=True,
+)
 async def remember(
     text: Annotated[str, Field(min_length=1, max_length=4000)],
     context: ToolContext,

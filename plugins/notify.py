@@ -11,7 +11,7 @@ from dagentic.journal import get_logger
 __all__ = ["log", "register_tools"]
 
 
-@tool(name="notify.log", side_effects="write")
+@tool(name="notify.log", side_effects="write", typical_latency=0.001)
 def log(
     message: str,
     context: ToolContext,

@@ -122,6 +122,8 @@ class Agent:
             one they are refused with ``policy_blocked``.
         on_plan: called with each plan version (as in :attr:`AgentResult.plans`, gated
             steps with ``approval: required``) as soon as it is made, before it runs.
+        on_run: called with each plan version just before its run starts; the dict it
+            returns goes on the run's span (``dagentic ask`` puts its estimate there).
         tracing: where spans and metrics go (default: the ``tracing`` settings; ``None``
             turns them off).
         journal: every state change of its runs, and its plans, model calls and answer
@@ -139,6 +141,7 @@ class Agent:
         journal: Journal | Any | None = SETTINGS,
         approver: Approver | None = None,
         on_plan: Callable[[dict[str, Any]], Any] | None = None,
+        on_run: Callable[[CompiledPlan], dict[str, Any] | None] | None = None,
         tracing: Tracing | Any | None = SETTINGS,
     ) -> None:
         from .durable import open_journal
@@ -154,6 +157,7 @@ class Agent:
         )
         self.approver = approver
         self.on_plan = on_plan
+        self.on_run = on_run
         self.tracing: Tracing | None = (
             tracing_from_settings(self.settings) if tracing is SETTINGS else tracing
         )
@@ -310,6 +314,8 @@ class _Loop:
             max_repairs=budgets.max_repairs,
             judge=True,
             repair_model=self.metered.using("repair"),
+            select_above=budgets.tool_selection_above,
+            select_limit=budgets.tool_selection_limit,
         )
         window = getattr(agent.model, "context_size", None)  # known for local models
         self.planner.budget = agent.settings.memory.context_tokens or (
@@ -395,6 +401,7 @@ class _Loop:
                     "structured": reply.structured,
                     "cost": call.cost,
                 },
+                "duration": round(call.duration, 4),  # what estimates learn from
             },
         )
 
@@ -507,6 +514,7 @@ class _Loop:
                 trace_attributes={
                     "dagentic.plan.version": version,
                     "dagentic.steps.reused": len(reuse),
+                    **((self.agent.on_run(compiled) or {}) if self.agent.on_run else {}),
                 },
             )
         self.steps_used += result.usage.steps  # reused steps are not counted

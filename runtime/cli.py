@@ -183,10 +183,15 @@ def run(
         raise _report_plan_error(exc) from exc
     if compiled.file is not None:  # the journal keeps where it is, for `dagentic resume`
         compiled.file = str(Path(compiled.file).resolve())
+    estimated = None
+    if executor.tracing is not None:  # `dagentic trace` shows it against the run
+        from .estimate import run_attributes
+
+        estimated = run_attributes(compiled, values, executor.settings)
     result, live = _execute(
         executor,
         compiled,
-        lambda: executor.run(compiled, values, timeout=timeout),
+        lambda: executor.run(compiled, values, timeout=timeout, trace_attributes=estimated),
         yes=yes,
         as_json=as_json,
     )
@@ -440,8 +445,9 @@ def ask(
         bool,
         typer.Option(
             "--show-plan",
-            help="Print each plan version as soon as it is made, before it runs (always done "
-            "when the terminal is asked for approvals).",
+            help="Print each plan version as soon as it is made, and its estimate (calls, "
+            "tokens, cost, wall time) before it runs (plans are always shown when the "
+            "terminal is asked for approvals).",
         ),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
@@ -494,6 +500,7 @@ def ask(
             approver=approver,
             memory=memory,
             on_plan=on_plan,
+            on_run=_estimator(settings, chosen, show_plan, as_json),
         )
     except DagenticError as exc:
         raise _fail(exc.message, FAILED if isinstance(exc, JournalError) else INVALID) from exc
@@ -506,6 +513,57 @@ def ask(
         _say_waiting(result, result.agent_run_id)
     _flush_trace(agent.tracing, settings, result.agent_run_id)
     raise typer.Exit(_exit_code(result.status))
+
+
+def _estimator(settings: Settings, model: Any, show: bool, as_json: bool) -> Any:
+    """What estimates each plan an agent runs: shown with --show-plan, kept on the run's
+    span when it is traced; None when neither."""
+    if not show and settings.tracing.exporter == "none":
+        return None
+    from .estimate import PlanEstimator
+
+    name = getattr(getattr(model, "main", model), "name", None)
+    console = (_stderr() if as_json else _stdout()) if show else None
+    return PlanEstimator(settings, name, console)
+
+
+@app.command()
+def estimate(
+    plan: Annotated[Path, typer.Argument(help="The YAML plan file.")],
+    inputs: Annotated[
+        list[str] | None,
+        typer.Option("--input", "-i", metavar="KEY=VALUE", help="A plan input; repeat for more."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the estimate as JSON.")] = False,
+) -> None:
+    """Estimate a plan before running it: tool and model calls, tokens, cost, wall time.
+
+    The wall time (p50 and p90) is the plan's critical path, each step weighted by its
+    tool's latency over past runs in the journal (else the tool's typical latency); a
+    foreach step by its items over its parallelism. `dagentic trace` shows a run's
+    estimate against what it took."""
+    from .estimate import estimate_plan, render_estimate
+    from .executor import resolve_inputs
+    from .graph import load_plan
+    from .history import read_history
+    from .settings import Settings
+
+    tools = _tools()
+    settings = Settings()
+    try:
+        compiled = load_plan(plan, tools)
+        values = resolve_inputs(compiled.plan, _parse_inputs(inputs or []))
+    except PlanError as exc:
+        raise _report_plan_error(exc) from exc
+    try:
+        history = read_history(settings)
+    except JournalError as exc:
+        raise _fail(exc.message, FAILED) from exc
+    found = estimate_plan(compiled, values, settings=settings, history=history)
+    if as_json:
+        _print_json(found.to_dict())
+    else:
+        render_estimate(found, _stdout())
 
 
 @app.command()

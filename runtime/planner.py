@@ -232,6 +232,8 @@ class LLMPlanner:
         repair_model: Model | None = None,
         max_tokens: int = 768,
         budget: int | None = None,
+        select_above: int | None = None,
+        select_limit: int = 30,
     ) -> None:
         self.model = model
         self.budget = budget  # tokens of the first planning prompt (None: unbounded)
@@ -240,7 +242,29 @@ class LLMPlanner:
         self.tools = tools
         self.max_repairs = max_repairs
         self.judge = judge
+        self.max_steps = max_steps
         self.schema = plan_output_schema(tools, max_steps=max_steps)
+        # More tools than select_above: the prompt and the output schema offer the
+        # select_limit most relevant to the goal (planning-context tools always).
+        self.select_above = select_above
+        self.select_limit = select_limit
+        self._offered: dict[str, tuple[ToolRegistry, dict[str, Any]]] = {}
+
+    def offered(
+        self, goal: str, context: dict[str, str] | None = None
+    ) -> tuple[ToolRegistry, dict[str, Any]]:
+        """The tools the planner is shown for ``goal``, and its output schema: every tool,
+        or, with more than ``select_above`` installed, those :func:`select_tools` finds."""
+        if self.select_above is None or len(self.tools) <= self.select_above:
+            return self.tools, self.schema
+        found = self._offered.get(goal)
+        if found is None:
+            from .tool_selection import select_tools
+
+            chosen = select_tools(self.tools, goal, limit=self.select_limit, context=context)
+            found = (chosen, plan_output_schema(chosen, max_steps=self.max_steps))
+            self._offered = {goal: found}  # a replan asks again for the same goal
+        return found
 
     def _parts(
         self,
@@ -250,8 +274,9 @@ class LLMPlanner:
         context: dict[str, str] | None,
     ) -> list[ContextItem]:
         """The user message's parts, oldest-evicted first: context, memory, report."""
+        tools, _ = self.offered(goal, context)
         parts = [
-            ContextItem(f"Tools:\n{describe_tools(self.tools)}", "tools", pinned=True),
+            ContextItem(f"Tools:\n{describe_tools(tools)}", "tools", pinned=True),
             ContextItem(EXAMPLE, "system", pinned=True),
         ]
         for name, shown in (context or {}).items():
@@ -328,9 +353,10 @@ class LLMPlanner:
             goal, memory=memory, failure_report=failure_report, context=context
         )
         rejected: list[list[str]] = []
+        _, schema = self.offered(goal, context)
         for attempt in range(1, self.max_repairs + 2):
             model = self.model if attempt == 1 else self.repair_model
-            reply = await model.chat(messages, schema=self.schema, max_tokens=self.max_tokens)
+            reply = await model.chat(messages, schema=schema, max_tokens=self.max_tokens)
             problems, result = self._read(goal, reply.text)
             if result is not None:
                 return PlanningResult(

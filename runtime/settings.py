@@ -137,6 +137,16 @@ class AgentSettings(BaseModel):
         "or send data off the machine), all, or none. On a terminal `dagentic ask` asks; "
         "--yes approves all; with neither they are refused (policy_blocked).",
     )
+    tool_selection_above: int | None = Field(
+        40,
+        ge=0,
+        description="With more tools installed than this, the planner is shown only the "
+        "tool_selection_limit most relevant to the goal (and the planning-context tools); "
+        "none: always every tool.",
+    )
+    tool_selection_limit: int = Field(
+        30, ge=1, description="Tools the planner is shown when tools are selected."
+    )
 
 
 class MemorySettings(BaseModel):

@@ -122,6 +122,7 @@ class Tool:
     plugin: str | None = None
     returns: str | None = None
     planning_context: bool = False
+    typical_latency: float | None = None  # seconds of a call, for estimates
     egress: Mapping[str, Egress] = field(default_factory=dict, compare=False)
     effects: EffectsFunction | None = field(default=None, repr=False, compare=False)
     _adapters: dict[str, TypeAdapter[Any]] = field(default_factory=dict, repr=False, compare=False)
@@ -203,6 +204,7 @@ def tool(
     uses_idempotency_key: bool = False,
     trusted: bool = True,
     planning_context: bool = False,
+    typical_latency: float | None = None,
     egress: Mapping[str, Egress] | None = None,
     effects: EffectsFunction | None = None,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
@@ -221,6 +223,7 @@ def tool(
     uses_idempotency_key: bool = False,
     trusted: bool = True,
     planning_context: bool = False,
+    typical_latency: float | None = None,
     egress: Mapping[str, Egress] | None = None,
     effects: EffectsFunction | None = None,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
@@ -242,6 +245,8 @@ def tool(
     ``planning_context=True`` marks a tool whose output helps planners (a database
     schema, say): an agent calls it with no arguments before planning and shows the
     output to the planner as data.
+    ``typical_latency`` is how many seconds a call usually takes: estimates before a run
+    (``dagentic estimate``) use it until past runs have timed the tool.
     """
 
     def build(function: Callable[..., Any]) -> Tool:
@@ -268,6 +273,16 @@ def tool(
                     ],
                 )
             built = replace(built, planning_context=True)
+        if typical_latency is not None:
+            if isinstance(typical_latency, bool) or not typical_latency > 0:
+                raise ToolDefinitionError(
+                    built.name,
+                    [
+                        "typical_latency must be a positive number of seconds, not "
+                        f"{typical_latency!r}"
+                    ],
+                )
+            built = replace(built, typical_latency=float(typical_latency))
         return built
 
     return build(fn) if fn is not None else build

@@ -1,5 +1,6 @@
-"""Reading run files back: one run's timeline, critical path, failures and usage
-(``dagentic trace``), and totals over many runs (``dagentic report``).
+"""Reading run files back: one run's timeline, critical path, failures, usage and the
+estimate made before it (``dagentic trace``), and totals over many runs (``dagentic
+report``).
 
 Both work on the span records of :mod:`dagentic.runfiles` (plain dicts) and return plain,
 JSON-ready dicts; the ``render_*`` functions draw those with rich.
@@ -213,6 +214,7 @@ def analyse(spans: list[dict[str, Any]], run_id: str | None = None) -> dict[str,
         "axis": (max(s["end"] for s in spans) - t0) / 1e9,
         "timeline": rows,
         "critical_paths": _critical_paths(tree),
+        "estimates": _estimates(tree),
         "failures": failures,
         "upstream_failed": skipped,
         "usage": usage,
@@ -301,6 +303,38 @@ def _critical_paths(tree: _Tree) -> list[dict[str, Any]]:
     return paths
 
 
+ESTIMATE = "dagentic.estimate."  # what `dagentic run` and `ask` put on a run's span
+
+
+def _estimates(tree: _Tree) -> list[dict[str, Any]]:
+    """Per run whose span holds the estimate made before it: the estimate and what the
+    run took."""
+    found = []
+    for span in tree.spans:
+        attrs = _attrs(span)
+        p50 = attrs.get(ESTIMATE + "wall_p50")
+        if _kind(span) != "run" or not isinstance(p50, int | float):
+            continue
+        version = attrs.get("dagentic.plan.version")
+        actual = _seconds(span)
+        found.append(
+            {
+                "run_id": attrs.get(RUN_ID),
+                "run": span["name"] + (f" v{version}" if version is not None else ""),
+                "wall_p50": p50,
+                "wall_p90": attrs.get(ESTIMATE + "wall_p90"),
+                "critical_path": list(attrs.get(ESTIMATE + "critical_path") or []),
+                "tool_calls": attrs.get(ESTIMATE + "tool_calls"),
+                "model_calls": attrs.get(ESTIMATE + "model_calls"),
+                "tokens": attrs.get(ESTIMATE + "tokens"),
+                "cost": attrs.get(ESTIMATE + "cost"),
+                "actual": actual,
+                "ratio": actual / p50 if p50 > 0 else None,
+            }
+        )
+    return found
+
+
 def _failures(
     tree: _Tree, spans: list[dict[str, Any]] | None = None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -382,6 +416,11 @@ def _plural(n: int, noun: str) -> str:
 
 def _s(seconds: float) -> str:
     return f"{seconds:.2f}s" if seconds < 100 else f"{seconds:.0f}s"
+
+
+def _fine(seconds: float) -> str:
+    """Seconds, as milliseconds below one (an estimate of a quick plan is a few)."""
+    return f"{seconds * 1000:.0f}ms" if seconds < 1 else _s(seconds)
 
 
 def _line(value: Any, limit: int = 200) -> str:
@@ -469,6 +508,21 @@ def render_trace(analysis: dict[str, Any], console: Console, *, width: int | Non
             f"[bold]critical path{safe_markup(where, one_line=True)}:[/bold] "
             f"{safe_markup(chain, one_line=True)} = {_s(path['total'])}{took}",
             highlight=False,
+        )
+
+    for estimate in analysis.get("estimates", ()):
+        where = f" of {estimate['run']}" if root["kind"] != "run" else ""
+        p90 = estimate["wall_p90"]
+        ratio = f" ({estimate['ratio']:.2f} × the p50)" if estimate["ratio"] is not None else ""
+        console.print(
+            Text.assemble(
+                (_line(f"estimate{where}:"), "bold"),
+                _line(
+                    f" p50 {_fine(estimate['wall_p50'])}"
+                    + (f", p90 {_fine(p90)}" if isinstance(p90, int | float) else "")
+                    + f"; the run took {_fine(estimate['actual'])}{ratio}"
+                ),
+            )
         )
 
     failures, skipped = analysis["failures"], analysis["upstream_failed"]

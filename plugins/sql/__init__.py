@@ -153,6 +153,7 @@ def statement_effects(
 
 @tool(
     name="sql.query",
+    typical_latency=0.1,
     side_effects="write",
     effects=statement_effects,
     idempotent=False,
@@ -243,7 +244,7 @@ def _sources_read(tables: dict[str, str], used: tuple[str, ...]) -> list[str] | 
     return sorted(found)
 
 
-@tool(name="sql.schema", side_effects="read", planning_context=True)
+@tool(name="sql.schema", side_effects="read", planning_context=True, typical_latency=0.2)
 async def schema(
     context: ToolContext, sample_rows: int = 3, source: str | None = None
 ) -> dict[str, Any]:
