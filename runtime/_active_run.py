@@ -62,6 +62,7 @@ class StepState:
 
     __slots__ = (
         "attempts",
+        "cache",
         "error",
         "finished",
         "kept",
@@ -84,6 +85,7 @@ class StepState:
         self.kept = 0  # what its output (its foreach items' so far) takes of the run's budget
         self.error: ErrorInfo | None = None
         self.attempts = 0
+        self.cache: str | None = None  # hit, miss or store: what the tool-result cache did
         self.started: float | None = None
         self.finished: float | None = None
         self.pending = len(spec.deps)

@@ -46,6 +46,7 @@ def step_result(run: ActiveRun, state: StepState) -> StepResult:
         finished_at=ended,
         duration=duration,
         provenance=state.provenance,
+        cache=state.cache,
     )
 
 
@@ -53,9 +54,10 @@ def run_result(run: ActiveRun) -> RunResult:
     """The :class:`RunResult` of ``run``, every step ended."""
     wall = time.perf_counter() - run.t0
     steps: dict[str, StepResult] = {}
-    calls = ran = 0
+    calls = ran = hits = 0
     for sid, state in run.states.items():
         calls += state.attempts if state.spec.tool else 0
+        hits += state.cache == "hit"
         ran += (
             state.started is not None
             and state.status not in (_SKIPPED, _WAITING)
@@ -93,7 +95,7 @@ def run_result(run: ActiveRun) -> RunResult:
         steps=steps,
         outputs=outputs,
         error=error,
-        usage=Usage(steps=ran, tool_calls=calls, wall_time=wall),
+        usage=Usage(steps=ran, tool_calls=calls, wall_time=wall, cache_hits=hits),
         started_at=run.started_at,
         finished_at=run.started_at + timedelta(seconds=wall),
         replan_requested=run.replan_requested,

@@ -44,7 +44,7 @@ from pydantic import BaseModel, ValidationError
 
 from ._checks import run_check
 from .approvals import LATER, approver_name, call_approver
-from .attributes import TOOL_EGRESS, TOOL_SIDE_EFFECTS
+from .attributes import CACHE, TOOL_EGRESS, TOOL_SIDE_EFFECTS
 from .bounds import cut_and_size, cut_value
 from .durable.store import ApprovalRecord, dumps
 from .errors import (
@@ -286,6 +286,20 @@ class StepPipeline:
                 else replace(tool, side_effects=effects.side_effects, egress=effects.egress)
             )
             await self._approve(spec, called, args, item, rerun=rerun)
+        cache = self.executor.tool_cache
+        lookup = (
+            cache.lookup(spec.step, tool, args, effects.side_effects, self.settings)
+            if cache is not None
+            else None
+        )
+        if lookup is not None:  # a read whose output may be kept from an earlier call
+            assert cache is not None
+            found = await cache.get(lookup)
+            self._cached(state, "miss" if found is None else "hit")
+            if found is not None:
+                if found.untrusted:
+                    state.provenance = _tainted(state.provenance, found.untrusted)
+                return self.run.keep(state, found.output, index)
         key = self.run.idempotency_key(spec.id, index)
         durable = self.run.durable
         retry = spec.step.retry
@@ -353,9 +367,21 @@ class StepPipeline:
                     spans.record_retry(exc, attempt)
                 await anyio.sleep(_backoff(retry, attempt))
                 continue
+            if lookup is not None:
+                assert cache is not None
+                await cache.put(lookup, output, context.untrusted_output if context else [])
+                self._cached(state, "store")
             # Outside the attempts: an output too large to keep is not asked for again.
             return self.run.keep(state, output, index, size)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _cached(self, state: StepState, outcome: str) -> None:
+        """Say what the tool-result cache did for a call: on its span, and on its step (a
+        foreach step's says hit only when every item's call was one)."""
+        if outcome != "hit" or state.cache is None:
+            state.cache = outcome
+        if self.spans is not None:
+            trace.get_current_span().set_attribute(CACHE, outcome)
 
     def _progress(
         self, state: StepState, index: int | None

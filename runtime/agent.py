@@ -38,6 +38,7 @@ from .executor import SETTINGS, Approver, Executor
 from .graph import CompiledPlan
 from .journal import Journal
 from .models.base import Message, Model, parse_json
+from .models.gateway import Models
 from .models.metered import Metered
 from .plan import Plan, Step
 from .planner import LLMPlanner
@@ -56,6 +57,7 @@ from .tools import ToolRegistry
 from .tracing import Tracing, fail_span, maybe_span, tracing_from_settings
 
 if TYPE_CHECKING:
+    from .cache import Cache
     from .durable import DurableJournal
 
 __all__ = [
@@ -111,7 +113,10 @@ class Agent:
     """Plans with ``model``, runs with ``tools``, answers, all bounded by ``budgets``.
 
     Args:
-        model: plans, judges check criteria, verifies and answers.
+        model: plans, judges check criteria, verifies and answers; or :class:`Models
+            <dagentic.models.gateway.Models>` (:func:`~dagentic.models.make_models`): a
+            model per purpose (planner, judge, answer, memory) and fallbacks tried in
+            order when a call fails.
         tools: what plans may call (default: every installed tool).
         memory: a :class:`~dagentic.memory.LongTermMemory` (or anything with ``async
             recall(goal)`` and ``async remember(text, provenance=...)``): recalled items go
@@ -128,11 +133,13 @@ class Agent:
             turns them off).
         journal: every state change of its runs, and its plans, model calls and answer
             (default: the durable journal of the settings, which :meth:`resume` reads).
+        cache: where deterministic model calls are answered from when asked before
+            (default: the ``cache`` settings; ``None`` turns it off).
     """
 
     def __init__(
         self,
-        model: Model,
+        model: Model | Models,
         tools: ToolRegistry | None = None,
         *,
         memory: Any = None,
@@ -143,11 +150,14 @@ class Agent:
         on_plan: Callable[[dict[str, Any]], Any] | None = None,
         on_run: Callable[[CompiledPlan], dict[str, Any] | None] | None = None,
         tracing: Tracing | Any | None = SETTINGS,
+        cache: Cache | Any | None = SETTINGS,
     ) -> None:
+        from .cache import open_cache
         from .durable import open_journal
         from .plugin_manager import load_tools
 
-        self.model = model
+        self.models = model if isinstance(model, Models) else Models(model)
+        self.model = self.models.main
         self.tools = tools if tools is not None else load_tools()
         self.memory = memory
         self.settings = settings or Settings()
@@ -161,6 +171,9 @@ class Agent:
         self.tracing: Tracing | None = (
             tracing_from_settings(self.settings) if tracing is SETTINGS else tracing
         )
+        if cache is SETTINGS:
+            cache = open_cache(self.settings) if self.settings.cache.models else None
+        self.cache: Cache | None = cache
 
     async def run(self, goal: str, inputs: dict[str, Any] | None = None) -> AgentResult:
         """Achieve ``goal`` as far as the budgets allow; never raises for a failed goal —
@@ -239,17 +252,17 @@ class Agent:
 async def resume_agent_run(
     run_id: str,
     *,
-    model: Model | None = None,
+    model: Model | Models | None = None,
     settings: Settings | None = None,
     **options: Any,
 ) -> AgentResult:
-    """Resume agent run ``run_id`` with ``model`` (default: the model settings) and
+    """Resume agent run ``run_id`` with ``model`` (default: the models of the settings) and
     ``options`` for :class:`Agent` (tools, approver, memory, ...)."""
     settings = settings or Settings()
     if model is None:
-        from .models import make_model
+        from .models import make_models
 
-        model = make_model(settings, None)
+        model = make_models(settings, None)
     return await Agent(model, settings=settings, **options).resume(run_id)
 
 
@@ -285,7 +298,7 @@ class _Loop:
         self.deadline = anyio.current_time() + budgets.max_wall_time
         self.doing = "starting"  # what the run is doing, for the message if time runs out
         self.metered = Metered(
-            agent.model,
+            agent.models,
             prices=agent.settings.model.prices,
             max_tokens=budgets.max_tokens,
             max_cost=budgets.max_cost,
@@ -293,6 +306,8 @@ class _Loop:
             deadline=self.deadline,
             replay=replay,
             on_reply=self._keep_reply if self.durable is not None else None,
+            cache=agent.cache,
+            force_cache=agent.settings.cache.force,
         )
         self.executor = Executor(
             agent.tools,
@@ -317,7 +332,8 @@ class _Loop:
             select_above=budgets.tool_selection_above,
             select_limit=budgets.tool_selection_limit,
         )
-        window = getattr(agent.model, "context_size", None)  # known for local models
+        # known for local models
+        window = getattr(agent.models.for_purpose("plan"), "context_size", None)
         self.planner.budget = agent.settings.memory.context_tokens or (
             window - self.planner.max_tokens if window else None
         )
@@ -476,8 +492,11 @@ class _Loop:
         )
         provenance = f"untrusted:{','.join(untrusted)}" if untrusted else "agent"
         options: dict[str, Any] = {"provenance": provenance}
-        if "key" in inspect.signature(memory.remember).parameters:
+        parameters = inspect.signature(memory.remember).parameters
+        if "key" in parameters:
             options["key"] = f"{self.run_id}/remember"  # a resumed run does not write twice
+        if "model" in parameters:  # its policy's calls are metered, budgeted and traced
+            options["model"] = self.metered.using("memory")
         self.remembered = await memory.remember(
             f"{self.goal} Answer: {self.answer}"[:2000], **options
         )
@@ -618,10 +637,12 @@ class _Loop:
                 message="verification: " + "; ".join(self.verification.reasons),
             )
         calls = self.metered.calls
+        hits = sum(c.cache == "hit" for c in calls)
         usage = Usage(
             steps=sum(r.usage.steps for r in self.runs),
             tool_calls=sum(r.usage.tool_calls for r in self.runs),
-            model_calls=len(calls),
+            model_calls=len(calls) - hits,
+            cache_hits=hits + sum(r.usage.cache_hits for r in self.runs),
             input_tokens=sum(c.input_tokens for c in calls),
             output_tokens=sum(c.output_tokens for c in calls),
             cost=round(sum(c.cost for c in calls), 6),

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from .cli_cache import cache_app
 from .cli_config import config_app
 from .cli_plugin import plugin_app
 from .cli_runs import approvals, approve, deny, runs_app
@@ -463,14 +464,14 @@ def ask(
 
     from .agent import Agent
     from .journal import Journals, LogJournal
-    from .models import make_model
+    from .models import make_models
     from .progress import render_answer, render_plan
     from .settings import Settings
 
     tools = _tools()
     settings = Settings()
     try:
-        chosen = make_model(settings, model)
+        chosen = make_models(settings, model)
     except DagenticError as exc:
         raise _fail(exc.message) from exc
     # Approvals are asked on a terminal; then every plan is shown before its steps ask.
@@ -488,7 +489,8 @@ def ask(
     if settings.memory.enabled and not no_memory:
         from .memory import open_memory
 
-        memory = open_memory(settings, chosen)
+        # the agent hands its policy the metered memory model of each run
+        memory = open_memory(settings, chosen.for_purpose("memory"))
     try:
         from .durable import open_journal
 
@@ -859,6 +861,7 @@ app.add_typer(memory_app, name="memory")
 app.add_typer(config_app, name="config")
 app.add_typer(plugin_app, name="plugin")
 app.add_typer(runs_app, name="runs")
+app.add_typer(cache_app, name="cache")
 app.command("approvals")(approvals)
 app.command("approve")(approve)
 app.command("deny")(deny)

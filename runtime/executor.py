@@ -24,6 +24,7 @@ from pydantic import TypeAdapter, ValidationError
 from ._active_run import ActiveRun
 from .backend import ExecutionBackend, InProcessBackend
 from .bounds import load_json
+from .cache.tools import ToolCache
 from .durable import open_journal
 from .errors import FailureMode, JournalError, PlanError, Problem
 from .graph import CompiledPlan, compile_plan, load_plan
@@ -112,6 +113,7 @@ class Executor:
         )
         self.approver = approver
         self.judge = judge
+        self.tool_cache = ToolCache.from_settings(self.settings)
         self.fail_fast = self.settings.fail_fast if fail_fast is None else fail_fast
         self._runs: dict[str, ActiveRun] = {}
         limits = {t.name: t.max_concurrency for t in tools if t.max_concurrency is not None}

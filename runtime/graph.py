@@ -361,7 +361,9 @@ class _Checker:
         )
 
     def _check_opt_ins(self, step: Step, tool: Tool | None, at: tuple[Any, ...], name: str) -> None:
-        """``allow_egress`` only on a step whose tool sends arguments off the machine."""
+        """``allow_egress`` only on a step whose tool sends arguments off the machine;
+        ``cache`` only on a step whose tool is cacheable."""
+        self._check_cache(step, tool, at, name)
         if not step.allow_egress:
             return
         if step.check is not None:
@@ -374,6 +376,24 @@ class _Checker:
                 (*at, "allow_egress"),
                 f"{name}: allow_egress has no effect: tool '{tool.name}' sends none of its "
                 "arguments off this machine; remove it",
+            )
+
+    def _check_cache(self, step: Step, tool: Tool | None, at: tuple[Any, ...], name: str) -> None:
+        """A step may set a cache time to live only for a tool whose calls may be cached:
+        never one that writes (``cache: false`` is always allowed)."""
+        if step.cache is None or step.cache is False:
+            return
+        if step.check is not None:
+            self.report((*at, "cache"), f"{name}: cache has no effect on a check step; remove it")
+        elif tool is not None and not tool.cacheable:
+            what = (
+                "writes, and a call that writes is never cached"
+                if tool.side_effects == "write"
+                else "does not declare itself cacheable"
+            )
+            self.report(
+                (*at, "cache"),
+                f"{name}: tool '{tool.name}' {what}; remove 'cache' from the step",
             )
 
     def _single(self, compiled: Any, raw: Any, path: tuple[Any, ...], name: str) -> Any:

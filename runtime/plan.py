@@ -174,11 +174,22 @@ class Step(BaseModel):
         "data in any argument that is sent out, or any step's output in one that says where "
         "data goes (a URL built from an expression).",
     )
+    cache: bool | Duration | None = Field(
+        None,
+        description="The tool-result cache, for a tool that declares itself cacheable: "
+        "false never reuses an earlier call's output; a duration reuses one that young "
+        "(default: the tool's own time to live).",
+    )
 
     @field_validator("timeout", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> Any:
         return None if value is None else parse_duration(value)
+
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _cache(cls, value: Any) -> Any:
+        return value if value is None or isinstance(value, bool) else parse_duration(value)
 
     @field_validator("needs", mode="before")
     @classmethod

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import re
 import secrets
@@ -74,26 +75,32 @@ NUMBER = re.compile(r"(?<![\w.])-?\d[\d,]*(?:\.\d+)?%?")
 EVIDENCE_CHARS = 6000
 
 
-def fence_tag() -> str:
-    """A fence tag that no data can predict: ``untrusted-data-`` and 16 random hex digits."""
-    return f"untrusted-data-{secrets.token_hex(8)}"
+def fence_tag(data: str | None = None) -> str:
+    """A fence tag that no data can predict: ``untrusted-data-`` and 16 hex digits, random,
+    or, given the text the fence will hold, the start of its SHA-256 (no text can hold the
+    hash of itself). Then the same data is quoted the same way, and a model call that
+    quotes it again is the same call: the response cache can answer it."""
+    if data is None:
+        return f"untrusted-data-{secrets.token_hex(8)}"
+    return f"untrusted-data-{hashlib.sha256(data.encode()).hexdigest()[:16]}"
 
 
 def quote_data(value: Any, *, untrusted: bool, limit: int = 1500, tag: str | None = None) -> str:
     """A value as a model should see it: JSON, cut at ``limit`` characters with a marker.
 
-    Untrusted data is fenced between ``<tag>`` and ``</tag>`` (a fresh :func:`fence_tag`
-    unless ``tag`` is given), and inside the fence every ``<``, ``>``, look-alike of them
-    and invisible character is a JSON ``\\uXXXX`` escape: the data cannot close the fence,
-    whatever its case, spacing or script, and ``json.loads`` of the fenced text gives the
-    value back unchanged (uncut)."""
+    Untrusted data is fenced between ``<tag>`` and ``</tag>`` (:func:`fence_tag` of the
+    fenced text unless ``tag`` is given), and inside the fence every ``<``, ``>``,
+    look-alike of them and invisible character is a JSON ``\\uXXXX`` escape: the data
+    cannot close the fence, whatever its case, spacing or script, and ``json.loads`` of
+    the fenced text gives the value back unchanged (uncut)."""
     text = json.dumps(value, ensure_ascii=False, default=str)
     if len(text) > limit:
         text = text[:limit] + f" ...[cut: {len(text) - limit} more characters]"
     if not untrusted:
         return text
-    tag = tag or fence_tag()
-    return f"<{tag}>\n{_MARKUP.sub(_escape, text)}\n</{tag}>"
+    text = _MARKUP.sub(_escape, text)
+    tag = tag or fence_tag(text)
+    return f"<{tag}>\n{text}\n</{tag}>"
 
 
 # Angle brackets and characters drawn like them; NFKC folds more (U+FF1C, U+FE64, ...).
@@ -131,7 +138,7 @@ class ModelJudge:
         self.model = model
 
     async def __call__(self, criteria: str, evidence: dict[str, Any]) -> Verdict:
-        tag = fence_tag()
+        tag = fence_tag(json.dumps(evidence, ensure_ascii=False, default=str))
         shown = quote_data(evidence, untrusted=True, limit=EVIDENCE_CHARS, tag=tag)
         reply = await self.model.chat(
             [

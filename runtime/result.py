@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 from pydantic_core import PydanticSerializationError
@@ -105,6 +105,11 @@ class StepResult(BaseModel):
     finished_at: datetime | None = None
     duration: float | None = Field(None, description="Seconds from start to finish.")
     provenance: Provenance = Field(default_factory=Provenance)
+    cache: Literal["hit", "miss", "store"] | None = Field(
+        None,
+        description="The tool-result cache: hit (the output came from it: the tool was not "
+        "called), miss, or store (the output was kept); none when the call is not cacheable.",
+    )
 
 
 class Usage(BaseModel):
@@ -119,6 +124,11 @@ class Usage(BaseModel):
     output_tokens: int = 0
     cost: float = 0.0
     wall_time: float = Field(0.0, description="Seconds from start to finish of the run.")
+    cache_hits: int = Field(
+        0,
+        description="Model calls and tool steps answered from the cache (they are not counted "
+        "as calls).",
+    )
 
 
 class ModelCall(BaseModel):
@@ -136,6 +146,22 @@ class ModelCall(BaseModel):
         False,
         description="The reply came from the journal of the run being resumed: no model "
         "call was made, nothing was spent.",
+    )
+    cache: Literal["hit", "miss", "store"] | None = Field(
+        None,
+        description="The response cache: hit (the reply came from it: no call was made, "
+        "nothing was spent), miss, or store (the reply was kept); none when the call is not "
+        "cacheable (a temperature above 0).",
+    )
+    fallback_from: str | None = Field(
+        None, description="The model that failed before this one took the call over."
+    )
+    fallback_reason: str | None = Field(
+        None, description="Why it failed: rate_limited, timeout, unavailable or error."
+    )
+    redacted: list[str] = Field(
+        default_factory=list,
+        description="What the outbound guardrails redacted from the prompt, by kind.",
     )
 
 

@@ -43,7 +43,9 @@ from .redact import hold
 
 __all__ = [
     "AgentSettings",
+    "CacheSettings",
     "ExecutionSettings",
+    "GuardrailSettings",
     "JournalSettings",
     "MemorySettings",
     "ModelPrice",
@@ -116,6 +118,23 @@ class ModelSettings(BaseModel):
     threads: int | None = Field(None, ge=1, description="local: CPU threads (default: all).")
     prices: dict[str, ModelPrice] = Field(
         default_factory=dict, description="Price per model name, for usage cost."
+    )
+    planner: str | None = Field(
+        None,
+        description="The model that plans (and repairs and critiques plans), as --model: "
+        "local, local:PATH.gguf or openai:NAME (default: this section's model).",
+    )
+    judge: str | None = Field(
+        None, description="The model that judges checks and verifies answers (as planner)."
+    )
+    answer: str | None = Field(None, description="The model that writes answers (as planner).")
+    memory: str | None = Field(
+        None, description="The model that decides memory writes (as planner)."
+    )
+    fallbacks: list[str] = Field(
+        default_factory=list,
+        description="Models tried in order when a call fails (an error, a timeout, a rate "
+        "limit), after the provider's own retries (as planner).",
     )
 
 
@@ -301,6 +320,42 @@ class ExecutionSettings(BaseModel):
     )
 
 
+class CacheSettings(BaseModel):
+    """The model-response and tool-result caches: one SQLite file next to the runs
+    (``dagentic cache stats``, ``dagentic cache clear``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="Use the caches at all.")
+    models: bool = Field(
+        True, description="Reuse the reply of an identical deterministic model call."
+    )
+    tools: bool = Field(True, description="Reuse the output of a cacheable tool's call.")
+    force: bool = Field(
+        False,
+        description="Cache model calls at any temperature, not only temperature 0 (their "
+        "replies are then one sample, kept).",
+    )
+    path: Path | None = Field(None, description="The cache file (default: runs_dir/cache.sqlite).")
+
+
+class GuardrailSettings(BaseModel):
+    """What may leave the machine in a prompt sent to a remote model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    outbound: Literal["redact", "block", "off"] = Field(
+        "redact",
+        description="Secrets and personal data in a prompt to a remote model: redact them, "
+        "block the call, or off.",
+    )
+    exempt_local: bool = Field(
+        True,
+        description="Prompts to models on this machine (the local provider, an endpoint on "
+        "127.0.0.1, ::1 or localhost) are not checked.",
+    )
+
+
 class _CoreToml(TomlConfigSettingsSource):
     def __call__(self) -> dict[str, Any]:
         return core_only(self.settings_cls, super().__call__())
@@ -358,6 +413,8 @@ class Settings(BaseSettings):
     memory: MemorySettings = Field(default_factory=MemorySettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
     journal: JournalSettings = Field(default_factory=JournalSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    guardrails: GuardrailSettings = Field(default_factory=GuardrailSettings)
     execution: ExecutionSettings = Field(default_factory=ExecutionSettings)
     ray: RaySettings = Field(default_factory=RaySettings)
 

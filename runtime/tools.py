@@ -56,6 +56,9 @@ class Effects:
 
 
 EffectsFunction = Callable[[dict[str, Any], Any], "SideEffects | Effects"]
+# What a cacheable tool's call reads, in short (its data's fingerprint: files' sizes and
+# times, say), from its arguments and the settings; None: this call is not cached.
+CacheKeyFunction = Callable[[dict[str, Any], Any], "str | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +127,11 @@ class Tool:
     planning_context: bool = False
     typical_latency: float | None = None  # seconds of a call, for estimates
     egress: Mapping[str, Egress] = field(default_factory=dict, compare=False)
+    # The tool-result cache: whether its calls' outputs may be reused, for how long
+    # (seconds; None: until what the call reads changes), and what that is (cache_key).
+    cacheable: bool = False
+    cache_ttl: float | None = None
+    cache_key: CacheKeyFunction | None = field(default=None, repr=False, compare=False)
     effects: EffectsFunction | None = field(default=None, repr=False, compare=False)
     _adapters: dict[str, TypeAdapter[Any]] = field(default_factory=dict, repr=False, compare=False)
 
@@ -207,6 +215,8 @@ def tool(
     typical_latency: float | None = None,
     egress: Mapping[str, Egress] | None = None,
     effects: EffectsFunction | None = None,
+    cacheable: bool | CacheKeyFunction = False,
+    cache_ttl: float | None = None,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
@@ -226,6 +236,8 @@ def tool(
     typical_latency: float | None = None,
     egress: Mapping[str, Egress] | None = None,
     effects: EffectsFunction | None = None,
+    cacheable: bool | CacheKeyFunction = False,
+    cache_ttl: float | None = None,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Turn a function into a :class:`Tool`. Works bare (``@tool``) or with options.
 
@@ -245,6 +257,12 @@ def tool(
     ``planning_context=True`` marks a tool whose output helps planners (a database
     schema, say): an agent calls it with no arguments before planning and shows the
     output to the planner as data.
+
+    ``cacheable`` lets the tool-result cache reuse a call's output for a later call with
+    the same arguments (an idempotent read: never a tool that writes), for ``cache_ttl``
+    seconds (None: until cleared). Given a function of ``(args, settings)``, its answer
+    (the fingerprint of the data the call reads, e.g. files' sizes and modification
+    times) is part of the cache key, and None says this call is not cached.
     ``typical_latency`` is how many seconds a call usually takes: estimates before a run
     (``dagentic estimate``) use it until past runs have timed the tool.
     """
@@ -273,6 +291,23 @@ def tool(
                     ],
                 )
             built = replace(built, planning_context=True)
+        if cacheable:
+            if side_effects == "write" and effects is None:
+                raise ToolDefinitionError(
+                    built.name,
+                    ["cacheable=True needs a tool that reads: a call that writes is never cached"],
+                )
+            if cache_ttl is not None and (isinstance(cache_ttl, bool) or not cache_ttl > 0):
+                raise ToolDefinitionError(
+                    built.name,
+                    [f"cache_ttl must be a positive number of seconds, not {cache_ttl!r}"],
+                )
+            built = replace(
+                built,
+                cacheable=True,
+                cache_ttl=cache_ttl,
+                cache_key=cacheable if callable(cacheable) else None,
+            )
         if typical_latency is not None:
             if isinstance(typical_latency, bool) or not typical_latency > 0:
                 raise ToolDefinitionError(

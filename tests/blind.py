@@ -13,8 +13,12 @@ from dagentic import Settings
 RUNS_DIR = os.environ.setdefault(
     "DAGENTIC_RUNS_DIR", tempfile.mkdtemp(prefix="dagentic-test-runs-")
 )
+# The caches live in the runs dir, which the whole session shares: a test that wants them
+# turns them on (with a runs dir of its own), so no test is answered from another's calls.
+os.environ.setdefault("DAGENTIC_CACHE__ENABLED", "false")
 
 
 def blind_settings(**values: Any) -> Settings:
     values.setdefault("runs_dir", RUNS_DIR)
+    values.setdefault("cache", {"enabled": False})
     return Settings(_env_prefix="DAGENTIC_TEST_UNUSED_", **values)  # type: ignore[call-arg]

@@ -39,6 +39,7 @@ if TYPE_CHECKING:  # DuckDB and sqlglot load on the first query: loading plugins
 
 __all__ = [
     "close_engines",
+    "data_fingerprint",
     "query",
     "register_settings",
     "register_tools",
@@ -151,6 +152,39 @@ def statement_effects(
     return classify_sql(args["sql"], dialect=args.get("dialect") or "duckdb")
 
 
+def data_fingerprint(args: dict[str, Any], settings: Settings | None = None) -> str | None:
+    """What a read of the sql tools depends on, for the tool-result cache: the size and
+    modification time of every file of the sources it reads (and the limits on what it
+    returns). None, so not cached, when a source may be written (``allow_write``) or a
+    plan-named source cannot be read (the call itself then says why)."""
+    import hashlib
+
+    from dagentic import Settings as CoreSettings
+
+    config = (settings if settings is not None else CoreSettings()).plugin(SqlSettings)
+    if args.get("source") is not None:
+        try:
+            paths = [_allowed(str(args["source"]), config.allowed_roots)]
+        except (ToolError, PolicyBlockedError):
+            return None
+    else:
+        sources = config.sources or {"sample": SqlSource(path=SAMPLE_DATA)}
+        if any(s.allow_write for s in sources.values()):
+            return None
+        paths = [Path(s.path).expanduser() for s in sources.values()]
+    seen: list[tuple[str, int, int]] = []
+    try:
+        for path in paths:
+            files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+            for file in files:
+                stat = file.stat()
+                seen.append((str(file.resolve()), stat.st_size, stat.st_mtime_ns))
+    except OSError:
+        return None
+    text = json.dumps([seen, config.max_rows, config.max_bytes])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 @tool(
     name="sql.query",
     typical_latency=0.1,
@@ -158,6 +192,7 @@ def statement_effects(
     effects=statement_effects,
     idempotent=False,
     uses_idempotency_key=True,
+    cacheable=data_fingerprint,
 )
 async def query(
     sql: str,
@@ -244,7 +279,13 @@ def _sources_read(tables: dict[str, str], used: tuple[str, ...]) -> list[str] | 
     return sorted(found)
 
 
-@tool(name="sql.schema", side_effects="read", planning_context=True, typical_latency=0.2)
+@tool(
+    name="sql.schema",
+    side_effects="read",
+    planning_context=True,
+    typical_latency=0.2,
+    cacheable=data_fingerprint,
+)
 async def schema(
     context: ToolContext, sample_rows: int = 3, source: str | None = None
 ) -> dict[str, Any]:

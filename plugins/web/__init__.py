@@ -73,6 +73,14 @@ def search_effects(args: dict[str, Any], settings: Settings | None = None) -> Ef
     return Effects("read", {} if backend == "local" else SEARCH_EGRESS)
 
 
+def search_backend(settings: Settings | None = None) -> str:
+    """Which search backend answers, for the tool-result cache: its name and address (a
+    web search's results live for the tool's cache_ttl, an hour, or a step's cache)."""
+    config = (settings if settings is not None else _settings()).plugin(WebSettings)
+    url = getattr(getattr(config, config.backend, None), "url", None)
+    return f"{config.backend} {url or ''}".strip()
+
+
 @tool(
     name="web.search",
     typical_latency=0.5,
@@ -80,6 +88,8 @@ def search_effects(args: dict[str, Any], settings: Settings | None = None) -> Ef
     trusted=False,
     egress=SEARCH_EGRESS,
     effects=search_effects,
+    cacheable=lambda args, settings: search_backend(settings),
+    cache_ttl=3600.0,
 )
 async def search(
     query: Annotated[str, Field(min_length=1, max_length=500)],

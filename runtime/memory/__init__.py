@@ -106,8 +106,13 @@ class LongTermMemory:
         importance: float = 0.5,
         ttl: float | None = None,
         key: str = "",
+        model: Any = None,
     ) -> Written:
         """Decide (with the policy) and write ``text``; see :class:`Decision`.
+
+        ``model``: the model a :class:`ModelPolicy` asks instead of its own (an agent
+        passes its metered model, so the policy's calls count against the run's budgets
+        and are traced with its other calls).
 
         ``key``: an idempotency key (:attr:`~dagentic.ToolContext.idempotency_key`). It is
         stored with the write, in the same transaction; a call with a key stored before
@@ -123,7 +128,7 @@ class LongTermMemory:
                 if earlier is not None:
                     return earlier
             try:
-                return await self._remember(text, provenance, scope, importance, ttl, key)
+                return await self._remember(text, provenance, scope, importance, ttl, key, model)
             except KeyUsed:  # stored meanwhile (another event loop or thread)
                 earlier = await self._replay(key)
                 if earlier is None:
@@ -156,10 +161,14 @@ class LongTermMemory:
         importance: float,
         ttl: float | None,
         key: str = "",
+        model: Any = None,
     ) -> Written:
+        policy = self.policy
+        if model is not None and isinstance(policy, ModelPolicy):
+            policy = ModelPolicy(model, policy.fallback)
         for _ in range(RETRIES):  # another event loop or thread may still write meanwhile
             neighbours = await self.store.recall(text, limit=5, scope=scope)
-            decision = await self.policy.decide(text, neighbours)
+            decision = await policy.decide(text, neighbours)
             if decision.action == "insert":
                 item = await self.store.insert(
                     text,

@@ -3,12 +3,16 @@ GGUF model on llama-cpp-python (the embedded default), and a scripted model for 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .base import Message, Model, ModelError, ModelReply, Price, parse_json
+from .gateway import Models, make_models
 from .local import DEFAULT_MODEL, LlamaCppModel, default_model_path
 from .openai_compat import OpenAIModel
 from .scripted import ScriptedModel, estimate_tokens
+
+if TYPE_CHECKING:
+    from ..guardrails import Outbound
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -17,12 +21,14 @@ __all__ = [
     "Model",
     "ModelError",
     "ModelReply",
+    "Models",
     "OpenAIModel",
     "Price",
     "ScriptedModel",
     "default_model_path",
     "estimate_tokens",
     "make_model",
+    "make_models",
     "parse_json",
 ]
 
@@ -63,4 +69,19 @@ def make_model(settings: Any, spec: str | None = None) -> Model:
         max_retries=config.max_retries,
         max_tokens=config.max_tokens,
         temperature=config.temperature,
+        outbound=_outbound(settings, config.base_url),
     )
+
+
+def _outbound(settings: Any, base_url: str | None) -> Outbound:
+    """What the guardrails do to prompts sent to this endpoint (``guardrails.outbound``):
+    ``off`` for an endpoint on this machine while ``guardrails.exempt_local`` holds."""
+    from ..guardrails import is_local_url
+
+    config = getattr(settings, "guardrails", None)
+    if config is None:
+        return "off"
+    if config.exempt_local and base_url and is_local_url(base_url):
+        return "off"
+    outbound: Outbound = config.outbound
+    return outbound

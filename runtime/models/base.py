@@ -38,6 +38,10 @@ class ModelReply:
         default=False,
         metadata={"doc": "The provider constrained the output to the requested JSON schema."},
     )
+    redacted: tuple[str, ...] = field(
+        default=(),
+        metadata={"doc": "What the outbound guardrails redacted from the prompt, by kind."},
+    )
 
 
 @dataclass(frozen=True, slots=True)

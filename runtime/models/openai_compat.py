@@ -8,6 +8,7 @@ import os
 from typing import Any, Literal
 
 from ..errors import StepTimeoutError
+from ..guardrails import Outbound, guard
 from ..redact import hold, redact
 from .base import Message, ModelError, ModelReply
 from .scripted import estimate_tokens
@@ -24,6 +25,9 @@ class OpenAIModel:
     (OpenAI, vLLM, Ollama), ``json_object`` (llama-cpp-python's server:
     ``{"type": "json_object", "schema": ...}``) or ``none`` (the schema goes into the
     prompt and the reply is parsed and repaired).
+
+    ``outbound`` is what the guardrails do to secrets and personal data in a prompt before
+    it is sent (:mod:`dagentic.guardrails`): ``redact``, ``block`` or ``off``.
     """
 
     def __init__(
@@ -38,10 +42,12 @@ class OpenAIModel:
         max_retries: int = 3,
         max_tokens: int = 1024,
         temperature: float = 0.0,
+        outbound: Outbound = "off",
     ) -> None:
         import openai
 
         self.name = name
+        self.outbound = outbound
         self.provider = "openai"
         self.structured_output = structured_output
         self.supports_schema = structured_output != "none"
@@ -71,6 +77,11 @@ class OpenAIModel:
         import openai
 
         wire = [m.to_dict() for m in messages]
+        redacted: list[str] = []
+        if self.outbound != "off":
+            where = f"model {self.name} at {self.client.base_url.host}"
+            texts, redacted = guard([m["content"] for m in wire], self.outbound, where)
+            wire = [{**m, "content": text} for m, text in zip(wire, texts, strict=True)]
         kwargs: dict[str, Any] = {
             "model": self.name,
             "messages": wire,
@@ -92,7 +103,7 @@ class OpenAIModel:
             }
         try:
             if self.stream:
-                return await self._streamed(kwargs, schema)
+                return await self._streamed(kwargs, schema, redacted)
             response = await self.client.chat.completions.create(**kwargs)
         except openai.APITimeoutError as exc:
             raise StepTimeoutError(redact(f"model {self.name}: no answer in time ({exc})")) from exc
@@ -119,9 +130,12 @@ class OpenAIModel:
             output_tokens=usage.completion_tokens if usage else estimate_tokens(text),
             finish_reason=choice.finish_reason if choice else None,
             structured=schema is not None and self.supports_schema,
+            redacted=tuple(redacted),
         )
 
-    async def _streamed(self, kwargs: dict[str, Any], schema: dict[str, Any] | None) -> ModelReply:
+    async def _streamed(
+        self, kwargs: dict[str, Any], schema: dict[str, Any] | None, redacted: list[str]
+    ) -> ModelReply:
         parts: list[str] = []
         usage = None
         finish = None
@@ -145,6 +159,7 @@ class OpenAIModel:
             output_tokens=usage.completion_tokens if usage else estimate_tokens(text),
             finish_reason=finish,
             structured=schema is not None and self.supports_schema,
+            redacted=tuple(redacted),
         )
 
     def _estimate(self, wire: list[dict[str, str]]) -> int:

@@ -28,9 +28,18 @@ class ScriptedModel:
 
     supports_schema = True
 
-    def __init__(self, replies: Iterable[Script], *, name: str = "scripted") -> None:
+    def __init__(
+        self,
+        replies: Iterable[Script],
+        *,
+        name: str = "scripted",
+        temperature: float | None = None,
+    ) -> None:
         self.replies = list(replies)
         self.name = name
+        # None: its replies are not a function of the prompt (never cached); 0: they are,
+        # as a deterministic model's (the response cache may keep them)
+        self.temperature = temperature
         self.provider = "scripted"
         self.calls: list[dict[str, Any]] = []
 
