@@ -22,7 +22,7 @@ __all__ = ["python", "register_tools"]
 _TAIL = 2000  # characters of stderr quoted in an error
 
 
-@tool(name="code.python", side_effects="none", typical_latency=0.5)
+@tool(name="code.python", side_effects="none", typical_latency=0.5, stateful=True)
 async def python(
     code: str,
     context: ToolContext,

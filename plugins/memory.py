@@ -27,7 +27,7 @@ def _memory(context: ToolContext) -> LongTermMemory:
     return memory
 
 
-@tool(name="memory.recall", side_effects="read", trusted=False, typical_latency=0.3)
+@tool(name="memory.recall", side_effects="read", trusted=False, typical_latency=0.3, stateful=True)
 async def recall(
     query: Annotated[str, Field(min_length=1)],
     context: ToolContext,
@@ -66,6 +66,7 @@ async def recall(
     side_effects="write",
     idempotent=False,
     uses_idempotency_key=True,
+    stateful=True,
 )
 async def remember(
     text: Annotated[str, Field(min_length=1, max_length=4000)],

@@ -45,6 +45,7 @@ from pydantic import BaseModel, ValidationError
 from ._checks import run_check
 from .approvals import LATER, approver_name, call_approver
 from .attributes import CACHE, TOOL_EGRESS, TOOL_SIDE_EFFECTS
+from .backend import CallSite
 from .bounds import cut_and_size, cut_value
 from .durable.store import ApprovalRecord, dumps
 from .errors import (
@@ -273,7 +274,7 @@ class StepPipeline:
         index = None if item is None else item[0]
         if not self.run.can_keep(index):  # no output could be kept: the call is not made
             raise self.run.over_budget(state, index)
-        args = _arguments(spec, tool, scope)
+        raw, args = _arguments(spec, tool, scope)
         effects = _effects(spec, tool, args, self.settings)
         sent = tuple(sorted(a for a in effects.egress if args.get(a) is not None))
         untrusted = self.taint(spec.data_deps)
@@ -307,6 +308,7 @@ class StepPipeline:
         timeout = spec.step.timeout or tool.timeout or self.settings.default_timeout
         limiter = self.executor.limiter(tool.name)
         backend = self.executor.backend
+        call_site = CallSite(spec.step.resources or {}, raw)
         spans = self.spans
         if spans is not None:
             spans.record_arguments(args)
@@ -345,7 +347,7 @@ class StepPipeline:
                     await limiter.acquire()
                 try:
                     with anyio.move_on_after(timeout) as deadline:
-                        output = await backend.call(tool, dict(args), context)
+                        output = await backend.call(tool, dict(args), context, call_site)
                 finally:
                     if limiter is not None:
                         limiter.release()
@@ -543,15 +545,18 @@ class _ItemFailure(Exception):
         self.error = error
 
 
-def _arguments(spec: CompiledStep, tool: Tool, scope: Mapping[str, Any]) -> dict[str, Any]:
-    """The step's arguments resolved in ``scope`` and validated by the tool's model."""
+def _arguments(
+    spec: CompiledStep, tool: Tool, scope: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The step's arguments resolved in ``scope``, as they are and as the tool's model
+    validated them."""
     try:
         raw = spec.args(scope)
     except EvaluationError as exc:
         raise EvaluationError(f"step '{spec.id}': args: {exc.message}") from None
     try:
         # The validated model's fields, by name (extra="forbid": nothing else is there).
-        return tool.args_model.model_validate(raw).__dict__
+        return raw, tool.args_model.model_validate(raw).__dict__
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(map(str, e['loc'])) or 'args'}: {e['msg']}"

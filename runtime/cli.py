@@ -26,7 +26,7 @@ from .display import (
     safe_markup,
     safe_text,
 )
-from .errors import DagenticError, JournalError, PlanError, PluginError
+from .errors import ClusterError, DagenticError, JournalError, PlanError, PluginError
 
 # What a command needs loads inside it (plans, settings, plugins and their tools, pydantic,
 # the executor with OpenTelemetry, structlog, models, memory, the sandbox): `dagentic
@@ -58,6 +58,21 @@ FAILED = 1
 WAITING = 3  # a step waits for a person's decision: not a failure, the run goes on later
 YesOption = Annotated[
     bool, typer.Option("--yes", "-y", help="Approve every step that asks for approval.")
+]
+
+
+class Backend(StrEnum):
+    process = "process"
+    ray = "ray"
+
+
+BackendOption = Annotated[
+    Backend | None,
+    typer.Option(
+        "--backend",
+        help="Where tool calls run: process, or ray (a Ray cluster: ray.address) "
+        "(default: execution.backend).",
+    ),
 ]
 
 
@@ -165,6 +180,7 @@ def run(
         bool, typer.Option("--fail-fast", help="Cancel the rest at the first failure.")
     ] = False,
     timeout: Annotated[float | None, typer.Option(help="Deadline of the whole run (s).")] = None,
+    backend: BackendOption = None,
 ) -> None:
     """Validate and run a plan. Exit 0 succeeded, 1 failed, 2 invalid, 3 waits for approval.
 
@@ -173,9 +189,13 @@ def run(
     answers. The waiting run is kept in the durable journal: `dagentic approvals` lists what
     waits, `dagentic approve` or `dagentic deny` decides, `dagentic resume` goes on."""
     from .executor import resolve_inputs
+    from .settings import Settings
 
     tools = _tools()
-    executor = _executor(tools, fail_fast=fail_fast or None)
+    settings = Settings()
+    if backend is not None:
+        settings.execution.backend = backend.value
+    executor = _executor(tools, settings=settings, fail_fast=fail_fast or None)
     try:
         compiled = executor.compile(plan)
         values = _parse_inputs(inputs or [])
@@ -220,6 +240,7 @@ def resume(
     yes: YesOption = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the RunResult as JSON.")] = False,
     timeout: Annotated[float | None, typer.Option(help="Deadline of the resumed run (s).")] = None,
+    backend: BackendOption = None,
 ) -> None:
     """Go on with a run that waits, crashed or was cancelled. Exit codes as `dagentic run`.
 
@@ -234,6 +255,8 @@ def resume(
 
     tools = _tools()
     settings = Settings()
+    if backend is not None:
+        settings.execution.backend = backend.value
     store = open_run_store(settings)
     record = find_run(store, run_id)
     parent = store.run(record.parent_id) if record.parent_id is not None else None
@@ -299,7 +322,7 @@ def _executor(tools: ToolRegistry, **options: Any) -> Executor:
 
     try:
         return Executor(tools, **options)
-    except JournalError as exc:
+    except (JournalError, ClusterError) as exc:
         raise _fail(exc.message, FAILED) from exc
     except DagenticError as exc:
         raise _fail(exc.message) from exc
@@ -456,6 +479,7 @@ def ask(
     no_memory: Annotated[
         bool, typer.Option("--no-memory", help="Neither recall nor remember.")
     ] = False,
+    backend: BackendOption = None,
 ) -> None:
     """Plan the goal with a model, run the plan, check it, replan if needed, and answer.
     Exit 0 if the goal was achieved, 1 if not, 2 if the command line is invalid, 3 if a
@@ -470,6 +494,8 @@ def ask(
 
     tools = _tools()
     settings = Settings()
+    if backend is not None:
+        settings.execution.backend = backend.value
     try:
         chosen = make_models(settings, model)
     except DagenticError as exc:
@@ -505,7 +531,8 @@ def ask(
             on_run=_estimator(settings, chosen, show_plan, as_json),
         )
     except DagenticError as exc:
-        raise _fail(exc.message, FAILED if isinstance(exc, JournalError) else INVALID) from exc
+        failed = isinstance(exc, JournalError | ClusterError)
+        raise _fail(exc.message, FAILED if failed else INVALID) from exc
     result = anyio.run(agent.run, goal)
     if as_json:
         _print_json(result)

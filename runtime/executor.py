@@ -22,7 +22,7 @@ from anyio.lowlevel import RunVar
 from pydantic import TypeAdapter, ValidationError
 
 from ._active_run import ActiveRun
-from .backend import ExecutionBackend, InProcessBackend
+from .backend import ExecutionBackend, backend_from_settings
 from .bounds import load_json
 from .cache.tools import ToolCache
 from .durable import open_journal
@@ -77,7 +77,8 @@ class Executor:
         tools: the tools steps may call.
         settings: concurrency, timeouts and limits (default: :class:`Settings` from files
             and environment).
-        backend: where tool calls run (default: in process).
+        backend: where tool calls run (default: ``execution.backend`` of the settings, in
+            process unless it says ray).
         journal: receives every state change (see :mod:`dagentic.journal`); default: the
             durable journal of the settings (``journal.*``), which :meth:`resume` reads.
             ``None`` keeps runs in memory only.
@@ -107,7 +108,7 @@ class Executor:
         )
         # Worker threads are the process's, shared by every executor (see threads.py).
         set_worker_threads(self.settings.worker_threads)
-        self.backend = backend or InProcessBackend()
+        self.backend = backend or backend_from_settings(self.settings)
         self.journal: Journal | None = (
             open_journal(self.settings) if journal is SETTINGS else journal
         )

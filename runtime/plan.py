@@ -24,6 +24,7 @@ from pydantic import (
 
 from .bounds import located, plan_data_problem
 from .errors import FailureMode
+from .resources import resource_problems
 
 __all__ = ["Check", "InputSpec", "Plan", "Retry", "Step", "parse_duration", "plan_json_schema"]
 
@@ -174,6 +175,12 @@ class Step(BaseModel):
         "data in any argument that is sent out, or any step's output in one that says where "
         "data goes (a URL built from an expression).",
     )
+    resources: dict[str, float] | None = Field(
+        None,
+        description="On a cluster (execution.backend = ray): what one call needs of a node, "
+        "over the tool's own: num_cpus, memory (bytes), custom resources such as docker: 1.",
+    )
+
     cache: bool | Duration | None = Field(
         None,
         description="The tool-result cache, for a tool that declares itself cacheable: "
@@ -206,6 +213,10 @@ class Step(BaseModel):
             )
         if self.check is not None and (self.args or self.foreach is not None):
             raise ValueError(f"check step {self.id!r} takes no 'args' or 'foreach'")
+        if self.check is not None and self.resources:
+            raise ValueError(f"check step {self.id!r} takes no 'resources': it calls no tool")
+        for problem in resource_problems(self.resources or {}):
+            raise ValueError(f"step {self.id!r}: {problem}")
         if self.max_parallel is not None and self.foreach is None:
             raise ValueError(f"step {self.id!r} sets 'max_parallel' but has no 'foreach'")
         return self

@@ -25,7 +25,15 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -305,6 +313,22 @@ class RaySettings(BaseModel):
     num_cpus: int | None = Field(
         None, ge=1, description="A local Ray (no address): CPUs it may use (default: all)."
     )
+    tool_resources: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="What one call of a tool needs of a node, over what the tool declares "
+        '(a plan step\'s resources: win): {"code.python": {"docker": 1}} runs sandboxed code '
+        "only on nodes that offer a docker resource.",
+    )
+
+    @field_validator("tool_resources")
+    @classmethod
+    def _resources(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        from .resources import resource_problems
+
+        for tool_name, resources in value.items():
+            for problem in resource_problems(resources):
+                raise ValueError(f"{tool_name}: {problem}")
+        return value
 
 
 class ExecutionSettings(BaseModel):

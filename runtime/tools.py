@@ -24,6 +24,7 @@ import docstring_parser
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
 
 from .errors import PluginError, ToolDefinitionError, ToolError, ToolNotFoundError
+from .resources import resource_problems
 
 __all__ = [
     "Effects",
@@ -127,6 +128,10 @@ class Tool:
     planning_context: bool = False
     typical_latency: float | None = None  # seconds of a call, for estimates
     egress: Mapping[str, Egress] = field(default_factory=dict, compare=False)
+    # Where it runs on a cluster (the Ray backend): what one call needs of a node, and
+    # whether it keeps state between calls (then its calls go to one long-lived actor).
+    resources: Mapping[str, float] = field(default_factory=dict, compare=False)
+    stateful: bool = False
     # The tool-result cache: whether its calls' outputs may be reused, for how long
     # (seconds; None: until what the call reads changes), and what that is (cache_key).
     cacheable: bool = False
@@ -215,6 +220,8 @@ def tool(
     typical_latency: float | None = None,
     egress: Mapping[str, Egress] | None = None,
     effects: EffectsFunction | None = None,
+    resources: Mapping[str, float] | None = None,
+    stateful: bool = False,
     cacheable: bool | CacheKeyFunction = False,
     cache_ttl: float | None = None,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
@@ -236,6 +243,8 @@ def tool(
     typical_latency: float | None = None,
     egress: Mapping[str, Egress] | None = None,
     effects: EffectsFunction | None = None,
+    resources: Mapping[str, float] | None = None,
+    stateful: bool = False,
     cacheable: bool | CacheKeyFunction = False,
     cache_ttl: float | None = None,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
@@ -257,14 +266,20 @@ def tool(
     ``planning_context=True`` marks a tool whose output helps planners (a database
     schema, say): an agent calls it with no arguments before planning and shows the
     output to the planner as data.
+    ``typical_latency`` is how many seconds a call usually takes: estimates before a run
+    (``dagentic estimate``) use it until past runs have timed the tool.
+
+    On a cluster (``execution.backend = "ray"``), ``resources`` is what one call needs of
+    a node: ``num_cpus``, ``memory`` (bytes) and custom resources such as ``docker: 1``
+    (a plan step may override them); ``stateful=True`` marks a tool that keeps state
+    between calls (a warm pool, a connection, a loaded model): its calls go to one
+    long-lived Ray actor instead of a task each.
 
     ``cacheable`` lets the tool-result cache reuse a call's output for a later call with
     the same arguments (an idempotent read: never a tool that writes), for ``cache_ttl``
     seconds (None: until cleared). Given a function of ``(args, settings)``, its answer
     (the fingerprint of the data the call reads, e.g. files' sizes and modification
     times) is part of the cache key, and None says this call is not cached.
-    ``typical_latency`` is how many seconds a call usually takes: estimates before a run
-    (``dagentic estimate``) use it until past runs have timed the tool.
     """
 
     def build(function: Callable[..., Any]) -> Tool:
@@ -291,6 +306,21 @@ def tool(
                     ],
                 )
             built = replace(built, planning_context=True)
+        if typical_latency is not None:
+            if isinstance(typical_latency, bool) or not typical_latency > 0:
+                raise ToolDefinitionError(
+                    built.name,
+                    [
+                        "typical_latency must be a positive number of seconds, not "
+                        f"{typical_latency!r}"
+                    ],
+                )
+            built = replace(built, typical_latency=float(typical_latency))
+        if resources or stateful:
+            problems = resource_problems(resources or {})
+            if problems:
+                raise ToolDefinitionError(built.name, problems)
+            built = replace(built, resources=dict(resources or {}), stateful=stateful)
         if cacheable:
             if side_effects == "write" and effects is None:
                 raise ToolDefinitionError(
@@ -308,16 +338,6 @@ def tool(
                 cache_ttl=cache_ttl,
                 cache_key=cacheable if callable(cacheable) else None,
             )
-        if typical_latency is not None:
-            if isinstance(typical_latency, bool) or not typical_latency > 0:
-                raise ToolDefinitionError(
-                    built.name,
-                    [
-                        "typical_latency must be a positive number of seconds, not "
-                        f"{typical_latency!r}"
-                    ],
-                )
-            built = replace(built, typical_latency=float(typical_latency))
         return built
 
     return build(fn) if fn is not None else build

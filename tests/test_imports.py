@@ -81,3 +81,25 @@ def test_the_cycle_check_sees_lazy_imports(tmp_path: Path) -> None:
     modules = {name: module for name in ("dagentic.tracing", "dagentic.runfiles")}
     modules["dagentic.executor"] = module
     assert _imported("dagentic.tracing", module, modules) == {"dagentic.runfiles"}
+
+
+def test_a_run_in_process_imports_no_ray() -> None:
+    """Ray is an optional extra: only the ray backend imports it."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, anyio\n"
+        "from dagentic import Executor, load_tools, ToolRegistry\n"
+        "from tests.blind import blind_settings\n"
+        "plan = {'version': 1, 'name': 'p', 'steps': [{'id': 'a', 'tool': 'notify.log', "
+        "'args': {'message': 'hi'}}]}\n"
+        "executor = Executor(ToolRegistry(load_tools()), settings=blind_settings(), "
+        "journal=None, tracing=None)\n"
+        "result = anyio.run(executor.run, plan)\n"
+        "print(result.status.value, sorted(m for m in sys.modules if m.split('.')[0] == 'ray'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.stdout == "succeeded []\n", done.stderr

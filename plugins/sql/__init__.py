@@ -192,6 +192,7 @@ def data_fingerprint(args: dict[str, Any], settings: Settings | None = None) -> 
     effects=statement_effects,
     idempotent=False,
     uses_idempotency_key=True,
+    stateful=True,
     cacheable=data_fingerprint,
 )
 async def query(
@@ -281,9 +282,10 @@ def _sources_read(tables: dict[str, str], used: tuple[str, ...]) -> list[str] | 
 
 @tool(
     name="sql.schema",
+    typical_latency=0.2,
     side_effects="read",
     planning_context=True,
-    typical_latency=0.2,
+    stateful=True,
     cacheable=data_fingerprint,
 )
 async def schema(

@@ -88,6 +88,7 @@ def search_backend(settings: Settings | None = None) -> str:
     trusted=False,
     egress=SEARCH_EGRESS,
     effects=search_effects,
+    stateful=True,
     cacheable=lambda args, settings: search_backend(settings),
     cache_ttl=3600.0,
 )

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
@@ -40,7 +41,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import Event
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 
-from ..errors import ToolError
+from ..errors import ClusterError, ToolError
 from ..spans import FastSpan
 from ..threads import run_in_thread
 from ..tools import Tool, ToolContext
@@ -54,6 +55,8 @@ if TYPE_CHECKING:
 __all__ = ["RayBackend"]
 
 _KEPT_REFERENCES = 64  # large outputs whose object-store reference the backend keeps
+_NODES_FRESH = 5.0  # seconds the cluster's list of nodes is trusted for placement checks
+_RAY_NAMES = {"num_cpus": "CPU", "memory": "memory"}
 
 
 class RayBackend:
@@ -74,6 +77,8 @@ class RayBackend:
         self.settings = settings
         self._task: Any = None
         self._actors: dict[str, Any] = {}
+        self._tasks: dict[tuple[str, tuple[tuple[str, float], ...]], Any] = {}
+        self._nodes_read: tuple[float, list[dict[str, float]]] | None = None
         # id(output) -> (output, ref) of large outputs, newest last
         self._references: OrderedDict[int, tuple[Any, Any]] = OrderedDict()
 
@@ -125,6 +130,7 @@ class RayBackend:
             remote_context,
             carried,
             adapters,
+            self.settings.by_reference_bytes,
         )
         resources = {**tool.resources, **self.settings.tool_resources.get(tool.name, {})}
         if call_site is not None and call_site.resources:
@@ -136,6 +142,7 @@ class RayBackend:
                 report: Report = await _result(report_ref)
             except lost as exc:
                 reason = f"{type(exc).__name__}: {first_line(exc)}"
+                self._actors.pop(tool.name, None)  # a stateful tool's next call: a new one
                 if not tool.idempotent:
                     raise ToolError(
                         f"tool '{tool.name}': its Ray worker was lost during the call "
@@ -164,14 +171,17 @@ class RayBackend:
             context.mark_untrusted(*report.untrusted)
         if report.error is not None:
             raise report.error
+        if report.inline:
+            return report.output
         output = await _result(output_ref)
-        if report.output_bytes > self.settings.by_reference_bytes:
-            self._remember(output, output_ref)
+        self._remember(output, output_ref)
         return output
 
     # -- where calls go ------------------------------------------------------------------
 
     def _submit(self, tool: Tool, call: tuple[Any, ...], resources: dict[str, float]) -> Any:
+        if resources:
+            self._check_placeable(tool, resources)
         options: dict[str, Any] = {"name": tool.name}
         custom = {k: v for k, v in resources.items() if k not in ("num_cpus", "memory")}
         if "num_cpus" in resources:
@@ -181,7 +191,11 @@ class RayBackend:
         if custom:
             options["resources"] = custom
         if not tool.stateful:
-            return self._task.options(**options).remote(*call)
+            key = (tool.name, tuple(sorted(resources.items())))
+            task = self._tasks.get(key)
+            if task is None:  # Ray's options() costs a millisecond: once per kind of call
+                task = self._tasks[key] = self._task.options(**options)
+            return task.remote(call)  # one argument: Ray serializes each separately
         actor = self._actors.get(tool.name)
         if actor is None:
             import ray
@@ -192,7 +206,28 @@ class RayBackend:
                 max_restarts=-1 if tool.idempotent else 0,
                 **options,
             ).remote()
-        return actor.call.options(num_returns=2).remote(*call)
+        return actor.call.options(num_returns=2).remote(call)
+
+    def _check_placeable(self, tool: Tool, resources: dict[str, float]) -> None:
+        """Refuse a call no node of the cluster could take (Ray would leave it pending for
+        good): each resource asked for must be offered, in that amount, by one node."""
+        import ray
+
+        now = time.monotonic()
+        if self._nodes_read is None or now - self._nodes_read[0] > _NODES_FRESH:
+            nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+            self._nodes_read = (now, nodes)
+        wanted = {_RAY_NAMES.get(k, k): v for k, v in resources.items() if v}
+        nodes = self._nodes_read[1]
+        if any(all(node.get(k, 0) >= v for k, v in wanted.items()) for node in nodes):
+            return
+        offered = sorted({name for node in nodes for name in node if not name.startswith("node:")})
+        raise ClusterError(
+            f"tool '{tool.name}' needs {_shown(resources)} of one node, and no node of the Ray "
+            f"cluster offers that (they offer: {', '.join(offered) or 'nothing'}); give a node "
+            "the resource (ray start --resources), or change the step's resources: or "
+            "ray.tool_resources"
+        )
 
     def _by_reference(
         self, tool: Tool, args: dict[str, Any], call_site: CallSite | None
@@ -239,6 +274,10 @@ async def _result(ref: Any) -> Any:
             future.cancel()
             raise
     return future.result()
+
+
+def _shown(resources: dict[str, float]) -> str:
+    return "{" + ", ".join(f"{k}: {v:g}" for k, v in resources.items()) + "}"
 
 
 def _file_spans(step_span: Any, report: Report, carried: tuple[int, int, int] | None) -> None:

@@ -8,6 +8,8 @@ task's second return value, so a large one can stay in the object store.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import pickle
 import threading
@@ -18,6 +20,7 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+from anyio.from_thread import BlockingPortal, start_blocking_portal
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from pydantic import BaseModel
@@ -56,6 +59,10 @@ class Report:
     spans: list[SpanRecord] = field(default_factory=list)
     by_reference: list[str] = field(default_factory=list)
     output_bytes: int = 0
+    # The output itself when it is small (one object to fetch), else the task's second
+    # return value holds it (it stays in the object store).
+    output: Any = None
+    inline: bool = False
 
 
 class _Collector(FastTracerProvider):
@@ -74,6 +81,16 @@ class _Collector(FastTracerProvider):
 
 
 _collector: _Collector | None = None
+_lock = threading.Lock()
+
+
+@functools.cache
+def _where() -> tuple[str, str]:
+    """This worker's node and worker ids (they never change)."""
+    import ray
+
+    runtime = ray.get_runtime_context()
+    return runtime.get_node_id(), runtime.get_worker_id()
 
 
 def _tracer() -> tuple[_Collector, Any]:
@@ -83,21 +100,14 @@ def _tracer() -> tuple[_Collector, Any]:
     return _collector, _collector.get_tracer(SCOPE)
 
 
-def run_call(
-    fn: Any,
-    is_async: bool,
-    tool_name: str,
-    args: dict[str, Any],
-    context_param: str | None,
-    context: Any,
-    parent: tuple[int, int, int] | None,
-    adapters: dict[str, Any],
-) -> tuple[Report, Any]:
-    """Call ``fn(**args)`` here; arguments passed :class:`ByReference` are fetched and
-    validated with their field's ``adapters`` (as the driver validated the others)."""
+def run_call(call: tuple[Any, ...]) -> tuple[Report, Any]:
+    """Make one call, ``(fn, is_async, tool_name, args, context_param, context, parent,
+    adapters, inline_bytes)``: ``fn(**args)`` here; arguments passed :class:`ByReference`
+    are fetched and validated with their field's ``adapters`` (as the driver validated the
+    others). An output of at most ``inline_bytes`` (pickled) goes back in the report."""
     import ray
 
-    runtime = ray.get_runtime_context()
+    fn, is_async, tool_name, args, context_param, context, parent, adapters, inline_bytes = call
     collector, tracer = _tracer()
     by_reference = []
     for name, value in list(args.items()):
@@ -113,7 +123,7 @@ def run_call(
     if parent is not None:
         remote = SpanContext(parent[0], parent[1], True, TraceFlags(parent[2]))
         parent_context = trace.set_span_in_context(NonRecordingSpan(remote))
-    node_id, worker_id = runtime.get_node_id(), runtime.get_worker_id()
+    node_id, worker_id = _where()
     with collector.guard:
         collector.calls[token] = []
     span = tracer.start_span(
@@ -134,10 +144,12 @@ def run_call(
         with trace.use_span(
             span, end_on_exit=False, record_exception=False, set_status_on_exception=False
         ):
-            output = anyio.run(_call, fn, is_async, args)
+            output = _portal().call(_call, fn, is_async, args)
         if isinstance(output, BaseModel):
             output = output.model_dump(mode="json")
-        report.output_bytes = len(pickle.dumps(output, protocol=5))
+        report.output_bytes = _size(output)
+        if report.output_bytes <= inline_bytes:
+            report.output, report.inline, output = output, True, None
     except Exception as exc:  # noqa: BLE001 - the driver raises it as the call's error
         output = None
         fail_span(span, exc)
@@ -153,12 +165,38 @@ def run_call(
     return report, output
 
 
+_portal_stack: contextlib.ExitStack | None = None
+_the_portal: BlockingPortal | None = None
+
+
+def _portal() -> BlockingPortal:
+    """This worker's event loop, in a thread of its own, started at its first call: calls
+    run there as they would in process (and a new loop per call would cost a millisecond)."""
+    global _portal_stack, _the_portal
+    if _the_portal is None:
+        with _lock:
+            if _the_portal is None:
+                _portal_stack = contextlib.ExitStack()
+                _the_portal = _portal_stack.enter_context(start_blocking_portal())
+    return _the_portal
+
+
 async def _call(fn: Any, is_async: bool, args: dict[str, Any]) -> Any:
     """As in process: async tools on an event loop, sync ones in a worker thread (where
     ``anyio.from_thread.check_cancelled()`` works as it does in process)."""
     if is_async:
         return await fn(**args)
     return await anyio.to_thread.run_sync(partial(fn, **args))
+
+
+def _size(value: Any) -> int:
+    """About how many bytes ``value`` takes pickled: exact but for scalars and text,
+    which are not pickled to be measured."""
+    if value is None or isinstance(value, bool | int | float):
+        return 16
+    if isinstance(value, str | bytes):
+        return len(value) * (1 if isinstance(value, bytes) or value.isascii() else 4)
+    return len(pickle.dumps(value, protocol=5))
 
 
 def _record(span: FastSpan) -> SpanRecord:
@@ -194,8 +232,8 @@ class ToolHost:
     """A Ray actor for a tool that keeps state (a warm pool, a connection, a loaded model):
     its calls run here, in this one process, a few at once (threads)."""
 
-    def call(self, *call: Any) -> tuple[Report, Any]:
-        return run_call(*call)
+    def call(self, call: tuple[Any, ...]) -> tuple[Report, Any]:
+        return run_call(call)
 
     def ready(self) -> str:
         import ray
