@@ -20,8 +20,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from .attributes import CACHE, FALLBACK_FROM, FALLBACK_REASON, ROOT, RUN_ID
 from .attributes import FAILURE_MODE as MODE
-from .attributes import ROOT, RUN_ID
 from .display import safe_markup, safe_text
 from .runfiles import read_spans, run_files
 
@@ -240,6 +240,10 @@ def _row(
         version = attrs.get("dagentic.plan.version")
         label = span["name"] + (f" v{version}" if version is not None else "")
         detail = (attrs.get(RUN_ID) or "")[:12]  # enough for `dagentic trace` to find it
+    if kind == "chat" and attrs.get(FALLBACK_FROM):
+        detail += f" after {attrs[FALLBACK_FROM]} ({attrs.get(FALLBACK_REASON)})"
+    if attrs.get(CACHE):  # a chat, a step or an item the caches answered, missed or kept
+        detail = f"{detail} cache {attrs[CACHE]}".strip()
     items = sum(1 for c in tree.children.get(span["span_id"], ()) if _kind(c) == "item")
     return {
         "kind": kind,

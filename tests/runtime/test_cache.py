@@ -367,6 +367,16 @@ def test_a_second_identical_ask_is_answered_from_the_cache(
     assert [c["cache"] for c in second["model_calls"]] == ["hit", "hit", "hit"]
     assert (second["usage"]["model_calls"], second["usage"]["cost"]) == (0, 0.0)
 
+    trace = invoke("trace", second["agent_run_id"])
+    assert trace.exit_code == 0, trace.output
+    rows = [line.split() for line in trace.stdout.splitlines()]
+    chats = [row[:5] for row in rows if row[:1] == ["chat"]]
+    assert chats == [
+        ["chat", "plan", "scripted", "cache", "hit"],
+        ["chat", "answer", "scripted", "cache", "hit"],
+        ["chat", "verify", "scripted", "cache", "hit"],
+    ]
+
     stats = invoke("cache", "stats")
     assert stats.exit_code == 0, stats.output
     assert stats.stdout.splitlines()[0] == f"cache file: {tmp_path / '.dagentic/runs/cache.sqlite'}"
