@@ -9,7 +9,9 @@ declared ``typical_latency`` (its p90 twice that), else :data:`DEFAULT_LATENCY`.
 the plan or its inputs give the list, else taken from the same step of past runs of the
 plan, else :data:`DEFAULT_ITEMS`. A step whose ``when`` is false on the inputs is skipped
 (and so are the steps after it); one whose ``when`` reads step results counts in the p90,
-and in the p50 unless past runs of the plan skipped it more often than not.
+and in the p50 unless past runs of the plan skipped it more often than not. A run's own
+time besides its steps (starting, the journal's last writes) is added as past runs took
+it (p50 and p90), else none.
 Model calls (a check's ``criteria``, an agent's answer and verification) take the tokens
 and seconds of past calls of the same purpose, else :data:`DEFAULT_MODEL_CALL`; their
 cost comes from ``model.prices``.
@@ -201,6 +203,9 @@ def estimate_plan(
         steps[step_id] = estimate
     p50, path50 = _critical_path(compiled, {s: e.p50 for s, e in steps.items()})
     p90, path90 = _critical_path(compiled, {s: e.p90 for s, e in steps.items()})
+    if history.overheads:
+        p50 += percentile(history.overheads, 0.5)
+        p90 += percentile(history.overheads, 0.9)
     after_p50 = after_p90 = 0.0
     for purpose in after:
         tokens_in, tokens_out, latency = _model_call(purpose, history)
@@ -420,6 +425,10 @@ class PlanEstimator:
 # -- showing it -----------------------------------------------------------------------------
 
 
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _s(seconds: float) -> str:
     if seconds < 1:
         return f"{seconds * 1000:.0f}ms"
@@ -439,7 +448,7 @@ def render_estimate(estimate: Estimate, console: Console, *, steps: bool = True)
         return safe_text(text, one_line=True, limit=400)
 
     learned = (
-        f"history of the last {estimate.history_runs} runs"
+        f"learned from {estimate.history_runs} past runs"
         if estimate.history_runs
         else "no past runs yet: tools' typical latencies"
     )
@@ -468,7 +477,8 @@ def render_estimate(estimate: Estimate, console: Console, *, steps: bool = True)
     console.print(
         Text(
             line(
-                f"  {estimate.tool_calls} tool calls, {estimate.model_calls} model calls, "
+                f"  {_n(estimate.tool_calls, 'tool call')}, "
+                f"{_n(estimate.model_calls, 'model call')}, "
                 f"{estimate.input_tokens} input + {estimate.output_tokens} output tokens, "
                 f"${estimate.cost:.4f}{priced}"
             )

@@ -1,7 +1,8 @@
 """What past runs took, read back from the durable journal for estimates before a run
 (:mod:`dagentic.estimate`): per tool the seconds of each call (a run's first call of a
 tool apart: it pays for what the tool starts, an engine, a sandbox, an index), per plan
-step how many items its ``foreach`` had and whether its ``when`` let it run, and per
+step how many items its ``foreach`` had and whether its ``when`` let it run, per run the
+seconds it took besides its steps (starting, the journal's last writes), and per
 model-call purpose the tokens (and seconds) of each.
 
 Only the newest runs count (``runs``, 200 by default), so the numbers follow the machine
@@ -30,7 +31,7 @@ HISTORY_RUNS = 200  # newest finished runs read (plan runs; agent runs for model
 _TIMED = ("succeeded", "failed")  # a call that ended by itself: waiting or cancelled did not
 
 _PLAN_RUNS = (
-    "SELECT run_id, plan_name, plan_json FROM runs WHERE kind = 'plan' "
+    "SELECT run_id, plan_name, plan_json, created_at, finished_at FROM runs WHERE kind = 'plan' "
     "AND status IN ('succeeded', 'failed') ORDER BY created_at DESC LIMIT ?"
 )
 _EVENTS = (
@@ -65,6 +66,7 @@ class History:
     ran: dict[tuple[str, str], list[bool]] = field(default_factory=dict)  # (plan, step)
     items: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # (plan, step)
     model_calls: dict[str, list[ModelUse]] = field(default_factory=dict)  # purpose -> calls
+    overheads: list[float] = field(default_factory=list)  # a run's seconds besides its steps
     runs: int = 0  # plan runs read
 
 
@@ -93,12 +95,16 @@ def history_of(store: RunStore, *, runs: int = HISTORY_RUNS) -> History:
     """The history of the newest ``runs`` finished runs in ``store``."""
     history = History()
     plans: dict[str, tuple[str, dict[str, dict[str, Any]]]] = {}
-    for run_id, plan_name, plan_text in store.read(_PLAN_RUNS, (runs,)):
+    walls: dict[str, float] = {}
+    for run_id, plan_name, plan_text, created_at, finished_at in store.read(_PLAN_RUNS, (runs,)):
         try:
             steps = json.loads(plan_text).get("steps") or []
         except (ValueError, AttributeError):
             continue
         plans[run_id] = (plan_name, {s["id"]: s for s in steps if isinstance(s, dict)})
+        if finished_at is not None:
+            walls[run_id] = finished_at - created_at
+    bounds: dict[str, list[float]] = {}  # run -> its first step's start, its last step's end
     history.runs = len(plans)
     timed: defaultdict[str, list[tuple[float, str, float]]] = defaultdict(list)  # by run
     items: defaultdict[tuple[str, str], list[int]] = defaultdict(list)
@@ -108,6 +114,9 @@ def history_of(store: RunStore, *, runs: int = HISTORY_RUNS) -> History:
     seen_items: defaultdict[tuple[str, str], set[int]] = defaultdict(set)
     for run_id, kind, step_id, item, status, at in store.read(_EVENTS, (runs,)):
         plan = plans.get(run_id)
+        if plan is not None and kind in ("started", "finished", "skipped"):
+            span = bounds.setdefault(run_id, [at, at])
+            span[0], span[1] = min(span[0], at), max(span[1], at)
         step = plan[1].get(step_id) if plan is not None and step_id is not None else None
         if plan is None or step is None or not step.get("tool"):
             continue
@@ -140,6 +149,9 @@ def history_of(store: RunStore, *, runs: int = HISTORY_RUNS) -> History:
             (calls if tool in seen else first_calls)[tool].append(seconds)
             seen.add(tool)
     history.calls = dict(calls)
+    history.overheads = [
+        max(walls[r] - (end - start), 0.0) for r, (start, end) in bounds.items() if r in walls
+    ]
     history.first_calls = dict(first_calls)
     history.items = dict(items)
     history.ran = dict(ran)

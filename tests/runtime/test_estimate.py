@@ -224,9 +224,12 @@ async def test_the_history_is_read_back_from_the_journal(tmp_path: Path) -> None
     assert len(history.calls["test.echo"]) == 6  # the items
     assert history.items == {("timed", "many"): [3, 3]}
     assert history.ran == {("timed", "loud"): [False, False]}
+    assert len(history.overheads) == 2 and min(history.overheads) >= 0  # per run
     found = estimate_plan(plan, {"quiet": True}, settings=settings, history=history)
+    one, many = (next(s for s in found.steps if s.step_id == i) for i in ("one", "many"))
+    overhead = sorted(history.overheads)[0]  # the p50 (nearest rank) of two
+    assert found.wall_p50 == pytest.approx(one.p50 + many.p50 + overhead)
     assert [s.latency.source for s in found.steps] == ["history", "history", "history"]  # type: ignore[union-attr]
-    many = next(s for s in found.steps if s.step_id == "many")
     assert (many.items, many.items_from) == (3, "history")
 
 
@@ -261,7 +264,7 @@ async def test_an_agent_shows_each_plans_estimate_and_keeps_it_on_the_runs_span(
         "time p50 200ms, p90 400ms",
         "  critical path: a",
         "  then answer, verify: p50 8.00s, p90 16.00s; in all p50 8.20s, p90 16.40s",
-        "  1 tool calls, 2 model calls, 2000 input + 260 output tokens, $0.0000 (no price "
+        "  1 tool call, 2 model calls, 2000 input + 260 output tokens, $0.0000 (no price "
         "in model.prices)",
     ]
     tracing.flush()
