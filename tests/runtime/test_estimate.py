@@ -336,3 +336,36 @@ def test_the_trace_of_a_run_shows_its_estimate_against_what_it_took(isolated: No
     shown = invoke("trace", run_id).stdout.splitlines()
     line = next(line for line in shown if line.startswith("estimate:"))
     assert line.startswith("estimate: p50 2ms, p90 4ms; the run took ")
+
+
+def test_ask_show_plan_prints_the_estimate_and_the_trace_keeps_it(
+    isolated: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dagentic.cli
+    import dagentic.models
+
+    model = ScriptedModel(
+        [
+            {"steps": [{"id": "a", "tool": "est.fast", "args": {"value": 4}}]},
+            {"answer": "4 [a]", "cited_steps": ["a"], "complete": True},
+            {"passed": True, "reason": "yes"},
+        ]
+    )
+    monkeypatch.setattr(dagentic.models, "make_model", lambda *_: model)
+    monkeypatch.setattr(dagentic.cli, "_tools", lambda: TOOLS)
+
+    done = invoke("ask", "What is it?", "--no-memory", "--show-plan", "--yes")
+
+    assert done.exit_code == 0, done.output
+    assert (
+        "estimate of plan 'what-is-it' (no past runs yet: tools' typical latencies): wall "
+        "time p50 200ms, p90 400ms"
+    ) in done.stdout.splitlines()
+    agent_run_id = done.stderr.splitlines()[-1].removeprefix("trace: dagentic trace ")
+    analysis = json.loads(invoke("trace", agent_run_id, "--json").stdout)
+    (estimate,) = analysis["estimates"]
+    assert (estimate["wall_p50"], estimate["model_calls"], estimate["run"]) == (
+        0.2,
+        2,
+        "run what-is-it v1",
+    )
