@@ -551,9 +551,8 @@ def _estimator(settings: Settings, model: Any, show: bool, as_json: bool) -> Any
         return None
     from .estimate import PlanEstimator
 
-    name = getattr(getattr(model, "main", model), "name", None)
     console = (_stderr() if as_json else _stdout()) if show else None
-    return PlanEstimator(settings, name, console)
+    return PlanEstimator(settings, model, console)
 
 
 @app.command()

@@ -109,7 +109,7 @@ class Estimate:
     input_tokens: int
     output_tokens: int
     cost: float
-    model: str | None
+    model: str | None  # the main model (a purpose's own, in ``models``, prices its calls)
     after: list[str] = field(default_factory=list)  # model calls after the run (answer, verify)
     after_p50: float = 0.0
     after_p90: float = 0.0
@@ -177,22 +177,24 @@ def estimate_plan(
     settings: Settings,
     history: History | None = None,
     model: str | None = None,
+    models: Mapping[str, str] | None = None,
     after: Sequence[str] = (),
 ) -> Estimate:
     """The estimate of running ``compiled`` with ``inputs`` (resolved: defaults filled
-    in). ``model`` prices its model calls (``model.prices``); ``after`` names the
-    purposes of model calls made after the run, one after the other (an agent's
-    ``answer`` and ``verify``)."""
+    in). Model calls are priced (``model.prices``) by the name of the model of their
+    purpose in ``models`` (``judge``, ``answer``, ``verify``), else ``model``; ``after``
+    names the purposes of model calls made after the run, one after the other (an
+    agent's ``answer`` and ``verify``)."""
     history = history or History()
     scope = {"inputs": dict(inputs), "steps": {}}
     steps: dict[str, StepEstimate] = {}
-    tokens = [0, 0]
+    uses: list[tuple[str, int, int]] = []  # purpose, input and output tokens of each call
     called: set[str] = set()  # tools a step before this one calls
     for step_id in compiled.order:
         spec = compiled.steps[step_id]
         runs = _runs(spec, scope, steps)
         if spec.tool is None:
-            estimate = _check(spec, runs, history, tokens)
+            estimate = _check(spec, runs, history, uses)
         else:
             first = spec.step.tool not in called
             estimate = _tool_step(compiled.name, spec, runs, scope, settings, history, first)
@@ -209,13 +211,15 @@ def estimate_plan(
     after_p50 = after_p90 = 0.0
     for purpose in after:
         tokens_in, tokens_out, latency = _model_call(purpose, history)
-        tokens[0] += tokens_in
-        tokens[1] += tokens_out
+        uses.append((purpose, tokens_in, tokens_out))
         after_p50 += latency.p50
         after_p90 += latency.p90
     model_calls = sum(s.model_calls for s in steps.values()) + len(after)
-    price = settings.model.prices.get(model or "") if model else None
-    cost = (tokens[0] * price.input + tokens[1] * price.output) / 1e6 if price else 0.0
+    cost = 0.0
+    for purpose, tokens_in, tokens_out in uses:
+        price = settings.model.prices.get((models or {}).get(purpose) or model or "")
+        if price is not None:
+            cost += (tokens_in * price.input + tokens_out * price.output) / 1e6
     return Estimate(
         plan=compiled.name,
         steps=list(steps.values()),
@@ -225,8 +229,8 @@ def estimate_plan(
         critical_path_p90=path90,
         tool_calls=sum(s.calls for s in steps.values()),
         model_calls=model_calls,
-        input_tokens=tokens[0],
-        output_tokens=tokens[1],
+        input_tokens=sum(u[1] for u in uses),
+        output_tokens=sum(u[2] for u in uses),
         cost=cost,
         model=model,
         after=list(after),
@@ -261,14 +265,15 @@ def _runs(spec: CompiledStep, scope: dict[str, Any], steps: Mapping[str, StepEst
         return "maybe"
 
 
-def _check(spec: CompiledStep, runs: str, history: History, tokens: list[int]) -> StepEstimate:
+def _check(
+    spec: CompiledStep, runs: str, history: History, uses: list[tuple[str, int, int]]
+) -> StepEstimate:
     check = spec.step.check
     judged = check is not None and check.criteria is not None and runs != "skipped"
     latency = None
     if judged:
         tokens_in, tokens_out, latency = _model_call("judge", history)
-        tokens[0] += tokens_in
-        tokens[1] += tokens_out
+        uses.append(("judge", tokens_in, tokens_out))
     return StepEstimate(
         step_id=spec.id,
         tool=None,
@@ -400,11 +405,15 @@ class PlanEstimator:
     answer and verification that follow: shown on ``console`` if given, and returned as
     the attributes of the run's span. The history is read once, when it is made."""
 
-    def __init__(
-        self, settings: Settings, model: str | None, console: Console | None = None
-    ) -> None:
+    def __init__(self, settings: Settings, model: Any, console: Console | None = None) -> None:
+        """``model``: the agent's model, its :class:`~dagentic.models.gateway.Models`, or
+        a model name."""
         self.settings = settings
-        self.model = model
+        main = getattr(model, "main", model)
+        self.model: str | None = main if isinstance(main, str) else getattr(main, "name", None)
+        self.models: dict[str, str] = {}
+        if hasattr(model, "for_purpose"):  # a model per purpose
+            self.models = {p: model.for_purpose(p).name for p in ("judge", "answer", "verify")}
         self.console = console
         self.history = _history(settings)
 
@@ -415,6 +424,7 @@ class PlanEstimator:
             settings=self.settings,
             history=self.history,
             model=self.model,
+            models=self.models,
             after=("answer", "verify"),
         )
         if self.console is not None:

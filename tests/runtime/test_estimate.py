@@ -185,6 +185,40 @@ def test_model_calls_are_counted_and_priced_with_past_tokens() -> None:
     assert found.after_p90 == 16.0
 
 
+def test_each_purposes_calls_are_priced_as_the_model_that_makes_them() -> None:
+    from dagentic.models.gateway import Models
+
+    plan = compiled(
+        """\
+        name: judged
+        steps:
+          - {id: good, check: {criteria: "it is fine"}}
+        """,
+        judge=True,
+    )
+    settings = blind_settings(
+        model={"prices": {"big": {"input": 10.0, "output": 10.0}, "small": {"input": 1.0}}}
+    )
+    models = Models(ScriptedModel([], name="big"), {"judge": ScriptedModel([], name="small")})
+
+    estimator = PlanEstimator(settings, models)
+
+    assert (estimator.model, estimator.models) == (
+        "big",
+        {"judge": "small", "answer": "big", "verify": "small"},
+    )
+    found = estimate_plan(
+        plan,
+        {},
+        settings=settings,
+        model=estimator.model,
+        models=estimator.models,
+        after=("answer", "verify"),
+    )
+    # judge and verify (600 + 500 in) on the small model, the answer (1500 + 200) on the big
+    assert found.cost == pytest.approx((1100 * 1.0 + 1700 * 10.0) / 1e6)
+
+
 def test_a_typical_latency_must_be_a_positive_number_of_seconds() -> None:
     with pytest.raises(ToolDefinitionError) as caught:
         tool(name="est.bad", typical_latency=0)(plain.fn)
