@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from dagentic import (
     ClusterError,
     Executor,
     FailureMode,
+    RunResult,
     RunStatus,
     Settings,
     StepStatus,
@@ -133,6 +136,28 @@ def node_ids() -> dict[str, str]:
     }
 
 
+async def run_while(
+    executor: Executor,
+    the_plan: dict[str, Any],
+    meanwhile: Callable[[], Awaitable[Any]],
+    **options: Any,
+) -> RunResult:
+    """Run ``the_plan``; while it runs, ``meanwhile()`` does something to it."""
+    outcome: dict[str, RunResult] = {}
+
+    async def run() -> None:
+        outcome["result"] = await executor.run(the_plan, **options)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(run)
+        await meanwhile()
+    return outcome["result"]
+
+
+async def kill_when_started(pid_file: Path) -> None:
+    os.kill(await wait_for_file(pid_file), signal.SIGKILL)
+
+
 async def wait_for_file(path: Path, timeout: float = 60.0) -> int:
     with anyio.fail_after(timeout):
         while not path.exists() or not path.read_text():
@@ -230,17 +255,12 @@ async def test_a_killed_worker_is_run_again_for_an_idempotent_tool(
     traced = Traced()
     pid_file = tmp_path / "pid"
     executor = Executor(probes, settings=ray_settings, journal=None, tracing=traced.tracing)
-    async with anyio.create_task_group() as group:
-        outcome: dict[str, Any] = {}
-
-        async def run() -> None:
-            outcome["result"] = await executor.run(
-                plan({"id": "long", "tool": "probe.hold", "args": {"pid_file": str(pid_file)}})
-            )
-
-        group.start_soon(run)
-        os.kill(await wait_for_file(pid_file), signal.SIGKILL)
-    step = outcome["result"].steps["long"]
+    result = await run_while(
+        executor,
+        plan({"id": "long", "tool": "probe.hold", "args": {"pid_file": str(pid_file)}}),
+        partial(kill_when_started, pid_file),
+    )
+    step = result.steps["long"]
     assert step.status is StepStatus.SUCCEEDED, step.error
     assert step.output["first"] is False
     assert step.attempts == 1  # a lost worker is not an attempt of the tool's
@@ -255,24 +275,14 @@ async def test_a_killed_worker_fails_a_tool_that_is_not_idempotent(
 ) -> None:
     pid_file = tmp_path / "pid"
     executor = Executor(probes, settings=ray_settings, journal=None)
-    outcome: dict[str, Any] = {}
-    async with anyio.create_task_group() as group:
-
-        async def run() -> None:
-            outcome["result"] = await executor.run(
-                plan(
-                    {
-                        "id": "once",
-                        "tool": "probe.hold_once",
-                        "args": {"pid_file": str(pid_file)},
-                        "retry": {"attempts": 3},
-                    }
-                )
-            )
-
-        group.start_soon(run)
-        os.kill(await wait_for_file(pid_file), signal.SIGKILL)
-    step = outcome["result"].steps["once"]
+    once = {
+        "id": "once",
+        "tool": "probe.hold_once",
+        "args": {"pid_file": str(pid_file)},
+        "retry": {"attempts": 3},
+    }
+    result = await run_while(executor, plan(once), partial(kill_when_started, pid_file))
+    step = result.steps["once"]
     assert step.status is StepStatus.FAILED
     assert step.error.failure_mode is FailureMode.TOOL_ERROR
     assert step.attempts == 1
@@ -288,29 +298,23 @@ async def test_a_call_on_a_node_that_leaves_is_placed_again(
     leaving = ray_cluster.start_node("node_flex")
     pid_file = tmp_path / "pid"
     executor = Executor(probes, settings=ray_settings, journal=None)
-    outcome: dict[str, Any] = {}
-    async with anyio.create_task_group() as group:
+    first_node: list[str] = []
 
-        async def run() -> None:
-            outcome["result"] = await executor.run(
-                plan(
-                    {
-                        "id": "flex",
-                        "tool": "probe.hold",
-                        "args": {"pid_file": str(pid_file)},
-                        "resources": {"node_flex": 1},
-                    }
-                )
-            )
-
-        group.start_soon(run)
+    async def replace_the_node() -> None:
         await wait_for_file(pid_file)
-        first_node = node_ids()["node_flex"]
+        first_node.append(node_ids()["node_flex"])
         ray_cluster.kill_node(leaving)
         await anyio.to_thread.run_sync(ray_cluster.start_node, "node_flex")
-    step = outcome["result"].steps["flex"]
+
+    flex = {
+        "id": "flex",
+        "tool": "probe.hold",
+        "args": {"pid_file": str(pid_file)},
+        "resources": {"node_flex": 1},
+    }
+    step = (await run_while(executor, plan(flex), replace_the_node)).steps["flex"]
     assert step.status is StepStatus.SUCCEEDED, step.error
-    assert step.output["node"] != first_node
+    assert step.output["node"] != first_node[0]
 
 
 async def test_a_timeout_ends_the_task_and_its_worker(
@@ -339,27 +343,17 @@ async def test_cancelling_a_run_cancels_its_ray_tasks(
 ) -> None:
     pid_file = tmp_path / "pid"
     executor = Executor(probes, settings=ray_settings, journal=None)
-    outcome: dict[str, Any] = {}
-    async with anyio.create_task_group() as group:
+    pids: list[int] = []
 
-        async def run() -> None:
-            outcome["result"] = await executor.run(
-                plan(
-                    {
-                        "id": "slow",
-                        "tool": "probe.hold",
-                        "args": {"pid_file": str(pid_file), "seconds": 300},
-                    }
-                ),
-                run_id="to-cancel",
-            )
-
-        group.start_soon(run)
-        pid = await wait_for_file(pid_file)
+    async def cancel_when_started() -> None:
+        pids.append(await wait_for_file(pid_file))
         executor.cancel("to-cancel")
-    assert outcome["result"].status is RunStatus.CANCELLED
-    assert outcome["result"].steps["slow"].error.failure_mode is FailureMode.CANCELLED
-    await _gone(pid)
+
+    slow = {"id": "slow", "tool": "probe.hold", "args": {"pid_file": str(pid_file), "seconds": 300}}
+    result = await run_while(executor, plan(slow), cancel_when_started, run_id="to-cancel")
+    assert result.status is RunStatus.CANCELLED
+    assert result.steps["slow"].error.failure_mode is FailureMode.CANCELLED
+    await _gone(pids[0])
 
 
 async def _gone(pid: int) -> None:
