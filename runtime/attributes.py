@@ -10,6 +10,11 @@ __all__ = [
     "FALLBACK_FROM",
     "FALLBACK_REASON",
     "GUARDRAIL",
+    "RAY_BY_REFERENCE",
+    "RAY_LOST",
+    "RAY_NODE",
+    "RAY_PID",
+    "RAY_WORKER",
     "ROOT",
     "RUN_ID",
     "TOOL_EGRESS",
@@ -25,3 +30,8 @@ CACHE = "dagentic.cache"  # on a chat or tool call's span: hit, miss or store
 FALLBACK_FROM = "dagentic.fallback.from"  # on a chat span: the model that failed before
 FALLBACK_REASON = "dagentic.fallback.reason"  # rate_limited, timeout, unavailable or error
 GUARDRAIL = "dagentic.guardrail.redacted"  # on a chat span: what was redacted from the prompt
+RAY_NODE = "dagentic.ray.node_id"  # on a step's span, and its task's: the Ray node it ran on
+RAY_WORKER = "dagentic.ray.worker_id"  # the Ray worker that ran it
+RAY_PID = "dagentic.ray.pid"  # the worker's process id
+RAY_BY_REFERENCE = "dagentic.ray.by_reference"  # arguments fetched from the object store
+RAY_LOST = "dagentic.ray.lost"  # an event on a step's span: a lost call run again, and why

@@ -20,7 +20,16 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .attributes import CACHE, FALLBACK_FROM, FALLBACK_REASON, ROOT, RUN_ID
+from .attributes import (
+    CACHE,
+    FALLBACK_FROM,
+    FALLBACK_REASON,
+    RAY_LOST,
+    RAY_NODE,
+    RAY_PID,
+    ROOT,
+    RUN_ID,
+)
 from .attributes import FAILURE_MODE as MODE
 from .display import safe_markup, safe_text
 from .runfiles import read_spans, run_files
@@ -244,6 +253,10 @@ def _row(
         detail += f" after {attrs[FALLBACK_FROM]} ({attrs.get(FALLBACK_REASON)})"
     if attrs.get(CACHE):  # a chat, a step or an item the caches answered, missed or kept
         detail = f"{detail} cache {attrs[CACHE]}".strip()
+    if kind == "span" and attrs.get(RAY_NODE):  # where a step's call ran on a Ray cluster
+        label = "ray task"
+        detail = f"node {str(attrs[RAY_NODE])[:8]} pid {attrs.get(RAY_PID)}"
+    lost = sum(1 for e in span.get("events") or () if e.get("name") == RAY_LOST)
     items = sum(1 for c in tree.children.get(span["span_id"], ()) if _kind(c) == "item")
     return {
         "kind": kind,
@@ -263,6 +276,7 @@ def _row(
         "items": items or None,
         "input_tokens": attrs.get("gen_ai.usage.input_tokens"),
         "output_tokens": attrs.get("gen_ai.usage.output_tokens"),
+        "ray_reruns": lost or None,
     }
 
 
@@ -411,6 +425,8 @@ def _note(row: dict[str, Any]) -> str:
         notes.append(f"{row['attempts']} attempts")
     if row["input_tokens"] is not None:
         notes.append(f"{row['input_tokens']}+{row['output_tokens'] or 0} tokens")
+    if row.get("ray_reruns"):
+        notes.append(f"run again {_plural(row['ray_reruns'], 'time')}: its Ray worker was lost")
     return ", ".join(notes)
 
 

@@ -41,6 +41,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import Event
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 
+from ..attributes import RAY_BY_REFERENCE, RAY_LOST, RAY_NODE, RAY_PID, RAY_WORKER
 from ..errors import ClusterError, ToolError
 from ..spans import FastSpan
 from ..threads import run_in_thread
@@ -84,7 +85,7 @@ class RayBackend:
 
     def start(self) -> None:
         """Connect to the cluster (or start a local one) now, not at the first call.
-        Raises :class:`~dagentic.ExecutionError` when it cannot be reached."""
+        Raises :class:`~dagentic.ClusterError` when it cannot be reached."""
         if self._task is None:
             import ray
 
@@ -140,6 +141,9 @@ class RayBackend:
             report_ref, output_ref = self._submit(tool, call, resources)
             try:
                 report: Report = await _result(report_ref)
+                output = report.output
+                if report.error is None and not report.inline:  # it stayed in the store
+                    output = await _result(output_ref)
             except lost as exc:
                 reason = f"{type(exc).__name__}: {first_line(exc)}"
                 self._actors.pop(tool.name, None)  # a stateful tool's next call: a new one
@@ -157,7 +161,7 @@ class RayBackend:
                     ) from None
                 retries += 1
                 step_span.add_event(
-                    "dagentic.ray.lost",
+                    RAY_LOST,
                     {"dagentic.ray.reason": reason, "dagentic.ray.rerun": retries},
                 )
                 continue
@@ -171,10 +175,8 @@ class RayBackend:
             context.mark_untrusted(*report.untrusted)
         if report.error is not None:
             raise report.error
-        if report.inline:
-            return report.output
-        output = await _result(output_ref)
-        self._remember(output, output_ref)
+        if not report.inline:
+            self._remember(output, output_ref)
         return output
 
     # -- where calls go ------------------------------------------------------------------
@@ -284,12 +286,12 @@ def _file_spans(step_span: Any, report: Report, carried: tuple[int, int, int] | 
     """The task's spans, as children of the step's span, and where it ran on the step's
     own span (``dagentic trace`` shows it)."""
     where = {
-        "dagentic.ray.node_id": report.node_id,
-        "dagentic.ray.worker_id": report.worker_id,
-        "dagentic.ray.pid": report.pid,
+        RAY_NODE: report.node_id,
+        RAY_WORKER: report.worker_id,
+        RAY_PID: report.pid,
     }
     if report.by_reference:
-        where["dagentic.ray.by_reference"] = tuple(report.by_reference)
+        where[RAY_BY_REFERENCE] = tuple(report.by_reference)
     step_span.set_attributes(where)
     if carried is None or not isinstance(step_span, FastSpan):
         return

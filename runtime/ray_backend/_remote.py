@@ -25,6 +25,7 @@ from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from pydantic import BaseModel
 
+from ..attributes import RAY_NODE, RAY_PID, RAY_WORKER
 from ..errors import ToolError
 from ..spans import FastSpan, FastTracerProvider
 from ..tracing import SCOPE, fail_span
@@ -130,9 +131,9 @@ def run_call(call: tuple[Any, ...]) -> tuple[Report, Any]:
         f"ray.task {tool_name}",
         context=parent_context,
         attributes={
-            "dagentic.ray.node_id": node_id,
-            "dagentic.ray.worker_id": worker_id,
-            "dagentic.ray.pid": os.getpid(),
+            RAY_NODE: node_id,
+            RAY_WORKER: worker_id,
+            RAY_PID: os.getpid(),
             "gen_ai.tool.name": tool_name,
         },
     )

@@ -846,3 +846,47 @@ def test_hostile_span_names_and_attributes_are_shown_as_text(runs: Path) -> None
     report = invoke("report")
     assert report.exit_code == 0, report.output
     assert RAW.search(report.stdout) is None
+
+
+def test_a_call_on_ray_shows_its_node_and_a_lost_worker_its_rerun() -> None:
+    from dagentic.traceview import analyse, render_trace
+    from rich.console import Console
+
+    run = span_record(
+        "a1" * 8,
+        None,
+        "run p",
+        0,
+        3_000_000_000,
+        dagentic__run_id="r",
+        dagentic__plan="p",
+        dagentic__root=True,
+        dagentic__status="succeeded",
+    )
+    step = span_record(
+        "b2" * 8,
+        "a1" * 8,
+        "execute_tool probe.hold",
+        0,
+        3_000_000_000,
+        dagentic__step__id="long",
+        gen_ai__tool__name="probe.hold",
+        dagentic__status="succeeded",
+    )
+    step["events"] = [
+        {"name": "dagentic.ray.lost", "time": 1, "attributes": {"dagentic.ray.rerun": 1}}
+    ]
+    task = span_record(
+        "c3" * 8,
+        "b2" * 8,
+        "ray.task probe.hold",
+        1_000_000_000,
+        2_900_000_000,
+        dagentic__ray__node_id="83630e2e" + "0" * 48,
+        dagentic__ray__pid=4242,
+    )
+    console = Console(width=120, record=True)
+    render_trace(analyse([run, step, task], "r"), console)
+    text = console.export_text()
+    assert "run again 1 time: its Ray worker was lost" in text
+    assert re.search(r"\n  ray task +node 83630e2e pid 4242 ", text), text
