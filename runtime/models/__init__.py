@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .base import Message, Model, ModelError, ModelReply, Price, parse_json
-from .gateway import Models, make_models
+from .gateway import ROLES, Models
 from .local import DEFAULT_MODEL, LlamaCppModel, default_model_path
 from .openai_compat import OpenAIModel
 from .scripted import ScriptedModel, estimate_tokens
@@ -85,3 +85,31 @@ def _outbound(settings: Any, base_url: str | None) -> Outbound:
         return "off"
     outbound: Outbound = config.outbound
     return outbound
+
+
+def make_models(settings: Any, spec: str | None = None) -> Models:
+    """The models the settings name: the main one (``spec``, as ``--model``, else
+    ``model.*``), one per role set in ``model.planner`` ... ``model.memory``, and the
+    ``model.fallbacks``. A model named twice is made once."""
+    made: dict[str, Model] = {}
+
+    def model(name: str | None, setting: str) -> Model:
+        key = name or ""
+        if key not in made:
+            try:
+                made[key] = make_model(settings, name)
+            except ModelError as exc:
+                if not name:
+                    raise
+                raise ModelError(f"{setting} = {name!r}: {exc.message}") from exc
+        return made[key]
+
+    config = settings.model
+    main = model(spec, "--model")
+    roles = {
+        role: model(getattr(config, role), f"model.{role}")
+        for role in ROLES
+        if getattr(config, role)
+    }
+    fallbacks = [model(name, "model.fallbacks") for name in config.fallbacks]
+    return Models(main, roles, fallbacks)

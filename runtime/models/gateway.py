@@ -1,6 +1,7 @@
 """Which model answers which call: a model per purpose (``model.planner``, ``model.judge``,
 ``model.answer``, ``model.memory``, each defaulting to the main model) and the fallbacks
-that take over when a call fails (``model.fallbacks``)."""
+that take over when a call fails (``model.fallbacks``); :func:`dagentic.models.make_models`
+makes them from the settings."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 from ..errors import StepTimeoutError
 from .base import Model, ModelError
 
-__all__ = ["ROLES", "Models", "fallback_reason", "make_models", "role_of"]
+__all__ = ["ROLES", "Models", "fallback_reason", "role_of"]
 
 ROLES = ("planner", "judge", "answer", "memory")
 # the purpose of a call (ModelCall.purpose) -> the role whose model makes it
@@ -73,33 +74,3 @@ def fallback_reason(exc: BaseException) -> str | None:
     if isinstance(exc, OSError):
         return "unavailable"
     return None
-
-
-def make_models(settings: Any, spec: str | None = None) -> Models:
-    """The models the settings name: the main one (``spec``, as ``--model``, else
-    ``model.*``), one per role set in ``model.planner`` ... ``model.memory``, and the
-    ``model.fallbacks``. A model named twice is made once."""
-    from . import make_model
-
-    made: dict[str, Model] = {}
-
-    def model(name: str | None, setting: str) -> Model:
-        key = name or ""
-        if key not in made:
-            try:
-                made[key] = make_model(settings, name)
-            except ModelError as exc:
-                if not name:
-                    raise
-                raise ModelError(f"{setting} = {name!r}: {exc.message}") from exc
-        return made[key]
-
-    config = settings.model
-    main = model(spec, "--model")
-    roles = {
-        role: model(getattr(config, role), f"model.{role}")
-        for role in ROLES
-        if getattr(config, role)
-    }
-    fallbacks = [model(name, "model.fallbacks") for name in config.fallbacks]
-    return Models(main, roles, fallbacks)

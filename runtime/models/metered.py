@@ -262,9 +262,9 @@ class Metered:
     def _cache_key(
         self, model: Model, messages: list[Message], kwargs: dict[str, Any]
     ) -> str | None:
-        """The cache key of this request (provider, model, messages, schema, sampling),
-        or None when it is not cached: no cache, or a model that samples (a temperature
-        that is not 0, or not known) unless ``force_cache``."""
+        """The cache key of this request (provider, model and where it is, messages, schema,
+        sampling), or None when it is not cached: no cache, or a model that samples (a
+        temperature that is not 0, or not known) unless ``force_cache``."""
         if self.cache is None:
             return None
         temperature = kwargs.get("temperature")
@@ -273,9 +273,12 @@ class Metered:
         if temperature != 0 and not self.force_cache:
             return None
         max_tokens = kwargs.get("max_tokens") or getattr(model, "max_tokens", None)
+        client = getattr(model, "client", None)  # an endpoint's address; a local file's path
+        where = getattr(client, "base_url", None) or getattr(model, "path", None)
         return digest(
             getattr(model, "provider", None),
             model.name,
+            str(where or ""),
             [m.to_dict() for m in messages],
             kwargs.get("schema"),
             {"temperature": temperature, "max_tokens": max_tokens},

@@ -413,3 +413,18 @@ def _test_tools() -> list[Any]:
     from tests.conftest import TEST_TOOLS
 
     return TEST_TOOLS
+
+
+def test_the_same_model_name_at_two_endpoints_is_two_keys(tmp_path: Path) -> None:
+    from dagentic.models import OpenAIModel
+
+    cache = Cache(tmp_path / "cache.sqlite")
+    metered = Metered(ScriptedModel([]), cache=cache)
+    prompt = [Message("user", "hi")]
+    keys = {
+        metered._cache_key(OpenAIModel("m", base_url=url), prompt, {})
+        for url in ("http://10.0.0.1:8000/v1", "http://10.0.0.2:8000/v1")
+    }
+
+    assert len(keys) == 2 and None not in keys
+    cache.close()
