@@ -2,7 +2,8 @@
 
 Before a prompt goes to a remote endpoint (``guardrails.outbound``), :func:`scan` finds
 
-- secrets: API keys and tokens by their known shapes (detect-secrets' detectors: AWS,
+- secrets: every secret of dagentic's settings (:mod:`dagentic.redact`: the model's API
+  key, a plugin's token, ... in any form it matches them in), API keys and tokens by their known shapes (detect-secrets' detectors: AWS,
   GitHub, GitLab, Slack, Stripe, OpenAI, JWTs, ... ), long random-looking strings
   (Shannon entropy of at least :data:`ENTROPY` bits a character), private keys (PEM
   blocks), credentials in URLs (``https://user:password@host``, ``?api_key=...``);
@@ -128,6 +129,14 @@ def _regex(
     return find
 
 
+def _held(text: str) -> Iterator[tuple[int, int]]:
+    """Where the secrets dagentic holds (its settings' API keys, tokens and passwords, see
+    :mod:`dagentic.redact`) are, in any form it matches them in."""
+    from .redact import held
+
+    yield from held().find(text)
+
+
 def _known_keys(text: str) -> Iterator[tuple[int, int]]:
     """Where detect-secrets' detectors of keys and tokens by their shape find one: the
     match of a detector's pattern, or its group that holds the key (a pattern may match
@@ -201,6 +210,7 @@ def _iban(text: str) -> bool:
 
 
 _FINDERS: list[tuple[str, Callable[[str], Iterator[tuple[int, int]]]]] = [
+    ("configured secret", _held),
     ("private key", _regex(_PRIVATE_KEY)),
     ("URL credential", _regex(_URL_CREDENTIALS)),
     ("URL credential", _regex(_URL_SECRET_PARAM)),

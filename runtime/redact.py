@@ -80,6 +80,13 @@ class Redactor:
             return text
         return self._pattern.sub(MASK, text)
 
+    def find(self, text: str) -> Iterator[tuple[int, int]]:
+        """Where each secret is in ``text``: (start, end) of every match."""
+        if self._pattern is None or not text:
+            return
+        for match in self._pattern.finditer(text):
+            yield match.span()
+
     def redact_value(self, value: Any) -> Any:
         """``value`` with every string in it (dict keys too, nested) redacted."""
         if self._pattern is None:

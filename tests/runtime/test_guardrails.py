@@ -198,3 +198,23 @@ def test_local_urls() -> None:
     assert is_local_url("http://[::1]:8000/v1")
     assert not is_local_url("https://api.openai.com/v1")
     assert not is_local_url("http://10.0.0.5:8000/v1")
+
+
+@pytest.mark.anyio
+async def test_a_secret_of_the_settings_is_redacted_whatever_its_shape(endpoint: Recorder) -> None:
+    settings = blind_settings(
+        model={
+            "provider": "openai",
+            "name": "remote-model",
+            "base_url": endpoint.url,
+            "api_key": "tulip-marmalade",  # no detector knows this shape
+        },
+        guardrails={"outbound": "redact", "exempt_local": False},
+    )
+    model = make_model(settings)
+
+    reply = await model.chat([Message("user", "the key is tulip-marmalade, keep it")])
+
+    assert endpoint.sent() == ["the key is [REDACTED configured secret], keep it"]
+    assert reply.redacted == ("configured secret",)
+    await model.client.close()
