@@ -309,6 +309,7 @@ class StepPipeline:
         limiter = self.executor.limiter(tool.name)
         backend = self.executor.backend
         call_site = CallSite(spec.step.resources or {}, raw)
+        takes_call_site = self.executor.backend_takes_call_site
         spans = self.spans
         if spans is not None:
             spans.record_arguments(args)
@@ -347,7 +348,11 @@ class StepPipeline:
                     await limiter.acquire()
                 try:
                     with anyio.move_on_after(timeout) as deadline:
-                        output = await backend.call(tool, dict(args), context, call_site)
+                        output = await (
+                            backend.call(tool, dict(args), context, call_site)
+                            if takes_call_site
+                            else backend.call(tool, dict(args), context)
+                        )
                 finally:
                     if limiter is not None:
                         limiter.release()

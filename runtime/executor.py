@@ -10,6 +10,7 @@ have a module of their own).
 
 from __future__ import annotations
 
+import inspect
 import json
 import uuid
 from collections.abc import Mapping
@@ -109,6 +110,10 @@ class Executor:
         # Worker threads are the process's, shared by every executor (see threads.py).
         set_worker_threads(self.settings.worker_threads)
         self.backend = backend or backend_from_settings(self.settings)
+        # A backend written before call sites existed takes (tool, args, context) only.
+        self.backend_takes_call_site = (
+            "call_site" in inspect.signature(self.backend.call).parameters
+        )
         self.journal: Journal | None = (
             open_journal(self.settings) if journal is SETTINGS else journal
         )
