@@ -36,7 +36,8 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import sniffio
+import anyio.from_thread
+import anyio.lowlevel
 from opentelemetry import trace
 from opentelemetry.sdk.trace import Event
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
@@ -256,18 +257,23 @@ async def _result(ref: Any) -> Any:
     """The value of ``ref``, waited for without a thread, on asyncio or trio."""
     future = ref.future()
     if not future.done():
-        wake: Callable[[Callable[[], Any]], Any]
-        if sniffio.current_async_library() == "asyncio":
-            wake = asyncio.get_running_loop().call_soon_threadsafe
-        else:
-            import trio
-
-            wake = trio.lowlevel.current_trio_token().run_sync_soon
         done = anyio.Event()
+        wake: Callable[[], Any]
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # trio: its token runs the wake-up on its loop
+            token = anyio.lowlevel.current_token()
+
+            def wake() -> None:
+                anyio.from_thread.run_sync(done.set, token=token)
+        else:
+
+            def wake() -> None:
+                loop.call_soon_threadsafe(done.set)
 
         def ready(_: Any) -> None:
             with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
-                wake(done.set)
+                wake()
 
         future.add_done_callback(ready)
         try:

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from dagentic import Settings
 
 from tests.ray_cluster import RayCluster
+
+HERE = Path(__file__).parent
+_stop: list[Callable[[], None]] = []  # how to stop the cluster, while it runs
 
 
 @pytest.fixture(scope="session")
@@ -23,6 +26,18 @@ def ray_cluster() -> Iterator[RayCluster]:
     import ray
     from ray import cloudpickle
 
+    def stop() -> None:
+        _stop.clear()
+        with cluster.inside():
+            ray.shutdown()
+        cluster.destroy()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+    _stop.append(stop)
     try:
         cluster.start()
         # Tools written in test modules travel by value (workers cannot import tests/).
@@ -33,14 +48,16 @@ def ray_cluster() -> Iterator[RayCluster]:
             ray.init(address=cluster.address, namespace="dagentic", log_to_driver=False)
         yield cluster
     finally:
-        with cluster.inside():
-            ray.shutdown()
-        cluster.destroy()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        if _stop:
+            stop()
+
+
+@pytest.hookimpl(trylast=True)  # after the test's own fixtures ended
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """The cluster ends with the last Ray test, not with the session (the rest of the suite
+    need not share the machine with its idle workers)."""
+    if _stop and (nextitem is None or HERE not in Path(nextitem.path).parents):
+        _stop[0]()
 
 
 @pytest.fixture(autouse=True)
