@@ -37,7 +37,9 @@ class ExecutionBackend(Protocol):
         call_site: CallSite | None = None,
     ) -> Any:
         """Run ``tool`` with validated ``args`` and return its output. ``context`` is given
-        when the tool asks for one (``tool.context_param``)."""
+        when the tool asks for one (``tool.context_param``); ``call_site`` says what the
+        step asks of the call's placement (a backend whose ``call`` has no ``call_site``
+        parameter is called without it)."""
 
 
 class InProcessBackend:
