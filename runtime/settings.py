@@ -61,6 +61,7 @@ __all__ = [
     "OtlpSettings",
     "RaySettings",
     "SandboxSettings",
+    "ServeSettings",
     "Settings",
     "TracingSettings",
     "section_of",
@@ -380,6 +381,44 @@ class GuardrailSettings(BaseModel):
     )
 
 
+class ServeSettings(BaseModel):
+    """``dagentic serve``: the HTTP API and web page over the runtime and the journal."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    token: SecretStr | None = Field(
+        None,
+        description="The bearer token every request but the health check must send; unset: "
+        "one is made at each start and printed once. Required to bind beyond loopback.",
+    )
+    host: str = Field("127.0.0.1", description="The address to listen on.")
+    port: int = Field(8321, ge=0, le=65535, description="The port (0: any free one).")
+    max_body_bytes: int = Field(
+        1_000_000, ge=1024, description="Bytes a request body may have (else 413)."
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins other web pages may call the API from (none: CORS is off).",
+    )
+    plan_dirs: list[Path] = Field(
+        default_factory=lambda: [Path("plans")],
+        description="Folders whose *.yaml plans the API lists and runs by name.",
+    )
+    tools: list[str] = Field(
+        default_factory=lambda: ["*"],
+        description="Tools runs started through the API may use, as names or patterns "
+        '(fnmatch: "sql.*"); a plan that names another is refused.',
+    )
+    max_active_runs: int = Field(
+        500, ge=1, description="Runs the server runs at once; more are refused (503)."
+    )
+    resume: bool = Field(
+        True,
+        description="Go on with the journal's interrupted runs, and with waiting runs once "
+        "every call they wait for is decided (at start, then every few seconds).",
+    )
+
+
 class _CoreToml(TomlConfigSettingsSource):
     def __call__(self) -> dict[str, Any]:
         return core_only(self.settings_cls, super().__call__())
@@ -441,6 +480,7 @@ class Settings(BaseSettings):
     guardrails: GuardrailSettings = Field(default_factory=GuardrailSettings)
     execution: ExecutionSettings = Field(default_factory=ExecutionSettings)
     ray: RaySettings = Field(default_factory=RaySettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
 
     _sources: Sources = PrivateAttr(default_factory=Sources)
     _plugins: dict[type[BaseModel] | str, BaseModel] = PrivateAttr(default_factory=dict)
