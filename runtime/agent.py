@@ -175,10 +175,14 @@ class Agent:
             cache = open_cache(self.settings) if self.settings.cache.models else None
         self.cache: Cache | None = cache
 
-    async def run(self, goal: str, inputs: dict[str, Any] | None = None) -> AgentResult:
+    async def run(
+        self, goal: str, inputs: dict[str, Any] | None = None, *, run_id: str | None = None
+    ) -> AgentResult:
         """Achieve ``goal`` as far as the budgets allow; never raises for a failed goal —
-        the result's ``status`` and ``error`` (with its failure mode) say what happened."""
-        return await self._drive(_Loop(self, goal, inputs or {}))
+        the result's ``status`` and ``error`` (with its failure mode) say what happened.
+        ``run_id``: the agent run's id (default: a new one), e.g. one a caller gave out
+        before the run started (``dagentic serve``)."""
+        return await self._drive(_Loop(self, goal, inputs or {}, run_id=run_id))
 
     async def resume(self, run_id: str) -> AgentResult:
         """Go on with an agent run of the durable journal that crashed, was cancelled, or
