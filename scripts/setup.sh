@@ -101,6 +101,25 @@ postgres_setup() {
 }
 postgres_setup
 
+# --- Chromium and its driver from Debian: the web page's browser tests (tests/serve/) drive
+# the system browser with Playwright; no browser is downloaded. Installed only when missing.
+browser_setup() {
+  [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] && return 0
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+    echo "setup: the browser tests need Debian's Chromium (/usr/bin/chromium)" >&2
+    echo "setup: install it with: sudo apt-get install -y chromium chromium-driver" >&2
+    echo "setup: (or run scripts/setup.sh as root)" >&2
+    exit 2
+  fi
+  echo "setup: apt-get install chromium chromium-driver"
+  export DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1 # no needrestart prompts/scans
+  apt-get update -qq </dev/null
+  apt-get install -y -qq --no-install-recommends -o Dpkg::Use-Pty=0 \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold chromium chromium-driver </dev/null
+  [ -x /usr/bin/chromium ] || { echo "setup: chromium still missing after apt-get install" >&2; exit 1; }
+}
+browser_setup
+
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   "$PYTHON" -m venv .venv
