@@ -328,7 +328,10 @@ def resolve_inputs(plan: Plan, given: Mapping[str, Any]) -> dict[str, Any]:
 def _coerce(spec: InputSpec, value: Any) -> Any:
     if spec.type in ("array", "object") and isinstance(value, str):
         value = load_json(value)
-    return _INPUT_TYPES[spec.type].validate_python(value)
+    value = _INPUT_TYPES[spec.type].validate_python(value)
+    if spec.enum is not None and value not in spec.enum:
+        raise ValueError(f"not one of {', '.join(json.dumps(v) for v in spec.enum)}")
+    return value
 
 
 def _first_message(exc: Exception) -> str:

@@ -69,6 +69,17 @@ class InputSpec(BaseModel):
     description: str | None = None
     default: JsonValue = None
     required: bool = False
+    enum: list[JsonValue] | None = Field(
+        None,
+        min_length=1,
+        description="The values the input may take (a router model is offered only these).",
+    )
+
+    @model_validator(mode="after")
+    def _default_allowed(self) -> InputSpec:
+        if self.enum is not None and self.default is not None and self.default not in self.enum:
+            raise ValueError(f"the default {self.default!r} is not one of its enum values")
+        return self
 
 
 class Retry(BaseModel):

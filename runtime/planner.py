@@ -249,6 +249,9 @@ class LLMPlanner:
         self.select_above = select_above
         self.select_limit = select_limit
         self._offered: dict[str, tuple[ToolRegistry, dict[str, Any]]] = {}
+        # Plans that achieved similar goals (the plan library's closest), as text: shown
+        # after the example, evicted with memory when the prompt is over budget.
+        self.examples: list[str] = []
 
     def offered(
         self, goal: str, context: dict[str, str] | None = None
@@ -279,6 +282,8 @@ class LLMPlanner:
             ContextItem(f"Tools:\n{describe_tools(tools)}", "tools", pinned=True),
             ContextItem(EXAMPLE, "system", pinned=True),
         ]
+        for example in self.examples:
+            parts.append(ContextItem(example, "memory", label=" of a library plan"))
         for name, shown in (context or {}).items():
             parts.append(
                 ContextItem(
