@@ -462,14 +462,25 @@ class _Loop:
         if self.agent.memory is None:
             return []
         self.doing = "recalling long-term memory"
-        items = []
-        for found in await self.agent.memory.recall(self.goal):
+        memory, items = self.agent.memory, []
+        limit: int | None = getattr(memory, "recall_limit", None)
+        extra = {"limit": limit + 3} if limit else {}  # room for this goal's own outcomes
+        for found in await memory.recall(self.goal, **extra):
             item = getattr(found, "item", found)
             text = getattr(item, "text", str(item))
+            if text.startswith(self._outcome_prefix):
+                continue  # an answer to this very goal: see remember_outcome
             source = getattr(item, "provenance", None)
             items.append(f"{text} (from {source})" if source else text)
-        self.recalled = items
-        return items
+        self.recalled = items[:limit] if limit else items
+        return self.recalled
+
+    @property
+    def _outcome_prefix(self) -> str:
+        """How a remembered outcome of this goal begins. Recall leaves such items out: the
+        same goal is answered again from the data (which may have changed), and a prompt
+        that held the earlier answer would miss the response cache an identical ask hits."""
+        return f"{self.goal} Answer: "
 
     async def remember_outcome(self) -> None:
         """Store what the run found out (goal and verified answer) for later runs; its
@@ -502,7 +513,7 @@ class _Loop:
         if "model" in parameters:  # its policy's calls are metered, budgeted and traced
             options["model"] = self.metered.using("memory")
         self.remembered = await memory.remember(
-            f"{self.goal} Answer: {self.answer}"[:2000], **options
+            f"{self._outcome_prefix}{self.answer}"[:2000], **options
         )
 
     async def _execute(self, compiled: CompiledPlan, version: int) -> RunResult:

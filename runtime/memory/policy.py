@@ -104,6 +104,9 @@ class ModelPolicy:
     async def decide(self, candidate: str, neighbours: list[Recalled]) -> Decision:
         if not neighbours:
             return Decision("insert", reason="nothing similar is remembered")
+        for r in neighbours:  # the very same text: no need to ask (nor to pay)
+            if r.item.text.strip() == candidate.strip():
+                return Decision("ignore", r.item, reason=f"the same text is {r.item.id}")
         by_id = {r.item.id: r.item for r in neighbours}
         shown = "\n".join(
             f"- id {r.item.id} (similarity {r.vector:.2f}): {r.item.text!r}" for r in neighbours

@@ -26,6 +26,7 @@ from dagentic import (
 )
 from dagentic.agent import Agent
 from dagentic.cache import Cache
+from dagentic.memory import LongTermMemory, MemoryStore
 from dagentic.models.base import Message
 from dagentic.models.metered import Metered
 from dagentic.spans import FastTracerProvider
@@ -34,6 +35,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from tests.blind import blind_settings
 from tests.cli import invoke, isolate
+from tests.embedders import HashEmbedder
 
 GOAL = "What is the total?"
 PLAN = {"steps": [{"id": "total", "tool": "test.echo", "args": {"value": 42}}]}
@@ -291,6 +293,27 @@ async def test_a_second_identical_run_with_a_deterministic_model_makes_no_model_
     assert again.calls == []
     assert (second.usage.model_calls, second.usage.cost, second.usage.cache_hits) == (0, 0.0, 3)
     assert second.usage.input_tokens == second.usage.output_tokens == 0
+
+
+@pytest.mark.anyio
+async def test_a_second_identical_run_with_memory_on_is_served_from_the_cache_too(
+    cached: Settings, tmp_path: Path
+) -> None:
+    """The first run remembers its answer; the second must not see it among the recalled
+    items, or its planner prompt differs from the first's and misses the cache."""
+    tools = ToolRegistry([t for t in _test_tools() if t.name == "test.echo"])
+    memory = LongTermMemory(MemoryStore(tmp_path / "memory.duckdb", HashEmbedder()))
+    await memory.remember("The total is kept in the ledger.", provenance="user")
+    model = ScriptedModel([PLAN, ANSWER, PASS], temperature=0)
+    first = await Agent(model, tools, memory=memory, settings=cached).run(GOAL)
+    again = ScriptedModel([], temperature=0)
+    second = await Agent(again, tools, memory=memory, settings=cached).run(GOAL)
+
+    assert first.remembered is not None and first.remembered["action"] == "insert"
+    assert second.answer == first.answer == "The total is 42 [total]."
+    assert again.calls == []
+    assert [c.cache for c in second.model_calls] == ["hit", "hit", "hit"]
+    assert second.recalled == first.recalled == ["The total is kept in the ledger. (from user)"]
 
 
 @pytest.mark.anyio

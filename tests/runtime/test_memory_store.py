@@ -547,6 +547,19 @@ async def test_the_model_policy_merges_ignores_and_inserts_as_told(store: Memory
 
 
 @pytest.mark.anyio
+async def test_the_model_is_not_asked_about_a_text_remembered_word_for_word(
+    store: MemoryStore,
+) -> None:
+    model = ScriptedModel([])  # any call would fail
+    mem = memory(store, ModelPolicy(model))
+    base = await mem.remember("the cat is called Tom")
+    again = await mem.remember("  the cat is called Tom ")
+    assert (again.action, again.item.id) == ("ignore", base.item.id)
+    assert again.reason == f"the same text is {base.item.id}"
+    assert model.calls == [] and await store.count() == 1
+
+
+@pytest.mark.anyio
 async def test_a_model_answer_naming_an_unknown_target_falls_back_to_thresholds(
     store: MemoryStore,
 ) -> None:
@@ -558,7 +571,7 @@ async def test_a_model_answer_naming_an_unknown_target_falls_back_to_thresholds(
     fallback = await mem.remember("falcon launch review birch")
     assert fallback.action == "merge"  # the thresholds' decision, not the model's replace
     assert fallback.item.text == "falcon launch review amber falcon launch review birch"
-    again = await mem.remember("falcon launch review amber falcon launch review birch")
+    again = await mem.remember("Falcon launch review amber, falcon launch review birch.")
     assert again.action == "ignore" and again.item.id == base.item.id  # unparsable: fallback
     unrelated = await mem.remember("item3 colour3 place3 owner3")  # no "action": fallback
     assert unrelated.action == "insert"
