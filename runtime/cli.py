@@ -19,6 +19,7 @@ from .cli_cache import cache_app
 from .cli_config import config_app
 from .cli_plugin import plugin_app
 from .cli_runs import approvals, approve, deny, runs_app
+from .cli_serve import serve as serve_command
 from .display import (
     inline_value,
     safe_json,
@@ -891,6 +892,7 @@ app.add_typer(cache_app, name="cache")
 app.command("approvals")(approvals)
 app.command("approve")(approve)
 app.command("deny")(deny)
+app.command("serve")(serve_command)
 
 
 @memory_app.command("list")
