@@ -38,22 +38,22 @@ def serve(
     from .cli_runs import _fail, _tools
     from .display import safe_text
     from .errors import DagenticError, JournalError
-    from .serve.security import refuse_exposed
     from .settings import Settings
 
+    try:
+        from .serve import server
+        from .serve.security import refuse_exposed
+    except ImportError as exc:
+        raise _fail(
+            f"dagentic serve needs the serve extra ({exc.name} is missing): pip install "
+            "'dagentic[serve]'"
+        ) from exc
     settings = Settings()
     host = host if host is not None else settings.serve.host
     port = port if port is not None else settings.serve.port
     refused = refuse_exposed(host, settings.serve.token is not None)
     if refused is not None:
         raise _fail(refused)
-    try:
-        from .serve import server
-    except ImportError as exc:
-        raise _fail(
-            f"dagentic serve needs the serve extra ({exc.name} is missing): pip install "
-            "'dagentic[serve]'"
-        ) from exc
     tools = _tools()
 
     def ready(url: str, token: str | None) -> None:

