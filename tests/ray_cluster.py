@@ -34,6 +34,8 @@ class RayCluster:
         self.temp_dir = temp_dir
         self.port = 6390
         self.address = f"127.0.0.1:{self.port}"
+        self.client_port = 10001  # the head's Ray Client server (below worker ports)
+        self.client_address = f"ray://127.0.0.1:{self.client_port}"
         self.token = secrets.token_hex(32)
         self.env = {
             **os.environ,
@@ -109,6 +111,7 @@ class RayCluster:
             command += [
                 "--head",
                 f"--port={self.port}",
+                f"--ray-client-server-port={self.client_port}",
                 "--include-dashboard=false",
                 f"--temp-dir={self.temp_dir}",
             ]

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.ray_cluster import ROOT, RayCluster
 
 DAGENTIC = str(Path(sys.executable).with_name("dagentic"))
@@ -59,13 +61,38 @@ def test_revenue_gives_the_same_outputs_on_ray_as_in_process(
     assert re.search(r"\n  ray task +node [0-9a-f]{8} pid \d+ ", traced.stdout), traced.stdout
 
 
-def test_an_unreachable_cluster_stops_the_run_before_it_starts(tmp_path: Path) -> None:
-    env = {**os.environ, "DAGENTIC_RAY__ADDRESS": "127.0.0.1:9", "DAGENTIC_RUNS_DIR": str(tmp_path)}
+def test_a_ray_client_address_runs_the_plan_and_its_trace_joins(
+    ray_cluster: RayCluster, tmp_path: Path
+) -> None:
+    env = {
+        **ray_cluster.env,
+        "DAGENTIC_RUNS_DIR": str(tmp_path / "runs"),
+        "DAGENTIC_JOURNAL__ENABLED": "false",
+        "DAGENTIC_RAY__ADDRESS": ray_cluster.client_address,
+    }
+    env.pop("PYTHONPATH", None)
+    plan = str(ROOT / "plans" / "hello.yaml")
+    done = dagentic(
+        "run", plan, "--json", "--backend", "ray", env=env, cwd=ROOT, netns=ray_cluster.name
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["outputs"]["summary"] == "greeted 3 people"
+    traced = dagentic("trace", result["run_id"], env=env, cwd=ROOT)
+    assert traced.returncode == 0, traced.stderr
+    assert len(re.findall(r"\n  ray task +node [0-9a-f]{8} pid \d+ ", traced.stdout)) == 4
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:9", "ray://127.0.0.1:9"])
+def test_an_unreachable_cluster_stops_the_run_before_it_starts(
+    tmp_path: Path, address: str
+) -> None:
+    env = {**os.environ, "DAGENTIC_RAY__ADDRESS": address, "DAGENTIC_RUNS_DIR": str(tmp_path)}
     done = dagentic(
         "run", str(ROOT / "plans" / "hello.yaml"), "--backend", "ray", env=env, cwd=tmp_path
     )
     assert done.returncode == 1
     assert done.stderr == (
-        "error: cannot reach the Ray cluster at 127.0.0.1:9 (Connection refused); start one "
+        f"error: cannot reach the Ray cluster at {address} (Connection refused); start one "
         "with `ray start --head` or set ray.address (DAGENTIC_RAY__ADDRESS) to its head\n"
     )
