@@ -105,10 +105,12 @@ export function drawGraph(graph, { state, critical = [], selected, onSelect } = 
     s(
       "defs",
       null,
-      s(
-        "marker",
-        { id: "arrow", viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto" },
-        s("path", { d: "M0,0 L10,5 L0,10 z", class: "arrow-head" }),
+      ["arrow", "arrow-critical"].map((id) =>
+        s(
+          "marker",
+          { id, viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 9, markerHeight: 9, markerUnits: "userSpaceOnUse", orient: "auto" },
+          s("path", { d: "M0,0 L10,5 L0,10 z", class: id === "arrow" ? "arrow-head" : "arrow-head critical" }),
+        ),
       ),
     ),
   );
@@ -126,7 +128,7 @@ export function drawGraph(graph, { state, critical = [], selected, onSelect } = 
       s("path", {
         class: ["edge", pathEdges.has(`${from}\u0000${to}`) && "edge-critical"],
         d: `M${x1},${y1} C${x1 + bend},${y1} ${x2 - bend},${y2} ${x2},${y2}`,
-        "marker-end": "url(#arrow)",
+        "marker-end": pathEdges.has(`${from}\u0000${to}`) ? "url(#arrow-critical)" : "url(#arrow)",
         dataset: { from: String(from), to: String(to) },
       }),
     );
@@ -173,6 +175,7 @@ export function drawGraph(graph, { state, critical = [], selected, onSelect } = 
       for (const path of edgeLayer.children) {
         const key = `${path.dataset.from}\u0000${path.dataset.to}`;
         path.classList.toggle("edge-critical", keys.has(key));
+        path.setAttribute("marker-end", keys.has(key) ? "url(#arrow-critical)" : "url(#arrow)");
       }
     }
     for (const [id, group] of byId) {

@@ -10,21 +10,36 @@ const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
 const STEP_TERMINAL = new Set(["succeeded", "failed", "cancelled", "skipped"]);
 const POLL_MS = 1500;
 
-/** What the graph shows for a step's event status (the journal's words to the step's). */
-export function stepState(status) {
-  switch (status) {
+/** What a step is, by the journal's word for what happened to it (an event's `kind`,
+ * with its `status` when it finished) or by a status the API gave. */
+export function stepState(status, kind) {
+  switch (kind) {
+    case "scheduled":
+      return "pending";
     case "started":
     case "attempt":
-    case "retrying":
-    case "running":
       return "running";
-    case "scheduled":
-    case "pending":
-      return "pending";
     case "reused":
       return "succeeded";
+    case "skipped":
+      return "skipped";
+    case "finished":
+      return status || "succeeded";
     default:
-      return status || "pending";
+      break;
+  }
+  switch (status) {
+    case "started":
+    case "running":
+    case "retrying":
+      return "running";
+    case "scheduled":
+    case null:
+    case undefined:
+    case "":
+      return "pending";
+    default:
+      return status;
   }
 }
 
@@ -51,6 +66,7 @@ export function runView(main, runId) {
   const timeline = h("div", { class: "timeline", id: "timeline" });
   const failures = h("section", { class: "card", id: "failures", hidden: true });
   const outputs = h("section", { class: "card", id: "outputs", hidden: true });
+  const related = h("section", { class: "card", id: "related", hidden: true });
   const stepsBody = h("tbody", { id: "steps-body" });
   const usage = h("p", { class: "muted usage", id: "usage" });
   const error = h("p", { class: "error", hidden: true });
@@ -72,6 +88,7 @@ export function runView(main, runId) {
     main,
     h("p", { class: "crumbs" }, h("a", { href: "#/runs" }, "← Runs")),
     h("section", { class: "card run-head" }, h("div", { class: "card-head" }, h("div", null, title, status), actions), meta, error),
+    related,
     h(
       "section",
       { class: "card" },
@@ -135,7 +152,7 @@ export function runView(main, runId) {
       ? run.plan_graph
       : { nodes: [...steps.values()].map((s) => ({ id: s.id, tool: s.tool })), edges: dependencyEdges() };
     if (!planGraph.nodes.length) {
-      fill(graphBox, h("p", { class: "muted" }, run.goal ? "The agent has not made a plan yet." : "This run has no steps."));
+      fill(graphBox, h("p", { class: "muted" }, run.kind === "agent" ? "An agent run: each plan it makes runs as a plan run of its own, listed above with its graph." : "This run has no steps."));
       graph = null;
       return;
     }
@@ -165,7 +182,7 @@ export function runView(main, runId) {
   }
 
   function criticalPath() {
-    return run && TERMINAL.has(run.status) && Array.isArray(run.critical_path) ? run.critical_path.map(String) : [];
+    return run && run.status !== "running" && Array.isArray(run.critical_path) ? run.critical_path.map(String) : [];
   }
 
   function drawDetail() {
@@ -258,7 +275,8 @@ export function runView(main, runId) {
     fill(stepsBody, rows.length ? rows : h("tr", null, h("td", { colspan: 6, class: "muted" }, "No steps.")));
     const u = run.usage;
     if (u && typeof u === "object" && Object.keys(u).length) {
-      fill(usage, "Usage: ", Object.entries(u).map(([k, v], i) => [i ? ", " : "", `${k.replaceAll("_", " ")} ${typeof v === "number" && !Number.isInteger(v) ? v.toFixed(4) : v}`]));
+      const shown = (k, v) => (k === "wall_time" ? seconds(Number(v)) : k === "cost" ? `$${Number(v).toFixed(4)}` : String(v));
+      fill(usage, "Usage: ", Object.entries(u).map(([k, v], i) => [i ? ", " : "", `${k.replaceAll("_", " ")} ${shown(k, v)}`]));
     } else fill(usage, "");
   }
 
@@ -298,6 +316,54 @@ export function runView(main, runId) {
     );
   }
 
+  /** What an agent run adds (its answer, plan versions and plan runs), a plan run's agent,
+   * and the calls that wait for a decision. */
+  function drawRelated() {
+    const parts = [];
+    if (run.parent_id) {
+      parts.push(h("p", null, "Part of agent run ", h("a", { href: `#/runs/${encodeURIComponent(String(run.parent_id))}`, class: "mono" }, shortId(run.parent_id)), "."));
+    }
+    const waiting = Array.isArray(run.approvals) ? run.approvals : [];
+    if (waiting.length) {
+      parts.push(
+        h("h3", null, "Waiting for a decision"),
+        h(
+          "ul",
+          { class: "waiting" },
+          waiting.map((a) => h("li", null, h("span", { class: "mono" }, String(a.step_id ?? "")), " ", h("span", { class: "muted" }, `(${a.tool ?? ""})`), a.reason_asked ? ` — ${a.reason_asked}` : "")),
+        ),
+        h("p", null, h("a", { href: "#/approvals", class: "button", id: "to-approvals" }, "Decide on the approvals page")),
+      );
+    }
+    if (run.kind === "agent") {
+      if (run.answer !== undefined && run.answer !== null) parts.push(h("h3", null, "Answer"), json(run.answer, { class: "json output answer" }));
+      const children = Array.isArray(run.runs) ? run.runs : [];
+      parts.push(h("h3", null, `Plan runs (${children.length})`));
+      parts.push(
+        children.length
+          ? h(
+              "ul",
+              { class: "children" },
+              children.map((c) => h("li", null, h("a", { href: `#/runs/${encodeURIComponent(String(c.run_id))}`, class: "mono" }, shortId(c.run_id)), " ", String(c.plan ?? ""), " ", badge(c.status))),
+            )
+          : h("p", { class: "muted" }, "No plan has run yet."),
+      );
+      const plans = Array.isArray(run.plans) ? run.plans : [];
+      if (plans.length) {
+        parts.push(
+          h(
+            "details",
+            null,
+            h("summary", null, `Plans the model made (${plans.length})`),
+            plans.map((p, i) => [h("h4", null, `version ${p.version ?? i + 1}`), json(p, { class: "json" })]),
+          ),
+        );
+      }
+    }
+    related.hidden = !parts.length;
+    fill(related, h("h2", null, run.kind === "agent" ? "Agent" : "Related"), parts);
+  }
+
   function drawOutputs() {
     const out = run.outputs;
     const has = out !== undefined && out !== null && !(typeof out === "object" && !Array.isArray(out) && !Object.keys(out).length);
@@ -320,6 +386,7 @@ export function runView(main, runId) {
     drawSteps();
     drawFailures();
     drawOutputs();
+    drawRelated();
   }
 
   /** After an event: the graph's classes at once, the rest at the next frame. */
@@ -343,7 +410,9 @@ export function runView(main, runId) {
     run = detail;
     for (const step of Array.isArray(detail.steps) ? detail.steps : []) {
       const id = String(step.id);
-      steps.set(id, { ...stepOf(id), ...step, id, status: stepState(step.status) });
+      let status = stepState(step.status);
+      if (status === "pending" && step.started_at && !step.ended_at) status = "running";
+      steps.set(id, { ...stepOf(id), ...step, id, status });
     }
   }
 
@@ -369,27 +438,56 @@ export function runView(main, runId) {
     }
     if (!data || data.step_id === undefined || data.step_id === null) return;
     const step = stepOf(String(data.step_id));
-    const state = stepState(data.status);
-    // A foreach item's event says how the item went; the step is running until its own end.
-    if (data.item !== undefined && data.item !== null && STEP_TERMINAL.has(state)) {
-      if (!STEP_TERMINAL.has(step.status)) step.status = "running";
-    } else step.status = state;
+    let state;
+    if (data.kind === "item_finished") {
+      // how one foreach item went: the step runs until its own `finished`
+      state = STEP_TERMINAL.has(step.status) || step.status === "waiting" ? step.status : "running";
+    } else state = stepState(data.status, data.kind);
+    step.status = state;
     if (data.attempt !== undefined && data.attempt !== null) step.attempts = Math.max(step.attempts || 0, data.attempt);
     if (state === "running" && !step.started_at) step.started_at = data.at;
     if (STEP_TERMINAL.has(step.status) && data.at) {
       step.ended_at = data.at;
       step.started_at ||= data.at;
     }
-    if (data.error) step.error = data.error;
-    if (data.output !== undefined) step.output = data.output;
-    if (run.status !== "running" && !TERMINAL.has(run.status) && state === "running") run.status = "running";
+    if (data.error && data.kind !== "item_finished") step.error = data.error;
+    if (state === "running" && !TERMINAL.has(run.status)) run.status = "running";
     drawLive();
+    if (STEP_TERMINAL.has(state) || state === "waiting") reloadSoon(); // its output
   }
 
+  /** A run event: it waits, was interrupted, or ended (then the stream ends too). */
   async function onRun(event) {
-    if (event.lastEventId) lastSeq = event.lastEventId;
-    closeStream();
+    let data = {};
+    try {
+      data = JSON.parse(event.data) || {};
+    } catch {
+      // a run event that is not JSON still says something changed
+    }
+    if (TERMINAL.has(data.status)) closeStream();
     await refresh();
+  }
+
+  /** An agent run's record (a plan made, a model called, the answer): reload the run. */
+  function onRecord(event) {
+    if (event.lastEventId) lastSeq = event.lastEventId;
+    reloadSoon();
+  }
+
+  /** Reload the run's detail (outputs, a new plan) at most every half second. */
+  let reloadTimer = null;
+  function reloadSoon() {
+    if (reloadTimer) return;
+    reloadTimer = setTimeout(async () => {
+      reloadTimer = null;
+      if (stopped || !(await load()) || stopped) return;
+      if (TERMINAL.has(run.status)) return refresh();
+      drawGraphBox();
+      drawLive();
+      drawFailures();
+      drawOutputs();
+      drawRelated();
+    }, 500);
   }
 
   function closeStream() {
@@ -401,11 +499,11 @@ export function runView(main, runId) {
 
   function follow() {
     if (stopped || source) return;
-    fill(live, "● live");
     live.classList.add("on");
     source = runEvents(runId, lastSeq);
     source.addEventListener("step", onStep);
     source.addEventListener("run", onRun);
+    source.addEventListener("record", onRecord);
     source.addEventListener("error", () => {
       // EventSource reconnects by itself (with Last-Event-ID) unless the server refused
       // the stream; then the page polls instead.
@@ -435,14 +533,9 @@ export function runView(main, runId) {
       if (trace.open) loadTrace();
       return;
     }
-    if (run.status === "running") follow();
-    else {
-      // waiting (for a person) or interrupted: nothing to stream until it goes on
-      closeStream();
-      fill(live, run.status === "waiting" ? "waiting for approval" : String(run.status ?? ""));
-      live.classList.remove("on");
-      schedulePoll();
-    }
+    // running, waiting for a person or interrupted: the stream tells when it goes on
+    follow();
+    fill(live, run.status === "running" ? "● live" : run.status === "waiting" ? "● waiting for approval" : `● ${run.status}`);
   }
 
   async function cancel() {
@@ -478,6 +571,7 @@ export function runView(main, runId) {
     stopped = true;
     closeStream();
     clearTimeout(pollTimer);
+    clearTimeout(reloadTimer);
     clearInterval(tickTimer);
   };
 }

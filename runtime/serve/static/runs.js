@@ -24,6 +24,9 @@ export function runsView(main) {
   function showPlan() {
     const plan = plans.find((p) => p.name === planSelect.value);
     fill(planInfo, plan ? plan.description || plan.path || "" : "");
+    const invalid = plan && Array.isArray(plan.problems) ? plan.problems.map((p) => `${plan.path ?? plan.name}:${problemText(p)}`) : [];
+    showProblems(startProblems, invalid);
+    startButton.disabled = invalid.length > 0;
     fields = plan ? inputFields(plan.inputs || {}) : [];
     fill(inputsBox, fields.length ? fields.map((f) => f.row) : h("p", { class: "muted" }, "This plan takes no inputs."));
   }
@@ -209,7 +212,16 @@ function inputFields(specs) {
     const id = `input-${name.replace(/[^A-Za-z0-9_-]/g, "_")}`;
     let control;
     let read;
-    if (type === "boolean") {
+    if (Array.isArray(spec.enum) && spec.enum.length) {
+      // one of the values the plan allows, each kept as the JSON value it is
+      control = h(
+        "select",
+        { id, name },
+        spec.required || has ? null : h("option", { value: "" }, "(default)"),
+        spec.enum.map((value, i) => h("option", { value: String(i), selected: has && JSON.stringify(value) === JSON.stringify(spec.default) }, typeof value === "string" ? value : JSON.stringify(value))),
+      );
+      read = () => (control.value === "" ? undefined : spec.enum[Number(control.value)]);
+    } else if (type === "boolean") {
       control = h("input", { type: "checkbox", id, name, checked: Boolean(spec.default) });
       read = () => control.checked;
     } else if (type === "integer" || type === "number") {
