@@ -1,7 +1,7 @@
 // The failure modes and step latencies over many runs (`dagentic report`).
 
 import { api } from "./api.js";
-import { badge, fill, h, plural, seconds, shortId } from "./dom.js";
+import { badge, fill, h, plural, seconds, shortId, when } from "./dom.js";
 
 const SINCE = [
   ["1h", "the last hour"],
@@ -55,7 +55,7 @@ export function renderReport(data) {
   if (!data || typeof data !== "object") return h("p", { class: "muted" }, "No report.");
   const runs = Number(data.runs) || 0;
   const kinds = Object.entries(data.by_kind || {}).map(([k, n]) => `${n} ${k}`).join(", ");
-  const parts = [h("p", null, h("strong", null, plural(runs, "run")), kinds ? ` (${kinds})` : "", data.since ? ` since ${data.since}` : "")];
+  const parts = [h("p", null, h("strong", null, plural(runs, "run")), kinds ? ` (${kinds})` : "", data.since ? ` since ${when(data.since)}` : "")];
   if (!runs) {
     parts.push(h("p", { class: "muted" }, "No runs in this period."));
     return parts;

@@ -133,7 +133,9 @@ export function runView(main, runId) {
     const parts = [];
     if (run.started_at) parts.push(`started ${when(run.started_at)}`);
     const t = took(run.started_at, run.ended_at, run.status === "running");
-    if (t !== null) parts.push(run.ended_at ? `took ${seconds(t)}` : `running for ${seconds(t)}`);
+    if (run.status === "waiting") parts.push(run.ended_at ? `waiting since ${when(run.ended_at)}` : "waiting");
+    else if (run.status === "interrupted") parts.push("interrupted: the server goes on with it at its next start");
+    else if (t !== null) parts.push(run.ended_at ? `took ${seconds(t)}` : `running for ${seconds(t)}`);
     const counts = {};
     for (const step of steps.values()) counts[step.status] = (counts[step.status] || 0) + 1;
     parts.push(Object.entries(counts).map(([k, n]) => `${n} ${k}`).join(", "));
@@ -288,13 +290,16 @@ export function runView(main, runId) {
       seen.add(key);
       list.push(f);
     }
+    const skipped = [];
     for (const step of steps.values()) {
       if (!step.error) continue;
       const key = `${step.id}\u0000${step.error.failure_mode ?? ""}`;
-      if (!seen.has(key)) list.push({ step_id: step.id, tool: step.tool, ...step.error });
+      if (seen.has(key)) continue;
+      if (step.status === "skipped") skipped.push(step.id);
+      else list.push({ step_id: step.id, tool: step.tool, ...step.error });
     }
-    failures.hidden = !list.length;
-    if (!list.length) return;
+    failures.hidden = !list.length && !skipped.length;
+    if (failures.hidden) return;
     fill(
       failures,
       h("h2", null, `Failures (${list.length})`),
@@ -313,6 +318,9 @@ export function runView(main, runId) {
           ),
         ),
       ),
+      skipped.length
+        ? h("p", { class: "muted skipped" }, `Skipped because a step before them failed (upstream_failed): ${skipped.join(", ")}`)
+        : null,
     );
   }
 
@@ -326,7 +334,7 @@ export function runView(main, runId) {
     const waiting = Array.isArray(run.approvals) ? run.approvals : [];
     if (waiting.length) {
       parts.push(
-        h("h3", null, "Waiting for a decision"),
+        h("p", null, `${plural(waiting.length, "call")} of this run ${waiting.length === 1 ? "waits" : "wait"} for a person's decision:`),
         h(
           "ul",
           { class: "waiting" },
@@ -361,7 +369,7 @@ export function runView(main, runId) {
       }
     }
     related.hidden = !parts.length;
-    fill(related, h("h2", null, run.kind === "agent" ? "Agent" : "Related"), parts);
+    fill(related, h("h2", null, run.kind === "agent" ? "Agent run" : waiting.length ? "Waiting" : "Part of an agent run"), parts);
   }
 
   function drawOutputs() {
