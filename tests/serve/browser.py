@@ -190,6 +190,7 @@ def _stop(process: subprocess.Popen[str], reader: threading.Thread) -> None:
 
 # -- the browser -----------------------------------------------------------------------------
 
+
 @contextmanager
 def chromium() -> Iterator[Any]:
     """Debian's Chromium, headless, driven by Playwright (one per test module)."""
