@@ -229,15 +229,10 @@ class RunManager:
     async def submit(self, compiled: CompiledPlan, inputs: dict[str, Any]) -> str:
         """Start a run of ``compiled``; its id once the journal has committed its start."""
         self._room()
-        tg = self._group()
+        self._group()
         run_id = uuid.uuid4().hex
         started = self.hub.expect(run_id)
-        tg.start_soon(
-            self._drive,
-            run_id,
-            "plan",
-            partial(self.executor.run, compiled, inputs, run_id=run_id),
-        )
+        self._launch(run_id, "plan", partial(self.executor.run, compiled, inputs, run_id=run_id))
         await started.wait()
         await self._committed(run_id)
         return run_id
@@ -245,10 +240,10 @@ class RunManager:
     async def ask(self, goal: str) -> str:
         """Start an agent run for ``goal``; its id once the journal has its start."""
         self._room()
-        tg = self._group()
+        self._group()
         agent = await self._agent()
         run_id = uuid.uuid4().hex
-        tg.start_soon(self._drive, run_id, "agent", partial(agent.run, goal, run_id=run_id))
+        self._launch(run_id, "agent", partial(agent.run, goal, run_id=run_id))
         for _ in range(500):  # the agent records its start as soon as its task runs
             await anyio.sleep(0.01 if _ else 0)
             if run_id not in self.active or await run_in_thread(self.store.run, run_id):
@@ -290,9 +285,16 @@ class RunManager:
             tracing=self.executor.tracing,
         )
 
-    async def _drive(self, run_id: str, kind: str, start: Callable[[], Awaitable[Any]]) -> None:
-        """Run ``start()`` (a run, a resumption, an agent run) as run ``run_id``."""
+    def _launch(self, run_id: str, kind: str, start: Callable[[], Awaitable[Any]]) -> None:
+        """Run ``start()`` (a run, a resumption, an agent run) as run ``run_id``, in the
+        server's task group; it counts as active from now on."""
+        tg = self._group()
         active = self.active[run_id] = _Active(kind)
+        tg.start_soon(self._drive, run_id, active, start)
+
+    async def _drive(
+        self, run_id: str, active: _Active, start: Callable[[], Awaitable[Any]]
+    ) -> None:
         result: Any = None
         try:
             with active.scope:
@@ -357,24 +359,18 @@ class RunManager:
 
     def resume(self, record: RunRecord) -> None:
         """Go on with ``record``'s run in this server (as ``dagentic resume`` would)."""
-        tg = self._group()
         if record.kind == "agent":
 
             async def again() -> Any:
                 agent = await self._agent()
                 return await agent.resume(record.run_id)
 
-            tg.start_soon(self._drive, record.run_id, "agent", again)
+            self._launch(record.run_id, "agent", again)
             return
         plan = None
         if record.plan_file is not None and Path(record.plan_file).is_file():
             plan = Path(record.plan_file)  # a changed plan is refused, naming its steps
-        tg.start_soon(
-            self._drive,
-            record.run_id,
-            "plan",
-            partial(self.executor.resume, record.run_id, plan=plan),
-        )
+        self._launch(record.run_id, "plan", partial(self.executor.resume, record.run_id, plan=plan))
 
     async def continue_if_decided(self, run_id: str) -> bool:
         """Resume run ``run_id`` (or the agent run it is part of) if it waits and nothing
@@ -390,6 +386,14 @@ class RunManager:
             return False
         self._skip[record.run_id] = record.updated_at
         self.resume(record)
+        # answered once the journal shows it running: a client that reads it next sees it go on
+        with anyio.move_on_after(10):
+            while record.run_id in self.active:
+                await self.durable.flush()
+                now = await run_in_thread(self.store.run, record.run_id)
+                if now is None or now.status != "waiting":
+                    break
+                await anyio.sleep(0.01)
         return True
 
     # -- requests about runs --------------------------------------------------------------

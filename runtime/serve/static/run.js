@@ -128,7 +128,7 @@ export function runView(main, runId) {
   function drawHead() {
     fill(status, badge(run.status));
     status.dataset.status = String(run.status ?? "");
-    const name = run.goal ? `ask: ${run.goal}` : run.plan ?? "";
+    const name = run.kind === "agent" ? `ask: ${run.goal ?? ""}` : run.plan ?? "";
     fill(title, name ? `${name} ` : "Run ", h("span", { class: "mono muted", title: String(run.run_id ?? runId) }, shortId(run.run_id ?? runId)));
     const parts = [];
     if (run.started_at) parts.push(`started ${when(run.started_at)}`);
@@ -139,7 +139,7 @@ export function runView(main, runId) {
     const counts = {};
     for (const step of steps.values()) counts[step.status] = (counts[step.status] || 0) + 1;
     parts.push(Object.entries(counts).map(([k, n]) => `${n} ${k}`).join(", "));
-    fill(meta, parts.filter(Boolean).join(" · "));
+    fill(meta, run.kind !== "agent" && run.goal ? h("span", { class: "goal" }, run.goal, h("br")) : null, parts.filter(Boolean).join(" · "));
     fill(
       actions,
       !TERMINAL.has(run.status)
@@ -379,7 +379,7 @@ export function runView(main, runId) {
     if (!has) return;
     fill(
       outputs,
-      h("h2", null, run.goal ? "Answer and outputs" : "Outputs"),
+      h("h2", null, run.kind === "agent" ? "Answer and outputs" : "Outputs"),
       typeof out === "object" && !Array.isArray(out)
         ? h("dl", { class: "outputs" }, Object.entries(out).map(([k, v]) => [h("dt", { class: "mono" }, k), h("dd", null, json(v, { class: "json output" }))]))
         : json(out, { class: "json output" }),

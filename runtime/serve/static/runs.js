@@ -148,7 +148,13 @@ export function runsView(main) {
         "tr",
         { dataset: { runId: id, status: String(run.status ?? "") } },
         h("td", null, h("a", { href: `#/runs/${encodeURIComponent(id)}`, class: "mono", title: id }, shortId(id))),
-        h("td", null, run.goal ? h("span", { class: "goal" }, h("span", { class: "muted" }, "ask: "), run.goal) : run.plan ?? ""),
+        h(
+          "td",
+          null,
+          run.kind === "agent"
+            ? h("span", { class: "goal" }, h("span", { class: "muted" }, "ask: "), run.goal ?? "")
+            : [run.plan ?? "", run.parent_id ? h("span", { class: "muted" }, " (in an ask)") : null],
+        ),
         h("td", null, badge(run.status)),
         h("td", null, when(run.started_at)),
         h("td", null, seconds(took(run.started_at, run.ended_at, live))),
