@@ -1,6 +1,7 @@
 """Long-term memory in a DuckDB file: items with text, embedding, scope, provenance, times
-and importance; hybrid recall (BM25 + vector similarity + recency) with filters; writes
-decided by a policy (insert, merge, replace or ignore); deletes by id or filter; TTLs.
+and importance; hybrid recall with filters (BM25 and vector similarity fused by the rule of
+:mod:`dagentic.retrieval`, reciprocal rank fusion, weighed by recency); writes decided by a
+policy (insert, merge, replace or ignore); deletes by id or filter; TTLs.
 
 One connection per file and process, used from worker threads under a lock. Merges and
 replacements are optimistic: an item changed by someone else between the decision and the
@@ -18,7 +19,6 @@ from __future__ import annotations
 import builtins
 import datetime as dt
 import json
-import re
 import threading
 import uuid
 from collections import Counter
@@ -27,6 +27,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DagenticError, InvalidArgsError
+from ..retrieval import (
+    FUSION_WEIGHTS,
+    K1,
+    MAX_QUERY_CHARS,
+    RRF_K,
+    VECTOR_DEPTH,
+    B,
+    query_terms,
+    words,
+)
 from ..threads import run_in_thread
 from .embeddings import Embedder
 
@@ -37,46 +47,17 @@ if TYPE_CHECKING:
 
 __all__ = ["KeyUsed", "MemoryItem", "MemoryStore", "Recalled", "Scope", "tokenize"]
 
-WORD = re.compile(r"\w+")
-STOP = frozenset(
-    {
-        "a",
-        "an",
-        "and",
-        "are",
-        "as",
-        "at",
-        "be",
-        "by",
-        "for",
-        "from",
-        "has",
-        "have",
-        "in",
-        "is",
-        "it",
-        "its",
-        "of",
-        "on",
-        "or",
-        "that",
-        "the",
-        "this",
-        "to",
-        "was",
-        "were",
-        "will",
-        "with",
-    }
-)
-K1, B = 1.2, 0.75
+TOKENIZER = "retrieval.words/1"  # what the terms table holds: rebuilt when it changes
+IMPORTANCE = 0.01  # of the best fused score: importance only breaks ties
+RECENCY_WEIGHT = 0.10  # an item a long time untouched keeps 90 % of its fused score
 _OPEN: dict[str, tuple[duckdb.DuckDBPyConnection, threading.Lock]] = {}
 _OPENING = threading.Lock()
 
 
 def tokenize(text: str) -> list[str]:
-    """Lower-case words without stop words: the lexical side of recall."""
-    return [w for w in WORD.findall(text.lower()) if w not in STOP and len(w) < 40]
+    """The words of ``text`` as recall compares them: :func:`dagentic.retrieval.words`,
+    the tokenizer tool selection and plan routing use too."""
+    return words(text)
 
 
 class KeyUsed(DagenticError):
@@ -132,28 +113,35 @@ class MemoryItem:
 
 @dataclass(frozen=True, slots=True)
 class Recalled:
-    """An item with how well it matched: the score and its parts."""
+    """An item with how well it matched: the score and its parts. ``lexical`` is its BM25
+    score, ``vector`` its cosine similarity to the query, ``recency`` its weight by age;
+    the ranks are its places in the lexical and the similarity list (None: not in it)."""
 
     item: MemoryItem
     score: float
     lexical: float
     vector: float
     recency: float
+    lexical_rank: int | None = None
+    vector_rank: int | None = None
 
 
 class _Vectors:
-    """Every item's embedding as one float32 matrix, kept in step with this process's
-    writes (a DuckDB file has one writing process): ranking 100,000 items by similarity
-    is one matrix product here, and SQL then scores only the candidates."""
+    """Every item's embedding as one float32 matrix, with what recall filters on (scope,
+    provenance, expiry) beside it, kept in step with this process's writes (a DuckDB file
+    has one writing process): the most similar items that pass a recall's filters are one
+    matrix product here, and SQL then scores only those and the lexical matches."""
 
     def __init__(self, db: duckdb.DuckDBPyConnection, dims: int) -> None:
         import numpy as np
 
         self.db_id = id(db)
         self.dims = dims
-        self.ids: list[str] = [
-            r[0] for r in db.execute("SELECT id FROM items ORDER BY rowid").fetchall()
-        ]
+        rows = db.execute(
+            "SELECT id, scope_agent, scope_user, scope_session, provenance, "
+            "coalesce(epoch(expires_at), 'inf'::DOUBLE) FROM items ORDER BY rowid"
+        ).fetchall()
+        self.ids: list[str] = [r[0] for r in rows]
         flat = db.execute(
             "SELECT unnest(embedding) AS x FROM (SELECT embedding FROM items ORDER BY rowid)"
         ).fetchnumpy()["x"]
@@ -161,28 +149,54 @@ class _Vectors:
         self.size = len(self.ids)
         self.row = {item_id: n for n, item_id in enumerate(self.ids)}
         self.alive = np.ones(self.size, dtype=bool)
+        # Strings as codes (-1: None), one table per column: filters compare integers.
+        self.codes: list[dict[str | None, int]] = [{None: -1} for _ in range(4)]
+        self.columns = np.array(
+            [[self._code(c, r[c + 1]) for c in range(4)] for r in rows], dtype=np.int32
+        ).reshape(self.size, 4)
+        self.expires = np.array([r[5] for r in rows], dtype=np.float64)
 
-    def add(self, ids: list[str], vectors: list[list[float]]) -> None:
+    def _code(self, column: int, value: str | None) -> int:
+        codes = self.codes[column]
+        code = codes.get(value)
+        if code is None:
+            code = codes[value] = len(codes) - 1
+        return code
+
+    def _grow(self, count: int) -> None:
         import numpy as np
 
-        if self.size + len(ids) > len(self.matrix):  # grow by doubling: appends stay cheap
-            grown = np.zeros(
-                (max(2 * len(self.matrix), self.size + len(ids), 64), self.dims), dtype=np.float32
-            )
-            grown[: self.size] = self.matrix[: self.size]
-            alive = np.zeros(len(grown), dtype=bool)
-            alive[: self.size] = self.alive[: self.size]
-            self.matrix, self.alive = grown, alive
-        for item_id, vector in zip(ids, vectors, strict=True):
-            self.matrix[self.size] = vector
-            self.alive[self.size] = True
-            self.row[item_id] = self.size
-            self.ids.append(item_id)
+        if self.size + count <= len(self.matrix):
+            return
+        size = max(2 * len(self.matrix), self.size + count, 64)  # by doubling: appends stay cheap
+        matrix = np.zeros((size, self.dims), dtype=np.float32)
+        matrix[: self.size] = self.matrix[: self.size]
+        alive = np.zeros(size, dtype=bool)
+        alive[: self.size] = self.alive[: self.size]
+        columns = np.full((size, 4), -1, dtype=np.int32)
+        columns[: self.size] = self.columns[: self.size]
+        expires = np.full(size, np.inf, dtype=np.float64)
+        expires[: self.size] = self.expires[: self.size]
+        self.matrix, self.alive, self.columns, self.expires = matrix, alive, columns, expires
+
+    def add(self, items: list[MemoryItem], vectors: list[list[float]]) -> None:
+        self._grow(len(items))
+        for item, vector in zip(items, vectors, strict=True):
+            n = self.size
+            self.matrix[n] = vector
+            self.alive[n] = True
+            scope = item.scope
+            for c, value in enumerate((scope.agent, scope.user, scope.session, item.provenance)):
+                self.columns[n, c] = self._code(c, value)
+            self.expires[n] = item.expires_at.timestamp() if item.expires_at else float("inf")
+            self.row[item.id] = n
+            self.ids.append(item.id)
             self.size += 1
 
-    def replace(self, item_id: str, vector: list[float]) -> None:
+    def replace(self, item_id: str, vector: list[float], provenance: str) -> None:
         if item_id in self.row:
             self.matrix[self.row[item_id]] = vector
+            self.columns[self.row[item_id], 3] = self._code(3, provenance)
 
     def remove(self, ids: list[str]) -> None:
         for item_id in ids:
@@ -190,22 +204,55 @@ class _Vectors:
             if row is not None:
                 self.alive[row] = False
 
-    def best(self, query: list[float], count: int) -> tuple[list[str], float]:
-        """The ids of the ``count`` most similar items, and the similarity of the last."""
+    def live(
+        self,
+        scope: Scope | None,
+        provenance: list[str] | None,
+        exclude_untrusted: bool,
+        now: dt.datetime,
+    ) -> Any:
+        """Which rows pass recall's filters: the same as :meth:`MemoryStore._filters`."""
+        import numpy as np
+
+        n = self.size
+        mask = self.alive[:n] & (self.expires[:n] > now.timestamp())
+        for c, value in enumerate(
+            (scope.agent, scope.user, scope.session) if scope else (None, None, None)
+        ):
+            if value is not None:
+                mask &= self.columns[:n, c] == self.codes[c].get(value, -2)
+        names = [p for p in self.codes[3] if p is not None]
+        allowed: list[str] | None = None
+        if provenance:
+            allowed = [p for p in names if any(p.startswith(prefix) for prefix in provenance)]
+        if exclude_untrusted:
+            trusted = [p for p in names if p == "user" or p.startswith("agent")]
+            allowed = trusted if allowed is None else [p for p in allowed if p in trusted]
+        if allowed is not None:
+            codes = [self.codes[3][p] for p in allowed]
+            mask &= np.isin(self.columns[:n, 3], np.asarray(codes, dtype=np.int32))
+        return mask
+
+    def best(self, query: list[float], count: int, mask: Any) -> tuple[list[str], list[int]]:
+        """The ids of the ``count`` items of ``mask`` most similar to ``query``, most
+        similar first, and their ranks (equal similarities share a rank)."""
         import numpy as np
 
         scores = self.matrix[: self.size] @ np.asarray(query, dtype=np.float32)
-        scores[~self.alive[: self.size]] = -np.inf
-        count = min(count, int(self.alive[: self.size].sum()))
-        if count == 0:
-            return [], -1.0
+        scores[~mask] = -np.inf
+        count = min(count, int(mask.sum()))
+        if count <= 0:
+            return [], []
         top = np.argpartition(-scores, count - 1)[:count]
-        return [self.ids[n] for n in top], float(scores[top].min())
+        top = top[np.argsort(-scores[top], kind="stable")]
+        chosen = scores[top]
+        # competition ranking: 1 + how many are more similar (within the top, all are)
+        ranks = (np.searchsorted(-chosen, -chosen, side="left") + 1).tolist()
+        return [self.ids[n] for n in top], ranks
 
 
 _VECTORS: dict[str, _Vectors] = {}  # by memory file, for the connection in _OPEN
-CANDIDATES = 400  # items ranked by similarity before SQL scores them (and lexical hits)
-EXACT_FROM = 5000  # below this many items the full query is as fast
+CANDIDATES = VECTOR_DEPTH  # the similarity list: the most similar items that pass the filters
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -221,7 +268,7 @@ class MemoryStore:
         embedder: Embedder,
         *,
         half_life_days: float = 30.0,
-        weights: tuple[float, float, float] = (0.35, 0.55, 0.10),
+        weights: tuple[float, float, float] = (*FUSION_WEIGHTS, RECENCY_WEIGHT),
     ) -> None:
         self.path = Path(path).expanduser().resolve()
         self.embedder = embedder
@@ -284,6 +331,9 @@ class MemoryStore:
             "action VARCHAR NOT NULL, reason VARCHAR NOT NULL, item VARCHAR, "
             "written_at TIMESTAMPTZ NOT NULL)"
         )
+        row = db.execute("SELECT value FROM meta WHERE key = 'tokenizer'").fetchone()
+        if row is None or row[0] != TOKENIZER:
+            _retokenize(db)
 
     async def _run(self, work: Any, *args: Any) -> Any:
         def locked() -> Any:
@@ -305,12 +355,17 @@ class MemoryStore:
         exclude_untrusted: bool = False,
         now: dt.datetime | None = None,
     ) -> list[Recalled]:
-        """The best ``limit`` items for ``query``: BM25 over words + cosine similarity of
-        embeddings + recency (half-life ``half_life_days``), weighted, with importance as a
-        tie-breaker; only unexpired items of ``scope`` and ``provenance`` (prefixes such as
-        ``"untrusted:"`` or ``"tool:"`` match too)."""
-        vector = (await run_in_thread(self.embedder.embed, [query]))[0]
-        terms = sorted(set(tokenize(query)))
+        """The best ``limit`` items for ``query`` among the unexpired items of ``scope`` and
+        ``provenance`` (prefixes such as ``"untrusted:"`` or ``"tool:"`` match too).
+
+        Two lists are fused as :mod:`dagentic.retrieval` fuses them (reciprocal rank
+        fusion): the items sharing a word with the query, by BM25, and the
+        :data:`CANDIDATES` items most similar to it, by the cosine of their embeddings;
+        ``w_lex / (RRF_K + lexical_rank) + w_vec / (RRF_K + vector_rank)``. That is
+        weighed by recency (half-life ``half_life_days``: ``1 - w_rec + w_rec * recency``)
+        and importance breaks ties."""
+        vector = (await run_in_thread(self.embedder.embed, [query[:MAX_QUERY_CHARS]]))[0]
+        terms = sorted(query_terms(query))
         return await self._run(
             self._recall,
             terms,
@@ -333,18 +388,13 @@ class MemoryStore:
         exclude_untrusted: bool,
         now: dt.datetime,
     ) -> list[Recalled]:
+        if limit <= 0:
+            return []
         where, params = self._filters(scope, provenance, exclude_untrusted, now)
         vectors = self._vectors(db)
-        if vectors.size >= EXACT_FROM:
-            # Score only the most similar items and the ones sharing a word with the query;
-            # keep the answer only if no other item could beat it (else score them all).
-            candidates, floor = vectors.best(vector, max(CANDIDATES, 20 * limit))
-            found = self._score(db, where, params, terms, vector, limit, now, candidates)
-            _, w_vec, w_rec = self.weights
-            outside = w_vec * max(floor, 0.0) + w_rec + 0.01  # the best any other could do
-            if len(found) == limit and found[-1].score >= outside:
-                return found
-        return self._score(db, where, params, terms, vector, limit, now, None)
+        mask = vectors.live(scope, provenance, exclude_untrusted, now)
+        similar, ranks = vectors.best(vector, max(CANDIDATES, limit), mask)
+        return self._score(db, where, params, terms, vector, limit, now, similar, ranks)
 
     def _vectors(self, db: duckdb.DuckDBPyConnection) -> _Vectors:
         vectors = _VECTORS.get(str(self.path))
@@ -361,51 +411,49 @@ class MemoryStore:
         vector: list[float],
         limit: int,
         now: dt.datetime,
-        candidates: list[str] | None,
+        similar: list[str],
+        ranks: list[int],
     ) -> list[Recalled]:
-        """The best ``limit`` items by the hybrid score, among ``candidates`` and the items
-        sharing a word with the query (all live items when ``candidates`` is None)."""
+        """The best ``limit`` items by the fused score, among ``similar`` (the most similar
+        live items, with their ``ranks``) and the live items sharing a word with the
+        query."""
         dims = self.embedder.dimensions
         w_lex, w_vec, w_rec = self.weights
+        best = IMPORTANCE * (w_lex + w_vec) / (RRF_K + 1)
         # Narrow and not materialised: only what scoring needs passes through the plan;
         # the full rows are read for the top `limit` items only.
         sql = f"""
             WITH live AS NOT MATERIALIZED (
-                SELECT id, length, updated_at, importance, embedding FROM items
-                WHERE {where}),
+                SELECT id, length FROM items WHERE {where}),
             stats AS (SELECT count(*) AS n, coalesce(avg(length), 1) AS avgdl FROM live),
             hits AS (SELECT t.item_id, t.term, t.tf, l.length FROM terms t
                      JOIN live l ON l.id = t.item_id  -- statistics of what is searched
                      WHERE t.term IN (SELECT unnest(?::VARCHAR[]))),
             df AS (SELECT term, count(*) AS df FROM hits GROUP BY term),
             bm AS (
-                SELECT h.item_id, sum(ln(1 + (s.n - df.df + 0.5) / (df.df + 0.5))
+                SELECT h.item_id AS id, sum(ln(1 + (s.n - df.df + 0.5) / (df.df + 0.5))
                        * h.tf * {K1 + 1} / (h.tf + {K1} * (1 - {B} + {B} * h.length
                        / s.avgdl))) AS lexical
                 FROM hits h JOIN df USING (term), stats s GROUP BY h.item_id),
-            top AS (SELECT max(lexical) AS most FROM bm),
-            scored AS (
-                SELECT l.id, coalesce(bm.lexical, 0) AS lexical,
-                       -- embeddings are unit vectors: the inner product is the cosine
-                       array_inner_product(l.embedding, ?::FLOAT[{dims}]) AS vector,
-                       exp(-ln(2) * greatest(epoch(?::TIMESTAMPTZ) - epoch(l.updated_at), 0)
-                           / ({self.half_life_days} * 86400)) AS recency, l.importance
-                FROM live l LEFT JOIN bm ON bm.item_id = l.id
-                WHERE {
-            "true"
-            if candidates is None
-            else "bm.item_id IS NOT NULL OR l.id IN (SELECT unnest(?::VARCHAR[]))"
-        }),
+            lex AS (SELECT id, lexical, rank() OVER (ORDER BY lexical DESC) AS lexical_rank
+                    FROM bm),
+            vec AS (SELECT unnest(?::VARCHAR[]) AS id, unnest(?::INTEGER[]) AS vector_rank),
+            pool AS (SELECT id, coalesce(lex.lexical, 0) AS lexical, lex.lexical_rank,
+                            vec.vector_rank
+                     FROM lex FULL OUTER JOIN vec USING (id)),
             best AS (
-                SELECT id, lexical, vector, recency,
-                       {w_lex} * lexical / greatest(coalesce(top.most, 0), 1e-9)
-                       + {w_vec} * greatest(vector, 0) + {w_rec} * recency
-                       + 0.01 * importance AS score
-                FROM scored, top ORDER BY score DESC, id LIMIT ?)
-            SELECT i.*, best.lexical, best.vector, best.recency, best.score
+                SELECT p.*, exp(-ln(2) * greatest(epoch(?::TIMESTAMPTZ) - epoch(i.updated_at),
+                       0) / ({self.half_life_days} * 86400)) AS recency,
+                       (coalesce({w_lex} / ({RRF_K} + p.lexical_rank), 0)
+                        + coalesce({w_vec} / ({RRF_K} + p.vector_rank), 0))
+                       * ({1 - w_rec} + {w_rec} * recency) + {best} * i.importance AS score
+                FROM pool p JOIN items i USING (id) ORDER BY score DESC, id LIMIT ?)
+            SELECT i.*, best.lexical, best.lexical_rank, best.vector_rank, best.recency,
+                   best.score,
+                   -- embeddings are unit vectors: the inner product is the cosine
+                   array_inner_product(i.embedding, ?::FLOAT[{dims}]) AS vector
             FROM best JOIN items i USING (id) ORDER BY best.score DESC, i.id"""
-        chosen = [] if candidates is None else [candidates]
-        rows = db.execute(sql, [*params, terms, vector, now, *chosen, limit]).fetchall()
+        rows = db.execute(sql, [*params, terms, similar, ranks, now, limit, vector]).fetchall()
         names = [d[0] for d in db.description]
         found = []
         for row in rows:
@@ -413,10 +461,12 @@ class MemoryStore:
             found.append(
                 Recalled(
                     item=_item(data),
-                    score=round(data["score"], 6),
+                    score=round(data["score"], 8),
                     lexical=round(data["lexical"], 6),
                     vector=round(data["vector"] or 0.0, 6),
                     recency=round(data["recency"], 6),
+                    lexical_rank=data["lexical_rank"],
+                    vector_rank=data["vector_rank"],
                 )
             )
         return found
@@ -611,7 +661,7 @@ class MemoryStore:
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        self._cached(db, lambda v: v.add([i.id for i in items], [p[1] for p in pairs]))
+        self._cached(db, lambda v: v.add(items, [p[1] for p in pairs]))
         return items
 
     def _cached(self, db: duckdb.DuckDBPyConnection, change: Any) -> None:
@@ -681,7 +731,7 @@ class MemoryStore:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-            self._cached(db, lambda v: v.replace(item.id, vector))
+            self._cached(db, lambda v: v.replace(item.id, vector, rewritten.provenance))
             return rewritten
 
         return await self._run(work)
@@ -749,6 +799,37 @@ class MemoryStore:
             return len(gone)
 
         return await self._run(work)
+
+
+def _retokenize(db: duckdb.DuckDBPyConnection) -> None:
+    """Rebuild the terms table and the items' lengths with today's :func:`tokenize` (a
+    file written by an older tokenizer is rebuilt once, when opened)."""
+    db.execute("BEGIN")
+    try:
+        rows = db.execute("SELECT id, text FROM items").fetchall()
+        terms: builtins.list[tuple[str, str, int]] = []
+        lengths: builtins.list[tuple[str, int]] = []
+        for item_id, text in rows:
+            found = tokenize(text)
+            lengths.append((item_id, len(found)))
+            terms.extend((item_id, term, tf) for term, tf in Counter(found).items())
+        db.execute("DELETE FROM terms")
+        if terms:
+            db.execute(
+                "INSERT INTO terms SELECT unnest($1), unnest($2), unnest($3)",
+                [list(c) for c in zip(*terms, strict=True)],
+            )
+        if lengths:
+            db.execute(
+                "UPDATE items SET length = n.length FROM (SELECT unnest($1) AS id, "
+                "unnest($2) AS length) AS n WHERE items.id = n.id",
+                [list(c) for c in zip(*lengths, strict=True)],
+            )
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('tokenizer', ?)", [TOKENIZER])
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 def _store_key(

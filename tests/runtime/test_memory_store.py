@@ -34,6 +34,7 @@ from dagentic.memory import (
 )
 from dagentic.memory.store import tokenize
 from dagentic.models import ScriptedModel
+from dagentic.retrieval import fuse
 
 from tests.embedders import HashEmbedder
 
@@ -72,7 +73,7 @@ def test_the_test_embedder_is_deterministic_and_unit_length() -> None:
 
 
 @pytest.mark.anyio
-async def test_recall_ranks_by_the_weighted_parts_of_its_score(store: MemoryStore) -> None:
+async def test_recall_fuses_the_ranks_of_its_lists_weighed_by_recency(store: MemoryStore) -> None:
     await store.insert("apple pie recipe with cinnamon", provenance="user", importance=0.9)
     await store.insert("apple orchard in the valley", provenance="user")
     await store.insert("bicycle repair shop downtown", provenance="user")
@@ -88,15 +89,12 @@ async def test_recall_ranks_by_the_weighted_parts_of_its_score(store: MemoryStor
     assert best.recency == pytest.approx(1.0, abs=1e-4)
     assert best.lexical > other.lexical > 0
     assert unrelated.lexical == 0
-    top = max(r.lexical for r in found)
-    for r in found:
-        expected = (
-            0.35 * r.lexical / top
-            + 0.55 * max(r.vector, 0)
-            + 0.10 * r.recency
-            + 0.01 * r.item.importance
-        )
-        assert r.score == pytest.approx(expected, abs=1e-4)
+    assert (best.lexical_rank, other.lexical_rank, unrelated.lexical_rank) == (1, 2, None)
+    assert (best.vector_rank, other.vector_rank, unrelated.vector_rank) == (1, 2, 3)
+    for r in found:  # reciprocal rank fusion (k 60, both lists weighing 1), as retrieval's
+        fused = fuse(r.lexical_rank, r.vector_rank)
+        expected = fused * (0.9 + 0.1 * r.recency) + 0.01 * r.item.importance * 2 / 61
+        assert r.score == pytest.approx(expected, rel=1e-5)
     assert [r.score for r in found] == sorted((r.score for r in found), reverse=True)
     assert best.item.importance == 0.9 and best.item.version == 1
     assert best.item.created_at is not None and best.item.expires_at is None
@@ -128,7 +126,8 @@ async def test_importance_breaks_ties(store: MemoryStore) -> None:
     high = await store.insert("shared fact text", provenance="user", importance=0.8)
     found = await store.recall("shared fact text", limit=2, now=dt.datetime.now(dt.UTC) + HOUR)
     assert [r.item.id for r in found] == [high.id, low.id]
-    assert found[0].score - found[1].score == pytest.approx(0.007, abs=1e-5)
+    assert found[0].lexical_rank == found[1].lexical_rank == 1  # equal scores: one rank
+    assert found[0].score - found[1].score == pytest.approx(0.007 * 2 / 61, rel=1e-3)
 
 
 @pytest.mark.anyio
@@ -815,48 +814,65 @@ def facts(count: int) -> list[str]:
 
 
 @pytest.mark.anyio
-async def test_ranking_candidates_by_similarity_gives_the_full_querys_answer(
+async def test_the_similarity_list_holds_the_items_the_filters_pass(
     store: MemoryStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The matrix's filters (scope, provenance, untrusted, expiry) are SQL's: the items
+    most similar among those the filters pass, as many as asked, in order."""
     import dagentic.memory.store as module
 
     await store.insert_many(facts(300), provenance="user")
     await store.insert_many(facts(40), provenance="untrusted:web.search", scope=Scope(agent="b"))
-    queries = [
-        "west revenue lead",
-        "garden tools",
-        "refunds electronics holiday",
-        "pending orders",
-        "supplier price news",
-        "nothing matches zzz",
+    await store.insert_many(facts(30), provenance="agent:step", scope=Scope(user="u"))
+    await store.insert_many(facts(20), provenance="user", ttl=0.001)
+    await store.insert_many(facts(10), provenance="tool:x", scope=Scope(agent="b", session="s"))
+    now = dt.datetime.now(dt.UTC) + HOUR
+    cases: list[dict[str, Any]] = [
+        {},
+        {"scope": Scope(agent="b")},
+        {"scope": Scope(agent="b", session="s")},
+        {"scope": Scope(user="u")},
+        {"scope": Scope(agent="nobody")},
+        {"exclude_untrusted": True},
+        {"provenance": ["user"]},
+        {"provenance": ["untrusted:", "tool:"], "exclude_untrusted": True},
+        {"provenance": ["agent"]},
     ]
-    cases = [{}, {"scope": Scope(agent="b")}, {"exclude_untrusted": True}, {"provenance": ["user"]}]
-
-    async def answers() -> list[list[tuple[str, float]]]:
-        # scores rounded: recency moves by microseconds between the two calls
-        return [
-            [(r.item.id, round(r.score, 4)) for r in await store.recall(q, limit=limit, **case)]
-            for q in queries
-            for case in cases
-            for limit in (1, 5)
-        ]
-
-    monkeypatch.setattr(module, "EXACT_FROM", 10**9)  # always the full query
-    full = await answers()
-    monkeypatch.setattr(module, "EXACT_FROM", 0)  # always candidates first ...
-    monkeypatch.setattr(module, "CANDIDATES", 3)  # ... few, so fallbacks happen too
-    assert await answers() == full
-    monkeypatch.setattr(module, "CANDIDATES", 400)
-    assert await answers() == full
+    [query] = EMBEDDER.embed(["west revenue lead"])
+    db, lock = store._connect()
+    for case in cases:
+        where, params = store._filters(
+            case.get("scope"), case.get("provenance"), case.get("exclude_untrusted", False), now
+        )
+        with lock:
+            expected = db.execute(
+                f"SELECT id, array_inner_product(embedding, ?::FLOAT[64]) AS s FROM items "
+                f"WHERE {where} ORDER BY s DESC",
+                [query, *params],
+            ).fetchall()
+            vectors = store._vectors(db)
+            mask = vectors.live(
+                case.get("scope"), case.get("provenance"), case.get("exclude_untrusted", False), now
+            )
+            ids, ranks = vectors.best(query, 25, mask)
+        assert int(mask.sum()) == len(expected), case
+        similarity = dict(expected)
+        assert set(ids) <= set(similarity)
+        assert len(ids) == min(25, len(expected))
+        assert [round(similarity[i], 5) for i in ids] == [round(s, 5) for _, s in expected[:25]]
+        assert ranks == sorted(ranks) and (not ranks or ranks[0] == 1)
+        found = await store.recall("west revenue lead", limit=5, now=now, **case)
+        assert {r.item.id for r in found} <= set(similarity), case
+    monkeypatch.setattr(module, "CANDIDATES", 3)  # the list is never shorter than the limit
+    found = await store.recall("zzz unknown words", limit=5, now=now)
+    assert len(found) == 5 and all(r.lexical_rank is None for r in found)
+    assert all(r.vector_rank is not None and r.score > 0 for r in found)
 
 
 @pytest.mark.anyio
 async def test_the_similarity_matrix_follows_inserts_updates_and_deletes(
     store: MemoryStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import dagentic.memory.store as module
-
-    monkeypatch.setattr(module, "EXACT_FROM", 0)
     await store.insert_many(facts(50), provenance="user")
     assert texts(await store.recall("garden", limit=1))  # the matrix is loaded now
     new = await store.insert("aurora borealis over the warehouse", provenance="user")
