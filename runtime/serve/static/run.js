@@ -84,35 +84,40 @@ export function runView(main, runId) {
     traceBox,
   );
 
+  const planCard = h(
+    "section",
+    { class: "card", id: "plan-card" },
+    h("div", { class: "card-head" }, h("h2", null, "Plan"), h("div", { class: "legend" }, legend())),
+    graphBox,
+    detail,
+  );
+  const timelineCard = h("section", { class: "card", id: "timeline-card" }, h("h2", null, "Timeline"), timeline);
+  const stepsHead = h("h2", null, "Steps");
+  const stepsTable = h(
+    "div",
+    { class: "scroll-x" },
+    h(
+      "table",
+      { class: "steps" },
+      h("thead", null, h("tr", null, ["Step", "Tool", "Status", "Attempts", "Took", "Output or error"].map((t) => h("th", null, t)))),
+      stepsBody,
+    ),
+  );
+
   fill(
     main,
     h("p", { class: "crumbs" }, h("a", { href: "#/runs" }, "← Runs")),
-    h("section", { class: "card run-head" }, h("div", { class: "card-head" }, h("div", null, title, status), actions), meta, error),
+    h("section", { class: "card run-head" }, h("div", { class: "card-head" }, h("div", null, title, status, " ", live), actions), meta, error),
     related,
-    h(
-      "section",
-      { class: "card" },
-      h("div", { class: "card-head" }, h("h2", null, "Plan"), h("div", { class: "legend" }, legend(), live)),
-      graphBox,
-      detail,
-    ),
-    h("section", { class: "card" }, h("h2", null, "Timeline"), timeline),
+    planCard,
+    timelineCard,
     failures,
     outputs,
     h(
       "section",
-      { class: "card" },
-      h("h2", null, "Steps"),
-      h(
-        "div",
-        { class: "scroll-x" },
-        h(
-          "table",
-          { class: "steps" },
-          h("thead", null, h("tr", null, ["Step", "Tool", "Status", "Attempts", "Took", "Output or error"].map((t) => h("th", null, t)))),
-          stepsBody,
-        ),
-      ),
+      { class: "card", id: "steps-card" },
+      stepsHead,
+      stepsTable,
       usage,
     ),
     trace,
@@ -387,6 +392,10 @@ export function runView(main, runId) {
   }
 
   function drawAll() {
+    // An agent run's steps are those of its plan runs, each on its own page.
+    const agent = run.kind === "agent";
+    planCard.hidden = timelineCard.hidden = stepsTable.hidden = agent;
+    fill(stepsHead, agent ? "Usage" : "Steps");
     drawHead();
     drawGraphBox();
     drawDetail();
