@@ -72,6 +72,13 @@ steps:
 """,
 }
 
+PASTED = """version: 1
+name: pasted
+inputs: {who: {type: string}}
+steps:
+  - {id: hello, tool: notify.log, args: {message: "hi ${{ inputs.who }}"}}
+"""
+
 # Every class a node of the graph takes, in order, per step (the graph changes in place).
 WATCH_GRAPH = """() => {
   window.__states = {};
@@ -271,6 +278,28 @@ def test_failures_the_runs_list_and_the_report(served: Served, watched: Watched)
     watched.screenshot("browser-run-800px")
     page.click("#graph g.node[data-step='boom']")
     expect(page.locator("#step-detail")).to_contain_text("the disk is full")
+
+
+def test_a_plan_written_in_the_page_is_checked_then_run(served: Served, watched: Watched) -> None:
+    page = watched.page
+    page.goto(served.page_url())
+    page.locator('#plan-select option[value=":body"]').wait_for(state="attached")
+    page.select_option("#plan-select", ":body")
+    typo = PASTED.replace("notify.log", "notify.lgo")
+    page.fill("#plan-body", typo)
+    page.click("#start-run")
+    # Refused as a plan file would be, located: line 5 is the tool's.
+    problem = page.locator("#start-form .problems li").first
+    expect(problem).to_have_text(re.compile(r"^5:\d+: .*unknown tool 'notify\.lgo'"))
+    assert "#/runs/" not in page.url
+    watched.console.clear()  # the refused request (422) is logged by the browser
+    page.fill("#plan-body", PASTED)
+    page.fill("#plan-body-inputs", '{"who": "<b>you</b>"}')
+    page.click("#start-run")
+    page.wait_for_url(re.compile(r"#/runs/[0-9a-f]+$"))
+    expect(page.locator("#run-status")).to_have_attribute("data-status", "succeeded")
+    expect(page.locator('#steps-body tr[data-step="hello"] pre')).to_contain_text("hi <b>you</b>")
+    assert page.locator("b").count() == 0
 
 
 def test_the_page_asks_for_a_token_it_lacks_or_that_is_refused(

@@ -18,10 +18,39 @@ export function runsView(main) {
   const inputsBox = h("div", { class: "inputs" });
   const startProblems = h("ul", { class: "problems", hidden: true });
   const startButton = h("button", { type: "submit", id: "start-run" }, "Start run");
+  // A plan written here instead of one of the server's plan folders (validated by the
+  // server exactly like a plan file; its problems come back with line and column).
+  const BODY = ":body";
+  const bodyText = h("textarea", {
+    name: "plan_body",
+    id: "plan-body",
+    rows: 10,
+    class: "mono",
+    spellcheck: "false",
+    placeholder: "version: 1\nname: my-plan\nsteps:\n  - id: hello\n    tool: notify.log\n    args: {message: hello}",
+    "aria-label": "plan (YAML)",
+  });
+  const bodyInputs = h("textarea", { name: "plan_body_inputs", id: "plan-body-inputs", rows: 2, class: "mono", spellcheck: "false", placeholder: "{}", "aria-label": "inputs (JSON)" });
+  const bodyBox = h(
+    "div",
+    { class: "plan-body", hidden: true },
+    h("label", { class: "field" }, h("span", null, "Plan (YAML)"), bodyText),
+    h("label", { class: "field" }, h("span", null, "Inputs ", h("small", { class: "muted" }, "JSON object")), bodyInputs),
+  );
   let plans = [];
   let fields = [];
 
   function showPlan() {
+    const body = planSelect.value === BODY;
+    bodyBox.hidden = !body;
+    inputsBox.hidden = body;
+    if (body) {
+      fill(planInfo, "Write a plan here: the server checks it as it checks plan files, and runs it with the tools its settings allow.");
+      showProblems(startProblems, []);
+      startButton.disabled = false;
+      fields = [];
+      return;
+    }
     const plan = plans.find((p) => p.name === planSelect.value);
     fill(planInfo, plan ? plan.description || plan.path || "" : "");
     const invalid = plan && Array.isArray(plan.problems) ? plan.problems.map((p) => `${plan.path ?? plan.name}:${problemText(p)}`) : [];
@@ -38,6 +67,7 @@ export function runsView(main) {
     h("label", { class: "field" }, h("span", null, "Plan"), planSelect),
     planInfo,
     inputsBox,
+    bodyBox,
     startProblems,
     h("div", { class: "actions" }, startButton),
   );
@@ -55,11 +85,22 @@ export function runsView(main) {
         problems.push(`${field.name}: ${error.message}`);
       }
     }
-    if (!planSelect.value) problems.push("choose a plan");
+    let request = { plan: planSelect.value, inputs };
+    if (planSelect.value === BODY) {
+      let given = {};
+      try {
+        given = bodyInputs.value.trim() ? JSON.parse(bodyInputs.value) : {};
+        if (!given || typeof given !== "object" || Array.isArray(given)) throw new Error();
+      } catch {
+        problems.push("inputs: not a JSON object");
+      }
+      if (!bodyText.value.trim()) problems.push("write a plan first");
+      request = { plan_body: bodyText.value, inputs: given };
+    } else if (!planSelect.value) problems.push("choose a plan");
     if (problems.length) return showProblems(startProblems, problems);
     startButton.disabled = true;
     try {
-      const answer = await api("/api/runs", { method: "POST", body: { plan: planSelect.value, inputs } });
+      const answer = await api("/api/runs", { method: "POST", body: request });
       window.location.hash = `#/runs/${encodeURIComponent(answer.run_id)}`;
     } catch (error) {
       showProblems(startProblems, problemsOf(error));
@@ -186,7 +227,11 @@ export function runsView(main) {
       plans = [];
     }
     if (stopped) return;
-    fill(planSelect, plans.length ? plans.map((p) => h("option", { value: p.name }, p.name)) : h("option", { value: "" }, "no plans found"));
+    fill(
+      planSelect,
+      plans.length ? plans.map((p) => h("option", { value: p.name }, p.name)) : h("option", { value: "" }, "no plans found"),
+      h("option", { value: BODY }, "a plan written here (YAML)…"),
+    );
     fill(planFilter, h("option", { value: "" }, "any plan"), plans.map((p) => h("option", { value: p.name }, p.name)));
     showPlan();
   })();
