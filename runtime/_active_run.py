@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from .durable import DurableJournal
     from .executor import Executor
 
+_EXECUTORS: Any = object()  # "the executor's"
 _PENDING, _FAILED, _SKIPPED, _CANCELLED, _WAITING = (
     StepStatus.PENDING,
     StepStatus.FAILED,
@@ -113,12 +114,21 @@ class ActiveRun:
         resumed: Resumption | None = None,
         kind: str = "plan",
         parent_id: str | None = None,
+        journal: Any = _EXECUTORS,
+        input_taint: Mapping[str, frozenset[str]] | None = None,
+        inputs_from_steps: frozenset[str] = frozenset(),
     ) -> None:
         self.executor = executor
         self.plan = plan
         self.run_id = run_id
         self.timeout = timeout
-        self.journal = executor.journal
+        # A sub-plan's run (see _subrun.py) has no journal of its own: its step has.
+        self.journal = executor.journal if journal is _EXECUTORS else journal
+        # A sub-plan's inputs built from its caller's data: the untrusted sources each
+        # carries, and those built from a step's output.
+        self.input_taint: Mapping[str, frozenset[str]] = input_taint or {}
+        self.inputs_from_steps = inputs_from_steps
+        self.sub_usage = [0, 0]  # steps and tool calls of its sub-plans' runs
         self.durable: DurableJournal | None = getattr(self.journal, "durable", None)
         self.resumed = resumed
         self.kind, self.parent_id = kind, parent_id
@@ -315,6 +325,14 @@ class ActiveRun:
         else:
             suffix = ""
         return f"{self.run_id}/{step_id}" + ("" if item is None else f"/{item}") + suffix
+
+    def tainted_inputs(self, names: frozenset[str] | set[str]) -> frozenset[str]:
+        """The untrusted sources the plan inputs ``names`` carry (a sub-plan's, built from
+        its caller's data; nothing for inputs a person gave)."""
+        taint = self.input_taint
+        if not taint or not names:
+            return frozenset()
+        return frozenset().union(*(taint.get(name, frozenset()) for name in names))
 
     # -- what the run keeps ------------------------------------------------------------
 

@@ -95,7 +95,12 @@ def run_result(run: ActiveRun) -> RunResult:
         steps=steps,
         outputs=outputs,
         error=error,
-        usage=Usage(steps=ran, tool_calls=calls, wall_time=wall, cache_hits=hits),
+        usage=Usage(
+            steps=ran + run.sub_usage[0],
+            tool_calls=calls + run.sub_usage[1],
+            wall_time=wall,
+            cache_hits=hits,
+        ),
         started_at=run.started_at,
         finished_at=run.started_at + timedelta(seconds=wall),
         replan_requested=run.replan_requested,

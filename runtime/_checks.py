@@ -82,7 +82,7 @@ async def _rerun(run: ActiveRun, step_ids: tuple[str, ...]) -> None:
     async with anyio.create_task_group() as group:
         for sid in step_ids:
             state = run.states[sid]
-            if state.spec.tool is None:
+            if state.spec.tool is None and state.spec.subplan is None:
                 continue
             state.status, state.output, state.error = _PENDING, None, None
             group.start_soon(_execute_and_publish, run, state)

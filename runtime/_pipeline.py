@@ -119,7 +119,7 @@ class StepPipeline:
                 return
             run.event("reused", state)
             return
-        state.provenance = _provenance(spec, self.taint(spec.data_deps))
+        state.provenance = _provenance(spec, self.taint_of(spec))
         run.event("started", state)
         # The step's span is current while it runs: model calls in a tool or a check's
         # judge nest under it.
@@ -136,7 +136,7 @@ class StepPipeline:
                 await run_check(run, state)
                 state.output = run.keep(state, state.output)
                 return
-            assert spec.tool is not None
+            assert spec.tool is not None or spec.subplan is not None
             if spec.foreach is None:
                 state.output = await self.call(state, self.scope)
             else:
@@ -170,6 +170,12 @@ class StepPipeline:
         """Where the untrusted data in the results of ``steps`` came from, as they ran."""
         states = self.run.states
         return frozenset().union(*(states[sid].provenance.untrusted_from for sid in steps))
+
+    def taint_of(self, spec: CompiledStep) -> frozenset[str]:
+        """Where the untrusted data ``spec`` reads came from: the steps it reads and, in a
+        sub-plan, the inputs its caller built from untrusted data."""
+        found = self.taint(spec.data_deps)
+        return found | self.run.tainted_inputs(spec.input_reads) if self.run.input_taint else found
 
     @staticmethod
     def evaluate(spec: CompiledStep, where: str, expression: Any, scope: Mapping[str, Any]) -> Any:
@@ -268,7 +274,11 @@ class StepPipeline:
     ) -> Any:
         """One call of the step's tool with its arguments resolved in ``scope``: its effects,
         the data policy, approval, then attempts until one succeeds or the error is not
-        retried."""
+        retried. A sub-plan step runs its plan instead (see ``_subrun.py``)."""
+        if state.spec.subplan is not None:
+            from ._subrun import call_subplan
+
+            return await call_subplan(self, state, scope, item)
         spec, tool = state.spec, state.spec.tool
         assert tool is not None
         index = None if item is None else item[0]
@@ -277,7 +287,7 @@ class StepPipeline:
         raw, args = _arguments(spec, tool, scope)
         effects = _effects(spec, tool, args, self.settings)
         sent = tuple(sorted(a for a in effects.egress if args.get(a) is not None))
-        untrusted = self.taint(spec.data_deps)
+        untrusted = self.taint_of(spec)
         self._check_policy(spec, tool, effects, sent, untrusted)
         rerun = (spec.id, index) in self.run.rerun_gates
         if spec.step.approval == "required" or rerun:  # the approver sees what it does
@@ -436,12 +446,19 @@ class StepPipeline:
             )
         if step.allow_egress:
             return
+        run = self.run
         for arg in sent:
             read = spec.arg_sources.get(arg, frozenset())
-            if not read:
+            inputs = (
+                spec.arg_inputs.get(arg, frozenset())
+                if run.input_taint or run.inputs_from_steps
+                else frozenset()
+            )
+            from_caller = run.inputs_from_steps & inputs  # a sub-plan's, built by its caller
+            if not read and not from_caller:
                 continue  # written in the plan, or from its inputs
             what = f"step '{spec.id}': tool '{tool.name}' sends argument '{arg}' off this machine"
-            tainted = self.taint(read)
+            tainted = self.taint(read) | run.tainted_inputs(inputs)
             if tainted:
                 raise PolicyBlockedError(
                     f"{what}, and it carries untrusted data from {', '.join(sorted(tainted))}; "
@@ -451,6 +468,17 @@ class StepPipeline:
                     untrusted=sorted(tainted),
                 )
             if effects.egress[arg] == "destination":
+                if not read:  # an input of a sub-plan, built from its caller's step output
+                    raise PolicyBlockedError(
+                        f"{what}, and it is built from input"
+                        f"{'s' if len(from_caller) > 1 else ''} "
+                        f"{', '.join(repr(i) for i in sorted(from_caller))}, which the calling "
+                        "plan built from a step's output, so it decides where data goes; set "
+                        "'allow_egress: true' on the step if that is intended",
+                        step=spec.id,
+                        argument=arg,
+                        inputs=sorted(from_caller),
+                    )
                 steps = ", ".join(f"'{sid}'" for sid in sorted(read))
                 raise PolicyBlockedError(
                     f"{what}, and it is built from the output of step"

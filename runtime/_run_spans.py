@@ -72,12 +72,16 @@ class RunSpans:
         if tool is not None:
             attributes["gen_ai.operation.name"] = "execute_tool"
             attributes["gen_ai.tool.name"] = tool
+        elif spec.step.plan is not None:
+            attributes["dagentic.subplan"] = spec.step.plan
         if state.waited_for is not None:  # what held it back: the critical path's links
             attributes["dagentic.step.waited_for"] = state.waited_for
         if reused:
             attributes["dagentic.step.reused"] = True
         return self.tracing.tracer.start_span(
-            f"execute_tool {tool}" if tool is not None else f"check {spec.id}",
+            f"execute_tool {tool}"
+            if tool is not None
+            else (f"run_plan {spec.step.plan}" if spec.step.plan else f"check {spec.id}"),
             context=self.context,
             attributes=attributes,
         )
@@ -114,6 +118,15 @@ class RunSpans:
     def start_item(self, state: StepState, index: int) -> Any:
         """A span for one item of a foreach step, under the step's span."""
         tool = state.spec.step.tool
+        if tool is None:  # a sub-plan step's item
+            return self.tracing.tracer.start_span(
+                f"run_plan {state.spec.step.plan}",
+                attributes={
+                    "dagentic.subplan": state.spec.step.plan or "",
+                    "dagentic.step.id": state.spec.id,
+                    "dagentic.item": index,
+                },
+            )
         return self.tracing.tracer.start_span(
             f"execute_tool {tool}",
             attributes={

@@ -769,7 +769,30 @@ def _failure_report(result: RunResult) -> str:
             )
     if result.replan_requested:
         lines.append(f"- checks asking for a new plan: {', '.join(result.replan_requested)}")
+    seen = {s.error.failure_mode for s in result.steps.values() if s.error is not None}
+    if result.error is not None:
+        seen.add(result.error.failure_mode)
+    meant = [text for mode, text in _MEANINGS.items() if mode in seen]
+    if meant:
+        lines.append("What these failure modes mean:")
+        lines.extend(f"- {text}" for text in meant)
     return "\n".join(lines)
+
+
+# Malformed calls are told apart from calls that fit their tools but are wrong for the goal.
+_MEANINGS = {
+    FailureMode.INVALID_TOOL: "invalid_tool: a step names a tool that is not installed; use "
+    "only the tools listed",
+    FailureMode.INVALID_ARGS: "invalid_args: a step's arguments did not fit its tool (a "
+    "name, a type, or a value the tool refused); fix those arguments",
+    FailureMode.CHECK_FAILED: "check_failed: the calls ran and their arguments fit their "
+    "tools, but the results failed a check: the arguments (a filter, a value, a column) "
+    "are likely wrong for the goal, not malformed",
+    FailureMode.GOAL_NOT_MET: "goal_not_met: the plan ran, but its results do not answer "
+    "the goal: ask for what the goal needs",
+    FailureMode.FALSE_SUCCESS: "false_success: the answer claimed more than the results "
+    "show: the plan's calls were valid but did not find what the answer says",
+}
 
 
 def _same_steps(before: CompiledPlan, after: CompiledPlan) -> bool:

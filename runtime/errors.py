@@ -5,6 +5,8 @@ built-in exception, so ``except ValueError`` keeps working::
 
     DagenticError
     ├── PlanError (ValueError)                  plan_invalid  - a plan failed validation
+    │   └── PlanningError                       plan_invalid, invalid_tool or invalid_args
+    │                                                         - a planner found no valid plan
     ├── ExpressionError (ValueError)            plan_invalid  - a ${{ }} expression is malformed
     │   └── EvaluationError                     invalid_args  - it failed at run time
     ├── ToolDefinitionError (TypeError)         -             - a @tool function is ill-defined
@@ -43,6 +45,7 @@ __all__ = [
     "MissingCapabilityError",
     "ModelError",
     "PlanError",
+    "PlanningError",
     "PluginError",
     "PolicyBlockedError",
     "Problem",
@@ -94,9 +97,11 @@ class DagenticError(Exception):
 
 
 class Problem:
-    """One validation problem, located in a file when the plan came from one."""
+    """One validation problem, located in a file when the plan came from one.
+    ``failure_mode`` classes it when that is more than ``plan_invalid``: ``invalid_tool``
+    (an unknown tool) or ``invalid_args`` (arguments that do not fit a tool's schema)."""
 
-    __slots__ = ("column", "file", "line", "message")
+    __slots__ = ("column", "failure_mode", "file", "line", "message")
 
     def __init__(
         self,
@@ -105,11 +110,13 @@ class Problem:
         file: str | None = None,
         line: int | None = None,
         column: int | None = None,
+        failure_mode: FailureMode | None = None,
     ) -> None:
         self.message = message
         self.file = file
         self.line = line
         self.column = column
+        self.failure_mode = failure_mode
 
     def __str__(self) -> str:
         if self.line is None:
@@ -120,12 +127,15 @@ class Problem:
         return f"Problem({str(self)!r})"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "message": self.message,
             "file": self.file,
             "line": self.line,
             "column": self.column,
         }
+        if self.failure_mode is not None:
+            data["failure_mode"] = self.failure_mode.value
+        return data
 
 
 class PlanError(DagenticError, ValueError):
@@ -140,6 +150,30 @@ class PlanError(DagenticError, ValueError):
     def to_dict(self) -> dict[str, Any]:
         data = super().to_dict()
         data["problems"] = [p.to_dict() for p in self.problems]
+        return data
+
+
+class PlanningError(PlanError):
+    """A planner found no valid plan within its repair attempts. ``failure_mode`` is the
+    class of the last attempt's problems (``invalid_tool`` if one named an unknown tool,
+    else ``invalid_args`` if arguments did not fit a tool's schema, else
+    ``plan_invalid``); ``problems`` are that attempt's, ``attempts`` every rejected
+    attempt's, in order."""
+
+    def __init__(
+        self,
+        problems: list[Problem],
+        *,
+        failure_mode: FailureMode = FailureMode.PLAN_INVALID,
+        attempts: list[list[Problem]] | None = None,
+    ) -> None:
+        super().__init__(problems)
+        self.failure_mode = failure_mode
+        self.attempts = attempts if attempts is not None else [problems]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        data["attempts"] = [[p.to_dict() for p in attempt] for attempt in self.attempts]
         return data
 
 

@@ -34,6 +34,7 @@ from .plan import InputSpec, Plan
 from .plugin_manager import load_tools
 from .result import ErrorInfo, RunResult, StepResult, StepStatus
 from .settings import Settings
+from .subplans import plan_folders
 from .threads import run_in_thread, set_worker_threads
 from .tools import Tool, ToolRegistry
 from .tracing import Tracing, tracing_from_settings
@@ -146,13 +147,24 @@ class Executor:
             limiter = limiters[tool_name] = anyio.CapacityLimiter(count)
         return limiter
 
-    def compile(self, plan: Plan | CompiledPlan | Mapping[str, Any] | str | Path) -> CompiledPlan:
-        """Validate ``plan`` against this executor's tools. Raises :class:`PlanError`."""
+    def compile(
+        self,
+        plan: Plan | CompiledPlan | Mapping[str, Any] | str | Path,
+        *,
+        source_file: str | None = None,
+    ) -> CompiledPlan:
+        """Validate ``plan`` against this executor's tools. Raises :class:`PlanError`.
+        ``source_file``: the plan file ``plan`` was read from (its sub-plans' paths are
+        relative to its folder)."""
         if isinstance(plan, CompiledPlan):
             return plan
+        folders = plan_folders(self.settings)  # where sub-plans are named from
+        judge = self.judge is not None
         if isinstance(plan, Path):
-            return load_plan(plan, self.tools, judge=self.judge is not None)
-        return compile_plan(plan, self.tools, judge=self.judge is not None)
+            return load_plan(plan, self.tools, judge=judge, plan_folders=folders)
+        return compile_plan(
+            plan, self.tools, judge=judge, plan_folders=folders, source_file=source_file
+        )
 
     async def run(
         self,
@@ -230,7 +242,7 @@ class Executor:
         store = durable.store
         record, owner = await durable.claim_run(run_id)
         try:
-            stored = self.compile(record.plan)
+            stored = self.compile(record.plan, source_file=record.plan_file)
             compiled = stored if plan is None else self.compile(plan)
             changed = changed_steps(stored, compiled) if plan is not None else []
             if changed and plan_changed != "rerun":

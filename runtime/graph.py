@@ -8,16 +8,16 @@ read ``file:line:col: message``; nothing runs unless it returns.
 from __future__ import annotations
 
 import graphlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, ValidationError
 
 from .bounds import Allowance, cut_value, located, plan_data_problem
-from .errors import ExpressionError, PlanError, Problem
+from .errors import ExpressionError, FailureMode, PlanError, Problem
 from .expressions import (
     STEP_FIELDS,
     Expression,
@@ -29,6 +29,9 @@ from .plan import Check, InputSpec, Plan, Retry, Step
 from .result import Provenance
 from .source import PlanSource, read_plan_source
 from .tools import Tool, ToolRegistry, suggest
+
+if TYPE_CHECKING:
+    from .subplans import Nesting, SubPlan
 
 __all__ = ["CompiledPlan", "CompiledStep", "compile_plan", "load_plan", "to_dot", "to_mermaid"]
 
@@ -58,6 +61,12 @@ class CompiledStep:
     # Per top-level argument, the steps whose results its value is built from (through
     # `item`, those its foreach reads): what an egress argument would send out.
     arg_sources: dict[str, frozenset[str]] = field(default_factory=dict)
+    # The plan inputs its expressions read, and per top-level argument those its value is
+    # built from: a sub-plan's inputs may carry its caller's (untrusted) data.
+    input_reads: frozenset[str] = frozenset()
+    arg_inputs: dict[str, frozenset[str]] = field(default_factory=dict)
+    # The plan a `plan:` step runs (its `args` resolver builds the sub-plan's inputs).
+    subplan: SubPlan | None = None
 
     @property
     def id(self) -> str:
@@ -73,6 +82,12 @@ class CompiledPlan:
     order: list[str]
     outputs: dict[str, Resolver]
     file: str | None = None
+    total_steps: int = 0  # its steps and its sub-plans', each time one is named
+    depth: int = 0  # levels of sub-plans below it
+
+    def __post_init__(self) -> None:
+        if not self.total_steps:
+            self.total_steps = len(self.steps)
 
     @property
     def name(self) -> str:
@@ -90,10 +105,21 @@ class CompiledPlan:
 # --------------------------------------------------------------------------- entry points
 
 
-def load_plan(path: str | Path, tools: ToolRegistry, *, judge: bool = False) -> CompiledPlan:
-    """Read, validate and compile a YAML plan file. Raises :class:`PlanError`."""
+def load_plan(
+    path: str | Path,
+    tools: ToolRegistry,
+    *,
+    judge: bool = False,
+    plan_folders: Sequence[str | Path] | None = None,
+) -> CompiledPlan:
+    """Read, validate and compile a YAML plan file, and the sub-plans its steps run
+    (``plan:`` names one in ``plan_folders``, default: the ``library.folders`` setting,
+    ``plans/``; or gives a path relative to the file). Raises :class:`PlanError`."""
+    from .subplans import Nesting
+
     source, problems = read_plan_source(path)
-    return _check(source, problems, tools, judge=judge)
+    nesting = Nesting.top(plan_folders, path)
+    return _check(source, problems, tools, judge=judge, nesting=nesting)
 
 
 def compile_plan(
@@ -102,11 +128,19 @@ def compile_plan(
     *,
     judge: bool = False,
     name: str | None = None,
+    plan_folders: Sequence[str | Path] | None = None,
+    source_file: str | Path | None = None,
 ) -> CompiledPlan:
-    """Validate and compile a :class:`Plan`, a dict in plan-file shape, or YAML text."""
+    """Validate and compile a :class:`Plan`, a dict in plan-file shape, or YAML text. A
+    sub-plan's path is relative to the folder of ``source_file`` (the plan file it came
+    from), else to the working directory; names are looked up in ``plan_folders``
+    (default: the ``library.folders`` setting, ``plans/``)."""
+    from .subplans import Nesting
+
+    nesting = Nesting.top(plan_folders, source_file)
     if isinstance(plan, str):
         source, problems = read_plan_source(text=plan, name=name)
-        return _check(source, problems, tools, judge=judge)
+        return _check(source, problems, tools, judge=judge, nesting=nesting)
     data = plan.model_dump(by_alias=True, exclude_unset=True) if isinstance(plan, Plan) else plan
     return _check(
         PlanSource(data, name),
@@ -114,6 +148,7 @@ def compile_plan(
         tools,
         judge=judge,
         model=plan if isinstance(plan, Plan) else None,
+        nesting=nesting,
     )
 
 
@@ -124,10 +159,11 @@ def _check(
     *,
     judge: bool,
     model: Plan | None = None,
+    nesting: Nesting | None = None,
 ) -> CompiledPlan:
     if source.data is None and problems:
         raise PlanError(problems)
-    checker = _Checker(source, tools, judge=judge)
+    checker = _Checker(source, tools, judge=judge, nesting=nesting)
     checker.problems.extend(problems)
     compiled = checker.run(model)
     if checker.problems or compiled is None:
@@ -144,14 +180,34 @@ def _ordered(problems: list[Problem]) -> list[Problem]:
 
 
 class _Checker:
-    def __init__(self, source: PlanSource, tools: ToolRegistry, *, judge: bool) -> None:
+    def __init__(
+        self,
+        source: PlanSource,
+        tools: ToolRegistry,
+        *,
+        judge: bool,
+        nesting: Nesting | None = None,
+    ) -> None:
         self.source = source
         self.tools = tools
         self.judge = judge
+        self.nesting = nesting
         self.problems: list[Problem] = []
+        self.total_steps = 0  # the steps its sub-plans run
+        self.depth = 0  # levels of sub-plans below it
 
-    def report(self, path: tuple[Any, ...], message: str, *, at_key: bool = False) -> None:
-        self.problems.append(self.source.problem(path, message, at_key=at_key))
+    def report(
+        self,
+        path: tuple[Any, ...],
+        message: str,
+        *,
+        at_key: bool = False,
+        mode: FailureMode | None = None,
+    ) -> None:
+        """A problem at ``path``; ``mode`` classes it (see :class:`Problem`)."""
+        problem = self.source.problem(path, message, at_key=at_key)
+        problem.failure_mode = mode
+        self.problems.append(problem)
 
     def run(self, model: Plan | None) -> CompiledPlan | None:
         data = self.source.data
@@ -180,7 +236,15 @@ class _Checker:
         if plan is None or order is None or self.problems:
             return None
         self._mark_provenance(compiled, order)
-        return CompiledPlan(plan, compiled, order, compiled_outputs, self.source.file)
+        return CompiledPlan(
+            plan,
+            compiled,
+            order,
+            compiled_outputs,
+            self.source.file,
+            total_steps=len(compiled) + self.total_steps,
+            depth=self.depth,
+        )
 
     # -- schema ------------------------------------------------------------------------
 
@@ -229,7 +293,10 @@ class _Checker:
             prefix = self._owner(loc)
             if message.startswith(prefix.removesuffix(": ").split(": ")[0] + " ") and prefix:
                 prefix = ""  # the message names the step already
-            self.report(loc, f"{prefix}{message}{shown}")
+            in_args = len(loc) >= 3 and loc[0] == "steps" and loc[2] == "args"
+            self.report(
+                loc, f"{prefix}{message}{shown}", mode=FailureMode.INVALID_ARGS if in_args else None
+            )
 
     def _owner(self, loc: tuple[Any, ...]) -> str:
         """``step 'x': `` for a location inside a step, ``inputs.n: `` and so on elsewhere."""
@@ -300,7 +367,9 @@ class _Checker:
                 self.report(where, f"{name}: {_where(where[2:])}: {exc.message}")
             return built
 
-        args = compile_value(step.args, (*at, "args"))
+        # A sub-plan's inputs are built as a tool's arguments are (and checked apart).
+        args_field = "inputs" if step.plan is not None else "args"
+        args = compile_value(step.inputs if step.plan is not None else step.args, (*at, args_field))
         arg_templates = len(found)
         item_templates = arg_templates if step.foreach is not None else 0  # `item` is for args
         # A bare string is one expression (see _single): compiled as such here, so the steps
@@ -338,16 +407,26 @@ class _Checker:
         if tool is not None:
             self._check_args(step, tool, at, name)
         self._check_opt_ins(step, tool, at, name)
-        resolver = _resolver(args, "the arguments")
+        subplan = None
+        if step.plan is not None:
+            from .subplans import check_subplan
+
+            subplan = check_subplan(self, step, at, name)
+        resolver = _resolver(args, "the inputs" if step.plan is not None else "the arguments")
         deps = tuple(dict.fromkeys([*step.needs, *data_deps]))
         known = ids - {step.id}
         from_foreach = _steps_read(found[foreach_start:], known)
         arg_sources: dict[str, set[str]] = {}
+        arg_inputs: dict[str, set[str]] = {}
+        foreach_inputs = _inputs_read(found[foreach_start:])
         for path, template in found[:arg_templates]:
             read = arg_sources.setdefault(path[len(at) + 1], set())
             read |= _steps_read([(path, template)], known)
+            inputs = arg_inputs.setdefault(path[len(at) + 1], set())
+            inputs |= _inputs_read([(path, template)])
             if any(r.root == "item" for e in template.expressions for r in e.references):
                 read |= from_foreach
+                inputs |= foreach_inputs
         return CompiledStep(
             step=step,
             tool=tool,
@@ -358,6 +437,9 @@ class _Checker:
             deps=tuple(d for d in deps if d in ids and d != step.id),
             data_deps=tuple(d for d in data_deps if d in ids and d != step.id),
             arg_sources={arg: frozenset(read) for arg, read in arg_sources.items() if read},
+            input_reads=frozenset(_inputs_read(found)),
+            arg_inputs={arg: frozenset(read) for arg, read in arg_inputs.items() if read},
+            subplan=subplan,
         )
 
     def _check_opt_ins(self, step: Step, tool: Tool | None, at: tuple[Any, ...], name: str) -> None:
@@ -464,6 +546,7 @@ class _Checker:
             (*at, "tool"),
             f"{name}: unknown tool '{step.tool}'{suggest(step.tool, self.tools.names())}"
             "; `dagentic tools` lists the installed ones",
+            mode=FailureMode.INVALID_TOOL,
         )
         return None
 
@@ -478,6 +561,7 @@ class _Checker:
                     f"{suggest(arg, fields)}; it takes "
                     f"{', '.join(fields) or 'no arguments'}",
                     at_key=True,
+                    mode=FailureMode.INVALID_ARGS,
                 )
                 continue
             if _has_expression(value):
@@ -492,12 +576,14 @@ class _Checker:
                 self.report(
                     path,
                     f"{name}: argument '{arg}' of tool '{tool.name}': {detail} (got {value!r})",
+                    mode=FailureMode.INVALID_ARGS,
                 )
         for arg, info in fields.items():
             if info.is_required() and arg not in step.args:
                 self.report(
                     (*at, "args") if step.args else at,
                     f"{name}: tool '{tool.name}' needs argument '{arg}'",
+                    mode=FailureMode.INVALID_ARGS,
                 )
 
     # -- outputs and order -------------------------------------------------------------
@@ -554,11 +640,15 @@ class _Checker:
                 if step.tool is None or step.tool.trusted
                 else frozenset([step.tool.name])
             )
+            if step.subplan is not None:  # what its steps' data may carry
+                own = step.subplan.untrusted
             untrusted = tuple(sorted(tainted | own))
             step.provenance = Provenance(
                 trusted=not untrusted,
                 untrusted_from=untrusted,
-                source=f"tool:{step.tool.name}" if step.tool else None,
+                source=f"tool:{step.tool.name}"
+                if step.tool
+                else (f"plan:{step.subplan.name}" if step.subplan else None),
             )
             for dep in step.deps:
                 compiled[dep].dependents.append(sid)
@@ -630,6 +720,17 @@ def _steps_read(found: list[tuple[tuple[Any, ...], Template]], known: set[str]) 
         for expression in template.expressions
         for ref in expression.references
         if ref.root == "steps" and ref.key in known
+    }
+
+
+def _inputs_read(found: list[tuple[tuple[Any, ...], Template]]) -> set[str]:
+    """The plan inputs these templates read."""
+    return {
+        str(ref.key)
+        for _, template in found
+        for expression in template.expressions
+        for ref in expression.references
+        if ref.root == "inputs" and ref.key is not None
     }
 
 
@@ -721,6 +822,6 @@ def to_dot(compiled: CompiledPlan) -> str:
 
 
 def _label(step: CompiledStep) -> str:
-    what = step.step.tool or "check"
+    what = step.step.tool or (f"plan {step.step.plan}" if step.step.plan else "check")
     extra = " (foreach)" if step.step.foreach is not None else ""
     return f"{step.id}\n{what}{extra}"

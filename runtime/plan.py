@@ -33,6 +33,7 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
 _STRICT = ConfigDict(extra="forbid", populate_by_name=True)
+MAX_PLAN_REF_CHARS = 500  # characters of a step's `plan:` (a name or a path)
 
 
 def parse_duration(value: float | int | str) -> float:
@@ -140,7 +141,8 @@ class Check(BaseModel):
 
 
 class Step(BaseModel):
-    """One node of the plan: a tool call, or a reflection checkpoint (``check``)."""
+    """One node of the plan: a tool call, another plan run as a step (``plan``, a
+    sub-plan), or a reflection checkpoint (``check``)."""
 
     model_config = _STRICT
 
@@ -153,6 +155,17 @@ class Step(BaseModel):
     args: dict[str, Any] = Field(
         default_factory=dict,
         description="Tool arguments; values may hold ${{ expressions }}.",
+    )
+    plan: str | None = Field(
+        None,
+        max_length=MAX_PLAN_REF_CHARS,
+        description="Another plan to run as this step (a sub-plan), instead of a tool: a "
+        "plan name from the plan folders (e.g. revenue, for plans/revenue.yaml) or a path "
+        "relative to this plan file. Its outputs are this step's output.",
+    )
+    inputs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The sub-plan's inputs (with `plan`); values may hold ${{ expressions }}.",
     )
     needs: list[str] = Field(
         default_factory=list,
@@ -216,12 +229,24 @@ class Step(BaseModel):
 
     @model_validator(mode="after")
     def _tool_or_check(self) -> Step:
-        if self.tool is None and self.check is None:
-            raise ValueError(f"step {self.id!r} needs a 'tool' to call or a 'check' to make")
-        if self.tool is not None and self.check is not None:
+        kinds = [k for k in ("tool", "plan", "check") if getattr(self, k) is not None]
+        if not kinds:
+            raise ValueError(
+                f"step {self.id!r} needs a 'tool' to call, a 'plan' to run or a 'check' to make"
+            )
+        if kinds == ["tool", "check"]:
             raise ValueError(
                 f"step {self.id!r} has both 'tool' and 'check'; make the check its own step"
             )
+        if len(kinds) > 1:
+            raise ValueError(
+                f"step {self.id!r} has both {kinds[0]!r} and {kinds[1]!r}; a step does one "
+                "thing: make each its own step"
+            )
+        if self.plan is not None:
+            _subplan_step(self)
+        elif self.inputs:
+            raise ValueError(f"step {self.id!r} has 'inputs' but no 'plan'; a tool takes 'args'")
         if self.check is not None and (self.args or self.foreach is not None):
             raise ValueError(f"check step {self.id!r} takes no 'args' or 'foreach'")
         if self.check is not None and self.resources:
@@ -231,6 +256,29 @@ class Step(BaseModel):
         if self.max_parallel is not None and self.foreach is None:
             raise ValueError(f"step {self.id!r} sets 'max_parallel' but has no 'foreach'")
         return self
+
+
+def _subplan_step(step: Step) -> None:
+    """What a step that runs a sub-plan may not say: it calls no tool itself."""
+    if step.args:
+        raise ValueError(
+            f"step {step.id!r} runs plan {step.plan!r} and takes no 'args'; give the "
+            "sub-plan's values under 'inputs'"
+        )
+    for name in ("resources", "cache"):
+        if getattr(step, name) is not None:
+            raise ValueError(
+                f"step {step.id!r} runs plan {step.plan!r} and takes no {name!r}: its own "
+                "steps say it"
+            )
+    for name in ("allow_untrusted", "allow_egress"):
+        if getattr(step, name):
+            raise ValueError(
+                f"step {step.id!r} runs plan {step.plan!r}: {name} has no effect here; set "
+                "it on the sub-plan's step that needs it"
+            )
+    if not step.plan or not step.plan.strip() or "\x00" in step.plan:
+        raise ValueError(f"step {step.id!r}: 'plan' must name a plan or a plan file")
 
 
 class Plan(BaseModel):

@@ -6,8 +6,12 @@ plan-file schema to the installed tools: each step is one tool with *that tool's
 schema (or a check), so providers with grammars (llama.cpp) and structured outputs
 (OpenAI, vLLM) can only write known tools and argument names. Whatever comes back goes
 through the same validation as plan files; its problems are fed back to the model
-``max_repairs`` times, after which planning fails with ``plan_invalid``. A goal that needs
-a tool nobody provides can be answered with ``missing_capability``.
+``max_repairs`` times, after which planning fails (:class:`~dagentic.PlanningError`) with
+the class of the last attempt's problems, as the failure taxonomy names them:
+``invalid_tool`` (a tool nobody provides), ``invalid_args`` (arguments that do not fit the
+tool's schema) or ``plan_invalid`` (anything else). Each rejected attempt is an event on
+the planning span, with its class and problems. A goal that needs a tool nobody provides
+can be answered with ``missing_capability``.
 """
 
 from __future__ import annotations
@@ -19,8 +23,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry import trace
+
+from .attributes import FAILURE_MODE
 from .bounds import located, plan_data_problem, too_deep
-from .errors import MissingCapabilityError, PlanError, Problem
+from .errors import FailureMode, MissingCapabilityError, PlanError, PlanningError, Problem
 from .graph import CompiledPlan, compile_plan
 from .memory.context import ContextBuilder, ContextItem
 from .models.base import Message, Model, parse_json
@@ -28,7 +35,16 @@ from .plan import Plan
 from .reflection import UNTRUSTED_NOTE
 from .tools import ToolRegistry
 
-__all__ = ["LLMPlanner", "PlanningResult", "describe_tools", "plan_output_schema"]
+REJECTED_EVENT = "dagentic.plan.rejected"  # a planner attempt whose plan was invalid
+
+__all__ = [
+    "LLMPlanner",
+    "PlanningResult",
+    "attempt_mode",
+    "describe_tools",
+    "plan_output_schema",
+    "record_rejected",
+]
 
 MAX_ITEMS = 12  # items of one array argument
 STEP_ID = r"^[a-z][a-z0-9_]{0,31}$"
@@ -73,6 +89,8 @@ class PlanningResult:
     compiled: CompiledPlan
     attempts: int
     problems: list[list[str]] = field(default_factory=list)  # of each rejected attempt
+    # the class of each rejected attempt: invalid_tool, invalid_args or plan_invalid
+    failure_modes: list[FailureMode] = field(default_factory=list)
 
 
 def plan_output_schema(tools: ToolRegistry, *, max_steps: int = 12) -> dict[str, Any]:
@@ -352,12 +370,17 @@ class LLMPlanner:
         failure_report: str | None = None,
         context: dict[str, str] | None = None,
     ) -> PlanningResult:
-        """A validated plan for ``goal``. Raises :class:`PlanError` (``plan_invalid``,
-        with the last attempt's problems) or :class:`MissingCapabilityError`."""
+        """A validated plan for ``goal``. Raises :class:`~dagentic.PlanningError` (a
+        :class:`PlanError` whose failure mode is the class of the last attempt's problems:
+        ``invalid_tool``, ``invalid_args`` or ``plan_invalid``; every rejected attempt's
+        problems kept) or :class:`MissingCapabilityError`. Each rejected attempt is an
+        event on the current span (the agent's ``plan`` span), with its class and problems.
+        """
         messages = await self.fitted_prompt(
             goal, memory=memory, failure_report=failure_report, context=context
         )
-        rejected: list[list[str]] = []
+        rejected: list[list[Problem]] = []
+        modes: list[FailureMode] = []
         _, schema = self.offered(goal, context)
         for attempt in range(1, self.max_repairs + 2):
             model = self.model if attempt == 1 else self.repair_model
@@ -365,29 +388,42 @@ class LLMPlanner:
             problems, result = self._read(goal, reply.text)
             if result is not None:
                 return PlanningResult(
-                    plan=result[0], compiled=result[1], attempts=attempt, problems=rejected
+                    plan=result[0],
+                    compiled=result[1],
+                    attempts=attempt,
+                    problems=[[p.message for p in attempt_] for attempt_ in rejected],
+                    failure_modes=modes,
                 )
             rejected.append(problems)
+            modes.append(attempt_mode(problems))
+            record_rejected(attempt, modes[-1], problems)
             messages = [
                 *messages,
                 Message("assistant", reply.text[:4000]),
                 Message(
                     "user",
                     "That plan is invalid:\n"
-                    + "\n".join(f"- {p}" for p in problems)
+                    + "\n".join(f"- {p.message}" for p in problems)
                     + "\nFix these problems and answer with the whole corrected plan as JSON.",
                 ),
             ]
-        raise PlanError(
-            [
-                Problem(
-                    f"the planner's plan is still invalid after {self.max_repairs} repairs: {p}"
-                )
-                for p in rejected[-1]
-            ]
-        )
+        last = [
+            Problem(
+                f"the planner's plan is still invalid after {self.max_repairs} repairs: "
+                f"{p.message}",
+                failure_mode=p.failure_mode,
+            )
+            for p in rejected[-1]
+        ]
+        raise PlanningError(last, failure_mode=modes[-1], attempts=rejected)
 
-    def _read(self, goal: str, text: str) -> tuple[list[str], tuple[Plan, CompiledPlan] | None]:
+    def _read(self, goal: str, text: str) -> tuple[list[Problem], tuple[Plan, CompiledPlan] | None]:
+        problems, result = self._read_plan(goal, text)
+        return [p if isinstance(p, Problem) else Problem(p) for p in problems], result
+
+    def _read_plan(
+        self, goal: str, text: str
+    ) -> tuple[list[Problem] | list[str], tuple[Plan, CompiledPlan] | None]:
         try:
             data = parse_json(text)
         except RecursionError:  # too deep for Python's JSON reader, so past the plan bounds
@@ -424,5 +460,47 @@ class LLMPlanner:
         try:
             compiled = compile_plan(copy.deepcopy(body), self.tools, judge=self.judge)
         except PlanError as exc:
-            return [p.message for p in exc.problems], None
+            return list(exc.problems), None
         return [], (compiled.plan, compiled)
+
+
+# -- classing rejected attempts ---------------------------------------------------------------
+
+_SERIOUS = (FailureMode.INVALID_TOOL, FailureMode.INVALID_ARGS)
+MAX_EVENT_PROBLEMS = 10  # problems of one rejected attempt kept on its span event
+MAX_EVENT_CHARS = 500  # characters of each
+
+
+def attempt_mode(problems: Sequence[Problem]) -> FailureMode:
+    """The class of a rejected attempt: ``invalid_tool`` if a step names a tool nobody
+    provides, else ``invalid_args`` if a step's arguments do not fit its tool's schema,
+    else ``plan_invalid`` (JSON, structure, references, expressions, cycles)."""
+    found = {p.failure_mode for p in problems}
+    return next((mode for mode in _SERIOUS if mode in found), FailureMode.PLAN_INVALID)
+
+
+def record_rejected(attempt: int, mode: FailureMode, problems: Sequence[Problem]) -> None:
+    """A rejected attempt as an event on the current span (if one records): its number,
+    class and problems, at most MAX_EVENT_PROBLEMS of MAX_EVENT_CHARS characters each
+    (what a model wrote is quoted in them: ``dagentic trace`` escapes it when shown)."""
+    span = trace.get_current_span()
+    if not span.is_recording():
+        return
+    shown = [_cut(p.message) for p in problems[:MAX_EVENT_PROBLEMS]]
+    span.add_event(
+        REJECTED_EVENT,
+        {
+            "dagentic.plan.attempt": attempt,
+            FAILURE_MODE: mode.value,
+            "dagentic.plan.problems": shown,
+            "dagentic.plan.problem_modes": [
+                (p.failure_mode or FailureMode.PLAN_INVALID).value
+                for p in problems[:MAX_EVENT_PROBLEMS]
+            ],
+            "dagentic.plan.problem_count": len(problems),
+        },
+    )
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_EVENT_CHARS else text[: MAX_EVENT_CHARS - 1] + "…"

@@ -56,6 +56,7 @@ _STYLE = {
     "incomplete": "magenta",
 }
 _KIND_STYLE = {"plan": "cyan", "chat": "blue"}
+SUBPLAN = "dagentic.subplan"  # on a sub-plan step's span (and its run's): the plan's name
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -76,6 +77,15 @@ def _kind(span: dict[str, Any]) -> str:
     if "dagentic.plan" in attrs:
         return "run"
     return "plan" if span.get("name") == "plan" else "span"
+
+
+def _what(attrs: dict[str, Any]) -> str:
+    """What a step span did: its tool, ``plan NAME`` (a sub-plan) or ``check``."""
+    if attrs.get("gen_ai.tool.name"):
+        return str(attrs["gen_ai.tool.name"])
+    if attrs.get(SUBPLAN):
+        return f"plan {attrs[SUBPLAN]}"
+    return "check"
 
 
 def _status(span: dict[str, Any]) -> str:
@@ -183,7 +193,8 @@ def analyse(spans: list[dict[str, Any]], run_id: str | None = None) -> dict[str,
         if span is not root:
             rows.append(_row(span, kind, depth, run, t0, tree))
         if kind in ("run", "agent"):
-            run, deeper = span, 0
+            # a sub-plan's run: its steps under it, below the step that ran it
+            run, deeper = span, (depth + 1 if _attrs(span).get(SUBPLAN) else 0)
         else:
             deeper = depth + 1
         for child in tree.children.get(span["span_id"], ()):
@@ -220,6 +231,7 @@ def analyse(spans: list[dict[str, Any]], run_id: str | None = None) -> dict[str,
     failures, skipped = _failures(tree)
     return {
         "root": header,
+        "rejected_plans": _rejected(tree),
         "axis": (max(s["end"] for s in spans) - t0) / 1e9,
         "timeline": rows,
         "critical_paths": _critical_paths(tree),
@@ -238,7 +250,7 @@ def _row(
     label = span["name"]
     if kind == "step":
         label = attrs["dagentic.step.id"]
-        detail = attrs.get("gen_ai.tool.name") or "check"
+        detail = _what(attrs)
     elif kind == "plan":
         label = f"plan v{attrs.get('dagentic.plan.version', '?')}"
         detail = f"{attrs.get('dagentic.plan.steps', '?')} steps"
@@ -249,6 +261,8 @@ def _row(
         version = attrs.get("dagentic.plan.version")
         label = span["name"] + (f" v{version}" if version is not None else "")
         detail = (attrs.get(RUN_ID) or "")[:12]  # enough for `dagentic trace` to find it
+        if attrs.get(SUBPLAN) and "." in str(attrs.get(RUN_ID) or ""):
+            detail = "." + str(attrs[RUN_ID]).split(".", 1)[1]  # its caller's step (and item)
     if kind == "chat" and attrs.get(FALLBACK_FROM):
         detail += f" after {attrs[FALLBACK_FROM]} ({attrs.get(FALLBACK_REASON)})"
     if attrs.get(CACHE):  # a chat, a step or an item the caches answered, missed or kept
@@ -280,6 +294,38 @@ def _row(
     }
 
 
+REJECTED = "dagentic.plan.rejected"  # the planner's event for an attempt it rejected
+MAX_REJECTED = 50  # rejected attempts read from one run file
+
+
+def _rejected(tree: _Tree) -> list[dict[str, Any]]:
+    """The planner attempts rejected as invalid, from the events of the plan spans: the
+    plan version, the attempt, its failure mode and its problems."""
+    found: list[dict[str, Any]] = []
+    for span in tree.spans:
+        if _kind(span) != "plan":
+            continue
+        for event in span.get("events") or ():
+            if not isinstance(event, dict) or event.get("name") != REJECTED:
+                continue
+            attrs = event.get("attributes") or {}
+            problems = attrs.get("dagentic.plan.problems") or []
+            found.append(
+                {
+                    "version": _attrs(span).get("dagentic.plan.version"),
+                    "attempt": attrs.get("dagentic.plan.attempt"),
+                    "failure_mode": attrs.get(MODE),
+                    "problems": [str(p) for p in problems][:20]
+                    if isinstance(problems, list | tuple)
+                    else [str(problems)],
+                    "problem_count": attrs.get("dagentic.plan.problem_count"),
+                }
+            )
+            if len(found) >= MAX_REJECTED:
+                return found
+    return found
+
+
 def _critical_paths(tree: _Tree) -> list[dict[str, Any]]:
     """Per run: from the step that finished last, back along ``dagentic.step.waited_for``
     (the dependency each step waited for longest)."""
@@ -308,7 +354,7 @@ def _critical_paths(tree: _Tree) -> list[dict[str, Any]]:
                 "steps": [
                     {
                         "step_id": _attrs(s)["dagentic.step.id"],
-                        "tool": _attrs(s).get("gen_ai.tool.name") or "check",
+                        "tool": _what(_attrs(s)),
                         "status": _status(s),
                         "duration": _seconds(s),
                     }
@@ -521,7 +567,8 @@ def render_trace(analysis: dict[str, Any], console: Console, *, width: int | Non
     console.print(table)
 
     for path in analysis["critical_paths"]:
-        where = f" of {path['run']}" if path["run"] and root["kind"] != "run" else ""
+        nested = path["run_id"] is not None and path["run_id"] != root["run_id"]
+        where = f" of {path['run']}" if path["run"] and (root["kind"] != "run" or nested) else ""
         chain = " → ".join(f"{p['step_id']} {_s(p['duration'])}" for p in path["steps"])
         took = f" (the run took {_s(path['wall_time'])})" if path["wall_time"] else ""
         console.print(
@@ -544,6 +591,28 @@ def render_trace(analysis: dict[str, Any], console: Console, *, width: int | Non
                 ),
             )
         )
+
+    rejected = analysis.get("rejected_plans") or ()
+    if rejected:
+        console.print("[bold]rejected plans[/bold] (the planner's attempts that were invalid)")
+    for entry in rejected:
+        console.print(
+            Text.assemble(
+                _line(f"  plan v{entry['version'] or '?'} attempt {entry['attempt'] or '?'} "),
+                (_line(entry["failure_mode"] or "plan_invalid"), "red"),
+                _line(
+                    f": {len(entry['problems'])} problem"
+                    + ("" if len(entry["problems"]) == 1 else "s")
+                ),
+            )
+        )
+        for problem in entry["problems"][:5]:
+            console.print(Text("    - " + safe_text(problem, one_line=True, limit=300)))
+        more = (entry.get("problem_count") or len(entry["problems"])) - min(
+            len(entry["problems"]), 5
+        )
+        if more > 0:
+            console.print(Text(f"    ... and {more} more", style="dim"))
 
     failures, skipped = analysis["failures"], analysis["upstream_failed"]
     if failures or skipped:
@@ -584,6 +653,27 @@ def render_trace(analysis: dict[str, Any], console: Console, *, width: int | Non
 # -- many runs: dagentic report -------------------------------------------------------------
 
 
+# Where a failure happened: in planning (the planner's plan was invalid: plan_invalid,
+# invalid_tool, invalid_args), in the run (a step, a tool, a model call), or in the goal
+# (the plan was valid, its calls fit their tools, but the results were wrong for the goal).
+GOAL_MODES = frozenset({"check_failed", "goal_not_met", "false_success"})
+STAGE_NOTE = (
+    "where: planning = the planner's plan was invalid (invalid_tool: a tool nobody provides, "
+    "invalid_args: arguments that do not fit the tool); goal = the plan was valid and ran, "
+    "but its results were wrong for the goal (a check or the verification said so)"
+)
+
+
+def _stage(kind: str, mode: str) -> str:
+    if kind == "plan":
+        return "planning"
+    if mode in GOAL_MODES:
+        return "goal"
+    if kind == "agent" and mode in ("plan_invalid", "invalid_tool", "invalid_args"):
+        return "planning"
+    return "run"
+
+
 def parse_since(text: str, now: datetime | None = None) -> datetime:
     """``30m``, ``1h``, ``2d`` (``s``, ``m``, ``h``, ``d``, ``w``) before ``now``, or an ISO
     date or time (local time unless it says otherwise). Raises ValueError."""
@@ -611,6 +701,7 @@ def report(runs_dir: Path, since: datetime | None = None) -> dict[str, Any]:
     by_status: Counter[str] = Counter()
     by_kind: Counter[str] = Counter()
     modes: Counter[str] = Counter()
+    stages: dict[str, Counter[str]] = defaultdict(Counter)  # per mode: where it happened
     examples: dict[str, dict[str, Any]] = {}
     latencies: dict[str, list[float]] = defaultdict(list)
     failed_steps: Counter[str] = Counter()
@@ -636,6 +727,7 @@ def report(runs_dir: Path, since: datetime | None = None) -> dict[str, Any]:
             for failure in failures + skipped:
                 mode = failure["failure_mode"] or "unknown"
                 modes[mode] += 1
+                stages[mode][_stage(failure["kind"], mode)] += 1
                 examples.setdefault(
                     mode,
                     {
@@ -651,7 +743,7 @@ def report(runs_dir: Path, since: datetime | None = None) -> dict[str, Any]:
                     or _attrs(span).get("dagentic.step.reused")
                 ):
                     continue
-                tool = _attrs(span).get("gen_ai.tool.name") or "check"
+                tool = _what(_attrs(span))
                 latencies[tool].append(_seconds(span))
                 failed_steps[tool] += _status(span) == "failed"
     tools: list[dict[str, Any]] = []
@@ -675,7 +767,12 @@ def report(runs_dir: Path, since: datetime | None = None) -> dict[str, Any]:
         "by_status": dict(by_status.most_common()),
         "by_kind": dict(by_kind.most_common()),
         "failure_modes": [
-            {"mode": mode, "count": count, "example": examples[mode]}
+            {
+                "mode": mode,
+                "count": count,
+                "stages": dict(stages[mode].most_common()),
+                "example": examples[mode],
+            }
             for mode, count in sorted(modes.items(), key=lambda m: (-m[1], m[0]))
         ],
         "tools": tools,
@@ -704,8 +801,11 @@ def render_report(data: dict[str, Any], console: Console) -> None:
             "example step",
             "message",
             "run",
+            "where",
             title="failure modes",
             title_justify="left",
+            caption=STAGE_NOTE,
+            caption_justify="left",
         )
         for mode in data["failure_modes"]:
             example = mode["example"]
@@ -715,6 +815,7 @@ def render_report(data: dict[str, Any], console: Console) -> None:
                 Text(_line(example["step"] or "")),
                 Text(safe_text(example["message"] or "", limit=MESSAGE_CHARS)),
                 Text(_line(example["run_id"] or ""), style="dim"),
+                Text(_line(", ".join(f"{k} {n}" for k, n in (mode.get("stages") or {}).items()))),
             )
         console.print(table)
     if data["tools"]:

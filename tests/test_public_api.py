@@ -51,6 +51,7 @@ PUBLIC_API = [
     "ModelReply",
     "Plan",
     "PlanError",
+    "PlanningError",
     "PlanningResult",
     "PluginError",
     "PolicyBlockedError",

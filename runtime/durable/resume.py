@@ -115,9 +115,12 @@ def resumption(
     gates = {key for key, a in decisions.items() if a.reason_asked == "rerun"}
     for sid, step in steps.items():
         spec = compiled.steps.get(sid)
-        if spec is None or spec.tool is None or sid in reuse:
+        if spec is None or sid in reuse:
             continue
-        if not (spec.tool.idempotent or spec.tool.uses_idempotency_key):
+        tool = spec.tool or (spec.subplan.tool if spec.subplan else None)  # a sub-plan's
+        if tool is None:
+            continue
+        if not (tool.idempotent or tool.uses_idempotency_key):
             gates.update((sid, item) for item in step.in_flight)
     affected = changed_and_after(compiled, changed)
     items = {

@@ -552,7 +552,7 @@ async def test_plan_invalid_after_the_repairs(registry: ToolRegistry, settings: 
 
     assert result.status is RunStatus.FAILED
     assert result.error is not None
-    assert result.error.failure_mode is FailureMode.PLAN_INVALID
+    assert result.error.failure_mode is FailureMode.INVALID_ARGS  # args that do not fit
     assert result.error.message == (
         "the planner's plan is still invalid after 1 repairs: step 'a': tool 'count.get' has "
         "no argument 'nope'; it takes key, value\n"

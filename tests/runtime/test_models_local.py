@@ -369,7 +369,11 @@ def check_planning_outcome(outcome: PlanningResult | BaseException, max_repairs:
         assert outcome.failure_mode is FailureMode.MISSING_CAPABILITY
     else:
         assert isinstance(outcome, PlanError), repr(outcome)
-        assert outcome.failure_mode is FailureMode.PLAN_INVALID
+        assert outcome.failure_mode in (
+            FailureMode.PLAN_INVALID,
+            FailureMode.INVALID_TOOL,
+            FailureMode.INVALID_ARGS,
+        )
         assert outcome.problems
         assert all("still invalid after" in p.message for p in outcome.problems)
 
@@ -419,6 +423,8 @@ async def test_agent_run_with_the_real_model(settings: Settings) -> None:
 
     planned = result.error is None or result.error.failure_mode not in (
         FailureMode.PLAN_INVALID,
+        FailureMode.INVALID_TOOL,
+        FailureMode.INVALID_ARGS,
         FailureMode.MISSING_CAPABILITY,
     )
     if planned:

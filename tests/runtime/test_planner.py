@@ -260,7 +260,8 @@ async def test_plan_invalid_after_the_repairs_are_spent(
     assert str(caught.value) == (
         f"the planner's plan is still invalid after {max_repairs} repairs: {last}"
     )
-    assert caught.value.failure_mode is FailureMode.PLAN_INVALID
+    # an argument the tool does not take: the book's invalid_args, not plan_invalid
+    assert caught.value.failure_mode is FailureMode.INVALID_ARGS
     assert [p.message for p in caught.value.problems] == [
         f"the planner's plan is still invalid after {max_repairs} repairs: {last}"
     ]

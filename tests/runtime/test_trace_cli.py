@@ -642,6 +642,7 @@ def test_report_aggregates_every_run(three_runs: list[RunResult], runs: Path) ->
         {
             "mode": "upstream_failed",
             "count": 2,
+            "stages": {"run": 2},
             "example": {
                 "run_id": broken,
                 "step": "after",
@@ -651,11 +652,13 @@ def test_report_aggregates_every_run(three_runs: list[RunResult], runs: Path) ->
         {
             "mode": "invalid_args",
             "count": 1,
+            "stages": {"run": 1},
             "example": {"run_id": broken, "step": "bad", "message": BAD_ARGS},
         },
         {
             "mode": "timeout",
             "count": 1,
+            "stages": {"run": 1},
             "example": {"run_id": broken, "step": "slow", "message": TIMED_OUT},
         },
     ]

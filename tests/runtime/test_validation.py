@@ -301,7 +301,7 @@ def test_step_with_neither_tool_nor_check_is_rejected(tmp_path: Path, tools: Too
         """,
         tools,
     ) == [
-        "5:5: step 'idle' needs a 'tool' to call or a 'check' to make",
+        "5:5: step 'idle' needs a 'tool' to call, a 'plan' to run or a 'check' to make",
     ]
 
 
