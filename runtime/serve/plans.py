@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PlanError, Problem
-from ..graph import compile_plan, load_plan
+from ..graph import CompiledPlan, compile_plan, load_plan
 from ..source import read_plan_source
 
 if TYPE_CHECKING:
-    from ..graph import CompiledPlan
     from ..settings import Settings
     from ..tools import ToolRegistry
 
@@ -36,6 +35,9 @@ PLAN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
 BODY_FILE = "<plan_body>"  # what problems of a plan body name as their file
 _SUFFIXES = (".yaml", ".yml")
 _SQL_TOOLS = ("sql.query", "sql.schema")
+# Plans of the plan folders as compiled, by file, version (mtime, size), allowed tools and
+# registry: a plan run many times is read and checked once (a run never changes its plan).
+_COMPILED: dict[tuple[Any, ...], CompiledPlan] = {}
 
 
 class PlanNotFound(LookupError):
@@ -132,6 +134,11 @@ def compile_named(settings: Settings, tools: ToolRegistry, name: str) -> Compile
     """Plan ``name`` of the plan folders, compiled and held to the server's rules. Raises
     :class:`PlanNotFound` or :class:`~dagentic.PlanError`."""
     path = find_plan(settings, name)
+    stat = path.stat()
+    key = (str(path), stat.st_mtime_ns, stat.st_size, tuple(settings.serve.tools), id(tools))
+    cached = _COMPILED.get(key)
+    if cached is not None:
+        return cached
     source, _ = read_plan_source(path)
     problems = _rules(settings, source)
     try:
@@ -141,6 +148,9 @@ def compile_named(settings: Settings, tools: ToolRegistry, name: str) -> Compile
     if problems:
         raise PlanError(problems)
     compiled.file = str(path)  # the journal keeps where it is: a resumed run sees changes
+    if len(_COMPILED) >= 64:
+        _COMPILED.clear()
+    _COMPILED[key] = compiled
     return compiled
 
 
