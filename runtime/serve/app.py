@@ -26,7 +26,14 @@ from starlette.staticfiles import StaticFiles
 from ..errors import JournalError, PlanError
 from ..settings import Settings
 from ..threads import run_in_thread
-from .plans import PlanNotFound, compile_body, compile_named, list_plans, problem_json
+from .plans import (
+    PlanNotFound,
+    cached_named,
+    compile_body,
+    compile_named,
+    list_plans,
+    problem_json,
+)
 from .runs import FINAL, ApiError, RunManager
 from .security import Guard, new_token
 from .views import approval_json, run_detail, run_summary
@@ -180,13 +187,13 @@ def _errors(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONOut:
-        problems = []
+        problems: list[dict[str, Any]] = []
         for error in exc.errors():
             where = ".".join(str(part) for part in error.get("loc", ()))
             problems.append(
                 {"line": None, "column": None, "message": f"{where}: {error.get('msg')}"}
             )
-        shown = "; ".join(p["message"] for p in problems[:5])
+        shown = "; ".join(str(p["message"]) for p in problems[:5])
         return JSONOut(
             {"error": f"invalid request: {shown}", "problems": problems}, status_code=400
         )
@@ -233,7 +240,9 @@ def _routes(app: FastAPI, manager: RunManager, settings: Settings) -> None:
             )
         try:
             if request.plan is not None:
-                compiled = await run_in_thread(compile_named, settings, tools, request.plan)
+                compiled = cached_named(settings, tools, request.plan) or await run_in_thread(
+                    compile_named, settings, tools, request.plan
+                )
             else:
                 assert request.plan_body is not None
                 compiled = await run_in_thread(compile_body, settings, tools, request.plan_body)

@@ -24,6 +24,7 @@ __all__ = [
     "PLAN_NAME",
     "PlanNotFound",
     "allowed_tool",
+    "cached_named",
     "compile_body",
     "compile_named",
     "find_plan",
@@ -133,9 +134,7 @@ def allowed_tool(settings: Settings, name: str) -> bool:
 def compile_named(settings: Settings, tools: ToolRegistry, name: str) -> CompiledPlan:
     """Plan ``name`` of the plan folders, compiled and held to the server's rules. Raises
     :class:`PlanNotFound` or :class:`~dagentic.PlanError`."""
-    path = find_plan(settings, name)
-    stat = path.stat()
-    key = (str(path), stat.st_mtime_ns, stat.st_size, tuple(settings.serve.tools), id(tools))
+    path, key = _named(settings, tools, name)
     cached = _COMPILED.get(key)
     if cached is not None:
         return cached
@@ -152,6 +151,18 @@ def compile_named(settings: Settings, tools: ToolRegistry, name: str) -> Compile
         _COMPILED.clear()
     _COMPILED[key] = compiled
     return compiled
+
+
+def cached_named(settings: Settings, tools: ToolRegistry, name: str) -> CompiledPlan | None:
+    """Plan ``name`` as compiled before, if its file has not changed since (cheap: no
+    reading, no checking); None when it must be compiled. Raises :class:`PlanNotFound`."""
+    return _COMPILED.get(_named(settings, tools, name)[1])
+
+
+def _named(settings: Settings, tools: ToolRegistry, name: str) -> tuple[Path, tuple[Any, ...]]:
+    path = find_plan(settings, name)
+    stat = path.stat()
+    return path, (str(path), stat.st_mtime_ns, stat.st_size, tuple(settings.serve.tools), id(tools))
 
 
 def compile_body(settings: Settings, tools: ToolRegistry, body: str) -> CompiledPlan:

@@ -244,15 +244,21 @@ class RunManager:
         agent = await self._agent()
         run_id = uuid.uuid4().hex
         self._launch(run_id, "agent", partial(agent.run, goal, run_id=run_id))
-        for _ in range(500):  # the agent records its start as soon as its task runs
-            await anyio.sleep(0.01 if _ else 0)
-            if run_id not in self.active or await run_in_thread(self.store.run, run_id):
-                break
+        with anyio.move_on_after(10):  # the agent records its start once its task runs
+            while run_id in self.active:
+                await anyio.sleep(0.005)
+                await self.durable.flush()
+                if await run_in_thread(self.store.run, run_id) is not None:
+                    break
         await self._committed(run_id)
         return run_id
 
     async def _committed(self, run_id: str) -> None:
+        """Wait until the journal has committed what it was told of the run (its start);
+        a 500 naming why when the run ended before it started."""
         await self.durable.flush()
+        if run_id in self.active and run_id not in self._failures:
+            return
         if await run_in_thread(self.store.run, run_id) is None:
             failure = self._failures.pop(run_id, "it ended before the journal had it")
             raise ApiError(500, f"run {run_id} could not start: {failure}")
