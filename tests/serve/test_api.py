@@ -32,7 +32,7 @@ from dagentic.serve import create_app
 from dagentic.serve.security import MISSING_TOKEN, MISSING_TOKEN_EVENTS, WRONG_TOKEN
 
 from tests.blind import blind_settings
-from tests.cli import DAGENTIC, script_env
+from tests.cli import DAGENTIC, invoke, isolate, script_env
 from tests.conftest import TEST_TOOLS
 
 pytestmark = pytest.mark.anyio
@@ -770,6 +770,39 @@ async def test_a_run_outlives_a_stop_of_the_server(
     assert sorted(s for s in done if s not in reused) == sorted(set(done) - set(reused))
     assert [e for e in events if e["kind"] == "attempt" and e["step_id"] == "a"].__len__() == 1
     assert store.run(run_id).status == "succeeded"
+
+
+def test_dagentic_resume_goes_on_with_a_run_the_api_started(
+    tmp_path: Path, plans: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (plans / "post.yaml").write_text(
+        "version: 1\nname: post\nsteps:\n"
+        "  - {id: post, tool: notify.log, approval: required, args: {message: hi}}\n"
+        "outputs: {said: '${{ steps.post.output.message }}'}\n",
+        encoding="utf-8",
+    )
+    settings = settings_for(tmp_path)
+
+    async def submitted() -> str:
+        app = create_app(settings, tools=load_tools(), token=TOKEN)
+        async with serving(app) as client:
+            run_id = await start(client, plan="post")
+            assert (await ended(client, run_id))["status"] == "waiting"
+            return run_id
+
+    run_id = anyio.run(submitted)
+    close_journals()
+    isolate(tmp_path, monkeypatch)  # the command line's own settings, on the same journal
+    monkeypatch.setenv("DAGENTIC_RUNS_DIR", str(tmp_path / "runs"))
+    assert invoke("approve", run_id, "post").exit_code == 0
+    resumed = invoke("resume", run_id, "--json")
+    assert resumed.exit_code == 0, resumed.output
+    data = json.loads(resumed.stdout)
+    assert (data["run_id"], data["status"], data["outputs"]) == (
+        run_id,
+        "succeeded",
+        {"said": "hi"},
+    )
 
 
 # --------------------------------------------------------------------------- the command
