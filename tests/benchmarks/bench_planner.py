@@ -11,9 +11,14 @@ with --repairs repair rounds (default 2), through dagentic.models.metered.Metere
 model call and its tokens are counted. Per goal it records the outcome
   valid_first_try     the first plan validated
   valid_after_repair  a repair round made it valid (attempts > 1)
-  plan_invalid        still invalid after the last repair
+  invalid_tool        still invalid after the last repair, which named a tool nobody provides
+  invalid_args        ... whose arguments did not fit a tool's schema
+  plan_invalid        ... for any other reason (JSON, structure, references, expressions)
   missing_capability  the model answered {"missing_capability": ...}
   error               a model call failed (ModelError, timeout, ...)
+and the class of every rejected attempt (invalid_tool, invalid_args or plan_invalid, as
+dagentic.planner.attempt_mode classes it), counted per attempt and for the final outcome
+in the summary ("failure classes"),
 and the model calls, input/output tokens, wall time, and the tools the plan uses against
 the tools a good plan would use (`tools` in goals.yaml: reported, never graded). The two
 goals marked `expect: missing_capability` are right only when the model says so; a
@@ -59,7 +64,7 @@ import yaml
 from dagentic import (
     DagenticError,
     Executor,
-    PlanError,
+    PlanningError,
     Settings,
     ToolRegistry,
     close_sandboxes,
@@ -69,12 +74,13 @@ from dagentic.agent import planning_context
 from dagentic.graph import CompiledPlan
 from dagentic.models import Model, make_model
 from dagentic.models.metered import Metered
-from dagentic.planner import LLMPlanner, MissingCapabilityError
+from dagentic.planner import LLMPlanner, MissingCapabilityError, attempt_mode
 from stats import describe, make_parser, python_version, write_results
 
 HERE = Path(__file__).parent
 GOALS = HERE / "goals.yaml"
-OUTCOMES = ("valid_first_try", "valid_after_repair", "plan_invalid", "missing_capability", "error")
+CLASSES = ("invalid_tool", "invalid_args", "plan_invalid")  # of a rejected attempt
+OUTCOMES = ("valid_first_try", "valid_after_repair", *CLASSES, "missing_capability", "error")
 EXPECTS = ("plan", "missing_capability")
 DEFAULT_REPAIRS = 2
 EXECUTE_TIMEOUT = 120.0
@@ -205,6 +211,7 @@ async def plan_goal(
         "checks": 0,
         "overlap": None,
         "problems": [],
+        "attempt_modes": [],  # the class of each rejected attempt, in order
         "missing": None,
         "error": None,
         "plan": None,
@@ -217,9 +224,10 @@ async def plan_goal(
     except MissingCapabilityError as exc:
         record["outcome"] = "missing_capability"
         record["missing"] = str(exc.fields.get("missing", exc.message))[:300]
-    except PlanError as exc:
-        record["outcome"] = "plan_invalid"
+    except PlanningError as exc:
+        record["outcome"] = exc.failure_mode.value  # the last attempt's class
         record["problems"] = [p.message[:300] for p in exc.problems[:5]]
+        record["attempt_modes"] = [attempt_mode(a).value for a in exc.attempts]
     except DagenticError as exc:  # the model call failed
         record["outcome"] = "error"
         record["error"] = {
@@ -235,6 +243,7 @@ async def plan_goal(
         record["valid_after_repair"] = result.attempts > 1
         record["attempts"] = result.attempts
         record["problems"] = [p[0][:300] for p in result.problems if p]
+        record["attempt_modes"] = [m.value for m in result.failure_modes]
         record["plan_tools"] = sorted({s.tool for s in steps if s.tool})
         record["steps"] = sum(1 for s in steps if s.tool)
         record["checks"] = sum(1 for s in steps if s.check is not None)
@@ -275,6 +284,12 @@ def summarize(records: list[dict[str, Any]], executed: bool) -> dict[str, Any]:
         "shares": share,
         "valid": valid,
         "valid_share": valid / n if n else 0.0,
+        "failure_classes": {
+            "per_attempt": {k: sum(r["attempt_modes"].count(k) for r in records) for k in CLASSES},
+            "attempts_rejected": sum(len(r["attempt_modes"]) for r in records),
+            "attempts": sum(r["attempts"] for r in records),
+            "final": {k: counts_all[k] for k in CLASSES},
+        },
         "valid_share_of_plan_goals": (
             sum(1 for r in to_plan if r["outcome"].startswith("valid")) / len(to_plan)
         )
@@ -386,7 +401,15 @@ def report(results: dict[str, Any]) -> None:
         f"  valid after repair      {frac(c['valid_after_repair'])}   "
         f"valid in all {frac(s['valid'])}"
     )
-    print(f"  plan_invalid            {frac(c['plan_invalid'])}")
+    for k in CLASSES:
+        print(f"  {k:24}{frac(c[k])}")
+    fc = s["failure_classes"]
+    per = ", ".join(f"{k} {fc['per_attempt'][k]}" for k in CLASSES)
+    final = ", ".join(f"{k} {fc['final'][k]}" for k in CLASSES)
+    print(
+        f"  rejected attempts       {fc['attempts_rejected']} of {fc['attempts']}: {per}; "
+        f"final: {final}"
+    )
     print(
         f"  missing_capability      {frac(c['missing_capability'])}: correct on "
         f"{s['missing_capability']['correct']}/{s['missing_capability']['expected']} "

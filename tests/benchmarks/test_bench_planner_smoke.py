@@ -26,6 +26,7 @@ RECORD = {
     "checks",
     "overlap",
     "problems",
+    "attempt_modes",
     "missing",
     "error",
     "plan",
@@ -116,6 +117,15 @@ def test_planner_benchmark_quick_with_the_local_model(
     s = results["summary"]
     assert s["goals"] == 2 and s["plan_goals"] == 1 and s["missing_capability_goals"] == 1
     assert set(s["counts"]) == set(bench.OUTCOMES)
+    classes = s["failure_classes"]
+    assert set(classes["per_attempt"]) == set(classes["final"]) == set(bench.CLASSES)
+    assert (
+        classes["attempts_rejected"]
+        == sum(classes["per_attempt"].values())
+        == sum(len(r["attempt_modes"]) for r in records)
+    )
+    assert classes["final"] == {k: s["counts"][k] for k in bench.CLASSES}
+    assert all(set(r["attempt_modes"]) <= set(bench.CLASSES) for r in records)
     assert sum(s["counts"].values()) == 2
     assert s["counts"]["valid_after_repair"] == 0
     assert abs(sum(s["shares"].values()) - 1) < 1e-9
