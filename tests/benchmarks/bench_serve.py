@@ -9,10 +9,11 @@ on a journal of its own:
 
   steady   every run submitted at once (one connection each); timed from the first
            submit to the last run's end in the journal
-  kill -9  the same, the server killed with SIGKILL once half the submits were answered,
-           then started again on the same journal: it resumes the interrupted runs. The
-           submits that got no answer are sent again unless the journal has their run
-           (the server may have taken a run whose answer was lost)
+  kill -9  the same, the server killed with SIGKILL once half of all steps are done
+           (``--kill-at``: the share), most runs halfway, then started again on the same
+           journal: it resumes the interrupted runs. The submits
+           that got no answer are sent again unless the journal has their run (the server
+           may have taken a run whose answer was lost)
 
 Checked from the journal after each phase: every number has exactly one run, every run
 succeeded, and no step ran to completion twice (a ``finished`` event with status
@@ -144,11 +145,15 @@ def runs_by_number(folder: Path) -> dict[int, list[tuple[str, str]]]:
 
 
 async def submit_all(
-    url: str, numbers: list[int], kill_after: int | None = None, server: Server | None = None
+    url: str,
+    numbers: list[int],
+    kill_at: int | None = None,
+    server: Server | None = None,
+    folder: Path | None = None,
 ) -> tuple[dict[int, str], list[float], list[int]]:
     """Submit a run per number at once: the run ids answered, the latencies of the
-    answered submits, and the numbers whose submit got no answer. With ``kill_after``,
-    ``server`` is killed once that many were answered."""
+    answered submits, and the numbers whose submit got no answer. With ``kill_at``,
+    ``server`` is killed once the journal in ``folder`` has that many steps done."""
     answered: dict[int, str] = {}
     latencies: list[float] = []
     lost: list[int] = []
@@ -168,13 +173,32 @@ async def submit_all(
                 raise RuntimeError(f"submit {n}: {reply.status_code} {reply.text}")
             latencies.append(time.perf_counter() - t0)
             answered[n] = reply.json()["run_id"]
-            if kill_after is not None and server is not None and len(answered) == kill_after:
-                server.kill()
+
+        async def killer() -> None:
+            assert server is not None and folder is not None and kill_at is not None
+            while await anyio.to_thread.run_sync(steps_done, folder) < kill_at:
+                await anyio.sleep(0.01)
+            server.kill()
 
         async with anyio.create_task_group() as tg:
+            if kill_at is not None:
+                tg.start_soon(killer)
             for n in numbers:
                 tg.start_soon(one, n)
     return answered, latencies, lost
+
+
+def steps_done(folder: Path) -> int:
+    """Steps the journal has as done (run to completion), in all."""
+    try:
+        with journal(folder) as db:
+            return int(
+                db.execute(
+                    "SELECT count(*) FROM events WHERE kind = 'finished' AND status = 'succeeded'"
+                ).fetchone()[0]
+            )
+    except sqlite3.OperationalError:  # the journal is not made yet
+        return 0
 
 
 def wait_all_ended(folder: Path, count: int, timeout: float) -> None:
@@ -233,7 +257,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[max(math.ceil(q * len(ordered)) - 1, 0)] if ordered else 0.0
 
 
-def phase(folder: Path, runs: int, steps: int, *, kill: bool) -> dict[str, Any]:
+def phase(
+    folder: Path, runs: int, steps: int, *, kill: bool, kill_at: float = 0.5
+) -> dict[str, Any]:
     (folder / "plans").mkdir(parents=True)
     (folder / "plans" / "bench.yaml").write_text(plan_text(steps), encoding="utf-8")
     numbers = list(range(runs))
@@ -247,11 +273,25 @@ def phase(folder: Path, runs: int, steps: int, *, kill: bool) -> dict[str, Any]:
     try:
         t0 = time.time()
         answered, latencies, lost = anyio.run(
-            submit_all, server.url, numbers, runs // 2 if kill else None, server
+            submit_all,
+            server.url,
+            numbers,
+            max(1, round(runs * steps * kill_at)) if kill else None,
+            server,
+            folder,
         )
         if kill:
             result["answered_before_kill"] = len(answered)
             result["unanswered"] = len(lost)
+            with journal(folder) as db:
+                states = dict(
+                    db.execute(
+                        "SELECT status, count(*) FROM runs WHERE plan_name = 'bench' "
+                        "GROUP BY status"
+                    ).fetchall()
+                )
+            result["interrupted"] = states.get("running", 0)
+            result["finished_before_kill"] = states.get("succeeded", 0)
             server.start()  # the same journal: it resumes what was interrupted
             known = runs_by_number(folder)
             result["taken_without_answer"] = sum(1 for n in lost if n in known)
@@ -281,17 +321,22 @@ def phase(folder: Path, runs: int, steps: int, *, kill: bool) -> dict[str, Any]:
 
 
 def describe(r: dict[str, Any]) -> str:
-    line = (
-        f"{r['phase']:<8} {r['runs']} runs x {r['steps']} steps: submit p50 "
-        f"{r['submit_p50_ms']:.1f} ms, p95 {r['submit_p95_ms']:.1f} ms; "
+    rate = (
         f"{r['runs_per_s']:.1f} runs/s ({r['steps_per_s']:.0f} steps/s) over {r['seconds']:.2f} s"
     )
-    if r["phase"] == "kill -9":
-        line += (
-            f"\n         killed after {r['answered_before_kill']} answers; "
-            f"{r['unanswered']} submits unanswered ({r['taken_without_answer']} of them "
-            f"already in the journal, {r['submitted_again']} sent again); "
-            f"{r['resumed_runs']} runs resumed after the restart"
+    if r["phase"] != "kill -9":
+        line = (
+            f"{r['phase']:<8} {r['runs']} runs x {r['steps']} steps: submit p50 "
+            f"{r['submit_p50_ms']:.1f} ms, p95 {r['submit_p95_ms']:.1f} ms; {rate}"
+        )
+    else:
+        line = (
+            f"{r['phase']:<8} {r['runs']} runs x {r['steps']} steps: {rate}, the restart "
+            f"included\n         killed with {r['answered_before_kill']} submits answered, "
+            f"{r['interrupted']} runs running and {r['finished_before_kill']} finished; "
+            f"{r['unanswered']} submits got no answer ({r['taken_without_answer']} of them "
+            f"in the journal all the same, {r['submitted_again']} sent again); "
+            f"{r['resumed_runs']} runs reused steps done before the kill"
         )
     return line + "\n         every run succeeded, once; no step completed twice"
 
@@ -300,13 +345,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument(
+        "--kill-at",
+        type=float,
+        default=0.5,
+        help="The share of all steps done when the server is killed (default: 0.5).",
+    )
     parser.add_argument("--json", type=Path, help="Also write the results here.")
     args = parser.parse_args(argv)
     results: dict[str, Any] = {"python": sys.version.split()[0], "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory(prefix="dagentic-bench-serve-") as tmp:
         for kill in (False, True):
             found = phase(
-                Path(tmp) / ("kill" if kill else "steady"), args.runs, args.steps, kill=kill
+                Path(tmp) / ("kill" if kill else "steady"),
+                args.runs,
+                args.steps,
+                kill=kill,
+                kill_at=args.kill_at,
             )
             results["kill" if kill else "steady"] = found
             print(describe(found), flush=True)

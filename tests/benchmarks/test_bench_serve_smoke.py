@@ -26,5 +26,5 @@ def test_the_serve_benchmark_runs_every_run_once_through_a_kill_and_a_restart(
     for phase in (steady, killed):
         assert (phase["runs"], phase["steps"], phase["all_succeeded_once"]) == (6, 3, True)
         assert phase["submit_p95_ms"] >= phase["submit_p50_ms"] > 0
-    assert killed["answered_before_kill"] >= 3
     assert killed["answered_before_kill"] + killed["unanswered"] == 6
+    assert killed["interrupted"] + killed["finished_before_kill"] <= 6
