@@ -37,7 +37,7 @@ def step_result(run: ActiveRun, state: StepState) -> StepResult:
             duration = state.finished - state.started
     return StepResult(
         id=state.spec.id,
-        tool=state.spec.step.tool,
+        tool=state.spec.called,
         status=state.status,
         output=state.output,
         error=state.error,

@@ -193,7 +193,9 @@ def estimate_plan(
     for step_id in compiled.order:
         spec = compiled.steps[step_id]
         runs = _runs(spec, scope, steps)
-        if spec.tool is None:
+        if spec.subplan is not None:
+            estimate = _subplan_step(compiled.name, spec, runs, scope, settings, history, uses)
+        elif spec.tool is None:
             estimate = _check(spec, runs, history, uses)
         else:
             first = spec.step.tool not in called
@@ -286,6 +288,56 @@ def _check(
         p50=latency.p50 if latency else 0.0,
         p90=latency.p90 if latency else 0.0,
         model_calls=int(judged),
+    )
+
+
+def _subplan_step(
+    plan: str,
+    spec: CompiledStep,
+    runs: str,
+    scope: dict[str, Any],
+    settings: Settings,
+    history: History,
+    uses: list[tuple[str, int, int]],
+) -> StepEstimate:
+    """A sub-plan step: its plan's own estimate (its inputs' defaults, and the literal
+    inputs the step gives), once per ``foreach`` wave."""
+    from .expressions import contains_expression
+
+    sub = spec.subplan
+    assert sub is not None
+    given = {
+        key: value
+        for key, value in spec.step.inputs.items()
+        if not (isinstance(value, str) and contains_expression(value))
+    }
+    inputs = {
+        name: given.get(name, decl.default) for name, decl in sub.compiled.plan.inputs.items()
+    }
+    inner = estimate_plan(sub.compiled, inputs, settings=settings, history=history)
+    items = items_from = parallel = None
+    waves = 1
+    if spec.foreach is not None:
+        items, items_from = _items(plan, spec, scope, history)
+        parallel = spec.step.max_parallel or settings.foreach_concurrency
+        waves = math.ceil(items / parallel)
+    if runs == "skipped":
+        waves = 0
+    times = 0 if runs == "skipped" else (items if items is not None else 1)
+    if inner.model_calls and times:
+        uses.extend([("judge", inner.input_tokens, inner.output_tokens)] * times)
+    return StepEstimate(
+        step_id=spec.id,
+        tool=sub.tool.name,
+        runs=runs,
+        calls=inner.tool_calls * times,
+        items=items,
+        items_from=items_from,
+        parallel=parallel,
+        latency=Latency(inner.wall_p50, inner.wall_p90, "plan"),
+        p50=waves * inner.wall_p50,
+        p90=waves * inner.wall_p90,
+        model_calls=inner.model_calls * times,
     )
 
 

@@ -72,6 +72,13 @@ class CompiledStep:
     def id(self) -> str:
         return self.step.id
 
+    @property
+    def called(self) -> str | None:
+        """What the step calls, as its result names it: its tool, ``plan:NAME`` for a
+        sub-plan (as approvals name it too), None for a check."""
+        step = self.step
+        return step.tool or (f"plan:{step.plan}" if step.plan is not None else None)
+
 
 @dataclass(slots=True)
 class CompiledPlan:

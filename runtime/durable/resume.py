@@ -201,14 +201,14 @@ def step_results(steps: Mapping[str, StoredStep], plan: CompiledPlan) -> dict[st
     for sid, spec in plan.steps.items():
         stored = steps.get(sid)
         if stored is None:
-            results[sid] = StepResult(id=sid, tool=spec.step.tool)
+            results[sid] = StepResult(id=sid, tool=spec.called)
             continue
         status = stored.status if stored.ended else "pending"
         started = _time(stored.started_at)
         finished = _time(stored.finished_at) if stored.ended else None
         results[sid] = StepResult(
             id=sid,
-            tool=spec.step.tool,
+            tool=spec.called,
             status=StepStatus(status),
             output=stored.output if status == "succeeded" else None,
             error=stored.error,

@@ -254,6 +254,24 @@ def test_what_a_sub_plan_step_cannot_say(fields: dict[str, Any], message: str) -
     assert caught.value.errors()[0]["msg"] == f"Value error, {message}"
 
 
+def test_an_estimate_counts_the_sub_plans_calls(folder: Path, tools: ToolRegistry) -> None:
+    from dagentic.estimate import estimate_plan
+
+    path = write(
+        folder / "a.yaml",
+        """\
+        version: 1
+        name: a
+        steps:
+          - {id: greet, plan: child, inputs: {who: Ada}, foreach: [1, 2, 3], max_parallel: 3}
+        """,
+    )
+    found = estimate_plan(load_plan(path.name, tools), {}, settings=blind_settings())
+    (step,) = found.steps
+    assert (step.tool, step.calls, step.items) == ("plan:child", 3, 3)
+    assert found.tool_calls == 3
+
+
 def test_graph_labels_the_step_with_the_plan(folder: Path, tools: ToolRegistry) -> None:
     path = write(
         folder / "a.yaml",
@@ -294,6 +312,7 @@ async def test_outputs_foreach_and_inputs_from_steps(folder: Path, tools: ToolRe
     assert result.steps["one"].output == {"said": "hi Ada x2"}
     assert result.steps["each"].output == [{"said": "hi x x1"}, {"said": "hi y x1"}]
     assert result.outputs == {"said": "hi Ada x2"}
+    assert result.steps["one"].tool == "plan:child"  # as an approver and an answer see it
     assert result.usage.steps == 3 + 3  # its own three, and one in each of three children
 
 
