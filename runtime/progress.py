@@ -166,7 +166,7 @@ class LiveProgress:
                 elapsed = f"{(row['ended'] or now) - row['started']:.2f}s"
             table.add_row(
                 Text(safe_text(sid, one_line=True)),
-                Text(safe_text(step.tool or "check", one_line=True)),
+                Text(safe_text(self.plan.steps[sid].called or "check", one_line=True)),
                 shown,
                 tries(step, row["attempts"], row["output"]),
                 elapsed,
@@ -257,7 +257,7 @@ def render_plan(
         console.print(
             Text.assemble(
                 ("  " + safe_text(sid, one_line=True), "bold"),
-                " " + safe_text((spec.step.tool or "check") + arrow, one_line=True),
+                " " + safe_text((spec.called or "check") + arrow, one_line=True),
                 (note, "yellow"),
             )
         )
