@@ -19,11 +19,12 @@ the plan before being asked about its calls.
 from __future__ import annotations
 
 import inspect
+import json
 import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 from pydantic import Field
@@ -37,6 +38,7 @@ from .errors import BudgetExceededError, DagenticError, FailureMode, JournalErro
 from .executor import SETTINGS, Approver, Executor
 from .graph import CompiledPlan
 from .journal import Journal
+from .library import Library, library_example, library_from_settings
 from .models.base import Message, Model, parse_json
 from .models.gateway import Models
 from .models.metered import Metered
@@ -51,6 +53,7 @@ from .reflection import (
     verify_answer,
 )
 from .result import ErrorInfo, ModelCall, RunResult, RunStatus, StepStatus, Usage
+from .routing import Route, route_goal
 from .settings import AgentSettings, Settings
 from .threads import run_in_thread
 from .tools import ToolRegistry
@@ -107,6 +110,30 @@ class AgentResult(RunResult):
     remembered: dict[str, Any] | None = Field(
         None, description="What was written to long-term memory after the run."
     )
+    route: Literal["library", "planned"] | None = Field(
+        None,
+        description="How the goal was handled: library (a plan of the library ran) or "
+        "planned (planned freely); None when routing is off.",
+    )
+    library_plan: str | None = Field(None, description="The library plan that ran (route library).")
+    routing: dict[str, Any] | None = Field(
+        None, description="The router's decision: candidates offered, inputs, and why."
+    )
+    saved_plan: str | None = Field(
+        None, description="The name its plan was saved under in the library (it passed)."
+    )
+
+    def feedback(
+        self, verdict: str, note: str | None = None, *, settings: Settings | None = None
+    ) -> Any:
+        """Say this run was ``good`` or ``bad`` (stored in the durable journal of
+        ``settings``; a library plan with more bad than good feedback is no longer routed
+        to). Returns the :class:`~dagentic.feedback.Feedback`."""
+        from .durable import durable_of, open_journal
+        from .feedback import give_feedback
+
+        store = durable_of(open_journal(settings or Settings()), "feedback").store
+        return give_feedback(store, self.agent_run_id, verdict, note)
 
 
 class Agent:
@@ -151,6 +178,7 @@ class Agent:
         on_run: Callable[[CompiledPlan], dict[str, Any] | None] | None = None,
         tracing: Tracing | Any | None = SETTINGS,
         cache: Cache | Any | None = SETTINGS,
+        library: Library | Any | None = SETTINGS,
     ) -> None:
         from .cache import open_cache
         from .durable import open_journal
@@ -174,6 +202,17 @@ class Agent:
         if cache is SETTINGS:
             cache = open_cache(self.settings) if self.settings.cache.models else None
         self.cache: Cache | None = cache
+        self.library: Library | None = (
+            library_from_settings(self.settings) if library is SETTINGS else library
+        )
+
+    async def feedback(self, run_id: str, verdict: str, note: str | None = None) -> Any:
+        """Say agent run ``run_id`` was ``good`` or ``bad``, in this agent's durable journal
+        (see :meth:`AgentResult.feedback`)."""
+        from .feedback import give_feedback
+
+        store = durable_of(self.journal, "agent").store
+        return await run_in_thread(give_feedback, store, run_id, verdict, note)
 
     async def run(
         self, goal: str, inputs: dict[str, Any] | None = None, *, run_id: str | None = None
@@ -292,6 +331,8 @@ class _Loop:
         self.resuming = replay is not None  # plan runs may be in the journal already
         self.durable: DurableJournal | None = getattr(agent.journal, "durable", None)
         self.owner = owner or owner_id()
+        self.route: Route | None = None
+        self.saved: str | None = None
         if self.durable is not None:
             self.durable.start_agent_run(
                 self.run_id, goal, inputs, owner=self.owner, records=records
@@ -354,30 +395,24 @@ class _Loop:
 
     async def run(self) -> None:
         memory = await self._recall()
-        context = await self._context()
+        routed = await self._route()
+        context: dict[str, str] | None = None
         report: str | None = None
         for version in range(1, self.agent.budgets.max_replans + 2):
-            self.doing = f"planning (plan v{version})"
-            with maybe_span(self.tracing, "plan", {"dagentic.plan.version": version}) as span:
-                if span is not None and report is not None:
-                    span.add_event("replan", {"dagentic.plan.version": version})
-                planned = await self.planner.plan(
-                    self.goal, memory=memory, failure_report=report, context=context
-                )
-                if span is not None:
-                    span.set_attributes(
-                        {
-                            "dagentic.plan.attempts": planned.attempts,
-                            "dagentic.plan.steps": len(planned.compiled.steps),
-                        }
-                    )
-            compiled = gate_plan(planned.compiled, self.agent.budgets.approve)
+            if version == 1 and routed is not None and routed.compiled is not None:
+                compiled, attempts = routed.compiled, 0  # a library plan, as it is
+            else:
+                if context is None:
+                    context = await self._context()
+                compiled, attempts = await self._plan(version, memory, report, context)
+            compiled = gate_plan(compiled, self.agent.budgets.approve)
             if self.compiled and _same_steps(self.compiled[-1], compiled):
                 break  # the model repeats the plan that just failed: running it again is waste
             self.plans.append(
                 {
                     "version": version,
-                    "attempts": planned.attempts,
+                    "attempts": attempts,
+                    **({"library": routed.plan} if attempts == 0 and routed else {}),
                     **compiled.plan.model_dump(mode="json", by_alias=True, exclude_defaults=True),
                 }
             )
@@ -399,7 +434,109 @@ class _Loop:
                 break
             report = _failure_report(result)
         await self._answer()
+        await self._save_plan()
         await self.remember_outcome()
+
+    async def _plan(
+        self, version: int, memory: list[str], report: str | None, context: dict[str, str]
+    ) -> tuple[CompiledPlan, int]:
+        """Plan version ``version`` with the model: the plan and the attempts it took."""
+        self.doing = f"planning (plan v{version})"
+        with maybe_span(self.tracing, "plan", {"dagentic.plan.version": version}) as span:
+            if span is not None and report is not None:
+                span.add_event("replan", {"dagentic.plan.version": version})
+            planned = await self.planner.plan(
+                self.goal, memory=memory, failure_report=report, context=context
+            )
+            if span is not None:
+                span.set_attributes(
+                    {
+                        "dagentic.plan.attempts": planned.attempts,
+                        "dagentic.plan.steps": len(planned.compiled.steps),
+                    }
+                )
+        return planned.compiled, planned.attempts
+
+    async def _route(self) -> Route | None:
+        """Route the goal to a library plan (see :mod:`dagentic.routing`); None when
+        routing is off. When it goes to planning, the closest plans become the planner's
+        examples."""
+        agent = self.agent
+        library = agent.library
+        if not agent.budgets.routing or library is None:
+            return None
+        self.doing = "routing the goal to a library plan"
+        with maybe_span(self.tracing, "route", {}) as span:
+            store = self.durable.store if self.durable is not None else None
+            feedback = await run_in_thread(store.feedback_by_plan) if store is not None else {}
+            embedder = getattr(agent.memory, "embedder", None)
+            ranked = await run_in_thread(
+                lambda: library.rank(
+                    self.goal,
+                    feedback=feedback,
+                    tools=agent.tools,
+                    embedder=embedder,
+                    limit=max(agent.budgets.routing_candidates, 2),
+                )
+            )
+            routed = await route_goal(
+                self.metered.using("route"),
+                self.goal,
+                ranked,
+                agent.tools,
+                candidates=agent.budgets.routing_candidates,
+                min_match=agent.budgets.routing_min_match,
+            )
+            if span is not None:
+                span.set_attributes(
+                    {
+                        "dagentic.route": routed.route,
+                        "dagentic.route.plan": routed.plan or "",
+                        "dagentic.route.candidates": ",".join(routed.candidates),
+                        "dagentic.route.reason": routed.reason,
+                    }
+                )
+        self.route = routed
+        self.keep("route", routed.to_dict())
+        if routed.route == "planned":
+            self.planner.examples = [library_example(e) for e in routed.examples]
+        return routed
+
+    async def _save_plan(self) -> None:
+        """Save the plan that achieved the goal in the library, if it was planned here
+        (not a library plan), ran, and its answer passed verification."""
+        library, result = self.agent.library, self.runs[-1] if self.runs else None
+        if (
+            library is None
+            or not self.agent.settings.library.save
+            or result is None
+            or not result.succeeded
+            or self.error is not None
+            or not self.answer
+            or self.verification is None
+            or not self.verification.passed
+            or (self.route is not None and self.route.route == "library")
+            or self.resuming
+        ):
+            return
+        self.doing = "saving the plan in the library"
+        model = self.agent.models.for_purpose("plan").name
+        try:
+            entry = await run_in_thread(
+                lambda: library.save(
+                    self.compiled[-1].plan,
+                    goal=self.goal,
+                    run_id=self.run_id,
+                    model=model,
+                    tools=self.agent.tools,
+                    answer=self.answer,
+                )
+            )
+        except (DagenticError, OSError):
+            return  # the answer stands; the plan is not kept
+        if entry is not None:
+            self.saved = entry.name
+            self.keep("saved", {"plan": entry.name, "path": str(entry.path)})
 
     def keep(self, kind: str, data: Any) -> None:
         """Put a record of this run in the durable journal, if there is one."""
@@ -538,9 +675,10 @@ class _Loop:
         elif begun is not None:  # it stopped (a crash, a wait): it goes on where it was
             result = await self.executor.resume(child, timeout=max(remaining, 0.001))
         else:
+            routed = self.route is not None and self.route.route == "library" and version == 1
             result = await self.executor.run(
                 compiled,
-                self.inputs,
+                self.route.inputs if routed and self.route is not None else self.inputs,
                 run_id=child,
                 parent_id=self.run_id,
                 timeout=max(remaining, 0.001),
@@ -575,6 +713,15 @@ class _Loop:
         result = self.runs[-1]
         if not any(s.status is StepStatus.SUCCEEDED and s.tool for s in result.steps.values()):
             return  # nothing to answer from: the run's own failure is the outcome
+        if (
+            self.route is not None
+            and self.route.route == "library"
+            and len(self.runs) == 1
+            and result.outputs
+            and self.agent.budgets.library_answer == "outputs"
+        ):
+            await self._answer_from_outputs(result)
+            return
         shown = []
         for step in result.steps.values():
             if step.tool is None:
@@ -628,6 +775,19 @@ class _Loop:
             self.cited,
             data.get("complete") is True,
             result,
+        )
+
+    async def _answer_from_outputs(self, result: RunResult) -> None:
+        """A library plan's answer: its outputs, which its author declared as what it
+        answers, as text (``agent.library_answer = "outputs"``); verified as any answer."""
+        self.answer = outputs_text(result.outputs)
+        self.cited = [
+            s.id for s in result.steps.values() if s.tool and s.status is StepStatus.SUCCEEDED
+        ]
+        self.keep("answer", {"answer": self.answer, "cited_steps": self.cited})
+        self.doing = "verifying the answer"
+        self.verification = await verify_answer(
+            self.metered.using("verify"), self.goal, self.answer, self.cited, True, result
         )
 
     def fail(self, exc: DagenticError) -> None:
@@ -693,6 +853,10 @@ class _Loop:
             verification=self.verification.to_dict() if self.verification else None,
             recalled=self.recalled,
             remembered=self.remembered.to_dict() if hasattr(self.remembered, "to_dict") else None,
+            route=self.route.route if self.route is not None else None,
+            library_plan=self.route.plan if self.route is not None else None,
+            routing=self.route.to_dict() if self.route is not None else None,
+            saved_plan=self.saved,
         )
 
 
@@ -733,8 +897,41 @@ def _describe(span: Any, result: AgentResult) -> None:
             "dagentic.model_calls": usage.model_calls,
         }
     )
+    if result.route is not None:
+        span.set_attribute("dagentic.route", result.route)
+        if result.library_plan:
+            span.set_attribute("dagentic.route.plan", result.library_plan)
     if result.error is not None:
         fail_span(span, None, mode=result.error.failure_mode, message=result.error.message)
+
+
+def outputs_text(outputs: dict[str, Any], limit: int = 600) -> str:
+    """A plan's outputs as an answer: one line per output, a list of records as its rows
+    (at most ten), each value cut at ``limit`` characters."""
+    lines = []
+    for name, value in outputs.items():
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            rows = [
+                ", ".join(
+                    f"{k} {_plain(v)}" for k, v in row.items() if not isinstance(v, dict | list)
+                )
+                for row in value[:10]
+            ]
+            more = f" (and {len(value) - 10} more)" if len(value) > 10 else ""
+            text = "; ".join(rows) + more
+        else:
+            text = _plain(value)
+        label = name.replace("_", " ")
+        lines.append(f"{label}: {text[:limit]}{' ...' if len(text) > limit else ''}")
+    return "\n".join(lines)
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, str):
+        return " ".join(value.split())
+    if value is None or isinstance(value, bool | int | float):
+        return "none" if value is None else str(value)
+    return json.dumps(value, ensure_ascii=False, default=str)
 
 
 def answer_schema(step_ids: list[str]) -> dict[str, Any]:

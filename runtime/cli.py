@@ -17,6 +17,7 @@ from rich.text import Text
 
 from .cli_cache import cache_app
 from .cli_config import config_app
+from .cli_plans import feedback, plans_app
 from .cli_plugin import plugin_app
 from .cli_runs import approvals, approve, deny, runs_app
 from .cli_serve import serve as serve_command
@@ -481,8 +482,16 @@ def ask(
         bool, typer.Option("--no-memory", help="Neither recall nor remember.")
     ] = False,
     backend: BackendOption = None,
+    no_routing: Annotated[
+        bool,
+        typer.Option(
+            "--no-routing",
+            help="Plan freely: do not route the goal to a plan of the library (agent.routing).",
+        ),
+    ] = False,
 ) -> None:
-    """Plan the goal with a model, run the plan, check it, replan if needed, and answer.
+    """Route the goal to a library plan or plan it with a model, run the plan, check it,
+    replan if needed, and answer.
     Exit 0 if the goal was achieved, 1 if not, 2 if the command line is invalid, 3 if a
     step waits for approval."""
     import anyio
@@ -497,6 +506,8 @@ def ask(
     settings = Settings()
     if backend is not None:
         settings.execution.backend = backend.value
+    if no_routing:
+        settings.agent.routing = False
     try:
         chosen = make_models(settings, model)
     except DagenticError as exc:
@@ -764,7 +775,9 @@ def report(
             import matplotlib  # noqa: F401 - only to say early that it is missing
         except ImportError:
             raise _fail("--png needs matplotlib: pip install 'dagentic[charts]'") from None
-    data = traceview.report(Settings().runs_dir, after)
+    settings = Settings()
+    data = traceview.report(settings.runs_dir, after)
+    data["feedback"] = _feedback_report(settings, after)
     if png is not None:
         try:
             traceview.write_png(data, png)
@@ -776,6 +789,19 @@ def report(
         traceview.render_report(data, _stdout())
     if png is not None:
         _stderr().print(f"[dim]chart: {safe_markup(str(png))}[/dim]", highlight=False)
+
+
+def _feedback_report(settings: Settings, after: Any) -> dict[str, Any] | None:
+    """Feedback counts from the durable journal (None when it is off or unreadable)."""
+    from . import traceview
+    from .durable import open_journal
+
+    try:
+        journal = open_journal(settings)
+        rows = journal.store.feedback() if journal is not None else None
+    except JournalError:
+        return None
+    return traceview.feedback_counts(rows, after) if rows is not None else None
 
 
 sandbox_app = typer.Typer(help="Run code in the sandbox.", no_args_is_help=True)
@@ -889,6 +915,8 @@ app.add_typer(config_app, name="config")
 app.add_typer(plugin_app, name="plugin")
 app.add_typer(runs_app, name="runs")
 app.add_typer(cache_app, name="cache")
+app.add_typer(plans_app, name="plans")
+app.command("feedback")(feedback)
 app.command("approvals")(approvals)
 app.command("approve")(approve)
 app.command("deny")(deny)

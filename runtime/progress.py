@@ -269,6 +269,11 @@ def render_answer(result: Any, console: Console) -> None:
     answer with the outputs of the steps it cites, the error (once), usage."""
     for item in result.recalled:
         console.print(Text("recalled: " + safe_text(item, one_line=True, limit=200), "dim"))
+    routing = getattr(result, "routing", None)
+    if routing:
+        plan = f" {routing['plan']}" if routing.get("plan") else ""
+        shown = f"route: {routing['route']}{plan} ({routing['reason']})"
+        console.print(Text(safe_text(shown, one_line=True, limit=300), "dim"))
     if result.steps:
         last = Plan.model_validate(_plan_body(result.plans[-1])) if result.plans else None
         render_result(result, console, steps=True, plan=last, error=False)
@@ -293,6 +298,9 @@ def render_answer(result: Any, console: Console) -> None:
                 ": " + safe_text(result.error.message, limit=ANSWER_CHARS),
             )
         )
+    if getattr(result, "saved_plan", None):
+        saved = safe_text(str(result.saved_plan), one_line=True)
+        console.print(Text(f"library: the plan was saved as {saved}", "dim"))
     if result.remembered:
         action = safe_text(str(result.remembered["action"]), one_line=True)
         reason = safe_text(str(result.remembered["reason"]), one_line=True, limit=200)

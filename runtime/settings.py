@@ -55,6 +55,7 @@ __all__ = [
     "ExecutionSettings",
     "GuardrailSettings",
     "JournalSettings",
+    "LibrarySettings",
     "MemorySettings",
     "ModelPrice",
     "ModelSettings",
@@ -140,6 +141,11 @@ class ModelSettings(BaseModel):
     memory: str | None = Field(
         None, description="The model that decides memory writes (as planner)."
     )
+    router: str | None = Field(
+        None,
+        description="The model that chooses a library plan for a goal and fills its inputs "
+        "(as planner; default: the planner's model).",
+    )
     fallbacks: list[str] = Field(
         default_factory=list,
         description="Models tried in order when a call fails (an error, a timeout, a rate "
@@ -174,6 +180,27 @@ class AgentSettings(BaseModel):
     )
     tool_selection_limit: int = Field(
         30, ge=1, description="Tools the planner is shown when tools are selected."
+    )
+    routing: bool = Field(
+        True,
+        description="Route a goal to a plan of the library first (a model chooses one of the "
+        "closest or none, and fills its inputs); plan freely only when none fits.",
+    )
+    library_answer: Literal["outputs", "model"] = Field(
+        "outputs",
+        description="The answer of a library plan the goal was routed to: its outputs as "
+        "text (what its author declared it answers; no model call), or written by the model "
+        "from its step results as for a model's plan. Verified either way.",
+    )
+    routing_candidates: int = Field(
+        4, ge=1, le=12, description="Library plans closest to the goal the router is offered."
+    )
+    routing_min_match: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Share of the goal's words a library plan must match to be offered "
+        "(0: any plan that matches a word).",
     )
 
 
@@ -345,6 +372,24 @@ class ExecutionSettings(BaseModel):
     )
 
 
+class LibrarySettings(BaseModel):
+    """The plan library: plan files of folders, and the plans `dagentic ask` made that ran
+    and passed verification, which the agent routes goals to."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    folders: list[Path] = Field(
+        default_factory=lambda: [Path("plans")],
+        description="Folders whose *.yaml plan files are in the library.",
+    )
+    path: Path | None = Field(
+        None,
+        description="Where verified plans of `dagentic ask` are saved (default: the library "
+        "folder of runs_dir, next to the journal: .dagentic/runs/library).",
+    )
+    save: bool = Field(True, description="Save the plans `dagentic ask` made that passed.")
+
+
 class CacheSettings(BaseModel):
     """The model-response and tool-result caches: one SQLite file next to the runs
     (``dagentic cache stats``, ``dagentic cache clear``)."""
@@ -477,6 +522,7 @@ class Settings(BaseSettings):
     tracing: TracingSettings = Field(default_factory=TracingSettings)
     journal: JournalSettings = Field(default_factory=JournalSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    library: LibrarySettings = Field(default_factory=LibrarySettings)
     guardrails: GuardrailSettings = Field(default_factory=GuardrailSettings)
     execution: ExecutionSettings = Field(default_factory=ExecutionSettings)
     ray: RaySettings = Field(default_factory=RaySettings)

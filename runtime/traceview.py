@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -236,6 +237,7 @@ def analyse(spans: list[dict[str, Any]], run_id: str | None = None) -> dict[str,
         "timeline": rows,
         "critical_paths": _critical_paths(tree),
         "estimates": _estimates(tree),
+        "route": _route(tree),
         "failures": failures,
         "upstream_failed": skipped,
         "usage": usage,
@@ -497,6 +499,21 @@ def _line(value: Any, limit: int = 200) -> str:
 MESSAGE_CHARS = 1000  # of an error message read from a run file
 
 
+def _route(tree: _Tree) -> dict[str, Any] | None:
+    """How an agent run routed its goal (the ``route`` span's attributes), if it did."""
+    for span in tree.spans:
+        attrs = _attrs(span)
+        if span.get("name") == "route" and attrs.get("dagentic.route"):
+            candidates = str(attrs.get("dagentic.route.candidates") or "")
+            return {
+                "route": attrs.get("dagentic.route"),
+                "plan": attrs.get("dagentic.route.plan") or None,
+                "reason": attrs.get("dagentic.route.reason") or "",
+                "candidates": [c for c in candidates.split(",") if c],
+            }
+    return None
+
+
 def render_trace(analysis: dict[str, Any], console: Console, *, width: int | None = None) -> None:
     """The trace as a header, a timeline, critical paths, failures and usage. The time
     axis takes ``width`` characters (default: what the console leaves, at most
@@ -531,6 +548,19 @@ def render_trace(analysis: dict[str, Any], console: Console, *, width: int | Non
     if root["message"]:
         mode = f"{root['failure_mode']}: " if root["failure_mode"] else ""
         console.print(Text(safe_text(mode + root["message"], limit=MESSAGE_CHARS), style="red"))
+    route = analysis.get("route")
+    if route:
+        plan = f" {route['plan']}" if route["plan"] else ""
+        offered = ", ".join(route["candidates"]) or "none"
+        console.print(
+            Text(
+                safe_text(
+                    f"route: {route['route']}{plan} ({route['reason']}; offered: {offered})",
+                    one_line=True,
+                    limit=MESSAGE_CHARS,
+                )
+            )
+        )
 
     axis = analysis["axis"]
     end_label = _s(axis)
@@ -779,6 +809,25 @@ def report(runs_dir: Path, since: datetime | None = None) -> dict[str, Any]:
     }
 
 
+def feedback_counts(
+    rows: Iterable[tuple[Any, ...]], since: datetime | None = None
+) -> dict[str, Any]:
+    """Feedback (rows of ``RunStore.feedback``: run_id, at, verdict, note, plan_name) given
+    at or after ``since``, counted in all and per library plan ("(no plan)" for runs of
+    none)."""
+    after = since.timestamp() if since is not None else None
+    good = bad = 0
+    by_plan: dict[str, dict[str, int]] = {}
+    for _, at, verdict, _, plan in rows:
+        if after is not None and at < after:
+            continue
+        counts = by_plan.setdefault(plan or "(no plan)", {"good": 0, "bad": 0})
+        key = "good" if verdict == "good" else "bad"
+        counts[key] += 1
+        good, bad = good + (key == "good"), bad + (key == "bad")
+    return {"good": good, "bad": bad, "by_plan": dict(sorted(by_plan.items()))}
+
+
 def render_report(data: dict[str, Any], console: Console) -> None:
     since = f" since {data['since']}" if data["since"] else ""
     kinds = ", ".join(f"{n} {kind}" for kind, n in data["by_kind"].items())
@@ -788,6 +837,13 @@ def render_report(data: dict[str, Any], console: Console) -> None:
         f"{safe_markup(data['runs_dir'], one_line=True)}{safe_markup(since)}",
         highlight=False,
     )
+    feedback = data.get("feedback")
+    if feedback and (feedback["good"] or feedback["bad"]):
+        table = Table("plan", "good", "bad", title="feedback", title_justify="left")
+        for name, counts in feedback["by_plan"].items():
+            table.add_row(Text(_line(name)), str(counts["good"]), str(counts["bad"]))
+        table.add_row(Text("all runs", style="bold"), str(feedback["good"]), str(feedback["bad"]))
+        console.print(table)
     if not data["runs"]:
         return
     table = Table("status", "runs", title="runs by status", title_justify="left")

@@ -21,4 +21,6 @@ os.environ.setdefault("DAGENTIC_CACHE__ENABLED", "false")
 def blind_settings(**values: Any) -> Settings:
     values.setdefault("runs_dir", RUNS_DIR)
     values.setdefault("cache", {"enabled": False})
+    # the runs dir is the session's: a plan one test's agent saved must not route another's
+    values.setdefault("library", {"save": False})
     return Settings(_env_prefix="DAGENTIC_TEST_UNUSED_", **values)  # type: ignore[call-arg]

@@ -12,7 +12,8 @@ from __future__ import annotations
 __all__ = ["MIGRATIONS", "VERSION"]
 
 # Version 1: runs and their events. Version 2: approvals (with decisions), agent records,
-# and the indexes `dagentic runs` lists by.
+# and the indexes `dagentic runs` lists by. Version 3: feedback on runs (`dagentic feedback`),
+# by the library plan it is about.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         """CREATE TABLE dagentic_schema (version INTEGER NOT NULL)""",
@@ -75,6 +76,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE INDEX runs_by_status ON runs (status, created_at)""",
         """CREATE INDEX runs_by_parent ON runs (parent_id)""",
         """CREATE INDEX approvals_waiting ON approvals (decision, requested_at)""",
+    ),
+    (
+        """CREATE TABLE feedback (
+            run_id TEXT NOT NULL,
+            at DOUBLE PRECISION NOT NULL,
+            verdict TEXT NOT NULL,
+            note TEXT,
+            plan_name TEXT,
+            PRIMARY KEY (run_id, at)
+        )""",
+        """CREATE INDEX feedback_by_plan ON feedback (plan_name)""",
     ),
 )
 VERSION = len(MIGRATIONS)

@@ -722,6 +722,46 @@ class RunStore:
         )
         return [(seq, kind, json.loads(data)) for seq, kind, data in rows]
 
+    # -- feedback -------------------------------------------------------------------------
+
+    def add_feedback(
+        self, run_id: str, verdict: str, note: str | None, plan_name: str | None, at: float
+    ) -> None:
+        """Record a person's verdict (good or bad) on a run, and wait for the commit."""
+        self.flush(
+            self.write(
+                "INSERT INTO feedback (run_id, at, verdict, note, plan_name) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (run_id, at, verdict, text(note), text(plan_name)),
+            )
+        )
+
+    def feedback(
+        self, run_id: str | None = None
+    ) -> list[tuple[str, float, str, str | None, str | None]]:
+        """Feedback as (run_id, at, verdict, note, plan_name), oldest first: of one run, or
+        of every run."""
+        where, params = ("WHERE run_id = ?", (run_id,)) if run_id else ("", ())
+        return [
+            (r[0], r[1], r[2], r[3], r[4])
+            for r in self.read(
+                f"SELECT run_id, at, verdict, note, plan_name FROM feedback {where} ORDER BY at",
+                params,
+            )
+        ]
+
+    def feedback_by_plan(self) -> dict[str, tuple[int, int]]:
+        """Per library plan, how many runs of it were called good and bad."""
+        counts: dict[str, tuple[int, int]] = {}
+        rows = self.read(
+            "SELECT plan_name, verdict, count(*) FROM feedback WHERE plan_name IS NOT NULL "
+            "GROUP BY plan_name, verdict"
+        )
+        for name, verdict, n in rows:
+            good, bad = counts.get(name, (0, 0))
+            counts[name] = (good + n, bad) if verdict == "good" else (good, bad + n)
+        return counts
+
 
 def _run_record(row: Sequence[Any]) -> RunRecord:
     return RunRecord(

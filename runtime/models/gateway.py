@@ -1,5 +1,6 @@
 """Which model answers which call: a model per purpose (``model.planner``, ``model.judge``,
-``model.answer``, ``model.memory``, each defaulting to the main model) and the fallbacks
+``model.answer``, ``model.memory``, each defaulting to the main model; ``model.router``,
+which chooses a library plan, to the planner's) and the fallbacks
 that take over when a call fails (``model.fallbacks``); :func:`dagentic.models.make_models`
 makes them from the settings."""
 
@@ -13,7 +14,7 @@ from .base import Model, ModelError
 
 __all__ = ["ROLES", "Models", "fallback_reason", "role_of"]
 
-ROLES = ("planner", "judge", "answer", "memory")
+ROLES = ("planner", "judge", "answer", "memory", "router")
 # the purpose of a call (ModelCall.purpose) -> the role whose model makes it
 _ROLE_OF = {
     "plan": "planner",
@@ -23,11 +24,12 @@ _ROLE_OF = {
     "verify": "judge",
     "answer": "answer",
     "memory": "memory",
+    "route": "router",
 }
 
 
 def role_of(purpose: str) -> str | None:
-    """The role (``planner``, ``judge``, ``answer``, ``memory``) that makes calls for
+    """The role (``planner``, ``judge``, ``answer``, ``memory``, ``router``) that makes calls for
     ``purpose``; None for a purpose no role covers (the main model makes those)."""
     return _ROLE_OF.get(purpose)
 
@@ -42,6 +44,8 @@ class Models:
 
     def for_purpose(self, purpose: str) -> Model:
         role = role_of(purpose)
+        if role == "router" and role not in self.roles:
+            role = "planner"  # choosing a plan is planning: the planner's model by default
         return self.roles.get(role, self.main) if role else self.main
 
     def chain(self, purpose: str) -> list[Model]:

@@ -188,7 +188,10 @@ class LlamaCppModel:
         import llama_cpp
         from llama_cpp.llama_grammar import LlamaGrammar
 
-        text = json.dumps(schema, sort_keys=True)
+        # In the schema's own order: a model writes properties in the order the grammar
+        # has them, and a small one decides better with the deciding key first (a router's
+        # "plan" before its "inputs", a planner's step "id" and "tool" before its "args").
+        text = json.dumps(schema)
         grammar = _GRAMMARS.get(text)
         if grammar is None:
             bound = _largest_bound(schema)
