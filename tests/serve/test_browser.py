@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -79,17 +78,25 @@ steps:
   - {id: hello, tool: notify.log, args: {message: "hi ${{ inputs.who }}"}}
 """
 
-# Every class a node of the graph takes, in order, per step (the graph changes in place).
+# Every state each node of the graph shows, in order, per step: from the moment the node
+# is made, through every change of it in place (a MutationObserver sees each one, however
+# close together the run's events come).
 WATCH_GRAPH = """() => {
   window.__states = {};
   const seen = (node) => {
-    const step = node.dataset.step, state = node.dataset.state;
-    const list = (window.__states[step] ||= []);
-    if (list[list.length - 1] !== state) list.push(state);
+    const list = (window.__states[node.dataset.step] ||= []);
+    if (list[list.length - 1] !== node.dataset.state) list.push(node.dataset.state);
   };
-  document.querySelectorAll("#graph g.node").forEach(seen);
-  new MutationObserver((changes) => changes.forEach((c) => c.target.matches?.("g.node") && seen(c.target)))
-    .observe(document.getElementById("graph"), {subtree: true, attributes: true, attributeFilter: ["data-state"]});
+  new MutationObserver((changes) => {
+    for (const change of changes) {
+      if (change.type === "attributes" && change.target.matches("#graph g.node")) seen(change.target);
+      for (const added of change.addedNodes) {
+        if (added.querySelectorAll) added.querySelectorAll("#graph g.node").forEach(seen);
+      }
+    }
+  }).observe(document.getElementById("main"), {
+    subtree: true, childList: true, attributes: true, attributeFilter: ["data-state"],
+  });
 }"""
 
 
@@ -142,21 +149,21 @@ def test_a_run_started_from_the_page_is_followed_live(served: Served, watched: W
     assert page.url == served.url
     assert page.evaluate("sessionStorage.getItem('dagentic.token')") == served.token
     page.evaluate("window.__sameDocument = true")
+    page.evaluate(WATCH_GRAPH)
 
     run_id = start_from_page(page, "steps", nap="0.4", label=XSS)
     merge = page.locator('#graph g.node[data-step="merge"]')
-    merge.wait_for()
-    page.evaluate(WATCH_GRAPH)
     handle = merge.element_handle()
     # The last step turns running, then succeeded, through the run's events: the same
     # element changes class, in the same document (nothing reloads).
-    expect(merge).to_have_class(re.compile(r"\bstate-running\b"))
+    page.wait_for_function("() => window.__states.merge?.includes('running')")
     watched.screenshot("browser-run-live")
-    expect(merge).to_have_class(re.compile(r"\bstate-succeeded\b"), timeout=15_000)
+    expect(merge).to_have_class(re.compile(r"\bstate-succeeded\b"), timeout=20_000)
     expect(page.locator("#run-status")).to_have_attribute("data-status", "succeeded")
     assert handle is not None and "state-succeeded" in (handle.get_attribute("class") or "")
     assert page.evaluate("window.__sameDocument") is True
     states = page.evaluate("window.__states")
+    assert states["merge"][0] == "pending", states  # it was drawn before it ran
     assert states["merge"][-2:] == ["running", "succeeded"], states
     for step in ("fetch", "left", "right", "merge"):
         expect(page.locator(f'#graph g.node[data-step="{step}"]')).to_have_class(
@@ -319,4 +326,10 @@ def test_the_page_asks_for_a_token_it_lacks_or_that_is_refused(
     expect(page.locator('#plan-select option[value="steps"]')).to_be_attached()
     expect(page.locator("#runs-note")).to_contain_text("Updated")
     watched.console.clear()
-    assert Path(ARTIFACTS).is_dir()
+
+    # The page is shown under a policy with no inline style (STRICT_CSP): one would be
+    # refused, and all the tests above had none.
+    with page.expect_console_message(lambda m: "Content Security Policy" in m.text):
+        page.evaluate("document.body.setAttribute('style', 'color: red')")
+    expect(page.locator("body")).to_have_css("color", "rgb(27, 31, 36)")
+    watched.console.clear()
