@@ -195,8 +195,8 @@ def _show(value: Any) -> str:
         return f'`"{value}"`'
     if isinstance(value, BaseModel):
         return "see below"
-    if isinstance(value, dict | list):
-        return f"`{json.dumps(value)}`"
+    if isinstance(value, dict | list):  # of paths too: a list of folders
+        return f"`{json.dumps(value, default=lambda v: Path(v).as_posix())}`"
     return f"`{value}`"
 
 
