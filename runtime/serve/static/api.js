@@ -82,7 +82,8 @@ export async function api(path, { method = "GET", body, query, signal } = {}) {
     // not JSON: kept as text
   }
   if (!response.ok) {
-    if (response.status === 401) for (const listener of onUnauthorized) listener();
+    // (a request sent before the token was changed says nothing of the new one)
+    if (response.status === 401 && auth === token()) for (const listener of onUnauthorized) listener();
     throw new ApiError(response.status, data, describe(response.status, data));
   }
   return data;
