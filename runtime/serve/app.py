@@ -38,7 +38,7 @@ from .runs import FINAL, ApiError, RunManager
 from .security import Guard, new_token
 from .views import approval_json, run_detail, run_summary
 
-__all__ = ["STATIC", "AskRequest", "DecisionRequest", "RunRequest", "create_app"]
+__all__ = ["STATIC", "AskRequest", "DecisionRequest", "JSONOut", "RunRequest", "create_app", "dump"]
 
 STATIC = Path(__file__).parent / "static"
 _STATES = ("running", "interrupted", "waiting", "succeeded", "failed", "cancelled")
@@ -46,18 +46,25 @@ _STATES = ("running", "interrupted", "waiting", "succeeded", "failed", "cancelle
 
 class JSONOut(JSONResponse):
     """JSON in ASCII (a lone surrogate from a tool's text is sent as its escape), with
-    what JSON cannot hold (NaN, infinities) sent as text."""
+    what JSON cannot hold (NaN, infinities) sent as text, and no secret dagentic holds."""
 
     def render(self, content: Any) -> bytes:
-        try:
-            text = json.dumps(
-                content, ensure_ascii=True, allow_nan=False, separators=(",", ":"), default=str
-            )
-        except ValueError:
-            text = json.dumps(
-                _finite(content), ensure_ascii=True, separators=(",", ":"), default=str
-            )
-        return text.encode("ascii")
+        return dump(content).encode("ascii")
+
+
+def dump(content: Any) -> str:
+    """``content`` as the API sends it: ASCII JSON with every secret dagentic holds (the
+    settings' keys and tokens, as :mod:`dagentic.redact` matches them) replaced by
+    ``***``: a tool's output or error is data, redacted where it leaves, here too."""
+    from ..redact import redact
+
+    try:
+        text = json.dumps(
+            content, ensure_ascii=True, allow_nan=False, separators=(",", ":"), default=str
+        )
+    except ValueError:
+        text = json.dumps(_finite(content), ensure_ascii=True, separators=(",", ":"), default=str)
+    return redact(text)
 
 
 def _finite(value: Any) -> Any:
@@ -108,9 +115,7 @@ def _public(method: str, path: str) -> bool:
     """What needs no token: the health check, and the page's own files (no data)."""
     if method not in ("GET", "HEAD"):
         return False
-    return path in ("/", "/index.html", "/favicon.ico", "/api/health") or path.startswith(
-        "/static/"
-    )
+    return path in ("/", "/favicon.ico", "/api/health") or path.startswith("/static/")
 
 
 def create_app(

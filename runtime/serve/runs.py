@@ -26,6 +26,7 @@ import anyio.abc
 
 from ..errors import DagenticError, FailureMode, JournalError
 from ..journal import Journals, StepEvent, get_logger
+from ..redact import redact
 from ..result import ErrorInfo
 from ..threads import run_in_thread
 
@@ -500,7 +501,11 @@ class RunManager:
                 rows = await run_in_thread(self._events_after, run_id, last)
             for seq, kind, data in rows:
                 last = seq
-                yield {"id": str(seq), "event": kind, "data": json.dumps(data, ensure_ascii=True)}
+                yield {
+                    "id": str(seq),
+                    "event": kind,
+                    "data": redact(json.dumps(data, ensure_ascii=True)),
+                }
             if len(rows) >= _EVENTS_PAGE:
                 continue  # more to send before news is waited for
             status = record.shown_status
@@ -508,15 +513,17 @@ class RunManager:
                 told = status
                 yield {
                     "event": "run",
-                    "data": json.dumps(
-                        {
-                            "run_id": run_id,
-                            "status": status,
-                            "error": record.error,
-                            "at": _iso(record.updated_at),
-                        },
-                        ensure_ascii=True,
-                        default=str,
+                    "data": redact(
+                        json.dumps(
+                            {
+                                "run_id": run_id,
+                                "status": status,
+                                "error": record.error,
+                                "at": _iso(record.updated_at),
+                            },
+                            ensure_ascii=True,
+                            default=str,
+                        )
                     ),
                 }
                 if status in FINAL:

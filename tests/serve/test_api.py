@@ -205,6 +205,11 @@ async def test_every_endpoint_but_health_needs_the_token(
             404,
             {"error": "there is no run 'x' in the journal"},
         )
+        # the page's files need no token, and lead nowhere else
+        for path in ["/static/../api/runs", "/static/%2e%2e/api/runs", "/static/../../etc/passwd"]:
+            sneaked = await anyone.get(path)
+            assert sneaked.status_code in (401, 404), path  # a client may resolve the ..
+            assert "run_id" not in sneaked.text
     assert MISSING_TOKEN == (
         "missing token: send the header 'Authorization: Bearer TOKEN' with the token dagentic "
         "serve printed at start (or the serve.token setting)"
@@ -469,6 +474,27 @@ async def test_a_plan_name_stays_inside_the_plan_folders(
 
 
 # --------------------------------------------------------------------------- runs
+
+
+async def test_no_secret_the_settings_hold_leaves_in_an_answer(
+    tmp_path: Path, plans: Path, tools: ToolRegistry
+) -> None:
+    secret = "sk-serve-test-secret-0123456789"
+    settings = settings_for(tmp_path, model={"api_key": secret})
+    app = create_app(settings, tools=tools, token=TOKEN)
+    body = (
+        "version: 1\nname: leak\nsteps:\n"
+        f"  - {{id: echo, tool: test.echo, args: {{value: 'key={secret}'}}}}\n"
+        f"  - {{id: fail, tool: test.fail, args: {{message: 'no {secret}'}}}}\n"
+    )
+    async with serving(app) as client:
+        run_id = await start(client, plan_body=body)
+        run = await ended(client, run_id)
+        answer = (await client.get(f"/api/runs/{run_id}")).text
+        events = (await client.get(f"/api/runs/{run_id}/events")).text
+    assert secret not in answer and secret not in events
+    assert run["steps"][0]["output"] == "key=***"
+    assert run["failures"][0]["message"] == "no ***"
 
 
 async def test_a_run_is_started_read_and_listed_with_filters(client: httpx.AsyncClient) -> None:
