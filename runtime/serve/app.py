@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.staticfiles import StaticFiles
 
 from ..errors import JournalError, PlanError
+from ..graph import CompiledPlan
 from ..settings import Settings
 from ..threads import run_in_thread
 from .plans import (
@@ -244,10 +245,11 @@ def _routes(app: FastAPI, manager: RunManager, settings: Settings) -> None:
                 "as YAML text)",
             )
         try:
+            compiled: CompiledPlan | None
             if request.plan is not None:
-                compiled = cached_named(settings, tools, request.plan) or await run_in_thread(
-                    compile_named, settings, tools, request.plan
-                )
+                compiled = cached_named(settings, tools, request.plan)
+                if compiled is None:
+                    compiled = await run_in_thread(compile_named, settings, tools, request.plan)
             else:
                 assert request.plan_body is not None
                 compiled = await run_in_thread(compile_body, settings, tools, request.plan_body)
