@@ -131,9 +131,51 @@ def write_plans(folder: Path, plans: dict[str, str]) -> None:
         (folder / f"{name}.yaml").write_text(text)
 
 
-def start_server(root: Path, plans: dict[str, str]) -> Served:
-    """Start the server in ``root`` (its plans in ``root/plans``, runs in ``root/runs``)
-    and wait until it listens."""
+@dataclass
+class Launched:
+    """A server process started, perhaps not listening yet (:meth:`ready` waits)."""
+
+    root: Path
+    process: subprocess.Popen[str]
+    reader: threading.Thread  # keeps its output in `log`, and its lines in `lines`
+    lines: queue.Queue[str | None]
+    log: list[str]
+    served: Served | None = None
+
+    def ready(self) -> Served:
+        """Wait until it listens: its address and token, as it printed them."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while self.served is None:
+            try:
+                line = self.lines.get(timeout=max(deadline - time.monotonic(), 0.01))
+            except queue.Empty:
+                line = None
+            if line is None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("the server did not start:\n" + "".join(self.log))
+            if line.startswith("READY "):
+                _, url, token = line.split()
+                self.served = Served(url, token, self.root, self.process, self.reader, self.log)
+        return self.served
+
+    def stop(self) -> None:
+        """SIGTERM (a clean stop: runs are handed back to the journal), then SIGKILL."""
+        process = self.process
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+        self.reader.join(timeout=10)  # the rest of its output, up to the end of the pipe
+        if process.stdout is not None and not self.reader.is_alive():
+            process.stdout.close()
+
+
+def launch_server(root: Path, plans: dict[str, str]) -> Launched:
+    """Start the server in ``root`` (its plans in ``root/plans``, runs in ``root/runs``);
+    :meth:`Launched.ready` waits until it listens (start a browser meanwhile)."""
     write_plans(root / "plans", plans)
     env = {k: v for k, v in os.environ.items() if not k.startswith("DAGENTIC_")}
     env.update(
@@ -165,36 +207,7 @@ def start_server(root: Path, plans: dict[str, str]) -> Served:
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
-    deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        try:
-            line = lines.get(timeout=max(deadline - time.monotonic(), 0.01))
-        except queue.Empty:
-            line = None
-        if line is None or time.monotonic() > deadline:
-            _stop(process, reader)
-            raise RuntimeError("the server did not start:\n" + "".join(log))
-        if line.startswith("READY "):
-            _, url, token = line.split()
-            return Served(url, token, root, process, reader, log)
-
-
-def stop_server(served: Served) -> None:
-    """SIGTERM (a clean stop: runs are handed back to the journal), then SIGKILL."""
-    _stop(served.process, served.reader)
-
-
-def _stop(process: subprocess.Popen[str], reader: threading.Thread) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-    reader.join(timeout=10)  # the rest of its output, up to the end of the pipe
-    if process.stdout is not None and not reader.is_alive():
-        process.stdout.close()
+    return Launched(root, process, reader, lines, log)
 
 
 # -- the browser -----------------------------------------------------------------------------

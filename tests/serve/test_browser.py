@@ -15,12 +15,12 @@ from playwright.sync_api import expect
 
 from tests.serve.browser import (
     ARTIFACTS,
+    Launched,
     Served,
     Watched,
     chromium,
+    launch_server,
     open_page,
-    start_server,
-    stop_server,
 )
 
 pytestmark = pytest.mark.slow
@@ -101,12 +101,12 @@ WATCH_GRAPH = """() => {
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    server = start_server(tmp_path_factory.mktemp("serve"), PLANS)
+def launched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launched]:
+    server = launch_server(tmp_path_factory.mktemp("serve"), PLANS)
     try:
         yield server
     finally:
-        stop_server(server)
+        server.stop()
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         (ARTIFACTS / "browser-server.log").write_text("".join(server.log))
 
@@ -115,6 +115,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 def browser() -> Iterator[Any]:
     with chromium() as browser:
         yield browser
+
+
+@pytest.fixture(scope="module")
+def served(launched: Launched, browser: Any) -> Served:
+    """The server, listening (it starts while the browser does)."""
+    return launched.ready()
 
 
 @pytest.fixture
