@@ -530,9 +530,11 @@ class RunManager:
                     return
             elif status == "running":
                 told = None
-            with anyio.move_on_after(1.0):
+            with anyio.move_on_after(1.0) as quiet:
                 await news.wait()
-            await self.durable.flush()  # what was recorded is committed, so read
+            if not quiet.cancelled_caught:  # news here: once it is committed, read it
+                await self.durable.flush()
+            # else: news of another process (a resume elsewhere) is read as it is committed
 
     def _events_after(self, run_id: str, after: int) -> list[tuple[int, str, dict[str, Any]]]:
         rows = self.store.read(

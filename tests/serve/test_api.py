@@ -856,7 +856,8 @@ def test_the_command_prints_its_address_once_and_serves_until_sigterm(
     tmp_path: Path, plans: Path
 ) -> None:
     (plans / "hello.yaml").write_text(
-        "version: 1\nname: hello\nsteps:\n  - {id: say, tool: notify.log, args: {message: hi}}\n",
+        "version: 1\nname: hello\nsteps:\n  - {id: say, tool: notify.log, args: {message: hi}}\n"
+        "  - {id: post, tool: notify.log, approval: required, args: {message: bye}}\n",
         encoding="utf-8",
     )
     env = script_env(
@@ -898,11 +899,30 @@ def test_the_command_prints_its_address_once_and_serves_until_sigterm(
         started = httpx.post(f"{url}api/runs", json={"plan": "hello"}, headers=headers, timeout=10)
         assert started.status_code == 202
         run_id = started.json()["run_id"]
+        # followed live: the run waits, is approved meanwhile, and the stream tells its end
+        told: list[dict[str, Any]] = []
         with httpx.stream(
             "GET", f"{url}api/runs/{run_id}/events?token={token}", timeout=20
         ) as stream:
-            body = "".join(stream.iter_text())
-        assert sse(body)[-1]["data"]["status"] == "succeeded"
+            block = ""
+            for line in stream.iter_lines():
+                if line:
+                    block += line + "\n"
+                    continue
+                told += sse(block)
+                block = ""
+                if told and told[-1]["event"] == "run" and told[-1]["data"]["status"] == "waiting":
+                    decided = httpx.post(
+                        f"{url}api/approvals/{run_id}:post",
+                        json={"decision": "approve"},
+                        headers=headers,
+                        timeout=10,
+                    )
+                    assert decided.json()["resumed"] is True
+        runs_told = [e["data"]["status"] for e in told if e["event"] == "run"]
+        assert runs_told == ["waiting", "succeeded"]
+        ids = [int(e["id"]) for e in told if "id" in e]
+        assert ids == sorted(set(ids))  # in order, none twice
     finally:
         server.send_signal(signal.SIGTERM)
         out, err = server.communicate(timeout=30)
