@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -849,6 +850,23 @@ def test_the_command_refuses_a_non_loopback_address_without_a_token(tmp_path: Pa
         "error: refusing to listen on 0.0.0.0 without a configured token: anyone who can "
         "reach it could run plans. Set serve.token (DAGENTIC_SERVE__TOKEN) to a long random "
         "secret, or listen on 127.0.0.1\n"
+    )
+
+
+def test_without_the_serve_extra_the_command_names_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    isolate(tmp_path, monkeypatch)
+    for name in [
+        m for m in sys.modules if m == "dagentic.serve" or m.startswith("dagentic.serve.")
+    ]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # as if it were not installed
+    result = invoke("serve")
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == (
+        "error: dagentic serve needs the serve extra (fastapi is missing): pip install "
+        "'dagentic[serve]'\n"
     )
 
 
