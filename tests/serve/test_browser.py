@@ -243,6 +243,40 @@ def test_a_step_approved_from_the_approvals_page_lets_the_run_finish(
     assert served.api("GET", f"/api/runs/{run_id}")["status"] == "succeeded"
 
 
+def test_a_run_cancelled_and_a_step_denied_from_the_page(served: Served, watched: Watched) -> None:
+    page = watched.page
+    page.goto(served.page_url())
+    run_id = start_from_page(page, "steps", nap="30")
+    fetch = page.locator('#graph g.node[data-step="fetch"]')
+    expect(fetch).to_have_class(re.compile(r"\bstate-running\b"))
+    page.click("#cancel-run")  # the first click only arms it
+    expect(page.locator("#cancel-run")).to_have_text("Click again to cancel")
+    page.click("#cancel-run")
+    expect(page.locator("#run-status")).to_have_attribute("data-status", "cancelled")
+    expect(fetch).to_have_class(re.compile(r"\bstate-cancelled\b"))
+    expect(page.locator("#cancel-run")).to_have_count(0)
+    assert served.api("GET", f"/api/runs/{run_id}")["status"] == "cancelled"
+
+    page.evaluate("window.location.hash = '#/runs'")
+    run_id = start_from_page(page, "approve")
+    expect(page.locator("#run-status")).to_have_attribute("data-status", "waiting")
+    page.click("#to-approvals")
+    card = page.locator(f'article.approval[data-run-id="{run_id}"]')
+    card.locator('input[name="reason"]').fill("wrong audience")
+    card.get_by_role("button", name="Deny").click()
+    decided = page.locator(f'#decided li[data-approval^="{run_id}:"]')
+    expect(decided).to_contain_text("denied")
+    decided.get_by_role("link").click()
+    expect(page.locator("#run-status")).to_have_attribute("data-status", "failed")
+    failures = page.locator("#failures")
+    expect(failures).to_contain_text("policy_blocked")
+    expect(failures).to_contain_text("wrong audience")
+    expect(page.locator('#graph g.node[data-step="after"]')).to_have_class(
+        re.compile(r"\bstate-skipped\b")
+    )
+    watched.screenshot("browser-run-denied")
+
+
 def test_failures_the_runs_list_and_the_report(served: Served, watched: Watched) -> None:
     page = watched.page
     page.goto(served.page_url())

@@ -52,6 +52,9 @@ export function runView(main, runId) {
   let run = null;
   let graph = null;
   let graphKey = "";
+  let armed = false; // the cancel button was clicked once
+  let armTimer = null;
+  let cancelling = false;
   let selected = null;
   let drawPending = false;
   const steps = new Map(); // step id -> the step as last known
@@ -148,7 +151,11 @@ export function runView(main, runId) {
     fill(
       actions,
       !TERMINAL.has(run.status)
-        ? h("button", { type: "button", class: "danger", id: "cancel-run", onclick: cancel }, "Cancel run")
+        ? h(
+            "button",
+            { type: "button", class: ["danger", armed && "armed"], id: "cancel-run", onclick: cancel, disabled: cancelling },
+            cancelling ? "Cancelling…" : armed ? "Click again to cancel" : "Cancel run",
+          )
         : null,
       run.status === "waiting" ? h("a", { href: "#/approvals", class: "button" }, "Approvals") : null,
     );
@@ -555,14 +562,28 @@ export function runView(main, runId) {
     fill(live, run.status === "running" ? "● live" : run.status === "waiting" ? "● waiting for approval" : `● ${run.status}`);
   }
 
+  /** Cancel in two clicks (the first arms the button for a few seconds): no dialog. */
   async function cancel() {
-    if (!window.confirm("Cancel this run? Steps that are running are stopped.")) return;
+    if (!armed) {
+      armed = true;
+      clearTimeout(armTimer);
+      armTimer = setTimeout(() => {
+        armed = false;
+        if (!stopped && run) drawHead();
+      }, 4000);
+      drawHead();
+      return;
+    }
+    armed = false;
+    cancelling = true;
+    drawHead();
     try {
       await api(`/api/runs/${encodeURIComponent(runId)}/cancel`, { method: "POST" });
     } catch (e) {
       error.hidden = false;
       fill(error, `Could not cancel: ${e.message}`);
     }
+    cancelling = false;
     refresh();
   }
 
@@ -589,6 +610,7 @@ export function runView(main, runId) {
     closeStream();
     clearTimeout(pollTimer);
     clearTimeout(reloadTimer);
+    clearTimeout(armTimer);
     clearInterval(tickTimer);
   };
 }
