@@ -7,7 +7,8 @@ path relative to the folder of the plan file that names it (the working director
 plan that is not a file). Its problems, a missing plan, unknown or missing inputs, literal
 inputs of the wrong type, cycles (a plan that runs itself, directly or through others), a
 nesting deeper than :data:`MAX_SUBPLAN_DEPTH` and more than :data:`MAX_TOTAL_STEPS` steps
-in all are problems of the caller, located at its ``plan:`` or ``inputs:`` node.
+in all, or more than :data:`MAX_PLAN_FILES` plan files, are problems of the caller,
+located at its ``plan:`` or ``inputs:`` node.
 
 How a sub-plan step runs is in :mod:`._subrun`.
 """
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .bounds import MAX_STEPS
-from .errors import PlanError
+from .errors import PlanError, Problem
 from .expressions import contains_expression
 from .plan import Step
 from .source import read_plan_source
@@ -47,6 +48,7 @@ DEFAULT_PLAN_FOLDERS = ("plans",)
 MAX_SUBPLAN_DEPTH = 8  # plans below the one validated, at most
 MAX_TOTAL_STEPS = MAX_STEPS  # steps of a plan and of every sub-plan it names, at most
 MAX_SHOWN_PROBLEMS = 5  # of an invalid sub-plan, quoted in its caller's problem
+MAX_PLAN_FILES = 100  # distinct sub-plan files one validation reads, at most
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _SEVERITY = {"none": 0, "read": 1, "write": 2}
 
@@ -239,6 +241,16 @@ def _compile(checker: _Checker, nesting: Nesting, path: Path) -> CompiledPlan | 
     found = nesting.done.get(path)
     if found is not None:
         return found
+    if len(nesting.done) >= MAX_PLAN_FILES:
+        return PlanError(
+            [
+                Problem(
+                    f"the plan and its sub-plans name more than {MAX_PLAN_FILES} plan "
+                    "files; merge some of them",
+                    file=_shown(path),
+                )
+            ]
+        )
     inner = Nesting(nesting.given, (*nesting.stack, path), nesting.done, nesting.level + 1)
     source, problems = read_plan_source(_shown(path))
     result: CompiledPlan | PlanError

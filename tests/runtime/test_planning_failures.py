@@ -20,6 +20,7 @@ from dagentic import (
     ScriptedModel,
     ToolRegistry,
     compile_plan,
+    load_tools,
 )
 from dagentic.agent import _failure_report
 from dagentic.planner import REJECTED_EVENT, attempt_mode
@@ -30,6 +31,7 @@ from dagentic.tracing import tracing_from_settings
 from rich.console import Console
 
 from tests.blind import blind_settings
+from tests.conftest import TEST_TOOLS
 
 pytestmark = pytest.mark.anyio
 
@@ -53,6 +55,12 @@ BOTH = {
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(scope="module")
+def tools() -> ToolRegistry:
+    """The built-in tools and the tests' own, loaded once for the module."""
+    return ToolRegistry([*load_tools(), *TEST_TOOLS])
 
 
 @pytest.mark.parametrize(

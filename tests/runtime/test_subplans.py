@@ -23,6 +23,7 @@ from dagentic import (
     ToolRegistry,
     compile_plan,
     load_plan,
+    load_tools,
     to_mermaid,
     tool,
 )
@@ -34,6 +35,7 @@ from dagentic.tracing import tracing_from_settings
 from pydantic import ValidationError
 
 from tests.blind import blind_settings
+from tests.conftest import TEST_TOOLS
 
 pytestmark = pytest.mark.anyio  # the synchronous tests ignore it
 
@@ -55,6 +57,12 @@ outputs:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(scope="module")
+def tools() -> ToolRegistry:
+    """The built-in tools and the tests' own, loaded once for the module."""
+    return ToolRegistry([*load_tools(), *TEST_TOOLS])
 
 
 @pytest.fixture
@@ -221,6 +229,33 @@ def test_the_steps_of_all_sub_plans_are_bounded(
         "a.yaml:5:21: step 'two': plan 'child' brings the steps this plan runs, its "
         "sub-plans' included, past 4, the most one plan may run; split the work into "
         "separate runs"
+    ]
+
+
+def test_the_plan_files_one_validation_reads_are_bounded(
+    folder: Path, tools: ToolRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("dagentic.subplans.MAX_PLAN_FILES", 2)
+    for name in ("x", "y", "z"):
+        write(
+            folder / "plans" / f"{name}.yaml",
+            "version: 1\nname: n\nsteps: [{id: e, tool: test.echo}]\n",
+        )
+    path = write(
+        folder / "a.yaml",
+        """\
+        version: 1
+        name: a
+        steps:
+          - {id: one, plan: x}
+          - {id: two, plan: y}
+          - {id: three, plan: z}
+          - {id: again, plan: x}
+        """,
+    )
+    assert problems(path, tools) == [
+        "a.yaml:6:23: step 'three': plan 'z' is invalid: plans/z.yaml: the plan and its "
+        "sub-plans name more than 2 plan files; merge some of them"
     ]
 
 
