@@ -269,7 +269,10 @@ class RunManager:
 
         if self._models is None:
             if self._models_factory is not None:
-                self._models = self._models_factory()
+                from ..models.gateway import Models
+
+                made = self._models_factory()
+                self._models = made if isinstance(made, Models) else Models(made)
             else:
                 from ..models import make_models
 
@@ -307,16 +310,24 @@ class RunManager:
             with active.scope:
                 result = await start()
         except DagenticError as exc:
-            self._failures[run_id] = exc.message
-            self.log.warning("run not run", run_id=run_id, error=exc.message)
+            self._failed(run_id, exc.message)
         except anyio.get_cancelled_exc_class():
             self._stopped[run_id] = active
             raise
+        except Exception as exc:  # noqa: BLE001 - one run's bug must not stop the server
+            self._failed(run_id, f"{type(exc).__name__}: {exc}")
         finally:
             self.active.pop(run_id, None)
             self.hub.forget(run_id)
         if result is not None and str(getattr(result, "status", "")) == "waiting":
             await self.continue_if_decided(run_id)
+
+    def _failed(self, run_id: str, message: str) -> None:
+        """Keep why run ``run_id`` could not be run (a submit answers with it), and log it."""
+        if len(self._failures) >= 1000:
+            self._failures.clear()
+        self._failures[run_id] = message
+        self.log.warning("run not run", run_id=run_id, error=message)
 
     # -- going on with the journal's runs -------------------------------------------------
 

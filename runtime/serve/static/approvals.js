@@ -76,6 +76,8 @@ export function approvalsView(main) {
         item.item !== undefined && item.item !== null ? h("span", { class: "muted" }, ` item ${item.item}`) : null,
         " ",
         h("span", { class: "mono tool" }, String(item.tool ?? "")),
+        item.side_effects ? h("span", { class: ["effects", `effects-${String(item.side_effects).replace(/[^a-z]/g, "")}`], title: "what the call does" }, String(item.side_effects)) : null,
+        item.plan ? ` of ${item.plan}` : "",
         " in run ",
         h("a", { href: `#/runs/${encodeURIComponent(String(item.run_id ?? ""))}`, class: "mono", title: String(item.run_id ?? "") }, shortId(item.run_id)),
         h("span", { class: "muted" }, item.asked_at ? ` · asked ${when(item.asked_at)}` : ""),
