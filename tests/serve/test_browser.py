@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -146,6 +147,34 @@ def start_from_page(page: Any, plan: str, **inputs: str) -> str:
     page.click("#start-run")
     page.wait_for_url(re.compile(r"#/runs/[0-9a-f]+$"))
     return page.url.rsplit("/", 1)[1]
+
+
+STATIC = Path(__file__).resolve().parents[2] / "runtime" / "serve" / "static"
+
+
+def test_the_page_is_its_own_files_and_never_parses_markup_from_data() -> None:
+    files = {p.name: p.read_text(encoding="utf-8") for p in STATIC.iterdir() if p.is_file()}
+    assert {"index.html", "app.js", "style.css"} <= set(files)
+    for name, text in files.items():
+        # Nothing from another host: no address but the server's own paths.
+        assert not re.search(
+            r"(https?:)?//[a-z0-9]", re.sub(r"http://www\.w3\.org/2000/svg", "", text)
+        ), name
+        if name.endswith(".js"):
+            # Data goes in as text (dom.js's h and s): never as markup, never as code.
+            assert not re.search(
+                r"innerHTML|outerHTML|insertAdjacentHTML|document\.write|\beval\(|new Function",
+                text.replace("(no innerHTML, insertAdjacentHTML or the like)", ""),
+            ), name
+            imports = re.findall(r'^import .* from "([^"]+)";$', text, re.M)
+            assert all(i.startswith("./") and i.endswith(".js") for i in imports), (name, imports)
+    page = files["index.html"]
+    assert re.findall(r'(?:src|href)="([^"#][^"]*)"', page) == [
+        "/static/favicon.svg",
+        "/static/style.css",
+        "/static/app.js",
+    ]
+    assert "<script>" not in page and "<style" not in page and " style=" not in page
 
 
 def test_a_run_started_from_the_page_is_followed_live(served: Served, watched: Watched) -> None:
