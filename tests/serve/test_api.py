@@ -675,6 +675,40 @@ async def test_approve_and_deny_make_the_waiting_run_go_on(client: httpx.AsyncCl
     assert [e["data"]["status"] for e in events if e["event"] == "run"] == ["succeeded"]
 
 
+async def test_a_decision_made_elsewhere_is_picked_up_by_the_server(
+    tmp_path: Path, plans: Path, tools: ToolRegistry
+) -> None:
+    settings = settings_for(tmp_path)  # a lease of 3 s: the server looks every second
+    app = create_app(settings, tools=tools, token=TOKEN)
+    async with serving(app) as client:
+        run_id = await start(client, plan="asks")
+        assert (await ended(client, run_id))["status"] == "waiting"
+        # as `dagentic approve` does, from another process sharing the journal
+        assert open_journal(settings).store.decide(
+            run_id, "send", None, approved=True, by="bob", reason=None
+        )
+        with anyio.fail_after(15):
+            while (await client.get(f"/api/runs/{run_id}")).json()["status"] != "succeeded":
+                await anyio.sleep(0.1)
+
+
+async def test_runs_past_the_bound_are_refused(
+    tmp_path: Path, plans: Path, tools: ToolRegistry
+) -> None:
+    app = create_app(settings_for(tmp_path, serve={"max_active_runs": 1}), tools=tools, token=TOKEN)
+    async with serving(app) as client:
+        run_id = await start(client, plan="chain", inputs={"seconds": 30})
+        refused = await client.post("/api/runs", json={"plan": "chain"})
+        assert (refused.status_code, refused.json()) == (
+            503,
+            {
+                "error": "the server runs 1 runs already (serve.max_active_runs is 1): try "
+                "again when some have ended"
+            },
+        )
+        await client.post(f"/api/runs/{run_id}/cancel")
+
+
 async def test_a_waiting_run_can_be_cancelled(client: httpx.AsyncClient) -> None:
     run_id = await start(client, plan="asks")
     assert (await ended(client, run_id))["status"] == "waiting"
