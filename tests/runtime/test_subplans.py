@@ -320,7 +320,88 @@ def test_graph_labels_the_step_with_the_plan(folder: Path, tools: ToolRegistry) 
     assert '    greet["greet<br/>plan child"]' in to_mermaid(load_plan(path, tools))
 
 
+def test_validate_and_run_refuse_a_bad_sub_plan_before_anything_runs(folder: Path) -> None:
+    from tests.cli import invoke
+
+    write(
+        folder / "plans" / "greet.yaml",
+        """\
+        version: 1
+        name: greet
+        inputs: {times: {type: integer}}
+        steps:
+          - {id: say, tool: notify.log, args: {message: "hi x${{ inputs.times }}"}}
+        """,
+    )
+    write(
+        folder / "a.yaml",
+        """\
+        version: 1
+        name: a
+        steps:
+          - id: say
+            tool: notify.log
+            args: {message: hi}
+          - id: sub
+            plan: greet
+            inputs: {times: many}
+        """,
+    )
+    expected = (
+        "a.yaml:9:21: step 'sub': input 'times' of plan 'greet' must be integer: Input "
+        "should be a valid integer, unable to parse string as an integer (got 'many')"
+    )
+    env = {"DAGENTIC_RUNS_DIR": str(folder / "runs"), "DAGENTIC_JOURNAL__ENABLED": "false"}
+    validated = invoke("validate", "a.yaml", env=env)
+    assert validated.exit_code == 2 and expected in validated.output.replace("\n", "")
+    ran = invoke("run", "a.yaml", env=env)
+    assert ran.exit_code == 2 and expected in ran.output.replace("\n", "")
+    assert "nothing was run" in ran.output
+
+
 # --------------------------------------------------------------------------- running
+
+
+async def test_when_and_a_checks_retry_work_on_a_sub_plan_step(
+    folder: Path, tools: ToolRegistry
+) -> None:
+    seen: list[int] = []
+
+    @tool(name="t.count", side_effects="none")
+    async def count() -> int:
+        """Count the calls.
+
+        Returns:
+            How many calls so far.
+        """
+        seen.append(1)
+        return len(seen)
+
+    write(
+        folder / "plans" / "counts.yaml",
+        """\
+        version: 1
+        name: counts
+        steps:
+          - {id: c, tool: t.count}
+        outputs: {n: "${{ steps.c.output }}"}
+        """,
+    )
+    plan = {
+        "name": "parent",
+        "steps": [
+            {"id": "never", "plan": "counts", "when": False},
+            {"id": "twice", "plan": "counts"},
+            {
+                "id": "enough",
+                "check": {"assert": "${{ steps.twice.output.n >= 2 }}", "on_fail": "retry"},
+            },
+        ],
+    }
+    result = await executor(ToolRegistry([*tools, count])).run(plan)
+    assert result.status is RunStatus.SUCCEEDED, result.error
+    assert result.steps["never"].status is StepStatus.SKIPPED
+    assert result.steps["twice"].output == {"n": 2}  # the check ran it again
 
 
 async def test_outputs_foreach_and_inputs_from_steps(folder: Path, tools: ToolRegistry) -> None:
