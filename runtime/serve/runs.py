@@ -221,8 +221,8 @@ class RunManager:
         if len(self.active) >= limit:
             raise ApiError(
                 503,
-                f"the server runs {len(self.active)} runs already (serve.max_active_runs is "
-                f"{limit}): try again when some have ended",
+                f"the server runs {len(self.active)} run{'' if len(self.active) == 1 else 's'} "
+                f"already (serve.max_active_runs is {limit}): try again when some have ended",
             )
 
     # -- starting runs --------------------------------------------------------------------

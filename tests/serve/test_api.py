@@ -702,7 +702,7 @@ async def test_runs_past_the_bound_are_refused(
         assert (refused.status_code, refused.json()) == (
             503,
             {
-                "error": "the server runs 1 runs already (serve.max_active_runs is 1): try "
+                "error": "the server runs 1 run already (serve.max_active_runs is 1): try "
                 "again when some have ended"
             },
         )
