@@ -382,6 +382,38 @@ def report(results: dict[str, Any]) -> None:
         )
 
 
+def _in_parallel(args: Any, modes: list[str]) -> dict[str, Any]:
+    """Each mode in a process of its own, started together; their results merged."""
+    import json
+    import subprocess
+    import sys
+
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-routing-modes-") as folder:
+        children = []
+        for mode in modes:
+            command = [sys.executable, __file__, "--modes", mode, "--model", args.model]
+            command += ["--max-wall-time", str(args.max_wall_time)]
+            command += ["--off-wall-time", str(args.off_wall_time)]
+            command += ["--json", str(Path(folder) / f"{mode}.json")]
+            if args.limit:
+                command += ["--limit", str(args.limit)]
+            children.append(subprocess.Popen(command))
+        for child in children:
+            if child.wait() != 0:
+                raise SystemExit(f"bench_routing: the {child.args[3]} run failed")
+        parts = [json.loads((Path(folder) / f"{m}.json").read_text()) for m in modes]
+    results = dict(parts[0])
+    results["config"] = {**parts[0]["config"], "modes": modes, "parallel": True}
+    results["summary"] = {m: p["summary"][m] for m, p in zip(modes, parts, strict=True)}
+    results["goals"] = {m: p["goals"][m] for m, p in zip(modes, parts, strict=True)}
+    results["seconds"] = round(time.perf_counter() - t0, 1)
+    print()
+    report(results)
+    write_results(results, args.json_file)
+    return results
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = make_parser(__doc__)
     parser.add_argument("--model", default="local", help="As `dagentic ask --model`.")
@@ -389,6 +421,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--modes", default="on,off", help="on, off or on,off (default).")
     parser.add_argument("--max-wall-time", type=float, default=MAX_WALL_TIME)
     parser.add_argument("--off-wall-time", type=float, default=OFF_WALL_TIME)
+    parser.add_argument(
+        "--parallel",
+        action="store_true",
+        help="Run each mode in a process of its own, at the same time (a busy machine).",
+    )
     args = parser.parse_args(argv)
     modes = [m for m in args.modes.split(",") if m]
     if not modes or any(m not in MODES for m in modes):
@@ -399,6 +436,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             : args.limit
         ]
     references(goals)
+    if args.parallel and len(modes) > 1:
+        return _in_parallel(args, modes)
     settings = Settings()
     t0 = time.perf_counter()
     measured = anyio.run(

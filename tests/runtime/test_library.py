@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import anyio
 import pytest
 import yaml
 from dagentic import Plan, load_plan, load_tools, run_plan
@@ -117,9 +118,16 @@ def test_values_inside_sql_or_code_are_never_lifted() -> None:
 @pytest.mark.anyio
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_every_library_plan_runs_on_its_defaults(tools, anyio_backend: str) -> None:  # type: ignore[no-untyped-def]
-    for name in LIBRARY_PLANS:
+    results = {}
+
+    async def run(name: str) -> None:
         compiled = load_plan(ROOT / "plans" / f"{name}.yaml", tools)
-        result = await run_plan(compiled, tools=tools)
+        results[name] = await run_plan(compiled, tools=tools)
+
+    async with anyio.create_task_group() as group:  # at once: they only read
+        for name in LIBRARY_PLANS:
+            group.start_soon(run, name)
+    for name, result in results.items():
         assert result.succeeded, (name, result.error)
         assert all(v is not None for v in result.outputs.values()), name
 

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from tests.cli import invoke, isolate
 
-CORE = "agent, cache, execution, guardrails, journal, memory, model, ray, sandbox, tool_concurrency, tracing"
+CORE = "agent, cache, execution, guardrails, journal, library, memory, model, ray, sandbox, serve, tool_concurrency, tracing"
 
 
 class ApiSettings(BaseModel):
