@@ -591,6 +591,48 @@ async def test_untrusted_data_stays_untrusted_both_ways(folder: Path, tools: Too
     )
 
 
+async def test_a_callers_step_output_cannot_say_where_a_sub_plan_sends_data(
+    folder: Path, tools: ToolRegistry
+) -> None:
+    @tool(name="t.send", side_effects="none", egress={"url": "destination"})
+    async def send(url: str) -> str:
+        """Send to a URL (pretend).
+
+        Args:
+            url: Where to.
+        """
+        return url
+
+    write(
+        folder / "plans" / "sends.yaml",
+        """\
+        version: 1
+        name: sends
+        inputs: {to: {type: string}}
+        steps:
+          - {id: go, tool: t.send, args: {url: "${{ inputs.to }}"}}
+        """,
+    )
+    plan = {
+        "name": "parent",
+        "steps": [
+            {"id": "where", "tool": "test.echo", "args": {"value": "https://example.org"}},
+            {"id": "given", "plan": "sends", "inputs": {"to": "https://example.org"}},
+            {"id": "built", "plan": "sends", "inputs": {"to": "${{ steps.where.output }}"}},
+        ],
+    }
+    result = await executor(ToolRegistry([*tools, send])).run(plan)
+    assert result.steps["given"].status is StepStatus.SUCCEEDED  # written in the plan
+    error = result.steps["built"].error
+    assert error is not None and error.failure_mode is FailureMode.POLICY_BLOCKED
+    assert error.message == (
+        "step 'built': plan 'sends' failed: step 'go': tool 't.send' sends argument 'url' "
+        "off this machine, and it is built from input 'to', which the calling plan built "
+        "from a step's output, so it decides where data goes; set 'allow_egress: true' on "
+        "the step if that is intended"
+    )
+
+
 async def test_the_child_run_is_traced_under_its_step(folder: Path, tools: ToolRegistry) -> None:
     settings = blind_settings(runs_dir=folder / "runs", tracing={"metrics": False})
     tracing = tracing_from_settings(settings)
