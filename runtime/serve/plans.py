@@ -103,7 +103,9 @@ def list_plans(settings: Settings, tools: ToolRegistry) -> list[dict[str, Any]]:
                 continue
             entry: dict[str, Any] = {"name": name, "path": str(Path(shown) / path.name)}
             try:
-                compiled = load_plan(resolved, tools)
+                compiled = compile_named(settings, tools, name)  # checked once per version
+            except PlanNotFound:
+                continue
             except PlanError as exc:
                 entry.update(
                     plan=None,

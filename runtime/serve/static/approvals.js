@@ -13,6 +13,7 @@ export function approvalsView(main) {
   const list = h("div", { class: "approvals", id: "approvals" });
   const note = h("p", { class: "muted" });
   const done = h("ul", { class: "decided", id: "decided" });
+  const noneDecided = h("p", { class: "muted" }, "Nothing decided from this page yet.");
   const cards = new Map(); // approval id -> its card, kept across polls (a reason being typed stays)
 
   fill(
@@ -25,7 +26,7 @@ export function approvalsView(main) {
       list,
       note,
     ),
-    h("section", { class: "card" }, h("h2", null, "Decided here"), done),
+    h("section", { class: "card" }, h("h2", null, "Decided here"), noneDecided, done),
   );
 
   function card(item) {
@@ -42,6 +43,7 @@ export function approvalsView(main) {
         await api(`/api/approvals/${encodeURIComponent(id)}`, { method: "POST", body });
         cards.delete(id);
         element.remove();
+        noneDecided.hidden = true;
         done.prepend(
           h(
             "li",
