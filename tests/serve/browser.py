@@ -4,8 +4,8 @@ Debian's Chromium (``/usr/bin/chromium``, installed by ``scripts/setup.sh``) dri
 Playwright, one of each per test module.
 
 The server is :func:`dagentic.serve.server.serve`, as ``dagentic serve`` runs it, with
-three small tools besides the installed ones, so that plans can take a known time, echo a
-value or fail::
+two small tools besides the installed ones, so that plans can take a known time (and
+return a given value) or fail::
 
     python -m tests.serve.browser      # prints "READY URL TOKEN" once it listens
 
