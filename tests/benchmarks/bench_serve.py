@@ -44,6 +44,7 @@ import httpx
 
 DAGENTIC = Path(sys.executable).parent / "dagentic"
 TOKEN = "bench-serve-token-0123456789abcdef"
+SEQUENTIAL = 20  # submits one at a time after the steady load, for the latency of one alone
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
@@ -233,9 +234,6 @@ def check(folder: Path, numbers: list[int], steps: int) -> dict[str, Any]:
         reused = db.execute(
             "SELECT count(DISTINCT run_id) FROM events WHERE kind = 'reused'"
         ).fetchone()[0]
-        span = db.execute(
-            "SELECT min(created_at), max(finished_at) FROM runs WHERE plan_name = 'bench'"
-        ).fetchone()
     twice = [key for key, count in completions.items() if count > 1]
     expected = len(numbers) * steps
     if missing or doubled or failed or twice or len(completions) != expected:
@@ -243,12 +241,16 @@ def check(folder: Path, numbers: list[int], steps: int) -> dict[str, Any]:
             f"missing {missing[:10]}, doubled {doubled[:10]}, failed {failed[:10]}, steps "
             f"completed twice {twice[:10]}, steps completed {len(completions)} of {expected}"
         )
-    return {
-        "runs": len(by_number),
-        "resumed_runs": reused,
-        "first_start": span[0],
-        "last_end": span[1],
-    }
+    return {"runs": len(by_number), "resumed_runs": reused}
+
+
+def run_span(folder: Path) -> tuple[float, float]:
+    """When the first run started and the last one ended, in the journal."""
+    with journal(folder) as db:
+        first, last = db.execute(
+            "SELECT min(created_at), max(finished_at) FROM runs WHERE plan_name = 'bench'"
+        ).fetchone()
+    return float(first), float(last)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -303,10 +305,20 @@ def phase(
             latencies += more_latencies
             result["submitted_again"] = len(again)
         wait_all_ended(folder, runs, timeout=max(120.0, runs * steps * 0.2))
+        first_start, last_end = run_span(folder)
+        if not kill:  # one submit at a time, on the idle server: the latency of one alone
+            alone = list(range(runs, runs + SEQUENTIAL))
+            single: list[float] = []
+            for n in alone:
+                single += anyio.run(submit_all, server.url, [n])[1]
+            wait_all_ended(folder, runs + SEQUENTIAL, timeout=120.0)
+            numbers += alone
+            result["alone_p50_ms"] = percentile(single, 0.50) * 1000
+            result["alone_p95_ms"] = percentile(single, 0.95) * 1000
         found = check(folder, numbers, steps)
     finally:
         server.stop()
-    seconds = found["last_end"] - min(found["first_start"], t0)
+    seconds = last_end - min(first_start, t0)
     result.update(
         resumed_runs=found["resumed_runs"],
         submit_p50_ms=percentile(latencies, 0.50) * 1000,
@@ -328,6 +340,8 @@ def describe(r: dict[str, Any]) -> str:
         line = (
             f"{r['phase']:<8} {r['runs']} runs x {r['steps']} steps: submit p50 "
             f"{r['submit_p50_ms']:.1f} ms, p95 {r['submit_p95_ms']:.1f} ms; {rate}"
+            f"\n         one submit alone ({SEQUENTIAL}, one at a time): p50 "
+            f"{r['alone_p50_ms']:.1f} ms, p95 {r['alone_p95_ms']:.1f} ms"
         )
     else:
         line = (
