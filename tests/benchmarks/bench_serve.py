@@ -44,7 +44,6 @@ import httpx
 
 DAGENTIC = Path(sys.executable).parent / "dagentic"
 TOKEN = "bench-serve-token-0123456789abcdef"
-SEQUENTIAL = 20  # submits one at a time after the steady load, for the latency of one alone
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
@@ -260,7 +259,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def phase(
-    folder: Path, runs: int, steps: int, *, kill: bool, kill_at: float = 0.5
+    folder: Path, runs: int, steps: int, *, kill: bool, kill_at: float = 0.5, alone: int = 20
 ) -> dict[str, Any]:
     (folder / "plans").mkdir(parents=True)
     (folder / "plans" / "bench.yaml").write_text(plan_text(steps), encoding="utf-8")
@@ -307,12 +306,13 @@ def phase(
         wait_all_ended(folder, runs, timeout=max(120.0, runs * steps * 0.2))
         first_start, last_end = run_span(folder)
         if not kill:  # one submit at a time, on the idle server: the latency of one alone
-            alone = list(range(runs, runs + SEQUENTIAL))
+            one_by_one = list(range(runs, runs + alone))
             single: list[float] = []
-            for n in alone:
+            for n in one_by_one:
                 single += anyio.run(submit_all, server.url, [n])[1]
-            wait_all_ended(folder, runs + SEQUENTIAL, timeout=120.0)
-            numbers += alone
+            wait_all_ended(folder, runs + alone, timeout=120.0)
+            numbers += one_by_one
+            result["alone"] = alone
             result["alone_p50_ms"] = percentile(single, 0.50) * 1000
             result["alone_p95_ms"] = percentile(single, 0.95) * 1000
         found = check(folder, numbers, steps)
@@ -340,7 +340,7 @@ def describe(r: dict[str, Any]) -> str:
         line = (
             f"{r['phase']:<8} {r['runs']} runs x {r['steps']} steps: submit p50 "
             f"{r['submit_p50_ms']:.1f} ms, p95 {r['submit_p95_ms']:.1f} ms; {rate}"
-            f"\n         one submit alone ({SEQUENTIAL}, one at a time): p50 "
+            f"\n         one submit alone ({r['alone']}, one at a time): p50 "
             f"{r['alone_p50_ms']:.1f} ms, p95 {r['alone_p95_ms']:.1f} ms"
         )
     else:
@@ -360,6 +360,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument(
+        "--alone", type=int, default=20, help="Submits one at a time after the load (20)."
+    )
+    parser.add_argument(
         "--kill-at",
         type=float,
         default=0.5,
@@ -376,6 +379,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 args.steps,
                 kill=kill,
                 kill_at=args.kill_at,
+                alone=args.alone,
             )
             results["kill" if kill else "steady"] = found
             print(describe(found), flush=True)

@@ -21,7 +21,7 @@ def load_bench() -> ModuleType:
 def test_the_serve_benchmark_runs_every_run_once_through_a_kill_and_a_restart(
     capsys: object,
 ) -> None:
-    results = load_bench().main(["--runs", "6", "--steps", "3"])
+    results = load_bench().main(["--runs", "6", "--steps", "3", "--alone", "2"])
     steady, killed = results["steady"], results["kill"]
     for phase in (steady, killed):
         assert (phase["runs"], phase["steps"], phase["all_succeeded_once"]) == (6, 3, True)
