@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -902,6 +903,19 @@ def test_without_the_serve_extra_the_command_names_it(
         "error: dagentic serve needs the serve extra (fastapi is missing): pip install "
         "'dagentic[serve]'\n"
     )
+
+
+def test_the_command_says_when_its_port_is_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    isolate(tmp_path, monkeypatch)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = invoke("serve", "--port", str(port))
+    assert (result.exit_code, result.stdout) == (1, "")
+    assert result.stderr == f"error: cannot listen on 127.0.0.1:{port}: Address already in use\n"
 
 
 def test_the_command_prints_its_address_once_and_serves_until_sigterm(
