@@ -89,18 +89,26 @@ def list_plans(
             Text(safe_text(f"the library is empty: no plan in {folders} or {library.saved}"))
         )
     else:
-        table = Table(box=None, pad_edge=False)
-        for column in ("plan", "source", "inputs", "feedback", "goal"):
-            table.add_column(column)
-        for entry in entries:
-            routed = "" if entry.routable else " (not routed)"
-            table.add_row(
-                Text(safe_text(entry.name, one_line=True)),
+        rows = [
+            [
+                safe_text(entry.name, one_line=True),
                 "saved" if entry.saved else "folder",
-                Text(safe_text(", ".join(entry.plan.inputs) or "-", one_line=True, limit=40)),
-                f"+{entry.good} -{entry.bad}{routed}",
-                Text(safe_text(entry.summary(), one_line=True, limit=90)),
-            )
+                safe_text(", ".join(entry.plan.inputs) or "-", one_line=True, limit=40),
+                f"+{entry.good} -{entry.bad}" + ("" if entry.routable else " (not routed)"),
+                safe_text(entry.summary(), one_line=True, limit=90),
+            ]
+            for entry in entries
+        ]
+        headers = ["plan", "source", "inputs", "feedback", "goal"]
+        widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(4)]
+        table = Table(box=None, pad_edge=False)
+        for header, width in zip(headers, widths, strict=False):
+            table.add_column(header, no_wrap=True, min_width=width)
+        # the goal takes what is left, one line a plan
+        left = max(console.width - sum(widths) - 2 * len(widths), 12)
+        table.add_column("goal", no_wrap=True, overflow="ellipsis", max_width=left)
+        for row in rows:
+            table.add_row(*(Text(cell) for cell in row))
         console.print(table)
     for problem in library.problems:
         Console(stderr=True, soft_wrap=True).print(Text(safe_text(f"skipped: {problem}")))

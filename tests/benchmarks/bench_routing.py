@@ -382,6 +382,29 @@ def report(results: dict[str, Any]) -> None:
         )
 
 
+def _merge(files: list[str], json_file: str | None) -> dict[str, Any]:
+    """The results of several runs (shards, modes) as one: goals in benchmark order."""
+    import json
+
+    parts = [json.loads(Path(f).read_text()) for f in files]
+    order = {g["text"]: n for n, g in enumerate(GOALS)}
+    records: dict[str, list[dict[str, Any]]] = {}
+    for part in parts:
+        for mode, rows in part["goals"].items():
+            records.setdefault(mode, []).extend(rows)
+    for rows in records.values():
+        rows.sort(key=lambda r: order.get(r["text"], len(order)))
+    results = dict(parts[0])
+    results["config"] = {**parts[0]["config"], "goals": None, "merged": files}
+    results["environment"]["load_average"] = [p["environment"]["load_average"] for p in parts]
+    results["summary"] = {mode: summarize(rows) for mode, rows in records.items()}
+    results["goals"] = records
+    results["seconds"] = max(p["seconds"] for p in parts)
+    report(results)
+    write_results(results, json_file)
+    return results
+
+
 def _in_parallel(args: Any, modes: list[str]) -> dict[str, Any]:
     """Each mode in a process of its own, started together; their results merged."""
     import json
@@ -422,11 +445,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--max-wall-time", type=float, default=MAX_WALL_TIME)
     parser.add_argument("--off-wall-time", type=float, default=OFF_WALL_TIME)
     parser.add_argument(
+        "--shard",
+        help="K/N: only every Nth goal from the Kth (0-based), to run a busy machine's share "
+        "in N processes; --merge joins their --json files.",
+    )
+    parser.add_argument("--merge", nargs="+", metavar="FILE", help="Merge --json files, report.")
+    parser.add_argument(
         "--parallel",
         action="store_true",
         help="Run each mode in a process of its own, at the same time (a busy machine).",
     )
     args = parser.parse_args(argv)
+    if args.merge:
+        return _merge(args.merge, args.json_file)
     modes = [m for m in args.modes.split(",") if m]
     if not modes or any(m not in MODES for m in modes):
         parser.error("--modes takes on, off or on,off")
@@ -435,6 +466,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         goals = [g for g in goals if g["plan"]][: args.limit] + [g for g in goals if not g["plan"]][
             : args.limit
         ]
+    if args.shard:
+        k, n = (int(x) for x in args.shard.split("/"))
+        goals = goals[k::n]
     references(goals)
     if args.parallel and len(modes) > 1:
         return _in_parallel(args, modes)

@@ -235,3 +235,38 @@ def test_what_a_plan_file_says_is_shown_escaped(tmp_path: Path) -> None:
     assert "\\x1b]52;c;aGk=\\x07" in listed.output
     shown = invoke("plans", "show", "evil")
     assert "\x1b" not in shown.output and "\u202e" not in shown.output
+
+
+def test_ask_saves_a_plan_that_passed_verification_and_routes_to_it_next_time(
+    tmp_path: Path, tools
+) -> None:  # type: ignore[no-untyped-def]
+    import anyio as _anyio
+    from dagentic.agent import Agent
+    from dagentic.models import ScriptedModel
+
+    from tests.blind import blind_settings
+
+    settings = blind_settings(
+        runs_dir=str(tmp_path / "runs"), library={"folders": [], "save": True}
+    )
+    plan = {"steps": MADE["steps"][:1], "outputs": MADE["outputs"]}
+    answer = {"answer": "West led [revenue].", "cited_steps": ["revenue"], "complete": True}
+    model = ScriptedModel([plan, answer, {"passed": True, "reason": "yes"}])
+    agent = Agent(model, tools, settings=settings, journal=None, tracing=None, cache=None)
+    result = _anyio.run(agent.run, "Which region led revenue in 2026Q2?")
+    assert result.succeeded, result.error
+    assert result.route == "planned" and result.saved_plan is not None
+    saved = tmp_path / "runs" / "library" / f"{result.saved_plan}.yaml"
+    compiled = load_plan(saved, tools)
+    assert compiled.plan.inputs["quarter"].default == "2026Q2"
+    assert compiled.plan.steps[0].args["params"] == ["${{ inputs.quarter }}"]
+
+    # the saved plan is routed to for the same question about another quarter
+    route = {"plan": result.saved_plan, "inputs": {"quarter": "2025Q1"}}
+    again = ScriptedModel([route, {"passed": False, "reason": "no"}])
+    agent = Agent(again, tools, settings=settings, journal=None, tracing=None, cache=None)
+    second = _anyio.run(agent.run, "Which region led revenue in 2025Q1?")
+    assert second.library_plan == result.saved_plan
+    assert second.routing is not None and second.routing["inputs"] == {"quarter": "2025Q1"}
+    assert not second.succeeded and second.saved_plan is None  # verification failed
+    assert len(list((tmp_path / "runs" / "library").glob("*.yaml"))) == 1
