@@ -189,9 +189,10 @@ def fold(events: list[dict[str, Any]]) -> dict[str, StoredStep]:
                 step.error = ErrorInfo.model_validate(event["error"])
             if event.get("provenance"):
                 step.provenance = Provenance.model_validate(event["provenance"])
-        elif kind == "reused":
+        elif kind == "reused":  # its times stay those of the leg that ran it
             step.status = "succeeded"
-            step.started_at = step.finished_at = event["at"]
+            step.started_at = step.started_at or event["at"]
+            step.finished_at = step.finished_at or event["at"]
     return steps
 
 

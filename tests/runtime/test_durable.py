@@ -221,6 +221,14 @@ async def test_a_step_needing_approval_waits_and_runs_after_approve(
     assert calls.count("write:b") == 1
     [decided] = journal.store.approvals(first.run_id, waiting=False)
     assert (decided.decision, decided.decided_by, decided.reason) == ("approved", "ann", "ok")
+    # a step reused by the second leg keeps the times of the leg that ran it
+    events = journal.store.events(first.run_id)
+    ran = [e for e in events if e["step_id"] == "a" and e["kind"] in ("started", "finished")]
+    reused = [e for e in events if e["step_id"] == "a" and e["kind"] == "reused"]
+    assert len(ran) == 2 and reused
+    folded = fold(events)["a"]
+    assert (folded.started_at, folded.finished_at) == (ran[0]["at"], ran[1]["at"])
+    assert folded.finished_at < reused[-1]["at"]
 
 
 async def test_a_denied_step_fails_with_policy_blocked_and_the_reason(
