@@ -9,6 +9,9 @@ where it declares some), or ``{"plan": "none"}``. Whatever comes back is checked
 a name that was not offered, an input the plan does not declare, a value of the wrong type
 or outside its allowed values make the reply invalid, and the goal is planned freely.
 
+Only plans that can take every value the goal names (a quarter, a year, a number, a
+capitalised name: as an allowed input value, a free input, or words of the plan) are
+offered: a plan that cannot take "the West" does not answer a question about the West.
 An input's value must also be *grounded*: stated by the goal (word for word, ignoring
 case; a quarter also as "the second quarter of 2025" or "Q2 2025"). An input the goal
 states one allowed value of takes that value; one it states nothing about takes the plan's
@@ -300,15 +303,21 @@ async def route_goal(
     from .graph import compile_plan
 
     closest = [r.plan for r in ranked[:examples]]
-    offered = [r.plan for r in ranked if r.match >= min_match][:candidates]
+    # offered: plans that match enough of the goal and can take every value it names
+    matching = [r.plan for r in ranked if r.match >= min_match]
+    untaken = {e.name: unserved(goal, e) for e in matching}
+    offered = [e for e in matching if not untaken[e.name]][:candidates]
     names = [e.name for e in offered]
     if not offered:
-        return Route(
-            "planned",
-            "no library plan matches enough of the goal",
-            candidates=names,
-            examples=closest,
+        missing = sorted({v for values in untaken.values() for v in values})
+        reason = (
+            "no library plan that matches the goal can take "
+            + ", ".join(json.dumps(v) for v in missing)
+            + ", which it names"
+            if matching
+            else "no library plan matches enough of the goal"
         )
+        return Route("planned", reason, candidates=names, examples=closest)
     reply = await model.chat(
         router_prompt(goal, offered),
         schema=router_schema(offered),

@@ -236,3 +236,27 @@ def test_the_trace_shows_the_route(
     ]
     analysis = json.loads(invoke("trace", result.agent_run_id, "--json").stdout)
     assert analysis["route"]["plan"] == "revenue_by_region"
+
+
+def test_a_plan_that_cannot_take_a_value_the_goal_names_is_not_offered(
+    tools: ToolRegistry, tmp_path: Path
+) -> None:
+    from dagentic.library import Library
+    from dagentic.routing import unserved
+
+    lib = Library([tmp_path / "plans"], tmp_path / "saved")
+    assert unserved("How many orders did the West place?", lib.get("orders_over_time")) == ["West"]
+    assert unserved("Best sellers of the second quarter of 2025", lib.get("top_products")) == []
+    assert unserved("Top 7 products in 2026Q1", lib.get("top_products")) == ["7"]
+    # the only plan that matches cannot take "West": no router call, planning at once
+    result, _ = ask(
+        [{"missing_capability": "no"}],
+        tools,
+        tmp_path,
+        goal="How many orders were placed each quarter by the West?",
+    )
+    assert result.routing is not None
+    assert result.routing["reason"] == (
+        'no library plan that matches the goal can take "West", which it names'
+    )
+    assert purposes(result) == ["plan"]
