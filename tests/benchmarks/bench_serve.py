@@ -10,7 +10,8 @@ on a journal of its own:
   steady   every run submitted at once (one connection each); timed from the first
            submit to the last run's end in the journal
   kill -9  the same, the server killed with SIGKILL once half of all steps are done
-           (``--kill-at``: the share), most runs halfway, then started again on the same
+           (``--kill-at``: the share; ``--kill-on-answer N``: at the N-th answer, while
+           most submits are in flight), most runs halfway, then started again on the same
            journal: it resumes the interrupted runs. The submits
            that got no answer are sent again unless the journal has their run (the server
            may have taken a run whose answer was lost)
@@ -150,10 +151,12 @@ async def submit_all(
     kill_at: int | None = None,
     server: Server | None = None,
     folder: Path | None = None,
+    kill_on_answer: int | None = None,
 ) -> tuple[dict[int, str], list[float], list[int]]:
     """Submit a run per number at once: the run ids answered, the latencies of the
     answered submits, and the numbers whose submit got no answer. With ``kill_at``,
-    ``server`` is killed once the journal in ``folder`` has that many steps done."""
+    ``server`` is killed once the journal in ``folder`` has that many steps done; with
+    ``kill_on_answer``, once that many submits were answered."""
     answered: dict[int, str] = {}
     latencies: list[float] = []
     lost: list[int] = []
@@ -173,6 +176,12 @@ async def submit_all(
                 raise RuntimeError(f"submit {n}: {reply.status_code} {reply.text}")
             latencies.append(time.perf_counter() - t0)
             answered[n] = reply.json()["run_id"]
+            if (
+                kill_on_answer is not None
+                and server is not None
+                and len(answered) == kill_on_answer
+            ):
+                server.kill()
 
         async def killer() -> None:
             assert server is not None and folder is not None and kill_at is not None
@@ -259,7 +268,14 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def phase(
-    folder: Path, runs: int, steps: int, *, kill: bool, kill_at: float = 0.5, alone: int = 20
+    folder: Path,
+    runs: int,
+    steps: int,
+    *,
+    kill: bool,
+    kill_at: float = 0.5,
+    kill_on_answer: int | None = None,
+    alone: int = 20,
 ) -> dict[str, Any]:
     (folder / "plans").mkdir(parents=True)
     (folder / "plans" / "bench.yaml").write_text(plan_text(steps), encoding="utf-8")
@@ -277,9 +293,10 @@ def phase(
             submit_all,
             server.url,
             numbers,
-            max(1, round(runs * steps * kill_at)) if kill else None,
+            max(1, round(runs * steps * kill_at)) if kill and kill_on_answer is None else None,
             server,
             folder,
+            kill_on_answer if kill else None,
         )
         if kill:
             result["answered_before_kill"] = len(answered)
@@ -363,6 +380,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--alone", type=int, default=20, help="Submits one at a time after the load (20)."
     )
     parser.add_argument(
+        "--kill-on-answer",
+        type=int,
+        metavar="N",
+        help="Kill the server at the N-th answer instead, while submits are in flight.",
+    )
+    parser.add_argument(
         "--kill-at",
         type=float,
         default=0.5,
@@ -379,6 +402,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 args.steps,
                 kill=kill,
                 kill_at=args.kill_at,
+                kill_on_answer=args.kill_on_answer,
                 alone=args.alone,
             )
             results["kill" if kill else "steady"] = found
