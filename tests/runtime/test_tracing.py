@@ -822,15 +822,21 @@ async def test_plan_invalid_is_on_the_plan_span_and_the_agent_span(
     result = await make_agent([bad, bad], registry, settings, traced.tracing, max_repairs=1).run(
         GOAL
     )
-    assert result.error is not None and result.error.failure_mode == "plan_invalid"
+    # an argument the tool does not take: invalid_args, as the failure taxonomy names it
+    assert result.error is not None and result.error.failure_mode == "invalid_args"
 
     spans = traced.spans()
     agent = one(spans, "invoke_agent dagentic")
     plan = one(spans, "plan")
     assert is_child(plan, agent)
-    assert_failed(plan, "plan_invalid", result.error.message)
-    assert [e["exception.type"] for e in exceptions(plan)] == ["PlanError"]
-    assert_failed(agent, "plan_invalid", result.error.message)
+    assert_failed(plan, "invalid_args", result.error.message)
+    assert [e["exception.type"] for e in exceptions(plan)] == ["PlanningError"]
+    rejected = [e.attributes for e in plan.events if e.name == "dagentic.plan.rejected"]
+    assert [(r["dagentic.plan.attempt"], r["dagentic.failure_mode"]) for r in rejected] == [
+        (1, "invalid_args"),
+        (2, "invalid_args"),
+    ]
+    assert_failed(agent, "invalid_args", result.error.message)
     assert agent.attributes["dagentic.status"] == "failed"
     assert agent.attributes["dagentic.replans"] == 0
     assert agent.attributes["dagentic.run_id"] == result.agent_run_id
