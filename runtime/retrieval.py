@@ -14,6 +14,7 @@ Usage::
         ],
         weights={"name": 3.0, "description": 1.0},  # a word of a field weighs this much
         embedder=None,  # or a dagentic.memory.Embedder: embedding scores fused in
+        fusion=ROUTING_FUSION,  # (lexical, embedding) weights: the default
     )
     for hit in index.rank("Which region led revenue in 2026Q2?", k=3):
         hit.id, hit.score, hit.lexical_rank, hit.vector_rank, hit.lexical, hit.vector
@@ -35,13 +36,20 @@ How documents are ranked:
   with the query have a lexical rank.
 - **Embedding** (with an ``embedder``): cosine similarity of the query's and each
   document's embedding (of its fields' text, joined; vectors cached per text and
-  embedder). The :data:`VECTOR_DEPTH` most similar documents have a vector rank.
-- **Fusion**: reciprocal rank fusion, ``score = w_lex / (RRF_K + lexical_rank) + w_vec /
-  (RRF_K + vector_rank)`` (a document missing from a list gets nothing from it), with
-  :data:`FUSION_WEIGHTS` and :data:`RRF_K` chosen on the evaluation sets of
-  ``tests/benchmarks/retrieval_sets`` (``bench_retrieval.py`` prints the comparison).
-  Ties keep the documents' order. Without an embedder the ranking is the lexical one
-  (same API, ``vector_rank`` None): settings without the ``memory`` extra still work.
+  embedder).
+- **Fusion**: calibrated score fusion, ``score = w_lex * lexical / best_lexical + w_vec *
+  max(cosine, 0)``: the BM25F score as a share of the query's best one, and the cosine,
+  both in [0, 1], weighted (:func:`fuse`). Ties keep the documents' order. Each user's
+  weights were chosen on its evaluation set in ``tests/benchmarks/retrieval_sets``, as
+  the largest lexical weight with which the fused ranking is never worse than either
+  list alone (``bench_retrieval.py`` prints the comparison, reciprocal rank fusion
+  included): :data:`ROUTING_FUSION` (the default), :data:`MEMORY_FUSION` (memory recall,
+  whose SQL computes the same), :data:`TOOLS_FUSION` (tool selection: the embedding
+  never helped on its set, so it is lexical).
+- Without an embedder the ranking is the lexical one (same API, ``vector`` and
+  ``vector_rank`` None, score ``lexical / best_lexical``): settings without the
+  ``memory`` extra still work. Ranks (1-based, equal scores sharing one) are reported
+  for each list: ``lexical_rank`` None when no word is shared.
 """
 
 from __future__ import annotations
@@ -58,11 +66,12 @@ if TYPE_CHECKING:
     from .memory.embeddings import Embedder
 
 __all__ = [
-    "FUSION_WEIGHTS",
     "MAX_QUERY_CHARS",
     "MAX_QUERY_TERMS",
+    "MEMORY_FUSION",
     "PLAN_WEIGHTS",
-    "RRF_K",
+    "ROUTING_FUSION",
+    "TOOLS_FUSION",
     "VECTOR_DEPTH",
     "Document",
     "Hit",
@@ -75,9 +84,11 @@ __all__ = [
 ]
 
 K1, B = 1.2, 0.75
-RRF_K = 60
-FUSION_WEIGHTS = (1.0, 1.0)  # of the lexical and the vector rank
-VECTOR_DEPTH = 400  # documents ranked by similarity (memory: CANDIDATES)
+# (lexical, embedding) weights of the fusion, per user, measured by bench_retrieval.py
+ROUTING_FUSION = (0.5, 0.5)
+MEMORY_FUSION = (0.05, 0.95)
+TOOLS_FUSION = (1.0, 0.0)
+VECTOR_DEPTH = 400  # memory: the most similar items scored besides the lexical matches
 MAX_QUERY_CHARS = 4000
 MAX_QUERY_TERMS = 64
 MAX_WORD = 40
@@ -132,17 +143,16 @@ def query_terms(query: str) -> list[str]:
 
 
 def fuse(
-    lexical_rank: int | None,
-    vector_rank: int | None,
-    weights: tuple[float, float] = FUSION_WEIGHTS,
-    k: int = RRF_K,
+    lexical: float,
+    best_lexical: float,
+    vector: float | None,
+    weights: tuple[float, float] = ROUTING_FUSION,
 ) -> float:
-    """Reciprocal rank fusion of a document's ranks (1-based; None: not in that list)."""
-    score = 0.0
-    if lexical_rank is not None:
-        score += weights[0] / (k + lexical_rank)
-    if vector_rank is not None:
-        score += weights[1] / (k + vector_rank)
+    """Calibrated score fusion: ``lexical`` (BM25F) as a share of the query's best
+    ``best_lexical``, and the cosine ``vector`` (None: no embedding), weighted."""
+    score = weights[0] * lexical / best_lexical if best_lexical > 0 else 0.0
+    if vector is not None:
+        score += weights[1] * max(vector, 0.0)
     return score
 
 
@@ -165,8 +175,8 @@ class Document:
 
 @dataclass(frozen=True, slots=True)
 class Hit:
-    """A ranked document. ``score`` is the fused score (the lexical or vector rank's share
-    alone in those modes); ``lexical`` the BM25F score (0: no word in common) and
+    """A ranked document. ``score`` is the fused score (of one list alone in the modes
+    ``lexical`` and ``vector``); ``lexical`` the BM25F score (0: no word in common) and
     ``vector`` the cosine similarity (None: no embedder); ranks are 1-based, None when the
     document is not in that list."""
 
@@ -199,12 +209,12 @@ class _Cache:
         with self.lock:
             found = []
             for key in keys:
-                vector = self.vectors.get(key)
-                if vector is None:  # dropped by a concurrent call: embed it again
-                    vector = embedder.embed([key[2]])[0]
-                self.vectors[key] = vector
+                cached = self.vectors.get(key)
+                if cached is None:  # dropped by a concurrent call: embed it again
+                    cached = embedder.embed([key[2]])[0]
+                self.vectors[key] = cached
                 self.vectors.move_to_end(key)
-                found.append(vector)
+                found.append(cached)
             while len(self.vectors) > self.size:
                 self.vectors.popitem(last=False)
         return found
@@ -224,16 +234,12 @@ class Index:
         *,
         weights: Mapping[str, float] | None = None,
         embedder: Embedder | None = None,
-        fusion_weights: tuple[float, float] = FUSION_WEIGHTS,
-        rrf_k: int = RRF_K,
-        vector_depth: int = VECTOR_DEPTH,
+        fusion: tuple[float, float] = ROUTING_FUSION,
     ) -> None:
         self.documents = list(documents)
         self.weights = dict(weights or {})
         self.embedder = embedder
-        self.fusion_weights = fusion_weights
-        self.rrf_k = rrf_k
-        self.vector_depth = vector_depth
+        self.fusion = fusion
         self._fields: list[dict[str, list[str]]] = []
         self._counts: list[dict[str, Counter[str]]] = []
         lengths: dict[str, list[int]] = {}
@@ -299,23 +305,24 @@ class Index:
         if mode == "vector" and self.embedder is None:
             raise ValueError("retrieval: mode 'vector' needs an embedder")
         lexical = self.lexical_scores(query)
-        vector = self.vector_scores(query) if mode != "lexical" else None
+        wanted = mode == "vector" or (mode == "fused" and self.fusion[1] > 0)
+        vector = self.vector_scores(query) if wanted else None
         order = range(len(self.documents))
         matched = sorted((n for n in order if lexical[n] > 0), key=lambda n: -lexical[n])
         lexical_ranks = _ranks(matched, lexical)
         vector_ranks: dict[int, int] = {}
         if vector is not None:
             vector_ranks = _ranks(sorted(order, key=lambda n: -vector[n]), vector)
-            vector_ranks = {n: r for n, r in vector_ranks.items() if r <= self.vector_depth}
-        weights = self.fusion_weights
+        weights = self.fusion if vector is not None else (1.0, 0.0)
         if mode == "lexical":
-            weights = (weights[0] or 1.0, 0.0)
+            weights = (1.0, 0.0)
         elif mode == "vector":
-            weights = (0.0, weights[1] or 1.0)
+            weights = (0.0, 1.0)
+        best = max(lexical)
         hits = [
             Hit(
                 id=self.documents[n].id,
-                score=fuse(lexical_ranks.get(n), vector_ranks.get(n), weights, self.rrf_k),
+                score=fuse(lexical[n], best, None if vector is None else vector[n], weights),
                 lexical_rank=lexical_ranks.get(n),
                 vector_rank=vector_ranks.get(n),
                 lexical=lexical[n],

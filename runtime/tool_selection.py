@@ -8,8 +8,9 @@ namespace (what ``sql.schema`` says of the tables belongs to every ``sql.*`` too
 goal is the query; documents are ranked by the shared retrieval layer
 (:mod:`dagentic.retrieval`): BM25F (k1 1.2, b 0.75, each field's length normalised on its
 own; a word of the name weighs 3, of the first sentence 2, of the rest 1) over its
-:func:`words`, fused with embedding similarity when an embedder is given. The best
-``limit`` are offered, and every ``planning_context`` tool besides.
+:func:`words`. Embedding similarity is not fused in by default (``TOOLS_FUSION``): on the
+evaluation set (bench_retrieval.py) every weight given to it made selection worse. The
+best ``limit`` are offered, and every ``planning_context`` tool besides.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from .retrieval import Document, Index, words
+from .retrieval import TOOLS_FUSION, Document, Index, words
 from .tools import Tool, ToolRegistry
 
 if TYPE_CHECKING:
@@ -59,13 +60,21 @@ def rank_tools(
     context: Mapping[str, str] | None = None,
     *,
     embedder: Embedder | None = None,
+    fusion: tuple[float, float] = TOOLS_FUSION,
 ) -> list[tuple[float, Tool]]:
     """Every tool with its score for ``goal``, best first (ties by name): its BM25F score,
-    or with an ``embedder`` its fused score (:mod:`dagentic.retrieval`)."""
+    or its fused score with an ``embedder`` and a ``fusion`` that weighs the embedding
+    (:mod:`dagentic.retrieval`)."""
     listed = sorted(tools, key=lambda t: t.name)
-    index = Index((_document(t, context or {}) for t in listed), weights=WEIGHTS, embedder=embedder)
-    hits = index.rank(goal, mode="fused" if embedder is not None else "lexical")
-    return [(h.score if embedder is not None else h.lexical, h.document.data) for h in hits]
+    index = Index(
+        (_document(t, context or {}) for t in listed),
+        weights=WEIGHTS,
+        embedder=embedder,
+        fusion=fusion,
+    )
+    fused = embedder is not None and fusion[1] > 0
+    hits = index.rank(goal, mode="fused" if fused else "lexical")
+    return [(h.score if fused else h.lexical, h.document.data) for h in hits]
 
 
 def select_tools(

@@ -1,7 +1,7 @@
 """Long-term memory in a DuckDB file: items with text, embedding, scope, provenance, times
 and importance; hybrid recall with filters (BM25 and vector similarity fused by the rule of
-:mod:`dagentic.retrieval`, reciprocal rank fusion, weighed by recency); writes decided by a
-policy (insert, merge, replace or ignore); deletes by id or filter; TTLs.
+:mod:`dagentic.retrieval`, calibrated score fusion, weighed by recency); writes decided by
+a policy (insert, merge, replace or ignore); deletes by id or filter; TTLs.
 
 One connection per file and process, used from worker threads under a lock. Merges and
 replacements are optimistic: an item changed by someone else between the decision and the
@@ -27,16 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DagenticError, InvalidArgsError
-from ..retrieval import (
-    FUSION_WEIGHTS,
-    K1,
-    MAX_QUERY_CHARS,
-    RRF_K,
-    VECTOR_DEPTH,
-    B,
-    query_terms,
-    words,
-)
+from ..retrieval import K1, MAX_QUERY_CHARS, MEMORY_FUSION, VECTOR_DEPTH, B, query_terms, words
 from ..threads import run_in_thread
 from .embeddings import Embedder
 
@@ -233,26 +224,28 @@ class _Vectors:
             mask &= np.isin(self.columns[:n, 3], np.asarray(codes, dtype=np.int32))
         return mask
 
-    def best(self, query: list[float], count: int, mask: Any) -> tuple[list[str], list[int]]:
+    def best(
+        self, query: list[float], count: int, mask: Any
+    ) -> tuple[list[str], list[int], list[float]]:
         """The ids of the ``count`` items of ``mask`` most similar to ``query``, most
-        similar first, and their ranks (equal similarities share a rank)."""
+        similar first, their ranks (equal similarities share a rank) and similarities."""
         import numpy as np
 
         scores = self.matrix[: self.size] @ np.asarray(query, dtype=np.float32)
         scores[~mask] = -np.inf
         count = min(count, int(mask.sum()))
         if count <= 0:
-            return [], []
+            return [], [], []
         top = np.argpartition(-scores, count - 1)[:count]
         top = top[np.argsort(-scores[top], kind="stable")]
         chosen = scores[top]
         # competition ranking: 1 + how many are more similar (within the top, all are)
         ranks = (np.searchsorted(-chosen, -chosen, side="left") + 1).tolist()
-        return [self.ids[n] for n in top], ranks
+        return [self.ids[n] for n in top], ranks, chosen.astype(float).tolist()
 
 
 _VECTORS: dict[str, _Vectors] = {}  # by memory file, for the connection in _OPEN
-CANDIDATES = VECTOR_DEPTH  # the similarity list: the most similar items that pass the filters
+CANDIDATES = VECTOR_DEPTH  # the most similar items that pass the filters, scored in SQL
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -268,7 +261,7 @@ class MemoryStore:
         embedder: Embedder,
         *,
         half_life_days: float = 30.0,
-        weights: tuple[float, float, float] = (*FUSION_WEIGHTS, RECENCY_WEIGHT),
+        weights: tuple[float, float, float] = (*MEMORY_FUSION, RECENCY_WEIGHT),
     ) -> None:
         self.path = Path(path).expanduser().resolve()
         self.embedder = embedder
@@ -358,12 +351,13 @@ class MemoryStore:
         """The best ``limit`` items for ``query`` among the unexpired items of ``scope`` and
         ``provenance`` (prefixes such as ``"untrusted:"`` or ``"tool:"`` match too).
 
-        Two lists are fused as :mod:`dagentic.retrieval` fuses them (reciprocal rank
-        fusion): the items sharing a word with the query, by BM25, and the
-        :data:`CANDIDATES` items most similar to it, by the cosine of their embeddings;
-        ``w_lex / (RRF_K + lexical_rank) + w_vec / (RRF_K + vector_rank)``. That is
-        weighed by recency (half-life ``half_life_days``: ``1 - w_rec + w_rec * recency``)
-        and importance breaks ties."""
+        Scored as :mod:`dagentic.retrieval` fuses (calibrated score fusion, weights
+        ``weights[:2]``, :data:`~dagentic.retrieval.MEMORY_FUSION` by default): ``w_lex *
+        bm25 / best_bm25 + w_vec * max(cosine, 0)``, BM25 over the terms table and the
+        cosine of the embeddings; weighed by recency (half-life ``half_life_days``: ``1 -
+        w_rec + w_rec * recency``); importance breaks ties. Only the :data:`CANDIDATES`
+        most similar items and those sharing a word with the query are scored; the
+        answer is kept when no other item could beat it, else every item is."""
         vector = (await run_in_thread(self.embedder.embed, [query[:MAX_QUERY_CHARS]]))[0]
         terms = sorted(query_terms(query))
         return await self._run(
@@ -393,8 +387,25 @@ class MemoryStore:
         where, params = self._filters(scope, provenance, exclude_untrusted, now)
         vectors = self._vectors(db)
         mask = vectors.live(scope, provenance, exclude_untrusted, now)
-        similar, ranks = vectors.best(vector, max(CANDIDATES, limit), mask)
-        return self._score(db, where, params, terms, vector, limit, now, similar, ranks)
+        similar = vectors.best(vector, max(CANDIDATES, 20 * limit), mask)
+        found = self._score(db, where, params, terms, vector, limit, now, similar)
+        _, w_vec, _ = self.weights
+        # An item in neither list has no word of the query and is no more similar than
+        # the last of the similar ones: the best it could score.
+        floor = similar[2][-1] if similar[2] else 0.0
+        outside = w_vec * max(floor, 0.0) + self._importance
+        if len(similar[0]) == int(mask.sum()) or (
+            len(found) == limit and found[-1].score >= outside
+        ):
+            return found
+        everything = vectors.best(vector, int(mask.sum()), mask)
+        return self._score(db, where, params, terms, vector, limit, now, everything)
+
+    @property
+    def _importance(self) -> float:
+        """What importance 1 adds to a score: a hundredth of the best score there is."""
+        w_lex, w_vec, _ = self.weights
+        return IMPORTANCE * (w_lex + w_vec)
 
     def _vectors(self, db: duckdb.DuckDBPyConnection) -> _Vectors:
         vectors = _VECTORS.get(str(self.path))
@@ -411,15 +422,13 @@ class MemoryStore:
         vector: list[float],
         limit: int,
         now: dt.datetime,
-        similar: list[str],
-        ranks: list[int],
+        similar: tuple[list[str], list[int], list[float]],
     ) -> list[Recalled]:
         """The best ``limit`` items by the fused score, among ``similar`` (the most similar
-        live items, with their ``ranks``) and the live items sharing a word with the
-        query."""
+        live items: ids, ranks and similarities) and the live items sharing a word with
+        the query."""
         dims = self.embedder.dimensions
         w_lex, w_vec, w_rec = self.weights
-        best = IMPORTANCE * (w_lex + w_vec) / (RRF_K + 1)
         # Narrow and not materialised: only what scoring needs passes through the plan;
         # the full rows are read for the top `limit` items only.
         sql = f"""
@@ -437,23 +446,31 @@ class MemoryStore:
                 FROM hits h JOIN df USING (term), stats s GROUP BY h.item_id),
             lex AS (SELECT id, lexical, rank() OVER (ORDER BY lexical DESC) AS lexical_rank
                     FROM bm),
-            vec AS (SELECT unnest(?::VARCHAR[]) AS id, unnest(?::INTEGER[]) AS vector_rank),
+            vec AS (SELECT unnest(?::VARCHAR[]) AS id, unnest(?::INTEGER[]) AS vector_rank,
+                           unnest(?::DOUBLE[]) AS vector),
             pool AS (SELECT id, coalesce(lex.lexical, 0) AS lexical, lex.lexical_rank,
-                            vec.vector_rank
+                            vec.vector_rank, vec.vector
                      FROM lex FULL OUTER JOIN vec USING (id)),
+            scored AS (
+                SELECT p.id, p.lexical, p.lexical_rank, p.vector_rank,
+                       -- embeddings are unit vectors: the inner product is the cosine
+                       coalesce(p.vector, array_inner_product(i.embedding,
+                                ?::FLOAT[{dims}])) AS vector,
+                       exp(-ln(2) * greatest(epoch(?::TIMESTAMPTZ) - epoch(i.updated_at),
+                       0) / ({self.half_life_days} * 86400)) AS recency, i.importance
+                FROM pool p JOIN items i USING (id)),
             best AS (
-                SELECT p.*, exp(-ln(2) * greatest(epoch(?::TIMESTAMPTZ) - epoch(i.updated_at),
-                       0) / ({self.half_life_days} * 86400)) AS recency,
-                       (coalesce({w_lex} / ({RRF_K} + p.lexical_rank), 0)
-                        + coalesce({w_vec} / ({RRF_K} + p.vector_rank), 0))
-                       * ({1 - w_rec} + {w_rec} * recency) + {best} * i.importance AS score
-                FROM pool p JOIN items i USING (id) ORDER BY score DESC, id LIMIT ?)
+                SELECT id, lexical, lexical_rank, vector_rank, vector, recency,
+                       ({w_lex} * lexical / (SELECT coalesce(max(lexical), 1) FROM lex)
+                        + {w_vec} * greatest(vector, 0))
+                       * ({1 - w_rec} + {w_rec} * recency) + {self._importance} * importance
+                       AS score
+                FROM scored ORDER BY score DESC, id LIMIT ?)
             SELECT i.*, best.lexical, best.lexical_rank, best.vector_rank, best.recency,
-                   best.score,
-                   -- embeddings are unit vectors: the inner product is the cosine
-                   array_inner_product(i.embedding, ?::FLOAT[{dims}]) AS vector
+                   best.score, best.vector
             FROM best JOIN items i USING (id) ORDER BY best.score DESC, i.id"""
-        rows = db.execute(sql, [*params, terms, similar, ranks, now, limit, vector]).fetchall()
+        ids, ranks, cosines = similar
+        rows = db.execute(sql, [*params, terms, ids, ranks, cosines, vector, now, limit]).fetchall()
         names = [d[0] for d in db.description]
         found = []
         for row in rows:
@@ -461,7 +478,7 @@ class MemoryStore:
             found.append(
                 Recalled(
                     item=_item(data),
-                    score=round(data["score"], 8),
+                    score=round(data["score"], 6),
                     lexical=round(data["lexical"], 6),
                     vector=round(data["vector"] or 0.0, 6),
                     recency=round(data["recency"], 6),

@@ -40,6 +40,7 @@ def test_memory_benchmark_runs_and_reports_every_measurement(
         "queries",
         "sizes",
         "query_embedding_minilm",
+        "relevance",
         "ratios",
         "targets",
         "environment",
@@ -74,6 +75,12 @@ def test_memory_benchmark_runs_and_reports_every_measurement(
     assert sum(s["runs"] for s in measured["recall_by_kind"].values()) == quick["queries"]
 
     assert "skipped" in results["query_embedding_minilm"]  # --quick leaves the model out
+    relevance = results["relevance"]
+    assert relevance["embedder"] == "bench-bag-of-words"  # --quick: no model either
+    assert relevance["items"] >= 40 and relevance["queries"] >= 25
+    for mode in ("lexical", "embedding", "fused"):
+        assert set(relevance[mode]) == {"recall@1", "recall@3", "recall@5", "mrr"}
+        assert 0 <= relevance[mode]["recall@1"] <= relevance[mode]["recall@5"] <= 1
     assert set(results["ratios"]) == {
         "recall_p50_largest_over_smallest",
         "ingest_rate_largest_over_smallest",

@@ -4,12 +4,16 @@ fusion rule and its properties, lexical-only mode, hostile input."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
+import anyio
 import pytest
 from dagentic.retrieval import (
     MAX_QUERY_TERMS,
+    MEMORY_FUSION,
     PLAN_WEIGHTS,
-    RRF_K,
+    ROUTING_FUSION,
+    TOOLS_FUSION,
     Document,
     Index,
     fuse,
@@ -64,12 +68,14 @@ def test_words_are_lower_case_stemmed_without_stop_words_in_any_script() -> None
     assert words("") == [] and words("   \u200b\ufeff ") == []
 
 
-def test_fusion_is_reciprocal_rank_fusion() -> None:
-    assert fuse(1, 1) == pytest.approx(2 / (RRF_K + 1))
-    assert fuse(None, None) == 0.0
-    assert fuse(3, None) == pytest.approx(1 / (RRF_K + 3))
-    assert fuse(None, 3, (1.0, 2.0)) == pytest.approx(2 / (RRF_K + 3))
-    assert fuse(1, 5) > fuse(2, 5) > fuse(2, 6) > fuse(None, 6)
+def test_fusion_is_calibrated_score_fusion() -> None:
+    assert fuse(4.0, 4.0, 1.0) == pytest.approx(1.0)  # the best of both: the weights' sum
+    assert fuse(2.0, 4.0, 0.5, (0.5, 0.5)) == pytest.approx(0.5)
+    assert fuse(2.0, 4.0, None, (0.2, 0.8)) == pytest.approx(0.1)  # no embedding
+    assert fuse(0.0, 0.0, -0.3) == 0.0  # an opposite meaning counts as none
+    assert fuse(3.0, 4.0, 0.2) > fuse(2.0, 4.0, 0.2) > fuse(2.0, 4.0, 0.1) > fuse(0, 4.0, 0.1)
+    for lexical, embedding in (ROUTING_FUSION, MEMORY_FUSION, TOOLS_FUSION):
+        assert lexical + embedding == pytest.approx(1.0) and lexical > 0
 
 
 def test_a_document_first_in_both_lists_is_first() -> None:
@@ -77,13 +83,16 @@ def test_a_document_first_in_both_lists_is_first() -> None:
     hits = Index(DOCS, embedder=embedder).rank("revenue of a region", k=2)
     assert hits[0].id == "revenue"
     assert (hits[0].lexical_rank, hits[0].vector_rank) == (1, 1)
-    assert hits[0].score == pytest.approx(fuse(1, 1))
+    assert hits[0].score == pytest.approx(1.0)
+    for fusion in ((0.01, 0.99), (0.99, 0.01), MEMORY_FUSION, TOOLS_FUSION):
+        index = Index(DOCS, embedder=embedder, fusion=fusion)
+        assert index.rank("revenue of a region", k=1)[0].id == "revenue"
 
 
 def test_each_list_can_lift_a_document_the_other_misses() -> None:
     # "salutations" shares no word with any document, but "hello" is the closest in meaning
     embedder = Fixed({DOCS[3].text(): [1.0, 0.0], "salutations": [1.0, 0.0]})
-    index = Index(DOCS, embedder=embedder)
+    index = Index(DOCS, embedder=embedder)  # ROUTING_FUSION: half and half
     [first, *_] = index.rank("salutations", k=None)
     assert (first.id, first.lexical_rank, first.vector_rank) == ("hello", None, 1)
     hits = index.rank("news of the region", k=None)  # no meaning known: words decide
@@ -97,7 +106,10 @@ def test_without_an_embedder_the_ranking_is_the_lexical_one() -> None:
     lexical = index.rank("the best selling products", k=None, mode="lexical")
     assert [h.id for h in fused] == [h.id for h in lexical]
     assert fused[0].id == "products" and fused[0].vector is None and fused[0].vector_rank is None
-    assert [h.score for h in fused[1:]] == [0.0, 0.0, 0.0]
+    assert fused[0].score == 1.0 and [h.score for h in fused[1:]] == [0.0, 0.0, 0.0]
+    embedded = Index(DOCS, embedder=Fixed({}), fusion=TOOLS_FUSION)  # the embedding weighs 0
+    assert [h.vector for h in embedded.rank("the best selling products")] == [None] * 4
+    assert embedded.rank("products", mode="vector")[0].vector is not None  # when asked
     with pytest.raises(ValueError, match="needs an embedder"):
         index.rank("products", mode="vector")
 
@@ -163,3 +175,37 @@ def test_a_plan_document_weighs_its_fields() -> None:
     other = plan_document("top_products", goal="The best-selling products by revenue")
     hits = Index([other, plan], weights=PLAN_WEIGHTS).rank("Which region led in 2026Q2?")
     assert hits[0].id == "revenue_by_region" and hits[0].document is plan
+
+
+def test_a_memory_file_of_an_older_tokenizer_is_tokenized_again_when_opened(
+    tmp_path: Path,
+) -> None:
+    from dagentic.memory import store as module
+    from dagentic.memory.store import MemoryStore
+
+    path = tmp_path / "old.duckdb"
+
+    def close() -> None:
+        module._VECTORS.pop(str(path), None)
+        opened = module._OPEN.pop(str(path), None)
+        if opened is not None:
+            opened[0].close()
+
+    store = MemoryStore(path, HashEmbedder())
+    anyio.run(lambda: store.insert("Refunds of Gadgets were rising", provenance="user"))
+    db, lock = store._connect()
+    with lock:  # as the tokenizer before the shared one wrote it: no stems
+        db.execute("DELETE FROM meta WHERE key = 'tokenizer'")
+        db.execute("UPDATE terms SET term = 'refunds' WHERE term = 'refund'")
+    close()
+    again = MemoryStore(path, HashEmbedder())
+    [found] = anyio.run(lambda: again.recall("refund", limit=1))
+    assert found.lexical_rank == 1
+    db, lock = again._connect()
+    with lock:
+        assert sorted(r[0] for r in db.execute("SELECT term FROM terms").fetchall()) == [
+            "gadget",
+            "refund",
+            "ris",
+        ]
+    close()
