@@ -359,6 +359,7 @@ class RunManager:
             if len(self.active) >= self.settings.serve.max_active_runs:
                 break
             self._skip[record.run_id] = record.updated_at
+            self.log.info("resuming run", run_id=record.run_id, was=record.shown_status)
             self.resume(record)
             resumed.append(record.run_id)
         return resumed
