@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.staticfiles import StaticFiles
 
-from ..errors import JournalError, PlanError
+from ..errors import DagenticError, JournalError, PlanError
 from ..graph import CompiledPlan
 from ..settings import Settings
 from ..threads import run_in_thread
@@ -39,9 +39,19 @@ from .runs import FINAL, ApiError, RunManager
 from .security import Guard, new_token
 from .views import approval_json, run_detail, run_summary
 
-__all__ = ["STATIC", "AskRequest", "DecisionRequest", "JSONOut", "RunRequest", "create_app", "dump"]
+__all__ = [
+    "MIN_TOKEN",
+    "STATIC",
+    "AskRequest",
+    "DecisionRequest",
+    "JSONOut",
+    "RunRequest",
+    "create_app",
+    "dump",
+]
 
 STATIC = Path(__file__).parent / "static"
+MIN_TOKEN = 16  # characters of a token at least
 _STATES = ("running", "interrupted", "waiting", "succeeded", "failed", "cancelled")
 
 
@@ -142,6 +152,12 @@ def create_app(
     if token is None:
         configured = settings.serve.token
         token = configured.get_secret_value() if configured is not None else new_token()
+    if len(token.strip()) < MIN_TOKEN or token != token.strip():
+        raise DagenticError(
+            f"serve.token is too weak: use at least {MIN_TOKEN} characters, no spaces at its "
+            "ends (e.g. the output of: python -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))')"
+        )
     manager = RunManager(settings, tools, models=models)
 
     @asynccontextmanager

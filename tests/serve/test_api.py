@@ -905,6 +905,17 @@ def test_without_the_serve_extra_the_command_names_it(
     )
 
 
+def test_a_weak_token_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    isolate(tmp_path, monkeypatch)
+    monkeypatch.setenv("DAGENTIC_SERVE__TOKEN", "hunter2")
+    result = invoke("serve", "--port", "0")
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == (
+        "error: serve.token is too weak: use at least 16 characters, no spaces at its ends "
+        "(e.g. the output of: python -c 'import secrets; print(secrets.token_urlsafe(32))')\n"
+    )
+
+
 def test_the_command_says_when_its_port_is_taken(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
