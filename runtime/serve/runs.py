@@ -101,6 +101,9 @@ class Hub:
         """An event set at the run's next news."""
         news = self._news.get(run_id)
         if news is None:
+            if len(self._news) >= 10_000:  # runs followed once and never again: let go
+                for old in list(self._news):
+                    self.wake(old)  # whoever waits reads the journal again, and waits anew
             news = self._news[run_id] = anyio.Event()
         return news
 
