@@ -9,7 +9,9 @@ where it declares some), or ``{"plan": "none"}``. Whatever comes back is checked
 a name that was not offered, an input the plan does not declare, a value of the wrong type
 or outside its allowed values make the reply invalid, and the goal is planned freely.
 
-Only plans that can take every value the goal names (a quarter, a year, a number, a
+Only plans whose name or goal speak of what a question asks about (the words after
+"which", "what", "how many": a question about a region is not answered by a plan about
+products), and that can take every value the goal names (a quarter, a year, a number, a
 capitalised name: as an allowed input value, a free input, or words of the plan) are
 offered: a plan that cannot take "the West" does not answer a question about the West.
 An input's value must also be *grounded*: stated by the goal (word for word, ignoring
@@ -35,7 +37,16 @@ if TYPE_CHECKING:
     from .plan import InputSpec
     from .tools import ToolRegistry
 
-__all__ = ["Route", "ground_inputs", "route_goal", "router_prompt", "router_schema", "unserved"]
+__all__ = [
+    "Route",
+    "about",
+    "asked_about",
+    "ground_inputs",
+    "route_goal",
+    "router_prompt",
+    "router_schema",
+    "unserved",
+]
 
 SCALAR = {"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}]}
 MAX_TOKENS = 160  # a name and a few inputs
@@ -234,14 +245,15 @@ def unserved(goal: str, entry: LibraryPlan) -> list[str]:
     """Values the goal names (a quarter, a year, a number, a capitalised name) that plan
     ``entry`` can neither take as an input nor speaks of: a plan that cannot take "the
     West" does not answer a question about the West, whichever plan a model chose."""
-    from .library import goal_values, plan_document
+    from .library import goal_values, plan_document, spelled_quarters
 
     text = " ".join(plan_document(entry.plan)).lower()
     allowed = [str(v).lower() for spec in entry.plan.inputs.values() for v in spec.enum or []]
     free = {spec.type for spec in entry.plan.inputs.values() if spec.enum is None}
     stated = _stated(goal)
     missing = []
-    for shown, value, kind in goal_values(goal):
+    named = goal_values(goal) + [(q, q, "quarter") for q in spelled_quarters(goal)]
+    for shown, value, kind in named:
         if kind == "year" and re.search(rf"{value}q[1-4]", stated):
             continue  # a year of a quarter the goal spells out: the quarter is the value
         word = str(value).lower()
@@ -253,6 +265,30 @@ def unserved(goal: str, entry: LibraryPlan) -> list[str]:
             continue
         missing.append(shown)
     return missing
+
+
+_ASKS = re.compile(r"\b(?:which|what|how many|how much)\s+(.*)", re.IGNORECASE | re.DOTALL)
+
+
+def asked_about(goal: str) -> list[str]:
+    """What a question asks about: the first two words after which, what, how many or how
+    much (common words left out), as the retrieval layer reads words; [] for other goals."""
+    from .retrieval import words
+
+    found = _ASKS.search(goal)
+    return words(found.group(1))[:2] if found else []
+
+
+def about(goal: str, entry: LibraryPlan) -> bool:
+    """Whether plan ``entry``'s name or goal speaks of what the goal asks about (a goal
+    that asks "which region" is not answered by a plan about products)."""
+    from .retrieval import words
+
+    focus = asked_about(goal)
+    if not focus:
+        return True
+    known = set(words(f"{entry.name.replace('_', ' ')} {entry.plan.goal or ''}"))
+    return any(word in known for word in focus)
 
 
 def _check_reply(
@@ -292,7 +328,7 @@ async def route_goal(
     tools: ToolRegistry,
     *,
     candidates: int = 4,
-    min_match: float = 0.5,
+    min_match: float = 0.6,
     examples: int = 2,
     judge: bool = True,
 ) -> Route:
@@ -306,17 +342,25 @@ async def route_goal(
     # offered: plans that match enough of the goal and can take every value it names
     matching = [r.plan for r in ranked if r.match >= min_match]
     untaken = {e.name: unserved(goal, e) for e in matching}
-    offered = [e for e in matching if not untaken[e.name]][:candidates]
+    taking = [e for e in matching if not untaken[e.name]]
+    offered = [e for e in taking if about(goal, e)][:candidates]
     names = [e.name for e in offered]
     if not offered:
         missing = sorted({v for values in untaken.values() for v in values})
-        reason = (
-            "no library plan that matches the goal can take "
-            + ", ".join(json.dumps(v) for v in missing)
-            + ", which it names"
-            if matching
-            else "no library plan matches enough of the goal"
-        )
+        if taking:
+            reason = (
+                "no library plan that matches the goal is about what it asks ("
+                + " ".join(asked_about(goal))
+                + ")"
+            )
+        elif matching:
+            reason = (
+                "no library plan that matches the goal can take "
+                + ", ".join(json.dumps(v) for v in missing)
+                + ", which it names"
+            )
+        else:
+            reason = "no library plan matches enough of the goal"
         return Route("planned", reason, candidates=names, examples=closest)
     reply = await model.chat(
         router_prompt(goal, offered),

@@ -196,7 +196,7 @@ class AgentSettings(BaseModel):
         4, ge=1, le=12, description="Library plans closest to the goal the router is offered."
     )
     routing_min_match: float = Field(
-        0.5,
+        0.6,
         ge=0,
         le=1,
         description="Share of the goal's words a library plan must match to be offered "

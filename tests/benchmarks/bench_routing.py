@@ -4,6 +4,11 @@ with routing off, in the same run.
 
 Run:  .venv/bin/python tests/benchmarks/bench_routing.py [--model local] [--limit N]
           [--modes on,off] [--max-wall-time S] [--off-wall-time S] [--json FILE]
+          [--parallel] [--shard K/N] [--merge FILE...]
+
+On a busy machine, --parallel runs each mode in a process of its own at the same time, and
+--shard K/N runs every Nth goal from the Kth (start N of them, then --merge their --json
+files into one report): seconds per goal then include the shards' own contention.
 
 The goals are below (GOALS): 34 that paraphrase the tasks of the ten library plans of
 plans/ written for the sample data (revenue by region and by quarter, top products and

@@ -260,3 +260,15 @@ def test_a_plan_that_cannot_take_a_value_the_goal_names_is_not_offered(
         'no library plan that matches the goal can take "West", which it names'
     )
     assert purposes(result) == ["plan"]
+
+
+def test_a_plan_is_offered_only_if_it_is_about_what_the_question_asks() -> None:
+    from dagentic.library import Library
+    from dagentic.routing import about, asked_about
+
+    lib = Library([ROOT / "plans"], Path("/nonexistent"))
+    goal = "Which region brought in the most revenue in 2025Q3?"
+    assert asked_about(goal) == ["region", "brought"]
+    assert about(goal, lib.get("revenue_by_region"))
+    assert not about(goal, lib.get("top_products"))  # it speaks of products, not regions
+    assert about("Rank the regions by sales.", lib.get("top_products"))  # not a question
