@@ -331,7 +331,9 @@ def _routes(app: FastAPI, manager: RunManager, settings: Settings) -> None:
         waits: dict[str, list[str]] = {}
         for a in await run_in_thread(store.approvals):
             waits.setdefault(a.run_id, []).append(approval_json(a)["id"])
-        return JSONOut([run_summary(r, waits.get(r.run_id)) for r in records])
+        return JSONOut(
+            [run_summary(r, None if r.status in FINAL else waits.get(r.run_id)) for r in records]
+        )
 
     @app.get("/api/runs/{run_id}", tags=["runs"])
     async def run(run_id: str) -> JSONOut:

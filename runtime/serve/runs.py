@@ -466,6 +466,11 @@ class RunManager:
         parsed = parse_approval_id(given)
         if parsed is not None:
             run_id, step_id, item = parsed
+            record = await run_in_thread(self.store.run, run_id)
+            if record is not None and record.status in FINAL:
+                raise ApiError(
+                    409, f"run '{run_id}' {record.status} already: nothing of it waits any more"
+                )
             decided = await run_in_thread(
                 partial(
                     self.store.decide,

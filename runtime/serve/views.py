@@ -70,7 +70,8 @@ def run_detail(store: RunStore, record: RunRecord, tools: ToolRegistry) -> dict[
     from ..graph import compile_plan
 
     run_id = record.run_id
-    waiting = store.approvals(run_id)
+    ended = record.status in ("succeeded", "failed", "cancelled")
+    waiting = [] if ended else store.approvals(run_id)  # a call of an ended run waits no more
     detail = run_summary(record, [approval_id(a) for a in waiting])
     detail.update(
         inputs=record.inputs,

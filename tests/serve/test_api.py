@@ -666,10 +666,15 @@ async def test_approve_and_deny_make_the_waiting_run_go_on(client: httpx.AsyncCl
     assert (await client.get("/api/approvals")).json() == []
     gone = await client.post(f"/api/approvals/{denied}:send", json={"decision": "approve"})
     assert (gone.status_code, gone.json()) == (
+        409,
+        {"error": f"run '{denied}' failed already: nothing of it waits any more"},
+    )
+    unknown = await client.post("/api/approvals/nope:send", json={"decision": "approve"})
+    assert (unknown.status_code, unknown.json()) == (
         404,
         {
-            "error": f"nothing waits for a decision as '{denied}:send': GET /api/approvals "
-            "lists what waits, with its id"
+            "error": "nothing waits for a decision as 'nope:send': GET /api/approvals lists "
+            "what waits, with its id"
         },
     )
     events = sse((await client.get(f"/api/runs/{approved}/events")).text)
@@ -721,6 +726,12 @@ async def test_a_waiting_run_can_be_cancelled(client: httpx.AsyncClient) -> None
         {"failure_mode": "cancelled", "message": "the run was cancelled through the API"},
     )
     assert (await client.get("/api/approvals")).json() == []
+    assert run["approvals"] == [] and run["waits"] == []
+    late = await client.post(f"/api/approvals/{run_id}:send", json={"decision": "approve"})
+    assert (late.status_code, late.json()) == (
+        409,
+        {"error": f"run '{run_id}' cancelled already: nothing of it waits any more"},
+    )
 
 
 async def test_trace_report_and_openapi(client: httpx.AsyncClient) -> None:
