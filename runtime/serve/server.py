@@ -71,6 +71,7 @@ def serve(
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=10,
+        limit_concurrency=4096,  # connections at once; more are answered 503
         server_header=False,
         proxy_headers=False,
     )
