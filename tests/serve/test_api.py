@@ -681,6 +681,30 @@ async def test_approve_and_deny_make_the_waiting_run_go_on(client: httpx.AsyncCl
     assert [e["data"]["status"] for e in events if e["event"] == "run"] == ["succeeded"]
 
 
+async def test_each_foreach_item_is_decided_by_its_own_id(client: httpx.AsyncClient) -> None:
+    body = (
+        "version: 1\nname: each\nsteps:\n"
+        "  - id: send\n    tool: test.write\n    approval: required\n"
+        "    foreach: [ann, bob]\n    args: {text: '${{ item }}'}\n"
+    )
+    run_id = await start(client, plan_body=body)
+    assert (await ended(client, run_id))["status"] == "waiting"
+    waiting = (await client.get("/api/approvals")).json()
+    assert [(a["id"], a["item"], a["args"]) for a in waiting] == [
+        (f"{run_id}:send:0", 0, {"text": "ann"}),
+        (f"{run_id}:send:1", 1, {"text": "bob"}),
+    ]
+    first = await client.post(f"/api/approvals/{run_id}:send:0", json={"decision": "approve"})
+    assert (first.json()["waiting"], first.json()["resumed"]) == ([f"{run_id}:send:1"], False)
+    assert (await client.get(f"/api/runs/{run_id}")).json()["status"] == "waiting"
+    await client.post(f"/api/approvals/{run_id}:send:1", json={"decision": "approve"})
+    run = await ended(client, run_id)
+    assert (run["status"], run["steps"][0]["output"]) == (
+        "succeeded",
+        [{"written": "ann"}, {"written": "bob"}],
+    )
+
+
 async def test_a_decision_made_elsewhere_is_picked_up_by_the_server(
     tmp_path: Path, plans: Path, tools: ToolRegistry
 ) -> None:
