@@ -224,6 +224,17 @@ def _errors(app: FastAPI) -> None:
     async def journal_error(request: Request, exc: JournalError) -> JSONOut:
         return JSONOut({"error": exc.message}, status_code=503)
 
+    @app.exception_handler(Exception)
+    async def broken(request: Request, exc: Exception) -> JSONOut:
+        # the server's own failure: told as JSON (the traceback goes to its log only)
+        return JSONOut(
+            {
+                "error": f"the server failed on this request ({type(exc).__name__}); its log "
+                "says more"
+            },
+            status_code=500,
+        )
+
 
 def _routes(app: FastAPI, manager: RunManager, settings: Settings) -> None:
     store = manager.store
