@@ -412,7 +412,6 @@ class _Loop:
                 {
                     "version": version,
                     "attempts": attempts,
-                    **({"library": routed.plan} if attempts == 0 and routed else {}),
                     **compiled.plan.model_dump(mode="json", by_alias=True, exclude_defaults=True),
                 }
             )

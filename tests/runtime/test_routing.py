@@ -90,7 +90,7 @@ def test_a_library_plan_is_chosen_filled_and_run_in_one_model_call(
     assert result.routing is not None
     assert result.routing["inputs"] == {"quarter": "2026Q2"}
     assert result.routing["candidates"][0] == "revenue_by_region"
-    assert result.plans[0]["library"] == "revenue_by_region"
+    assert result.plans[0]["name"] == "revenue_by_region" and result.plans[0]["attempts"] == 0
     # the call's schema: the offered plans by name, each with its inputs' allowed values
     schema = model.calls[0]["schema"]
     variants = {v["properties"]["plan"]["const"]: v for v in schema["anyOf"]}
@@ -272,3 +272,23 @@ def test_a_plan_is_offered_only_if_it_is_about_what_the_question_asks() -> None:
     assert about(goal, lib.get("revenue_by_region"))
     assert not about(goal, lib.get("top_products"))  # it speaks of products, not regions
     assert about("Rank the regions by sales.", lib.get("top_products"))  # not a question
+
+
+def test_ask_at_the_command_line_says_the_route_and_answers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import dagentic.models
+
+    route = {"plan": "revenue_by_region", "inputs": {"quarter": "2026Q2"}}
+    model = ScriptedModel([route, PASS, route, PASS])
+    monkeypatch.setattr(dagentic.models, "make_model", lambda *_: model)
+
+    shown = invoke("ask", GOAL, "--no-memory")
+    assert shown.exit_code == 0, shown.output
+    lines = shown.stdout.splitlines()
+    assert "route: library revenue_by_region (chosen by the router)" in lines
+    assert "quarter: 2026Q2" in lines and "leading region: West" in lines
+
+    data = json.loads(invoke("ask", GOAL, "--no-memory", "--json").stdout)
+    assert (data["route"], data["library_plan"]) == ("library", "revenue_by_region")
+    assert data["routing"]["inputs"] == {"quarter": "2026Q2"}
