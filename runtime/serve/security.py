@@ -37,8 +37,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 # send headers.
 EVENTS_PATH = re.compile(r"/api/runs/[^/]+/events\Z")
 CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data:; connect-src 'self'; font-src 'self'; object-src 'none'; "
+    "default-src 'self'; script-src 'self'; style-src 'self'; "
+    "img-src 'self'; connect-src 'self'; font-src 'self'; object-src 'none'; "
     "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 _HEADERS = [
@@ -150,6 +150,8 @@ class Guard:
                 api = path.startswith("/api/") or path == "/openapi.json"
                 if api and b"cache-control" not in names:
                     headers.append((b"cache-control", b"no-store"))
+                elif b"cache-control" not in names:  # the page: asked again after an upgrade
+                    headers.append((b"cache-control", b"no-cache"))
                 message["headers"] = headers
             await send(message)
 

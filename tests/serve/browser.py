@@ -27,7 +27,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import anyio
 from dagentic import ToolError, tool
@@ -49,14 +48,6 @@ CHROMIUM_ARGS = [
     "--disable-default-apps",
     "--disable-extensions",
 ]
-# Stricter than the server's own policy (no inline style, no data: image): the page is
-# shown under this one in the tests, so it is known to need nothing more; a violation is a
-# console error, which fails a test.
-STRICT_CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
-    "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
-    "form-action 'self'; frame-ancestors 'none'"
-)
 START_TIMEOUT = 30.0  # seconds for the server to listen (imports, journal, plugins)
 
 
@@ -252,12 +243,6 @@ def open_page(browser: Any, width: int = 1280, height: int = 900) -> Watched:
     context = browser.new_context(viewport={"width": width, "height": height})
     context.set_default_timeout(15_000)
 
-    def strict(route: Any) -> None:
-        response = route.fetch()
-        headers = {**response.headers, "content-security-policy": STRICT_CSP}
-        route.fulfill(response=response, headers=headers)
-
-    context.route(lambda url: urlsplit(url).path in ("/", "/index.html"), strict)
     page = context.new_page()
     watched = Watched(page)
     page.on("pageerror", lambda error: watched.errors.append(str(error)))

@@ -225,11 +225,17 @@ async def test_responses_carry_the_security_headers_and_no_cors_unless_configure
     client: httpx.AsyncClient, tmp_path: Path, tools: ToolRegistry
 ) -> None:
     answer = await client.get("/api/runs", headers={"Origin": "http://evil.example"})
-    assert answer.headers["content-security-policy"].startswith("default-src 'self'")
+    assert answer.headers["content-security-policy"] == (  # the page needs nothing more
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
+        "form-action 'self'; frame-ancestors 'none'"
+    )
     assert answer.headers["x-content-type-options"] == "nosniff"
     assert answer.headers["referrer-policy"] == "no-referrer"
     assert answer.headers["x-frame-options"] == "DENY"
     assert answer.headers["cache-control"] == "no-store"
+    page = await client.get("/static/app.js")
+    assert page.status_code == 200 and page.headers["cache-control"] == "no-cache"
     assert "access-control-allow-origin" not in answer.headers
     preflight = await client.options(
         "/api/runs",
