@@ -661,8 +661,9 @@ async def test_the_child_run_is_traced_under_its_step(folder: Path, tools: ToolR
 # --------------------------------------------------------------------------- resuming
 
 
+@pytest.mark.parametrize("as_file", [False, True])
 async def test_a_finished_sub_plan_step_is_not_run_again_on_resume(
-    folder: Path, tools: ToolRegistry
+    folder: Path, tools: ToolRegistry, monkeypatch: pytest.MonkeyPatch, as_file: bool
 ) -> None:
     written: list[str] = []
 
@@ -691,13 +692,16 @@ async def test_a_finished_sub_plan_step_is_not_run_again_on_resume(
         outputs: {w: "${{ steps.w.output }}"}
         """,
     )
-    plan = {
+    plan: Any = {
         "name": "parent",
         "steps": [
             {"id": "save", "plan": "saves"},
             {"id": "wait", "tool": "t.block", "needs": ["save"]},
         ],
     }
+    if as_file:  # its sub-plan is a path relative to it, wherever the run resumes
+        plan["steps"][0]["plan"] = "../plans/saves.yaml"
+        plan = write(folder / "work" / "parent.yaml", json.dumps(plan))
     durable = DurableJournal(open_store(str(folder / "journal.sqlite")), lease=30.0)
     try:
         registry = ToolRegistry([*tools, counted, block])
@@ -723,6 +727,9 @@ async def test_a_finished_sub_plan_step_is_not_run_again_on_resume(
             return None
 
         fixed = ToolRegistry(replace(t, fn=done) if t.name == "t.block" else t for t in registry)
+        if as_file:
+            (folder / "elsewhere").mkdir()
+            monkeypatch.chdir(folder / "elsewhere")
         resumed = await executor(fixed, journal=durable).resume("r-sub")
     finally:
         durable.close()
