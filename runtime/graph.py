@@ -145,6 +145,8 @@ def compile_plan(
     from .subplans import Nesting
 
     nesting = Nesting.top(plan_folders, source_file)
+    if name is None and source_file is not None:
+        name = str(source_file)  # its problems name it; a journal resumes from it
     if isinstance(plan, str):
         source, problems = read_plan_source(text=plan, name=name)
         return _check(source, problems, tools, judge=judge, nesting=nesting)

@@ -380,7 +380,7 @@ def _validates(entry: LibraryPlan, tools: ToolRegistry) -> bool:
     from .graph import compile_plan
 
     try:
-        compile_plan(entry.plan, tools)
+        compile_plan(entry.plan, tools, source_file=entry.path)  # its sub-plans' base
     except (PlanError, ValueError):
         return False
     return True

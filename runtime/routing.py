@@ -389,7 +389,7 @@ async def route_goal(
     inputs, corrected = ground_inputs(goal, entry.plan.inputs, given)
     try:
         resolve_inputs(entry.plan, inputs)
-        compiled = compile_plan(entry.plan, tools, judge=judge)
+        compiled = compile_plan(entry.plan, tools, judge=judge, source_file=entry.path)
     except PlanError as exc:
         problems = "; ".join(p.message for p in exc.problems)[:500]
         return Route(

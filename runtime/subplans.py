@@ -205,8 +205,8 @@ def _find(
             return _resolved(candidate)
         checker.report(
             where,
-            f"{name}: plan file '{ref}' not found (looked for {_shown(candidate)}); a path is "
-            "relative to the folder of the plan file that names it",
+            f"{name}: plan file '{ref}' not found (looked for {_shown(_resolved(candidate))}); "
+            "a path is relative to the folder of the plan file that names it",
         )
         return None
     if _NAME.match(ref):

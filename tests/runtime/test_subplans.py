@@ -307,6 +307,31 @@ def test_an_estimate_counts_the_sub_plans_calls(folder: Path, tools: ToolRegistr
     assert found.tool_calls == 3
 
 
+def test_a_plan_read_from_a_file_names_its_sub_plans_from_there(
+    folder: Path, tools: ToolRegistry
+) -> None:
+    path = write(
+        folder / "lib" / "a.yaml",
+        """\
+        version: 1
+        name: a
+        steps:
+          - {id: greet, plan: ../plans/child.yaml, inputs: {who: Ada}}
+        """,
+    )
+    plan = load_plan(path, tools).plan  # as a library holds it: the model, and its file
+    compiled = compile_plan(plan, tools, source_file=path)
+    assert compiled.file == str(path)
+    assert compiled.steps["greet"].subplan is not None
+    with pytest.raises(PlanError) as caught:
+        compile_plan(plan, tools)  # without its file: relative to the working directory
+    assert [str(p) for p in caught.value.problems] == [
+        "step 'greet': plan file '../plans/child.yaml' not found (looked for "
+        f"{folder.parent / 'plans' / 'child.yaml'}); a path is relative to the folder of the "
+        "plan file that names it"
+    ]
+
+
 def test_graph_labels_the_step_with_the_plan(folder: Path, tools: ToolRegistry) -> None:
     path = write(
         folder / "a.yaml",
