@@ -411,6 +411,7 @@ def _failures(
     skipped: list[dict[str, Any]] = []
     modes: dict[str, str | None] = {}  # span id -> failure mode, of what is listed
     later = []
+    callers: list[tuple[dict[str, Any], dict[str, Any]]] = []  # sub-plan steps, entries
     for span in spans if spans is not None else tree.spans:
         kind, attrs = _kind(span), _attrs(span)
         if kind == "item" or (span.get("status") != "ERROR" and not attrs.get(MODE)):
@@ -430,8 +431,16 @@ def _failures(
             "attempts": attrs.get("dagentic.attempts"),
             "run_id": _attrs(run).get(RUN_ID) if run is not None else None,
         }
+        if attrs.get(SUBPLAN) and entry["failure_mode"] != UPSTREAM:
+            callers.append((span, entry))  # listed unless its sub-plan's failure is
+            continue
         modes[span["span_id"]] = entry["failure_mode"]
         (skipped if entry["failure_mode"] == UPSTREAM else failures).append(entry)
+    for span, entry in callers:
+        if entry["failure_mode"] in {modes.get(s["span_id"], "") for s in tree.below(span)}:
+            continue
+        modes[span["span_id"]] = entry["failure_mode"]
+        failures.append(entry)
     for span in later:
         attrs = _attrs(span)
         if attrs.get(MODE) in {modes.get(s["span_id"], "") for s in tree.below(span)}:

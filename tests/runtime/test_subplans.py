@@ -30,9 +30,10 @@ from dagentic import (
 from dagentic.durable import DurableJournal, open_store
 from dagentic.runfiles import read_spans, run_files
 from dagentic.subplans import MAX_SUBPLAN_DEPTH
-from dagentic.traceview import analyse
+from dagentic.traceview import analyse, render_trace
 from dagentic.tracing import tracing_from_settings
 from pydantic import ValidationError
+from rich.console import Console
 
 from tests.blind import blind_settings
 from tests.conftest import TEST_TOOLS
@@ -662,25 +663,48 @@ async def test_the_child_run_is_traced_under_its_step(folder: Path, tools: ToolR
     settings = blind_settings(runs_dir=folder / "runs", tracing={"metrics": False})
     tracing = tracing_from_settings(settings)
     assert tracing is not None
+    write(
+        folder / "plans" / "failing.yaml",
+        """\
+        version: 1
+        name: failing
+        steps:
+          - {id: boom, tool: test.fail}
+        """,
+    )
     plan = {
         "name": "parent",
-        "steps": [{"id": "greet", "plan": "child", "inputs": {"who": "Ada"}}],
+        "steps": [
+            {"id": "greet", "plan": "child", "inputs": {"who": "Ada"}},
+            {"id": "broken", "plan": "failing", "needs": ["greet"]},
+        ],
     }
     result = await Executor(tools, settings=settings, tracing=tracing, journal=None).run(
         plan, run_id="r1"
     )
     tracing.flush()
-    assert result.succeeded
+    assert result.steps["greet"].status is StepStatus.SUCCEEDED
     spans = list(read_spans(next(iter(run_files(folder / "runs")))))
     by_name = {s["name"]: s for s in spans}
     step, child = by_name["run_plan child"], by_name["run child"]
     assert child["parent_id"] == step["span_id"]
-    rows = analyse(spans, "r1")["timeline"]
+    analysis = analyse(spans, "r1")
+    rows = analysis["timeline"]
     assert [(r["kind"], r["label"], r["detail"], r["depth"]) for r in rows] == [
         ("step", "greet", "plan child", 0),
         ("run", "run child", ".greet", 1),
         ("step", "say", "test.echo", 2),
+        ("step", "broken", "plan failing", 0),
+        ("run", "run failing", ".broken", 1),
+        ("step", "boom", "test.fail", 2),
     ]
+    # a failure is listed once, where it happened: not again on its sub-plan step and runs
+    assert [(f["step_id"], f["failure_mode"]) for f in analysis["failures"]] == [
+        ("boom", "tool_error")
+    ]
+    console = Console(width=160, record=True, color_system=None)
+    render_trace(analysis, console)
+    assert "critical path of run child: say" in console.export_text()
 
 
 # --------------------------------------------------------------------------- resuming
