@@ -98,10 +98,6 @@ class SubPlan:
     tool: Tool  # what an approver and the journal are told the call is
     untrusted: frozenset[str]  # untrusted tools whose data its steps may carry
 
-    @property
-    def shown(self) -> str:
-        return _shown(self.path)
-
 
 def plan_folders(settings: Any) -> list[Path] | None:
     """The folders plan names are looked up in, as ``settings`` say (``library.folders``),
@@ -121,7 +117,6 @@ def check_subplan(checker: _Checker, step: Step, at: tuple[Any, ...], name: str)
     path = _find(checker, nesting, ref, where, name)
     if path is None:
         return None
-    chain = " -> ".join(_shown(p) for p in (*nesting.stack, path))
     if path in nesting.stack:
         if nesting.stack[-1] == path:
             checker.report(
@@ -139,6 +134,7 @@ def check_subplan(checker: _Checker, step: Step, at: tuple[Any, ...], name: str)
             )
         return None
     if nesting.level >= MAX_SUBPLAN_DEPTH:
+        chain = " -> ".join(_shown(p) for p in (*nesting.stack, path))
         checker.report(
             where,
             f"{name}: sub-plans nest more than {MAX_SUBPLAN_DEPTH} levels deep here "
