@@ -11,7 +11,8 @@ or outside its allowed values make the reply invalid, and the goal is planned fr
 
 Only plans whose name or goal speak of what a question asks about (the words after
 "which", "what", "how many": a question about a region is not answered by a plan about
-products), and that can take every value the goal names (a quarter, a year, a number, a
+products), that match nearly as much of the goal as the best one (within
+:data:`MATCH_GAP`), and that can take every value the goal names (a quarter, a year, a number, a
 capitalised name: as an allowed input value, a free input, or words of the plan) are
 offered: a plan that cannot take "the West" does not answer a question about the West.
 An input's value must also be *grounded*: stated by the goal (word for word, ignoring
@@ -50,6 +51,7 @@ __all__ = [
 
 SCALAR = {"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}]}
 MAX_TOKENS = 160  # a name and a few inputs
+MATCH_GAP = 0.2  # offered: plans within this share of the goal's words of the best match
 ROUTER_SYSTEM = (
     "You route a user's goal to a saved plan. The saved plans closest to the goal are listed "
     "with what each one does and its inputs. Choose the plan that answers the goal, and fill "
@@ -343,7 +345,10 @@ async def route_goal(
     matching = [r.plan for r in ranked if r.match >= min_match]
     untaken = {e.name: unserved(goal, e) for e in matching}
     taking = [e for e in matching if not untaken[e.name]]
-    offered = [e for e in taking if about(goal, e)][:candidates]
+    fitting = [r for r in ranked if r.plan in [e for e in taking if about(goal, e)]]
+    best = max((r.match for r in fitting), default=0.0)
+    # a plan that matches much less of the goal than the best one is not what it asks
+    offered = [r.plan for r in fitting if r.match >= best - MATCH_GAP][:candidates]
     names = [e.name for e in offered]
     if not offered:
         missing = sorted({v for values in untaken.values() for v in values})
