@@ -445,10 +445,6 @@ class ServeSettings(BaseModel):
         default_factory=list,
         description="Origins other web pages may call the API from (none: CORS is off).",
     )
-    plan_dirs: list[Path] = Field(
-        default_factory=lambda: [Path("plans")],
-        description="Folders whose *.yaml plans the API lists and runs by name.",
-    )
     tools: list[str] = Field(
         default_factory=lambda: ["*"],
         description="Tools runs started through the API may use, as names or patterns "

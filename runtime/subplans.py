@@ -3,8 +3,10 @@
 A sub-plan is found and validated with its caller, before anything runs: ``plan: revenue``
 names ``revenue.yaml`` (or ``.yml``) in the plan folders (``plans/`` unless the caller says
 otherwise), ``plan: sub/b.yaml`` (a name with a ``/`` or ending ``.yaml``/``.yml``) is a
-path relative to the folder of the plan file that names it (the working directory for a
-plan that is not a file). Its problems, a missing plan, unknown or missing inputs, literal
+path relative to the folder of the plan file that names it. A path must stay inside the
+folder of the outermost plan file or a plan folder, and a plan that is not a file (a plan
+body sent to ``dagentic serve``, a model's plan) names sub-plans only by name: a hostile
+plan cannot make the machine read a file of its choosing. Its problems, a missing plan, unknown or missing inputs, literal
 inputs of the wrong type, cycles (a plan that runs itself, directly or through others), a
 nesting deeper than :data:`MAX_SUBPLAN_DEPTH` and more than :data:`MAX_TOTAL_STEPS` steps
 in all, or more than :data:`MAX_PLAN_FILES` plan files, are problems of the caller,
@@ -66,7 +68,8 @@ class Nesting:
     @classmethod
     def top(cls, folders: Sequence[str | Path] | None, path: str | Path | None) -> Nesting:
         found = None if folders is None else tuple(Path(f) for f in folders)
-        return cls(found, (_resolved(Path(path)),) if path is not None else ())
+        is_file = path is not None and Path(path).is_file()  # not a name like <plan_body>
+        return cls(found, (_resolved(Path(path)),) if is_file else ())
 
     @property
     def folders(self) -> tuple[Path, ...]:
@@ -194,11 +197,29 @@ def _find(
 ) -> Path | None:
     """The plan file ``ref`` names, or None (reported)."""
     if "/" in ref or os.sep in ref or ref.endswith((".yaml", ".yml")):
+        folders = ", ".join(_shown(f) + "/" for f in nesting.folders) or "no plan folders"
+        if not nesting.stack:  # a plan body or a model's plan: no file of its choosing
+            checker.report(
+                where,
+                f"{name}: plan '{ref}' is a path, but this plan is not a file (a plan body, "
+                f"or one a model made): name a plan of {folders} instead, without .yaml",
+            )
+            return None
         candidate = Path(ref).expanduser()
         if not candidate.is_absolute():
             candidate = nesting.base(checker.source.file) / candidate
-        if candidate.is_file():
-            return _resolved(candidate)
+        root = nesting.stack[0].parent
+        found = _resolved(candidate)
+        if not any(found.is_relative_to(r) for r in (root, *map(_resolved, nesting.folders))):
+            checker.report(
+                where,
+                f"{name}: plan file '{ref}' is outside this plan's folder ({_shown(root)}/) "
+                f"and the plan folders ({folders}): move it there, or name it from the plan "
+                "folders",
+            )
+            return None
+        if found.is_file():
+            return found
         checker.report(
             where,
             f"{name}: plan file '{ref}' not found (looked for {_shown(_resolved(candidate))}); "
@@ -208,9 +229,9 @@ def _find(
     if _NAME.match(ref):
         for folder in nesting.folders:
             for suffix in (".yaml", ".yml"):
-                candidate = folder / f"{ref}{suffix}"
-                if candidate.is_file():
-                    return _resolved(candidate)
+                candidate = _resolved(folder / f"{ref}{suffix}")
+                if candidate.is_file() and candidate.is_relative_to(_resolved(folder)):
+                    return candidate  # a link that leads out of the folder is not followed
     known = sorted(
         {
             p.stem

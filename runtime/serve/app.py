@@ -253,7 +253,7 @@ def _routes(app: FastAPI, manager: RunManager, settings: Settings) -> None:
 
     @app.get("/api/plans", tags=["plans"])
     async def plans() -> JSONOut:
-        """The plans of the plan folders (``serve.plan_dirs``), with their inputs."""
+        """The plans of the plan folders (``library.folders``), with their inputs."""
         return JSONOut(await run_in_thread(list_plans, settings, tools))
 
     @app.post("/api/runs", status_code=202, tags=["runs"])

@@ -1,4 +1,4 @@
-"""The plans ``dagentic serve`` runs: plan files of the plan folders (``serve.plan_dirs``),
+"""The plans ``dagentic serve`` runs: plan files of the plan folders (``library.folders``),
 found by name and never outside them, and plan bodies sent in a request, validated exactly
 as plan files are, then held to what the server allows: the tools of ``serve.tools``, and
 no ``sql`` source a step names literally outside ``sql.allowed_roots`` (a source built from
@@ -51,11 +51,11 @@ class PlanNotFound(LookupError):
 
 
 def _folders(settings: Settings) -> list[Path]:
-    return [Path(p).expanduser().resolve() for p in settings.serve.plan_dirs]
+    return [Path(p).expanduser().resolve() for p in settings.library.folders]
 
 
 def _shown_folders(settings: Settings) -> str:
-    return ", ".join(str(p) for p in settings.serve.plan_dirs) or "none are set"
+    return ", ".join(str(p) for p in settings.library.folders) or "none are set"
 
 
 def find_plan(settings: Settings, name: str) -> Path:
@@ -79,7 +79,7 @@ def find_plan(settings: Settings, name: str) -> Path:
             if resolved.is_relative_to(folder) and resolved.is_file():
                 return resolved
     raise PlanNotFound(
-        f"there is no plan '{name}' in the plan folders (serve.plan_dirs: "
+        f"there is no plan '{name}' in the plan folders (library.folders: "
         f"{_shown_folders(settings)}); GET /api/plans lists them"
     )
 
@@ -88,7 +88,7 @@ def list_plans(settings: Settings, tools: ToolRegistry) -> list[dict[str, Any]]:
     """Every plan file of the plan folders (the first of a name wins), with its inputs;
     a plan that does not validate is listed with its problems."""
     found: dict[str, dict[str, Any]] = {}
-    for folder, shown in zip(_folders(settings), settings.serve.plan_dirs, strict=True):
+    for folder, shown in zip(_folders(settings), settings.library.folders, strict=True):
         if not folder.is_dir():
             continue
         for path in sorted(p for p in folder.iterdir() if p.suffix in _SUFFIXES):

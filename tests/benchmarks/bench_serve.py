@@ -71,7 +71,7 @@ class Server:
         env.update(
             DAGENTIC_RUNS_DIR=str(self.folder / "runs"),
             DAGENTIC_SERVE__TOKEN=TOKEN,
-            DAGENTIC_SERVE__PLAN_DIRS=json.dumps([str(self.folder / "plans")]),
+            DAGENTIC_LIBRARY__FOLDERS=json.dumps([str(self.folder / "plans")]),
             DAGENTIC_LOG_LEVEL="warning",
             DAGENTIC_CACHE__ENABLED="false",
             PYTHONUNBUFFERED="1",

@@ -12,6 +12,7 @@ from typing import Any
 
 import anyio
 import pytest
+import yaml
 from dagentic import (
     Executor,
     FailureMode,
@@ -325,12 +326,98 @@ def test_a_plan_read_from_a_file_names_its_sub_plans_from_there(
     assert compiled.file == str(path)
     assert compiled.steps["greet"].subplan is not None
     with pytest.raises(PlanError) as caught:
-        compile_plan(plan, tools)  # without its file: relative to the working directory
-    assert [str(p) for p in caught.value.problems] == [
-        "step 'greet': plan file '../plans/child.yaml' not found (looked for "
-        f"{folder.parent / 'plans' / 'child.yaml'}); a path is relative to the folder of the "
-        "plan file that names it"
-    ]
+        compile_plan(plan, tools)  # without its file: no path may be followed
+    assert [str(p) for p in caught.value.problems] == [NOT_A_FILE.format(ref="../plans/child.yaml")]
+
+
+NOT_A_FILE = (
+    "step 'greet': plan '{ref}' is a path, but this plan is not a file (a plan body, or "
+    "one a model made): name a plan of plans/ instead, without .yaml"
+)
+OUTSIDE = (
+    "step 'greet': plan file '{ref}' is outside this plan's folder ({root}/) and the plan "
+    "folders (plans/): move it there, or name it from the plan folders"
+)
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "/etc/passwd",
+        "../../../../etc/hostname",
+        "~/.bashrc",
+        "plans/child.yaml",
+        "child.yaml",
+        "secret.yaml",
+        "/nonexistent/x.yml",
+    ],
+)
+def test_a_plan_that_is_not_a_file_names_sub_plans_only_by_name(
+    folder: Path, tools: ToolRegistry, ref: str
+) -> None:
+    """A plan body (dagentic serve) or a model's plan must not make the machine read a file
+    of its choosing: the same refusal whether the file exists or not, and nothing read."""
+    write(folder / "secret.yaml", "password: hunter2\n")
+    body = {"version": 1, "name": "p", "steps": [{"id": "greet", "plan": ref}]}
+    for plan in (body, yaml.safe_dump(body)):
+        with pytest.raises(PlanError) as caught:
+            compile_plan(plan, tools)
+        assert [
+            str(p).split(": ", 1)[-1] if isinstance(plan, str) else str(p)
+            for p in caught.value.problems
+        ] == [NOT_A_FILE.format(ref=ref)]
+    named = compile_plan(
+        {**body, "steps": [{"id": "greet", "plan": "child", "inputs": {"who": "Ada"}}]}, tools
+    )
+    assert named.steps["greet"].subplan is not None  # a name of the plan folders is fine
+
+
+def test_a_plan_name_does_not_follow_a_link_out_of_its_folder(
+    folder: Path, tools: ToolRegistry, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    outside = tmp_path_factory.mktemp("outside")
+    write(outside / "x.yaml", CHILD)
+    (folder / "plans" / "escape.yaml").symlink_to(outside / "x.yaml")
+    body = {"version": 1, "name": "p", "steps": [{"id": "greet", "plan": "escape"}]}
+    with pytest.raises(PlanError) as caught:
+        compile_plan(body, tools)
+    assert str(caught.value.problems[0]).startswith(
+        "step 'greet': no plan named 'escape' in plans/"
+    )
+
+
+def test_a_plan_file_names_no_sub_plan_outside_its_folder_and_the_plan_folders(
+    folder: Path, tools: ToolRegistry, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    outside = tmp_path_factory.mktemp("outside")
+    write(outside / "x.yaml", CHILD)
+    (folder / "work").mkdir()
+    (folder / "work" / "link.yaml").symlink_to(outside / "x.yaml")
+    for ref in (
+        str(outside / "x.yaml"),
+        "../../outside/x.yaml",
+        "link.yaml",
+        "../" * 12 + "etc/passwd",
+    ):
+        path = write(
+            folder / "work" / "a.yaml",
+            f"""\
+            version: 1
+            name: a
+            steps:
+              - {{id: greet, plan: "{ref}", inputs: {{who: Ada}}}}
+            """,
+        )
+        with pytest.raises(PlanError) as caught:
+            load_plan(path, tools)
+        assert [p.message for p in caught.value.problems] == [OUTSIDE.format(ref=ref, root="work")]
+    write(folder / "work" / "inside" / "b.yaml", CHILD)
+    for ref in ("inside/b.yaml", "../plans/child.yaml"):  # its folder, a plan folder
+        path.write_text(
+            path.read_text().replace("link.yaml", ref).split("plan: ")[0]
+            + f'plan: "{ref}", inputs: {{who: Ada}}}}\n'
+        )
+        assert load_plan(path, tools).steps["greet"].subplan is not None
 
 
 def test_graph_labels_the_step_with_the_plan(folder: Path, tools: ToolRegistry) -> None:
@@ -442,7 +529,7 @@ async def test_outputs_foreach_and_inputs_from_steps(folder: Path, tools: ToolRe
             },
             {
                 "id": "each",
-                "plan": "plans/child.yaml",
+                "plan": "child",
                 "foreach": ["x", "y"],
                 "inputs": {"who": "${{ item }}"},
             },
@@ -749,8 +836,10 @@ async def test_a_finished_sub_plan_step_is_not_run_again_on_resume(
         ],
     }
     if as_file:  # its sub-plan is a path relative to it, wherever the run resumes
-        plan["steps"][0]["plan"] = "../plans/saves.yaml"
+        plan["steps"][0]["plan"] = "sub/saves.yaml"
         plan = write(folder / "work" / "parent.yaml", json.dumps(plan))
+        (folder / "work" / "sub").mkdir()
+        (folder / "plans" / "saves.yaml").rename(folder / "work" / "sub" / "saves.yaml")
     durable = DurableJournal(open_store(str(folder / "journal.sqlite")), lease=30.0)
     try:
         registry = ToolRegistry([*tools, counted, block])

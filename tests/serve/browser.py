@@ -171,7 +171,7 @@ def launch_server(root: Path, plans: dict[str, str]) -> Launched:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DAGENTIC_")}
     env.update(
         DAGENTIC_RUNS_DIR=str(root / "runs"),
-        DAGENTIC_SERVE__PLAN_DIRS=json.dumps([str(root / "plans")]),
+        DAGENTIC_LIBRARY__FOLDERS=json.dumps([str(root / "plans")]),
         DAGENTIC_TRACING__METRICS="false",
         PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
         PYTHONUNBUFFERED="1",

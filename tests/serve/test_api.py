@@ -97,7 +97,8 @@ def plans(tmp_path: Path) -> Path:
 
 
 def settings_for(tmp_path: Path, **values: Any) -> Settings:
-    serve = {"plan_dirs": [str(tmp_path / "plans")], **values.pop("serve", {})}
+    serve = values.pop("serve", {})
+    values.setdefault("library", {"folders": [str(tmp_path / "plans")]})
     values.setdefault("journal", {"lease": 3})
     values.setdefault("memory", {"enabled": False})
     return blind_settings(runs_dir=str(tmp_path / "runs"), serve=serve, **values)
@@ -464,7 +465,7 @@ async def test_a_plan_name_stays_inside_the_plan_folders(
         assert (answer.status_code, answer.json()) == (
             404,
             {
-                "error": f"there is no plan '{name}' in the plan folders (serve.plan_dirs: "
+                "error": f"there is no plan '{name}' in the plan folders (library.folders: "
                 f"{plans}); GET /api/plans lists them"
             },
         )
@@ -981,7 +982,7 @@ def test_the_command_prints_its_address_once_and_serves_until_sigterm(
     env = script_env(
         {
             "DAGENTIC_RUNS_DIR": str(tmp_path / "runs"),
-            "DAGENTIC_SERVE__PLAN_DIRS": json.dumps([str(plans)]),
+            "DAGENTIC_LIBRARY__FOLDERS": json.dumps([str(plans)]),
             "DAGENTIC_CACHE__ENABLED": "false",
             "PYTHONUNBUFFERED": "1",
         }
