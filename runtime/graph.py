@@ -140,7 +140,7 @@ def compile_plan(
 ) -> CompiledPlan:
     """Validate and compile a :class:`Plan`, a dict in plan-file shape, or YAML text. A
     sub-plan's path is relative to the folder of ``source_file`` (the plan file it came
-    from), else to the working directory; names are looked up in ``plan_folders``
+    from); without one, sub-plans are named only by name, looked up in ``plan_folders``
     (default: the ``library.folders`` setting, ``plans/``)."""
     from .subplans import Nesting
 
