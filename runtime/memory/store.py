@@ -140,6 +140,8 @@ class _Vectors:
         self.size = len(self.ids)
         self.row = {item_id: n for n, item_id in enumerate(self.ids)}
         self.alive = np.ones(self.size, dtype=bool)
+        self._id_array = np.asarray(self.ids, dtype=object)
+        self._cursor: duckdb.DuckDBPyConnection | None = None
         # Strings as codes (-1: None), one table per column: filters compare integers.
         self.codes: list[dict[str | None, int]] = [{None: -1} for _ in range(4)]
         self.columns = np.array(
@@ -224,15 +226,40 @@ class _Vectors:
             mask &= np.isin(self.columns[:n, 3], np.asarray(codes, dtype=np.int32))
         return mask
 
-    def best(
-        self, query: list[float], count: int, mask: Any
-    ) -> tuple[list[str], list[int], list[float]]:
-        """The ids of the ``count`` items of ``mask`` most similar to ``query``, most
-        similar first, their ranks (equal similarities share a rank) and similarities."""
+    def similarity(self, query: list[float]) -> Any:
+        """Every row's cosine similarity to ``query`` (the rows of removed items too)."""
         import numpy as np
 
-        scores = self.matrix[: self.size] @ np.asarray(query, dtype=np.float32)
-        scores[~mask] = -np.inf
+        return self.matrix[: self.size] @ np.asarray(query, dtype=np.float32)
+
+    def cursor(self, db: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+        """A connection of ``db``'s database for recall's queries, made once."""
+        if self._cursor is None:
+            self._cursor = db.cursor()
+        return self._cursor
+
+    def close(self) -> None:
+        if self._cursor is not None:
+            self._cursor.close()
+            self._cursor = None
+
+    def id_array(self) -> Any:
+        """The rows' ids as a numpy array (for DuckDB to scan beside the similarities)."""
+        import numpy as np
+
+        if len(self._id_array) != self.size:
+            self._id_array = np.asarray(self.ids, dtype=object)
+        return self._id_array
+
+    def best(
+        self, similarity: Any, count: int, mask: Any
+    ) -> tuple[list[str], list[int], list[float]]:
+        """The ids of the ``count`` items of ``mask`` most similar (``similarity``: of
+        every row), most similar first, their ranks (equal similarities share a rank)
+        and similarities."""
+        import numpy as np
+
+        scores = np.where(mask, similarity, -np.inf)
         count = min(count, int(mask.sum()))
         if count <= 0:
             return [], [], []
@@ -246,6 +273,7 @@ class _Vectors:
 
 _VECTORS: dict[str, _Vectors] = {}  # by memory file, for the connection in _OPEN
 CANDIDATES = VECTOR_DEPTH  # the most similar items that pass the filters, scored in SQL
+SIMILARITY = "dagentic_recall_similarity"  # every item's similarity, as SQL sees it in recall
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -387,8 +415,31 @@ class MemoryStore:
         where, params = self._filters(scope, provenance, exclude_untrusted, now)
         vectors = self._vectors(db)
         mask = vectors.live(scope, provenance, exclude_untrusted, now)
-        similar = vectors.best(vector, max(CANDIDATES, 20 * limit), mask)
-        found = self._score(db, where, params, terms, vector, limit, now, similar)
+        similarity = vectors.similarity(vector)
+        # Every item's similarity, for SQL to read beside the lexical matches' scores
+        # (reading their embeddings in SQL costs more than the product of them all).
+        # On a cursor of its own: a registration must not wait for a result of `db`.
+        cursor = vectors.cursor(db)
+        cursor.register(SIMILARITY, {"id": vectors.id_array(), "vector": similarity})
+        try:
+            return self._fuse(cursor, where, params, terms, limit, now, vectors, similarity, mask)
+        finally:
+            cursor.unregister(SIMILARITY)
+
+    def _fuse(
+        self,
+        db: duckdb.DuckDBPyConnection,
+        where: str,
+        params: list[Any],
+        terms: list[str],
+        limit: int,
+        now: dt.datetime,
+        vectors: _Vectors,
+        similarity: Any,
+        mask: Any,
+    ) -> list[Recalled]:
+        similar = vectors.best(similarity, max(CANDIDATES, 20 * limit), mask)
+        found = self._score(db, where, params, terms, limit, now, similar)
         _, w_vec, _ = self.weights
         # An item in neither list has no word of the query and is no more similar than
         # the last of the similar ones: the best it could score.
@@ -398,8 +449,8 @@ class MemoryStore:
             len(found) == limit and found[-1].score >= outside
         ):
             return found
-        everything = vectors.best(vector, int(mask.sum()), mask)
-        return self._score(db, where, params, terms, vector, limit, now, everything)
+        everything = vectors.best(similarity, int(mask.sum()), mask)
+        return self._score(db, where, params, terms, limit, now, everything)
 
     @property
     def _importance(self) -> float:
@@ -410,6 +461,8 @@ class MemoryStore:
     def _vectors(self, db: duckdb.DuckDBPyConnection) -> _Vectors:
         vectors = _VECTORS.get(str(self.path))
         if vectors is None or vectors.db_id != id(db):
+            if vectors is not None:
+                vectors.close()  # of a connection closed since: its cursor goes too
             vectors = _VECTORS[str(self.path)] = _Vectors(db, self.embedder.dimensions)
         return vectors
 
@@ -419,7 +472,6 @@ class MemoryStore:
         where: str,
         params: list[Any],
         terms: list[str],
-        vector: list[float],
         limit: int,
         now: dt.datetime,
         similar: tuple[list[str], list[int], list[float]],
@@ -427,7 +479,6 @@ class MemoryStore:
         """The best ``limit`` items by the fused score, among ``similar`` (the most similar
         live items: ids, ranks and similarities) and the live items sharing a word with
         the query."""
-        dims = self.embedder.dimensions
         w_lex, w_vec, w_rec = self.weights
         # Narrow and not materialised: only what scoring needs passes through the plan;
         # the full rows are read for the top `limit` items only.
@@ -453,12 +504,11 @@ class MemoryStore:
                      FROM lex FULL OUTER JOIN vec USING (id)),
             scored AS (
                 SELECT p.id, p.lexical, p.lexical_rank, p.vector_rank,
-                       -- embeddings are unit vectors: the inner product is the cosine
-                       coalesce(p.vector, array_inner_product(i.embedding,
-                                ?::FLOAT[{dims}])) AS vector,
+                       coalesce(p.vector, s.vector) AS vector,
                        exp(-ln(2) * greatest(epoch(?::TIMESTAMPTZ) - epoch(i.updated_at),
                        0) / ({self.half_life_days} * 86400)) AS recency, i.importance
-                FROM pool p JOIN items i USING (id)),
+                FROM pool p JOIN items i USING (id)
+                     LEFT JOIN {SIMILARITY} s ON s.id = p.id AND p.vector IS NULL),
             best AS (
                 SELECT id, lexical, lexical_rank, vector_rank, vector, recency,
                        ({w_lex} * lexical / (SELECT coalesce(max(lexical), 1) FROM lex)
@@ -470,7 +520,7 @@ class MemoryStore:
                    best.score, best.vector
             FROM best JOIN items i USING (id) ORDER BY best.score DESC, i.id"""
         ids, ranks, cosines = similar
-        rows = db.execute(sql, [*params, terms, ids, ranks, cosines, vector, now, limit]).fetchall()
+        rows = db.execute(sql, [*params, terms, ids, ranks, cosines, now, limit]).fetchall()
         names = [d[0] for d in db.description]
         found = []
         for row in rows:

@@ -294,7 +294,9 @@ def close(store: MemoryStore) -> None:
 
     with store_module._OPENING:
         opened = store_module._OPEN.pop(str(store.path), None)
-    store_module._VECTORS.pop(str(store.path), None)
+    vectors = store_module._VECTORS.pop(str(store.path), None)
+    if vectors is not None:
+        vectors.close()  # its cursor keeps the database open
     if opened is not None:
         opened[0].close()
 

@@ -855,7 +855,7 @@ async def test_the_similarity_list_holds_the_items_the_filters_pass(
             mask = vectors.live(
                 case.get("scope"), case.get("provenance"), case.get("exclude_untrusted", False), now
             )
-            ids, ranks, cosines = vectors.best(query, 25, mask)
+            ids, ranks, cosines = vectors.best(vectors.similarity(query), 25, mask)
         assert int(mask.sum()) == len(expected), case
         similarity = dict(expected)
         assert set(ids) <= set(similarity)
