@@ -97,12 +97,12 @@ FACT = f"{GOAL} Answer: {TOTAL_ANSWER}"
 
 
 async def answer_the_total(
-    tools: ToolRegistry, settings: Settings, memory: LongTermMemory
+    tools: ToolRegistry, settings: Settings, memory: LongTermMemory, goal: str = GOAL
 ) -> tuple[AgentResult, ScriptedModel]:
     agent, model = make_agent(
         [TOTAL_PLAN, answer(TOTAL_ANSWER, ["total"]), PASS], tools, settings, memory
     )
-    return await agent.run(GOAL), model
+    return await agent.run(goal), model
 
 
 # --------------------------------------------------------------------------- two runs
@@ -121,18 +121,27 @@ async def test_a_second_run_recalls_what_the_first_remembered(
     assert first.remembered["item"]["text"] == FACT
     assert first.remembered["item"]["provenance"] == "agent"
 
-    # another "process": a fresh Agent and a fresh LongTermMemory on the same file
-    second, second_model = await answer_the_total(tools, settings, fresh_memory(memory_settings))
+    # another "process": a fresh Agent and a fresh LongTermMemory on the same file, and a
+    # goal that builds on the first
+    second, second_model = await answer_the_total(
+        tools, settings, fresh_memory(memory_settings), "How big is the Orion total now?"
+    )
 
     assert second.status is RunStatus.SUCCEEDED, second.error
     assert second.recalled == [f"{FACT} (from agent)"]
     prompt = planner_prompt(second_model)
     assert f"{HEADER}- {json.dumps(f'{FACT} (from agent)')}" in prompt
     assert remembered_lines(prompt) == [f"- {json.dumps(f'{FACT} (from agent)')}"]
-    # the same outcome again is already known: not stored twice
-    assert second.remembered is not None
-    assert second.remembered["action"] == "ignore"
-    assert second.remembered["item"]["id"] == first.remembered["item"]["id"]
+
+    # the first goal again: answered from the data, not from its earlier answer (which
+    # recall leaves out), and the same outcome is already known: not stored twice
+    third, third_model = await answer_the_total(tools, settings, fresh_memory(memory_settings))
+    assert FACT not in planner_prompt(third_model)
+    assert third.remembered is not None
+    assert third.remembered["action"] == "ignore"
+    assert third.remembered["item"]["id"] == first.remembered["item"]["id"]
+    assert second.remembered is not None and second.remembered["action"] == "merge"
+    assert third.recalled == []  # the one item begins with the first goal's answer
     assert await fresh_memory(memory_settings).store.count() == 1
 
 
@@ -230,7 +239,7 @@ async def test_an_answer_from_untrusted_data_is_remembered_as_untrusted(
         settings,
         fresh_memory(memory_settings),
     )
-    await later.run("When does Orion ship?")
+    await later.run("Which day will Orion ship?")
     shown = (
         "When does Orion ship? Answer: Orion ships on Friday [page]. "
         "(from untrusted:test.untrusted)"
