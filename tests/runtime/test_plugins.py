@@ -281,8 +281,9 @@ def test_third_party_plugin_installed_with_pip_is_found_and_runs(hello_plugin: P
     assert ran.returncode == 2
     assert " ".join(ran.stderr.split()) == (
         "error: dagentic.toml: unknown section [helo]; did you mean [hello]? (sections come "
-        "from the core: agent, cache, execution, guardrails, journal, memory, model, ray, sandbox, tool_concurrency, tracing; and from "
-        "installed plugins: hello, mcp, sql, web)"
+        "from the core: agent, cache, execution, guardrails, journal, library, memory, model, "
+        "ray, sandbox, serve, tool_concurrency, tracing; and from installed plugins: hello, "
+        "mcp, sql, web)"
     )
 
 
