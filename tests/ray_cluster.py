@@ -42,6 +42,8 @@ class RayCluster:
             "RAY_AUTH_MODE": "token",
             "RAY_AUTH_TOKEN": self.token,
             "RAY_USAGE_STATS_ENABLED": "0",
+            # keep idle workers: a new one imports dagentic on its first call (docs/how-to/ray.md)
+            "RAY_idle_worker_killing_time_threshold_ms": "600000",
             # tools defined in test modules are pickled by reference: workers import them
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         }

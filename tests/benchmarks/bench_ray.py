@@ -6,6 +6,9 @@ tests, see tests/ray_cluster.py):
 
     .venv/bin/python tests/benchmarks/bench_ray.py [--repeat 3] [--json FILE]
 
+``--keep-idle-workers`` starts the nodes as docs/how-to/ray.md advises (Ray stops idle
+workers after one second by default, and a new worker imports dagentic on its first call).
+
 Workloads, each timed ``--repeat`` times after one warm-up round (median shown):
 
   floor-500      Ray alone: 500 trivial tasks submitted at once, then ``ray.get``
@@ -179,8 +182,16 @@ def many_runs(address: str, repeat: int, runs: int = 100, steps: int = 20) -> di
 def main() -> None:
     parser = make_parser(__doc__)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--keep-idle-workers",
+        action="store_true",
+        help="start the nodes as docs/how-to/ray.md advises (idle workers kept 10 minutes); "
+        "default: Ray's own setting (one second)",
+    )
     args = parser.parse_args()
     cluster = RayCluster(f"dgb{os.getpid()}", Path(f"/tmp/dgb{os.getpid()}"))
+    if not args.keep_idle_workers:
+        cluster.env.pop("RAY_idle_worker_killing_time_threshold_ms")
     os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=cluster.token)  # before Ray loads
     import ray
     from ray import cloudpickle
