@@ -14,7 +14,8 @@ Three sets, each ranked three ways by the layer its users rank with (dagentic.re
             four fields, the planning context included)
   routing   32 goals over the plan library (retrieval_sets/routing.yaml; every plan file of
             plans/), as plan routing ranks them (dagentic.retrieval.plan_document)
-Per set and way: recall@k (the share of a query's relevant items in the first k, averaged
+Lexical alone ranks only the documents sharing a word with the query (the others would
+come in no useful order). Per set and way: recall@k (the share of a query's relevant items in the first k, averaged
 over queries), MRR (the reciprocal rank of the first relevant one) and the p50 latency of
 one ranking (documents' and queries' embeddings computed before the clock; the query
 embedding's own time is printed apart). "fused" is each user's fusion: calibrated score
@@ -244,7 +245,8 @@ def measure_index(
             began = time.perf_counter()
             hits = index.rank(q.text, mode=way)  # type: ignore[arg-type]
             times.append(time.perf_counter() - began)
-            rankings.append([h.id for h in hits])
+            # lexical alone finds only what shares a word: the rest come in no useful order
+            rankings.append([h.id for h in hits if mode != "lexical" or h.lexical > 0])
             if mode == "embedding":
                 full.append(hits)  # every list's scores and ranks
         results[mode] = {**scores(rankings, queries, ks), "latency": summary(times)}
@@ -283,7 +285,9 @@ async def measure_store(
                 began = time.perf_counter()
                 found = await store.recall(q.text, limit=limit)
                 times.append(time.perf_counter() - began)
-                rankings.append([by_id[r.item.id] for r in found])
+                rankings.append(
+                    [by_id[r.item.id] for r in found if mode != "lexical" or r.lexical > 0]
+                )
             results[mode] = {**scores(rankings, queries, ks), "latency": summary(times)}
             close(store)
     return results
