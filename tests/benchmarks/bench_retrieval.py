@@ -195,7 +195,7 @@ def tools_set() -> tuple[list[Document], list[Query], dict[str, float]]:
     data = load_yaml(SETS / "tools.yaml")
     builtins = load_tools()
     tools = ToolRegistry([*builtins, *(synthetic_tools() if data.get("synthetic_tools") else [])])
-    settings = Settings(_env_prefix="DAGENTIC_BENCH_UNUSED_")  # type: ignore[call-arg]
+    settings = Settings(_env_prefix="DAGENTIC_BENCH_UNUSED_")
     context = anyio.run(
         planning_context, Executor(builtins, settings=settings, tracing=None, journal=None)
     )

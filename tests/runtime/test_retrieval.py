@@ -209,3 +209,30 @@ def test_a_memory_file_of_an_older_tokenizer_is_tokenized_again_when_opened(
             "ris",
         ]
     close()
+
+
+def test_memory_recall_bounds_a_huge_or_odd_query(tmp_path: Path) -> None:
+    from dagentic.memory import store as module
+    from dagentic.memory.store import MemoryStore
+
+    store = MemoryStore(tmp_path / "m.duckdb", HashEmbedder())
+
+    async def work() -> None:
+        fact = await store.insert("West led revenue in 2026Q3", provenance="user")
+        await store.insert("Gadgets sell well", provenance="user")
+        huge = "revenue " + " ".join(f"w{n}" for n in range(300_000))
+        started = time.perf_counter()
+        found = await store.recall(huge, limit=2)
+        assert time.perf_counter() - started < 3.0
+        assert found[0].item.id == fact.id and found[0].lexical_rank == 1
+        for odd in ("", "\x00", "👩‍👩‍👧", "東京 révenue", "'; DROP TABLE items; --"):
+            assert len(await store.recall(odd, limit=2)) == 2
+        assert await store.count() == 2
+
+    try:
+        anyio.run(work)
+    finally:
+        module._VECTORS.pop(str(store.path), None)
+        opened = module._OPEN.pop(str(store.path), None)
+        if opened is not None:
+            opened[0].close()
