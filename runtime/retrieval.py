@@ -40,12 +40,13 @@ How documents are ranked:
 - **Fusion**: calibrated score fusion, ``score = w_lex * lexical / best_lexical + w_vec *
   max(cosine, 0)``: the BM25F score as a share of the query's best one, and the cosine,
   both in [0, 1], weighted (:func:`fuse`). Ties keep the documents' order. Each user's
-  weights were chosen on its evaluation set in ``tests/benchmarks/retrieval_sets``, as
-  the largest lexical weight with which the fused ranking is never worse than either
-  list alone (``bench_retrieval.py`` prints the comparison, reciprocal rank fusion
-  included): :data:`ROUTING_FUSION` (the default), :data:`MEMORY_FUSION` (memory recall,
-  whose SQL computes the same), :data:`TOOLS_FUSION` (tool selection: the embedding
-  never helped on its set, so it is lexical).
+  weights were chosen on its evaluation set in ``tests/benchmarks/retrieval_sets``,
+  among those with which the fused ranking is never worse than either list alone
+  (``bench_retrieval.py`` prints the comparison, reciprocal rank fusion included):
+  :data:`ROUTING_FUSION` (the default; the best MRR there), :data:`MEMORY_FUSION`
+  (memory recall, whose SQL computes the same; the only weights of the grid never
+  worse there), :data:`TOOLS_FUSION` (tool selection: every weight on the embedding
+  made it worse, so it is lexical).
 - Without an embedder the ranking is the lexical one (same API, ``vector`` and
   ``vector_rank`` None, score ``lexical / best_lexical``): settings without the
   ``memory`` extra still work. Ranks (1-based, equal scores sharing one) are reported

@@ -21,8 +21,9 @@ one ranking (documents' and queries' embeddings computed before the clock; the q
 embedding's own time is printed apart). "fused" is each user's fusion: calibrated score
 fusion with the weights of dagentic.retrieval (MEMORY_FUSION, TOOLS_FUSION, ROUTING_FUSION).
 Other fusions are compared on the same rankings (calibrated with other weights, reciprocal
-rank fusion), to show why those were chosen: the largest lexical weight with which fused
-is never worse than either list alone.
+rank fusion), to show why those were chosen: among the weights with which fused is never
+worse than either list alone (memory: the only one; routing: the best MRR; tools: none
+weighs the embedding).
 
 --embedder minilm (the default) is all-MiniLM-L6-v2 from the `memory` extra; hash is the
 test suite's word-hashing embedder (tests/embedders.py), for the smoke test only: its
