@@ -4,7 +4,7 @@ with routing off, in the same run.
 
 Run:  .venv/bin/python tests/benchmarks/bench_routing.py [--model local] [--limit N]
           [--modes on,off] [--max-wall-time S] [--off-wall-time S] [--json FILE]
-          [--parallel] [--shard K/N] [--merge FILE...]
+          [--only covered|uncovered] [--parallel] [--shard K/N] [--merge FILE...]
 
 On a busy machine, --parallel runs each mode in a process of its own at the same time, and
 --shard K/N runs every Nth goal from the Kth (start N of them, then --merge their --json
@@ -426,6 +426,8 @@ def _in_parallel(args: Any, modes: list[str]) -> dict[str, Any]:
             command += ["--json", str(Path(folder) / f"{mode}.json")]
             if args.limit:
                 command += ["--limit", str(args.limit)]
+            if args.only:
+                command += ["--only", args.only]
             children.append(subprocess.Popen(command))
         for child in children:
             if child.wait() != 0:
@@ -447,6 +449,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--model", default="local", help="As `dagentic ask --model`.")
     parser.add_argument("--limit", type=int, help="Only the first N covered and N uncovered goals.")
     parser.add_argument("--modes", default="on,off", help="on, off or on,off (default).")
+    parser.add_argument(
+        "--only", choices=("covered", "uncovered"), help="Only the goals a plan covers, or not."
+    )
     parser.add_argument("--max-wall-time", type=float, default=MAX_WALL_TIME)
     parser.add_argument("--off-wall-time", type=float, default=OFF_WALL_TIME)
     parser.add_argument(
@@ -471,6 +476,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         goals = [g for g in goals if g["plan"]][: args.limit] + [g for g in goals if not g["plan"]][
             : args.limit
         ]
+    if args.only:
+        goals = [g for g in goals if (g["plan"] is not None) == (args.only == "covered")]
     if args.shard:
         k, n = (int(x) for x in args.shard.split("/"))
         goals = goals[k::n]
