@@ -16,6 +16,15 @@ from dagentic import Settings, ToolError, ToolRegistry, load_tools, tool
 from tests.blind import blind_settings
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests run in two processes (pytest-xdist, --dist loadgroup); the Ray tests share one
+    cluster, so they run in one of them, one after another."""
+    ray = pytest.mark.xdist_group("ray")
+    for item in items:
+        if item.path.parent.name == "ray" and item.path.parent.parent.name == "tests":
+            item.add_marker(ray)
+
+
 @pytest.fixture(autouse=True)
 def _fresh_structlog():
     """The CLI configures structlog at its edge; never let that leak into other tests."""
