@@ -465,19 +465,22 @@ class _Loop:
         if not agent.budgets.routing or library is None:
             return None
         self.doing = "routing the goal to a library plan"
-        with maybe_span(self.tracing, "route", {}) as span:
-            store = self.durable.store if self.durable is not None else None
-            feedback = await run_in_thread(store.feedback_by_plan) if store is not None else {}
-            embedder = getattr(agent.memory, "embedder", None)
-            ranked = await run_in_thread(
-                lambda: library.rank(
-                    self.goal,
-                    feedback=feedback,
-                    tools=agent.tools,
-                    embedder=embedder,
-                    limit=max(agent.budgets.routing_candidates, 2),
-                )
+        store = self.durable.store if self.durable is not None else None
+        feedback = await run_in_thread(store.feedback_by_plan) if store is not None else {}
+        embedder = getattr(agent.memory, "embedder", None)
+        ranked = await run_in_thread(
+            lambda: library.rank(
+                self.goal,
+                feedback=feedback,
+                tools=agent.tools,
+                embedder=embedder,
+                limit=max(agent.budgets.routing_candidates, 2),
             )
+        )
+        if not ranked:  # nothing to route to: no span, no record, planning as without
+            self.route = Route("planned", "no library plan shares a word with the goal")
+            return self.route
+        with maybe_span(self.tracing, "route", {}) as span:
             routed = await route_goal(
                 self.metered.using("route"),
                 self.goal,

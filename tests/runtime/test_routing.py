@@ -193,7 +193,7 @@ def test_a_goal_no_plan_matches_is_planned_without_asking_the_router(
     result, _ = ask([{"missing_capability": "no"}], tools, tmp_path, goal="Write a haiku on tea")
     assert result.route == "planned"
     assert result.routing is not None
-    assert result.routing["reason"] == "no library plan matches enough of the goal"
+    assert result.routing["reason"] == "no library plan shares a word with the goal"
     assert purposes(result) == ["plan"]
 
 
