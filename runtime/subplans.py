@@ -68,8 +68,10 @@ class Nesting:
     @classmethod
     def top(cls, folders: Sequence[str | Path] | None, path: str | Path | None) -> Nesting:
         found = None if folders is None else tuple(Path(f) for f in folders)
-        is_file = path is not None and Path(path).is_file()  # not a name like <plan_body>
-        return cls(found, (_resolved(Path(path)),) if is_file else ())
+        file = Path(path) if path is not None else None
+        if file is None or not file.is_file():  # no file, or a name like <plan_body>
+            return cls(found, ())
+        return cls(found, (_resolved(file),))
 
     @property
     def folders(self) -> tuple[Path, ...]:
