@@ -10,12 +10,11 @@ from typing import Any
 from dagentic import Settings
 
 # Every run is traced to a JSONL file and journaled by default, and memory and the web
-# index have files of their own: keep this process's out of the checkout, and apart from
+# cache have files of their own: keep this process's out of the checkout, and apart from
 # the other test processes (pytest-xdist's workers inherit the controller's environment).
 _STATE = tempfile.mkdtemp(prefix="dagentic-test-state-")
 RUNS_DIR = os.environ["DAGENTIC_RUNS_DIR"] = os.path.join(_STATE, "runs")
 os.environ["DAGENTIC_MEMORY__PATH"] = os.path.join(_STATE, "memory.duckdb")
-os.environ["DAGENTIC_WEB__INDEX_DIR"] = os.path.join(_STATE, "index")
 os.environ["DAGENTIC_WEB__CACHE_DIR"] = os.path.join(_STATE, "cache")
 # The caches live in the runs dir, which the whole session shares: a test that wants them
 # turns them on (with a runs dir of its own), so no test is answered from another's calls.
