@@ -199,6 +199,8 @@ def evidence_problems(
 ) -> list[str]:
     """Claims of the answer that the step results do not support."""
     problems = []
+    if not re.search(r"[^\W_]", answer):  # "...": a small model's way of saying nothing
+        problems.append("the answer says nothing: it has no word or number")
     for step_id in dict.fromkeys(cited):
         step = result.steps.get(step_id)
         if step is None:

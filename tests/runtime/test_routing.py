@@ -292,3 +292,19 @@ def test_ask_at_the_command_line_says_the_route_and_answers(
     data = json.loads(invoke("ask", GOAL, "--no-memory", "--json").stdout)
     assert (data["route"], data["library_plan"]) == ("library", "revenue_by_region")
     assert data["routing"]["inputs"] == {"quarter": "2026Q2"}
+
+
+def test_an_answer_that_says_nothing_is_not_verified() -> None:
+    from datetime import UTC, datetime
+
+    from dagentic.reflection import evidence_problems
+    from dagentic.result import RunResult
+
+    now = datetime.now(UTC)
+    empty = RunResult(
+        run_id="r", plan="p", status="succeeded", steps={}, started_at=now, finished_at=now
+    )
+    assert evidence_problems("...", [], True, "goal", empty) == [
+        "the answer says nothing: it has no word or number"
+    ]
+    assert evidence_problems("West.", [], True, "goal", empty) == []
