@@ -65,6 +65,7 @@ class StoredStep:
     in_flight: set[int | None] = field(default_factory=set)
     items: dict[int, StoredItem] = field(default_factory=dict)
     keys: dict[int | None, str] = field(default_factory=dict)  # item -> its last call's key
+    reused: bool = False  # by a later leg: its times stay those of the leg that ran it
 
     @property
     def ended(self) -> bool:
@@ -161,7 +162,7 @@ def fold(events: list[dict[str, Any]]) -> dict[str, StoredStep]:
         if kind == "scheduled":
             step.status = "scheduled"
         elif kind == "started":
-            step.status, step.started_at = "running", event["at"]
+            step.status, step.started_at, step.reused = "running", event["at"], False
             step.in_flight.clear()
             step.output, step.error = None, None
         elif kind == "attempt":
@@ -179,7 +180,8 @@ def fold(events: list[dict[str, Any]]) -> dict[str, StoredStep]:
                 )
         elif kind in ("finished", "skipped"):
             step.status = event["status"] or ("skipped" if kind == "skipped" else "failed")
-            step.finished_at = event["at"]
+            if not step.reused or step.finished_at is None:
+                step.finished_at = event["at"]
             step.attempts = max(step.attempts, event["attempt"])
             if step.status in ("succeeded", "skipped"):
                 step.in_flight.clear()  # else a call it made may have done its work
@@ -190,7 +192,7 @@ def fold(events: list[dict[str, Any]]) -> dict[str, StoredStep]:
             if event.get("provenance"):
                 step.provenance = Provenance.model_validate(event["provenance"])
         elif kind == "reused":  # its times stay those of the leg that ran it
-            step.status = "succeeded"
+            step.status, step.reused = "succeeded", True
             step.started_at = step.started_at or event["at"]
             step.finished_at = step.finished_at or event["at"]
     return steps
