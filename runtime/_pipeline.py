@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -43,6 +42,7 @@ from opentelemetry import trace
 from pydantic import BaseModel, ValidationError
 
 from ._checks import run_check
+from ._step_rules import backoff, retryable, tainted
 from .approvals import LATER, approver_name, call_approver
 from .attributes import CACHE, TOOL_EGRESS, TOOL_SIDE_EFFECTS
 from .backend import CallSite
@@ -57,11 +57,9 @@ from .errors import (
     ResourceLimitError,
     StepTimeoutError,
     ToolError,
-    failure_mode_of,
 )
 from .expressions import type_name
 from .graph import CompiledStep
-from .plan import Retry
 from .result import ErrorInfo, Provenance, StepStatus
 from .tools import Effects, Tool, ToolContext
 from .tracing import fail_span
@@ -69,16 +67,6 @@ from .tracing import fail_span
 if TYPE_CHECKING:
     from ._active_run import ActiveRun, StepState
 
-NEVER_RETRIED = frozenset(
-    {
-        FailureMode.INVALID_ARGS,
-        FailureMode.INVALID_TOOL,
-        FailureMode.POLICY_BLOCKED,
-        FailureMode.PLAN_INVALID,
-        FailureMode.BUDGET_EXCEEDED,
-        FailureMode.CANCELLED,
-    }
-)
 _SUCCEEDED, _FAILED, _SKIPPED, _WAITING = (
     StepStatus.SUCCEEDED,
     StepStatus.FAILED,
@@ -212,7 +200,7 @@ class StepPipeline:
                     # done before the run was resumed: its output (and taint) stands
                     results[index] = run.keep(state, stored.output, index)
                     if not stored.provenance.trusted:
-                        state.provenance = _tainted(
+                        state.provenance = tainted(
                             state.provenance, stored.provenance.untrusted_from
                         )
                     continue
@@ -309,7 +297,7 @@ class StepPipeline:
             self._cached(state, "miss" if found is None else "hit")
             if found is not None:
                 if found.untrusted:
-                    state.provenance = _tainted(state.provenance, found.untrusted)
+                    state.provenance = tainted(state.provenance, found.untrusted)
                 return self.run.keep(state, found.output, index)
         key = self.run.idempotency_key(spec.id, index)
         durable = self.run.durable
@@ -368,7 +356,7 @@ class StepPipeline:
                         limiter.release()
                     if context is not None and context.untrusted_output:
                         # what it read may be in its output or its error, even a partial one
-                        state.provenance = _tainted(state.provenance, context.untrusted_output)
+                        state.provenance = tainted(state.provenance, context.untrusted_output)
                 if deadline.cancelled_caught:
                     raise StepTimeoutError(
                         f"step '{spec.id}': tool '{tool.name}' did not finish within {timeout:g}s",
@@ -378,11 +366,11 @@ class StepPipeline:
                     output.model_dump(mode="json") if isinstance(output, BaseModel) else output
                 )
             except Exception as exc:
-                if attempt == attempts or not _retryable(exc, retry, tool):
+                if attempt == attempts or not retryable(exc, retry, tool):
                     raise
                 if spans is not None:  # the attempt that will be retried, as an event
                     spans.record_retry(exc, attempt)
-                await anyio.sleep(_backoff(retry, attempt))
+                await anyio.sleep(backoff(retry, attempt))
                 continue
             if lookup is not None:
                 assert cache is not None
@@ -633,26 +621,3 @@ def _provenance(spec: CompiledStep, untrusted: frozenset[str]) -> Provenance:
         untrusted_from=found,
         source=f"tool:{tool.name}" if tool is not None else None,
     )
-
-
-def _tainted(provenance: Provenance, sources: Iterable[str]) -> Provenance:
-    found = tuple(sorted({*provenance.untrusted_from, *sources}))
-    return provenance.model_copy(update={"trusted": False, "untrusted_from": found})
-
-
-def _retryable(exc: Exception, retry: Retry | None, tool: Tool) -> bool:
-    mode = failure_mode_of(exc)
-    if retry is None or mode in NEVER_RETRIED or mode not in retry.on:
-        return False
-    if isinstance(exc, ToolError):
-        return exc.retryable
-    # A tool that is not idempotent may have done its work before failing.
-    return tool.idempotent
-
-
-def _backoff(retry: Retry | None, attempt: int) -> float:
-    """Exponential backoff with "equal jitter": half fixed, half random."""
-    if retry is None:
-        return 0.0
-    delay = min(retry.max_backoff, retry.backoff * 2 ** (attempt - 1))
-    return delay / 2 + random.uniform(0, delay / 2)

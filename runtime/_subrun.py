@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from ._inputs import resolve_inputs
+from ._step_rules import backoff, retryable, tainted
 from .errors import DagenticError, EvaluationError, FailureMode, InvalidArgsError, PlanError
 
 if TYPE_CHECKING:
@@ -58,10 +60,6 @@ async def call_subplan(
 ) -> Any:
     """One run of ``state``'s sub-plan with its inputs resolved in ``scope``: approval,
     then attempts until one succeeds or its failure is not retried; its outputs, kept."""
-    from ._active_run import ActiveRun
-    from ._pipeline import _backoff, _retryable, _tainted
-    from .executor import resolve_inputs
-
     run, spec = pipeline.run, state.spec
     sub = spec.subplan
     assert sub is not None
@@ -103,7 +101,7 @@ async def call_subplan(
         run.event("attempt", state, side_effects=sub.tool.side_effects, egress=(), item=index)
         if durable is not None and sub.tool.side_effects == "write":
             await durable.flush()  # its writes start after the journal has this attempt
-        child = ActiveRun(
+        child = type(run)(  # an ActiveRun like its caller's
             run.executor,
             sub.compiled,
             values,
@@ -125,7 +123,7 @@ async def call_subplan(
             for source in step.provenance.untrusted_from
         }
         if untrusted:  # what its steps read may be in its outputs, or its error
-            state.provenance = _tainted(state.provenance, untrusted)
+            state.provenance = tainted(state.provenance, untrusted)
         if result.succeeded:
             return run.keep(state, result.outputs, index)
         error = result.error
@@ -137,9 +135,9 @@ async def call_subplan(
             plan=sub.name,
             run_id=child_id,
         )
-        if attempt == attempts or not _retryable(failed, retry, sub.tool):
+        if attempt == attempts or not retryable(failed, retry, sub.tool):
             raise failed
         if pipeline.spans is not None:
             pipeline.spans.record_retry(failed, attempt)
-        await anyio.sleep(_backoff(retry, attempt))
+        await anyio.sleep(backoff(retry, attempt))
     raise AssertionError("unreachable")  # pragma: no cover

@@ -11,7 +11,6 @@ have a module of their own).
 from __future__ import annotations
 
 import inspect
-import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,17 +19,16 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import anyio
 from anyio.lowlevel import RunVar
-from pydantic import TypeAdapter, ValidationError
 
 from ._active_run import ActiveRun
+from ._inputs import resolve_inputs
 from .backend import ExecutionBackend, backend_from_settings
-from .bounds import load_json
 from .cache.tools import ToolCache
 from .durable import open_journal
-from .errors import FailureMode, JournalError, PlanError, Problem
+from .errors import FailureMode, JournalError
 from .graph import CompiledPlan, compile_plan, load_plan
 from .journal import Journal
-from .plan import InputSpec, Plan
+from .plan import Plan
 from .plugin_manager import load_tools
 from .result import ErrorInfo, RunResult, StepResult, StepStatus
 from .settings import Settings
@@ -284,72 +282,6 @@ class Executor:
                     StepStatus.CANCELLED,
                     ErrorInfo(failure_mode=FailureMode.CANCELLED, message="the run was cancelled"),
                 )
-
-
-_INPUT_TYPES: dict[str, TypeAdapter[Any]] = {
-    "string": TypeAdapter(str),
-    "integer": TypeAdapter(int),
-    "number": TypeAdapter(float),
-    "boolean": TypeAdapter(bool),
-    "array": TypeAdapter(list),
-    "object": TypeAdapter(dict),
-}
-
-
-def resolve_inputs(plan: Plan, given: Mapping[str, Any]) -> dict[str, Any]:
-    """Plan inputs from ``given`` (strings from a command line are converted to the
-    declared type) and defaults. Raises :class:`PlanError` listing every bad input."""
-    problems: list[Problem] = []
-    values: dict[str, Any] = {}
-    for name in given:
-        if name not in plan.inputs:
-            declared = ", ".join(sorted(plan.inputs)) or "none"
-            problems.append(
-                Problem(f"unknown input '{name}' (plan '{plan.name}' declares: {declared})")
-            )
-    for name, spec in plan.inputs.items():
-        if name not in given:
-            if spec.required:
-                problems.append(
-                    Problem(f"input '{name}' is required (give it with -i {name}=VALUE)")
-                )
-            values[name] = spec.default
-            continue
-        try:
-            values[name] = _coerce(spec, given[name])
-        except json.JSONDecodeError:
-            example = '["a", "b"]' if spec.type == "array" else '{"key": "value"}'
-            problems.append(
-                Problem(
-                    f"input '{name}' must be {spec.type}, given as JSON, "
-                    f"e.g. -i {name}='{example}'; got {given[name]!r}"
-                )
-            )
-        except (ValidationError, ValueError) as exc:
-            problems.append(
-                Problem(
-                    f"input '{name}' must be {spec.type}, got "
-                    f"{given[name]!r}: {_first_message(exc)}"
-                )
-            )
-    if problems:
-        raise PlanError(problems)
-    return values
-
-
-def _coerce(spec: InputSpec, value: Any) -> Any:
-    if spec.type in ("array", "object") and isinstance(value, str):
-        value = load_json(value)
-    value = _INPUT_TYPES[spec.type].validate_python(value)
-    if spec.enum is not None and value not in spec.enum:
-        raise ValueError(f"not one of {', '.join(json.dumps(v) for v in spec.enum)}")
-    return value
-
-
-def _first_message(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        return exc.errors(include_url=False)[0]["msg"]
-    return str(exc)
 
 
 async def run_plan(

@@ -205,6 +205,11 @@ class _Checker:
         self.total_steps = 0  # the steps its sub-plans run
         self.depth = 0  # levels of sub-plans below it
 
+    def nested(self, source: PlanSource, problems: list[Problem], nesting: Nesting) -> CompiledPlan:
+        """A sub-plan's file checked as this plan is (its tools, its judging), ``nesting``
+        telling where it sits; raises :class:`PlanError`."""
+        return _check(source, problems, self.tools, judge=self.judge, nesting=nesting)
+
     def report(
         self,
         path: tuple[Any, ...],

@@ -255,8 +255,6 @@ def _find(
 def _compile(checker: _Checker, nesting: Nesting, path: Path) -> CompiledPlan | PlanError:
     """Plan file ``path`` validated as a sub-plan of the plans on ``nesting.stack`` (once
     per validation, however many steps name it)."""
-    from .graph import _check
-
     found = nesting.done.get(path)
     if found is not None:
         return found
@@ -274,7 +272,7 @@ def _compile(checker: _Checker, nesting: Nesting, path: Path) -> CompiledPlan | 
     source, problems = read_plan_source(_shown(path))
     result: CompiledPlan | PlanError
     try:
-        result = _check(source, problems, checker.tools, judge=checker.judge, nesting=inner)
+        result = checker.nested(source, problems, inner)
     except PlanError as exc:
         result = exc
     nesting.done[path] = result
@@ -291,7 +289,7 @@ def _inputs_fit(
 ) -> bool:
     """Whether ``step.inputs`` fit the sub-plan's declared inputs (names, required ones,
     and the type of every literal value); each misfit is reported."""
-    from .executor import _coerce, _first_message
+    from ._inputs import coerce_input, first_message
 
     declared = compiled.plan.inputs
     before = len(checker.problems)
@@ -309,12 +307,12 @@ def _inputs_fit(
         if _has_expression(value):
             continue  # its value is known when the step runs, and checked then
         try:
-            _coerce(spec, value)
+            coerce_input(spec, value)
         except (ValidationError, ValueError) as exc:
             checker.report(
                 (*at, "inputs", key),
                 f"{name}: input '{key}' of plan '{ref}' must be {spec.type}: "
-                f"{_first_message(exc)} (got {_quoted(value)})",
+                f"{first_message(exc)} (got {_quoted(value)})",
             )
     for key, spec in declared.items():
         if spec.required and key not in step.inputs:
