@@ -397,7 +397,9 @@ WALL_TIME = 90  # agent.max_wall_time of the agent runs below: a deadline, so th
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])  # one agent run: seconds of model time
 @pytest.mark.timeout(WALL_TIME + 600)  # a safety net: the run's own deadline ends it first
 async def test_agent_run_with_the_real_model(settings: Settings) -> None:
-    budgets = AgentSettings(max_replans=0, max_repairs=1, max_wall_time=WALL_TIME)
+    budgets = AgentSettings(  # planning, not a plan of the library (tested below)
+        max_replans=0, max_repairs=1, max_wall_time=WALL_TIME, routing=False
+    )
     agent = Agent(local(max_tokens=160), load_tools(), settings=settings, budgets=budgets)
     result = await agent.run(GOALS[0])  # never raises for a failed goal
     # However slow the machine, the deadline holds: whatever was in flight was cut off.
@@ -441,6 +443,25 @@ async def test_agent_run_with_the_real_model(settings: Settings) -> None:
     else:
         assert result.plans == [] and result.steps == {}
     json.loads(result.model_dump_json())  # the whole record serialises
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.timeout(WALL_TIME + 600)
+async def test_the_real_model_routes_a_covered_goal_to_its_library_plan(
+    settings: Settings,
+) -> None:
+    """A new user's first question, with no API key: plans/ is the library, the embedded
+    model picks the plan and its inputs in one call, and the data answers."""
+    budgets = AgentSettings(max_replans=0, max_repairs=1, max_wall_time=WALL_TIME)
+    agent = Agent(local(max_tokens=160), load_tools(), settings=settings, budgets=budgets)
+    result = await agent.run("Which region led revenue in 2026Q2?")
+
+    assert (result.route, result.library_plan) == ("library", "revenue_by_region")
+    assert result.model_calls[0].purpose == "route"
+    assert "plan" not in {c.purpose for c in result.model_calls}
+    if result.status is RunStatus.SUCCEEDED:  # the deadline may cut a slow machine short
+        assert "West" in (result.answer or "")
 
 
 @pytest.mark.slow
