@@ -20,7 +20,10 @@ a saved plan named as a plan file) is the first folder's; the saved plans come l
 :meth:`Library.rank` orders the plans by how well they match a goal
 (:mod:`dagentic.retrieval`: lexical BM25F fused with embeddings when an embedder is
 installed); feedback moves them: a plan with more bad than good feedback leaves the routing
-set, good feedback ranks it higher.
+set, good feedback ranks it higher. A plan saved by a run of the very same goal is left out
+(as memory leaves out that run's answer): the same goal again is answered as the first
+time, from the data, so a deterministic model's calls are served from the response cache;
+the plan serves the goals that differ (another quarter, other words).
 """
 
 from __future__ import annotations
@@ -228,9 +231,12 @@ class Library:
         from .retrieval import plan_document as document
 
         entries = []
+        same = " ".join(goal.split()).casefold()
         for entry in self.plans():
             good, bad = (feedback or {}).get(entry.name, (0, 0))
             entry.good, entry.bad = good, bad
+            if entry.saved and " ".join((entry.plan.goal or "").split()).casefold() == same:
+                continue  # saved by a run of this very goal: see the module's doc
             if entry.routable:
                 entries.append(entry)
         if not entries:

@@ -270,3 +270,11 @@ def test_ask_saves_a_plan_that_passed_verification_and_routes_to_it_next_time(
     assert second.routing is not None and second.routing["inputs"] == {"quarter": "2025Q1"}
     assert not second.succeeded and second.saved_plan is None  # verification failed
     assert len(list((tmp_path / "runs" / "library").glob("*.yaml"))) == 1
+
+    # the very same goal again is planned as the first time (and a deterministic model's
+    # calls are then the first's, served from the cache): its own saved plan is left out
+    library = Library([], tmp_path / "runs" / "library")
+    assert [r.plan.name for r in library.rank("Which region led revenue in 2025Q1?")] == [
+        result.saved_plan
+    ]
+    assert library.rank("  which region led REVENUE in 2026Q2? ") == []
