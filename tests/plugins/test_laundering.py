@@ -600,6 +600,7 @@ async def test_memory_keeps_the_taint_of_what_it_was_told_across_runs(
 
     assert first.status is RunStatus.SUCCEEDED, first.error
     assert first.steps["remember"].output["item"]["provenance"] == "untrusted:sql:scratch"
+    assert later.steps["recall"].error is None, later.steps["recall"]
     items = later.steps["recall"].output["items"]
     assert [(i["text"], i["provenance"]) for i in items] == [
         (f"Note: {HOSTILE}", "untrusted:sql:scratch")
