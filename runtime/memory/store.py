@@ -126,7 +126,7 @@ class _Vectors:
     def __init__(self, db: duckdb.DuckDBPyConnection, dims: int) -> None:
         import numpy as np
 
-        self.db_id = id(db)
+        self.db = db  # held, not its id(): a new connection may get a closed one's id
         self.dims = dims
         rows = db.execute(
             "SELECT id, scope_agent, scope_user, scope_session, provenance, "
@@ -460,7 +460,7 @@ class MemoryStore:
 
     def _vectors(self, db: duckdb.DuckDBPyConnection) -> _Vectors:
         vectors = _VECTORS.get(str(self.path))
-        if vectors is None or vectors.db_id != id(db):
+        if vectors is None or vectors.db is not db:
             if vectors is not None:
                 vectors.close()  # of a connection closed since: its cursor goes too
             vectors = _VECTORS[str(self.path)] = _Vectors(db, self.embedder.dimensions)
@@ -734,7 +734,7 @@ class MemoryStore:
     def _cached(self, db: duckdb.DuckDBPyConnection, change: Any) -> None:
         """Apply a committed write to the similarity matrix, if one is loaded."""
         vectors = _VECTORS.get(str(self.path))
-        if vectors is not None and vectors.db_id == id(db):
+        if vectors is not None and vectors.db is db:
             change(vectors)
 
     async def update(
