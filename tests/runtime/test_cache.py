@@ -433,7 +433,7 @@ def test_cache_stats_when_the_caches_are_off(
 
 
 def _test_tools() -> list[Any]:
-    from tests.conftest import TEST_TOOLS
+    from tests.tools import TEST_TOOLS
 
     return TEST_TOOLS
 

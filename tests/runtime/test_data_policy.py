@@ -35,7 +35,7 @@ from dagentic.tracing import Tracing
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from tests.conftest import TEST_TOOLS
+from tests.tools import TEST_TOOLS
 
 pytestmark = pytest.mark.anyio
 

@@ -25,7 +25,7 @@ from rich.console import Console
 
 from tests.blind import blind_settings
 from tests.cli import invoke, isolate
-from tests.conftest import TEST_TOOLS
+from tests.tools import TEST_TOOLS
 
 ROOT = Path(__file__).resolve().parents[2]
 HELLO = ROOT / "plans" / "hello.yaml"

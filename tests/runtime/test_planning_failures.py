@@ -31,7 +31,7 @@ from dagentic.tracing import tracing_from_settings
 from rich.console import Console
 
 from tests.blind import blind_settings
-from tests.conftest import TEST_TOOLS
+from tests.tools import TEST_TOOLS
 
 pytestmark = pytest.mark.anyio
 

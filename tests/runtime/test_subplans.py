@@ -37,7 +37,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from tests.blind import blind_settings
-from tests.conftest import TEST_TOOLS
+from tests.tools import TEST_TOOLS
 
 pytestmark = pytest.mark.anyio  # the synchronous tests ignore it
 

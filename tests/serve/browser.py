@@ -4,8 +4,8 @@ Debian's Chromium (``/usr/bin/chromium``, installed by ``scripts/setup.sh``) dri
 Playwright, one of each per test module.
 
 The server is :func:`dagentic.serve.server.serve`, as ``dagentic serve`` runs it, with
-two small tools besides the installed ones, so that plans can take a known time (and
-return a given value) or fail::
+two of the tests' small tools (tests/tools.py) besides the installed ones, so that plans
+can take a known time (and return a given value) or fail::
 
     python -m tests.serve.browser      # prints "READY URL TOKEN" once it listens
 
@@ -28,8 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import anyio
-from dagentic import ToolError, tool
+from tests.tools import fail, sleep
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "tests" / "artifacts"
@@ -51,30 +50,9 @@ CHROMIUM_ARGS = [
 START_TIMEOUT = 30.0  # seconds for the server to listen (imports, journal, plugins)
 
 
-@tool(name="test.sleep", side_effects="none")
-async def sleep(seconds: float, value: Any = None) -> Any:
-    """Sleep, then return `value` (or the seconds slept).
-
-    Args:
-        seconds: How long to sleep.
-        value: What to return.
-    """
-    await anyio.sleep(seconds)
-    return seconds if value is None else value
-
-
-@tool(name="test.fail", side_effects="none")
-async def fail(message: str = "boom") -> None:
-    """Always fail with a ToolError.
-
-    Args:
-        message: The error's message.
-    """
-    raise ToolError(message)
-
-
 def main() -> None:
-    """The server: as ``dagentic serve --host 127.0.0.1 --port 0``, with the tools above."""
+    """The server: as ``dagentic serve --host 127.0.0.1 --port 0``, with test.sleep and
+    test.fail."""
     from dagentic import Settings, ToolRegistry, load_tools
     from dagentic.serve.server import serve
 

@@ -35,7 +35,7 @@ from dagentic.serve.security import MISSING_TOKEN, MISSING_TOKEN_EVENTS, WRONG_T
 
 from tests.blind import blind_settings
 from tests.cli import DAGENTIC, invoke, isolate, script_env
-from tests.conftest import TEST_TOOLS
+from tests.tools import TEST_TOOLS
 
 pytestmark = pytest.mark.anyio
 
