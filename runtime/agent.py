@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import anyio
 from pydantic import Field
 
+from .answer_type import answer_misfit
 from .approvals import PolicyApprover, gate_plan
 from .attributes import RUN_ID
 from .durable import durable_of
@@ -398,7 +399,9 @@ class _Loop:
         routed = await self._route()
         context: dict[str, str] | None = None
         report: str | None = None
-        for version in range(1, self.agent.budgets.max_replans + 2):
+        version, last = 0, self.agent.budgets.max_replans + 1
+        while version < last:
+            version += 1
             if version == 1 and routed is not None and routed.compiled is not None:
                 compiled, attempts = routed.compiled, 0  # a library plan, as it is
             else:
@@ -429,6 +432,9 @@ class _Loop:
             result = await self._execute(compiled, version)
             if result.status is RunStatus.WAITING:
                 return  # a person decides; `dagentic resume` goes on from here
+            if version == 1 and result.succeeded and self._reject_route(result):
+                last += 1  # planning freely is a first plan, not a replan
+                continue
             if result.succeeded:
                 break
             report = _failure_report(result)
@@ -490,19 +496,36 @@ class _Loop:
                 min_match=agent.budgets.routing_min_match,
             )
             if span is not None:
-                span.set_attributes(
-                    {
-                        "dagentic.route": routed.route,
-                        "dagentic.route.plan": routed.plan or "",
-                        "dagentic.route.candidates": ",".join(routed.candidates),
-                        "dagentic.route.reason": routed.reason,
-                    }
-                )
+                span.set_attributes(_route_attributes(routed))
         self.route = routed
         self.keep("route", routed.to_dict())
         if routed.route == "planned":
             self.planner.examples = [library_example(e) for e in routed.examples]
         return routed
+
+    def _reject_route(self, result: RunResult) -> bool:
+        """Whether the library plan the goal was routed to ran but does not answer it (its
+        outputs hold no such thing as the goal asks for: :mod:`dagentic.answer_type`);
+        if so the route becomes planning, with the closest other plans as examples."""
+        routed = self.route
+        if routed is None or routed.route != "library" or routed.plan is None:
+            return False
+        misfit = answer_misfit(self.goal, result.outputs)
+        if misfit is None:
+            return False
+        self.route = Route(
+            "planned",
+            f"library plan '{routed.plan}' ran, but {misfit}",
+            candidates=routed.candidates,
+            examples=[e for e in routed.examples if e.name != routed.plan],
+            rejected=routed.plan,
+        )
+        with maybe_span(self.tracing, "route", {}) as span:
+            if span is not None:
+                span.set_attributes(_route_attributes(self.route))
+        self.keep("route", self.route.to_dict())
+        self.planner.examples = [library_example(e) for e in self.route.examples]
+        return True
 
     async def _save_plan(self) -> None:
         """Save the plan that achieved the goal in the library, if it was planned here
@@ -948,6 +971,17 @@ def answer_schema(step_ids: list[str]) -> dict[str, Any]:
         },
         "required": ["answer", "cited_steps", "complete"],
         "additionalProperties": False,
+    }
+
+
+def _route_attributes(route: Route) -> dict[str, str]:
+    """A ``route`` span's attributes: the way the goal went, and why."""
+    return {
+        "dagentic.route": route.route,
+        "dagentic.route.plan": route.plan or "",
+        "dagentic.route.candidates": ",".join(route.candidates),
+        "dagentic.route.reason": route.reason,
+        "dagentic.route.rejected": route.rejected or "",
     }
 
 

@@ -19,7 +19,9 @@ An input's value must also be *grounded*: stated by the goal (word for word, ign
 case; a quarter also as "the second quarter of 2025" or "Q2 2025"). An input the goal
 states one allowed value of takes that value; one it states nothing about takes the plan's
 default, whatever the router wrote: a small model's guess never picks the data a plan
-reads. The chosen plan is then validated with the agent's tools and run as it is.
+reads. The chosen plan is then validated with the agent's tools and run as it is; if its
+outputs hold no such thing as the goal asks for (:mod:`dagentic.answer_type`), the agent
+rejects the route and plans freely.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from .answer_type import asked_about
 from .models.base import Message, Model, parse_json
 
 if TYPE_CHECKING:
@@ -76,6 +79,7 @@ class Route:
     compiled: CompiledPlan | None = None
     entry: LibraryPlan | None = None
     examples: list[LibraryPlan] = field(default_factory=list)
+    rejected: str | None = None  # a library plan that ran but does not answer the goal
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -85,6 +89,7 @@ class Route:
             "candidates": self.candidates,
             "reason": self.reason,
             "corrected": self.corrected,
+            "rejected": self.rejected,
         }
 
 
@@ -269,18 +274,6 @@ def unserved(goal: str, entry: LibraryPlan) -> list[str]:
     return missing
 
 
-_ASKS = re.compile(r"\b(?:which|what|how many|how much)\s+(.*)", re.IGNORECASE | re.DOTALL)
-
-
-def asked_about(goal: str) -> list[str]:
-    """What a question asks about: the first two words after which, what, how many or how
-    much (common words left out), as the retrieval layer reads words; [] for other goals."""
-    from .retrieval import words
-
-    found = _ASKS.search(goal)
-    return words(found.group(1))[:2] if found else []
-
-
 def about(goal: str, entry: LibraryPlan) -> bool:
     """Whether plan ``entry``'s name or goal speaks of what the goal asks about (a goal
     that asks "which region" is not answered by a plan about products)."""
@@ -412,4 +405,5 @@ async def route_goal(
         corrected=corrected,
         compiled=compiled,
         entry=entry,
+        examples=closest,
     )

@@ -509,8 +509,10 @@ MESSAGE_CHARS = 1000  # of an error message read from a run file
 
 
 def _route(tree: _Tree) -> dict[str, Any] | None:
-    """How an agent run routed its goal (the ``route`` span's attributes), if it did."""
-    for span in tree.spans:
+    """How an agent run routed its goal in the end (the last ``route`` span's
+    attributes: a library plan that ran but did not answer the goal is rejected by a
+    later one), if it did."""
+    for span in reversed(tree.spans):
         attrs = _attrs(span)
         if span.get("name") == "route" and attrs.get("dagentic.route"):
             candidates = str(attrs.get("dagentic.route.candidates") or "")
@@ -519,6 +521,7 @@ def _route(tree: _Tree) -> dict[str, Any] | None:
                 "plan": attrs.get("dagentic.route.plan") or None,
                 "reason": attrs.get("dagentic.route.reason") or "",
                 "candidates": [c for c in candidates.split(",") if c],
+                "rejected": attrs.get("dagentic.route.rejected") or None,
             }
     return None
 

@@ -238,6 +238,67 @@ def test_the_trace_shows_the_route(
     assert analysis["route"]["plan"] == "revenue_by_region"
 
 
+FIRST = "Which customer signed up first?"
+FIRST_PLAN = {
+    "steps": [
+        {
+            "id": "first",
+            "tool": "sql.query",
+            "args": {"sql": "SELECT name FROM customers ORDER BY signup_date LIMIT 1"},
+        }
+    ]
+}
+FIRST_ANSWER = {
+    "answer": "Ironwood Labs signed up first [first].",
+    "cited_steps": ["first"],
+    "complete": True,
+}
+
+
+@pytest.mark.parametrize("replans", [0, 2])
+def test_a_library_plan_that_ran_but_gives_no_such_thing_as_asked_gives_way_to_planning(
+    tools: ToolRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, replans: int
+) -> None:
+    # customers_by_region counts customers per region: it names no customer
+    shutil.copy(ROOT / "plans" / "customers_by_region.yaml", tmp_path / "plans")
+    monkeypatch.setenv("DAGENTIC_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("DAGENTIC_TRACING__METRICS", "false")
+    tracing = tracing_from_settings(Settings())
+    route = {"plan": "customers_by_region", "inputs": {}}
+    result, model = ask(
+        [route, FIRST_PLAN, FIRST_ANSWER, PASS],
+        tools,
+        tmp_path,
+        goal=FIRST,
+        agent={"max_replans": replans},
+        tracing=tracing,
+    )
+
+    assert result.succeeded, result.error
+    assert purposes(result) == ["route", "plan", "answer", "verify"]
+    assert (result.route, result.library_plan) == ("planned", None)
+    assert result.routing is not None and result.routing["rejected"] == "customers_by_region"
+    reason = (
+        "library plan 'customers_by_region' ran, but it gives region, manager, customers, "
+        "signed_up_that_year, year: no column of names is named for what the goal asks "
+        "which of (customer, sign)"
+    )
+    assert result.routing["reason"] == reason
+    assert [p["name"] for p in result.plans] == [
+        "customers_by_region",
+        "which-customer-signed-up-first",
+    ]
+    assert result.answer == FIRST_ANSWER["answer"]
+    prompt = model.calls[1]["messages"][-1].content
+    assert "How many customers each region has" not in prompt  # not an example any more
+    assert tracing is not None
+    tracing.flush()
+    shown = invoke("trace", result.agent_run_id)
+    assert [line for line in shown.stdout.splitlines() if line.startswith("route:")] == [
+        f"route: planned ({reason}; offered: {', '.join(result.routing['candidates'])})"
+    ]
+
+
 def test_a_plan_that_cannot_take_a_value_the_goal_names_is_not_offered(
     tools: ToolRegistry, tmp_path: Path
 ) -> None:
