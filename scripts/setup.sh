@@ -125,6 +125,10 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 
+# llama-cpp-python compiles for the CPUs of any x86-64 machine with AVX2, not only this
+# one's, so that pip's cached wheel runs on the next machine too.
+LLAMA_PORTABLE="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
+export CMAKE_ARGS="${CMAKE_ARGS:-$LLAMA_PORTABLE}"
 stamp=.venv/.dagentic-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! .venv/bin/python -c "import dagentic" 2>/dev/null; then
@@ -139,3 +143,23 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! .venv/bin/python -
 fi
 # The default model ships as chunk packages; put the GGUF file together once.
 .venv/bin/python -c "from dagentic.models import default_model_path; default_model_path()"
+# A llama.cpp built for the CPU it was built on (GGML_NATIVE: AMX, AVX-512) dies with
+# SIGILL on a machine without them, or in a VM that does not enable AMX: pip's cached
+# wheel may be such a build. Run the model once; on SIGILL build the portable way (AVX2).
+llama_works() {
+  .venv/bin/python -c "
+from llama_cpp import Llama
+from dagentic.models import default_model_path
+Llama(str(default_model_path()), n_ctx=128, verbose=False)('The sky is', max_tokens=2)
+" >/dev/null 2>&1
+}
+rc=0
+llama_works || rc=$?
+if [ "$rc" -eq 132 ]; then
+  echo "setup: llama.cpp dies with an illegal instruction here: building it for AVX2 (about 4 minutes)"
+  llama=$(.venv/bin/python -c "from importlib.metadata import version; print(version('llama-cpp-python'))")
+  .venv/bin/python -m pip cache remove llama_cpp_python >/dev/null 2>&1 || true
+  CMAKE_ARGS="$LLAMA_PORTABLE" .venv/bin/python -m pip install --quiet --disable-pip-version-check \
+    --force-reinstall --no-deps "llama-cpp-python==$llama"
+  llama_works || { echo "setup: llama.cpp still fails to run the model" >&2; exit 1; }
+fi
