@@ -510,7 +510,8 @@ class _Loop:
         routed = self.route
         if routed is None or routed.route != "library" or routed.plan is None:
             return False
-        misfit = answer_misfit(self.goal, result.outputs)
+        plan_goal = routed.entry.plan.goal if routed.entry is not None else None
+        misfit = answer_misfit(self.goal, result.outputs, plan_goal)
         if misfit is None:
             return False
         self.route = Route(

@@ -9,7 +9,8 @@ products: a numeric column named for products.
 - **The question** (:func:`asked_for`): only questions that say what they ask for are
   read: ``which X``, ``how many X``, ``how much X`` (``what X`` is too loose: "what is",
   "what were the best-selling ..."). X is the first two words after the phrase, as the
-  retrieval layer reads words (common words left out, plurals cut).
+  retrieval layer reads words (common words left out, plurals cut); none when a verb
+  follows the phrase ("how much did the West sell?" names no column).
 - **The outputs** (:func:`output_columns`): the columns of the tables among a run's
   outputs (lists of objects, up to :data:`MAX_DEPTH` levels down), each numeric or not
   by its values; and the outputs that are a single value, named by their key, unless the
@@ -19,7 +20,8 @@ products: a numeric column named for products.
 - **The check** (:func:`answer_misfit`): ``which X`` needs a column named by a word of X
   that holds names, not numbers; ``how many``/``how much X`` needs one that holds
   numbers. Outputs with neither tables nor single values give no verdict, nor do other
-  questions.
+  questions; nor does a plan whose own goal asks the very same (phrase and words), as a
+  plan saved from a verified run of such a question does.
 
 A plan can fail the check and still be right (a column named ``name`` answers "which
 customer"): the agent then plans freely instead, which costs time, never a wrong answer.
@@ -41,6 +43,11 @@ MAX_DEPTH = 3  # output, a step's output object, its rows
 MAX_ROWS = 1000  # rows of a table read for its columns' kinds
 _ASKS = re.compile(r"\b(which|what|how\s+many|how\s+much)\s+(.*)", re.IGNORECASE | re.DOTALL)
 
+_VERBS = frozenset(
+    "is are was were be been do does did has have had can could will would shall should may "  # noqa: SIM905
+    "might must".split()
+)
+
 Kind = Literal["which", "what", "how many", "how much"]
 
 
@@ -54,11 +61,15 @@ class Asked:
 
 
 def asked_for(goal: str) -> Asked | None:
-    """What ``goal`` asks for, or None when it is not such a question."""
+    """What ``goal`` asks for, or None when it is not such a question. A phrase followed
+    by a verb names nothing ("how much did the West sell?", "which is ..."): no words."""
     found = _ASKS.search(goal)
     if found is None:
         return None
     kind: Kind = " ".join(found.group(1).lower().split())  # type: ignore[assignment]
+    rest = found.group(2).split(maxsplit=1)
+    if rest and rest[0].lower() in _VERBS:
+        return Asked(kind, ())
     return Asked(kind, tuple(words(found.group(2))[:2]))
 
 
@@ -105,11 +116,18 @@ def output_columns(outputs: Mapping[str, Any]) -> dict[str, bool | None]:
     return columns
 
 
-def answer_misfit(goal: str, outputs: Mapping[str, Any]) -> str | None:
+def answer_misfit(
+    goal: str, outputs: Mapping[str, Any], plan_goal: str | None = None
+) -> str | None:
     """Why ``outputs`` do not hold what ``goal`` asks for (``which``, ``how many``, ``how
-    much`` questions), or None: they do, or there is no telling."""
+    much`` questions), or None: they do, or there is no telling, or the plan's own goal
+    ``plan_goal`` asks the very same (phrase and words: a plan saved from "Which region led
+    revenue in 2026Q2?" answers "Which region led revenue in 2025Q1?", whatever its
+    outputs are named)."""
     asked = asked_for(goal)
     if asked is None or asked.kind == "what" or not asked.words:
+        return None
+    if plan_goal is not None and asked_for(plan_goal) == asked:
         return None
     columns = output_columns(outputs)
     if not columns:

@@ -28,6 +28,8 @@ calls and the seconds. The summary per mode gives:
                          routing on)
   covered_routed_right   share of covered goals routed to their plan with their inputs
   uncovered_fell_back    share of uncovered goals planned freely, not forced into a plan
+  covered_rejected,      goals whose library plan ran but did not hold what they ask for
+  uncovered_rejected     (dagentic.answer_type), so that they were planned freely
   wrong_verified         answers claimed verified that are wrong (target 0): a verified
                          answer that does not state its reference, or a verified answer to
                          an uncovered goal that came from a library plan
@@ -224,6 +226,37 @@ def states(answer: str | None, value: Any) -> bool:
     return False
 
 
+# -- the answer type check on paraphrases written for another purpose ------------------------
+
+PARAPHRASES = Path(__file__).parent / "retrieval_sets" / "routing.yaml"
+
+
+async def answer_type_on_paraphrases(tools: Any, runs_dir: str) -> dict[str, Any]:
+    """The answer type check (dagentic.answer_type) on bench_retrieval's routing set
+    (retrieval_sets/routing.yaml: paraphrases of the library plans' tasks, written for
+    ranking, not for this check), each goal against the outputs of the plan that answers
+    it, run with its defaults: the goals it rejects would be planned freely although
+    their plan was right. No model."""
+    import yaml
+    from dagentic.answer_type import answer_misfit
+    from dagentic.executor import Executor
+
+    goals = yaml.safe_load(PARAPHRASES.read_text())["goals"]
+    settings = Settings(runs_dir=runs_dir, cache={"enabled": False}, journal={"enabled": False})
+    executor = Executor(tools, settings=settings, journal=None, tracing=None)
+    outputs: dict[str, dict[str, Any]] = {}
+    rejected = []
+    for item in goals:
+        name = item["plan"]
+        if name not in outputs:
+            result = await executor.run(ROOT / "plans" / f"{name}.yaml")
+            outputs[name] = result.outputs
+        misfit = answer_misfit(item["text"], outputs[name])
+        if misfit is not None:
+            rejected.append({"text": item["text"], "plan": name, "why": misfit})
+    return {"goals": len(goals), "rejected": rejected}
+
+
 # -- running ---------------------------------------------------------------------------------
 
 
@@ -271,6 +304,7 @@ async def run_goal(
         "plan": result.library_plan,
         "inputs": (result.routing or {}).get("inputs"),
         "reason": (result.routing or {}).get("reason"),
+        "rejected": (result.routing or {}).get("rejected"),
         "status": result.status.value,
         "failure_mode": result.error.failure_mode.value if result.error else None,
         "verified": verified,
@@ -313,6 +347,8 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
             if uncovered
             else None
         ),
+        "covered_rejected": sum(bool(r.get("rejected")) for r in covered),
+        "uncovered_rejected": sum(bool(r.get("rejected")) for r in uncovered),
         "uncovered_correct": share([r for r in uncovered if r["reference"] is not None], "correct"),
         "verified": sum(bool(r["verified"]) for r in records),
         "wrong_verified": sum(bool(r["wrong_verified"]) for r in records),
@@ -352,6 +388,7 @@ async def measure(
     loaded = time.perf_counter() - t0
     records: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-routing-") as runs_dir:
+        checked = await answer_type_on_paraphrases(tools, runs_dir)
         for mode in modes:
             settings = settings_for(mode, runs_dir, wall_time if mode == "on" else off_wall_time)
             rows = records[mode] = []
@@ -367,7 +404,12 @@ async def measure(
                         f"verified={row['verified']!s:5} {mark:5} {item['text']}",
                         flush=True,
                     )
-    return {"model": main.name, "load_seconds": round(loaded, 2), "records": records}
+    return {
+        "model": main.name,
+        "load_seconds": round(loaded, 2),
+        "records": records,
+        "answer_type": checked,
+    }
 
 
 def report(results: dict[str, Any]) -> None:
@@ -380,11 +422,20 @@ def report(results: dict[str, Any]) -> None:
             f"routing {mode}: covered correct {summary['covered_correct']} "
             f"(verified too {summary['covered_correct_and_verified']}), routed right "
             f"{summary['covered_routed_right']}, uncovered fell back "
-            f"{summary['uncovered_fell_back']}, wrong verified {summary['wrong_verified']}, "
+            f"{summary['uncovered_fell_back']} ({summary['uncovered_rejected']} after their "
+            f"plan ran), wrong verified {summary['wrong_verified']}, "
             f"covered seconds median {secs['median'] and round(secs['median'], 1)} "
             f"(<= {TARGET_SECONDS:g} s: {summary['covered_within_target_seconds']}), "
             f"model calls median {calls['median']}"
         )
+    checked = results.get("answer_type")
+    if checked:
+        print(
+            f"answer type check on {checked['goals']} paraphrases of their own plan "
+            f"({PARAPHRASES.name}): {len(checked['rejected'])} rejected"
+        )
+        for item in checked["rejected"]:
+            print(f"  {item['plan']}: {item['text']}")
 
 
 def _merge(files: list[str], json_file: str | None) -> dict[str, Any]:
@@ -511,6 +562,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         },
         "summary": {mode: summarize(rows) for mode, rows in measured["records"].items()},
         "goals": measured["records"],
+        "answer_type": measured["answer_type"],
         "seconds": round(time.perf_counter() - t0, 1),
     }
     report(results)

@@ -39,6 +39,11 @@ def test_what_a_question_asks_for() -> None:
         "how much", ("revenue", "came")
     )
     assert asked_for("Rank the regions by sales.") is None
+    assert asked_for("Which of the regions sold most?") == Asked("which", ("region", "sold"))
+    # a verb after the phrase: it names nothing, and there is no verdict
+    assert asked_for("How much did the West sell in 2026Q2?") == Asked("how much", ())
+    assert asked_for("Which is the best quarter?") == Asked("which", ())
+    assert answer_misfit("How much did the West sell in 2026Q2?", REFUNDS) is None
 
 
 @pytest.mark.parametrize(
@@ -78,6 +83,19 @@ def test_a_plan_that_answers_another_question_is_told_apart() -> None:
     # nor a count a name
     assert answer_misfit("Which orders were refunded?", {"rows": [{"orders": 3}]})
     assert answer_misfit("How much revenue came from gadgets?", {"revenue": "high"})
+
+
+def test_a_plan_whose_goal_asks_the_very_same_passes_whatever_its_outputs_are_named() -> None:
+    saved = {"leader": "West"}  # a plan the planner wrote, saved from a verified run
+    asks = "Which region led revenue in 2026Q2?"
+    assert answer_misfit("Which region led revenue in 2025Q1?", saved, asks) is None
+    assert answer_misfit("Which region led revenue in 2025Q1?", saved) is not None
+    # another phrase, or other words: the outputs decide
+    plan_goal = "How many customers each region has, and how many signed up in a given year"
+    assert answer_misfit("Which customer signed up first?", REGIONS, plan_goal) is not None
+    refunds = "Which product categories get refunded most often"
+    assert answer_misfit("Which product is refunded most often?", REFUNDS, refunds) is not None
+    assert answer_misfit("Which region brought in most revenue?", saved, asks) is not None
 
 
 def test_columns_are_read_from_step_outputs_nested_tables_and_single_values() -> None:
