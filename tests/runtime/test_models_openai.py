@@ -367,10 +367,13 @@ async def test_an_endpoint_that_never_answers_times_out() -> None:
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])  # one planning call: seconds of CPU
+# A ~4,000-token prompt: about 35 s alone on two cores, minutes beside the rest of the
+# suite; a safety net far above that.
+@pytest.mark.timeout(900)
 async def test_planner_through_the_server(server: str) -> None:
     tools = load_tools()
     async with openai_model(server, max_tokens=160) as model:
-        planner = LLMPlanner(model, tools, max_repairs=1)
+        planner = LLMPlanner(model, tools, max_repairs=0)
         try:
             outcome: PlanningResult | BaseException = await planner.plan(
                 "Which region had the highest revenue in 2026Q3?"
@@ -378,7 +381,7 @@ async def test_planner_through_the_server(server: str) -> None:
         except (PlanError, MissingCapabilityError) as exc:
             outcome = exc
     if isinstance(outcome, PlanningResult):
-        assert 1 <= outcome.attempts <= 2 and outcome.plan.steps
+        assert outcome.attempts == 1 and outcome.plan.steps
         names = {t.name for t in tools}
         assert all(s.tool in names or s.check is not None for s in outcome.plan.steps)
         body = outcome.plan.model_dump(mode="json", by_alias=True, exclude_defaults=True)
