@@ -41,6 +41,7 @@ __all__ = ["Asked", "answer_misfit", "asked_about", "asked_for", "output_columns
 
 MAX_DEPTH = 3  # output, a step's output object, its rows
 MAX_ROWS = 1000  # rows of a table read for its columns' kinds
+MAX_NAME = 40  # characters of a column's name in a message (names come from tool outputs)
 _ASKS = re.compile(r"\b(which|what|how\s+many|how\s+much)\s+(.*)", re.IGNORECASE | re.DOTALL)
 
 _VERBS = frozenset(
@@ -137,7 +138,8 @@ def answer_misfit(
     for name, numeric in columns.items():
         if wanted & set(words(name.replace("_", " "))) and numeric in (numbers, None):
             return None
-    shown = ", ".join(list(columns)[:12]) + (", ..." if len(columns) > 12 else "")
+    names = [n if len(n) <= MAX_NAME else n[: MAX_NAME - 3] + "..." for n in list(columns)[:12]]
+    shown = ", ".join(names) + (", ..." if len(columns) > 12 else "")
     return (
         f"it gives {shown}: no column of {'numbers' if numbers else 'names'} is named for "
         f"what the goal asks {asked.kind} of ({', '.join(asked.words)})"

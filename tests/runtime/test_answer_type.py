@@ -119,3 +119,10 @@ def test_deep_or_huge_outputs_are_read_within_bounds() -> None:
     assert output_columns(deep) == {}
     wide = {"rows": [{"n": i} for i in range(10_000)] + [{"customer": "late"}]}
     assert "customer" not in output_columns(wide)
+
+
+def test_column_names_from_hostile_outputs_are_cut_in_the_message() -> None:
+    hostile = {"rows": [{f"\x1b[31m{'x' * 10_000}_{n}": 1 for n in range(30)}]}
+    why = answer_misfit("Which customer paid?", hostile)
+    assert why is not None and len(why) < 12 * 45 + 200
+    assert why.startswith("it gives \x1b[31m" + "x" * 32 + "...") and ", ..." in why
