@@ -156,7 +156,10 @@ class Executor:
         relative to its folder)."""
         if isinstance(plan, CompiledPlan):
             return plan
-        folders = plan_folders(self.settings)  # where sub-plans are named from
+
+        def folders() -> list[Path]:  # where sub-plans are named from, when one is
+            return plan_folders(self.settings)
+
         judge = self.judge is not None
         if isinstance(plan, Path):
             return load_plan(plan, self.tools, judge=judge, plan_folders=folders)

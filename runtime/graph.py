@@ -8,7 +8,7 @@ read ``file:line:col: message``; nothing runs unless it returns.
 from __future__ import annotations
 
 import graphlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -31,7 +31,7 @@ from .source import PlanSource, read_plan_source
 from .tools import Tool, ToolRegistry, suggest
 
 if TYPE_CHECKING:
-    from .subplans import Nesting, SubPlan
+    from .subplans import Nesting, PlanFolders, SubPlan
 
 __all__ = ["CompiledPlan", "CompiledStep", "compile_plan", "load_plan", "to_dot", "to_mermaid"]
 
@@ -117,11 +117,12 @@ def load_plan(
     tools: ToolRegistry,
     *,
     judge: bool = False,
-    plan_folders: Sequence[str | Path] | None = None,
+    plan_folders: PlanFolders = None,
 ) -> CompiledPlan:
     """Read, validate and compile a YAML plan file, and the sub-plans its steps run
-    (``plan:`` names one in ``plan_folders``, default: the ``library.folders`` setting,
-    ``plans/``; or gives a path relative to the file). Raises :class:`PlanError`."""
+    (``plan:`` names one in ``plan_folders``, default: the settings' folders,
+    ``library.folders`` then the plugins' (:func:`~dagentic.subplans.plan_folders`); or
+    gives a path relative to the file). Raises :class:`PlanError`."""
     from .subplans import Nesting
 
     source, problems = read_plan_source(path)
@@ -135,13 +136,13 @@ def compile_plan(
     *,
     judge: bool = False,
     name: str | None = None,
-    plan_folders: Sequence[str | Path] | None = None,
+    plan_folders: PlanFolders = None,
     source_file: str | Path | None = None,
 ) -> CompiledPlan:
     """Validate and compile a :class:`Plan`, a dict in plan-file shape, or YAML text. A
     sub-plan's path is relative to the folder of ``source_file`` (the plan file it came
     from); without one, sub-plans are named only by name, looked up in ``plan_folders``
-    (default: the ``library.folders`` setting, ``plans/``)."""
+    (default: the settings' folders, ``library.folders`` then the plugins')."""
     from .subplans import Nesting
 
     nesting = Nesting.top(plan_folders, source_file)

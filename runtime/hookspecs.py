@@ -19,10 +19,13 @@ import pluggy
 
 # Types only: a plugin's `from dagentic import hookimpl` loads pluggy, not pydantic.
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import typer
     from pydantic import BaseModel
 
     from .isolation import SandboxBackend
+    from .settings import Settings
     from .tools import Tool
 
 __all__ = [
@@ -30,6 +33,7 @@ __all__ = [
     "hookimpl",
     "hookspec",
     "register_commands",
+    "register_plan_folders",
     "register_sandbox_backends",
     "register_settings",
     "register_tools",
@@ -86,4 +90,28 @@ def register_settings() -> Iterable[type[BaseModel]]:  # type: ignore[empty-body
     with ``settings.plugin(WeatherSettings)`` (:meth:`dagentic.Settings.plugin`), e.g.
     from a tool's ``context.settings``. A section that no installed plugin registers is an
     error naming the closest one; so is a section name taken by the core or another plugin.
+    """
+
+
+@hookspec
+def register_plan_folders(settings: Settings) -> Iterable[Path]:  # type: ignore[empty-body]
+    """Return folders of plan files this plugin ships: plans over the data it bundles, or
+    plans made of its tools. They join the plan library (``dagentic plans list``, routing
+    in ``dagentic ask``) and the folders ``plan: NAME`` steps name plans from, after the
+    ``library.folders`` setting (a name found twice is the first folder's), unless
+    ``library.plugin_plans`` is false. Ship them as package data::
+
+        [tool.setuptools.package-data]
+        dagentic_weather = ["plans/*.yaml"]
+
+        @hookimpl
+        def register_plan_folders(settings):
+            if settings.plugin(WeatherSettings).api_key is None:
+                return []  # the plans need the API: none to offer
+            return [Path(__file__).parent / "plans"]
+
+    ``settings`` are the settings in use, so a plugin offers no plans for data that is
+    not in use (the sql plugin offers its sample-data plans only while the sample database
+    is the one queried). Called when a library is made or a step names a plan, never per
+    step.
     """

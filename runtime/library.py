@@ -1,6 +1,7 @@
 """The plan library: plans the agent can route a goal to instead of planning it afresh.
 
-It holds the plan files of the folders ``library.folders`` names (default ``plans/``) and
+It holds the plan files of the folders ``library.folders`` names (default ``plans/``), those
+of the plan folders installed plugins ship (the sql plugin's plans over its sample data), and
 the plans ``dagentic ask`` made that ran and passed verification, which it saves in
 ``library.path`` (default ``library/`` in ``runs_dir``, next to the journal). A saved plan is a plain
 plan file: it validates and runs like any other (``dagentic run PATH``). It keeps the goal
@@ -203,8 +204,9 @@ class Library:
         entry = self.get(name)
         if not entry.saved:
             raise LibraryError(
-                f"plan '{name}' is a file of {entry.path.parent} (library.folders), not a saved "
-                f"plan: delete or move {entry.path} itself to take it out of the library",
+                f"plan '{name}' is a file of plan folder {entry.path.parent}, not a saved "
+                f"plan: delete or move {entry.path} itself, or leave its folder out "
+                "(library.folders; library.plugin_plans for a plugin's plans)",
                 name=name,
             )
         entry.path.unlink()
@@ -376,10 +378,13 @@ def library_example(entry: LibraryPlan, limit: int = 1500) -> str:
 
 
 def library_from_settings(settings: Settings) -> Library:
-    """The library the settings describe (``library.folders``, ``library.path``)."""
-    config = settings.library
-    saved = config.path or Path(settings.runs_dir) / "library"
-    return Library(config.folders, saved)
+    """The library the settings describe: the plan folders (``library.folders``, then the
+    plugins' unless ``library.plugin_plans`` is false) and the saved plans
+    (``library.path``)."""
+    from .subplans import plan_folders
+
+    saved = settings.library.path or Path(settings.runs_dir) / "library"
+    return Library(plan_folders(settings), saved)
 
 
 def _validates(entry: LibraryPlan, tools: ToolRegistry) -> bool:

@@ -388,6 +388,11 @@ class LibrarySettings(BaseModel):
         "folder of runs_dir, next to the journal: .dagentic/runs/library).",
     )
     save: bool = Field(True, description="Save the plans `dagentic ask` made that passed.")
+    plugin_plans: bool = Field(
+        True,
+        description="Also the plan folders installed plugins ship (after `folders`): the sql "
+        "plugin's plans over its sample data while no sql sources are configured.",
+    )
 
 
 class CacheSettings(BaseModel):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,12 +35,14 @@ from .tools import SideEffects, Tool, suggest
 
 if TYPE_CHECKING:
     from .graph import CompiledPlan, _Checker
+    from .settings import Settings
 
 __all__ = [
     "DEFAULT_PLAN_FOLDERS",
     "MAX_SUBPLAN_DEPTH",
     "MAX_TOTAL_STEPS",
     "Nesting",
+    "PlanFolders",
     "SubPlan",
     "check_subplan",
     "plan_folders",
@@ -54,38 +56,47 @@ MAX_PLAN_FILES = 100  # distinct sub-plan files one validation reads, at most
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _SEVERITY = {"none": 0, "read": 1, "write": 2}
 
+# Where ``plan: NAME`` looks: folders, a function giving them (called when a step first
+# names a plan), or None for the working directory's settings.
+PlanFolders = Sequence[str | Path] | Callable[[], Sequence[str | Path]] | None
+
 
 @dataclass
 class Nesting:
     """Where sub-plans are looked up, which plan files are being validated (the caller's
     chain, outermost first, to find cycles), and those validated already."""
 
-    given: tuple[Path, ...] | None  # None: the settings' library.folders, read when needed
+    given: PlanFolders  # a function: called when a step first names a plan
     stack: tuple[Path, ...] = ()
     done: dict[Path, CompiledPlan | PlanError] = field(default_factory=dict)
     level: int = 0  # of the plan being validated: 0 for the one asked for
 
     @classmethod
-    def top(cls, folders: Sequence[str | Path] | None, path: str | Path | None) -> Nesting:
-        found = None if folders is None else tuple(Path(f) for f in folders)
+    def top(cls, folders: PlanFolders, path: str | Path | None) -> Nesting:
         file = Path(path) if path is not None else None
         if file is None or not file.is_file():  # no file, or a name like <plan_body>
-            return cls(found, ())
-        return cls(found, (_resolved(file),))
+            return cls(folders, ())
+        return cls(folders, (_resolved(file),))
 
     @property
     def folders(self) -> tuple[Path, ...]:
-        """Where plan names are looked up: as given, else the ``library.folders`` setting
-        (read once, and only when a step names a plan)."""
-        if self.given is None:
-            from .errors import SettingsError
-            from .settings import Settings
+        """Where plan names are looked up: as given, else as the settings of the working
+        directory say (:func:`plan_folders`); read once, and only when a step names a plan
+        (the plugins' folders cost a look at the installed plugins)."""
+        if not isinstance(self.given, tuple):
+            if callable(self.given):
+                folders = self.given()
+            elif self.given is not None:
+                folders = self.given
+            else:
+                from .errors import SettingsError
+                from .settings import Settings
 
-            try:
-                folders = plan_folders(Settings())
-            except SettingsError:  # reported by whatever reads the settings next
-                folders = None
-            self.given = tuple(Path(f) for f in (folders or DEFAULT_PLAN_FOLDERS))
+                try:
+                    folders = plan_folders(Settings())
+                except SettingsError:  # reported by whatever reads the settings next
+                    folders = list(DEFAULT_PLAN_FOLDERS)
+            self.given = tuple(Path(f) for f in folders)
         return self.given
 
     def base(self, file: str | None) -> Path:
@@ -104,11 +115,14 @@ class SubPlan:
     untrusted: frozenset[str]  # untrusted tools whose data its steps may carry
 
 
-def plan_folders(settings: Any) -> list[Path] | None:
-    """The folders plan names are looked up in, as ``settings`` say (``library.folders``),
-    or None for the default."""
-    folders = getattr(getattr(settings, "library", None), "folders", None)
-    return list(folders) if folders is not None else None
+def plan_folders(settings: Settings) -> list[Path]:
+    """The folders plan names are looked up in, as ``settings`` say: ``library.folders``
+    (default ``plans/``), then the plan folders the installed plugins ship
+    (``register_plan_folders``, unless ``library.plugin_plans`` is false)."""
+    from .plugin_manager import load_plan_folders
+
+    folders = [Path(f) for f in settings.library.folders]
+    return folders + [f for f in load_plan_folders(settings) if f not in folders]
 
 
 def check_subplan(checker: _Checker, step: Step, at: tuple[Any, ...], name: str) -> SubPlan | None:
@@ -268,7 +282,7 @@ def _compile(checker: _Checker, nesting: Nesting, path: Path) -> CompiledPlan | 
                 )
             ]
         )
-    inner = Nesting(nesting.given, (*nesting.stack, path), nesting.done, nesting.level + 1)
+    inner = Nesting(nesting.folders, (*nesting.stack, path), nesting.done, nesting.level + 1)
     source, problems = read_plan_source(_shown(path))
     result: CompiledPlan | PlanError
     try:

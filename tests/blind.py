@@ -19,11 +19,16 @@ os.environ["DAGENTIC_WEB__CACHE_DIR"] = os.path.join(_STATE, "cache")
 # The caches live in the runs dir, which the whole session shares: a test that wants them
 # turns them on (with a runs dir of its own), so no test is answered from another's calls.
 os.environ.setdefault("DAGENTIC_CACHE__ENABLED", "false")
+# A test's plan library is what it puts there: the plugins' sample plans would route its
+# goals (tests/runtime/test_plugin_plans.py turns them on).
+NO_PLUGIN_PLANS = {"DAGENTIC_LIBRARY__PLUGIN_PLANS": "false"}
+os.environ.update(NO_PLUGIN_PLANS)
 
 
 def blind_settings(**values: Any) -> Settings:
     values.setdefault("runs_dir", RUNS_DIR)
     values.setdefault("cache", {"enabled": False})
-    # the runs dir is the session's: a plan one test's agent saved must not route another's
-    values.setdefault("library", {"save": False})
+    # the runs dir is the session's: a plan one test's agent saved must not route another's;
+    # and no plugin's plans unless asked for (see NO_PLUGIN_PLANS)
+    values["library"] = {"save": False, "plugin_plans": False, **values.get("library", {})}
     return Settings(_env_prefix="DAGENTIC_TEST_UNUSED_", **values)  # type: ignore[call-arg]

@@ -16,6 +16,8 @@ import pytest
 from dagentic.cli import add_plugin_commands, app
 from typer.testing import CliRunner, Result
 
+from tests.blind import NO_PLUGIN_PLANS
+
 DAGENTIC = Path(sys.executable).parent / "dagentic"  # the installed console script
 
 # Rich must not colour or wrap what the tests read.
@@ -23,12 +25,15 @@ PLAIN = {"FORCE_COLOR": None, "TTY_COMPATIBLE": None, "TTY_INTERACTIVE": None, "
 
 
 def isolate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Work in ``tmp_path`` (no dagentic.toml there) with no DAGENTIC_* variables: call it
+    """Work in ``tmp_path`` (no dagentic.toml there) with no DAGENTIC_* variables but one:
+    the plugins' sample plans are left out of the library (``NO_PLUGIN_PLANS``). Call it
     from a test module's autouse fixture."""
     monkeypatch.chdir(tmp_path)
     for name in list(os.environ):
         if name.startswith("DAGENTIC_"):
             monkeypatch.delenv(name)
+    for name, value in NO_PLUGIN_PLANS.items():
+        monkeypatch.setenv(name, value)
 
 
 def invoke(

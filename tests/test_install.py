@@ -171,6 +171,16 @@ def test_a_plain_install_imports_validates_and_runs_a_plan(install: Install) -> 
     assert ran.returncode == 0, ran.stderr
     assert json.loads(ran.stdout)["status"] == "succeeded"
 
+    # The sample plans come with the package: the library has them outside any checkout,
+    # and one runs (with the sub-plan beside it) from where pip put it.
+    listed = install.dagentic("plans", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    library = {p["name"]: Path(p["path"]) for p in json.loads(listed.stdout)["plans"]}
+    assert len(library) == 11 and "site-packages" in library["revenue_by_region"].parts
+    ran = install.dagentic("run", library["quarter_over_quarter"], "--json")
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["outputs"]["leader_after"] == "West"
+
 
 @pytest.mark.slow
 @pytest.mark.timeout(INSTALL_TIMEOUT + 120)

@@ -15,9 +15,13 @@ from dagentic import PlanError, ToolRegistry, load_plan, load_tools
 
 from tests.blind import RUNS_DIR
 from tests.cli import run_script
+from tests.sample_plans import FOLDERS as SAMPLE_FOLDERS
 
 ROOT = Path(__file__).resolve().parents[1]
-PLANS = sorted((ROOT / "plans").glob("*.yaml"))
+PLANS = sorted(
+    (path for folder in (ROOT / "plans", *SAMPLE_FOLDERS) for path in folder.glob("*.yaml")),
+    key=lambda path: path.name,
+)
 EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.py") if not p.name.startswith("sandbox_"))
 SNIPPETS = sorted((ROOT / "examples").glob("sandbox_*.py"))  # for `dagentic sandbox run`
 
@@ -34,7 +38,7 @@ def installed_tools() -> ToolRegistry:
 
 def test_repository_has_plans_and_examples() -> None:
     # Without this, the parametrized tests below could silently collect nothing.
-    assert PLANS, "no plans/*.yaml found"
+    assert len(PLANS) >= 15, "no plans/*.yaml or sample plans found"
     assert EXAMPLES, "no examples/*.py found"
     assert SNIPPETS, "no examples/sandbox_*.py found"
 

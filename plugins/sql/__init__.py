@@ -3,7 +3,8 @@
 Layer 1 (:mod:`.guard`, sqlglot) lets one read-only statement over known tables through;
 layer 2 (:mod:`.engine`, DuckDB) is a locked-down connection that cannot touch host files
 even if layer 1 is bypassed. With no ``sql.sources`` configured, the tools read the bundled
-sample database (``plugins/sql/sample_data``). Settings: section ``[sql]``
+sample database (``plugins/sql/sample_data``), and the plugin adds its plans over it
+(``plugins/sql/plans``) to the plan library. Settings: section ``[sql]``
 (:class:`.settings.SqlSettings`).
 
 What a ``sql.query`` call does is judged per statement (:func:`.guard.classify_sql`): a
@@ -41,6 +42,7 @@ __all__ = [
     "close_engines",
     "data_fingerprint",
     "query",
+    "register_plan_folders",
     "register_settings",
     "register_tools",
     "schema",
@@ -48,6 +50,7 @@ __all__ = [
 ]
 
 SAMPLE_DATA = Path(__file__).parent / "sample_data"
+SAMPLE_PLANS = Path(__file__).parent / "plans"  # plans over SAMPLE_DATA, in the library
 MAX_IDLE_ENGINES = 4
 """Engine processes kept open while idle: a new set of sources closes the least recently
 used idle ones beyond this (plans that name many sources cannot pile up processes)."""
@@ -319,3 +322,10 @@ def register_tools() -> list[Any]:
 @hookimpl
 def register_settings() -> list[type[BaseModel]]:
     return [SqlSettings]
+
+
+@hookimpl
+def register_plan_folders(settings: Settings) -> list[Path]:
+    """The plans over the sample database (revenue by region or quarter, top products,
+    customers, ...), while it is the one queried: no ``sql.sources`` configured."""
+    return [] if settings.plugin(SqlSettings).sources else [SAMPLE_PLANS]

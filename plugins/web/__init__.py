@@ -6,8 +6,9 @@ default, offline: a BM25 index over a folder of documents, see :mod:`.index`), `
 (:mod:`.egress`). Both retry 429/5xx and connection errors with backoff and jitter, keep
 to a per-backend rate limit, and cache results on disk for ``web.cache_ttl`` seconds.
 
-The plugin also adds ``dagentic index build|search`` to the command line. Settings: section
-``[web]`` (:class:`.settings.WebSettings`).
+The plugin also adds ``dagentic index build|search`` to the command line, and its plan over
+the bundled news (``plugins/web/plans``) to the plan library. Settings: section ``[web]``
+(:class:`.settings.WebSettings`).
 
 Egress: ``web.fetch``'s ``url`` leaves the machine and says where to (a *destination*);
 ``web.search``'s ``query`` and ``site`` go to the configured search API (*content*), but
@@ -42,6 +43,7 @@ __all__ = [
     "fetch",
     "index_app",
     "register_commands",
+    "register_plan_folders",
     "register_settings",
     "register_tools",
     "search",
@@ -49,6 +51,7 @@ __all__ = [
 ]
 
 Recency = Literal["day", "week", "month", "year"]
+SAMPLE_PLANS = Path(__file__).parent / "plans"  # plans over CORPUS, in the library
 
 
 def _settings() -> Settings:
@@ -198,6 +201,14 @@ def register_tools() -> list[Any]:
 @hookimpl
 def register_settings() -> list[type[BaseModel]]:
     return [WebSettings]
+
+
+@hookimpl
+def register_plan_folders(settings: Settings) -> list[Path]:
+    """The plans over the bundled news collection (news about a region of the sample
+    data), while it is what ``web.search`` searches: the local backend, no paths set."""
+    web = settings.plugin(WebSettings)
+    return [SAMPLE_PLANS] if web.backend == "local" and not web.local.paths else []
 
 
 index_app = typer.Typer(

@@ -13,7 +13,7 @@ Three sets, each ranked three ways by the layer its users rank with (dagentic.re
             (retrieval_sets/tools.yaml), ranked as tool selection ranks them (BM25F over
             four fields, the planning context included)
   routing   32 goals over the plan library (retrieval_sets/routing.yaml; every plan file of
-            plans/), as plan routing ranks them (dagentic.retrieval.plan_document)
+            plans/ and of the sql and web plugins' plan folders), as plan routing ranks them (dagentic.retrieval.plan_document)
 Lexical alone ranks only the documents sharing a word with the query (the others would
 come in no useful order). Per set and way: recall@k (the share of a query's relevant items in the first k, averaged
 over queries), MRR (the reciprocal rank of the first relevant one) and the p50 latency of
@@ -45,6 +45,7 @@ from typing import Any
 import anyio
 import yaml
 from dagentic.memory.store import MemoryStore
+from dagentic.plugins import sql, web
 from dagentic.retrieval import (
     MEMORY_FUSION,
     ROUTING_FUSION,
@@ -60,7 +61,8 @@ from stats import make_parser, python_version, summary, write_results
 HERE = Path(__file__).parent
 ROOT = HERE.parents[1]
 SETS = HERE / "retrieval_sets"
-PLANS = ROOT / "plans"
+# The library of the checkout: plans/ and the sample plans of the sql and web plugins.
+PLANS = (ROOT / "plans", sql.SAMPLE_PLANS, web.SAMPLE_PLANS)
 MODES = ("lexical", "embedding", "fused")
 KS = {"memory": (1, 3, 5), "tools": (1, 3, 5, 10), "routing": (1, 3)}
 
@@ -156,10 +158,12 @@ def memory_set() -> tuple[list[Document], list[Query]]:
 
 
 def routing_set() -> tuple[list[Document], list[Query]]:
-    """Every plan file of plans/, and the set's plans not (yet) among them."""
+    """Every plan file of PLANS, and the set's plans not (yet) among them."""
     data = load_yaml(SETS / "routing.yaml")
     documents: dict[str, Document] = {}
-    for path in sorted(PLANS.glob("*.yaml")):
+    for path in sorted(
+        (p for folder in PLANS for p in folder.glob("*.yaml")), key=lambda p: p.name
+    ):
         plan = load_yaml(path)
         if not isinstance(plan, dict) or "steps" not in plan:
             continue

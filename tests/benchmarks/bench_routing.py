@@ -10,8 +10,8 @@ On a busy machine, --parallel runs each mode in a process of its own at the same
 --shard K/N runs every Nth goal from the Kth (start N of them, then --merge their --json
 files into one report): seconds per goal then include the shards' own contention.
 
-The goals are below (GOALS): 34 that paraphrase the tasks of the ten library plans of
-plans/ written for the sample data (revenue by region and by quarter, top products and
+The goals are below (GOALS): 34 that paraphrase the tasks of the ten library plans
+the sql and web plugins ship for the sample data (revenue by region and by quarter, top products and
 customers, categories, orders over time, refunds, segments, customers by region, region
 news), each with the plan and inputs that answer it, and 10 that no plan covers. Each goal
 holds a SQL query whose value the benchmark computes itself from the sample data
@@ -20,10 +20,10 @@ it states the reference (a name word for word, ignoring case; a number in any of
 spellings); two uncovered goals (code, a translation) have none.
 
 Per goal and mode the agent (dagentic.agent.Agent, every installed tool, no memory, no
-journal, no caches, the library of plans/ with saving off) runs the goal, and the benchmark
-records the route and plan taken, the inputs, the status, whether the answer was claimed
-verified (the run succeeded and verification passed), whether it is correct, the model
-calls and the seconds. The summary per mode gives:
+journal, no caches, the library of plans/ and the plugins' sample plans with saving off)
+runs the goal, and the benchmark records the route and plan taken, the inputs, the
+status, whether the answer was claimed verified (the run succeeded and verification
+passed), whether it is correct, the model calls and the seconds. The summary per mode gives:
   covered_correct        share of covered goals answered correctly (target >= 0.8 with
                          routing on)
   covered_routed_right   share of covered goals routed to their plan with their inputs
@@ -62,6 +62,8 @@ from stats import describe, make_parser, python_version, write_results
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "plugins" / "sql" / "sample_data"
+# plans/ and the plugins' plans over the sample data (explicitly: whatever the environment says)
+LIBRARY = {"folders": [str(ROOT / "plans")], "plugin_plans": True, "save": False}
 TABLES = ("regions", "products", "customers", "orders", "sales")
 MODES = ("on", "off")
 MAX_WALL_TIME = 120.0
@@ -240,16 +242,20 @@ async def answer_type_on_paraphrases(tools: Any, runs_dir: str) -> dict[str, Any
     import yaml
     from dagentic.answer_type import answer_misfit
     from dagentic.executor import Executor
+    from dagentic.library import library_from_settings
 
     goals = yaml.safe_load(PARAPHRASES.read_text())["goals"]
-    settings = Settings(runs_dir=runs_dir, cache={"enabled": False}, journal={"enabled": False})
+    settings = Settings(
+        runs_dir=runs_dir, cache={"enabled": False}, journal={"enabled": False}, library=LIBRARY
+    )
     executor = Executor(tools, settings=settings, journal=None, tracing=None)
+    library = library_from_settings(settings)
     outputs: dict[str, dict[str, Any]] = {}
     rejected = []
     for item in goals:
         name = item["plan"]
         if name not in outputs:
-            result = await executor.run(ROOT / "plans" / f"{name}.yaml")
+            result = await executor.run(library.get(name).path)
             outputs[name] = result.outputs
         misfit = answer_misfit(item["text"], outputs[name])
         if misfit is not None:
@@ -263,7 +269,7 @@ async def answer_type_on_paraphrases(tools: Any, runs_dir: str) -> dict[str, Any
 def settings_for(mode: str, runs_dir: str, wall_time: float) -> Settings:
     return Settings(
         runs_dir=runs_dir,
-        library={"folders": [str(ROOT / "plans")], "save": False},
+        library=LIBRARY,
         agent={"routing": mode == "on", "max_wall_time": wall_time},
         cache={"enabled": False},
         memory={"enabled": False},

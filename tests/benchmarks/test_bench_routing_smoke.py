@@ -16,8 +16,9 @@ import yaml
 from dagentic import Plan
 from dagentic.models import ScriptedModel
 
+from tests.sample_plans import sample_plan
+
 HERE = Path(__file__).parent
-ROOT = HERE.parents[1]
 
 
 def load_bench() -> ModuleType:
@@ -53,7 +54,7 @@ def test_the_goals_cover_enough_plans_and_every_reference_comes_from_the_data() 
     plans = {g["plan"] for g in covered}
     assert len(plans) >= 8
     for name in plans:  # a plan file of plans/ (tests/test_meta.py validates each), inputs named
-        plan = Plan.model_validate(yaml.safe_load((ROOT / "plans" / f"{name}.yaml").read_text()))
+        plan = Plan.model_validate(yaml.safe_load(sample_plan(name).read_text()))
         for g in covered:
             if g["plan"] == name:
                 assert set(g["inputs"]) <= set(plan.inputs), g

@@ -18,8 +18,8 @@ from dagentic.library import library_from_settings
 from dagentic.models import ScriptedModel
 
 from tests.cli import invoke, isolate
+from tests.sample_plans import sample_plan
 
-ROOT = Path(__file__).resolve().parents[2]
 GOAL = "What were the best-selling products in 2026Q3?"
 ROUTE = {"plan": "top_products", "inputs": {"quarter": "2026Q3", "limit": 5}}
 ANSWER = {
@@ -37,7 +37,7 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DAGENTIC_MEMORY__ENABLED", "false")
     (tmp_path / "plans").mkdir()
     for name in ("top_products", "category_revenue", "revenue_by_region"):
-        shutil.copy(ROOT / "plans" / f"{name}.yaml", tmp_path / "plans")
+        shutil.copy(sample_plan(name), tmp_path / "plans")
     yield
     close_journals()
 

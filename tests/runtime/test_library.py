@@ -14,8 +14,8 @@ from dagentic import Plan, load_plan, load_tools, run_plan
 from dagentic.library import Library, LibraryError, lift_inputs, valid_name
 
 from tests.cli import invoke, isolate
+from tests.sample_plans import sample_plan
 
-ROOT = Path(__file__).resolve().parents[2]
 LIBRARY_PLANS = [
     "revenue_by_region",
     "revenue_by_quarter",
@@ -62,7 +62,7 @@ def library(tmp_path: Path) -> Library:
     folder = tmp_path / "plans"
     folder.mkdir(exist_ok=True)
     for name in ("revenue_by_region", "top_products", "region_news"):
-        shutil.copy(ROOT / "plans" / f"{name}.yaml", folder)
+        shutil.copy(sample_plan(name), folder)
     return Library([folder], tmp_path / ".dagentic" / "runs" / "library")
 
 
@@ -121,7 +121,7 @@ async def test_every_library_plan_runs_on_its_defaults(tools, anyio_backend: str
     results = {}
 
     async def run(name: str) -> None:
-        compiled = load_plan(ROOT / "plans" / f"{name}.yaml", tools)
+        compiled = load_plan(sample_plan(name), tools)
         results[name] = await run_plan(compiled, tools=tools)
 
     async with anyio.create_task_group() as group:  # at once: they only read
@@ -198,9 +198,11 @@ def test_plans_list_show_and_forget_at_the_command_line(tmp_path: Path, tools) -
 
     refused = invoke("plans", "forget", "revenue_by_region")
     assert refused.exit_code == 2
-    assert "error: plan 'revenue_by_region' is a file of plans (library.folders), not a saved " in (
-        " ".join(refused.output.split())
-    )
+    assert (
+        "error: plan 'revenue_by_region' is a file of plan folder plans, not a saved plan: "
+        "delete or move plans/revenue_by_region.yaml itself, or leave its folder out "
+        "(library.folders; library.plugin_plans for a plugin's plans)"
+    ) in " ".join(refused.output.split())
     assert (tmp_path / "plans" / "revenue_by_region.yaml").exists()
 
     tricked = invoke("plans", "forget", "../plans/revenue_by_region")
@@ -247,7 +249,8 @@ def test_ask_saves_a_plan_that_passed_verification_and_routes_to_it_next_time(
     from tests.blind import blind_settings
 
     settings = blind_settings(
-        runs_dir=str(tmp_path / "runs"), library={"folders": [], "save": True}
+        runs_dir=str(tmp_path / "runs"),
+        library={"folders": [], "save": True},
     )
     plan = {"steps": MADE["steps"][:1], "outputs": MADE["outputs"]}
     answer = {"answer": "West led [revenue].", "cited_steps": ["revenue"], "complete": True}

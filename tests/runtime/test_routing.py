@@ -19,8 +19,8 @@ from dagentic.tracing import tracing_from_settings
 
 from tests.blind import blind_settings
 from tests.cli import invoke, isolate
+from tests.sample_plans import FOLDERS, sample_plan
 
-ROOT = Path(__file__).resolve().parents[2]
 GOAL = "Which region led revenue in 2026Q2?"
 PLANS = ("revenue_by_region", "top_products", "region_news", "orders_over_time")
 ANSWER = {
@@ -36,7 +36,7 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     isolate(tmp_path, monkeypatch)
     (tmp_path / "plans").mkdir()
     for name in PLANS:
-        shutil.copy(ROOT / "plans" / f"{name}.yaml", tmp_path / "plans")
+        shutil.copy(sample_plan(name), tmp_path / "plans")
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +175,7 @@ def test_a_hostile_router_reply_runs_nothing_unvalidated(
 def test_an_input_the_goal_does_not_state_gives_way_to_the_one_it_states() -> None:
     from dagentic import load_plan
 
-    plan = load_plan(ROOT / "plans" / "top_products.yaml", load_tools()).plan
+    plan = load_plan(sample_plan("top_products"), load_tools()).plan
     goal = "What were the 3 best-selling products in the second quarter of 2025?"
     inputs, corrected = ground_inputs(goal, plan.inputs, {"quarter": "2026Q3", "limit": 10})
     assert inputs == {"quarter": "2025Q2", "limit": 3}
@@ -206,7 +206,7 @@ def test_routing_off_plans_freely(tools: ToolRegistry, tmp_path: Path) -> None:
 def test_router_schema_offers_only_the_candidates_and_none() -> None:
     from dagentic.library import Library
 
-    lib = Library([ROOT / "plans"], Path("/nonexistent"))
+    lib = Library(FOLDERS, Path("/nonexistent"))
     schema = router_schema([lib.get("refund_rates")])
     assert [v["properties"]["plan"] for v in schema["anyOf"]] == [
         {"const": "refund_rates"},
@@ -260,7 +260,7 @@ def test_a_library_plan_that_ran_but_gives_no_such_thing_as_asked_gives_way_to_p
     tools: ToolRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, replans: int
 ) -> None:
     # customers_by_region counts customers per region: it names no customer
-    shutil.copy(ROOT / "plans" / "customers_by_region.yaml", tmp_path / "plans")
+    shutil.copy(sample_plan("customers_by_region"), tmp_path / "plans")
     monkeypatch.setenv("DAGENTIC_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("DAGENTIC_TRACING__METRICS", "false")
     tracing = tracing_from_settings(Settings())
@@ -327,7 +327,7 @@ def test_a_plan_is_offered_only_if_it_is_about_what_the_question_asks() -> None:
     from dagentic.library import Library
     from dagentic.routing import about, asked_about
 
-    lib = Library([ROOT / "plans"], Path("/nonexistent"))
+    lib = Library(FOLDERS, Path("/nonexistent"))
     goal = "Which region brought in the most revenue in 2025Q3?"
     assert asked_about(goal) == ["region", "brought"]
     assert about(goal, lib.get("revenue_by_region"))
