@@ -10,10 +10,10 @@ On a busy machine, --parallel runs each mode in a process of its own at the same
 --shard K/N runs every Nth goal from the Kth (start N of them, then --merge their --json
 files into one report): seconds per goal then include the shards' own contention.
 
-The goals are below (GOALS): 34 that paraphrase the tasks of the ten library plans
-the sql and web plugins ship for the sample data (revenue by region and by quarter, top products and
-customers, categories, orders over time, refunds, segments, customers by region, region
-news), each with the plan and inputs that answer it, and 10 that no plan covers. Each goal
+The goals are below (GOALS): 34 that paraphrase the tasks of the ten library plans the
+sql and web plugins ship for the sample data (revenue by region and by quarter, top
+products and customers, categories, orders over time, refunds, segments, customers by
+region, region news), each with the plan and inputs that answer it, and 10 that no plan covers. Each goal
 holds a SQL query whose value the benchmark computes itself from the sample data
 (plugins/sql/sample_data/*.csv, with DuckDB): the reference. An answer is **correct** when
 it states the reference (a name word for word, ignoring case; a number in any of its usual
@@ -23,7 +23,8 @@ Per goal and mode the agent (dagentic.agent.Agent, every installed tool, no memo
 journal, no caches, the library of plans/ and the plugins' sample plans with saving off)
 runs the goal, and the benchmark records the route and plan taken, the inputs, the
 status, whether the answer was claimed verified (the run succeeded and verification
-passed), whether it is correct, the model calls and the seconds. The summary per mode gives:
+passed), whether it is correct, the model calls and the seconds. The summary per mode
+gives:
   covered_correct        share of covered goals answered correctly (target >= 0.8 with
                          routing on)
   covered_routed_right   share of covered goals routed to their plan with their inputs

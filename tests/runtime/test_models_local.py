@@ -36,6 +36,7 @@ from dagentic.models import (
 from dagentic.planner import LLMPlanner, MissingCapabilityError, PlanningResult
 from dagentic.settings import AgentSettings
 
+from tests.blind import blind_settings
 from tests.cli import run_script
 
 GOALS = [
@@ -448,11 +449,11 @@ async def test_agent_run_with_the_real_model(settings: Settings) -> None:
 @pytest.mark.anyio
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 @pytest.mark.timeout(WALL_TIME + 600)
-async def test_the_real_model_routes_a_covered_goal_to_its_library_plan(
-    settings: Settings,
-) -> None:
-    """A new user's first question, with no API key: plans/ is the library, the embedded
-    model picks the plan and its inputs in one call, and the data answers."""
+async def test_the_real_model_routes_a_covered_goal_to_its_library_plan() -> None:
+    """A new user's first question, with no API key: the library is plans/ and the sql
+    plugin's plans over the sample data (as by default), the embedded model picks the plan
+    and its inputs in one call, and the data answers."""
+    settings = blind_settings(library={"plugin_plans": True})
     budgets = AgentSettings(max_replans=0, max_repairs=1, max_wall_time=WALL_TIME)
     agent = Agent(local(max_tokens=160), load_tools(), settings=settings, budgets=budgets)
     result = await agent.run("Which region led revenue in 2026Q2?")
@@ -474,6 +475,7 @@ def test_cli_ask_json_with_the_real_model(tmp_path: Path) -> None:
         "DAGENTIC_MODEL__MAX_TOKENS": "160",
         "DAGENTIC_MODEL__THREADS": str(THREADS),
         "DAGENTIC_MODEL__CONTEXT_SIZE": str(CONTEXT),
+        "DAGENTIC_LIBRARY__PLUGIN_PLANS": "false",  # the planner, not routing (tested above)
         "NO_COLOR": "1",
     }
     done = run_script(
