@@ -378,6 +378,75 @@ def test_an_unreachable_cluster_is_a_clear_error_at_once() -> None:
     )
 
 
+# Ray Client's message when the server the head starts for a client died (ray#63202)
+CLIENT_SERVER_DIED = (
+    "Initialization failure from server:\nTraceback (most recent call last):\n"
+    '  File "proxier.py", line 769, in Datapath\n'
+    "RuntimeError: Starting Ray client server failed. See ray_client_server_23000.err for "
+    "detailed logs.\n"
+)
+
+
+def fake_init(monkeypatch: pytest.MonkeyPatch, *errors: BaseException) -> list[dict[str, Any]]:
+    """ray.init raising ``errors`` one per call, then connecting; the calls it got."""
+    import ray
+
+    calls: list[dict[str, Any]] = []
+    pending = list(errors)
+
+    def init(**options: Any) -> None:
+        calls.append(options)
+        if pending:
+            raise pending.pop(0)
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", init)
+    return calls
+
+
+def test_a_ray_client_server_that_died_at_its_start_is_started_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dagentic.ray_backend.cluster import connect
+
+    settings = RaySettings(address="auto")
+    calls = fake_init(monkeypatch, *[ConnectionAbortedError(CLIENT_SERVER_DIED)] * 2)
+    connect(settings)
+    assert len(calls) == 3
+
+    calls = fake_init(monkeypatch, *[ConnectionAbortedError(CLIENT_SERVER_DIED)] * 3)
+    with pytest.raises(ClusterError) as caught:
+        connect(settings)
+    assert len(calls) == 3
+    assert str(caught.value) == (
+        "cannot use the Ray cluster at auto: ConnectionAbortedError: Initialization failure "
+        "from server: RuntimeError: Starting Ray client server failed. See "
+        "ray_client_server_23000.err for detailed logs.; Ray's client server died as it "
+        "started 3 times (ray-project/ray#63202): start the head with "
+        "GRPC_ENABLE_FORK_SUPPORT=false in its environment, or use the head's GCS address "
+        "(HOST:6379) instead of ray://"
+    )
+
+
+def test_other_ray_client_failures_are_not_retried_and_name_the_heads_cause(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dagentic.ray_backend.cluster import connect
+
+    other = ConnectionAbortedError(
+        "Initialization failure from server:\nTraceback (most recent call last):\n"
+        "ValueError: runtime_env " + "x" * 1000
+    )
+    calls = fake_init(monkeypatch, other)
+    with pytest.raises(ClusterError) as caught:
+        connect(RaySettings(address="auto"))
+    assert len(calls) == 1
+    assert str(caught.value) == (
+        "cannot use the Ray cluster at auto: ConnectionAbortedError: Initialization failure "
+        "from server: " + ("ValueError: runtime_env " + "x" * 1000)[:300]
+    )
+
+
 async def test_a_call_no_node_can_take_fails_at_once_naming_the_resource(
     probes: ToolRegistry, ray_settings: Settings
 ) -> None:
