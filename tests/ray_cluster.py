@@ -45,8 +45,8 @@ class RayCluster:
             # keep idle workers: a new one imports dagentic on its first call (docs/how-to/ray.md)
             "RAY_idle_worker_killing_time_threshold_ms": "600000",
             # the head's Ray Client server forks a server per client, and with gRPC's fork
-            # handlers on that one can die at once (ray-project/ray#63202): 3 of 13 first
-            # ray:// connections to a fresh cluster failed, 0 of 28 with this (docs/how-to/ray.md)
+            # handlers on that one can die at once (ray-project/ray#63202): 6 of 45 first
+            # ray:// connections to a fresh cluster failed, 0 of 60 with this (bench_ray_client)
             "GRPC_ENABLE_FORK_SUPPORT": "false",
             # tools defined in test modules are pickled by reference: workers import them
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
