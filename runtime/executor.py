@@ -14,6 +14,7 @@ import inspect
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -156,10 +157,7 @@ class Executor:
         relative to its folder)."""
         if isinstance(plan, CompiledPlan):
             return plan
-
-        def folders() -> list[Path]:  # where sub-plans are named from, when one is
-            return plan_folders(self.settings)
-
+        folders = partial(plan_folders, self.settings)  # read when a step names a plan
         judge = self.judge is not None
         if isinstance(plan, Path):
             return load_plan(plan, self.tools, judge=judge, plan_folders=folders)

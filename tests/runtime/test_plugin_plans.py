@@ -14,7 +14,6 @@ from dagentic import (
     PluginError,
     Settings,
     ToolRegistry,
-    hookimpl,
     load_plan,
     load_tools,
     run_plan,
@@ -28,6 +27,7 @@ from dagentic.subplans import plan_folders
 
 from tests.blind import blind_settings
 from tests.cli import invoke, isolate
+from tests.runtime.test_plugins import make_plugin
 from tests.sample_plans import sample_plan
 
 SQL_PLANS = sorted(p.stem for p in sql.SAMPLE_PLANS.glob("*.yaml"))
@@ -50,12 +50,6 @@ def tools() -> ToolRegistry:
     return ToolRegistry([t for t in load_tools() if not t.planning_context])
 
 
-def plugin(name: str, hook: Any) -> Any:
-    module = type(__import__("sys"))(name)
-    module.register_plan_folders = hookimpl(hook)  # type: ignore[attr-defined]
-    return module
-
-
 def test_plugins_add_plan_folders_after_the_configured_ones_unless_turned_off(
     tmp_path: Path,
 ) -> None:
@@ -65,7 +59,11 @@ def test_plugins_add_plan_folders_after_the_configured_ones_unless_turned_off(
     def second() -> list[Any]:  # does not: hooks may leave arguments out
         return [str(tmp_path / "b"), tmp_path / "shared"]
 
-    pm = make_plugin_manager([plugin("one", first), plugin("two", second)], use_entry_points=False)
+    plugins = [
+        make_plugin("one", register_plan_folders=first),
+        make_plugin("two", register_plan_folders=second),
+    ]
+    pm = make_plugin_manager(plugins, use_entry_points=False)
     on = settings()
     assert load_plan_folders(on, pm) == [tmp_path / "a", tmp_path / "shared", tmp_path / "b"]
     off = settings(library={"plugin_plans": False})
@@ -87,7 +85,9 @@ def test_a_plugin_that_returns_no_path_or_raises_is_named() -> None:
         ),
         (broken, "plugin 'bad': register_plan_folders() raised OSError: disk gone"),
     ]:
-        pm = make_plugin_manager([plugin("bad", hook)], use_entry_points=False)
+        pm = make_plugin_manager(
+            [make_plugin("bad", register_plan_folders=hook)], use_entry_points=False
+        )
         with pytest.raises(PluginError) as caught:
             load_plan_folders(settings(), pm)
         assert str(caught.value) == message
